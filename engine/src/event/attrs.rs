@@ -1,0 +1,458 @@
+//! The attributes of each event kind.
+//!
+//! Encoding rule (pinned by the snapshot test): each struct is a msgpack array of its fields in
+//! declaration order. Fields are only ever appended, and every appended field carries
+//! `#[serde(default)]`, so records written by older versions keep decoding.
+
+use serde::{Deserialize, Serialize};
+use serde_repr::{Deserialize_repr, Serialize_repr};
+
+use crate::ids::RunId;
+use crate::payload::Payload;
+
+/// A command's sequence number: 1, 2, 3... in the order the workflow code issued commands.
+/// Activity and timer ids are their command seqs.
+pub type CommandSeq = u32;
+
+/// Milliseconds since the Unix epoch.
+pub type TimeMs = i64;
+
+/// Retry policy of an activity; `None`/0 fields take the server's defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct RetryPolicy {
+    /// Delay before the second attempt.
+    pub initial_interval_ms: u64,
+    /// Multiplier after each failure.
+    pub backoff_coefficient: f64,
+    /// Cap on the delay.
+    pub maximum_interval_ms: u64,
+    /// 0 = unlimited.
+    pub maximum_attempts: u32,
+    /// Failure types that are never retried.
+    pub non_retryable_error_types: Vec<String>,
+}
+
+/// How a tool affects the world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize_repr, Deserialize_repr, Default)]
+#[repr(u8)]
+pub enum Effect {
+    /// Reads only.
+    Read = 1,
+    /// Writes with an idempotency key: safe to retry.
+    #[default]
+    Idempotent = 2,
+    /// Writes that must not be repeated blindly: a lost attempt waits for reconciliation.
+    Write = 3,
+}
+
+/// Options of one activity, as scheduled.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ActivityOptions {
+    /// The queue its tasks go to.
+    pub task_queue: String,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// 0 = none.
+    pub schedule_to_close_ms: u64,
+    /// 0 = default.
+    pub start_to_close_ms: u64,
+    /// 0 = none.
+    pub heartbeat_ms: u64,
+    /// Effect of the tool.
+    pub effect: Effect,
+}
+
+/// Ceilings a run may not cross; 0 = no limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Budget {
+    /// Input + output tokens.
+    pub max_tokens: u64,
+    /// Millionths of a US dollar.
+    pub max_cost_micros: u64,
+    /// Activities scheduled.
+    pub max_activities: u64,
+    /// Wall time since the run started.
+    pub max_duration_ms: u64,
+}
+
+/// Usage of one LLM call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Millionths of a US dollar.
+    pub cost_micros: u64,
+    /// The model that answered.
+    pub model: String,
+}
+
+/// Why something failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Failure {
+    /// Human-readable message.
+    pub message: String,
+    /// Error type, matched against non-retryable types.
+    pub error_type: String,
+    /// Never retry.
+    pub non_retryable: bool,
+    /// Free-form details.
+    pub details: String,
+}
+
+/// A budget dimension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
+pub enum BudgetDimension {
+    /// Input + output tokens.
+    Tokens = 1,
+    /// Cost in micro-dollars.
+    Cost = 2,
+    /// Activities scheduled.
+    Activities = 3,
+    /// Wall time.
+    Duration = 4,
+}
+
+impl BudgetDimension {
+    /// The name used in the API and CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetDimension::Tokens => "tokens",
+            BudgetDimension::Cost => "cost",
+            BudgetDimension::Activities => "activities",
+            BudgetDimension::Duration => "duration",
+        }
+    }
+}
+
+/// Why a workflow task failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
+pub enum WorkflowTaskFailCause {
+    /// Not given.
+    Unspecified = 0,
+    /// The code did something else than its history recorded.
+    Nondeterminism = 1,
+    /// The workflow code panicked.
+    WorkflowPanic = 2,
+    /// The worker does not know this workflow type.
+    UnknownWorkflowType = 3,
+    /// The server refused the task's commands.
+    BadCommand = 4,
+}
+
+/// Which timeout fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
+pub enum TimeoutKind {
+    /// One attempt took too long.
+    StartToClose = 1,
+    /// All attempts together took too long.
+    ScheduleToClose = 2,
+    /// No heartbeat in time.
+    Heartbeat = 3,
+}
+
+/// The operator's decision about a lost `write` attempt, other than complete/fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
+pub enum ReconcileDecision {
+    /// Run the activity again.
+    Retry = 1,
+}
+
+macro_rules! attrs {
+    ($( $(#[$m:meta])* pub struct $name:ident { $( $(#[$fm:meta])* pub $f:ident : $t:ty ),* $(,)? } )*) => {
+        $(
+            $(#[$m])*
+            #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+            pub struct $name { $( $(#[$fm])* pub $f: $t ),* }
+        )*
+    };
+}
+
+attrs! {
+    /// A run began.
+    pub struct RunStarted {
+        /// Workflow type.
+        pub workflow_type: String,
+        /// Caller-chosen id (or the run id).
+        pub workflow_id: String,
+        /// Queue of its workflow tasks and default for activities.
+        pub task_queue: String,
+        /// Input.
+        pub input: Payload,
+        /// 0 = none.
+        pub run_timeout_ms: u64,
+        /// Ceilings.
+        pub budget: Budget,
+        /// The run this one continues (continue-as-new).
+        pub continued_from: Option<RunId>,
+        /// Who started it.
+        pub identity: String,
+        /// Seed of the workflow's deterministic randomness.
+        pub random_seed: u64,
+    }
+    /// The run has new events for its code.
+    pub struct WorkflowTaskScheduled {
+        /// Queue.
+        pub task_queue: String,
+        /// 1 normally; more after failed tasks.
+        pub attempt: u32,
+        /// Not offered to workers before this time (backoff after a failed task); 0 = now.
+        #[serde(default)]
+        pub not_before_ms: TimeMs,
+    }
+    /// A worker took the workflow task; ends the batch of events its code sees.
+    pub struct WorkflowTaskStarted {
+        /// The WorkflowTaskScheduled it answers.
+        pub scheduled_seq: u64,
+        /// Worker id.
+        pub worker: String,
+    }
+    /// The worker returned the task's commands; their events follow it.
+    pub struct WorkflowTaskCompleted {
+        /// The WorkflowTaskStarted it answers.
+        pub started_seq: u64,
+        /// Worker id.
+        pub worker: String,
+    }
+    /// The workflow code failed on this task (the run is held, not failed).
+    pub struct WorkflowTaskFailed {
+        /// The WorkflowTaskStarted it answers.
+        pub started_seq: u64,
+        /// Why.
+        pub cause: WorkflowTaskFailCause,
+        /// Details (for nondeterminism: seq, history, code).
+        pub message: String,
+        /// Worker id.
+        pub worker: String,
+    }
+    /// The worker holding the task went silent.
+    pub struct WorkflowTaskTimedOut {
+        /// The WorkflowTaskStarted it answers.
+        pub started_seq: u64,
+    }
+    /// The workflow asked for an activity.
+    pub struct ActivityScheduled {
+        /// Command seq = activity id.
+        pub command_seq: CommandSeq,
+        /// Activity type (tool or LLM call name).
+        pub activity_type: String,
+        /// Input.
+        pub input: Payload,
+        /// Options.
+        pub options: ActivityOptions,
+    }
+    /// A `write` activity's attempt was handed to a worker (recorded before it runs).
+    pub struct ActivityStarted {
+        /// Activity id.
+        pub command_seq: CommandSeq,
+        /// Attempt, from 1.
+        pub attempt: u32,
+        /// Worker id.
+        pub worker: String,
+    }
+    /// The activity's result.
+    pub struct ActivityCompleted {
+        /// Activity id.
+        pub command_seq: CommandSeq,
+        /// Attempt that produced it.
+        pub attempt: u32,
+        /// Result.
+        pub result: Payload,
+        /// Time of the attempt.
+        pub duration_ms: u64,
+        /// For LLM calls.
+        pub usage: Option<Usage>,
+        /// Supplied by an operator.
+        pub reconciled: bool,
+    }
+    /// An attempt failed.
+    pub struct ActivityFailed {
+        /// Activity id.
+        pub command_seq: CommandSeq,
+        /// Attempt.
+        pub attempt: u32,
+        /// Why.
+        pub failure: Failure,
+        /// When the next attempt is due; `None` = final.
+        pub retry_at_ms: Option<TimeMs>,
+        /// Time of the attempt.
+        pub duration_ms: u64,
+    }
+    /// An attempt (or the whole activity) timed out.
+    pub struct ActivityTimedOut {
+        /// Activity id.
+        pub command_seq: CommandSeq,
+        /// Attempt.
+        pub attempt: u32,
+        /// Which timeout.
+        pub timeout: TimeoutKind,
+        /// When the next attempt is due; `None` = final.
+        pub retry_at_ms: Option<TimeMs>,
+    }
+    /// The workflow asked to cancel an activity.
+    pub struct ActivityCancelRequested {
+        /// This command's seq.
+        pub command_seq: CommandSeq,
+        /// The activity.
+        pub activity_id: CommandSeq,
+    }
+    /// The activity ended as cancelled.
+    pub struct ActivityCancelled {
+        /// Activity id.
+        pub command_seq: CommandSeq,
+    }
+    /// A `write` attempt was lost (its worker went silent): the run waits for reconciliation.
+    pub struct ActivityOutcomeUnknown {
+        /// Activity id.
+        pub command_seq: CommandSeq,
+        /// Attempt.
+        pub attempt: u32,
+    }
+    /// An operator decided a lost attempt's fate (retry).
+    pub struct ActivityReconciled {
+        /// Activity id.
+        pub command_seq: CommandSeq,
+        /// Decision.
+        pub decision: ReconcileDecision,
+        /// Operator.
+        pub identity: String,
+    }
+    /// Heartbeat details of a running attempt.
+    pub struct ActivityProgress {
+        /// Activity id.
+        pub command_seq: CommandSeq,
+        /// Attempt.
+        pub attempt: u32,
+        /// Details.
+        pub details: Payload,
+    }
+    /// A durable timer.
+    pub struct TimerStarted {
+        /// Timer id.
+        pub command_seq: CommandSeq,
+        /// Due time.
+        pub fire_at_ms: TimeMs,
+    }
+    /// A timer fired.
+    pub struct TimerFired {
+        /// Timer id.
+        pub command_seq: CommandSeq,
+    }
+    /// The workflow cancelled a timer.
+    pub struct TimerCancelled {
+        /// This command's seq.
+        pub command_seq: CommandSeq,
+        /// The timer.
+        pub timer_id: CommandSeq,
+    }
+    /// The workflow waits for a signal (possibly a human's answer).
+    pub struct SignalWaitStarted {
+        /// Command seq.
+        pub command_seq: CommandSeq,
+        /// Signal name.
+        pub name: String,
+        /// Question for the human.
+        pub question: String,
+        /// Choices offered.
+        pub choices: Vec<String>,
+    }
+    /// A signal arrived.
+    pub struct SignalReceived {
+        /// Signal name.
+        pub name: String,
+        /// Input.
+        pub input: Payload,
+        /// Sender.
+        pub identity: String,
+        /// Deduplication key.
+        pub request_id: String,
+    }
+    /// Workflow progress.
+    pub struct ProgressReported {
+        /// Command seq.
+        pub command_seq: CommandSeq,
+        /// Units done.
+        pub done: u64,
+        /// Units in all.
+        pub total: u64,
+        /// Current step.
+        pub message: String,
+    }
+    /// The result so far, kept if the run is stopped early.
+    pub struct PartialResultRecorded {
+        /// Command seq.
+        pub command_seq: CommandSeq,
+        /// The partial result.
+        pub result: Payload,
+    }
+    /// Someone asked the run to cancel (cooperatively).
+    pub struct CancelRequested {
+        /// Why.
+        pub reason: String,
+        /// Who.
+        pub identity: String,
+    }
+    /// The run's budget changed.
+    pub struct BudgetUpdated {
+        /// The new ceilings.
+        pub budget: Budget,
+        /// Who.
+        pub identity: String,
+    }
+    /// The run hit a ceiling: nothing more is dispatched until the budget is raised.
+    pub struct BudgetExceeded {
+        /// Which ceiling.
+        pub dimension: BudgetDimension,
+        /// The ceiling.
+        pub limit: u64,
+        /// Used so far.
+        pub used: u64,
+    }
+    /// The run completed.
+    pub struct RunCompleted {
+        /// Command seq.
+        pub command_seq: CommandSeq,
+        /// Result.
+        pub result: Payload,
+    }
+    /// The run failed.
+    pub struct RunFailed {
+        /// Command seq (0 when the server failed it).
+        pub command_seq: CommandSeq,
+        /// Why.
+        pub failure: Failure,
+    }
+    /// The run ended as cancelled.
+    pub struct RunCancelled {
+        /// Command seq.
+        pub command_seq: CommandSeq,
+        /// What it produced before stopping.
+        pub partial_result: Option<Payload>,
+    }
+    /// The run was terminated.
+    pub struct RunTerminated {
+        /// Why.
+        pub reason: String,
+        /// Who.
+        pub identity: String,
+    }
+    /// The run hit its run timeout.
+    pub struct RunTimedOut {
+        /// The run timeout that elapsed.
+        pub run_timeout_ms: u64,
+    }
+    /// The run handed over to a new run.
+    pub struct RunContinuedAsNew {
+        /// Command seq.
+        pub command_seq: CommandSeq,
+        /// The new run.
+        pub new_run_id: RunId,
+        /// Its input.
+        pub input: Payload,
+    }
+}

@@ -1,0 +1,331 @@
+//! The transitions. One arm per event kind; each checks legality before changing anything.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::event::{Event, EventRecord, ReconcileDecision};
+
+type R = Result<(), ApplyError>;
+
+fn illegal(rec: &EventRecord, detail: impl Into<String>) -> ApplyError {
+    ApplyError::Illegal { seq: rec.seq, kind: rec.event.kind().name(), detail: detail.into() }
+}
+
+impl RunState {
+    /// Builds the state from the first record of a history (must be RunStarted, seq 1).
+    pub fn start(key: RunKey, rec: &EventRecord) -> Result<RunState, ApplyError> {
+        let Event::RunStarted(a) = &rec.event else {
+            return Err(ApplyError::Order {
+                seq: rec.seq,
+                kind: rec.event.kind().name(),
+                detail: "cannot begin a history: the first event must be RunStarted".into(),
+            });
+        };
+        if rec.seq != 1 {
+            return Err(ApplyError::Order { seq: rec.seq, kind: "RunStarted", detail: "must be seq 1".into() });
+        }
+        Ok(RunState {
+            key,
+            workflow_type: a.workflow_type.clone(),
+            workflow_id: a.workflow_id.clone(),
+            task_queue: a.task_queue.clone(),
+            status: RunStatus::Running,
+            started_ms: rec.time_ms,
+            closed_ms: None,
+            last_seq: 1,
+            last_hash: rec.hash,
+            run_timeout_ms: a.run_timeout_ms,
+            budget: a.budget,
+            usage: UsageTotals::default(),
+            next_command_seq: 1,
+            workflow_task: WorkflowTask::Idle,
+            unseen_events: true,
+            held: None,
+            activities: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            signal_waits: Vec::new(),
+            signals_received: BTreeMap::new(),
+            signal_waits_issued: BTreeMap::new(),
+            cancel_requested: false,
+            budget_exceeded: None,
+            progress: None,
+            partial_result: None,
+            result: None,
+            failure: None,
+            continued_from: a.continued_from,
+            continued_to: None,
+        })
+    }
+
+    /// Folds a whole history (seq 1..n) into a state.
+    pub fn from_history(key: RunKey, records: &[EventRecord]) -> Result<RunState, ApplyError> {
+        let (first, rest) = records.split_first().ok_or_else(|| ApplyError::Order {
+            seq: 0,
+            kind: "none",
+            detail: "an empty history has no state".into(),
+        })?;
+        let mut s = RunState::start(key, first)?;
+        for r in rest {
+            s.apply(r)?;
+        }
+        Ok(s)
+    }
+
+    /// Applies the next record. On error the state is unchanged.
+    pub fn apply(&mut self, rec: &EventRecord) -> R {
+        let kind = rec.event.kind().name();
+        if rec.seq != self.last_seq + 1 {
+            return Err(ApplyError::Order {
+                seq: rec.seq,
+                kind,
+                detail: format!("expected seq {}", self.last_seq + 1),
+            });
+        }
+        if self.status.is_closed() {
+            return Err(ApplyError::Closed { seq: rec.seq, kind, status: self.status.as_str() });
+        }
+        self.check_command_seq(rec)?;
+        self.transition(rec)?;
+        if let Some(cs) = rec.event.command_seq() {
+            self.next_command_seq = cs + 1;
+        }
+        self.last_seq = rec.seq;
+        self.last_hash = rec.hash;
+        Ok(())
+    }
+
+    fn check_command_seq(&self, rec: &EventRecord) -> R {
+        if let Some(cs) = rec.event.command_seq() {
+            if cs != self.next_command_seq {
+                return Err(illegal(rec, format!("command seq {cs}, expected {}", self.next_command_seq)));
+            }
+            if !matches!(self.workflow_task, WorkflowTask::Idle) {
+                return Err(illegal(rec, "command events follow WorkflowTaskCompleted, not an open task"));
+            }
+        }
+        Ok(())
+    }
+
+    fn activity_mut(&mut self, rec: &EventRecord, id: CommandSeq) -> Result<&mut ActivityState, ApplyError> {
+        // Checked before borrowing mutably so the error can name the record.
+        if !self.activities.contains_key(&id) {
+            return Err(illegal(rec, format!("activity {id} is not open")));
+        }
+        Ok(self.activities.get_mut(&id).expect("checked above"))
+    }
+
+    fn close(&mut self, rec: &EventRecord, status: RunStatus) {
+        self.status = status;
+        self.closed_ms = Some(rec.time_ms);
+        self.workflow_task = WorkflowTask::Idle;
+        self.unseen_events = false;
+    }
+
+    fn transition(&mut self, rec: &EventRecord) -> R {
+        let now = rec.time_ms;
+        match &rec.event {
+            Event::RunStarted(_) => return Err(ApplyError::Order { seq: rec.seq, kind: "RunStarted", detail: "only seq 1 may be RunStarted".into() }),
+            Event::WorkflowTaskScheduled(a) => {
+                if self.workflow_task != WorkflowTask::Idle {
+                    return Err(illegal(rec, "a workflow task is already pending"));
+                }
+                self.workflow_task = WorkflowTask::Scheduled { scheduled_seq: rec.seq, attempt: a.attempt.max(1), not_before_ms: a.not_before_ms, since_ms: now };
+            }
+            Event::WorkflowTaskStarted(a) => match &self.workflow_task {
+                WorkflowTask::Scheduled { scheduled_seq, attempt, .. } if *scheduled_seq == a.scheduled_seq => {
+                    self.workflow_task = WorkflowTask::Started { scheduled_seq: *scheduled_seq, started_seq: rec.seq, attempt: *attempt, worker: a.worker.clone(), since_ms: now };
+                    self.unseen_events = false;
+                }
+                _ => return Err(illegal(rec, format!("no scheduled workflow task at seq {}", a.scheduled_seq))),
+            },
+            Event::WorkflowTaskCompleted(a) => {
+                self.expect_started(rec, a.started_seq)?;
+                self.workflow_task = WorkflowTask::Idle;
+                self.held = None;
+            }
+            Event::WorkflowTaskFailed(a) => {
+                self.expect_started(rec, a.started_seq)?;
+                self.workflow_task = WorkflowTask::Idle;
+                self.held = Some(Held { cause: format!("{:?}", a.cause), message: a.message.clone() });
+                self.unseen_events = true;
+            }
+            Event::WorkflowTaskTimedOut(a) => {
+                self.expect_started(rec, a.started_seq)?;
+                self.workflow_task = WorkflowTask::Idle;
+                self.unseen_events = true;
+            }
+            Event::ActivityScheduled(a) => {
+                self.usage.activities += 1;
+                self.activities.insert(
+                    a.command_seq,
+                    ActivityState {
+                        activity_type: a.activity_type.clone(),
+                        options: a.options.clone(),
+                        scheduled_ms: now,
+                        scheduled_seq: rec.seq,
+                        attempt: 1,
+                        phase: ActivityPhase::Ready { visible_ms: now },
+                        last_failure: None,
+                        ordinal: self.usage.activities,
+                        cancel_requested: false,
+                    },
+                );
+            }
+            Event::ActivityStarted(a) => {
+                let act = self.activity_mut(rec, a.command_seq)?;
+                if !matches!(act.phase, ActivityPhase::Ready { .. }) {
+                    return Err(illegal(rec, format!("activity {} is not ready to start", a.command_seq)));
+                }
+                act.attempt = a.attempt;
+                act.phase = ActivityPhase::Started { since_ms: now, worker: a.worker.clone() };
+            }
+            Event::ActivityCompleted(a) => {
+                self.activity_mut(rec, a.command_seq)?;
+                self.activities.remove(&a.command_seq);
+                if let Some(u) = &a.usage {
+                    self.usage.input_tokens = self.usage.input_tokens.saturating_add(u.input_tokens);
+                    self.usage.output_tokens = self.usage.output_tokens.saturating_add(u.output_tokens);
+                    self.usage.cost_micros = self.usage.cost_micros.saturating_add(u.cost_micros);
+                    self.usage.llm_calls += 1;
+                }
+                self.unseen_events = true;
+            }
+            Event::ActivityFailed(a) => {
+                let act = self.activity_mut(rec, a.command_seq)?;
+                act.last_failure = Some(a.failure.clone());
+                self.retry_or_close(a.command_seq, a.attempt, a.retry_at_ms);
+            }
+            Event::ActivityTimedOut(a) => {
+                let act = self.activity_mut(rec, a.command_seq)?;
+                act.last_failure = Some(Failure { message: format!("{:?} timeout", a.timeout), error_type: "Timeout".into(), ..Default::default() });
+                self.retry_or_close(a.command_seq, a.attempt, a.retry_at_ms);
+            }
+            Event::ActivityCancelRequested(a) => {
+                self.activity_mut(rec, a.activity_id)?.cancel_requested = true;
+            }
+            Event::ActivityCancelled(a) => {
+                self.activity_mut(rec, a.command_seq)?;
+                self.activities.remove(&a.command_seq);
+                self.unseen_events = true;
+            }
+            Event::ActivityOutcomeUnknown(a) => {
+                let act = self.activity_mut(rec, a.command_seq)?;
+                if !matches!(act.phase, ActivityPhase::Started { .. }) {
+                    return Err(illegal(rec, format!("activity {} has no started attempt", a.command_seq)));
+                }
+                act.phase = ActivityPhase::OutcomeUnknown { since_ms: now };
+            }
+            Event::ActivityReconciled(a) => {
+                let act = self.activity_mut(rec, a.command_seq)?;
+                if !matches!(act.phase, ActivityPhase::OutcomeUnknown { .. }) {
+                    return Err(illegal(rec, format!("activity {} is not waiting for reconciliation", a.command_seq)));
+                }
+                match a.decision {
+                    ReconcileDecision::Retry => {
+                        act.attempt += 1;
+                        act.phase = ActivityPhase::Ready { visible_ms: now };
+                    }
+                }
+            }
+            Event::ActivityProgress(a) => {
+                self.activity_mut(rec, a.command_seq)?;
+            }
+            Event::TimerStarted(a) => {
+                self.timers.insert(a.command_seq, a.fire_at_ms);
+            }
+            Event::TimerFired(a) => {
+                if self.timers.remove(&a.command_seq).is_none() {
+                    return Err(illegal(rec, format!("timer {} is not open", a.command_seq)));
+                }
+                self.unseen_events = true;
+            }
+            Event::TimerCancelled(a) => {
+                if self.timers.remove(&a.timer_id).is_none() {
+                    return Err(illegal(rec, format!("timer {} is not open", a.timer_id)));
+                }
+            }
+            Event::SignalWaitStarted(a) => {
+                let issued = self.signal_waits_issued.entry(a.name.clone()).or_default();
+                *issued += 1;
+                // A signal that arrived before the wait satisfies it at once.
+                if self.signals_received.get(&a.name).copied().unwrap_or(0) < *issued {
+                    self.signal_waits.push(SignalWait { command_seq: a.command_seq, name: a.name.clone(), question: a.question.clone(), choices: a.choices.clone(), since_ms: now });
+                }
+            }
+            Event::SignalReceived(a) => {
+                *self.signals_received.entry(a.name.clone()).or_default() += 1;
+                if let Some(i) = self.signal_waits.iter().position(|w| w.name == a.name) {
+                    self.signal_waits.remove(i);
+                }
+                self.unseen_events = true;
+            }
+            Event::ProgressReported(a) => {
+                self.progress = Some(ProgressState { done: a.done, total: a.total, message: a.message.clone(), time_ms: now });
+            }
+            Event::PartialResultRecorded(a) => {
+                self.partial_result = Some(a.result.clone());
+            }
+            Event::CancelRequested(_) => {
+                if self.cancel_requested {
+                    return Err(illegal(rec, "cancel was already requested"));
+                }
+                self.cancel_requested = true;
+                self.unseen_events = true;
+            }
+            Event::BudgetUpdated(a) => {
+                self.budget = a.budget;
+                self.budget_exceeded = None;
+            }
+            Event::BudgetExceeded(a) => {
+                self.budget_exceeded = Some(BudgetHit { dimension: a.dimension, limit: a.limit, used: a.used });
+            }
+            Event::RunCompleted(a) => {
+                self.result = Some(a.result.clone());
+                self.close(rec, RunStatus::Completed);
+            }
+            Event::RunFailed(a) => {
+                self.failure = Some(a.failure.clone());
+                self.result = self.partial_result.clone();
+                self.close(rec, RunStatus::Failed);
+            }
+            Event::RunCancelled(a) => {
+                self.result = a.partial_result.clone().or_else(|| self.partial_result.clone());
+                self.close(rec, RunStatus::Cancelled);
+            }
+            Event::RunTerminated(_) => {
+                self.result = self.partial_result.clone();
+                self.close(rec, RunStatus::Terminated);
+            }
+            Event::RunTimedOut(_) => {
+                self.result = self.partial_result.clone();
+                self.close(rec, RunStatus::TimedOut);
+            }
+            Event::RunContinuedAsNew(a) => {
+                self.continued_to = Some(a.new_run_id);
+                self.close(rec, RunStatus::ContinuedAsNew);
+            }
+        }
+        Ok(())
+    }
+
+    fn expect_started(&self, rec: &EventRecord, started_seq: u64) -> R {
+        match &self.workflow_task {
+            WorkflowTask::Started { started_seq: s, .. } if *s == started_seq => Ok(()),
+            _ => Err(illegal(rec, format!("no started workflow task at seq {started_seq}"))),
+        }
+    }
+
+    fn retry_or_close(&mut self, id: CommandSeq, attempt: u32, retry_at: Option<TimeMs>) {
+        match retry_at {
+            Some(t) => {
+                let act = self.activities.get_mut(&id).expect("caller checked the activity is open");
+                act.attempt = attempt + 1;
+                act.phase = ActivityPhase::Ready { visible_ms: t };
+            }
+            None => {
+                self.activities.remove(&id);
+                self.unseen_events = true;
+            }
+        }
+    }
+}

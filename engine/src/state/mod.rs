@@ -1,0 +1,363 @@
+//! The run state machine: `apply(&EventRecord)` folds a history into a [`RunState`].
+//!
+//! Pure: no I/O, no clock (time comes from the records, or is passed in). An event that is not
+//! legal in the current state is a typed [`ApplyError`], never a panic, and leaves the state
+//! unchanged, so the store can validate a batch before it reaches the log.
+
+mod apply;
+mod waiting;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use waiting::WaitingOn;
+
+use crate::event::{ActivityOptions, Budget, BudgetDimension, CommandSeq, Failure, TimeMs};
+use crate::ids::{RunId, RunKey};
+use crate::payload::{Hash, Payload};
+
+/// Where a run is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RunStatus {
+    /// Open.
+    Running,
+    /// Returned a result.
+    Completed,
+    /// Failed.
+    Failed,
+    /// Ended after a cancel request.
+    Cancelled,
+    /// Ended by force.
+    Terminated,
+    /// Hit its run timeout.
+    TimedOut,
+    /// Handed over to a new run.
+    ContinuedAsNew,
+}
+
+impl RunStatus {
+    /// Whether the run has ended.
+    pub fn is_closed(self) -> bool {
+        self != RunStatus::Running
+    }
+
+    /// The name used by the API and CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Terminated => "terminated",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::ContinuedAsNew => "continued_as_new",
+        }
+    }
+
+    /// Parses [`RunStatus::as_str`].
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "completed" => RunStatus::Completed,
+            "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            "terminated" => RunStatus::Terminated,
+            "timed_out" => RunStatus::TimedOut,
+            "continued_as_new" => RunStatus::ContinuedAsNew,
+            _ => return None,
+        })
+    }
+}
+
+/// The run's workflow task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkflowTask {
+    /// None pending.
+    Idle,
+    /// Waiting for a worker.
+    Scheduled {
+        /// Seq of WorkflowTaskScheduled.
+        scheduled_seq: u64,
+        /// Attempt.
+        attempt: u32,
+        /// Not offered before this time.
+        not_before_ms: TimeMs,
+        /// When it was scheduled.
+        since_ms: TimeMs,
+    },
+    /// A worker holds it.
+    Started {
+        /// Seq of WorkflowTaskScheduled.
+        scheduled_seq: u64,
+        /// Seq of WorkflowTaskStarted.
+        started_seq: u64,
+        /// Attempt.
+        attempt: u32,
+        /// Worker id.
+        worker: String,
+        /// When it started.
+        since_ms: TimeMs,
+    },
+}
+
+/// Where one activity is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActivityPhase {
+    /// Attempt `attempt` may be dispatched from `visible_ms` on.
+    Ready {
+        /// When it becomes visible to workers.
+        visible_ms: TimeMs,
+    },
+    /// A `write` attempt was handed out (recorded durably before it ran).
+    Started {
+        /// When.
+        since_ms: TimeMs,
+        /// Worker id.
+        worker: String,
+    },
+    /// A `write` attempt was lost; an operator must decide.
+    OutcomeUnknown {
+        /// When it was found lost.
+        since_ms: TimeMs,
+    },
+}
+
+/// An open activity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActivityState {
+    /// Activity type.
+    pub activity_type: String,
+    /// Options as scheduled (task queue resolved).
+    pub options: ActivityOptions,
+    /// When it was scheduled.
+    pub scheduled_ms: TimeMs,
+    /// Seq of ActivityScheduled (where its input is).
+    pub scheduled_seq: u64,
+    /// The current (or next) attempt, from 1.
+    pub attempt: u32,
+    /// Phase.
+    pub phase: ActivityPhase,
+    /// The last attempt's failure.
+    pub last_failure: Option<Failure>,
+    /// 1-based position among the run's activities (for the activity budget).
+    pub ordinal: u64,
+    /// The workflow asked to cancel it.
+    pub cancel_requested: bool,
+}
+
+/// An open wait for a signal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalWait {
+    /// Command seq.
+    pub command_seq: CommandSeq,
+    /// Signal name.
+    pub name: String,
+    /// Question for the human.
+    pub question: String,
+    /// Choices offered.
+    pub choices: Vec<String>,
+    /// Since when.
+    pub since_ms: TimeMs,
+}
+
+/// Usage totals of a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UsageTotals {
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Millionths of a US dollar.
+    pub cost_micros: u64,
+    /// Activities scheduled.
+    pub activities: u64,
+    /// Activities completed with usage (LLM calls).
+    pub llm_calls: u64,
+}
+
+impl UsageTotals {
+    /// Input + output tokens.
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+}
+
+/// The last progress the workflow reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressState {
+    /// Units done.
+    pub done: u64,
+    /// Units in all.
+    pub total: u64,
+    /// Current step.
+    pub message: String,
+    /// When.
+    pub time_ms: TimeMs,
+}
+
+/// Why the run is held (its last workflow task failed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// Cause name.
+    pub cause: String,
+    /// Details.
+    pub message: String,
+}
+
+/// A budget ceiling that was hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetHit {
+    /// Which.
+    pub dimension: BudgetDimension,
+    /// Ceiling.
+    pub limit: u64,
+    /// Used.
+    pub used: u64,
+}
+
+/// Everything known about a run, folded from its history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Whose state.
+    pub key: RunKey,
+    /// Workflow type.
+    pub workflow_type: String,
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Task queue.
+    pub task_queue: String,
+    /// Status.
+    pub status: RunStatus,
+    /// When it started.
+    pub started_ms: TimeMs,
+    /// When it ended.
+    pub closed_ms: Option<TimeMs>,
+    /// Seq of the last event.
+    pub last_seq: u64,
+    /// Hash of the last event.
+    pub last_hash: Hash,
+    /// 0 = none.
+    pub run_timeout_ms: u64,
+    /// Ceilings.
+    pub budget: Budget,
+    /// Totals.
+    pub usage: UsageTotals,
+    /// The seq the next workflow command must carry.
+    pub next_command_seq: CommandSeq,
+    /// The workflow task.
+    pub workflow_task: WorkflowTask,
+    /// Events arrived that the workflow code has not seen yet.
+    pub unseen_events: bool,
+    /// Set while the last workflow task failed.
+    pub held: Option<Held>,
+    /// Open activities by id.
+    pub activities: BTreeMap<CommandSeq, ActivityState>,
+    /// Open timers: id -> due time.
+    pub timers: BTreeMap<CommandSeq, TimeMs>,
+    /// Open signal waits.
+    pub signal_waits: Vec<SignalWait>,
+    /// Signals received so far, by name.
+    pub signals_received: BTreeMap<String, u64>,
+    /// Signals waited for so far, by name.
+    pub signal_waits_issued: BTreeMap<String, u64>,
+    /// A cancel was requested.
+    pub cancel_requested: bool,
+    /// Set while parked on a budget.
+    pub budget_exceeded: Option<BudgetHit>,
+    /// Last progress.
+    pub progress: Option<ProgressState>,
+    /// Last partial result.
+    pub partial_result: Option<Payload>,
+    /// Final result (or the partial result a stopped run ended with).
+    pub result: Option<Payload>,
+    /// Failure of a failed run.
+    pub failure: Option<Failure>,
+    /// The run this one continues.
+    pub continued_from: Option<RunId>,
+    /// The run that continues this one.
+    pub continued_to: Option<RunId>,
+}
+
+/// An event that is not legal in the run's current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The first event of a history must be RunStarted, and only the first.
+    #[error("seq {seq}: {kind} {detail}")]
+    Order {
+        /// Seq of the event.
+        seq: u64,
+        /// Its kind.
+        kind: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The run is closed; nothing may follow its terminal event.
+    #[error("seq {seq}: {kind} after the run closed ({status})")]
+    Closed {
+        /// Seq of the event.
+        seq: u64,
+        /// Its kind.
+        kind: &'static str,
+        /// Final status.
+        status: &'static str,
+    },
+    /// The event does not fit the state (unknown activity, wrong command seq...).
+    #[error("seq {seq}: {kind} is not legal now: {detail}")]
+    Illegal {
+        /// Seq of the event.
+        seq: u64,
+        /// Its kind.
+        kind: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl RunState {
+    /// Whether the run is open.
+    pub fn is_open(&self) -> bool {
+        !self.status.is_closed()
+    }
+
+    /// Whether a workflow task should be scheduled now: the code has unseen events and no
+    /// task is pending.
+    pub fn needs_workflow_task(&self) -> bool {
+        self.is_open() && self.unseen_events && self.workflow_task == WorkflowTask::Idle
+    }
+
+    /// The ceiling that dispatching activity `id` at `now_ms` would cross, if any.
+    pub fn budget_block(&self, id: CommandSeq, now_ms: TimeMs) -> Option<BudgetHit> {
+        let b = &self.budget;
+        let u = &self.usage;
+        let hit = |dimension, limit: u64, used: u64| Some(BudgetHit { dimension, limit, used });
+        if b.max_tokens > 0 && u.tokens() >= b.max_tokens {
+            return hit(BudgetDimension::Tokens, b.max_tokens, u.tokens());
+        }
+        if b.max_cost_micros > 0 && u.cost_micros >= b.max_cost_micros {
+            return hit(BudgetDimension::Cost, b.max_cost_micros, u.cost_micros);
+        }
+        if b.max_activities > 0 {
+            if let Some(a) = self.activities.get(&id) {
+                if a.ordinal > b.max_activities {
+                    return hit(BudgetDimension::Activities, b.max_activities, a.ordinal - 1);
+                }
+            }
+        }
+        if b.max_duration_ms > 0 {
+            let used = now_ms.saturating_sub(self.started_ms).max(0) as u64;
+            if used >= b.max_duration_ms {
+                return hit(BudgetDimension::Duration, b.max_duration_ms, used);
+            }
+        }
+        None
+    }
+
+    /// When the run timeout elapses, if it has one.
+    pub fn run_deadline_ms(&self) -> Option<TimeMs> {
+        (self.run_timeout_ms > 0).then(|| self.started_ms.saturating_add(self.run_timeout_ms as i64))
+    }
+}

@@ -1,0 +1,131 @@
+//! "Waiting on": what an open run waits for, said plainly.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ActivityPhase, BudgetHit, RunState, WorkflowTask};
+use crate::event::{CommandSeq, TimeMs};
+
+/// One thing an open run waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WaitingOn {
+    /// An activity attempt.
+    Activity {
+        /// Activity id.
+        id: CommandSeq,
+        /// Activity type.
+        activity_type: String,
+        /// Current or next attempt.
+        attempt: u32,
+        /// Since when (scheduled, or started for `write` attempts).
+        since_ms: TimeMs,
+        /// Set while backing off before the next attempt.
+        next_retry_ms: Option<TimeMs>,
+        /// "scheduled", "running" or "backoff".
+        state: &'static str,
+    },
+    /// A durable timer.
+    Timer {
+        /// Timer id.
+        id: CommandSeq,
+        /// Due time.
+        fire_at_ms: TimeMs,
+    },
+    /// A signal, often a human's answer.
+    Signal {
+        /// Signal name.
+        name: String,
+        /// The question the workflow attached.
+        question: String,
+        /// The choices it offered.
+        choices: Vec<String>,
+        /// Since when.
+        since_ms: TimeMs,
+    },
+    /// A budget ceiling: raise it to resume.
+    Budget(BudgetHit),
+    /// A `write` attempt whose outcome is unknown: an operator must reconcile it.
+    Reconciliation {
+        /// Activity id.
+        id: CommandSeq,
+        /// Activity type.
+        activity_type: String,
+        /// The lost attempt.
+        attempt: u32,
+    },
+    /// The workflow code itself (a pending task, or held after its code failed).
+    WorkflowTask {
+        /// Why the run is held, when it is.
+        held_reason: Option<String>,
+    },
+}
+
+impl WaitingOn {
+    /// The filter name used by `run list --waiting`.
+    pub fn category(&self) -> &'static str {
+        match self {
+            WaitingOn::Activity { .. } => "activity",
+            WaitingOn::Timer { .. } => "timer",
+            WaitingOn::Signal { .. } => "signal",
+            WaitingOn::Budget(_) => "budget",
+            WaitingOn::Reconciliation { .. } => "reconciliation",
+            WaitingOn::WorkflowTask { .. } => "workflow_task",
+        }
+    }
+}
+
+impl RunState {
+    /// What the run waits for at `now_ms`; empty when closed.
+    pub fn waiting_on(&self, now_ms: TimeMs) -> Vec<WaitingOn> {
+        let mut out = Vec::new();
+        if !self.is_open() {
+            return out;
+        }
+        if let Some(hit) = self.budget_exceeded {
+            out.push(WaitingOn::Budget(hit));
+        }
+        if let Some(h) = &self.held {
+            out.push(WaitingOn::WorkflowTask { held_reason: Some(format!("{}: {}", h.cause, h.message)) });
+        } else if self.workflow_task != WorkflowTask::Idle {
+            out.push(WaitingOn::WorkflowTask { held_reason: None });
+        }
+        for (id, a) in &self.activities {
+            let w = match &a.phase {
+                ActivityPhase::Ready { visible_ms } if *visible_ms > now_ms => WaitingOn::Activity {
+                    id: *id,
+                    activity_type: a.activity_type.clone(),
+                    attempt: a.attempt,
+                    since_ms: a.scheduled_ms,
+                    next_retry_ms: Some(*visible_ms),
+                    state: "backoff",
+                },
+                ActivityPhase::Ready { .. } => WaitingOn::Activity {
+                    id: *id,
+                    activity_type: a.activity_type.clone(),
+                    attempt: a.attempt,
+                    since_ms: a.scheduled_ms,
+                    next_retry_ms: None,
+                    state: "scheduled",
+                },
+                ActivityPhase::Started { since_ms, .. } => WaitingOn::Activity {
+                    id: *id,
+                    activity_type: a.activity_type.clone(),
+                    attempt: a.attempt,
+                    since_ms: *since_ms,
+                    next_retry_ms: None,
+                    state: "running",
+                },
+                ActivityPhase::OutcomeUnknown { .. } => {
+                    WaitingOn::Reconciliation { id: *id, activity_type: a.activity_type.clone(), attempt: a.attempt }
+                }
+            };
+            out.push(w);
+        }
+        for (id, at) in &self.timers {
+            out.push(WaitingOn::Timer { id: *id, fire_at_ms: *at });
+        }
+        for w in &self.signal_waits {
+            out.push(WaitingOn::Signal { name: w.name.clone(), question: w.question.clone(), choices: w.choices.clone(), since_ms: w.since_ms });
+        }
+        out
+    }
+}

@@ -1,0 +1,278 @@
+//! The store: the interface every backend implements, and its shared error type.
+//!
+//! A store keeps each run's history (append-only, gapless, chained), the run states folded from
+//! them, the derived task queues and timers, and content-addressed blobs. Every backend passes
+//! the same contract suite ([`contract`]), so that a shared backend (PostgreSQL) can be added
+//! without touching the server.
+//!
+//! Queues and timers are *projections* of the run states: a run whose state says "workflow task
+//! scheduled" is in its queue's ready set; an activity in phase Ready is in its queue from its
+//! visible time; every deadline the state implies is in the timer index. So they are rebuilt
+//! from the history after a crash, and nothing about a run's correctness lives only in memory.
+//! What is held only in memory is the *lease* of a task handed to a worker: losing it after a
+//! crash means the task is offered again (activities are at-least-once; `write` activities
+//! record ActivityStarted durably before they are handed out, for exactly that reason).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::event::{CommandSeq, Event, EventRecord, TimeMs, TimeoutKind};
+use crate::ids::{RunId, RunKey};
+use crate::payload::{Hash, Payload};
+use crate::state::{ApplyError, RunState, RunStatus};
+
+/// Most events one history may hold; past it, appends are refused (use continue-as-new).
+pub const HISTORY_EVENTS_MAX: u64 = 100_000;
+/// Most bytes one history may hold (attrs as stored, blobs counted once); past it, appends are
+/// refused (use continue-as-new).
+pub const HISTORY_BYTES_MAX: u64 = 256 * 1024 * 1024;
+/// Most events in one append.
+pub const APPEND_EVENTS_MAX: usize = 1_000;
+
+/// A store error, grouped by what the caller does next.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// Another writer appended first: re-read the run state and try again.
+    #[error("append conflict on run {run}: expected next seq {expected}, the history is at {actual}")]
+    Conflict {
+        /// The run.
+        run: RunKey,
+        /// The seq the caller expected to write.
+        expected: u64,
+        /// The history's next seq.
+        actual: u64,
+    },
+    /// A start for a workflow id that already has an open run (the caller returns that run).
+    #[error("workflow id {workflow_id:?} already has an open run {run_id}")]
+    WorkflowIdInUse {
+        /// The workflow id.
+        workflow_id: String,
+        /// Its open run.
+        run_id: RunId,
+    },
+    /// No such run.
+    #[error("run {0} not found")]
+    NotFound(RunKey),
+    /// The events do not fit the run's state; nothing was written.
+    #[error("refused for run {run}: {source}")]
+    Illegal {
+        /// The run.
+        run: RunKey,
+        /// What the state machine said.
+        #[source]
+        source: ApplyError,
+    },
+    /// The history would exceed a limit; nothing was written.
+    #[error("[STF-LIMIT] history of run {run} would exceed {limit}: end this run with continue-as-new and carry its state into a fresh run")]
+    HistoryLimit {
+        /// The run.
+        run: RunKey,
+        /// Which limit, with its value.
+        limit: String,
+    },
+    /// A request too large or malformed to store.
+    #[error("invalid append: {0}")]
+    Invalid(String),
+    /// Stored data failed verification (C2). Names the run and seq when known.
+    #[error("[STF-C2] corruption in run {run:?} at seq {seq:?}: {detail}")]
+    Corrupt {
+        /// The run, when known.
+        run: Option<RunKey>,
+        /// The seq, when known.
+        seq: Option<u64>,
+        /// What failed.
+        detail: String,
+    },
+    /// The store cannot serve: an I/O failure, or it was closed. Retry later or restart.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Events to append to one run.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    /// The run.
+    pub key: RunKey,
+    /// The seq the first event gets: 1 creates the run (the first event must be RunStarted).
+    pub expected_next_seq: u64,
+    /// The events, in order.
+    pub events: Vec<Event>,
+    /// Time stamped on every record.
+    pub time_ms: TimeMs,
+    /// Wait until the records are durable before returning (C1). `false` is for records whose
+    /// loss in a crash is harmless (e.g. WorkflowTaskStarted: a later durable append implies
+    /// it, and if none follows the task is simply offered again).
+    pub wait_durable: bool,
+}
+
+/// What an append wrote.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The records, with their seqs and hashes.
+    pub records: Vec<EventRecord>,
+    /// The run's state after them.
+    pub state: Arc<RunState>,
+}
+
+/// Filters of [`Store::list_runs`]; `None` = any.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Status.
+    pub status: Option<RunStatus>,
+    /// Workflow type.
+    pub workflow_type: Option<String>,
+    /// A [`crate::state::WaitingOn::category`], for open runs.
+    pub waiting: Option<String>,
+}
+
+/// Which queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskKind {
+    /// Workflow tasks.
+    Workflow,
+    /// Activity tasks.
+    Activity,
+}
+
+/// A task taken from a queue. It is leased (not offered again) until the run's state moves on
+/// or it is released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Task {
+    /// The run's scheduled workflow task.
+    Workflow {
+        /// The run.
+        key: RunKey,
+        /// Seq of its WorkflowTaskScheduled.
+        scheduled_seq: u64,
+    },
+    /// One attempt of an activity.
+    Activity {
+        /// The run.
+        key: RunKey,
+        /// Activity id.
+        id: CommandSeq,
+        /// Attempt.
+        attempt: u32,
+    },
+}
+
+/// A deadline that has come: the server appends the event it implies.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DueTimer {
+    /// A workflow timer fires.
+    Timer {
+        /// The run.
+        key: RunKey,
+        /// Timer id.
+        id: CommandSeq,
+    },
+    /// An activity attempt handed to a worker ran out of time (start-to-close or heartbeat).
+    ActivityAttempt {
+        /// The run.
+        key: RunKey,
+        /// Activity id.
+        id: CommandSeq,
+        /// Attempt.
+        attempt: u32,
+        /// Which timeout.
+        timeout: TimeoutKind,
+    },
+    /// An activity ran out of total time.
+    ActivityScheduleToClose {
+        /// The run.
+        key: RunKey,
+        /// Activity id.
+        id: CommandSeq,
+    },
+    /// A worker holding a workflow task went silent.
+    WorkflowTask {
+        /// The run.
+        key: RunKey,
+        /// Seq of WorkflowTaskStarted.
+        started_seq: u64,
+    },
+    /// The run timeout elapsed.
+    Run {
+        /// The run.
+        key: RunKey,
+    },
+}
+
+/// Numbers for benchmarks and `steadfast server` logs.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    /// Records appended since open.
+    pub records: u64,
+    /// Log syncs since open.
+    pub syncs: u64,
+    /// Open runs in memory.
+    pub open_runs: u64,
+}
+
+/// The store interface. Implementations: [`crate::embedded::EmbeddedStore`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Appends events to a run at `expected_next_seq`. The events are validated against the
+    /// run's state first (an illegal one refuses the whole append, nothing is written), then
+    /// chained, written and, with `wait_durable`, synced before this returns. A RunStarted with
+    /// a workflow id that has an open run is refused with [`Error::WorkflowIdInUse`].
+    async fn append(&self, req: AppendRequest) -> Result<Appended, Error>;
+
+    /// The run's current state.
+    async fn run_state(&self, key: &RunKey) -> Result<Option<Arc<RunState>>, Error>;
+
+    /// The open run of a workflow id.
+    async fn open_run_for_workflow_id(&self, namespace: &str, workflow_id: &str) -> Result<Option<RunId>, Error>;
+
+    /// Runs of a namespace, newest first, after `after` (a run id from the previous page).
+    async fn list_runs(&self, namespace: &str, filter: &RunFilter, after: Option<RunId>, limit: usize, now_ms: TimeMs) -> Result<Vec<Arc<RunState>>, Error>;
+
+    /// Up to `limit` records from `from_seq`, verified against the chain; corruption is an
+    /// error naming the run and seq, never a shorter page.
+    async fn read_history(&self, key: &RunKey, from_seq: u64, limit: usize) -> Result<Vec<EventRecord>, Error>;
+
+    /// Takes the next visible task of a queue and leases it.
+    async fn poll_task(&self, namespace: &str, queue: &str, kind: TaskKind, now_ms: TimeMs) -> Result<Option<Task>, Error>;
+
+    /// Returns a leased task to its queue (the server could not hand it out).
+    async fn release_task(&self, task: &Task) -> Result<(), Error>;
+
+    /// Sets the deadline of a leased activity attempt (start-to-close or heartbeat, whichever
+    /// comes first); called on dispatch and on every heartbeat.
+    async fn set_attempt_deadline(&self, key: &RunKey, id: CommandSeq, attempt: u32, deadline_ms: TimeMs, timeout: TimeoutKind) -> Result<(), Error>;
+
+    /// Removes and returns deadlines due at `now_ms`. A deadline whose event the server does
+    /// not append comes back when the run's state next changes.
+    async fn take_due_timers(&self, now_ms: TimeMs, limit: usize) -> Result<Vec<DueTimer>, Error>;
+
+    /// The earliest deadline, or the earliest time a not-yet-visible task becomes visible.
+    async fn next_wakeup_ms(&self) -> Result<Option<TimeMs>, Error>;
+
+    /// Stores a blob (idempotent) durably; returns its hash.
+    async fn put_blob(&self, data: Vec<u8>) -> Result<Hash, Error>;
+
+    /// A blob by hash.
+    async fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, Error>;
+
+    /// Makes the read models durable and drops the log they cover; returns the covered lsn.
+    async fn checkpoint(&self) -> Result<u64, Error>;
+
+    /// Counters.
+    fn stats(&self) -> StoreStats;
+}
+
+/// Resolves a payload that refers to a blob into an inline one.
+pub async fn inline_payload(store: &dyn Store, p: &Payload) -> Result<Payload, Error> {
+    match &p.blob {
+        None => Ok(p.clone()),
+        Some(b) => {
+            let data = store.get_blob(&b.hash).await?.ok_or_else(|| Error::Corrupt {
+                run: None,
+                seq: None,
+                detail: format!("blob {} is missing", hex::encode(b.hash)),
+            })?;
+            Ok(Payload { encoding: p.encoding.clone(), data, blob: None })
+        }
+    }
+}
