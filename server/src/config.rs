@@ -1,0 +1,24 @@
+//! Server configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./steadfast-data";
+/// Default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7233";
+
+/// How to run a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where the store lives.
+    pub data_dir: PathBuf,
+    /// Where to listen.
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { data_dir: DEFAULT_DATA_DIR.into(), listen: DEFAULT_LISTEN.parse().expect("valid default address") }
+    }
+}
