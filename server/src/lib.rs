@@ -1,8 +1,20 @@
 //! The Steadfast server: gRPC services over the engine's store, task dispatch by long poll,
 //! the timer loop, and the admin CLI. The `steadfast` binary is `src/main.rs`.
+//!
+//! - [`core`]: what the services share, and `Core::update`, the one way a run changes.
+//! - [`service`]: ClientService, WorkerService, AdminService.
+//! - [`commands`]: workflow commands -> events, validated against the run state.
+//! - [`timers`]: deadlines -> events.
 
+pub mod commands;
 pub mod config;
 pub mod convert;
+pub mod core;
+pub mod notify;
+pub mod retry;
 pub mod server;
+pub mod service;
+pub mod timers;
+pub mod validate;
 
 pub use config::ServerConfig;

@@ -1,9 +1,95 @@
 //! Assembles the services over an embedded store and serves them until shutdown.
 
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use steadfast_engine::clock::SystemClock;
+use steadfast_engine::store::Store;
+use steadfast_proto::v1 as pb;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
 use crate::config::ServerConfig;
+use crate::core::Core;
+use crate::service::{admin::AdminApi, client::ClientApi, worker::WorkerApi};
+use crate::timers;
+
+/// Largest request accepted (bytes). Payload limits are checked separately with clearer
+/// messages; this only bounds what is decoded at all.
+pub const REQUEST_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Opens the store in `config.data_dir`, listens on `config.listen` and serves until SIGTERM
-/// or ctrl-c, then shuts down gracefully.
+/// or ctrl-c, then shuts down gracefully (in-flight requests finish, the store is closed).
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
-    anyhow::bail!("server not wired yet: {config:?}")
+    let started = Instant::now();
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let store: Arc<dyn Store> = open_store(&config)?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), ms = started.elapsed().as_millis() as u64, "serving");
+    // Tests and scripts read this line to learn the port when --listen uses port 0.
+    eprintln!("steadfast server listening on {addr}");
+    serve(store.clone(), listener, shutdown_signal()).await?;
+    tracing::info!("shutting down: closing the store");
+    if let Err(e) = store.checkpoint().await {
+        tracing::warn!(error = %e, "final checkpoint failed; the log will be replayed on open");
+    }
+    drop(store);
+    Ok(())
 }
+
+// Replaced by the embedded store as soon as it lands (engine/src/embedded).
+fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    anyhow::bail!("no store backend is compiled in yet (data dir {})", config.data_dir.display())
+}
+
+/// Serves the API over `store` on `listener` until `shutdown` resolves.
+pub async fn serve(store: Arc<dyn Store>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    let core = Core::new(store, Arc::new(SystemClock));
+    let timer_task = tokio::spawn(timers::run(core.clone()));
+    let (mut health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<pb::client_service_server::ClientServiceServer<ClientApi>>().await;
+    health.set_serving::<pb::worker_service_server::WorkerServiceServer<WorkerApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("reflection service")?;
+    let client = pb::client_service_server::ClientServiceServer::new(ClientApi::new(core.clone())).max_decoding_message_size(REQUEST_BYTES_MAX);
+    let worker = pb::worker_service_server::WorkerServiceServer::new(WorkerApi::new(core.clone())).max_decoding_message_size(REQUEST_BYTES_MAX);
+    let admin = pb::admin_service_server::AdminServiceServer::new(crate::service::admin::AdminApi::new(core.clone()));
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(client)
+        .add_service(worker)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    timer_task.abort();
+    result.context("gRPC server")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[allow(unused)]
+fn _assert_admin_type(_: AdminApi) {}

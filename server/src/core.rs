@@ -1,0 +1,196 @@
+//! What every service shares: the store, the clock, wake-ups, and the one way to change a
+//! run (`Core::update`: read state, decide events, append at the expected seq, retry on
+//! conflict, then wake whoever waits).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use steadfast_engine::clock::Clock;
+use steadfast_engine::event::{Event, WorkflowTaskScheduled};
+use steadfast_engine::payload::Payload;
+use steadfast_engine::state::{ApplyError, RunState};
+use steadfast_engine::store::{self, AppendRequest, Appended, Store, TaskKind};
+use steadfast_engine::{EventRecord, RunKey};
+use tonic::Status;
+
+use crate::notify::Notifier;
+
+/// How often an update retries after losing an append race.
+const UPDATE_ATTEMPTS_MAX: usize = 20;
+
+/// Maps a store error to a gRPC status.
+pub fn status(e: store::Error) -> Status {
+    use store::Error as E;
+    match e {
+        E::Conflict { .. } => Status::aborted(e.to_string()),
+        E::WorkflowIdInUse { .. } => Status::already_exists(e.to_string()),
+        E::NotFound(k) => Status::not_found(format!("run {} not found in namespace {:?}", k.run_id, k.namespace)),
+        E::Illegal { .. } => Status::failed_precondition(e.to_string()),
+        E::HistoryLimit { .. } => Status::resource_exhausted(e.to_string()),
+        E::Invalid(_) => Status::invalid_argument(e.to_string()),
+        E::Corrupt { .. } => Status::data_loss(e.to_string()),
+        E::Unavailable(_) => Status::unavailable(e.to_string()),
+    }
+}
+
+/// What a sticky worker has of a run: the worker id and the last seq it was sent.
+#[derive(Debug, Clone)]
+pub struct Sticky {
+    /// Worker id.
+    pub worker: String,
+    /// Last seq it has seen.
+    pub last_seq: u64,
+}
+
+/// Shared server state.
+pub struct Core {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Wake-ups.
+    pub notify: Notifier,
+    /// Which worker caches which run (an optimisation only: losing it costs a replay).
+    pub sticky: Mutex<HashMap<RunKey, Sticky>>,
+    /// When each in-flight activity attempt was handed out, for durations.
+    pub dispatched: Mutex<HashMap<(RunKey, u32, u32), i64>>,
+    /// Last time heartbeat details were recorded per activity (rate limit).
+    pub heartbeat_recorded: Mutex<HashMap<(RunKey, u32), i64>>,
+}
+
+/// A decision about a run: `Ok(None)` means "nothing to append".
+pub type Decision = Result<Option<Vec<Event>>, Status>;
+
+impl Core {
+    /// A core over `store`.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Arc<Core> {
+        Arc::new(Core {
+            store,
+            clock,
+            notify: Notifier::default(),
+            sticky: Mutex::default(),
+            dispatched: Mutex::default(),
+            heartbeat_recorded: Mutex::default(),
+        })
+    }
+
+    /// Now, in ms since the epoch.
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The run's state, or NOT_FOUND.
+    pub async fn state(&self, key: &RunKey) -> Result<Arc<RunState>, Status> {
+        self.store
+            .run_state(key)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| Status::not_found(format!("run {} not found in namespace {:?}", key.run_id, key.namespace)))
+    }
+
+    /// Reads the state, lets `decide` choose events, appends them at the expected seq (adding
+    /// a WorkflowTaskScheduled when they leave the code with unseen events), and retries from
+    /// a fresh state when another writer got there first. Returns what was appended.
+    pub async fn update(
+        &self,
+        key: &RunKey,
+        wait_durable: bool,
+        mut decide: impl FnMut(&RunState, i64) -> Decision,
+    ) -> Result<Option<Appended>, Status> {
+        for _ in 0..UPDATE_ATTEMPTS_MAX {
+            let state = self.state(key).await?;
+            let now = self.now();
+            let Some(mut events) = decide(&state, now)? else { return Ok(None) };
+            if events.is_empty() {
+                return Ok(None);
+            }
+            let after = simulate(&state, &events, now).map_err(|e| Status::failed_precondition(e.to_string()))?;
+            if after.needs_workflow_task() {
+                events.push(Event::WorkflowTaskScheduled(WorkflowTaskScheduled { task_queue: state.task_queue.clone(), attempt: 1, not_before_ms: 0 }));
+            }
+            let req = AppendRequest { key: key.clone(), expected_next_seq: state.last_seq + 1, events, time_ms: now, wait_durable };
+            match self.store.append(req).await {
+                Ok(a) => {
+                    self.after_append(&a);
+                    return Ok(Some(a));
+                }
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(status(e)),
+            }
+        }
+        Err(Status::aborted(format!("run {key} is changing too fast; try again")))
+    }
+
+    /// Creates a run (the events must begin with RunStarted).
+    pub async fn create(&self, key: &RunKey, events: Vec<Event>) -> Result<Appended, store::Error> {
+        let req = AppendRequest { key: key.clone(), expected_next_seq: 1, events, time_ms: self.now(), wait_durable: true };
+        let a = self.store.append(req).await?;
+        self.after_append(&a);
+        Ok(a)
+    }
+
+    /// Wakes pollers, watchers and the timer loop after an append.
+    pub fn after_append(&self, a: &Appended) {
+        let s = &a.state;
+        for r in &a.records {
+            match &r.event {
+                Event::WorkflowTaskScheduled(e) => self.notify.task_ready(&s.key.namespace, &e.task_queue, TaskKind::Workflow),
+                Event::ActivityScheduled(e) => self.notify.task_ready(&s.key.namespace, &e.options.task_queue, TaskKind::Activity),
+                Event::ActivityFailed(_) | Event::ActivityTimedOut(_) | Event::ActivityReconciled(_) | Event::BudgetUpdated(_) => {
+                    for act in s.activities.values() {
+                        self.notify.task_ready(&s.key.namespace, &act.options.task_queue, TaskKind::Activity);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !s.is_open() {
+            self.sticky.lock().remove(&s.key);
+        }
+        self.notify.timers_changed();
+        self.notify.run_changed(&s.key, s.last_seq);
+    }
+
+    /// Inlines blob payloads of a record for sending.
+    pub async fn inline(&self, mut rec: EventRecord) -> Result<EventRecord, Status> {
+        for p in rec.event.payloads_mut() {
+            if p.blob.is_some() {
+                *p = store::inline_payload(self.store.as_ref(), p).await.map_err(status)?;
+            }
+        }
+        Ok(rec)
+    }
+
+    /// Inlines one payload.
+    pub async fn inline_payload(&self, p: &Payload) -> Result<Payload, Status> {
+        store::inline_payload(self.store.as_ref(), p).await.map_err(status)
+    }
+
+    /// Reads `[from, to]` of a run's history, inlined.
+    pub async fn history(&self, key: &RunKey, from: u64, to: u64) -> Result<Vec<EventRecord>, Status> {
+        let mut out = Vec::new();
+        let mut next = from.max(1);
+        while next <= to {
+            let page = self.store.read_history(key, next, (to - next + 1).min(1000) as usize).await.map_err(status)?;
+            if page.is_empty() {
+                break;
+            }
+            for r in page {
+                next = r.seq + 1;
+                out.push(self.inline(r).await?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The state after `events`, without storing anything (hashes are not checked by `apply`).
+pub fn simulate(state: &RunState, events: &[Event], now: i64) -> Result<RunState, ApplyError> {
+    let mut s = state.clone();
+    for (i, e) in events.iter().enumerate() {
+        let rec = EventRecord { seq: state.last_seq + 1 + i as u64, time_ms: now, hash: [0; 32], event: e.clone() };
+        s.apply(&rec)?;
+    }
+    Ok(s)
+}

@@ -1,0 +1,105 @@
+//! Activity retry decisions and option defaults, as pure functions of time.
+
+use steadfast_engine::event::{ActivityOptions, Failure, TimeMs};
+use steadfast_engine::state::ActivityState;
+
+/// Start-to-close timeout when none is given.
+pub const DEFAULT_START_TO_CLOSE_MS: u64 = 60_000;
+/// First retry delay when none is given.
+pub const DEFAULT_INITIAL_INTERVAL_MS: u64 = 1_000;
+/// Backoff multiplier when none is given.
+pub const DEFAULT_BACKOFF: f64 = 2.0;
+/// Error type of an attempt that ended because it was cancelled.
+pub const CANCELLED_ERROR_TYPE: &str = "Cancelled";
+
+/// Fills the server defaults into options as scheduled (so the history records what applies).
+pub fn with_defaults(mut o: ActivityOptions, run_queue: &str) -> ActivityOptions {
+    if o.task_queue.is_empty() {
+        o.task_queue = run_queue.to_string();
+    }
+    if o.start_to_close_ms == 0 {
+        o.start_to_close_ms = DEFAULT_START_TO_CLOSE_MS;
+    }
+    if o.retry.initial_interval_ms == 0 {
+        o.retry.initial_interval_ms = DEFAULT_INITIAL_INTERVAL_MS;
+    }
+    if !(o.retry.backoff_coefficient >= 1.0 && o.retry.backoff_coefficient.is_finite()) {
+        o.retry.backoff_coefficient = DEFAULT_BACKOFF;
+    }
+    if o.retry.maximum_interval_ms == 0 {
+        o.retry.maximum_interval_ms = o.retry.initial_interval_ms.saturating_mul(100);
+    }
+    o
+}
+
+/// Delay before attempt `attempt + 1` after attempt `attempt` failed.
+pub fn backoff_ms(o: &ActivityOptions, attempt: u32) -> u64 {
+    let base = o.retry.initial_interval_ms as f64 * o.retry.backoff_coefficient.powi(attempt.saturating_sub(1).min(64) as i32);
+    (base.min(o.retry.maximum_interval_ms as f64)).max(0.0) as u64
+}
+
+/// When the next attempt is due after `attempt` failed with `failure` at `now`, or `None`
+/// when this failure is final (non-retryable, attempts exhausted, out of total time).
+pub fn next_attempt_at(act: &ActivityState, attempt: u32, failure: Option<&Failure>, now: TimeMs) -> Option<TimeMs> {
+    let o = &act.options;
+    if let Some(f) = failure {
+        if f.non_retryable || f.error_type == CANCELLED_ERROR_TYPE || o.retry.non_retryable_error_types.iter().any(|t| t == &f.error_type) {
+            return None;
+        }
+    }
+    if o.retry.maximum_attempts > 0 && attempt >= o.retry.maximum_attempts {
+        return None;
+    }
+    let at = now.saturating_add(backoff_ms(o, attempt) as i64);
+    if o.schedule_to_close_ms > 0 && at >= act.scheduled_ms.saturating_add(o.schedule_to_close_ms as i64) {
+        return None;
+    }
+    Some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use steadfast_engine::state::ActivityPhase;
+
+    fn act(o: ActivityOptions) -> ActivityState {
+        ActivityState {
+            activity_type: "t".into(),
+            options: with_defaults(o, "q"),
+            scheduled_ms: 0,
+            scheduled_seq: 5,
+            attempt: 1,
+            phase: ActivityPhase::Ready { visible_ms: 0 },
+            last_failure: None,
+            ordinal: 1,
+            cancel_requested: false,
+        }
+    }
+
+    #[test]
+    fn exponential_backoff_capped() {
+        let a = act(ActivityOptions::default());
+        assert_eq!(backoff_ms(&a.options, 1), 1_000);
+        assert_eq!(backoff_ms(&a.options, 2), 2_000);
+        assert_eq!(backoff_ms(&a.options, 3), 4_000);
+        assert_eq!(backoff_ms(&a.options, 40), 100_000);
+        assert_eq!(next_attempt_at(&a, 1, None, 10), Some(1_010));
+    }
+
+    #[test]
+    fn final_failures() {
+        let mut o = ActivityOptions::default();
+        o.retry.maximum_attempts = 3;
+        o.retry.non_retryable_error_types = vec!["BadRequest".into()];
+        let a = act(o);
+        assert_eq!(next_attempt_at(&a, 3, None, 0), None);
+        assert!(next_attempt_at(&a, 2, None, 0).is_some());
+        let f = Failure { error_type: "BadRequest".into(), ..Default::default() };
+        assert_eq!(next_attempt_at(&a, 1, Some(&f), 0), None);
+        let f = Failure { non_retryable: true, ..Default::default() };
+        assert_eq!(next_attempt_at(&a, 1, Some(&f), 0), None);
+        let mut o = ActivityOptions::default();
+        o.schedule_to_close_ms = 1_500;
+        assert_eq!(next_attempt_at(&act(o), 1, None, 600), None);
+    }
+}

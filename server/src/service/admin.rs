@@ -1,0 +1,96 @@
+//! AdminService: budgets, reconciliation of lost `write` attempts, checkpoints.
+
+use std::sync::Arc;
+
+use steadfast_engine::event::{self as ev, Event, ReconcileDecision};
+use steadfast_engine::state::ActivityPhase;
+use steadfast_proto::v1 as pb;
+use steadfast_proto::v1::admin_service_server::AdminService;
+use steadfast_proto::v1::reconcile_activity_request::Decision;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::core::{Core, status};
+use crate::service::client::closed_check;
+use crate::validate;
+
+/// The admin service.
+pub struct AdminApi {
+    core: Arc<Core>,
+}
+
+impl AdminApi {
+    /// Over `core`.
+    pub fn new(core: Arc<Core>) -> AdminApi {
+        AdminApi { core }
+    }
+}
+
+/// The new budget: fields given (non-zero) replace the current ones.
+pub fn merge_budget(current: ev::Budget, update: &pb::Budget) -> ev::Budget {
+    let pick = |new: u64, old: u64| if new > 0 { new } else { old };
+    ev::Budget {
+        max_tokens: pick(update.max_tokens, current.max_tokens),
+        max_cost_micros: pick(update.max_cost_micros, current.max_cost_micros),
+        max_activities: pick(update.max_activities, current.max_activities),
+        max_duration_ms: pick(update.max_duration_ms, current.max_duration_ms),
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn update_budget(&self, req: Request<pb::UpdateBudgetRequest>) -> Result<Response<pb::UpdateBudgetResponse>, Status> {
+        let r = req.get_ref();
+        let key = validate::run_key(&r.namespace, &r.run_id)?;
+        let update = r.budget.clone().ok_or_else(|| Status::invalid_argument("budget is missing: give at least one ceiling"))?;
+        let mut result = None;
+        self.core
+            .update(&key, true, |s, _| {
+                closed_check(s, "change the budget of")?;
+                let b = merge_budget(s.budget, &update);
+                result = Some(b);
+                Ok(Some(vec![Event::BudgetUpdated(ev::BudgetUpdated { budget: b, identity: r.identity.clone() })]))
+            })
+            .await?;
+        Ok(Response::new(pb::UpdateBudgetResponse { budget: result.as_ref().map(convert::budget) }))
+    }
+
+    async fn reconcile_activity(&self, req: Request<pb::ReconcileActivityRequest>) -> Result<Response<pb::ReconcileActivityResponse>, Status> {
+        let r = req.get_ref();
+        let key = validate::run_key(&r.namespace, &r.run_id)?;
+        let decision = r.decision.as_ref().ok_or_else(|| Status::invalid_argument("give a decision: retry, complete or fail"))?;
+        let complete = match decision {
+            Decision::Complete(p) => Some(validate::payload("complete", Some(p))?),
+            _ => None,
+        };
+        let id = r.activity_id;
+        self.core
+            .update(&key, true, |s, _| {
+                closed_check(s, "reconcile")?;
+                let act = s.activities.get(&id).ok_or_else(|| Status::not_found(format!("activity {id} of run {} is not open", key.run_id)))?;
+                if !matches!(act.phase, ActivityPhase::OutcomeUnknown { .. }) {
+                    return Err(Status::failed_precondition(format!("activity {id} is not waiting for reconciliation (only a lost `write` attempt is)")));
+                }
+                let e = match decision {
+                    Decision::Retry(_) => Event::ActivityReconciled(ev::ActivityReconciled { command_seq: id, decision: ReconcileDecision::Retry, identity: r.identity.clone() }),
+                    Decision::Complete(_) => Event::ActivityCompleted(ev::ActivityCompleted {
+                        command_seq: id,
+                        attempt: act.attempt,
+                        result: complete.clone().expect("set above"),
+                        duration_ms: 0,
+                        usage: None,
+                        reconciled: true,
+                    }),
+                    Decision::Fail(f) => Event::ActivityFailed(ev::ActivityFailed { command_seq: id, attempt: act.attempt, failure: convert::failure_from(f), retry_at_ms: None, duration_ms: 0 }),
+                };
+                Ok(Some(vec![e]))
+            })
+            .await?;
+        Ok(Response::new(pb::ReconcileActivityResponse {}))
+    }
+
+    async fn checkpoint(&self, _req: Request<pb::CheckpointRequest>) -> Result<Response<pb::CheckpointResponse>, Status> {
+        let lsn = self.core.store.checkpoint().await.map_err(status)?;
+        Ok(Response::new(pb::CheckpointResponse { lsn }))
+    }
+}
