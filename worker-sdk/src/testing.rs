@@ -1,0 +1,351 @@
+//! Build histories in code, the way the server records them: for unit tests of workflows,
+//! golden histories and the replayer. Hashes are left empty (the SDK does not check the
+//! chain; the server does).
+//!
+//! ```
+//! use steadfast_sdk::testing::HistoryBuilder;
+//! let mut h = HistoryBuilder::new("greet", &"world");
+//! h.start_task();
+//! assert_eq!(h.events().len(), 3); // RunStarted, WorkflowTaskScheduled, WorkflowTaskStarted
+//! ```
+
+use serde::Serialize;
+use steadfast_proto::v1 as pb;
+use steadfast_proto::v1::command::Command as Cmd;
+use steadfast_proto::v1::history_event::Attributes as Ev;
+
+use crate::payload;
+
+/// The seed of [`HistoryBuilder::new`]'s runs.
+pub const DEFAULT_SEED: u64 = 42;
+/// The time of the first event of [`HistoryBuilder::new`]'s runs, ms since the epoch.
+pub const START_MS: i64 = 1_700_000_000_000;
+
+/// Appends events to a history with consecutive seqs and a clock that advances 1 ms per
+/// event.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryBuilder {
+    events: Vec<pb::HistoryEvent>,
+    time_ms: i64,
+    last_task_started: u64,
+}
+
+impl HistoryBuilder {
+    /// A history that starts run of `workflow_type` with `input` (seed [`DEFAULT_SEED`]).
+    pub fn new(workflow_type: &str, input: &impl Serialize) -> Self {
+        Self::with_seed(workflow_type, input, DEFAULT_SEED)
+    }
+
+    /// Like [`HistoryBuilder::new`] with a random seed of your choice.
+    pub fn with_seed(workflow_type: &str, input: &impl Serialize, seed: u64) -> Self {
+        let mut h = HistoryBuilder {
+            events: Vec::new(),
+            time_ms: START_MS,
+            last_task_started: 0,
+        };
+        h.push(Ev::RunStarted(pb::RunStarted {
+            workflow_type: workflow_type.to_owned(),
+            workflow_id: "wf-1".into(),
+            task_queue: "default".into(),
+            input: Some(payload::encode(input).expect("test input encodes")),
+            random_seed: seed,
+            ..Default::default()
+        }));
+        h
+    }
+
+    /// All events so far.
+    pub fn events(&self) -> &[pb::HistoryEvent] {
+        &self.events
+    }
+
+    /// The events after `seq` (what the server sends a worker that holds the run up to
+    /// `seq`).
+    pub fn events_after(&self, seq: u64) -> Vec<pb::HistoryEvent> {
+        self.events[usize::try_from(seq)
+            .unwrap_or(usize::MAX)
+            .min(self.events.len())..]
+            .to_vec()
+    }
+
+    /// Seq of the last event (0 when empty).
+    pub fn last_seq(&self) -> u64 {
+        self.events.len() as u64
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&mut self, ms: i64) -> &mut Self {
+        self.time_ms += ms;
+        self
+    }
+
+    /// Appends one event, with the next seq and time.
+    pub fn push(&mut self, attributes: Ev) -> &mut Self {
+        let kind = event_kind(&attributes);
+        let seq = self.events.len() as u64 + 1;
+        self.events.push(pb::HistoryEvent {
+            seq,
+            time_ms: self.time_ms,
+            hash: Vec::new(),
+            kind: kind as i32,
+            attributes: Some(attributes),
+        });
+        self.time_ms += 1;
+        self
+    }
+
+    /// WorkflowTaskScheduled and WorkflowTaskStarted: a new workflow task, in flight.
+    pub fn start_task(&mut self) -> &mut Self {
+        self.push(Ev::WorkflowTaskScheduled(pb::WorkflowTaskScheduled {
+            task_queue: "default".into(),
+            attempt: 1,
+            not_before_ms: 0,
+        }));
+        let scheduled_seq = self.last_seq();
+        self.push(Ev::WorkflowTaskStarted(pb::WorkflowTaskStarted {
+            scheduled_seq,
+            worker: "test-worker".into(),
+        }));
+        self.last_task_started = self.last_seq();
+        self
+    }
+
+    /// WorkflowTaskCompleted of the task in flight, then the events of its commands, as
+    /// the server appends them in one write.
+    pub fn complete_task(&mut self, commands: &[pb::Command]) -> &mut Self {
+        self.push(Ev::WorkflowTaskCompleted(pb::WorkflowTaskCompleted {
+            started_seq: self.last_task_started,
+            worker: "test-worker".into(),
+        }));
+        for c in commands {
+            let fire_at = self.time_ms;
+            self.push(command_event(c, fire_at));
+        }
+        self
+    }
+
+    /// WorkflowTaskFailed of the task in flight.
+    pub fn fail_task(&mut self, cause: pb::WorkflowTaskFailCause, message: &str) -> &mut Self {
+        self.push(Ev::WorkflowTaskFailed(pb::WorkflowTaskFailed {
+            started_seq: self.last_task_started,
+            cause: cause as i32,
+            message: message.into(),
+            worker: "test-worker".into(),
+        }))
+    }
+
+    /// ActivityCompleted of activity `seq` with `result`.
+    pub fn activity_completed(&mut self, seq: u32, result: &impl Serialize) -> &mut Self {
+        self.push(Ev::ActivityCompleted(pb::ActivityCompleted {
+            command_seq: seq,
+            attempt: 1,
+            result: Some(payload::encode(result).expect("test result encodes")),
+            ..Default::default()
+        }))
+    }
+
+    /// ActivityFailed of activity `seq`; `retry_at_ms` 0 makes it final.
+    pub fn activity_failed(&mut self, seq: u32, message: &str, retry_at_ms: i64) -> &mut Self {
+        self.push(Ev::ActivityFailed(pb::ActivityFailed {
+            command_seq: seq,
+            attempt: 1,
+            failure: Some(pb::Failure {
+                message: message.into(),
+                r#type: "Error".into(),
+                non_retryable: false,
+                details: String::new(),
+            }),
+            retry_at_ms,
+            duration_ms: 1,
+        }))
+    }
+
+    /// ActivityTimedOut (start-to-close) of activity `seq`; `retry_at_ms` 0 makes it final.
+    pub fn activity_timed_out(&mut self, seq: u32, retry_at_ms: i64) -> &mut Self {
+        self.push(Ev::ActivityTimedOut(pb::ActivityTimedOut {
+            command_seq: seq,
+            attempt: 1,
+            timeout: pb::TimeoutKind::StartToClose as i32,
+            retry_at_ms,
+        }))
+    }
+
+    /// ActivityCancelled of activity `seq`.
+    pub fn activity_cancelled(&mut self, seq: u32) -> &mut Self {
+        self.push(Ev::ActivityCancelled(pb::ActivityCancelled {
+            command_seq: seq,
+        }))
+    }
+
+    /// TimerFired of timer `seq`.
+    pub fn timer_fired(&mut self, seq: u32) -> &mut Self {
+        self.push(Ev::TimerFired(pb::TimerFired { command_seq: seq }))
+    }
+
+    /// SignalReceived `name` with `input`.
+    pub fn signal(&mut self, name: &str, input: &impl Serialize) -> &mut Self {
+        self.push(Ev::SignalReceived(pb::SignalReceived {
+            name: name.into(),
+            input: Some(payload::encode(input).expect("test signal encodes")),
+            identity: "test".into(),
+            request_id: String::new(),
+        }))
+    }
+
+    /// CancelRequested.
+    pub fn cancel_requested(&mut self) -> &mut Self {
+        self.push(Ev::CancelRequested(pb::CancelRequested {
+            reason: "test".into(),
+            identity: "test".into(),
+        }))
+    }
+}
+
+/// The event the server records for an accepted command (`now_ms` dates timers).
+pub fn command_event(command: &pb::Command, now_ms: i64) -> Ev {
+    let seq = command.seq;
+    match command.command.clone() {
+        Some(Cmd::ScheduleActivity(c)) => Ev::ActivityScheduled(pb::ActivityScheduled {
+            command_seq: seq,
+            activity_type: c.activity_type,
+            input: c.input,
+            options: c.options,
+        }),
+        Some(Cmd::StartTimer(c)) => Ev::TimerStarted(pb::TimerStarted {
+            command_seq: seq,
+            fire_at_ms: now_ms.saturating_add(i64::try_from(c.duration_ms).unwrap_or(i64::MAX)),
+        }),
+        Some(Cmd::CancelTimer(c)) => Ev::TimerCancelled(pb::TimerCancelled {
+            command_seq: seq,
+            timer_id: c.timer_id,
+        }),
+        Some(Cmd::WaitSignal(c)) => Ev::SignalWaitStarted(pb::SignalWaitStarted {
+            command_seq: seq,
+            name: c.name,
+            question: c.question,
+            choices: c.choices,
+        }),
+        Some(Cmd::ReportProgress(c)) => Ev::ProgressReported(pb::ProgressReported {
+            command_seq: seq,
+            done: c.done,
+            total: c.total,
+            message: c.message,
+        }),
+        Some(Cmd::RecordPartialResult(c)) => Ev::PartialResultRecorded(pb::PartialResultRecorded {
+            command_seq: seq,
+            result: c.result,
+        }),
+        Some(Cmd::CancelActivity(c)) => Ev::ActivityCancelRequested(pb::ActivityCancelRequested {
+            command_seq: seq,
+            activity_id: c.activity_id,
+        }),
+        Some(Cmd::CompleteRun(c)) => Ev::RunCompleted(pb::RunCompleted {
+            command_seq: seq,
+            result: c.result,
+        }),
+        Some(Cmd::FailRun(c)) => Ev::RunFailed(pb::RunFailed {
+            command_seq: seq,
+            failure: c.failure,
+        }),
+        Some(Cmd::CancelRun(c)) => Ev::RunCancelled(pb::RunCancelled {
+            command_seq: seq,
+            partial_result: c.partial_result,
+        }),
+        Some(Cmd::ContinueAsNew(c)) => Ev::RunContinuedAsNew(pb::RunContinuedAsNew {
+            command_seq: seq,
+            new_run_id: format!("continued-{seq}"),
+            input: c.input,
+        }),
+        None => Ev::RunTimedOut(pb::RunTimedOut {}),
+    }
+}
+
+/// The kind tag of an event's attributes.
+pub fn event_kind(attributes: &Ev) -> pb::EventKind {
+    use pb::EventKind as K;
+    match attributes {
+        Ev::RunStarted(_) => K::RunStarted,
+        Ev::WorkflowTaskScheduled(_) => K::WorkflowTaskScheduled,
+        Ev::WorkflowTaskStarted(_) => K::WorkflowTaskStarted,
+        Ev::WorkflowTaskCompleted(_) => K::WorkflowTaskCompleted,
+        Ev::WorkflowTaskFailed(_) => K::WorkflowTaskFailed,
+        Ev::WorkflowTaskTimedOut(_) => K::WorkflowTaskTimedOut,
+        Ev::ActivityScheduled(_) => K::ActivityScheduled,
+        Ev::ActivityStarted(_) => K::ActivityStarted,
+        Ev::ActivityCompleted(_) => K::ActivityCompleted,
+        Ev::ActivityFailed(_) => K::ActivityFailed,
+        Ev::ActivityTimedOut(_) => K::ActivityTimedOut,
+        Ev::ActivityCancelRequested(_) => K::ActivityCancelRequested,
+        Ev::ActivityCancelled(_) => K::ActivityCancelled,
+        Ev::ActivityOutcomeUnknown(_) => K::ActivityOutcomeUnknown,
+        Ev::ActivityReconciled(_) => K::ActivityReconciled,
+        Ev::ActivityProgress(_) => K::ActivityProgress,
+        Ev::TimerStarted(_) => K::TimerStarted,
+        Ev::TimerFired(_) => K::TimerFired,
+        Ev::TimerCancelled(_) => K::TimerCancelled,
+        Ev::SignalWaitStarted(_) => K::SignalWaitStarted,
+        Ev::SignalReceived(_) => K::SignalReceived,
+        Ev::ProgressReported(_) => K::ProgressReported,
+        Ev::PartialResultRecorded(_) => K::PartialResultRecorded,
+        Ev::CancelRequested(_) => K::CancelRequested,
+        Ev::BudgetUpdated(_) => K::BudgetUpdated,
+        Ev::BudgetExceeded(_) => K::BudgetExceeded,
+        Ev::RunCompleted(_) => K::RunCompleted,
+        Ev::RunFailed(_) => K::RunFailed,
+        Ev::RunCancelled(_) => K::RunCancelled,
+        Ev::RunTerminated(_) => K::RunTerminated,
+        Ev::RunTimedOut(_) => K::RunTimedOut,
+        Ev::RunContinuedAsNew(_) => K::RunContinuedAsNew,
+    }
+}
+
+/// A run driven in memory, the way a worker and the server would drive it: each
+/// [`TestRun::step`] starts a workflow task, hands the instance only the events it has not
+/// seen, and records the task's commands as the server would. Add result events between
+/// steps with [`TestRun::history`].
+pub struct TestRun {
+    history: HistoryBuilder,
+    instance: crate::workflow::WorkflowInstance,
+}
+
+impl TestRun {
+    /// A run of `workflow_type` with `input`, against the workflows of `registry`.
+    pub fn new(
+        registry: crate::workflow::Registry,
+        workflow_type: &str,
+        input: &impl Serialize,
+    ) -> Self {
+        TestRun {
+            history: HistoryBuilder::new(workflow_type, input),
+            instance: crate::workflow::WorkflowInstance::new(
+                std::sync::Arc::new(registry),
+                "run-1",
+            ),
+        }
+    }
+
+    /// The history, to append result events (activity results, timers, signals...).
+    pub fn history(&mut self) -> &mut HistoryBuilder {
+        &mut self.history
+    }
+
+    /// All events so far.
+    pub fn events(&self) -> &[pb::HistoryEvent] {
+        self.history.events()
+    }
+
+    /// The workflow instance.
+    pub fn instance(&self) -> &crate::workflow::WorkflowInstance {
+        &self.instance
+    }
+
+    /// One workflow task: start it, activate the instance with the new events, record the
+    /// returned commands. Returns them.
+    pub fn step(&mut self) -> Result<Vec<pb::Command>, crate::workflow::Error> {
+        self.history.start_task();
+        let delta = self.history.events_after(self.instance.last_seq());
+        let commands = self.instance.activate(delta)?;
+        self.history.complete_task(&commands);
+        Ok(commands)
+    }
+}

@@ -1,0 +1,128 @@
+//! How commands correspond to the events the server records for them: which events are
+//! command events, whether an event matches the command the code issued at its seq, and
+//! how both are named in a nondeterminism error.
+//!
+//! | command             | event                   | checked                 |
+//! |---------------------|-------------------------|-------------------------|
+//! | ScheduleActivity    | ActivityScheduled       | type, blake3 of input   |
+//! | StartTimer          | TimerStarted            | kind (fire_at unknowable)|
+//! | CancelTimer         | TimerCancelled          | timer id                |
+//! | WaitSignal          | SignalWaitStarted       | signal name             |
+//! | ReportProgress      | ProgressReported        | kind                    |
+//! | RecordPartialResult | PartialResultRecorded   | kind                    |
+//! | CancelActivity      | ActivityCancelRequested | activity id             |
+//! | CompleteRun         | RunCompleted            | kind                    |
+//! | FailRun             | RunFailed               | kind                    |
+//! | CancelRun           | RunCancelled            | kind                    |
+//! | ContinueAsNew       | RunContinuedAsNew       | kind                    |
+
+use steadfast_proto::v1 as pb;
+use steadfast_proto::v1::command::Command as Cmd;
+use steadfast_proto::v1::history_event::Attributes as Ev;
+
+use crate::payload::{data_of, short_hash};
+
+/// The command seq of a command event; `None` for every other event.
+pub(crate) fn command_seq(ev: &Ev) -> Option<u32> {
+    Some(match ev {
+        Ev::ActivityScheduled(e) => e.command_seq,
+        Ev::TimerStarted(e) => e.command_seq,
+        Ev::TimerCancelled(e) => e.command_seq,
+        Ev::SignalWaitStarted(e) => e.command_seq,
+        Ev::ProgressReported(e) => e.command_seq,
+        Ev::PartialResultRecorded(e) => e.command_seq,
+        Ev::ActivityCancelRequested(e) => e.command_seq,
+        Ev::RunCompleted(e) => e.command_seq,
+        Ev::RunFailed(e) => e.command_seq,
+        Ev::RunCancelled(e) => e.command_seq,
+        Ev::RunContinuedAsNew(e) => e.command_seq,
+        _ => return None,
+    })
+}
+
+/// Whether `ev` is what the server records for `cmd`.
+pub(crate) fn matches(cmd: &Cmd, ev: &Ev) -> bool {
+    match (cmd, ev) {
+        (Cmd::ScheduleActivity(c), Ev::ActivityScheduled(e)) => {
+            c.activity_type == e.activity_type
+                && data_of(c.input.as_ref()) == data_of(e.input.as_ref())
+        }
+        (Cmd::StartTimer(_), Ev::TimerStarted(_)) => true,
+        (Cmd::CancelTimer(c), Ev::TimerCancelled(e)) => c.timer_id == e.timer_id,
+        (Cmd::WaitSignal(c), Ev::SignalWaitStarted(e)) => c.name == e.name,
+        (Cmd::ReportProgress(_), Ev::ProgressReported(_)) => true,
+        (Cmd::RecordPartialResult(_), Ev::PartialResultRecorded(_)) => true,
+        (Cmd::CancelActivity(c), Ev::ActivityCancelRequested(e)) => c.activity_id == e.activity_id,
+        (Cmd::CompleteRun(_), Ev::RunCompleted(_)) => true,
+        (Cmd::FailRun(_), Ev::RunFailed(_)) => true,
+        (Cmd::CancelRun(_), Ev::RunCancelled(_)) => true,
+        (Cmd::ContinueAsNew(_), Ev::RunContinuedAsNew(_)) => true,
+        _ => false,
+    }
+}
+
+/// How a command event is named in errors; payloads appear as hashes only.
+pub(crate) fn describe_event(ev: &Ev) -> String {
+    match ev {
+        Ev::ActivityScheduled(e) => format!(
+            "ActivityScheduled(type={}, input=blake3:{})",
+            e.activity_type,
+            short_hash(data_of(e.input.as_ref()))
+        ),
+        Ev::TimerStarted(e) => format!("TimerStarted(fire_at_ms={})", e.fire_at_ms),
+        Ev::TimerCancelled(e) => format!("TimerCancelled(timer_id={})", e.timer_id),
+        Ev::SignalWaitStarted(e) => format!("SignalWaitStarted(name={})", e.name),
+        Ev::ProgressReported(_) => "ProgressReported".into(),
+        Ev::PartialResultRecorded(_) => "PartialResultRecorded".into(),
+        Ev::ActivityCancelRequested(e) => {
+            format!("ActivityCancelRequested(activity_id={})", e.activity_id)
+        }
+        Ev::RunCompleted(_) => "RunCompleted".into(),
+        Ev::RunFailed(_) => "RunFailed".into(),
+        Ev::RunCancelled(_) => "RunCancelled".into(),
+        Ev::RunContinuedAsNew(_) => "RunContinuedAsNew".into(),
+        other => format!("{other:?}").chars().take(80).collect(),
+    }
+}
+
+/// How an issued command is named in errors; payloads appear as hashes only.
+pub(crate) fn describe_command(cmd: &pb::Command) -> String {
+    let Some(c) = &cmd.command else {
+        return "an empty command".into();
+    };
+    match c {
+        Cmd::ScheduleActivity(c) => format!(
+            "ScheduleActivity(type={}, input=blake3:{})",
+            c.activity_type,
+            short_hash(data_of(c.input.as_ref()))
+        ),
+        Cmd::StartTimer(c) => format!("StartTimer(duration_ms={})", c.duration_ms),
+        Cmd::CancelTimer(c) => format!("CancelTimer(timer_id={})", c.timer_id),
+        Cmd::WaitSignal(c) => format!("WaitSignal(name={})", c.name),
+        Cmd::ReportProgress(_) => "ReportProgress".into(),
+        Cmd::RecordPartialResult(_) => "RecordPartialResult".into(),
+        Cmd::CancelActivity(c) => format!("CancelActivity(activity_id={})", c.activity_id),
+        Cmd::CompleteRun(_) => "CompleteRun".into(),
+        Cmd::FailRun(_) => "FailRun".into(),
+        Cmd::CancelRun(_) => "CancelRun".into(),
+        Cmd::ContinueAsNew(_) => "ContinueAsNew".into(),
+    }
+}
+
+/// The name of a command kind, for logs.
+pub fn command_kind(cmd: &pb::Command) -> &'static str {
+    match &cmd.command {
+        None => "Empty",
+        Some(Cmd::ScheduleActivity(_)) => "ScheduleActivity",
+        Some(Cmd::StartTimer(_)) => "StartTimer",
+        Some(Cmd::CancelTimer(_)) => "CancelTimer",
+        Some(Cmd::WaitSignal(_)) => "WaitSignal",
+        Some(Cmd::ReportProgress(_)) => "ReportProgress",
+        Some(Cmd::RecordPartialResult(_)) => "RecordPartialResult",
+        Some(Cmd::CancelActivity(_)) => "CancelActivity",
+        Some(Cmd::CompleteRun(_)) => "CompleteRun",
+        Some(Cmd::FailRun(_)) => "FailRun",
+        Some(Cmd::CancelRun(_)) => "CancelRun",
+        Some(Cmd::ContinueAsNew(_)) => "ContinueAsNew",
+    }
+}
