@@ -88,7 +88,7 @@ fn one_to_three(seq: u32) -> u32 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sixty_four_tasks_two_hundred_records_each() {
+async fn log_sixty_four_tasks_two_hundred_records_each() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = Log::open(LogConfig::new(dir.path())).unwrap();
     let log = Arc::new(log);
@@ -105,7 +105,7 @@ async fn sixty_four_tasks_two_hundred_records_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_hundred_fifty_six_appenders_share_syncs() {
+async fn log_two_hundred_fifty_six_appenders_share_syncs() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = Log::open(LogConfig::new(dir.path())).unwrap();
     let log = Arc::new(log);
@@ -125,7 +125,7 @@ async fn two_hundred_fifty_six_appenders_share_syncs() {
 }
 
 #[test]
-fn threads_with_blocking_waits() {
+fn log_threads_with_blocking_waits() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = Log::open(LogConfig::new(dir.path())).unwrap();
     let log = Arc::new(log);

@@ -119,7 +119,7 @@ fn frames(dir: &Path) -> Vec<FrameLoc> {
 }
 
 #[test]
-fn round_trip_in_order_with_lsns() {
+fn log_round_trip_in_order_with_lsns() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(1);
     let (log, rec) = Log::open(LogConfig::new(dir.path())).unwrap();
@@ -146,7 +146,7 @@ fn round_trip_in_order_with_lsns() {
 }
 
 #[test]
-fn round_trip_across_segment_rolls() {
+fn log_round_trip_across_segment_rolls() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(2);
     let cfg = LogConfig {
@@ -176,7 +176,7 @@ fn round_trip_across_segment_rolls() {
 }
 
 #[test]
-fn checkpoint_drops_old_segments_and_records() {
+fn log_checkpoint_drops_old_segments_and_records() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(3);
     let cfg = config(dir.path(), 1024);
@@ -221,7 +221,7 @@ fn checkpoint_drops_old_segments_and_records() {
 }
 
 #[test]
-fn interrupted_checkpoint_deletion_is_finished_on_open() {
+fn log_interrupted_checkpoint_deletion_is_finished_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(4);
     let cfg = config(dir.path(), 1024);
@@ -284,7 +284,7 @@ fn appends_after_recovery_work(dir: &Path, mut expect: Vec<Record>) {
 }
 
 #[test]
-fn torn_final_batch_is_cut_at_every_byte() {
+fn log_torn_final_batch_is_cut_at_every_byte() {
     let (dir, earlier, seg, start, end) = log_with_final_batch(5);
     let full = std::fs::read(&seg).unwrap();
     for cut in start..end {
@@ -312,7 +312,7 @@ fn torn_final_batch_is_cut_at_every_byte() {
 }
 
 #[test]
-fn garbage_or_zeros_after_the_tail() {
+fn log_garbage_or_zeros_after_the_tail() {
     let (dir, earlier, seg, start, end) = log_with_final_batch(6);
     let full = std::fs::read(&seg).unwrap();
     let whole = copy_dir(dir.path());
@@ -356,7 +356,7 @@ fn garbage_or_zeros_after_the_tail() {
 }
 
 #[test]
-fn bit_flip_in_final_batch_is_a_torn_tail() {
+fn log_bit_flip_in_final_batch_is_a_torn_tail() {
     let (dir, earlier, seg, start, end) = log_with_final_batch(7);
     let s = seed();
     let mut rng = StdRng::seed_from_u64(s);
@@ -375,7 +375,7 @@ fn bit_flip_in_final_batch_is_a_torn_tail() {
 }
 
 #[test]
-fn bit_flips_before_the_final_batch_are_corruption() {
+fn log_bit_flips_before_the_final_batch_are_corruption() {
     let base = tempfile::tempdir().unwrap();
     let cfg = config(base.path(), 1024);
     let (log, _) = Log::open(cfg).unwrap();
@@ -416,7 +416,7 @@ fn bit_flips_before_the_final_batch_are_corruption() {
 }
 
 #[test]
-fn structural_damage_is_corruption() {
+fn log_structural_damage_is_corruption() {
     let base = tempfile::tempdir().unwrap();
     let (log, _) = Log::open(config(base.path(), 1024)).unwrap();
     append(
@@ -509,7 +509,7 @@ fn structural_damage_is_corruption() {
 }
 
 #[test]
-fn arbitrary_segment_bytes_never_panic() {
+fn log_arbitrary_segment_bytes_never_panic() {
     let base = tempfile::tempdir().unwrap();
     let (log, _) = Log::open(config(base.path(), 1024)).unwrap();
     append(

@@ -294,6 +294,10 @@ fn writer_gone() -> Error {
 }
 
 /// The segment log. `Send + Sync`: share it with `Arc`.
+///
+/// Dropping it (like [`Log::close`]) refuses new submissions, lets the writer write and sync
+/// what was already submitted, and joins the writer thread: it blocks for up to one batch
+/// of I/O per queued batch.
 pub struct Log {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,

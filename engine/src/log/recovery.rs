@@ -20,6 +20,8 @@ use crate::log::frame::{self, Decoded, FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, SegmentMeta, io_err};
 use crate::log::{Error, Lsn, MAX_BATCH_BYTES, MAX_SEGMENT_BYTES, Record, TornTail};
 
+/// The largest lsn or batch number a segment header may claim (far beyond any real log).
+const MAX_LSN: u64 = u64::MAX >> 1;
 /// Zeros written per call when cutting a torn tail.
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
 
@@ -96,6 +98,17 @@ impl Scan {
                     header.first_lsn, seg.first_lsn
                 ),
             ));
+        }
+        // Bounds keep every later `+ 1` on lsns and batch numbers from overflowing, whatever
+        // a (checksummed but hostile) header says.
+        for (what, n) in [("lsn", header.first_lsn), ("batch", header.first_batch)] {
+            if !(1..=MAX_LSN).contains(&n) {
+                return Err(corrupt(
+                    &seg.path,
+                    0,
+                    format!("segment header has first {what} {n}, outside 1..={MAX_LSN}"),
+                ));
+            }
         }
         if first {
             self.next_lsn = header.first_lsn;

@@ -168,9 +168,108 @@ fn backpressure_refuses_when_the_queue_is_full() {
     assert_eq!(log.durable_lsn(), n);
 }
 
+/// Injects a real I/O error: the directory vanishes, so the next segment roll fails. The
+/// failure is sticky, like Postgres after a failed fsync.
+#[test]
+fn an_io_error_fails_pending_and_later_appends() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("log");
+    let config = LogConfig {
+        segment_bytes: MIN_SEGMENT_BYTES,
+        max_batch_bytes: MIN_BATCH_BYTES,
+        ..LogConfig::new(&dir)
+    };
+    let (log, _) = Log::open(config).unwrap();
+    let first = log.submit(vec![(1, vec![0; 200])]).unwrap();
+    assert_eq!(first.wait_blocking().unwrap(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // 232 more frame bytes do not fit the 216 left: the writer must roll, and cannot.
+    let err = log
+        .submit(vec![(1, vec![0; 200])])
+        .unwrap()
+        .wait_blocking()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Failed(ref m) if m.contains("create segment")),
+        "{err}"
+    );
+    assert_eq!(err.code(), "SF-LOG-003");
+    let later = log.submit(vec![(1, vec![1])]).unwrap_err();
+    assert!(matches!(later, Error::Failed(_)), "{later}");
+    assert_eq!(log.durable_lsn(), 1, "nothing failed is counted durable");
+    assert!(matches!(log.close(), Err(Error::Failed(_))));
+}
+
 #[test]
 fn log_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Log>();
     check::<Durable>();
+}
+
+/// Writes a segment by hand: a header and frames given as (lsn, batch, last_in_batch).
+fn handmade_segment(dir: &Path, name_lsn: Lsn, header: SegmentHeader, frames: &[(Lsn, u64, bool)]) {
+    let mut bytes = segment::encode_header(header).to_vec();
+    for &(lsn, batch, last_in_batch) in frames {
+        let h = frame::FrameHeader {
+            lsn,
+            batch,
+            kind: 1,
+            last_in_batch,
+        };
+        frame::encode(&mut bytes, h, b"payload");
+    }
+    bytes.resize(4096, 0);
+    std::fs::write(segment::segment_path(dir, name_lsn), bytes).unwrap();
+}
+
+fn open_err(dir: &Path) -> String {
+    match Log::open(small(dir)) {
+        Err(e @ Error::Corrupt { .. }) => e.to_string(),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("opened"),
+    }
+}
+
+/// Intact frames (checksums fine) that break the sequence were written like that: not a
+/// torn write, whatever their position.
+#[test]
+fn intact_frames_out_of_sequence_are_corruption() {
+    let header = SegmentHeader {
+        first_lsn: 1,
+        first_batch: 1,
+    };
+    type Frames<'a> = &'a [(Lsn, u64, bool)];
+    let cases: [(Frames, &str); 4] = [
+        (&[(2, 1, true)], "lsn 2 batch 1, expected lsn 1 batch 1"),
+        (
+            &[(1, 1, true), (3, 2, true)],
+            "lsn 3 batch 2, expected lsn 2",
+        ),
+        (
+            &[(1, 1, true), (2, 3, true)],
+            "lsn 2 batch 3, expected lsn 2 batch 2",
+        ),
+        (
+            &[(1, 1, false), (2, 2, true)],
+            "lsn 2 batch 2, expected lsn 2 batch 1",
+        ),
+    ];
+    for (frames, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        handmade_segment(dir.path(), 1, header, frames);
+        let err = open_err(dir.path());
+        assert!(err.contains(want), "{err}");
+    }
+    // Headers that would make lsn arithmetic overflow are refused, not trusted.
+    for (first_lsn, first_batch) in [(0, 1), (1, 0), (u64::MAX, 1), (1, u64::MAX)] {
+        let dir = tempfile::tempdir().unwrap();
+        let h = SegmentHeader {
+            first_lsn,
+            first_batch,
+        };
+        handmade_segment(dir.path(), first_lsn, h, &[(first_lsn, first_batch, true)]);
+        let err = open_err(dir.path());
+        assert!(err.contains("outside") || err.contains("missing"), "{err}");
+    }
 }

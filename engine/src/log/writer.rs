@@ -169,10 +169,11 @@ impl Writer {
             if let Err(e) = result {
                 let message = e.to_string();
                 tracing::error!(error = %message, "log writer failed; refusing further appends");
+                // Sticky first, so that whoever sees a failed ticket also sees a failed log.
+                self.shared.fail(&message);
                 for (_, tx) in tickets.drain(..) {
                     let _ = tx.send(Err(Error::Failed(message.clone())));
                 }
-                self.shared.fail(&message);
                 return;
             }
         }
