@@ -1,0 +1,473 @@
+//! Timers, signals, progress, cancel requests, budgets and what an open run waits on.
+
+use super::*;
+
+#[test]
+fn timer_started_and_fired() {
+    let mut r = Run::new();
+    r.task();
+    let t = r.timer(T0 + 60_000);
+    assert_eq!(r.state.timers.get(&t), Some(&(T0 + 60_000)));
+    assert!(!r.state.unseen_events);
+    assert_eq!(
+        r.state.waiting_on(T0),
+        vec![WaitingOn::Timer {
+            id: t,
+            fire_at_ms: T0 + 60_000
+        }]
+    );
+    let s = r.ok(timer_fired(t));
+    assert!(s.timers.is_empty());
+    assert!(s.unseen_events);
+    assert!(s.needs_workflow_task());
+}
+
+#[test]
+fn timer_fired_twice_is_refused() {
+    let mut r = Run::new();
+    r.task();
+    let t = r.timer(T0 + 1);
+    r.ok(timer_fired(t));
+    assert_illegal(
+        &r.err(timer_fired(t)),
+        7,
+        EventKind::TimerFired,
+        "timer 1 is not open",
+    );
+    assert_illegal(
+        &r.err(timer_fired(7)),
+        7,
+        EventKind::TimerFired,
+        "timer 7 is not open",
+    );
+}
+
+#[test]
+fn timer_cancelled() {
+    let mut r = Run::new();
+    r.task();
+    let t = r.timer(T0 + 1);
+    let keep = r.timer(T0 + 2);
+    let s = r.ok(Event::TimerCancelled(TimerCancelled {
+        command_seq: 3,
+        timer_id: t,
+    }));
+    assert_eq!(s.timers.keys().copied().collect::<Vec<_>>(), vec![keep]);
+    assert!(!s.unseen_events, "the code cancelled it itself");
+    // A cancelled timer neither fires nor cancels again.
+    assert_illegal(&r.err(timer_fired(t)), 8, EventKind::TimerFired, "not open");
+    let e = r.err(Event::TimerCancelled(TimerCancelled {
+        command_seq: 4,
+        timer_id: t,
+    }));
+    assert_illegal(&e, 8, EventKind::TimerCancelled, "timer 1 is not open");
+    r.ok(timer_fired(keep));
+    let e = r.err(Event::TimerCancelled(TimerCancelled {
+        command_seq: 4,
+        timer_id: keep,
+    }));
+    assert_illegal(&e, 9, EventKind::TimerCancelled, "timer 2 is not open");
+}
+
+#[test]
+fn signal_received_after_the_wait_satisfies_it() {
+    let mut r = Run::new();
+    r.task();
+    r.now = T0 + 3;
+    r.wait_signal("approve");
+    assert_eq!(
+        r.state.signal_waits,
+        vec![SignalWait {
+            command_seq: 1,
+            name: "approve".into(),
+            question: "approve?".into(),
+            choices: vec!["yes".into(), "no".into()],
+            since_ms: T0 + 3,
+        }]
+    );
+    assert_eq!(
+        r.state.waiting_on(T0 + 9),
+        vec![WaitingOn::Signal {
+            name: "approve".into(),
+            question: "approve?".into(),
+            choices: vec!["yes".into(), "no".into()],
+            since_ms: T0 + 3,
+        }]
+    );
+    assert!(!r.state.unseen_events);
+    r.signal("other");
+    assert_eq!(
+        r.state.signal_waits.len(),
+        1,
+        "another name does not satisfy it"
+    );
+    r.signal("approve");
+    assert!(r.state.signal_waits.is_empty());
+    assert_eq!(r.state.signals_received.get("approve"), Some(&1));
+    assert_eq!(r.state.signals_received.get("other"), Some(&1));
+    assert!(r.state.unseen_events);
+}
+
+#[test]
+fn signal_received_before_the_wait_satisfies_it() {
+    let mut r = Run::new();
+    r.signal("approve");
+    assert!(r.state.unseen_events);
+    r.task();
+    r.wait_signal("approve");
+    assert!(
+        r.state.signal_waits.is_empty(),
+        "the buffered signal answers the wait at once"
+    );
+    assert!(r.state.waiting_on(T0).is_empty());
+    // The next wait of that name is not satisfied by the same signal.
+    r.wait_signal("approve");
+    assert_eq!(r.state.signal_waits.len(), 1);
+    assert_eq!(r.state.signal_waits_issued.get("approve"), Some(&2));
+}
+
+#[test]
+fn each_signal_satisfies_one_wait() {
+    let mut r = Run::new();
+    r.task();
+    let first = r.wait_signal("step");
+    let second = r.wait_signal("step");
+    r.signal("step");
+    assert_eq!(
+        r.state
+            .signal_waits
+            .iter()
+            .map(|w| w.command_seq)
+            .collect::<Vec<_>>(),
+        vec![second]
+    );
+    assert_ne!(first, second);
+    r.signal("step");
+    assert!(r.state.signal_waits.is_empty());
+    // Two early signals, then two waits: both satisfied, a third is not.
+    r.signal("later");
+    r.signal("later");
+    r.task();
+    r.wait_signal("later");
+    r.wait_signal("later");
+    assert!(r.state.signal_waits.is_empty());
+    r.wait_signal("later");
+    assert_eq!(r.state.signal_waits.len(), 1);
+}
+
+#[test]
+fn progress_reported_keeps_the_last() {
+    let mut r = Run::new();
+    r.task();
+    r.now = T0 + 1;
+    r.ok(Event::ProgressReported(ProgressReported {
+        command_seq: 1,
+        done: 1,
+        total: 4,
+        message: "read".into(),
+    }));
+    r.now = T0 + 2;
+    let s = r.ok(Event::ProgressReported(ProgressReported {
+        command_seq: 2,
+        done: 3,
+        total: 4,
+        message: "write".into(),
+    }));
+    assert_eq!(
+        s.progress,
+        Some(ProgressState {
+            done: 3,
+            total: 4,
+            message: "write".into(),
+            time_ms: T0 + 2
+        })
+    );
+    assert!(!s.unseen_events);
+}
+
+#[test]
+fn partial_result_keeps_the_last() {
+    let mut r = Run::new();
+    r.task();
+    r.ok(partial(1, "[1]"));
+    let s = r.ok(partial(2, "[1,2]"));
+    assert_eq!(s.partial_result, Some(Payload::json("[1,2]")));
+    assert_eq!(
+        s.result, None,
+        "a partial result is not the result while the run is open"
+    );
+}
+
+#[test]
+fn cancel_requested_once() {
+    let mut r = Run::new();
+    r.task();
+    assert!(!r.state.unseen_events);
+    let s = r.ok(cancel_requested());
+    assert!(s.cancel_requested);
+    assert!(s.unseen_events, "the code must see the request");
+    assert_eq!(s.status, RunStatus::Running, "cancellation is cooperative");
+    assert_illegal(
+        &r.err(cancel_requested()),
+        6,
+        EventKind::CancelRequested,
+        "already requested",
+    );
+}
+
+#[test]
+fn budget_exceeded_parks_until_updated() {
+    let budget = Budget {
+        max_tokens: 100,
+        ..Default::default()
+    };
+    let mut r = Run::with(started(budget));
+    let hit = BudgetHit {
+        dimension: BudgetDimension::Tokens,
+        limit: 100,
+        used: 150,
+    };
+    let s = r.ok(Event::BudgetExceeded(BudgetExceeded {
+        dimension: hit.dimension,
+        limit: hit.limit,
+        used: hit.used,
+    }));
+    assert_eq!(s.budget_exceeded, Some(hit));
+    assert_eq!(s.waiting_on(T0), vec![WaitingOn::Budget(hit)]);
+    let raised = Budget {
+        max_tokens: 1_000,
+        ..Default::default()
+    };
+    let s = r.ok(Event::BudgetUpdated(BudgetUpdated {
+        budget: raised,
+        identity: "op".into(),
+    }));
+    assert_eq!(s.budget, raised);
+    assert_eq!(s.budget_exceeded, None);
+    assert!(s.waiting_on(T0).is_empty());
+}
+
+#[test]
+fn budget_block_for_each_dimension() {
+    let unlimited = Run::new();
+    assert_eq!(unlimited.state.budget_block(1, T0 + 1_000_000_000), None);
+
+    // Tokens: input + output, blocked once the total reaches the ceiling.
+    let mut r = Run::with(started(Budget {
+        max_tokens: 100,
+        ..Default::default()
+    }));
+    r.task();
+    let a = r.schedule(Effect::Read);
+    let b = r.schedule(Effect::Read);
+    r.ok(completed(a, 1, Some(usage(60, 39, 0))));
+    assert_eq!(r.state.budget_block(b, T0), None);
+    let mut r2 = Run::with(started(Budget {
+        max_tokens: 100,
+        ..Default::default()
+    }));
+    r2.task();
+    let a = r2.schedule(Effect::Read);
+    let b = r2.schedule(Effect::Read);
+    r2.ok(completed(a, 1, Some(usage(60, 40, 0))));
+    assert_eq!(
+        r2.state.budget_block(b, T0),
+        Some(BudgetHit {
+            dimension: BudgetDimension::Tokens,
+            limit: 100,
+            used: 100
+        })
+    );
+
+    // Cost.
+    let mut r = Run::with(started(Budget {
+        max_cost_micros: 500,
+        ..Default::default()
+    }));
+    r.task();
+    let a = r.schedule(Effect::Read);
+    let b = r.schedule(Effect::Read);
+    r.ok(completed(a, 1, Some(usage(1, 1, 499))));
+    assert_eq!(r.state.budget_block(b, T0), None);
+    let c = r.schedule(Effect::Read);
+    r.ok(completed(b, 1, Some(usage(1, 1, 2))));
+    assert_eq!(
+        r.state.budget_block(c, T0),
+        Some(BudgetHit {
+            dimension: BudgetDimension::Cost,
+            limit: 500,
+            used: 501
+        })
+    );
+
+    // Activities: the first `max_activities` may run, the next may not.
+    let mut r = Run::with(started(Budget {
+        max_activities: 2,
+        ..Default::default()
+    }));
+    r.task();
+    let ids: Vec<_> = (0..3).map(|_| r.schedule(Effect::Read)).collect();
+    assert_eq!(r.state.budget_block(ids[0], T0), None);
+    assert_eq!(r.state.budget_block(ids[1], T0), None);
+    assert_eq!(
+        r.state.budget_block(ids[2], T0),
+        Some(BudgetHit {
+            dimension: BudgetDimension::Activities,
+            limit: 2,
+            used: 2
+        })
+    );
+    assert_eq!(
+        r.state.budget_block(42, T0),
+        None,
+        "an unknown activity has no ordinal"
+    );
+
+    // Duration: wall time since the run started.
+    let r = Run::with(started(Budget {
+        max_duration_ms: 1_000,
+        ..Default::default()
+    }));
+    assert_eq!(r.state.budget_block(1, T0 + 999), None);
+    assert_eq!(
+        r.state.budget_block(1, T0 - 5),
+        None,
+        "a clock behind the start counts as zero"
+    );
+    assert_eq!(
+        r.state.budget_block(1, T0 + 1_000),
+        Some(BudgetHit {
+            dimension: BudgetDimension::Duration,
+            limit: 1_000,
+            used: 1_000
+        })
+    );
+}
+
+#[test]
+fn budget_updated_lifts_a_block() {
+    let mut r = Run::with(started(Budget {
+        max_activities: 1,
+        ..Default::default()
+    }));
+    r.task();
+    r.schedule(Effect::Read);
+    let b = r.schedule(Effect::Read);
+    assert!(r.state.budget_block(b, T0).is_some());
+    r.ok(Event::BudgetUpdated(BudgetUpdated {
+        budget: Budget {
+            max_activities: 2,
+            ..Default::default()
+        },
+        identity: "op".into(),
+    }));
+    assert_eq!(r.state.budget_block(b, T0), None);
+}
+
+#[test]
+fn waiting_on_lists_every_category() {
+    let mut r = Run::with(started(Budget {
+        max_tokens: 1,
+        ..Default::default()
+    }));
+    r.task();
+    let running = r.schedule(Effect::Write);
+    let lost = r.schedule(Effect::Write);
+    let backoff = r.schedule(Effect::Read);
+    let ready = r.schedule(Effect::Read);
+    let timer = r.timer(T0 + 500);
+    r.wait_signal("approve");
+    r.now = T0 + 10;
+    r.ok(write_started(running, 1));
+    r.ok(write_started(lost, 1));
+    r.ok(outcome_unknown(lost, 1));
+    r.ok(failed(backoff, 1, Some(T0 + 1_000)));
+    let hit = BudgetHit {
+        dimension: BudgetDimension::Tokens,
+        limit: 1,
+        used: 1,
+    };
+    r.ok(Event::BudgetExceeded(BudgetExceeded {
+        dimension: hit.dimension,
+        limit: 1,
+        used: 1,
+    }));
+    r.ok(Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
+        task_queue: "agents".into(),
+        attempt: 1,
+        not_before_ms: 0,
+    }));
+
+    let w = r.state.waiting_on(T0 + 20);
+    let llm = || "llm.chat".to_string();
+    assert_eq!(
+        w,
+        vec![
+            WaitingOn::Budget(hit),
+            WaitingOn::WorkflowTask { held_reason: None },
+            WaitingOn::Activity {
+                id: running,
+                activity_type: llm(),
+                attempt: 1,
+                since_ms: T0 + 10,
+                next_retry_ms: None,
+                state: "running"
+            },
+            WaitingOn::Reconciliation {
+                id: lost,
+                activity_type: llm(),
+                attempt: 1
+            },
+            WaitingOn::Activity {
+                id: backoff,
+                activity_type: llm(),
+                attempt: 2,
+                since_ms: T0,
+                next_retry_ms: Some(T0 + 1_000),
+                state: "backoff"
+            },
+            WaitingOn::Activity {
+                id: ready,
+                activity_type: llm(),
+                attempt: 1,
+                since_ms: T0,
+                next_retry_ms: None,
+                state: "scheduled"
+            },
+            WaitingOn::Timer {
+                id: timer,
+                fire_at_ms: T0 + 500
+            },
+            WaitingOn::Signal {
+                name: "approve".into(),
+                question: "approve?".into(),
+                choices: vec!["yes".into(), "no".into()],
+                since_ms: T0
+            },
+        ]
+    );
+    let categories: Vec<_> = w.iter().map(WaitingOn::category).collect();
+    assert_eq!(
+        categories,
+        [
+            "budget",
+            "workflow_task",
+            "activity",
+            "reconciliation",
+            "activity",
+            "activity",
+            "timer",
+            "signal"
+        ]
+    );
+}
+
+#[test]
+fn a_fresh_run_waits_on_nothing_until_its_task_is_scheduled() {
+    let r = Run::new();
+    assert!(r.state.waiting_on(T0).is_empty());
+    assert!(
+        r.state.needs_workflow_task(),
+        "the server schedules it; waiting_on reports pending tasks only"
+    );
+}
