@@ -340,12 +340,8 @@ impl RunState {
         if b.max_cost_micros > 0 && u.cost_micros >= b.max_cost_micros {
             return hit(BudgetDimension::Cost, b.max_cost_micros, u.cost_micros);
         }
-        if b.max_activities > 0 {
-            if let Some(a) = self.activities.get(&id) {
-                if a.ordinal > b.max_activities {
-                    return hit(BudgetDimension::Activities, b.max_activities, a.ordinal - 1);
-                }
-            }
+        if let Some(a) = self.activities.get(&id).filter(|a| b.max_activities > 0 && a.ordinal > b.max_activities) {
+            return hit(BudgetDimension::Activities, b.max_activities, a.ordinal - 1);
         }
         if b.max_duration_ms > 0 {
             let used = now_ms.saturating_sub(self.started_ms).max(0) as u64;
