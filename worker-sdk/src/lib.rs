@@ -9,9 +9,12 @@
 #![warn(missing_docs)]
 
 pub mod activity;
+mod backoff;
+pub mod client;
 pub mod payload;
 pub mod replay;
 pub mod testing;
+pub mod worker;
 pub mod workflow;
 
 pub use activity::{ActivityError, Effect};

@@ -1,0 +1,163 @@
+//! [`ActivityContext`]: what an activity attempt knows about itself, and how it talks back
+//! (heartbeats, usage) and hears a cancellation.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use steadfast_proto::v1 as pb;
+use tokio::sync::watch;
+
+use crate::payload;
+
+/// Who and where this attempt is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivityInfo {
+    /// The run's namespace.
+    pub namespace: String,
+    /// The run.
+    pub run_id: String,
+    /// The run's workflow id.
+    pub workflow_id: String,
+    /// The run's workflow type.
+    pub workflow_type: String,
+    /// The activity id (its command seq in the run).
+    pub activity_id: u32,
+    /// The activity type it was registered as.
+    pub activity_type: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Stable across attempts: `<namespace>/<run_id>/<activity_id>`. Pass it to tools so
+    /// that a retried write applies once.
+    pub idempotency_key: String,
+    /// When the server gives up on this attempt, ms since the epoch (0 = unknown).
+    pub deadline_ms: i64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) info: ActivityInfo,
+    pub(crate) cancel: watch::Sender<bool>,
+    /// Heartbeat details given since the last heartbeat was sent.
+    pub(crate) details: Mutex<Option<pb::Payload>>,
+    pub(crate) usage: Mutex<Option<pb::Usage>>,
+}
+
+/// The context of one activity attempt. Cheap to clone, `Send`.
+#[derive(Clone)]
+pub struct ActivityContext {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ActivityContext {
+    /// A context for `info`, not cancelled. The runtime builds these; tests of activity
+    /// code can too.
+    pub fn new(info: ActivityInfo) -> Self {
+        ActivityContext {
+            shared: Arc::new(Shared {
+                info,
+                cancel: watch::Sender::new(false),
+                details: Mutex::new(None),
+                usage: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Everything known about this attempt.
+    pub fn info(&self) -> &ActivityInfo {
+        &self.shared.info
+    }
+
+    /// The attempt number, 1 for the first.
+    pub fn attempt(&self) -> u32 {
+        self.shared.info.attempt
+    }
+
+    /// Stable across attempts; see [`ActivityInfo::idempotency_key`].
+    pub fn idempotency_key(&self) -> &str {
+        &self.shared.info.idempotency_key
+    }
+
+    /// The run this activity belongs to.
+    pub fn run_id(&self) -> &str {
+        &self.shared.info.run_id
+    }
+
+    /// The activity id (its command seq in the run).
+    pub fn activity_id(&self) -> u32 {
+        self.shared.info.activity_id
+    }
+
+    /// When the server gives up on this attempt, if known.
+    pub fn deadline(&self) -> Option<SystemTime> {
+        let ms = u64::try_from(self.shared.info.deadline_ms)
+            .ok()
+            .filter(|ms| *ms > 0)?;
+        Some(UNIX_EPOCH + Duration::from_millis(ms))
+    }
+
+    /// Records progress details. The runtime heartbeats on its own every few hundred ms;
+    /// the latest details given since the previous heartbeat go with the next one (and on
+    /// to `WatchRun` subscribers). Details that cannot be encoded are dropped.
+    pub fn heartbeat(&self, details: impl Serialize) {
+        match payload::encode(&details) {
+            Ok(p) => *self.shared.details.lock() = Some(p),
+            Err(e) => tracing::warn!(error = %e, "heartbeat details do not encode; dropped"),
+        }
+    }
+
+    /// Whether the activity was cancelled (by the workflow, a run cancellation, or because
+    /// this attempt was superseded).
+    pub fn is_cancelled(&self) -> bool {
+        *self.shared.cancel.borrow()
+    }
+
+    /// Resolves once the activity is cancelled. Stop, clean up and return
+    /// `Err(ActivityError::Cancelled)`; the runtime otherwise reports the cancellation
+    /// itself after a grace period.
+    pub async fn cancelled(&self) {
+        let mut rx = self.shared.cancel.subscribe();
+        // The sender lives in `self`, so the wait ends only by a cancellation.
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Sets the usage (tokens, cost, model) reported with this attempt's result.
+    pub fn set_usage(&self, usage: pb::Usage) {
+        *self.shared.usage.lock() = Some(usage);
+    }
+
+    /// Adds to the usage reported with this attempt's result.
+    pub fn add_usage(&self, usage: &pb::Usage) {
+        let mut slot = self.shared.usage.lock();
+        *slot = Some(merge_usage(slot.take(), Some(usage)).unwrap_or_default());
+    }
+
+    pub(crate) fn cancel(&self) {
+        self.shared.cancel.send_replace(true);
+    }
+
+    pub(crate) fn take_details(&self) -> Option<pb::Payload> {
+        self.shared.details.lock().take()
+    }
+
+    pub(crate) fn take_usage(&self) -> Option<pb::Usage> {
+        self.shared.usage.lock().take()
+    }
+}
+
+/// Sums two usages: tokens and cost add up (saturating), models are joined by `,`.
+pub(crate) fn merge_usage(a: Option<pb::Usage>, b: Option<&pb::Usage>) -> Option<pb::Usage> {
+    let Some(b) = b else { return a };
+    let mut total = a.unwrap_or_default();
+    total.input_tokens = total.input_tokens.saturating_add(b.input_tokens);
+    total.output_tokens = total.output_tokens.saturating_add(b.output_tokens);
+    total.cost_micros = total.cost_micros.saturating_add(b.cost_micros);
+    total.activities = total.activities.saturating_add(b.activities);
+    total.llm_calls = total.llm_calls.saturating_add(b.llm_calls);
+    if total.model.is_empty() {
+        total.model = b.model.clone();
+    } else if !b.model.is_empty() && !total.model.split(',').any(|m| m == b.model) {
+        total.model = format!("{},{}", total.model, b.model);
+    }
+    Some(total)
+}

@@ -1,0 +1,256 @@
+//! Runs one activity attempt: calls the function, heartbeats while it runs, passes a
+//! cancellation on, and reports the outcome (retrying while the server is unreachable).
+
+use std::future::Future;
+use std::time::Duration;
+
+use steadfast_proto::v1 as pb;
+use steadfast_proto::v1::worker_service_client::WorkerServiceClient;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use super::{Activities, ActivityContext, ActivityError, ActivityInfo};
+use crate::backoff::{Backoff, is_transient};
+
+/// How the runtime behaves; part of [`crate::WorkerOptions`].
+#[derive(Debug, Clone)]
+pub(crate) struct RuntimeConfig {
+    pub(crate) namespace: String,
+    pub(crate) worker_id: String,
+    /// Every running attempt heartbeats at least this often.
+    pub(crate) heartbeat_interval: Duration,
+    /// How long a cancelled activity may take to stop before it is reported cancelled.
+    pub(crate) cancel_grace: Duration,
+    /// How long to keep trying to report an outcome while the server is unreachable.
+    pub(crate) report_timeout: Duration,
+}
+
+/// The three calls an attempt makes; a trait so that tests can stand in for the server.
+pub(crate) trait ActivityTransport: Clone + Send + Sync + 'static {
+    fn heartbeat(
+        &self,
+        req: pb::HeartbeatActivityTaskRequest,
+    ) -> impl Future<Output = Result<pb::HeartbeatActivityTaskResponse, tonic::Status>> + Send;
+    fn complete(
+        &self,
+        req: pb::CompleteActivityTaskRequest,
+    ) -> impl Future<Output = Result<(), tonic::Status>> + Send;
+    fn fail(
+        &self,
+        req: pb::FailActivityTaskRequest,
+    ) -> impl Future<Output = Result<(), tonic::Status>> + Send;
+}
+
+impl ActivityTransport for WorkerServiceClient<Channel> {
+    async fn heartbeat(
+        &self,
+        req: pb::HeartbeatActivityTaskRequest,
+    ) -> Result<pb::HeartbeatActivityTaskResponse, tonic::Status> {
+        Ok(self
+            .clone()
+            .heartbeat_activity_task(req)
+            .await?
+            .into_inner())
+    }
+
+    async fn complete(&self, req: pb::CompleteActivityTaskRequest) -> Result<(), tonic::Status> {
+        self.clone().complete_activity_task(req).await.map(|_| ())
+    }
+
+    async fn fail(&self, req: pb::FailActivityTaskRequest) -> Result<(), tonic::Status> {
+        self.clone().fail_activity_task(req).await.map(|_| ())
+    }
+}
+
+/// Runs the attempt `task` to its end and reports the outcome.
+pub(crate) async fn run_attempt<T: ActivityTransport>(
+    transport: &T,
+    config: &RuntimeConfig,
+    activities: &Activities,
+    task: pb::PollActivityTaskResponse,
+) {
+    let ctx = ActivityContext::new(ActivityInfo {
+        namespace: task.namespace,
+        run_id: task.run_id,
+        workflow_id: task.workflow_id,
+        workflow_type: task.workflow_type,
+        activity_id: task.activity_id,
+        activity_type: task.activity_type,
+        attempt: task.attempt,
+        idempotency_key: task.idempotency_key,
+        deadline_ms: task.deadline_ms,
+    });
+    let info = ctx.info();
+    let span = tracing::debug_span!(
+        "activity",
+        run = %info.run_id,
+        id = info.activity_id,
+        r#type = %info.activity_type,
+        attempt = info.attempt,
+    );
+    let _guard = span.enter();
+    let input_bytes = task.input.as_ref().map_or(0, |p| p.data.len());
+    tracing::debug!(input_bytes, "activity attempt starts");
+    let outcome = match activities.get(&info.activity_type) {
+        Some(f) => {
+            // Usage reported by LLM helpers inside the attempt is merged here once the `llm`
+            // module is declared: wrap this future in `crate::llm::collect_usage`.
+            let attempt = f(ctx.clone(), task.input);
+            supervise(transport, config, &ctx, &task.task_token, attempt).await
+        }
+        None => Err(ActivityError::retryable(format!(
+            "activity type {:?} is not registered on worker {}",
+            info.activity_type, config.worker_id
+        ))
+        .with_type("steadfast.UnknownActivityType")),
+    };
+    report(
+        transport,
+        config,
+        &task.task_token,
+        outcome,
+        ctx.take_usage(),
+    )
+    .await;
+}
+
+/// Waits for the attempt while heartbeating; returns its outcome, or Cancelled when it
+/// outlives its cancellation by the grace period.
+async fn supervise<T: ActivityTransport>(
+    transport: &T,
+    config: &RuntimeConfig,
+    ctx: &ActivityContext,
+    token: &str,
+    attempt: futures::future::BoxFuture<'static, Result<pb::Payload, ActivityError>>,
+) -> Result<pb::Payload, ActivityError> {
+    let mut handle = tokio::spawn(attempt);
+    let mut ticker = tokio::time::interval(config.heartbeat_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut give_up_at: Option<Instant> = None;
+    loop {
+        let grace = async {
+            match give_up_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            joined = &mut handle => {
+                return match joined {
+                    Ok(outcome) => outcome,
+                    Err(e) if e.is_panic() => Err(ActivityError::retryable(format!(
+                        "activity panicked: {}",
+                        panic_message(e.into_panic())
+                    ))
+                    .with_type("steadfast.Panic")),
+                    Err(_) => Err(ActivityError::Cancelled),
+                };
+            }
+            _ = ticker.tick() => {
+                if heartbeat(transport, config, ctx, token).await && give_up_at.is_none() {
+                    tracing::debug!("activity cancellation requested");
+                    ctx.cancel();
+                    give_up_at = Some(Instant::now() + config.cancel_grace);
+                }
+            }
+            _ = grace => {
+                tracing::warn!(grace_ms = config.cancel_grace.as_millis() as u64, "cancelled activity did not stop in time; abandoned");
+                handle.abort();
+                return Err(ActivityError::Cancelled);
+            }
+        }
+    }
+}
+
+/// Sends one heartbeat; true when the attempt should stop.
+async fn heartbeat<T: ActivityTransport>(
+    transport: &T,
+    config: &RuntimeConfig,
+    ctx: &ActivityContext,
+    token: &str,
+) -> bool {
+    let details = ctx.take_details();
+    let req = pb::HeartbeatActivityTaskRequest {
+        namespace: config.namespace.clone(),
+        task_token: token.to_owned(),
+        details,
+    };
+    // Bounded, so that a server that hangs does not hold the attempt's supervision.
+    match tokio::time::timeout(config.heartbeat_interval * 4, transport.heartbeat(req)).await {
+        Ok(Ok(r)) => r.cancel_requested,
+        Ok(Err(s)) if is_transient(&s) => {
+            tracing::debug!(code = ?s.code(), "heartbeat failed; the server may be restarting");
+            false
+        }
+        // The server no longer knows this attempt (closed, superseded, bad token): stop.
+        Ok(Err(s)) => {
+            tracing::debug!(code = ?s.code(), message = s.message(), "heartbeat refused; stopping the attempt");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Reports the outcome, retrying while the server is unreachable.
+async fn report<T: ActivityTransport>(
+    transport: &T,
+    config: &RuntimeConfig,
+    token: &str,
+    outcome: Result<pb::Payload, ActivityError>,
+    usage: Option<pb::Usage>,
+) {
+    let give_up_at = Instant::now() + config.report_timeout;
+    let mut backoff = Backoff::default();
+    loop {
+        let sent = match &outcome {
+            Ok(result) => {
+                transport
+                    .complete(pb::CompleteActivityTaskRequest {
+                        namespace: config.namespace.clone(),
+                        task_token: token.to_owned(),
+                        result: Some(result.clone()),
+                        usage: usage.clone(),
+                        worker_id: config.worker_id.clone(),
+                    })
+                    .await
+            }
+            Err(e) => {
+                transport
+                    .fail(pb::FailActivityTaskRequest {
+                        namespace: config.namespace.clone(),
+                        task_token: token.to_owned(),
+                        failure: Some(e.to_failure()),
+                        worker_id: config.worker_id.clone(),
+                    })
+                    .await
+            }
+        };
+        match sent {
+            Ok(()) => {
+                match &outcome {
+                    Ok(p) => tracing::debug!(result_bytes = p.data.len(), "activity completed"),
+                    Err(e) => tracing::debug!(error_type = e.error_type(), "activity failed"),
+                }
+                return;
+            }
+            Err(s) if is_transient(&s) && Instant::now() < give_up_at => {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(s) => {
+                tracing::warn!(code = ?s.code(), message = s.message(), "activity outcome not recorded");
+                return;
+            }
+        }
+    }
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    match p.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .unwrap_or_else(|| "(a non-string panic payload)".into()),
+    }
+}

@@ -1,0 +1,259 @@
+//! The activity runtime against a stand-in server (virtual time; no real sleeps).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use steadfast_proto::v1 as pb;
+
+use super::runtime::{ActivityTransport, RuntimeConfig, run_attempt};
+use super::*;
+use crate::payload;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    Heartbeat(Option<String>),
+    Complete(String, Option<pb::Usage>),
+    Fail(pb::Failure),
+}
+
+#[derive(Clone, Default)]
+struct FakeServer {
+    calls: Arc<Mutex<Vec<Call>>>,
+    cancel: Arc<AtomicBool>,
+    unavailable_reports: Arc<AtomicU32>,
+}
+
+impl FakeServer {
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().clone()
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn outage(&self) -> Result<(), tonic::Status> {
+        let left = self.unavailable_reports.load(Ordering::SeqCst);
+        if left > 0 {
+            self.unavailable_reports.store(left - 1, Ordering::SeqCst);
+            return Err(tonic::Status::unavailable("server restarting"));
+        }
+        Ok(())
+    }
+}
+
+impl ActivityTransport for FakeServer {
+    async fn heartbeat(
+        &self,
+        req: pb::HeartbeatActivityTaskRequest,
+    ) -> Result<pb::HeartbeatActivityTaskResponse, tonic::Status> {
+        let details = req.details.map(|d| String::from_utf8(d.data).unwrap());
+        self.calls.lock().push(Call::Heartbeat(details));
+        Ok(pb::HeartbeatActivityTaskResponse {
+            cancel_requested: self.cancel.load(Ordering::SeqCst),
+        })
+    }
+
+    async fn complete(&self, req: pb::CompleteActivityTaskRequest) -> Result<(), tonic::Status> {
+        self.outage()?;
+        let result = String::from_utf8(req.result.unwrap().data).unwrap();
+        self.calls.lock().push(Call::Complete(result, req.usage));
+        Ok(())
+    }
+
+    async fn fail(&self, req: pb::FailActivityTaskRequest) -> Result<(), tonic::Status> {
+        self.outage()?;
+        self.calls.lock().push(Call::Fail(req.failure.unwrap()));
+        Ok(())
+    }
+}
+
+fn config() -> RuntimeConfig {
+    RuntimeConfig {
+        namespace: "default".into(),
+        worker_id: "w1".into(),
+        heartbeat_interval: Duration::from_millis(500),
+        cancel_grace: Duration::from_secs(2),
+        report_timeout: Duration::from_secs(60),
+    }
+}
+
+fn task(activity_type: &str, input: &impl serde::Serialize) -> pb::PollActivityTaskResponse {
+    pb::PollActivityTaskResponse {
+        task_token: "a|run|1|1|default".into(),
+        run_id: "run".into(),
+        activity_id: 1,
+        activity_type: activity_type.into(),
+        input: Some(payload::encode(input).unwrap()),
+        attempt: 2,
+        idempotency_key: "default/run/1".into(),
+        namespace: "default".into(),
+        ..Default::default()
+    }
+}
+
+fn activities() -> Activities {
+    let mut a = Activities::new();
+    a.register(
+        "echo",
+        Effect::Read,
+        |ctx: ActivityContext, s: String| async move {
+            assert_eq!(
+                (ctx.attempt(), ctx.idempotency_key(), ctx.activity_id()),
+                (2, "default/run/1", 1)
+            );
+            ctx.add_usage(&pb::Usage {
+                input_tokens: 10,
+                output_tokens: 5,
+                cost_micros: 7,
+                model: "m".into(),
+                ..Default::default()
+            });
+            Ok(format!("{s}!"))
+        },
+    );
+    a.register(
+        "slow",
+        Effect::Write,
+        |ctx: ActivityContext, (): ()| async move {
+            ctx.heartbeat("started");
+            ctx.cancelled().await;
+            assert!(ctx.is_cancelled());
+            Err::<(), _>(ActivityError::Cancelled)
+        },
+    );
+    a.register(
+        "stubborn",
+        Effect::Write,
+        |_ctx: ActivityContext, (): ()| async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        },
+    );
+    a.register(
+        "fails",
+        Effect::Idempotent,
+        |_ctx: ActivityContext, (): ()| async move {
+            Err::<(), _>(ActivityError::non_retryable("card declined").with_type("Declined"))
+        },
+    );
+    a.register(
+        "panics",
+        Effect::Idempotent,
+        |_ctx: ActivityContext, (): ()| async move {
+            if true {
+                panic!("tool exploded");
+            }
+            Ok(())
+        },
+    );
+    a
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_result_is_completed_with_its_usage_after_an_outage() {
+    let server = FakeServer::default();
+    server.unavailable_reports.store(3, Ordering::SeqCst);
+    run_attempt(&server, &config(), &activities(), task("echo", &"hi")).await;
+    let calls = server.calls();
+    let [Call::Complete(result, Some(usage))] = calls.as_slice() else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(result, "\"hi!\"");
+    assert_eq!(
+        (usage.input_tokens, usage.output_tokens, usage.cost_micros),
+        (10, 5, 7)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancellation_reaches_the_activity_within_a_second() {
+    let server = FakeServer::default();
+    server.cancel.store(true, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    run_attempt(&server, &config(), &activities(), task("slow", &())).await;
+    assert!(
+        started.elapsed() <= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let calls = server.calls();
+    assert_eq!(
+        calls[0],
+        Call::Heartbeat(Some("\"started\"".into())),
+        "details go with the heartbeat"
+    );
+    let Some(Call::Fail(f)) = calls.last() else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(f.r#type, CANCELLED_TYPE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_activity_that_ignores_cancellation_is_reported_cancelled_after_the_grace() {
+    let server = FakeServer::default();
+    server.cancel.store(true, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    run_attempt(&server, &config(), &activities(), task("stubborn", &())).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(4),
+        "{elapsed:?}"
+    );
+    let Some(Call::Fail(f)) = server.calls().last().cloned() else {
+        panic!()
+    };
+    assert_eq!(f.r#type, CANCELLED_TYPE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_keep_coming_while_the_activity_runs() {
+    let server = FakeServer::default();
+    let mut a = Activities::new();
+    a.register(
+        "ticks",
+        Effect::Read,
+        |ctx: ActivityContext, (): ()| async move {
+            for i in 0..4 {
+                ctx.heartbeat(i);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok(())
+        },
+    );
+    run_attempt(&server, &config(), &a, task("ticks", &())).await;
+    let beats = server
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Heartbeat(_)))
+        .count();
+    assert!(beats >= 3, "{:?}", server.calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_panics_and_unknown_types_are_reported() {
+    let server = FakeServer::default();
+    for (ty, expect_type, non_retryable) in [
+        ("fails", "Declined", true),
+        ("panics", "steadfast.Panic", false),
+        ("nope", "steadfast.UnknownActivityType", false),
+    ] {
+        run_attempt(&server, &config(), &activities(), task(ty, &())).await;
+        let Some(Call::Fail(f)) = server.calls().last().cloned() else {
+            panic!()
+        };
+        assert_eq!(
+            (f.r#type.as_str(), f.non_retryable),
+            (expect_type, non_retryable),
+            "{f:?}"
+        );
+    }
+    // An input of the wrong shape is not retried.
+    run_attempt(&server, &config(), &activities(), task("echo", &42)).await;
+    let Some(Call::Fail(f)) = server.calls().last().cloned() else {
+        panic!()
+    };
+    assert_eq!(
+        (f.r#type.as_str(), f.non_retryable),
+        ("steadfast.DecodeError", true)
+    );
+}

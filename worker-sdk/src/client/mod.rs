@@ -1,0 +1,415 @@
+//! The client: start runs and follow them (describe, list, await, signal, cancel,
+//! terminate, history, watch).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), steadfast_sdk::client::Error> {
+//! use std::time::Duration;
+//! use steadfast_sdk::client::{Client, StartOptions};
+//!
+//! let client = Client::connect("http://127.0.0.1:7233").await?;
+//! let run = client.start_workflow("triage", &"printer on fire", StartOptions::default()).await?;
+//! let reply: String = run.result(Duration::from_secs(300)).await?;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod error;
+mod watch;
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use steadfast_proto::v1 as pb;
+use steadfast_proto::v1::client_service_client::ClientServiceClient;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+pub use config::{ClientConfig, DEFAULT_ADDR};
+pub use error::Error;
+pub use watch::{WATCH_RECONNECTS_MAX, is_terminal};
+
+use crate::backoff::Backoff;
+use crate::payload;
+
+/// The longest single AwaitResult long poll (the server caps it at 60 s too).
+pub const AWAIT_POLL_MAX: Duration = Duration::from_secs(55);
+/// The page size used to read histories.
+pub const HISTORY_PAGE_SIZE: u32 = 1000;
+
+/// How to start a run. Everything is optional.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// A caller-chosen id: at most one open run per workflow id, so a second start with it
+    /// returns the open run (`RunHandle::started` false). Defaults to the run id.
+    pub workflow_id: Option<String>,
+    /// Task queue of the run's workflow tasks; "default" when not given.
+    pub task_queue: Option<String>,
+    /// End the run (timed out) after this long.
+    pub run_timeout: Option<Duration>,
+    /// Ceilings the run may not cross.
+    pub budget: Option<pb::Budget>,
+    /// Deduplicates a retried start request.
+    pub request_id: Option<String>,
+}
+
+/// Filters of [`Client::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// Only runs in this status.
+    pub status: Option<pb::RunStatus>,
+    /// Only runs of this workflow type.
+    pub workflow_type: Option<String>,
+    /// Only runs waiting on: "signal", "activity", "timer", "budget", "reconciliation" or
+    /// "workflow_task".
+    pub waiting: Option<String>,
+    /// Runs per page (server default 100).
+    pub page_size: u32,
+    /// The `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+}
+
+/// A run that was started (or found open) by a start call.
+#[derive(Clone, Debug)]
+pub struct RunHandle {
+    /// The run id.
+    pub run_id: String,
+    /// False when an open run with the workflow id already existed.
+    pub started: bool,
+    client: Client,
+}
+
+impl RunHandle {
+    /// Waits up to `timeout` for the run's result ([`Client::await_result`]).
+    pub async fn result<O: DeserializeOwned>(&self, timeout: Duration) -> Result<O, Error> {
+        self.client.await_result(&self.run_id, timeout).await
+    }
+
+    /// The run's state ([`Client::describe`]).
+    pub async fn describe(&self) -> Result<pb::RunInfo, Error> {
+        self.client.describe(&self.run_id).await
+    }
+}
+
+/// A connection to a Steadfast server, for one namespace. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client {
+    service: ClientServiceClient<Channel>,
+    config: ClientConfig,
+}
+
+impl Client {
+    /// Connects to `config` (an address like "http://127.0.0.1:7233", or a
+    /// [`ClientConfig`]). Fails if the server cannot be reached now; the connection is
+    /// re-established by itself after a server restart.
+    pub async fn connect(config: impl Into<ClientConfig>) -> Result<Client, Error> {
+        let config = config.into();
+        let channel = config
+            .endpoint()?
+            .connect()
+            .await
+            .map_err(|e| Error::Unavailable(format!("{}: {e}", config.addr)))?;
+        Ok(Self::with_channel(config, channel))
+    }
+
+    /// Like [`Client::connect`], but connects on first use: never fails for an unreachable
+    /// server (calls do, with [`Error::Unavailable`], until it is up).
+    pub fn connect_lazy(config: impl Into<ClientConfig>) -> Result<Client, Error> {
+        let config = config.into();
+        let channel = config.endpoint()?.connect_lazy();
+        Ok(Self::with_channel(config, channel))
+    }
+
+    /// Connects to the server named by `STEADFAST_ADDR` (default [`DEFAULT_ADDR`]) in
+    /// namespace `STEADFAST_NAMESPACE` (default "default").
+    pub async fn from_env() -> Result<Client, Error> {
+        Self::connect(ClientConfig::from_env()).await
+    }
+
+    pub(crate) fn with_channel(config: ClientConfig, channel: Channel) -> Client {
+        Client {
+            service: ClientServiceClient::new(channel)
+                .max_decoding_message_size(config.max_message_bytes)
+                .max_encoding_message_size(config.max_message_bytes),
+            config,
+        }
+    }
+
+    /// The namespace of every call.
+    pub fn namespace(&self) -> &str {
+        &self.config.namespace
+    }
+
+    /// The generated gRPC client, for calls this type does not wrap.
+    pub fn service(&self) -> ClientServiceClient<Channel> {
+        self.service.clone()
+    }
+
+    fn start_request(
+        &self,
+        workflow_type: &str,
+        input: &(impl Serialize + ?Sized),
+        options: StartOptions,
+    ) -> Result<pb::StartWorkflowRequest, Error> {
+        Ok(pb::StartWorkflowRequest {
+            namespace: self.config.namespace.clone(),
+            workflow_type: workflow_type.to_owned(),
+            workflow_id: options.workflow_id.unwrap_or_default(),
+            task_queue: options.task_queue.unwrap_or_default(),
+            input: Some(payload::encode(input)?),
+            run_timeout_ms: options.run_timeout.map_or(0, |d| d.as_millis() as u64),
+            budget: options.budget,
+            identity: self.config.identity.clone(),
+            request_id: options.request_id.unwrap_or_default(),
+        })
+    }
+
+    /// Starts a run of `workflow_type` with `input`; returns once RunStarted is durable.
+    pub async fn start_workflow(
+        &self,
+        workflow_type: &str,
+        input: &(impl Serialize + ?Sized),
+        options: StartOptions,
+    ) -> Result<RunHandle, Error> {
+        let req = self.start_request(workflow_type, input, options)?;
+        let resp = self.service().start_workflow(req).await?.into_inner();
+        Ok(self.handle(resp.run_id, resp.started))
+    }
+
+    fn handle(&self, run_id: String, started: bool) -> RunHandle {
+        RunHandle {
+            run_id,
+            started,
+            client: self.clone(),
+        }
+    }
+
+    /// The state of run `run_id`: status, what it waits on, progress, usage, result.
+    pub async fn describe(&self, run_id: &str) -> Result<pb::RunInfo, Error> {
+        let req = pb::DescribeRunRequest {
+            namespace: self.config.namespace.clone(),
+            run_id: run_id.to_owned(),
+        };
+        let resp = self.service().describe_run(req).await?.into_inner();
+        resp.run
+            .ok_or_else(|| Error::NotFound(format!("run {run_id}")))
+    }
+
+    /// One page of runs; the second value is the next page's token (`None` at the end).
+    pub async fn list(
+        &self,
+        options: ListOptions,
+    ) -> Result<(Vec<pb::RunInfo>, Option<String>), Error> {
+        let req = pb::ListRunsRequest {
+            namespace: self.config.namespace.clone(),
+            status: options.status.unwrap_or(pb::RunStatus::Unspecified) as i32,
+            workflow_type: options.workflow_type.unwrap_or_default(),
+            waiting: options.waiting.unwrap_or_default(),
+            page_size: options.page_size,
+            page_token: options.page_token.unwrap_or_default(),
+        };
+        let resp = self.service().list_runs(req).await?.into_inner();
+        let next = Some(resp.next_page_token).filter(|t| !t.is_empty());
+        Ok((resp.runs, next))
+    }
+
+    /// Waits up to `timeout` for run `run_id` to close and returns its result decoded as
+    /// `O`. A run that continued as new is followed to its successor. A run that ended
+    /// otherwise is an error (`RunFailed`, `RunCancelled`, ...). Rides out server restarts.
+    pub async fn await_result<O: DeserializeOwned>(
+        &self,
+        run_id: &str,
+        timeout: Duration,
+    ) -> Result<O, Error> {
+        let deadline = Instant::now() + timeout;
+        let mut run_id = run_id.to_owned();
+        let mut backoff = Backoff::default();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let req = pb::AwaitResultRequest {
+                namespace: self.config.namespace.clone(),
+                run_id: run_id.clone(),
+                timeout_ms: left.min(AWAIT_POLL_MAX).as_millis() as u64,
+            };
+            let resp = match self.service().await_result(req).await {
+                Ok(r) => r.into_inner(),
+                Err(s) => {
+                    let e = Error::from(s);
+                    if e.is_retryable() && Instant::now() < deadline {
+                        tokio::time::sleep(backoff.next_delay().min(left)).await;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            backoff.reset();
+            if let Some(run) = resp.run.filter(|_| resp.closed) {
+                let successor = run.continued_to.clone();
+                if let Some(result) = outcome(run)? {
+                    return Ok(payload::decode(result.as_ref())?);
+                }
+                if successor.is_empty() {
+                    return Err(Error::Server {
+                        code: tonic::Code::Internal,
+                        message: format!(
+                            "run {run_id} continued as new, but its successor is not named"
+                        ),
+                    });
+                }
+                // Continued as new: follow the chain.
+                run_id = successor;
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout);
+            }
+        }
+    }
+
+    /// Delivers signal `name` with `input` to run `run_id`.
+    pub async fn signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        input: &(impl Serialize + ?Sized),
+    ) -> Result<(), Error> {
+        let req = pb::SignalRunRequest {
+            namespace: self.config.namespace.clone(),
+            run_id: run_id.to_owned(),
+            signal_name: name.to_owned(),
+            input: Some(payload::encode(input)?),
+            identity: self.config.identity.clone(),
+            request_id: uuid::Uuid::now_v7().to_string(),
+            ..Default::default()
+        };
+        self.service().signal_run(req).await?;
+        Ok(())
+    }
+
+    /// Delivers signal `name` to the open run of `workflow_id`, starting a run of
+    /// `workflow_type` with `input` first when there is none.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn signal_with_start(
+        &self,
+        workflow_id: &str,
+        name: &str,
+        signal_input: &(impl Serialize + ?Sized),
+        workflow_type: &str,
+        input: &(impl Serialize + ?Sized),
+        mut options: StartOptions,
+    ) -> Result<RunHandle, Error> {
+        options.workflow_id = Some(workflow_id.to_owned());
+        let start = self.start_request(workflow_type, input, options)?;
+        let req = pb::SignalRunRequest {
+            namespace: self.config.namespace.clone(),
+            run_id: String::new(),
+            workflow_id: workflow_id.to_owned(),
+            signal_name: name.to_owned(),
+            input: Some(payload::encode(signal_input)?),
+            identity: self.config.identity.clone(),
+            request_id: uuid::Uuid::now_v7().to_string(),
+            signal_with_start: Some(start),
+        };
+        let resp = self.service().signal_run(req).await?.into_inner();
+        Ok(self.handle(resp.run_id, resp.started))
+    }
+
+    /// Requests the cancellation of run `run_id`: the workflow sees it and may clean up
+    /// and end with a partial result.
+    pub async fn cancel(&self, run_id: &str, reason: &str) -> Result<(), Error> {
+        let req = pb::CancelRunRequest {
+            namespace: self.config.namespace.clone(),
+            run_id: run_id.to_owned(),
+            reason: reason.to_owned(),
+            identity: self.config.identity.clone(),
+        };
+        self.service().cancel_run(req).await?;
+        Ok(())
+    }
+
+    /// Ends run `run_id` now; its last partial result is kept.
+    pub async fn terminate(&self, run_id: &str, reason: &str) -> Result<(), Error> {
+        let req = pb::TerminateRunRequest {
+            namespace: self.config.namespace.clone(),
+            run_id: run_id.to_owned(),
+            reason: reason.to_owned(),
+            identity: self.config.identity.clone(),
+        };
+        self.service().terminate_run(req).await?;
+        Ok(())
+    }
+
+    /// The whole history of run `run_id`, all pages.
+    pub async fn history(&self, run_id: &str) -> Result<Vec<pb::HistoryEvent>, Error> {
+        self.history_range(run_id, 1, u64::MAX).await
+    }
+
+    /// The events of run `run_id` with seqs `from..=to` (fewer if the history is shorter).
+    pub async fn history_range(
+        &self,
+        run_id: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<pb::HistoryEvent>, Error> {
+        let mut events = Vec::new();
+        let mut next = from.max(1);
+        while next <= to {
+            let want = (to - next)
+                .saturating_add(1)
+                .min(u64::from(HISTORY_PAGE_SIZE)) as u32;
+            let req = pb::GetHistoryRequest {
+                namespace: self.config.namespace.clone(),
+                run_id: run_id.to_owned(),
+                from_seq: next,
+                page_size: want,
+            };
+            let page = self.service().get_history(req).await?.into_inner();
+            let Some(last) = page.events.last().map(|e| e.seq) else {
+                break;
+            };
+            events.extend(page.events.into_iter().filter(|e| e.seq <= to));
+            if page.next_seq == 0 || last >= to {
+                break;
+            }
+            next = page.next_seq;
+        }
+        Ok(events)
+    }
+}
+
+/// The result of a closed run: `Some(result)` when completed, `None` when it continued as
+/// new, an error for the other endings.
+fn outcome(run: pb::RunInfo) -> Result<Option<Option<pb::Payload>>, Error> {
+    let partial = |run: &pb::RunInfo| -> Option<serde_json::Value> {
+        run.result
+            .as_ref()
+            .and_then(|p| payload::decode(Some(p)).ok())
+    };
+    let failure = run.failure.clone().unwrap_or_default();
+    match run.status() {
+        pb::RunStatus::Completed => Ok(Some(run.result)),
+        pb::RunStatus::ContinuedAsNew => Ok(None),
+        pb::RunStatus::Failed => Err(Error::RunFailed {
+            message: failure.message,
+            error_type: failure.r#type,
+        }),
+        pb::RunStatus::Cancelled => Err(Error::RunCancelled {
+            partial: partial(&run),
+        }),
+        pb::RunStatus::Terminated => Err(Error::RunTerminated {
+            reason: failure.message,
+            partial: partial(&run),
+        }),
+        pb::RunStatus::TimedOut => Err(Error::RunTimedOut {
+            partial: partial(&run),
+        }),
+        pb::RunStatus::Running | pb::RunStatus::Unspecified => Err(Error::Server {
+            code: tonic::Code::Internal,
+            message: format!(
+                "run {} reported closed with status {:?}",
+                run.run_id,
+                run.status()
+            ),
+        }),
+    }
+}

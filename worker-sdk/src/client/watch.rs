@@ -1,0 +1,116 @@
+//! [`Client::watch`]: a run's events as a stream that survives disconnects.
+
+use futures::Stream;
+use steadfast_proto::v1 as pb;
+use steadfast_proto::v1::history_event::Attributes as Ev;
+
+use super::{Client, Error};
+use crate::backoff::Backoff;
+
+/// Consecutive failed reconnects after which a watch gives up with the last error.
+pub const WATCH_RECONNECTS_MAX: u32 = 20;
+
+struct WatchState {
+    client: Client,
+    run_id: String,
+    after_seq: u64,
+    stream: Option<tonic::Streaming<pb::WatchRunResponse>>,
+    done: bool,
+    backoff: Backoff,
+}
+
+/// Whether `event` closes its run.
+pub fn is_terminal(event: &pb::HistoryEvent) -> bool {
+    matches!(
+        event.attributes,
+        Some(
+            Ev::RunCompleted(_)
+                | Ev::RunFailed(_)
+                | Ev::RunCancelled(_)
+                | Ev::RunTerminated(_)
+                | Ev::RunTimedOut(_)
+                | Ev::RunContinuedAsNew(_)
+        )
+    )
+}
+
+impl Client {
+    /// The events of run `run_id` after `after_seq`, then new ones as they are appended,
+    /// ending after the run's terminal event. When the connection drops, the stream
+    /// reconnects and resumes after the last event it yielded; it ends with an error after
+    /// [`WATCH_RECONNECTS_MAX`] failed reconnects in a row, or on a refusal (e.g. not found).
+    pub fn watch(
+        &self,
+        run_id: &str,
+        after_seq: u64,
+    ) -> impl Stream<Item = Result<pb::WatchRunResponse, Error>> + Send + 'static {
+        let state = WatchState {
+            client: self.clone(),
+            run_id: run_id.to_owned(),
+            after_seq,
+            stream: None,
+            done: false,
+            backoff: Backoff::default(),
+        };
+        futures::stream::unfold(state, |mut st| async move {
+            loop {
+                if st.done {
+                    return None;
+                }
+                if st.stream.is_none() {
+                    let req = pb::WatchRunRequest {
+                        namespace: st.client.namespace().to_owned(),
+                        run_id: st.run_id.clone(),
+                        after_seq: st.after_seq,
+                    };
+                    match st.client.service().watch_run(req).await {
+                        Ok(resp) => st.stream = Some(resp.into_inner()),
+                        Err(s) => {
+                            let e = Error::from(s);
+                            if !retry_later(&mut st, &e).await {
+                                st.done = true;
+                                return Some((Err(e), st));
+                            }
+                            continue;
+                        }
+                    }
+                }
+                let Some(stream) = st.stream.as_mut() else {
+                    continue;
+                };
+                match stream.message().await {
+                    Ok(Some(msg)) => {
+                        st.backoff.reset();
+                        if let Some(ev) = &msg.event {
+                            if ev.seq <= st.after_seq {
+                                continue;
+                            }
+                            st.after_seq = ev.seq;
+                            st.done = is_terminal(ev);
+                        }
+                        return Some((Ok(msg), st));
+                    }
+                    // Ended before the terminal event (the server went away): resume.
+                    Ok(None) => st.stream = None,
+                    Err(s) => {
+                        st.stream = None;
+                        let e = Error::from(s);
+                        if !retry_later(&mut st, &e).await {
+                            st.done = true;
+                            return Some((Err(e), st));
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Sleeps before a reconnect when `e` is worth one; false when the watch should end.
+async fn retry_later(st: &mut WatchState, e: &Error) -> bool {
+    if !e.is_retryable() || st.backoff.failures() >= WATCH_RECONNECTS_MAX {
+        return false;
+    }
+    tokio::time::sleep(st.backoff.next_delay()).await;
+    true
+}

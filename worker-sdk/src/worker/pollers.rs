@@ -1,0 +1,344 @@
+//! The poll loops and what happens to each task they bring.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use steadfast_proto::v1 as pb;
+use steadfast_proto::v1::worker_service_client::WorkerServiceClient;
+use tokio::sync::{Semaphore, watch};
+use tonic::transport::Channel;
+
+use super::workflow_thread::{Outcome, WorkflowThreads};
+use super::{Error, WorkerOptions};
+use crate::activity::Activities;
+use crate::activity::runtime::{RuntimeConfig, run_attempt};
+use crate::backoff::{Backoff, is_transient};
+use crate::client::{Client, ClientConfig};
+use crate::workflow::{self, Registry, command_kind};
+
+/// Open polls per kind at most (each also needs a free slot).
+const POLLERS_MAX: usize = 8;
+/// Slack over the poll timeout before a poll that got no answer counts as lost.
+const POLL_SLACK: Duration = Duration::from_secs(10);
+
+struct Shared {
+    options: WorkerOptions,
+    worker: WorkerServiceClient<Channel>,
+    client: Client,
+    threads: WorkflowThreads,
+    activities: Activities,
+    runtime: RuntimeConfig,
+    workflow_types: Vec<String>,
+    activity_types: Vec<String>,
+}
+
+pub(super) async fn run(
+    config: ClientConfig,
+    options: WorkerOptions,
+    workflows: Registry,
+    activities: Activities,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let channel = config.endpoint()?.connect_lazy();
+    let workflow_types = workflows.workflow_types();
+    let activity_types = activities.names();
+    let threads = WorkflowThreads::start(
+        Arc::new(workflows),
+        options.workflow_threads,
+        options.cache_size,
+    )?;
+    let shared = Arc::new(Shared {
+        worker: WorkerServiceClient::new(channel.clone())
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes),
+        client: Client::with_channel(config, channel),
+        threads,
+        activities,
+        runtime: RuntimeConfig {
+            namespace: options.namespace.clone(),
+            worker_id: options.worker_id.clone(),
+            heartbeat_interval: options.heartbeat_interval,
+            cancel_grace: options.cancel_grace,
+            report_timeout: options.report_timeout,
+        },
+        workflow_types,
+        activity_types,
+        options,
+    });
+    tracing::info!(
+        worker = %shared.options.worker_id,
+        queue = %shared.options.task_queue,
+        workflows = shared.workflow_types.len(),
+        activities = shared.activity_types.len(),
+        "worker starting"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let wf_slots = Arc::new(Semaphore::new(
+        shared.options.max_concurrent_workflow_tasks.max(1),
+    ));
+    let act_slots = Arc::new(Semaphore::new(
+        shared.options.max_concurrent_activities.max(1),
+    ));
+    let mut loops = tokio::task::JoinSet::new();
+    if !shared.workflow_types.is_empty() {
+        for _ in 0..shared
+            .options
+            .max_concurrent_workflow_tasks
+            .clamp(1, POLLERS_MAX)
+        {
+            loops.spawn(poll_workflow_tasks(
+                Arc::clone(&shared),
+                Arc::clone(&wf_slots),
+                stop_rx.clone(),
+            ));
+        }
+    }
+    if !shared.activity_types.is_empty() {
+        for _ in 0..shared
+            .options
+            .max_concurrent_activities
+            .clamp(1, POLLERS_MAX)
+        {
+            loops.spawn(poll_activity_tasks(
+                Arc::clone(&shared),
+                Arc::clone(&act_slots),
+                stop_rx.clone(),
+            ));
+        }
+    }
+
+    shutdown.await;
+    tracing::info!(worker = %shared.options.worker_id, "worker stopping: no new polls, finishing tasks in flight");
+    let _ = stop_tx.send(true);
+    while loops.join_next().await.is_some() {}
+    // Every task in flight holds a slot: having all of them back means all are done.
+    let drained = async {
+        let _ = wf_slots
+            .acquire_many(shared.options.max_concurrent_workflow_tasks.max(1) as u32)
+            .await;
+        let _ = act_slots
+            .acquire_many(shared.options.max_concurrent_activities.max(1) as u32)
+            .await;
+    };
+    if tokio::time::timeout(shared.options.shutdown_timeout, drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "worker stopped with tasks still in flight; the server will offer them again"
+        );
+    }
+    tracing::info!(worker = %shared.options.worker_id, "worker stopped");
+    Ok(())
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // A dropped sender also means stop.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Waits out a backoff after a failed poll; false when stopped meanwhile.
+async fn back_off(
+    backoff: &mut Backoff,
+    status: &tonic::Status,
+    what: &str,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let delay = backoff.next_delay();
+    if backoff.failures() == 1 || backoff.failures().is_multiple_of(20) {
+        tracing::warn!(code = ?status.code(), message = status.message(), failures = backoff.failures(), "{what} poll failed; retrying");
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = stopped(stop) => false,
+    }
+}
+
+async fn poll_workflow_tasks(
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::default();
+    loop {
+        let slot = tokio::select! {
+            s = Arc::clone(&slots).acquire_owned() => match s { Ok(s) => s, Err(_) => return },
+            _ = stopped(&mut stop) => return,
+        };
+        let mut req = tonic::Request::new(pb::PollWorkflowTaskRequest {
+            namespace: shared.options.namespace.clone(),
+            task_queue: shared.options.task_queue.clone(),
+            worker_id: shared.options.worker_id.clone(),
+            workflow_types: shared.workflow_types.clone(),
+            poll_timeout_ms: shared.options.poll_timeout.as_millis() as u64,
+        });
+        req.set_timeout(shared.options.poll_timeout + POLL_SLACK);
+        let mut service = shared.worker.clone();
+        let polled = tokio::select! {
+            r = service.poll_workflow_task(req) => r,
+            _ = stopped(&mut stop) => return,
+        };
+        match polled {
+            Ok(resp) => {
+                backoff.reset();
+                let task = resp.into_inner();
+                if task.task_token.is_empty() {
+                    continue;
+                }
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    handle_workflow_task(&shared, task).await;
+                    drop(slot);
+                });
+            }
+            Err(status) => {
+                drop(slot);
+                if !back_off(&mut backoff, &status, "workflow task", &mut stop).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn handle_workflow_task(shared: &Shared, task: pb::PollWorkflowTaskResponse) {
+    let run_id = task.run_id.clone();
+    let token = task.task_token.clone();
+    let first_seq = task.first_seq;
+    let span = tracing::debug_span!("workflow_task", run = %run_id, r#type = %task.workflow_type, first_seq);
+    let _guard = span.enter();
+    let mut outcome = shared.threads.activate(task, None).await;
+    if let Outcome::NeedHistory(task) = outcome {
+        let before = first_seq.saturating_sub(1);
+        match shared.client.history_range(&run_id, 1, before).await {
+            Ok(earlier) if earlier.len() as u64 == before => {
+                tracing::debug!(events = before, "run not cached; replaying its history");
+                outcome = shared.threads.activate(task, Some(earlier)).await;
+            }
+            Ok(earlier) => {
+                outcome = Outcome::Failed(workflow::Error::BadHistory(format!(
+                    "GetHistory returned {} events before seq {first_seq}, expected {before}",
+                    earlier.len()
+                )));
+            }
+            Err(e) => {
+                // The task times out on the server and is offered again.
+                tracing::warn!(error = %e, "cannot fetch the history to replay; task left to time out");
+                return;
+            }
+        }
+    }
+    match outcome {
+        Outcome::Completed(commands) => {
+            let kinds: Vec<&str> = commands.iter().map(command_kind).collect();
+            tracing::debug!(commands = ?kinds, "workflow task completed");
+            let req = pb::CompleteWorkflowTaskRequest {
+                namespace: shared.options.namespace.clone(),
+                task_token: token,
+                commands,
+                worker_id: shared.options.worker_id.clone(),
+            };
+            let sent = with_retries(shared, |mut w| {
+                let req = req.clone();
+                async move { w.complete_workflow_task(req).await.map(|_| ()) }
+            })
+            .await;
+            if let Err(s) = sent {
+                // The server did not take the commands: the cached instance is ahead of the
+                // history. Drop it; the next task replays.
+                tracing::warn!(code = ?s.code(), message = s.message(), "workflow task completion refused");
+                shared.threads.evict(&run_id);
+            }
+        }
+        Outcome::Failed(e) => {
+            tracing::warn!(error = %e, "workflow task failed; the run is held until its code succeeds");
+            shared.threads.evict(&run_id);
+            let req = pb::FailWorkflowTaskRequest {
+                namespace: shared.options.namespace.clone(),
+                task_token: token,
+                cause: e.fail_cause() as i32,
+                message: e.to_string(),
+                worker_id: shared.options.worker_id.clone(),
+            };
+            let sent = with_retries(shared, |mut w| {
+                let req = req.clone();
+                async move { w.fail_workflow_task(req).await.map(|_| ()) }
+            })
+            .await;
+            if let Err(s) = sent {
+                tracing::warn!(code = ?s.code(), message = s.message(), "workflow task failure not recorded");
+            }
+        }
+        Outcome::NeedHistory(_) => {
+            tracing::warn!("the workflow thread asked for history twice; task left to time out");
+            shared.threads.evict(&run_id);
+        }
+    }
+}
+
+/// Calls the server, retrying transient errors (a restart) for up to the report timeout.
+async fn with_retries<F, Fut>(shared: &Shared, call: F) -> Result<(), tonic::Status>
+where
+    F: Fn(WorkerServiceClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<(), tonic::Status>>,
+{
+    let give_up_at = tokio::time::Instant::now() + shared.options.report_timeout;
+    let mut backoff = Backoff::default();
+    loop {
+        match call(shared.worker.clone()).await {
+            Err(s) if is_transient(&s) && tokio::time::Instant::now() < give_up_at => {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn poll_activity_tasks(
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::default();
+    loop {
+        let slot = tokio::select! {
+            s = Arc::clone(&slots).acquire_owned() => match s { Ok(s) => s, Err(_) => return },
+            _ = stopped(&mut stop) => return,
+        };
+        let mut req = tonic::Request::new(pb::PollActivityTaskRequest {
+            namespace: shared.options.namespace.clone(),
+            task_queue: shared.options.task_queue.clone(),
+            worker_id: shared.options.worker_id.clone(),
+            activity_types: shared.activity_types.clone(),
+            poll_timeout_ms: shared.options.poll_timeout.as_millis() as u64,
+        });
+        req.set_timeout(shared.options.poll_timeout + POLL_SLACK);
+        let mut service = shared.worker.clone();
+        let polled = tokio::select! {
+            r = service.poll_activity_task(req) => r,
+            _ = stopped(&mut stop) => return,
+        };
+        match polled {
+            Ok(resp) => {
+                backoff.reset();
+                let task = resp.into_inner();
+                if task.task_token.is_empty() {
+                    continue;
+                }
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    run_attempt(&shared.worker, &shared.runtime, &shared.activities, task).await;
+                    drop(slot);
+                });
+            }
+            Err(status) => {
+                drop(slot);
+                if !back_off(&mut backoff, &status, "activity task", &mut stop).await {
+                    return;
+                }
+            }
+        }
+    }
+}
