@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod embedded;
 pub mod event;
 pub mod ids;
 pub mod log;

@@ -13,6 +13,10 @@
 //! crash means the task is offered again (activities are at-least-once; `write` activities
 //! record ActivityStarted durably before they are handed out, for exactly that reason).
 
+#[doc(hidden)]
+pub mod contract;
+pub mod core;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -1,0 +1,253 @@
+//! The append path: validate and encode outside the lock, then, under it, check the head,
+//! apply to a clone of the state, chain, submit to the log and update memory. sled is not
+//! touched here (except to ask whether an old blob is already stored).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::embedded::indexer::{AppendOp, Op};
+use crate::embedded::logrec::{KIND_APPEND, KIND_BLOB, encode_append, encode_blob};
+use crate::embedded::{Head, Inner, RunHead, keys, log_err, sled_err};
+use crate::event::{Event, EventRecord, encode_record, genesis_hash, record_hash};
+use crate::log::Durable;
+use crate::payload::{BlobRef, Hash, INLINE_BYTES_MAX, PAYLOAD_BYTES_MAX};
+use crate::state::RunState;
+use crate::store::{
+    APPEND_EVENTS_MAX, AppendRequest, Appended, Error, HISTORY_BYTES_MAX, HISTORY_EVENTS_MAX,
+};
+
+/// Longest namespace accepted (its length is one byte of the run key).
+pub(crate) const NAMESPACE_LEN_MAX: usize = 255;
+
+/// An append's events, encoded, with the blobs they refer to.
+pub(crate) struct Prepared {
+    events: Vec<(Event, Vec<u8>)>,
+    /// Blobs this append externalised: hash, data, its log record.
+    new_blobs: Vec<(Hash, Arc<Vec<u8>>, Vec<u8>)>,
+    /// Blobs the caller's payloads already referred to (they must exist).
+    old_blobs: Vec<Hash>,
+    /// What the append adds to the history's size: encoded records plus referred blobs.
+    blob_bytes: u64,
+}
+
+/// Checks the request's shape and limits, externalises large payloads and encodes the
+/// attributes; all outside the store lock.
+pub(crate) fn prepare(req: &mut AppendRequest) -> Result<Prepared, Error> {
+    let n = req.events.len();
+    if n == 0 {
+        return Err(Error::Invalid("an append needs at least one event".into()));
+    }
+    if n > APPEND_EVENTS_MAX {
+        return Err(Error::Invalid(format!(
+            "{n} events in one append; the limit is APPEND_EVENTS_MAX = {APPEND_EVENTS_MAX}"
+        )));
+    }
+    let ns = req.key.namespace.len();
+    if ns == 0 || ns > NAMESPACE_LEN_MAX {
+        return Err(Error::Invalid(format!(
+            "namespace of {ns} bytes; it must be 1..={NAMESPACE_LEN_MAX}"
+        )));
+    }
+    let mut new_blobs: Vec<(Hash, Arc<Vec<u8>>, Vec<u8>)> = Vec::new();
+    let mut old_blobs = Vec::new();
+    let mut blob_bytes = 0u64;
+    let mut events = Vec::with_capacity(n);
+    for mut event in req.events.drain(..) {
+        for p in event.payloads_mut() {
+            if let Some(b) = &p.blob {
+                if !p.data.is_empty() {
+                    return Err(Error::Invalid(
+                        "a payload has both inline data and a blob reference".into(),
+                    ));
+                }
+                blob_bytes += b.len;
+                old_blobs.push(b.hash);
+                continue;
+            }
+            if p.data.len() > PAYLOAD_BYTES_MAX {
+                return Err(Error::Invalid(format!(
+                    "payload of {} bytes; the limit is PAYLOAD_BYTES_MAX = {PAYLOAD_BYTES_MAX}",
+                    p.data.len()
+                )));
+            }
+            if p.data.len() > INLINE_BYTES_MAX {
+                let data = std::mem::take(&mut p.data);
+                let hash = *blake3::hash(&data).as_bytes();
+                p.blob = Some(BlobRef {
+                    hash,
+                    len: data.len() as u64,
+                });
+                blob_bytes += data.len() as u64;
+                if !new_blobs.iter().any(|(h, _, _)| *h == hash) {
+                    let record = encode_blob(&hash, &data);
+                    new_blobs.push((hash, Arc::new(data), record));
+                }
+            }
+        }
+        let attrs = event.encode_attrs();
+        events.push((event, attrs));
+    }
+    Ok(Prepared {
+        events,
+        new_blobs,
+        old_blobs,
+        blob_bytes,
+    })
+}
+
+impl Inner {
+    /// The part of an append under the store lock. Returns the log ticket and the result.
+    pub(crate) fn commit(
+        &self,
+        head: &mut Head,
+        req: &AppendRequest,
+        p: Prepared,
+    ) -> Result<(Durable, Appended), Error> {
+        let key = &req.key;
+        let (base, bytes_before) = match head.runs.get(key) {
+            Some(r) => (Some(Arc::clone(&r.state)), r.history_bytes),
+            None => match self.load_state(key)? {
+                Some(s) => (Some(Arc::new(s.state)), s.history_bytes),
+                None => (None, 0),
+            },
+        };
+        let next = base.as_ref().map_or(1, |s| s.last_seq + 1);
+        if req.expected_next_seq != next {
+            return Err(Error::Conflict {
+                run: key.clone(),
+                expected: req.expected_next_seq,
+                actual: next,
+            });
+        }
+        let n = p.events.len() as u64;
+        if next - 1 + n > HISTORY_EVENTS_MAX {
+            return Err(Error::HistoryLimit {
+                run: key.clone(),
+                limit: format!("HISTORY_EVENTS_MAX = {HISTORY_EVENTS_MAX} events"),
+            });
+        }
+        if let (1, Some((Event::RunStarted(a), _))) = (next, p.events.first())
+            && let Some(run_id) = head
+                .core
+                .open_run_for_workflow_id(&key.namespace, &a.workflow_id)
+        {
+            return Err(Error::WorkflowIdInUse {
+                workflow_id: a.workflow_id.clone(),
+                run_id,
+            });
+        }
+        for h in &p.old_blobs {
+            if !self.blob_known(head, h)? {
+                return Err(Error::Invalid(format!(
+                    "a payload refers to blob {} which is not stored",
+                    hex::encode(h)
+                )));
+            }
+        }
+        let illegal = |source| Error::Illegal {
+            run: key.clone(),
+            source,
+        };
+        let mut prev = base
+            .as_ref()
+            .map_or_else(|| genesis_hash(key), |s| s.last_hash);
+        let mut state: Option<RunState> = base.as_ref().map(|s| RunState::clone(s));
+        let mut records = Vec::with_capacity(p.events.len());
+        let mut encoded: Vec<(u64, Arc<[u8]>)> = Vec::with_capacity(p.events.len());
+        let mut bytes_after = bytes_before + p.blob_bytes;
+        for (i, (event, attrs)) in p.events.into_iter().enumerate() {
+            let seq = next + i as u64;
+            let hash = record_hash(&prev, seq, req.time_ms, event.kind(), &attrs);
+            let rec = EventRecord {
+                seq,
+                time_ms: req.time_ms,
+                hash,
+                event,
+            };
+            match &mut state {
+                None => state = Some(RunState::start(key.clone(), &rec).map_err(illegal)?),
+                Some(s) => s.apply(&rec).map_err(illegal)?,
+            }
+            let bytes: Arc<[u8]> = encode_record(key, &rec, &attrs).into();
+            bytes_after += bytes.len() as u64;
+            encoded.push((seq, bytes));
+            records.push(rec);
+            prev = hash;
+        }
+        if bytes_after > HISTORY_BYTES_MAX {
+            return Err(Error::HistoryLimit {
+                run: key.clone(),
+                limit: format!("HISTORY_BYTES_MAX = {HISTORY_BYTES_MAX} bytes"),
+            });
+        }
+        let state = Arc::new(
+            state.ok_or_else(|| Error::Invalid("an append needs at least one event".into()))?,
+        );
+        let Some(tx) = head.tx.clone() else {
+            return Err(Error::Unavailable("the store is closed".into()));
+        };
+
+        let mut blobs = Vec::new();
+        let mut log_records = Vec::with_capacity(p.new_blobs.len() + 1);
+        for (hash, data, record) in p.new_blobs {
+            if !self.blob_known(head, &hash)? {
+                log_records.push((KIND_BLOB, record));
+                blobs.push((hash, data));
+            }
+        }
+        log_records.push((
+            KIND_APPEND,
+            encode_append(encoded.iter().map(|(_, b)| &b[..])),
+        ));
+        let durable = self.log.submit(log_records).map_err(log_err)?;
+        let lsn = durable.last_lsn();
+
+        let mut backlog = 0u64;
+        let first_blob_lsn = lsn - blobs.len() as u64;
+        let mut ops = Vec::with_capacity(blobs.len() + 1);
+        for (i, (hash, data)) in blobs.into_iter().enumerate() {
+            backlog += data.len() as u64;
+            head.blobs.insert(hash, Arc::clone(&data));
+            ops.push(Op::Blob {
+                lsn: first_blob_lsn + i as u64,
+                hash,
+                data,
+            });
+        }
+        backlog += encoded.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+        let prev_status = base.as_ref().map(|s| s.status);
+        let run = head
+            .runs
+            .entry(key.clone())
+            .or_insert_with(|| RunHead::new(Arc::clone(&state), 0));
+        run.state = Arc::clone(&state);
+        run.history_bytes = bytes_after;
+        run.tail.extend(encoded.iter().cloned());
+        run.unindexed += 1;
+        head.core.upsert(Arc::clone(&state));
+        ops.push(Op::Append(AppendOp {
+            lsn,
+            key: key.clone(),
+            records: encoded,
+            state: Arc::clone(&state),
+            prev_status,
+            history_bytes: bytes_after,
+            backlog,
+        }));
+        self.backlog_bytes.fetch_add(backlog, Ordering::Relaxed);
+        for op in ops {
+            if tx.send(op).is_err() {
+                self.fail("the indexer thread stopped");
+                break;
+            }
+        }
+        self.records.fetch_add(n, Ordering::Relaxed);
+        Ok((durable, Appended { records, state }))
+    }
+
+    /// Whether a blob is stored or on its way (its log record was submitted).
+    pub(crate) fn blob_known(&self, head: &Head, hash: &Hash) -> Result<bool, Error> {
+        Ok(head.blobs.contains_key(hash)
+            || self.db.contains_key(keys::blob(hash)).map_err(sled_err)?)
+    }
+}

@@ -1,0 +1,189 @@
+//! The sled key space. One tree, one prefix byte per table, so that one indexer batch (one
+//! `apply_batch`) is atomic across all of them.
+//!
+//! ```text
+//! e | run key | seq u64 BE              -> lsn u64 BE | encoded record (event::encode_record)
+//! s | run key                          -> lsn u64 BE | history bytes u64 BE | msgpack RunState
+//! o | run key                          -> ()                      open runs
+//! x | ns len u8 | ns | status u8 | run id -> ()                   runs by status
+//! t | ns len u8 | ns | type len u16 BE | type | run id -> ()      runs by workflow type
+//! w | ns len u8 | ns | workflow id     -> run id                  workflow id -> open run
+//! b | blake3 hash                      -> blob bytes
+//! m | name                             -> value                   meta (indexed_lsn)
+//! ```
+//! A run key is `RunKey::to_bytes` (`ns len u8 | ns | run id`), so every per-run table sorts
+//! by namespace, then run id (= creation time, UUIDv7).
+
+use crate::ids::{RunId, RunKey};
+use crate::payload::Hash;
+use crate::state::{RunState, RunStatus};
+use crate::store::Error;
+
+pub(crate) const EVENT: u8 = b'e';
+pub(crate) const STATE: u8 = b's';
+pub(crate) const OPEN: u8 = b'o';
+pub(crate) const BY_STATUS: u8 = b'x';
+pub(crate) const BY_TYPE: u8 = b't';
+pub(crate) const WORKFLOW_ID: u8 = b'w';
+pub(crate) const BLOB: u8 = b'b';
+/// `m indexed_lsn`: every log record up to this lsn is applied to sled.
+pub(crate) const META_INDEXED_LSN: &[u8] = b"mindexed_lsn";
+
+fn with_prefix(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut k = Vec::with_capacity(len);
+    k.push(prefix);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// `e | run | seq`.
+pub(crate) fn event(run: &[u8], seq: u64) -> Vec<u8> {
+    with_prefix(EVENT, &[run, &seq.to_be_bytes()])
+}
+
+/// `s | run`.
+pub(crate) fn state(run: &[u8]) -> Vec<u8> {
+    with_prefix(STATE, &[run])
+}
+
+/// `o | run`.
+pub(crate) fn open(run: &[u8]) -> Vec<u8> {
+    with_prefix(OPEN, &[run])
+}
+
+fn ns_part(namespace: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + namespace.len());
+    v.push(namespace.len() as u8);
+    v.extend_from_slice(namespace.as_bytes());
+    v
+}
+
+/// `x | ns | status` (the prefix of one status's runs).
+pub(crate) fn by_status_prefix(namespace: &str, status: RunStatus) -> Vec<u8> {
+    with_prefix(BY_STATUS, &[&ns_part(namespace), &[status_code(status)]])
+}
+
+/// `x | ns | status | run id`.
+pub(crate) fn by_status(key: &RunKey, status: RunStatus) -> Vec<u8> {
+    let mut k = by_status_prefix(&key.namespace, status);
+    k.extend_from_slice(key.run_id.as_bytes());
+    k
+}
+
+/// `t | ns | type` (the prefix of one type's runs).
+pub(crate) fn by_type_prefix(namespace: &str, workflow_type: &str) -> Vec<u8> {
+    let len = (workflow_type.len() as u16).to_be_bytes();
+    with_prefix(
+        BY_TYPE,
+        &[&ns_part(namespace), &len, workflow_type.as_bytes()],
+    )
+}
+
+/// `t | ns | type | run id`.
+pub(crate) fn by_type(key: &RunKey, workflow_type: &str) -> Vec<u8> {
+    let mut k = by_type_prefix(&key.namespace, workflow_type);
+    k.extend_from_slice(key.run_id.as_bytes());
+    k
+}
+
+/// `s | ns` (the prefix of a namespace's run states).
+pub(crate) fn state_prefix(namespace: &str) -> Vec<u8> {
+    with_prefix(STATE, &[&ns_part(namespace)])
+}
+
+/// `w | ns | workflow id`.
+pub(crate) fn workflow_id(namespace: &str, workflow_id: &str) -> Vec<u8> {
+    with_prefix(WORKFLOW_ID, &[&ns_part(namespace), workflow_id.as_bytes()])
+}
+
+/// `b | hash`.
+pub(crate) fn blob(hash: &Hash) -> Vec<u8> {
+    with_prefix(BLOB, &[hash])
+}
+
+/// A stable one-byte code per status (stored in index keys: never reuse a number).
+pub(crate) fn status_code(s: RunStatus) -> u8 {
+    match s {
+        RunStatus::Running => 1,
+        RunStatus::Completed => 2,
+        RunStatus::Failed => 3,
+        RunStatus::Cancelled => 4,
+        RunStatus::Terminated => 5,
+        RunStatus::TimedOut => 6,
+        RunStatus::ContinuedAsNew => 7,
+    }
+}
+
+/// The run id at the end of an index key.
+pub(crate) fn trailing_run_id(k: &[u8]) -> Option<RunId> {
+    let tail = k.len().checked_sub(16).map(|i| &k[i..])?;
+    uuid::Uuid::from_slice(tail).ok().map(RunId)
+}
+
+/// The value of an `e` entry.
+pub(crate) fn event_value(lsn: u64, record: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + record.len());
+    v.extend_from_slice(&lsn.to_be_bytes());
+    v.extend_from_slice(record);
+    v
+}
+
+/// Splits an `e` value into its lsn and encoded record.
+pub(crate) fn split_event_value(v: &[u8]) -> Option<(u64, &[u8])> {
+    let (lsn, rec) = v.split_at_checked(8)?;
+    Some((u64::from_be_bytes(lsn.try_into().ok()?), rec))
+}
+
+/// A run state as stored, with the lsn of its last append and its history size.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredState {
+    pub lsn: u64,
+    pub history_bytes: u64,
+    pub state: RunState,
+}
+
+/// The value of an `s` entry.
+pub(crate) fn state_value(lsn: u64, history_bytes: u64, state: &RunState) -> Vec<u8> {
+    let mut v = Vec::with_capacity(256);
+    v.extend_from_slice(&lsn.to_be_bytes());
+    v.extend_from_slice(&history_bytes.to_be_bytes());
+    // Plain data always encodes; an error here would be a bug in RunState's Serialize.
+    if let Err(e) = rmp_serde::encode::write(&mut v, state) {
+        tracing::error!(error = %e, "run state does not encode");
+    }
+    v
+}
+
+/// Decodes an `s` entry of `key`.
+pub(crate) fn decode_state(key: &RunKey, v: &[u8]) -> Result<StoredState, Error> {
+    let corrupt = |detail: String| Error::Corrupt {
+        run: Some(key.clone()),
+        seq: None,
+        detail,
+    };
+    if v.len() < 16 {
+        return Err(corrupt(format!("stored run state is {} bytes", v.len())));
+    }
+    let lsn = u64::from_be_bytes(v[..8].try_into().map_err(|_| corrupt("state lsn".into()))?);
+    let history_bytes = u64::from_be_bytes(
+        v[8..16]
+            .try_into()
+            .map_err(|_| corrupt("state size".into()))?,
+    );
+    let state: RunState = rmp_serde::from_slice(&v[16..])
+        .map_err(|e| corrupt(format!("stored run state does not decode: {e}")))?;
+    if state.key != *key {
+        return Err(corrupt(format!(
+            "stored run state belongs to run {}",
+            state.key
+        )));
+    }
+    Ok(StoredState {
+        lsn,
+        history_bytes,
+        state,
+    })
+}

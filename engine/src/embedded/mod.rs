@@ -1,0 +1,458 @@
+//! The embedded store: the segment log makes the promise, sled serves the reads.
+//!
+//! - **Durability** ([`crate::log`] in `dir/log`): an append is one log record (blob records
+//!   go before the first append that refers to them); `append` returns after the log's group
+//!   commit synced it (with `wait_durable`).
+//! - **Memory**: under one lock, the head of every open run (its state, its history size and
+//!   the encoded records not yet in sled) and the [`Core`] projections (queues, leases,
+//!   timers). Reads see every acknowledged append: the not-yet-indexed tail is served from
+//!   memory.
+//! - **Read models** (sled 0.34 in `dir/sled`, key layout in `keys.rs`): written by the
+//!   indexer thread (`indexer.rs`) after the log, never on the acknowledgement path.
+//! - **Checkpoints**: sled flushed and fsynced, then the log drops what sled now covers;
+//!   periodically (every [`EmbeddedOptions::checkpoint_every_bytes`]), on
+//!   [`Store::checkpoint`] and on [`EmbeddedStore::close`].
+//! - **Recovery** (`recover.rs`): the log after the checkpoint is re-applied to sled with
+//!   every chain verified; sled holding more than the log (lost acknowledged records) is
+//!   refused, naming the run and seq.
+//!
+//! Appends see each other's effects before they are durable (the lock is released before
+//! the sync), as with any group commit: a later durable append implies every earlier one.
+
+mod append;
+mod indexer;
+mod keys;
+mod logrec;
+mod read;
+mod recover;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::event::{CommandSeq, EventRecord, TimeMs, TimeoutKind};
+use crate::ids::{RunId, RunKey};
+use crate::log::{self, Log, TornTail};
+use crate::payload::Hash;
+use crate::state::RunState;
+use crate::store::core::Core;
+use crate::store::{
+    AppendRequest, Appended, DueTimer, Error, RunFilter, Store, StoreStats, Task, TaskKind,
+};
+
+use indexer::Op;
+
+/// Subdirectory of the segment log.
+pub const LOG_DIR: &str = "log";
+/// Subdirectory of sled.
+pub const SLED_DIR: &str = "sled";
+/// Bytes queued for the indexer beyond which appends wait for it (bounds memory when sled
+/// cannot keep up with the log).
+pub const INDEX_BACKLOG_BYTES_MAX: u64 = 64 << 20;
+
+/// How to open an [`EmbeddedStore`].
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Size of each preallocated log segment.
+    pub log_segment_bytes: u64,
+    /// Upper bound of one group-commit write.
+    pub log_max_batch_bytes: usize,
+    /// Log bytes indexed between two automatic checkpoints (bounds replay time on open).
+    pub checkpoint_every_bytes: u64,
+    /// sled's page cache.
+    pub sled_cache_bytes: u64,
+    /// sled's background flush period; `None` = only at checkpoints (sled's flush is not
+    /// durable anyway; the log is).
+    pub sled_flush_every_ms: Option<u64>,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            log_segment_bytes: 64 << 20,
+            log_max_batch_bytes: log::DEFAULT_MAX_BATCH_BYTES,
+            checkpoint_every_bytes: 32 << 20,
+            sled_cache_bytes: 64 << 20,
+            sled_flush_every_ms: Some(1_000),
+        }
+    }
+}
+
+/// What [`EmbeddedStore::open`] found and did.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    /// Log records after the checkpoint re-applied to the read models.
+    pub records_replayed: u64,
+    /// The incomplete (never acknowledged) last log batch that was cut, if any.
+    pub torn_tail: Option<TornTail>,
+    /// Open runs loaded into memory.
+    pub runs_open: u64,
+    /// The log's checkpoint lsn at open.
+    pub checkpoint_lsn: u64,
+    /// Time from the call to serving.
+    pub elapsed: Duration,
+}
+
+/// The embedded store (segment log + sled). Share it with `Arc`; [`EmbeddedStore::close`]
+/// checkpoints, dropping it without closing is like a crash of the read models (the log
+/// already holds every acknowledged append).
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+    indexer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The head of a run that is open, or closed and not yet fully indexed.
+pub(crate) struct RunHead {
+    state: Arc<RunState>,
+    /// Size of the history (encoded records plus referred blobs), against HISTORY_BYTES_MAX.
+    history_bytes: u64,
+    /// Encoded records not yet in sled, oldest first, contiguous up to `state.last_seq`.
+    tail: VecDeque<(u64, Arc<[u8]>)>,
+    /// Appends sent to the indexer and not yet applied.
+    unindexed: u32,
+}
+
+impl RunHead {
+    fn new(state: Arc<RunState>, history_bytes: u64) -> RunHead {
+        RunHead {
+            state,
+            history_bytes,
+            tail: VecDeque::new(),
+            unindexed: 0,
+        }
+    }
+}
+
+/// Everything under the store lock.
+pub(crate) struct Head {
+    core: Core,
+    runs: HashMap<RunKey, RunHead>,
+    /// Blobs submitted to the log and not yet in sled.
+    blobs: HashMap<Hash, Arc<Vec<u8>>>,
+    /// The indexer's queue; `None` once closed.
+    tx: Option<std::sync::mpsc::Sender<Op>>,
+}
+
+pub(crate) struct Inner {
+    dir: PathBuf,
+    options: EmbeddedOptions,
+    log: Log,
+    db: sled::Db,
+    head: Mutex<Head>,
+    backlog_bytes: AtomicU64,
+    backlog_drained: tokio::sync::Notify,
+    failed: Mutex<Option<String>>,
+    records: AtomicU64,
+}
+
+pub(crate) fn log_err(e: log::Error) -> Error {
+    match e {
+        log::Error::Corrupt { .. } => Error::Corrupt {
+            run: None,
+            seq: None,
+            detail: e.to_string(),
+        },
+        e => Error::Unavailable(e.to_string()),
+    }
+}
+
+pub(crate) fn sled_err(e: sled::Error) -> Error {
+    match e {
+        sled::Error::Corruption { .. } => Error::Corrupt {
+            run: None,
+            seq: None,
+            detail: format!("read models (sled): {e}"),
+        },
+        e => Error::Unavailable(format!("read models (sled): {e}")),
+    }
+}
+
+impl Inner {
+    /// Makes the store refuse everything from now on (an I/O failure of the indexer).
+    pub(crate) fn fail(&self, message: &str) {
+        let mut f = self.failed.lock();
+        if f.is_none() {
+            tracing::error!(
+                error = message,
+                "embedded store failed; refusing further requests"
+            );
+            *f = Some(message.to_string());
+        }
+        drop(f);
+        self.backlog_drained.notify_waiters();
+    }
+
+    pub(crate) fn check_failed(&self) -> Result<(), Error> {
+        match &*self.failed.lock() {
+            None => Ok(()),
+            Some(m) => Err(Error::Unavailable(format!("the store failed earlier: {m}"))),
+        }
+    }
+
+    /// Waits while the indexer is too far behind.
+    async fn wait_backlog(&self) -> Result<(), Error> {
+        loop {
+            let notified = self.backlog_drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.check_failed()?;
+            if self.backlog_bytes.load(Ordering::Relaxed) <= INDEX_BACKLOG_BYTES_MAX {
+                return Ok(());
+            }
+            notified.await;
+        }
+    }
+
+    /// Sends a control operation to the indexer and waits for its answer.
+    async fn ask<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Op,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let head = self.head.lock();
+            let sender = head
+                .tx
+                .as_ref()
+                .ok_or_else(|| Error::Unavailable("the store is closed".into()))?;
+            sender
+                .send(op(tx))
+                .map_err(|_| Error::Unavailable("the indexer thread stopped".into()))?;
+        }
+        rx.await
+            .map_err(|_| Error::Unavailable("the indexer thread stopped".into()))?
+    }
+
+    async fn append(&self, mut req: AppendRequest) -> Result<Appended, Error> {
+        self.check_failed()?;
+        let prepared = append::prepare(&mut req)?;
+        self.wait_backlog().await?;
+        let (durable, appended) = {
+            let mut head = self.head.lock();
+            self.commit(&mut head, &req, prepared)?
+        };
+        if req.wait_durable {
+            durable.wait().await.map_err(log_err)?;
+        }
+        Ok(appended)
+    }
+
+    async fn put_blob(&self, data: Vec<u8>) -> Result<Hash, Error> {
+        self.check_failed()?;
+        if data.len() > crate::payload::PAYLOAD_BYTES_MAX {
+            return Err(Error::Invalid(format!(
+                "blob of {} bytes; the limit is PAYLOAD_BYTES_MAX = {}",
+                data.len(),
+                crate::payload::PAYLOAD_BYTES_MAX
+            )));
+        }
+        let hash = *blake3::hash(&data).as_bytes();
+        let record = logrec::encode_blob(&hash, &data);
+        let durable = {
+            let mut head = self.head.lock();
+            if self.blob_known(&head, &hash)? {
+                // Stored or on its way: wait for whatever wrote it to be durable.
+                self.log.submit(Vec::new()).map_err(log_err)?
+            } else {
+                let tx = head
+                    .tx
+                    .clone()
+                    .ok_or_else(|| Error::Unavailable("the store is closed".into()))?;
+                let durable = self
+                    .log
+                    .submit(vec![(logrec::KIND_BLOB, record)])
+                    .map_err(log_err)?;
+                let data = Arc::new(data);
+                head.blobs.insert(hash, Arc::clone(&data));
+                if tx
+                    .send(Op::Blob {
+                        lsn: durable.last_lsn(),
+                        hash,
+                        data,
+                    })
+                    .is_err()
+                {
+                    self.fail("the indexer thread stopped");
+                }
+                durable
+            }
+        };
+        durable.wait().await.map_err(log_err)?;
+        Ok(hash)
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir`: recovers the log, re-applies it to the read
+    /// models with every chain verified, and loads the open runs. Refuses corruption with
+    /// [`Error::Corrupt`] naming the run and seq when they are known.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        options: EmbeddedOptions,
+    ) -> Result<(EmbeddedStore, OpenReport), Error> {
+        recover::open(dir.as_ref(), options)
+    }
+
+    /// Checkpoints, stops the indexer and closes the log. Later calls fail with
+    /// [`Error::Unavailable`].
+    pub async fn close(&self) -> Result<(), Error> {
+        let checkpoint = self.inner.ask(Op::Checkpoint).await.map(|_| ());
+        self.stop_indexer();
+        let closed = self.inner.log.shutdown().map_err(log_err);
+        checkpoint.and(closed)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn stop_indexer(&self) {
+        self.inner.head.lock().tx = None;
+        let handle = self.indexer.lock().take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            self.inner.fail("the indexer thread panicked");
+        }
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.stop_indexer();
+    }
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn append(&self, req: AppendRequest) -> Result<Appended, Error> {
+        self.inner.append(req).await
+    }
+
+    async fn run_state(&self, key: &RunKey) -> Result<Option<Arc<RunState>>, Error> {
+        self.inner.check_failed()?;
+        self.inner.run_state(key)
+    }
+
+    async fn open_run_for_workflow_id(
+        &self,
+        namespace: &str,
+        workflow_id: &str,
+    ) -> Result<Option<RunId>, Error> {
+        self.inner.check_failed()?;
+        Ok(self
+            .inner
+            .head
+            .lock()
+            .core
+            .open_run_for_workflow_id(namespace, workflow_id))
+    }
+
+    async fn list_runs(
+        &self,
+        namespace: &str,
+        filter: &RunFilter,
+        after: Option<RunId>,
+        limit: usize,
+        now_ms: TimeMs,
+    ) -> Result<Vec<Arc<RunState>>, Error> {
+        self.inner.check_failed()?;
+        self.inner
+            .list_runs(namespace, filter, after, limit, now_ms)
+            .await
+    }
+
+    async fn read_history(
+        &self,
+        key: &RunKey,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, Error> {
+        self.inner.check_failed()?;
+        self.inner.read_history(key, from_seq, limit)
+    }
+
+    async fn poll_task(
+        &self,
+        namespace: &str,
+        queue: &str,
+        kind: TaskKind,
+        now_ms: TimeMs,
+    ) -> Result<Option<Task>, Error> {
+        self.inner.check_failed()?;
+        Ok(self
+            .inner
+            .head
+            .lock()
+            .core
+            .poll(namespace, queue, kind, now_ms))
+    }
+
+    async fn release_task(&self, task: &Task) -> Result<(), Error> {
+        self.inner.head.lock().core.release(task);
+        Ok(())
+    }
+
+    async fn set_attempt_deadline(
+        &self,
+        key: &RunKey,
+        id: CommandSeq,
+        attempt: u32,
+        deadline_ms: TimeMs,
+        timeout: TimeoutKind,
+    ) -> Result<(), Error> {
+        self.inner
+            .head
+            .lock()
+            .core
+            .set_attempt_deadline(key, id, attempt, deadline_ms, timeout);
+        Ok(())
+    }
+
+    async fn take_due_timers(&self, now_ms: TimeMs, limit: usize) -> Result<Vec<DueTimer>, Error> {
+        self.inner.check_failed()?;
+        Ok(self.inner.head.lock().core.take_due(now_ms, limit))
+    }
+
+    async fn next_wakeup_ms(&self) -> Result<Option<TimeMs>, Error> {
+        Ok(self.inner.head.lock().core.next_wakeup_ms())
+    }
+
+    async fn put_blob(&self, data: Vec<u8>) -> Result<Hash, Error> {
+        self.inner.put_blob(data).await
+    }
+
+    async fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, Error> {
+        self.inner.check_failed()?;
+        self.inner.get_blob(hash)
+    }
+
+    async fn checkpoint(&self) -> Result<u64, Error> {
+        self.inner.check_failed()?;
+        self.inner.ask(Op::Checkpoint).await
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            records: self.inner.records.load(Ordering::Relaxed),
+            syncs: self.inner.log.stats().syncs,
+            open_runs: self.inner.head.lock().core.len() as u64,
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! Opening the store: recover the log, re-apply it to sled with every chain verified, refuse
+//! what does not add up, and load the open runs into memory.
+//!
+//! What sled may be, relative to the log, after any crash: it holds everything up to the
+//! log's checkpoint (a checkpoint fsyncs it first) and at most what the log holds (the
+//! indexer writes only synced records). So: sled's `indexed_lsn` below the checkpoint means
+//! sled lost data; above the log's end means the log lost acknowledged records. Both are
+//! refused. In between, the log's records after the checkpoint are re-applied: those sled
+//! already has must match it byte for byte, the others extend the run states.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::embedded::indexer::{Indexer, StateWrite, write_states};
+use crate::embedded::keys::{self, StoredState};
+use crate::embedded::logrec::{KIND_APPEND, KIND_BLOB, decode_append, decode_blob};
+use crate::embedded::{
+    EmbeddedOptions, EmbeddedStore, Head, Inner, LOG_DIR, OpenReport, RunHead, SLED_DIR, log_err,
+    sled_err,
+};
+use crate::event::{decode_record, genesis_hash};
+use crate::ids::RunKey;
+use crate::log::{Log, LogConfig, Record};
+use crate::payload::Hash;
+use crate::state::{RunState, RunStatus};
+use crate::store::Error;
+use crate::store::core::Core;
+
+fn corrupt(run: Option<&RunKey>, seq: Option<u64>, detail: impl Into<String>) -> Error {
+    Error::Corrupt {
+        run: run.cloned(),
+        seq,
+        detail: detail.into(),
+    }
+}
+
+pub(crate) fn open(
+    dir: &Path,
+    options: EmbeddedOptions,
+) -> Result<(EmbeddedStore, OpenReport), Error> {
+    let t0 = Instant::now();
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Unavailable(format!("create {}: {e}", dir.display())))?;
+    let sled_dir = dir.join(SLED_DIR);
+    let config = sled::Config::new()
+        .path(&sled_dir)
+        .cache_capacity(options.sled_cache_bytes)
+        .flush_every_ms(options.sled_flush_every_ms);
+    let db = open_sled(&config)?;
+    let log_config = LogConfig {
+        segment_bytes: options.log_segment_bytes,
+        max_batch_bytes: options.log_max_batch_bytes,
+        ..LogConfig::new(dir.join(LOG_DIR))
+    };
+    let (log, recovery) = Log::open(log_config).map_err(log_err)?;
+    if let Some(t) = &recovery.torn_tail {
+        tracing::warn!(segment = %t.segment.display(), offset = t.offset, records = t.records_cut, "cut a torn log tail (never acknowledged)");
+    }
+    let log_end = recovery
+        .records
+        .last()
+        .map_or(0, |r| r.lsn)
+        .max(recovery.checkpoint_lsn);
+    let indexed = indexed_lsn(&db)?;
+    if indexed > log_end {
+        return Err(lost_from_log(&db, log_end, indexed));
+    }
+    if indexed < recovery.checkpoint_lsn {
+        return Err(corrupt(
+            None,
+            None,
+            format!(
+                "the read models (sled) end at lsn {indexed} but the log checkpoint says they hold lsn ..={}: sled lost checkpointed data",
+                recovery.checkpoint_lsn
+            ),
+        ));
+    }
+    let mut replay = Replay {
+        db: &db,
+        runs: HashMap::new(),
+        batch: sled::Batch::default(),
+    };
+    for r in &recovery.records {
+        replay.record(r)?;
+    }
+    let records_replayed = recovery.records.len() as u64;
+    replay.finish(log_end.max(indexed))?;
+
+    let mut core = Core::new();
+    let mut runs = HashMap::new();
+    for item in db.scan_prefix([keys::OPEN]) {
+        let (k, _) = item.map_err(sled_err)?;
+        let key = RunKey::from_bytes(&k[1..])
+            .ok_or_else(|| corrupt(None, None, "malformed key in the open-runs index"))?;
+        let v = db
+            .get(keys::state(&k[1..]))
+            .map_err(sled_err)?
+            .ok_or_else(|| corrupt(Some(&key), None, "an open run has no stored state"))?;
+        let stored = keys::decode_state(&key, &v)?;
+        if !stored.state.is_open() {
+            continue;
+        }
+        let state = Arc::new(stored.state);
+        core.upsert(Arc::clone(&state));
+        runs.insert(key, RunHead::new(state, stored.history_bytes));
+    }
+    let runs_open = core.len() as u64;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let inner = Arc::new(Inner {
+        dir: dir.to_path_buf(),
+        options,
+        log,
+        db,
+        head: Mutex::new(Head {
+            core,
+            runs,
+            blobs: HashMap::new(),
+            tx: Some(tx),
+        }),
+        backlog_bytes: AtomicU64::new(0),
+        backlog_drained: tokio::sync::Notify::new(),
+        failed: Mutex::new(None),
+        records: AtomicU64::new(0),
+    });
+    let indexer = Indexer::new(Arc::clone(&inner), log_end.max(indexed));
+    let handle = std::thread::Builder::new()
+        .name("steadfast-indexer".into())
+        .spawn(move || indexer.run(rx))
+        .map_err(|e| Error::Unavailable(format!("spawn the indexer thread: {e}")))?;
+    let report = OpenReport {
+        records_replayed,
+        torn_tail: recovery.torn_tail,
+        runs_open,
+        checkpoint_lsn: recovery.checkpoint_lsn,
+        elapsed: t0.elapsed(),
+    };
+    inner.records.store(0, Ordering::Relaxed);
+    tracing::info!(
+        records_replayed,
+        runs_open,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "embedded store open"
+    );
+    Ok((
+        EmbeddedStore {
+            inner,
+            indexer: Mutex::new(Some(handle)),
+        },
+        report,
+    ))
+}
+
+/// How long open waits for a previous handle of the same sled directory to let go of its
+/// lock (sled 0.34 releases it from a background thread after the handle is dropped).
+const SLED_LOCK_WAIT_MS: u64 = 5_000;
+
+fn open_sled(config: &sled::Config) -> Result<sled::Db, Error> {
+    let deadline = Instant::now() + std::time::Duration::from_millis(SLED_LOCK_WAIT_MS);
+    loop {
+        // sled 0.34 may panic on damaged files instead of answering an error.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())).map_err(
+            |_| {
+                corrupt(
+                    None,
+                    None,
+                    "the read models (sled) could not be opened: sled panicked on its files",
+                )
+            },
+        )?;
+        match r {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r.map_err(sled_err),
+        }
+    }
+}
+
+fn indexed_lsn(db: &sled::Db) -> Result<u64, Error> {
+    match db.get(keys::META_INDEXED_LSN).map_err(sled_err)? {
+        None => Ok(0),
+        Some(v) => v
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| corrupt(None, None, "malformed indexed_lsn in the read models")),
+    }
+}
+
+/// Names the first run and seq that sled holds beyond the log's end.
+fn lost_from_log(db: &sled::Db, log_end: u64, indexed: u64) -> Error {
+    let why = format!(
+        "the log ends at lsn {log_end} but the read models hold records up to lsn {indexed}: acknowledged records were lost from the log (truncated or deleted segment?)"
+    );
+    let mut found: Option<(u64, RunKey, u64)> = None;
+    for item in db.scan_prefix([keys::STATE]) {
+        let Ok((k, v)) = item else { continue };
+        let Some(key) = RunKey::from_bytes(&k[1..]) else {
+            continue;
+        };
+        let Ok(stored) = keys::decode_state(&key, &v) else {
+            continue;
+        };
+        if stored.lsn <= log_end {
+            continue;
+        }
+        // Walk back to the first event written after the log's end.
+        let run = key.to_bytes();
+        let mut seq = stored.state.last_seq;
+        let mut lsn = stored.lsn;
+        while seq > 1 {
+            let prev = db
+                .get(keys::event(&run, seq - 1))
+                .ok()
+                .flatten()
+                .and_then(|v| keys::split_event_value(&v).map(|(l, _)| l));
+            match prev {
+                Some(l) if l > log_end => {
+                    seq -= 1;
+                    lsn = l;
+                }
+                _ => break,
+            }
+        }
+        if found.as_ref().is_none_or(|(l, _, _)| lsn < *l) {
+            found = Some((lsn, key, seq));
+        }
+    }
+    match found {
+        Some((lsn, key, seq)) => corrupt(
+            Some(&key),
+            Some(seq),
+            format!("{why}; this event was at lsn {lsn}"),
+        ),
+        None => corrupt(None, None, why),
+    }
+}
+
+/// One run during replay.
+struct ReplayRun {
+    state: Option<RunState>,
+    /// Status as sled had it before replay (`None`: sled did not know the run).
+    prev_status: Option<RunStatus>,
+    history_bytes: u64,
+    lsn: u64,
+    /// Hash of the last replayed record of this run.
+    prev_hash: Option<Hash>,
+    changed: bool,
+}
+
+struct Replay<'a> {
+    db: &'a sled::Db,
+    runs: HashMap<RunKey, ReplayRun>,
+    batch: sled::Batch,
+}
+
+impl Replay<'_> {
+    fn record(&mut self, r: &Record) -> Result<(), Error> {
+        match r.kind {
+            KIND_BLOB => {
+                let (hash, data) = decode_blob(&r.data)
+                    .map_err(|e| corrupt(None, None, format!("log record lsn {}: {e}", r.lsn)))?;
+                self.batch.insert(keys::blob(&hash), data);
+                Ok(())
+            }
+            KIND_APPEND => self.append(r),
+            k => Err(corrupt(
+                None,
+                None,
+                format!("log record lsn {} has unknown kind {k}", r.lsn),
+            )),
+        }
+    }
+
+    fn append(&mut self, r: &Record) -> Result<(), Error> {
+        let lsn = r.lsn;
+        let recs = decode_append(&r.data)
+            .map_err(|e| corrupt(None, None, format!("log record lsn {lsn}: {e}")))?;
+        let mut first_key: Option<RunKey> = None;
+        for bytes in recs {
+            let mut d = decode_record(bytes)
+                .map_err(|e| corrupt(None, None, format!("log record lsn {lsn}: {e}")))?;
+            let key = d.key.clone();
+            let seq = d.record.seq;
+            if first_key.get_or_insert_with(|| key.clone()) != &key {
+                return Err(corrupt(
+                    Some(&key),
+                    Some(seq),
+                    format!("log record lsn {lsn} mixes runs"),
+                ));
+            }
+            let run_bytes = key.to_bytes();
+            if !self.runs.contains_key(&key) {
+                let loaded = load(self.db, &key)?;
+                let prev_status = loaded.as_ref().map(|s| s.state.status);
+                let (state, history_bytes) =
+                    loaded.map_or((None, 0), |s| (Some(s.state), s.history_bytes));
+                self.runs.insert(
+                    key.clone(),
+                    ReplayRun {
+                        state,
+                        prev_status,
+                        history_bytes,
+                        lsn,
+                        prev_hash: None,
+                        changed: false,
+                    },
+                );
+            }
+            let run = self
+                .runs
+                .get_mut(&key)
+                .ok_or_else(|| corrupt(Some(&key), Some(seq), "replay lost track of the run"))?;
+            let bad = |detail: String| corrupt(Some(&key), Some(seq), detail);
+            let applied = match &mut run.state {
+                None => {
+                    if seq != 1 {
+                        return Err(bad(format!(
+                            "the log continues a history whose seq 1..{seq} the read models do not have"
+                        )));
+                    }
+                    if !d.verifies_after(&genesis_hash(&key)) {
+                        return Err(bad("[STF-C2-HASH] the hash chain does not verify".into()));
+                    }
+                    run.state = Some(
+                        RunState::start(key.clone(), &d.record).map_err(|e| bad(e.to_string()))?,
+                    );
+                    true
+                }
+                Some(s) if seq <= s.last_seq => {
+                    // sled indexed it before the crash: it must hold exactly these bytes.
+                    let stored = self
+                        .db
+                        .get(keys::event(&run_bytes, seq))
+                        .map_err(sled_err)?;
+                    let same = stored
+                        .as_ref()
+                        .and_then(|v| keys::split_event_value(v))
+                        .is_some_and(|(_, rec)| rec == bytes);
+                    if !same {
+                        return Err(bad(format!(
+                            "the read models and the log (lsn {lsn}) disagree on this event"
+                        )));
+                    }
+                    let prev = match run.prev_hash {
+                        Some(h) => h,
+                        None => prev_hash_in_sled(self.db, &key, seq)?,
+                    };
+                    if !d.verifies_after(&prev) {
+                        return Err(bad("[STF-C2-HASH] the hash chain does not verify".into()));
+                    }
+                    false
+                }
+                Some(s) if seq == s.last_seq + 1 => {
+                    if !d.verifies_after(&s.last_hash) {
+                        return Err(bad("[STF-C2-HASH] the hash chain does not verify".into()));
+                    }
+                    s.apply(&d.record)
+                        .map_err(|e| bad(format!("the event does not apply: {e}")))?;
+                    true
+                }
+                Some(s) => {
+                    return Err(corrupt(
+                        Some(&key),
+                        Some(s.last_seq + 1),
+                        "the event is missing from both the log and the read models",
+                    ));
+                }
+            };
+            if applied {
+                run.changed = true;
+                let blobs: u64 = d
+                    .record
+                    .event
+                    .payloads_mut()
+                    .iter()
+                    .filter_map(|p| p.blob.map(|b| b.len))
+                    .sum();
+                run.history_bytes += bytes.len() as u64 + blobs;
+            }
+            run.prev_hash = Some(d.record.hash);
+            run.lsn = lsn;
+            self.batch
+                .insert(keys::event(&run_bytes, seq), keys::event_value(lsn, bytes));
+        }
+        Ok(())
+    }
+
+    /// Writes the re-applied records, the changed states and their indexes in one batch.
+    fn finish(self, indexed_lsn: u64) -> Result<(), Error> {
+        let Replay {
+            db,
+            runs,
+            mut batch,
+        } = self;
+        let mut changed: Vec<(&RunKey, &ReplayRun)> =
+            runs.iter().filter(|(_, r)| r.changed).collect();
+        changed.sort_by(|a, b| a.0.cmp(b.0));
+        let writes: Vec<StateWrite<'_>> = changed
+            .iter()
+            .filter_map(|(_, r)| {
+                r.state.as_ref().map(|s| StateWrite {
+                    lsn: r.lsn,
+                    state: s,
+                    history_bytes: r.history_bytes,
+                    prev_status: r.prev_status,
+                })
+            })
+            .collect();
+        write_states(&mut batch, &writes);
+        batch.insert(keys::META_INDEXED_LSN, &indexed_lsn.to_be_bytes());
+        db.apply_batch(batch).map_err(sled_err)
+    }
+}
+
+fn load(db: &sled::Db, key: &RunKey) -> Result<Option<StoredState>, Error> {
+    match db.get(keys::state(&key.to_bytes())).map_err(sled_err)? {
+        None => Ok(None),
+        Some(v) => keys::decode_state(key, &v).map(Some),
+    }
+}
+
+/// The hash of the record before `seq`, as sled holds it.
+fn prev_hash_in_sled(db: &sled::Db, key: &RunKey, seq: u64) -> Result<Hash, Error> {
+    if seq == 1 {
+        return Ok(genesis_hash(key));
+    }
+    let v = db
+        .get(keys::event(&key.to_bytes(), seq - 1))
+        .map_err(sled_err)?
+        .ok_or_else(|| {
+            corrupt(
+                Some(key),
+                Some(seq - 1),
+                "the event is missing from the read models",
+            )
+        })?;
+    let (_, rec) = keys::split_event_value(&v)
+        .ok_or_else(|| corrupt(Some(key), Some(seq - 1), "stored event is truncated"))?;
+    let d = decode_record(rec).map_err(|e| corrupt(Some(key), Some(seq - 1), e.to_string()))?;
+    Ok(d.record.hash)
+}

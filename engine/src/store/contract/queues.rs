@@ -1,0 +1,310 @@
+//! Task queues: visibility, leases, release, backoff, budgets.
+
+use crate::event::{self, ActivityOptions, Budget, BudgetDimension, Event};
+use crate::ids::DEFAULT_NAMESPACE;
+use crate::store::contract::fixtures::{self, RunDriver, T0};
+use crate::store::{Store, Task, TaskKind};
+
+/// A scheduled workflow task is offered once, leased until released or the state moves on,
+/// and not before its `not_before_ms`.
+pub async fn workflow_task_lease_and_release<S: Store>(store: S) {
+    let ns = DEFAULT_NAMESPACE;
+    let mut r = RunDriver::start(&store, "wt", "wq").await;
+    assert_eq!(
+        store
+            .poll_task(ns, "wq", TaskKind::Workflow, T0)
+            .await
+            .unwrap(),
+        None,
+        "no task before one is scheduled"
+    );
+    let scheduled_seq = r.schedule_workflow_task(&store, 0).await;
+    let task = Task::Workflow {
+        key: r.key.clone(),
+        scheduled_seq,
+    };
+    assert_eq!(
+        store
+            .poll_task(ns, "other", TaskKind::Workflow, T0)
+            .await
+            .unwrap(),
+        None,
+        "queues are separate"
+    );
+    assert_eq!(
+        store
+            .poll_task(ns, "wq", TaskKind::Activity, T0)
+            .await
+            .unwrap(),
+        None,
+        "kinds are separate"
+    );
+    assert_eq!(
+        store
+            .poll_task("other-ns", "wq", TaskKind::Workflow, T0)
+            .await
+            .unwrap(),
+        None,
+        "namespaces are separate"
+    );
+    assert_eq!(
+        store
+            .poll_task(ns, "wq", TaskKind::Workflow, T0)
+            .await
+            .unwrap(),
+        Some(task.clone())
+    );
+    assert_eq!(
+        store
+            .poll_task(ns, "wq", TaskKind::Workflow, T0)
+            .await
+            .unwrap(),
+        None,
+        "a leased task is not offered twice"
+    );
+    store.release_task(&task).await.unwrap();
+    assert_eq!(
+        store
+            .poll_task(ns, "wq", TaskKind::Workflow, T0)
+            .await
+            .unwrap(),
+        Some(task.clone()),
+        "a released task comes back"
+    );
+    let started_seq = r.next;
+    r.append(
+        &store,
+        vec![Event::WorkflowTaskStarted(event::WorkflowTaskStarted {
+            scheduled_seq,
+            worker: "w".into(),
+        })],
+    )
+    .await;
+    store.release_task(&task).await.unwrap();
+    assert_eq!(
+        store
+            .poll_task(ns, "wq", TaskKind::Workflow, T0)
+            .await
+            .unwrap(),
+        None,
+        "a started task is not offered, even when released"
+    );
+    r.append(
+        &store,
+        vec![Event::WorkflowTaskCompleted(event::WorkflowTaskCompleted {
+            started_seq,
+            worker: "w".into(),
+        })],
+    )
+    .await;
+    // A task scheduled for later is invisible until then, and is a wakeup.
+    r.append(&store, vec![fixtures::signal("s", vec![])]).await;
+    let later = r.schedule_workflow_task(&store, T0 + 2_000).await;
+    assert_eq!(
+        store
+            .poll_task(ns, "wq", TaskKind::Workflow, T0 + 1_999)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.next_wakeup_ms().await.unwrap(), Some(T0 + 2_000));
+    assert_eq!(
+        store
+            .poll_task(ns, "wq", TaskKind::Workflow, T0 + 2_000)
+            .await
+            .unwrap(),
+        Some(Task::Workflow {
+            key: r.key.clone(),
+            scheduled_seq: later
+        })
+    );
+    // Tasks of several runs come out oldest first.
+    let mut a = RunDriver::start(&store, "wt-a", "fifo").await;
+    let mut b = RunDriver::start(&store, "wt-b", "fifo").await;
+    b.time_ms = T0 + 1;
+    let sb = b.schedule_workflow_task(&store, 0).await;
+    a.time_ms = T0 + 2;
+    let sa = a.schedule_workflow_task(&store, 0).await;
+    assert_eq!(
+        store
+            .poll_task(ns, "fifo", TaskKind::Workflow, T0 + 5)
+            .await
+            .unwrap(),
+        Some(Task::Workflow {
+            key: b.key.clone(),
+            scheduled_seq: sb
+        })
+    );
+    assert_eq!(
+        store
+            .poll_task(ns, "fifo", TaskKind::Workflow, T0 + 5)
+            .await
+            .unwrap(),
+        Some(Task::Workflow {
+            key: a.key.clone(),
+            scheduled_seq: sa
+        })
+    );
+}
+
+/// Activity attempts: offered on their queue, leased, retried after backoff, parked while the
+/// run is over budget and offered again once the budget is raised.
+pub async fn activity_backoff_and_budget<S: Store>(store: S) {
+    let ns = DEFAULT_NAMESPACE;
+    let mut r = RunDriver::start(&store, "act", "wq").await;
+    r.run_workflow_task(&store).await;
+    let id = r.next_command();
+    r.append(
+        &store,
+        vec![fixtures::activity(id, "aq", ActivityOptions::default())],
+    )
+    .await;
+    let first = Task::Activity {
+        key: r.key.clone(),
+        id,
+        attempt: 1,
+    };
+    assert_eq!(
+        store
+            .poll_task(ns, "aq", TaskKind::Activity, T0)
+            .await
+            .unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        store
+            .poll_task(ns, "aq", TaskKind::Activity, T0)
+            .await
+            .unwrap(),
+        None,
+        "leased"
+    );
+    r.append(
+        &store,
+        vec![fixtures::activity_failed(id, 1, Some(T0 + 500))],
+    )
+    .await;
+    store.release_task(&first).await.unwrap();
+    assert_eq!(
+        store
+            .poll_task(ns, "aq", TaskKind::Activity, T0 + 499)
+            .await
+            .unwrap(),
+        None,
+        "backing off"
+    );
+    assert_eq!(store.next_wakeup_ms().await.unwrap(), Some(T0 + 500));
+    let second = Task::Activity {
+        key: r.key.clone(),
+        id,
+        attempt: 2,
+    };
+    assert_eq!(
+        store
+            .poll_task(ns, "aq", TaskKind::Activity, T0 + 500)
+            .await
+            .unwrap(),
+        Some(second.clone())
+    );
+    store.release_task(&second).await.unwrap();
+    // Over budget: parked.
+    r.append(
+        &store,
+        vec![Event::BudgetExceeded(event::BudgetExceeded {
+            dimension: BudgetDimension::Tokens,
+            limit: 10,
+            used: 10,
+        })],
+    )
+    .await;
+    assert_eq!(
+        store
+            .poll_task(ns, "aq", TaskKind::Activity, T0 + 600)
+            .await
+            .unwrap(),
+        None,
+        "a run over budget dispatches nothing"
+    );
+    r.append(
+        &store,
+        vec![Event::BudgetUpdated(event::BudgetUpdated {
+            budget: Budget {
+                max_tokens: 100,
+                ..Budget::default()
+            },
+            identity: "op".into(),
+        })],
+    )
+    .await;
+    assert_eq!(
+        store
+            .poll_task(ns, "aq", TaskKind::Activity, T0 + 600)
+            .await
+            .unwrap(),
+        Some(second.clone()),
+        "raising the budget resumes it"
+    );
+    // A cancel request takes it off the queue; a completion closes it.
+    store.release_task(&second).await.unwrap();
+    let cancel = r.next_command();
+    r.append(
+        &store,
+        vec![Event::ActivityCancelRequested(
+            event::ActivityCancelRequested {
+                command_seq: cancel,
+                activity_id: id,
+            },
+        )],
+    )
+    .await;
+    assert_eq!(
+        store
+            .poll_task(ns, "aq", TaskKind::Activity, T0 + 600)
+            .await
+            .unwrap(),
+        None
+    );
+    let id2 = r.next_command();
+    r.append(
+        &store,
+        vec![fixtures::activity(id2, "", ActivityOptions::default())],
+    )
+    .await;
+    assert_eq!(
+        store
+            .poll_task(ns, "wq", TaskKind::Activity, T0)
+            .await
+            .unwrap(),
+        Some(Task::Activity {
+            key: r.key.clone(),
+            id: id2,
+            attempt: 1
+        }),
+        "an activity without a queue uses the run's"
+    );
+    let done = Event::ActivityCompleted(event::ActivityCompleted {
+        command_seq: id2,
+        attempt: 1,
+        result: crate::payload::Payload::json(b"1".to_vec()),
+        duration_ms: 1,
+        usage: None,
+        reconciled: false,
+    });
+    r.append(&store, vec![done]).await;
+    store
+        .release_task(&Task::Activity {
+            key: r.key.clone(),
+            id: id2,
+            attempt: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .poll_task(ns, "wq", TaskKind::Activity, T0)
+            .await
+            .unwrap(),
+        None,
+        "a closed activity is gone, even when released"
+    );
+}
