@@ -6,6 +6,7 @@
 //! - [`commands`]: workflow commands -> events, validated against the run state.
 //! - [`timers`]: deadlines -> events.
 
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod convert;

@@ -1,0 +1,270 @@
+//! The `steadfast` command line: `steadfast server` runs the server; every other command talks
+//! gRPC to one (`--addr`, `STEADFAST_ADDR`).
+//!
+//! Conventions: data on stdout (run ids, results, tables, JSON lines), everything else on
+//! stderr, no colour; the exit code says how it went (see [`exit`]). Pure logic (parsing,
+//! rendering, replay) lives in functions with tests beside them; the network code is thin.
+
+mod client;
+mod events;
+mod export;
+mod fmt;
+mod follow;
+mod history;
+mod operate;
+mod parse;
+mod render;
+mod replay;
+mod run;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, ServerConfig};
+
+/// Exit codes. Stable: scripts and tests depend on them.
+pub mod exit {
+    /// Success; for `run result` / `run watch`: the run completed.
+    pub const OK: u8 = 0;
+    /// The command failed: server unreachable, run not found, request refused, I/O error.
+    pub const ERROR: u8 = 1;
+    /// The command line is wrong (unknown flag, bad JSON, bad duration...).
+    pub const USAGE: u8 = 2;
+    /// The run failed.
+    pub const FAILED: u8 = 3;
+    /// The run was cancelled.
+    pub const CANCELLED: u8 = 4;
+    /// The run was terminated.
+    pub const TERMINATED: u8 = 5;
+    /// The run timed out (its run timeout).
+    pub const TIMED_OUT: u8 = 6;
+    /// The run is still open (`run result` without `--wait`, or `--timeout` passed).
+    pub const RUNNING: u8 = 7;
+    /// The history does not verify: a break in the hash chain, a gap, or an event the state
+    /// machine refuses (`history replay`).
+    pub const CORRUPT: u8 = 8;
+}
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success; for `run result` and `run watch`: the run completed
+  1  error: server unreachable, run not found, request refused
+  2  bad command line (unknown flag, invalid JSON, bad duration)
+  3  the run failed
+  4  the run was cancelled
+  5  the run was terminated
+  6  the run timed out
+  7  the run is still running (`run result` without --wait, or --timeout passed)
+  8  the history does not verify (hash chain break, gap, illegal event)
+
+Data goes to stdout, messages to stderr. Server address: --addr or STEADFAST_ADDR.";
+
+/// How a command ended, when not with success: an exit code and what to say on stderr.
+#[derive(Debug)]
+pub struct Exit {
+    /// The process exit code (see [`exit`]).
+    pub code: u8,
+    /// Printed on stderr as is, when set.
+    pub message: Option<String>,
+}
+
+impl Exit {
+    /// A failure ([`exit::ERROR`]): `error: <msg>`.
+    pub fn error(msg: impl std::fmt::Display) -> Exit {
+        Exit {
+            code: exit::ERROR,
+            message: Some(format!("error: {msg}")),
+        }
+    }
+
+    /// A wrong command line ([`exit::USAGE`]).
+    pub fn usage(msg: impl std::fmt::Display) -> Exit {
+        Exit {
+            code: exit::USAGE,
+            message: Some(format!("error: {msg}")),
+        }
+    }
+
+    /// Any code, with a message printed as is.
+    pub fn with(code: u8, msg: impl Into<String>) -> Exit {
+        Exit {
+            code,
+            message: Some(msg.into()),
+        }
+    }
+
+    /// Any code, nothing more to say.
+    pub fn quiet(code: u8) -> Exit {
+        Exit {
+            code,
+            message: None,
+        }
+    }
+}
+
+/// Result of a command.
+pub type Outcome = Result<(), Exit>;
+
+/// Writes data to stdout. A closed pipe (`| head`) ends the command quietly.
+pub fn out(data: &[u8]) -> Outcome {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(data).and_then(|_| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Exit::quiet(exit::OK)),
+        Err(e) => Err(Exit::error(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+/// Writes one line of data to stdout.
+pub fn out_line(line: &str) -> Outcome {
+    out(format!("{line}\n").as_bytes())
+}
+
+/// Writes a message to stderr; never fails.
+pub fn note(msg: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{msg}");
+}
+
+/// The Steadfast server and admin CLI.
+#[derive(Parser, Debug)]
+#[command(name = "steadfast", version, about, after_help = EXIT_CODES, propagate_version = true)]
+pub struct Cli {
+    /// The server to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "STEADFAST_ADDR",
+        default_value = "http://127.0.0.1:7233"
+    )]
+    addr: String,
+    /// The namespace of every request.
+    #[arg(long, global = true, env = "STEADFAST_NAMESPACE", default_value = steadfast_engine::ids::DEFAULT_NAMESPACE)]
+    namespace: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (embedded store in --data-dir) until ctrl-c or SIGTERM.
+    Server {
+        /// Where the store lives.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+        /// Where to listen.
+        #[arg(long, default_value = DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+    },
+    /// Start runs, follow them, operate on them.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Run(run::RunCmd),
+    /// Show, export and replay run histories.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    History(history::HistoryCmd),
+    /// Operate the server.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCmd {
+    /// Force a checkpoint of the embedded store; prints the log position it covers.
+    Checkpoint,
+}
+
+/// Parses `args` (program name first), runs the command, returns the exit code.
+pub async fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(exit::USAGE));
+        }
+    };
+    match dispatch(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(m) = e.message {
+                note(&m);
+            }
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Outcome {
+    let Cli {
+        addr,
+        namespace,
+        command,
+    } = cli;
+    let connect = || client::Conn::connect(&addr, &namespace);
+    match command {
+        Command::Server { data_dir, listen } => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .try_init();
+            crate::server::run(ServerConfig { data_dir, listen })
+                .await
+                .map_err(|e| Exit::error(format!("server stopped: {e:#}")))
+        }
+        // Offline replay needs no server.
+        Command::History(history::HistoryCmd::Replay(args)) if args.file.is_some() => {
+            history::replay_file(&args)
+        }
+        Command::Run(cmd) => run::dispatch(&connect()?, cmd).await,
+        Command::History(cmd) => history::dispatch(&connect()?, cmd).await,
+        Command::Admin(AdminCmd::Checkpoint) => {
+            let conn = connect()?;
+            let r = conn
+                .admin()
+                .checkpoint(steadfast_proto::v1::CheckpointRequest {})
+                .await
+                .map_err(|s| conn.status(s))?;
+            note("checkpoint done");
+            out_line(&r.into_inner().lsn.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = Cli::try_parse_from([
+            "steadfast",
+            "run",
+            "show",
+            "r1",
+            "--namespace",
+            "t1",
+            "--addr",
+            "h:1",
+        ])
+        .unwrap();
+        assert_eq!(cli.namespace, "t1");
+        assert_eq!(cli.addr, "h:1");
+    }
+
+    #[test]
+    fn help_documents_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("7  the run is still running"), "{help}");
+    }
+}
