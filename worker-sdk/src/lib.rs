@@ -11,6 +11,7 @@
 pub mod activity;
 mod backoff;
 pub mod client;
+pub mod llm;
 pub mod payload;
 pub mod replay;
 pub mod testing;

@@ -1,0 +1,402 @@
+//! [`LlmClient`]: one chat call to an OpenAI-compatible API, or to the built-in offline
+//! model when no API is configured.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::types::{ChatRequest, ChatResponse, LlmUsage, ToolCall};
+use super::{Error, LlmConfig, offline, wire};
+use crate::activity::ActivityContext;
+
+/// Largest response body read from the API; a bigger one is an invalid response.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A chat client. Cheap to clone (shared connection pool).
+///
+/// Every call logs model, sizes, token counts, cost and latency; never the prompt, the
+/// answer or the API key. In an activity, call it with [`LlmClient::chat_for`] so that its
+/// usage is reported with the attempt's result.
+#[derive(Clone, Debug)]
+pub struct LlmClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: LlmConfig,
+    /// `None` in offline mode.
+    http: Option<reqwest::Client>,
+}
+
+impl LlmClient {
+    /// A client configured from the `STEADFAST_LLM_*` environment variables; the offline
+    /// model when `STEADFAST_LLM_BASE_URL` is unset.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::new(LlmConfig::from_env()?)
+    }
+
+    /// A client with this configuration.
+    pub fn new(config: LlmConfig) -> Result<Self, Error> {
+        let http = match &config.base_url {
+            None => {
+                tracing::info!(
+                    model = offline::MODEL_NAME,
+                    "no LLM API configured (STEADFAST_LLM_BASE_URL): using the deterministic offline model"
+                );
+                None
+            }
+            Some(base_url) => {
+                tracing::info!(
+                    base_url = %base_url,
+                    model = config.model.as_deref().unwrap_or(""),
+                    api_key_set = config.api_key.is_some(),
+                    "LLM API configured"
+                );
+                let client = reqwest::Client::builder()
+                    .timeout(config.timeout)
+                    .connect_timeout(config.connect_timeout)
+                    .build()
+                    .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+                Some(client)
+            }
+        };
+        Ok(LlmClient {
+            inner: Arc::new(Inner { config, http }),
+        })
+    }
+
+    /// A client of the built-in offline model.
+    pub fn offline() -> Self {
+        LlmClient {
+            inner: Arc::new(Inner {
+                config: LlmConfig::default(),
+                http: None,
+            }),
+        }
+    }
+
+    /// True when calls go to the built-in offline model (no API configured): every
+    /// response and usage then names the model `offline-model`.
+    pub fn is_offline(&self) -> bool {
+        self.inner.http.is_none()
+    }
+
+    /// The configuration (its `Debug` hides the key).
+    pub fn config(&self) -> &LlmConfig {
+        &self.inner.config
+    }
+
+    /// The model a request is sent to: its own, else the configured default
+    /// (`offline-model` in offline mode, whatever the request says).
+    pub fn model_for<'a>(&'a self, request: &'a ChatRequest) -> Option<&'a str> {
+        if self.is_offline() {
+            return Some(offline::MODEL_NAME);
+        }
+        request
+            .model
+            .as_deref()
+            .or(self.inner.config.model.as_deref())
+    }
+
+    /// Makes one chat call. Failures are typed by what to do next ([`Error::is_retryable`]);
+    /// the client itself never retries: in an activity, the retry policy does.
+    pub async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, Error> {
+        let start = Instant::now();
+        let result = match &self.inner.http {
+            None => Ok(self.chat_offline(request)),
+            Some(http) => self.chat_http(http, request, start).await,
+        };
+        let latency_ms = elapsed_ms(start);
+        match result {
+            Ok(mut response) => {
+                response.latency_ms = latency_ms;
+                tracing::info!(
+                    model = %response.model,
+                    messages = request.messages.len(),
+                    tools = request.tools.len(),
+                    input_tokens = response.usage.input_tokens,
+                    output_tokens = response.usage.output_tokens,
+                    cost_micros = response.usage.cost_micros,
+                    tool_calls = response.tool_calls.len(),
+                    finish_reason = %response.finish_reason,
+                    latency_ms,
+                    "llm chat"
+                );
+                Ok(response)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    model = self.model_for(request).unwrap_or(""),
+                    messages = request.messages.len(),
+                    error_type = e.error_type(),
+                    retryable = e.is_retryable(),
+                    latency_ms,
+                    error = %e,
+                    "llm chat failed"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// [`LlmClient::chat`] inside an activity: on success, adds the call's usage to `ctx`,
+    /// so that it is sent with the attempt's result and counted in the run's totals (and
+    /// budget). Several calls in one attempt add up.
+    pub async fn chat_for(
+        &self,
+        ctx: &ActivityContext,
+        request: &ChatRequest,
+    ) -> Result<ChatResponse, Error> {
+        let response = self.chat(request).await?;
+        ctx.add_usage(&response.usage.to_proto());
+        Ok(response)
+    }
+
+    fn chat_offline(&self, request: &ChatRequest) -> ChatResponse {
+        if let Some(asked) = request
+            .model
+            .as_deref()
+            .filter(|m| *m != offline::MODEL_NAME)
+        {
+            tracing::debug!(
+                asked,
+                "offline mode: answering with {}",
+                offline::MODEL_NAME
+            );
+        }
+        let messages: Vec<offline::Message> = request.messages.iter().map(Into::into).collect();
+        let content = offline::complete(&messages);
+        let input_tokens = messages
+            .iter()
+            .map(|m| offline::count_tokens(&m.content))
+            .sum();
+        let output_tokens = offline::count_tokens(&content);
+        ChatResponse {
+            content: Some(content),
+            tool_calls: Vec::new(),
+            finish_reason: "stop".to_owned(),
+            usage: self.usage(offline::MODEL_NAME, input_tokens, output_tokens),
+            latency_ms: 0,
+            model: offline::MODEL_NAME.to_owned(),
+        }
+    }
+
+    async fn chat_http(
+        &self,
+        http: &reqwest::Client,
+        request: &ChatRequest,
+        start: Instant,
+    ) -> Result<ChatResponse, Error> {
+        let config = &self.inner.config;
+        let base_url = config.base_url.as_deref().unwrap_or_default();
+        let model = self.model_for(request).ok_or_else(|| {
+            Error::Config("no model: set STEADFAST_LLM_MODEL or ChatRequest::model".into())
+        })?;
+        let body = serde_json::to_vec(&wire::Request::new(model, request))
+            .map_err(|e| Error::Config(format!("cannot encode the request: {e}")))?;
+        tracing::debug!(model, request_bytes = body.len(), "llm request");
+        let mut builder = http
+            .post(format!("{base_url}/chat/completions"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(key) = &config.api_key {
+            builder = builder.bearer_auth(key);
+        }
+        let mut response = builder
+            .send()
+            .await
+            .map_err(|e| unavailable(base_url, config.timeout, start, e))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = read_body(&mut response)
+            .await
+            .map_err(|e| unavailable(base_url, config.timeout, start, e))?;
+        tracing::debug!(
+            model,
+            status = status.as_u16(),
+            response_bytes = body.len(),
+            "llm response"
+        );
+        let Some(body) = body.into_text() else {
+            return Err(Error::InvalidResponse(format!(
+                "response body larger than {MAX_RESPONSE_BYTES} bytes"
+            )));
+        };
+        if !status.is_success() {
+            let mut message = wire::error_message(&body);
+            if let Some(after) = retry_after {
+                message.push_str(&format!(" (Retry-After: {after})"));
+            }
+            return Err(Error::from_status(status.as_u16(), message));
+        }
+        self.parse(model, &body)
+    }
+
+    fn parse(&self, model: &str, body: &str) -> Result<ChatResponse, Error> {
+        let parsed: wire::Response = serde_json::from_str(body).map_err(|e| {
+            Error::InvalidResponse(format!("body is not a chat completion JSON object: {e}"))
+        })?;
+        let Some(choice) = parsed.choices.into_iter().next() else {
+            return Err(Error::InvalidResponse("no choices in the answer".into()));
+        };
+        let usage = parsed.usage.unwrap_or_default();
+        let model = parsed
+            .model
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| model.to_owned());
+        let tool_calls: Vec<ToolCall> = choice
+            .message
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        let finish_reason = choice.finish_reason.unwrap_or_else(|| {
+            if tool_calls.is_empty() {
+                "stop"
+            } else {
+                "tool_calls"
+            }
+            .to_owned()
+        });
+        Ok(ChatResponse {
+            content: choice.message.content,
+            tool_calls,
+            finish_reason,
+            usage: self.usage(&model, usage.prompt_tokens, usage.completion_tokens),
+            latency_ms: 0,
+            model,
+        })
+    }
+
+    fn usage(&self, model: &str, input_tokens: u64, output_tokens: u64) -> LlmUsage {
+        LlmUsage {
+            input_tokens,
+            output_tokens,
+            cost_micros: self
+                .inner
+                .config
+                .prices
+                .cost_micros(model, input_tokens, output_tokens),
+            model: model.to_owned(),
+        }
+    }
+}
+
+/// A body read up to [`MAX_RESPONSE_BYTES`].
+enum Body {
+    Complete(Vec<u8>),
+    TooLarge(usize),
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        match self {
+            Body::Complete(b) => b.len(),
+            Body::TooLarge(n) => *n,
+        }
+    }
+
+    fn into_text(self) -> Option<String> {
+        match self {
+            Body::Complete(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+            Body::TooLarge(_) => None,
+        }
+    }
+}
+
+async fn read_body(response: &mut reqwest::Response) -> Result<Body, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Ok(Body::TooLarge(body.len() + chunk.len()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Body::Complete(body))
+}
+
+fn unavailable(base_url: &str, timeout: Duration, start: Instant, e: reqwest::Error) -> Error {
+    // The URL is left out of reqwest's text: it is in our message once, and nothing else.
+    let cause = e.without_url();
+    if cause.is_timeout() {
+        Error::Unavailable(format!(
+            "{base_url} gave no answer within {} ms (timeout {} ms)",
+            elapsed_ms(start),
+            timeout.as_millis()
+        ))
+    } else if cause.is_connect() {
+        Error::Unavailable(format!(
+            "cannot connect to {base_url}: {}",
+            source_chain(&cause)
+        ))
+    } else {
+        Error::Unavailable(format!(
+            "call to {base_url} failed: {}",
+            source_chain(&cause)
+        ))
+    }
+}
+
+/// The error and its causes ("error sending request: connection refused").
+fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+fn elapsed_ms(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activity::ActivityInfo;
+    use crate::llm::{ChatRequest, Message};
+
+    #[tokio::test]
+    async fn offline_answers_deterministically_and_reports_usage() {
+        let client = LlmClient::offline();
+        assert!(client.is_offline());
+        let request = ChatRequest::new(offline::classify_prompt(
+            r#"{"id":"T-1","subject":"Charged twice","body":"I was billed two times."}"#,
+        ))
+        .model("gpt-4o");
+        let ctx = ActivityContext::new(ActivityInfo::default());
+        let answer = client.chat_for(&ctx, &request).await.unwrap();
+        assert_eq!(answer.model, offline::MODEL_NAME);
+        assert_eq!(answer.usage.model, offline::MODEL_NAME);
+        assert_eq!(answer.usage.cost_micros, 0);
+        let offline_messages: Vec<offline::Message> =
+            request.messages.iter().map(Into::into).collect();
+        assert_eq!(answer.text(), offline::complete(&offline_messages));
+        let again = client.chat_for(&ctx, &request).await.unwrap();
+        assert_eq!(
+            (&again.content, &again.usage),
+            (&answer.content, &answer.usage)
+        );
+        let total = ctx.take_usage().unwrap();
+        assert_eq!(total.model, offline::MODEL_NAME);
+        assert_eq!(total.input_tokens, 2 * answer.usage.input_tokens);
+    }
+
+    #[tokio::test]
+    async fn a_model_is_required_in_api_mode() {
+        let client = LlmClient::new(LlmConfig::openai_compatible("http://127.0.0.1:9")).unwrap();
+        let e = client
+            .chat(&ChatRequest::new([Message::user("hi")]))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e}");
+    }
+}
