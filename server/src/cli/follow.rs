@@ -22,22 +22,22 @@ const AWAIT_SLICE_MS: u64 = 60_000;
 #[derive(Args, Debug)]
 pub struct ResultArgs {
     /// Run id.
-    run: String,
+    pub(super) run: String,
     /// Wait for the run to end (until --timeout, if given).
     #[arg(long)]
-    wait: bool,
+    pub(super) wait: bool,
     /// Wait at most this long (seconds, or 90s, 15m, 2h; implies --wait; default: no limit).
     #[arg(long, value_name = "SECS", value_parser = parse::duration_ms)]
-    timeout: Option<u64>,
+    pub(super) timeout: Option<u64>,
 }
 
 #[derive(Args, Debug)]
 pub struct WatchArgs {
     /// Run id.
-    run: String,
+    pub(super) run: String,
     /// Start after this seq (0 = from the first event).
     #[arg(long, value_name = "SEQ", default_value_t = 0)]
-    after: u64,
+    pub(super) after: u64,
 }
 
 /// How a run stands, said in one line for stderr: `run X failed: boom [Type]`.

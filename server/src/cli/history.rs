@@ -42,16 +42,16 @@ pub enum HistoryCmd {
 #[command(group(ArgGroup::new("source").required(true).args(["run", "file"])))]
 pub struct ReplayArgs {
     /// Run id (fetched from the server).
-    run: Option<String>,
+    pub(super) run: Option<String>,
     /// An exported history instead (`history export RUN > FILE`; no server needed).
     #[arg(long, value_name = "FILE")]
-    pub file: Option<PathBuf>,
+    pub(super) file: Option<PathBuf>,
     /// Stop after this seq: the state as it was then.
     #[arg(long, value_name = "SEQ")]
-    until: Option<u64>,
+    pub(super) until: Option<u64>,
     /// Print the state as one JSON object.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 pub async fn dispatch(conn: &Conn, cmd: HistoryCmd) -> Outcome {
@@ -124,7 +124,11 @@ fn report(key: &RunKey, events: &[pb::HistoryEvent], a: &ReplayArgs) -> Outcome 
 }
 
 /// Every event of a run (up to `until`), page by page.
-async fn fetch(conn: &Conn, run: &str, until: Option<u64>) -> Result<Vec<pb::HistoryEvent>, Exit> {
+pub(super) async fn fetch(
+    conn: &Conn,
+    run: &str,
+    until: Option<u64>,
+) -> Result<Vec<pb::HistoryEvent>, Exit> {
     let mut events: Vec<pb::HistoryEvent> = Vec::new();
     let mut from_seq = 1;
     loop {

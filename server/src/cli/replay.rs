@@ -244,11 +244,11 @@ impl Replay {
     pub fn to_text(&self) -> String {
         let s = &self.state;
         let mut out = format!(
-            "{:<15}seq {} of {} ({}), chain verified from genesis\n",
+            "{:<15}seq {} ({}); {} events read, chain verified from genesis\n",
             "replayed to",
             s.last_seq,
-            self.history_length,
-            rfc3339_s(self.at_ms)
+            rfc3339_s(self.at_ms),
+            self.history_length
         );
         out.push_str(&render::run_text(&self.run_info()));
         if !s.activities.is_empty() {
@@ -309,4 +309,4 @@ fn result_json(r: &ActivityResult) -> Value {
 
 #[cfg(test)]
 #[path = "replay_tests.rs"]
-mod tests;
+pub(super) mod tests;

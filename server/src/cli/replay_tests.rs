@@ -56,7 +56,7 @@ impl Builder {
     }
 }
 
-fn key() -> RunKey {
+pub(in crate::cli) fn key() -> RunKey {
     RunKey::new(
         "default",
         RunId::parse("01900000-0000-7000-8000-000000000001").unwrap(),
@@ -141,6 +141,11 @@ fn history() -> Builder {
     b
 }
 
+/// The wire events of [`history`], for the network tests.
+pub(in crate::cli) fn history_wire() -> Vec<pb::HistoryEvent> {
+    history().wire()
+}
+
 #[test]
 fn full_replay_reaches_the_end() {
     let r = replay(&key(), &history().wire(), None).unwrap();
@@ -177,7 +182,10 @@ fn until_travels_back_in_time() {
     assert_eq!(v["activities"][0]["state"], "scheduled");
     assert_eq!(v["waiting_on"][0]["kind"], "activity");
     let text = r.to_text();
-    assert!(text.starts_with("replayed to    seq 6 of 11"), "{text}");
+    assert!(
+        text.starts_with("replayed to    seq 6 (2026-11-18T11:06:46Z); 11 events read"),
+        "{text}"
+    );
     assert!(
         text.contains("pending activities\n  - #1 fetch_ticket attempt 1 scheduled\n"),
         "{text}"
