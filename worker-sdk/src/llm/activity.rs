@@ -6,7 +6,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::{ChatRequest, ChatResponse, Error, LlmClient, NON_RETRYABLE_TYPES};
-use crate::activity::{Activities, ActivityContext};
+use futures::future::BoxFuture;
+
+use crate::activity::ActivityContext;
+use crate::worker::Worker;
 use crate::workflow::{ActivityFuture, ActivityOptions, Registry, RetryPolicy};
 use crate::{ActivityError, Effect, WorkflowContext};
 
@@ -88,11 +91,13 @@ pub fn shared_client() -> Result<&'static LlmClient, Error> {
 /// cost, model) is added to `ctx`, so the runtime reports it with the result.
 ///
 /// ```no_run
-/// use steadfast_sdk::activity::Activities;
 /// use steadfast_sdk::llm;
+/// use steadfast_sdk::worker::{Worker, WorkerOptions};
 ///
-/// let mut activities = Activities::new();
-/// activities.register(llm::ACTIVITY_NAME, llm::ACTIVITY_EFFECT, llm::chat_activity);
+/// let mut worker = Worker::new("http://127.0.0.1:7233", WorkerOptions::new("default"));
+/// worker.register_activity(llm::ACTIVITY_NAME, llm::ACTIVITY_EFFECT, llm::chat_activity);
+/// // Or with a client configured in code:
+/// llm::register(&mut worker, llm::LlmClient::offline());
 /// ```
 pub async fn chat_activity(
     ctx: ActivityContext,
@@ -101,17 +106,24 @@ pub async fn chat_activity(
     shared_client()?.run_activity(&ctx, request).await
 }
 
-/// Registers the `llm.chat` activity with `client` (a client configured in code; for the
-/// environment's, register [`chat_activity`]).
-pub fn register(activities: &mut Activities, client: LlmClient) {
-    activities.register(
-        ACTIVITY_NAME,
-        ACTIVITY_EFFECT,
-        move |ctx: ActivityContext, request: ChatRequest| {
-            let client = client.clone();
-            async move { client.run_activity(&ctx, request).await }
-        },
-    );
+/// Registers the `llm.chat` activity on `worker` with `client` (a client configured in
+/// code; for the environment's, register [`chat_activity`]).
+pub fn register(worker: &mut Worker, client: LlmClient) {
+    worker.register_activity(ACTIVITY_NAME, ACTIVITY_EFFECT, activity_fn(client));
+}
+
+/// The `llm.chat` activity function of `client`, for registration by hand.
+pub fn activity_fn(
+    client: LlmClient,
+) -> impl Fn(ActivityContext, ChatRequest) -> BoxFuture<'static, Result<ChatResponse, ActivityError>>
++ Send
++ Sync
++ Clone
++ 'static {
+    move |ctx, request| {
+        let client = client.clone();
+        Box::pin(async move { client.run_activity(&ctx, request).await })
+    }
 }
 
 impl LlmClient {
@@ -129,6 +141,7 @@ impl LlmClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::activity::Activities;
     use crate::activity::runtime::{ActivityTransport, RuntimeConfig, run_attempt};
     use crate::llm::error::{AUTH_TYPE, BAD_REQUEST_TYPE, UNAVAILABLE_TYPE};
     use crate::llm::{LlmConfig, Message, offline};
@@ -168,7 +181,7 @@ mod tests {
 
     async fn run(client: LlmClient, request: &ChatRequest) -> Recorder {
         let mut activities = Activities::new();
-        register(&mut activities, client);
+        activities.register(ACTIVITY_NAME, ACTIVITY_EFFECT, activity_fn(client));
         let recorder = Recorder::default();
         let config = RuntimeConfig {
             namespace: "default".into(),

@@ -32,7 +32,8 @@ mod wire;
 
 pub use activity::{
     ACTIVITY_EFFECT, ACTIVITY_NAME, RETRY_BACKOFF, RETRY_INITIAL_INTERVAL, RETRY_MAX_ATTEMPTS,
-    START_TO_CLOSE, chat, chat_activity, chat_options, chat_with, declare, register, shared_client,
+    START_TO_CLOSE, activity_fn, chat, chat_activity, chat_options, chat_with, declare, register,
+    shared_client,
 };
 pub use client::{LlmClient, MAX_RESPONSE_BYTES};
 pub use config::{
