@@ -205,7 +205,7 @@ pub fn event(rec: &EventRecord) -> pb::HistoryEvent {
         Event::RunFailed(a) => A::RunFailed(pb::RunFailed { command_seq: a.command_seq, failure: Some(failure(&a.failure)) }),
         Event::RunCancelled(a) => A::RunCancelled(pb::RunCancelled { command_seq: a.command_seq, partial_result: a.partial_result.as_ref().map(payload) }),
         Event::RunTerminated(a) => A::RunTerminated(pb::RunTerminated { reason: a.reason.clone(), identity: a.identity.clone() }),
-        Event::RunTimedOut(_) => A::RunTimedOut(pb::RunTimedOut {}),
+        Event::RunTimedOut(a) => A::RunTimedOut(pb::RunTimedOut { run_timeout_ms: a.run_timeout_ms }),
         Event::RunContinuedAsNew(a) => A::RunContinuedAsNew(pb::RunContinuedAsNew { command_seq: a.command_seq, new_run_id: a.new_run_id.to_string(), input: Some(payload(&a.input)) }),
     };
     pb::HistoryEvent { seq: rec.seq, time_ms: rec.time_ms, hash: rec.hash.to_vec(), kind: rec.event.kind() as i32, attributes: Some(attrs) }
@@ -269,7 +269,7 @@ pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
         A::RunFailed(a) => Event::RunFailed(ev::RunFailed { command_seq: a.command_seq, failure: a.failure.as_ref().map(failure_from).unwrap_or_default() }),
         A::RunCancelled(a) => Event::RunCancelled(ev::RunCancelled { command_seq: a.command_seq, partial_result: a.partial_result.as_ref().map(payload_from) }),
         A::RunTerminated(a) => Event::RunTerminated(ev::RunTerminated { reason: a.reason.clone(), identity: a.identity.clone() }),
-        A::RunTimedOut(_) => Event::RunTimedOut(ev::RunTimedOut { run_timeout_ms: 0 }),
+        A::RunTimedOut(a) => Event::RunTimedOut(ev::RunTimedOut { run_timeout_ms: a.run_timeout_ms }),
         A::RunContinuedAsNew(a) => Event::RunContinuedAsNew(ev::RunContinuedAsNew { command_seq: a.command_seq, new_run_id: run_id(&a.new_run_id)?.ok_or_else(|| err("missing new run id"))?, input: opt_payload(&a.input) }),
     };
     if EventKind::from_u16(e.kind as u16) != Some(event.kind()) {

@@ -438,7 +438,7 @@ mod tests {
         );
         let t = pb::HistoryEvent {
             kind: 74,
-            attributes: Some(A::RunTimedOut(pb::RunTimedOut {})),
+            attributes: Some(A::RunTimedOut(pb::RunTimedOut { run_timeout_ms: 0 })),
             ..Default::default()
         };
         assert!(is_terminal(&t));
