@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use steadfast_engine::clock::SystemClock;
+use steadfast_engine::embedded::{EmbeddedOptions, EmbeddedStore};
 use steadfast_engine::store::Store;
 use steadfast_proto::v1 as pb;
 use tokio::net::TcpListener;
@@ -25,7 +26,10 @@ pub const REQUEST_BYTES_MAX: usize = 8 * 1024 * 1024;
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let store: Arc<dyn Store> = open_store(&config)?;
+    let (store, report) = EmbeddedStore::open(&config.data_dir, EmbeddedOptions::default())
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    tracing::info!(?report, "store open");
+    let store = Arc::new(store);
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), ms = started.elapsed().as_millis() as u64, "serving");
@@ -33,16 +37,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     eprintln!("steadfast server listening on {addr}");
     serve(store.clone(), listener, shutdown_signal()).await?;
     tracing::info!("shutting down: closing the store");
-    if let Err(e) = store.checkpoint().await {
-        tracing::warn!(error = %e, "final checkpoint failed; the log will be replayed on open");
+    if let Err(e) = store.close().await {
+        tracing::warn!(error = %e, "closing the store failed; the log will be replayed on open");
     }
-    drop(store);
     Ok(())
-}
-
-// Replaced by the embedded store as soon as it lands (engine/src/embedded).
-fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
-    anyhow::bail!("no store backend is compiled in yet (data dir {})", config.data_dir.display())
 }
 
 /// Serves the API over `store` on `listener` until `shutdown` resolves.
@@ -58,7 +56,7 @@ pub async fn serve(store: Arc<dyn Store>, listener: TcpListener, shutdown: impl 
         .context("reflection service")?;
     let client = pb::client_service_server::ClientServiceServer::new(ClientApi::new(core.clone())).max_decoding_message_size(REQUEST_BYTES_MAX);
     let worker = pb::worker_service_server::WorkerServiceServer::new(WorkerApi::new(core.clone())).max_decoding_message_size(REQUEST_BYTES_MAX);
-    let admin = pb::admin_service_server::AdminServiceServer::new(crate::service::admin::AdminApi::new(core.clone()));
+    let admin = pb::admin_service_server::AdminServiceServer::new(AdminApi::new(core.clone()));
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
@@ -90,6 +88,3 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
-
-#[allow(unused)]
-fn _assert_admin_type(_: AdminApi) {}
