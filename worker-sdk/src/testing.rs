@@ -256,7 +256,7 @@ pub fn command_event(command: &pb::Command, now_ms: i64) -> Ev {
             new_run_id: format!("continued-{seq}"),
             input: c.input,
         }),
-        None => Ev::RunTimedOut(pb::RunTimedOut {}),
+        None => Ev::RunTimedOut(pb::RunTimedOut::default()),
     }
 }
 

@@ -8,6 +8,7 @@ use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::time::Instant;
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 use super::{Activities, ActivityContext, ActivityError, ActivityInfo};
 use crate::backoff::{Backoff, is_transient};
@@ -88,29 +89,25 @@ pub(crate) async fn run_attempt<T: ActivityTransport>(
         r#type = %info.activity_type,
         attempt = info.attempt,
     );
-    let _guard = span.enter();
-    let input_bytes = task.input.as_ref().map_or(0, |p| p.data.len());
-    tracing::debug!(input_bytes, "activity attempt starts");
-    let outcome = match activities.get(&info.activity_type) {
-        Some(f) => {
-            // Usage reported by LLM helpers inside the attempt is merged here once the `llm`
-            // module is declared: wrap this future in `crate::llm::collect_usage`.
-            let attempt = f(ctx.clone(), task.input);
-            supervise(transport, config, &ctx, &task.task_token, attempt).await
-        }
-        None => Err(ActivityError::retryable(format!(
-            "activity type {:?} is not registered on worker {}",
-            info.activity_type, config.worker_id
-        ))
-        .with_type("steadfast.UnknownActivityType")),
-    };
-    report(
-        transport,
-        config,
-        &task.task_token,
-        outcome,
-        ctx.take_usage(),
-    )
+    let token = task.task_token;
+    let input = task.input;
+    async {
+        let input_bytes = input.as_ref().map_or(0, |p| p.data.len());
+        tracing::debug!(input_bytes, "activity attempt starts");
+        let outcome = match activities.get(&info.activity_type) {
+            Some(f) => {
+                let attempt = f(ctx.clone(), input);
+                supervise(transport, config, &ctx, &token, attempt).await
+            }
+            None => Err(ActivityError::retryable(format!(
+                "activity type {:?} is not registered on worker {}",
+                info.activity_type, config.worker_id
+            ))
+            .with_type("steadfast.UnknownActivityType")),
+        };
+        report(transport, config, &token, outcome, ctx.take_usage()).await;
+    }
+    .instrument(span)
     .await;
 }
 

@@ -2,12 +2,14 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::sync::{Semaphore, watch};
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 use super::workflow_thread::{Outcome, WorkflowThreads};
 use super::{Error, WorkerOptions};
@@ -23,6 +25,8 @@ const POLLERS_MAX: usize = 8;
 const POLL_SLACK: Duration = Duration::from_secs(10);
 
 struct Shared {
+    /// Set while polls fail, so that an outage is logged once, not once per poller.
+    outage: AtomicBool,
     options: WorkerOptions,
     worker: WorkerServiceClient<Channel>,
     client: Client,
@@ -49,6 +53,7 @@ pub(super) async fn run(
         options.cache_size,
     )?;
     let shared = Arc::new(Shared {
+        outage: AtomicBool::new(false),
         worker: WorkerServiceClient::new(channel.clone())
             .max_decoding_message_size(config.max_message_bytes)
             .max_encoding_message_size(config.max_message_bytes),
@@ -139,16 +144,28 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// A poll succeeded: the server is reachable (again).
+fn poll_succeeded(shared: &Shared, backoff: &mut Backoff) {
+    backoff.reset();
+    if shared.outage.swap(false, Ordering::Relaxed) {
+        tracing::info!("server reachable again; polling");
+    }
+}
+
 /// Waits out a backoff after a failed poll; false when stopped meanwhile.
 async fn back_off(
+    shared: &Shared,
     backoff: &mut Backoff,
     status: &tonic::Status,
-    what: &str,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
     let delay = backoff.next_delay();
-    if backoff.failures() == 1 || backoff.failures().is_multiple_of(20) {
-        tracing::warn!(code = ?status.code(), message = status.message(), failures = backoff.failures(), "{what} poll failed; retrying");
+    if !shared.outage.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            code = ?status.code(),
+            message = status.message(),
+            "polls fail; retrying with backoff until the server is back"
+        );
     }
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
@@ -182,7 +199,7 @@ async fn poll_workflow_tasks(
         };
         match polled {
             Ok(resp) => {
-                backoff.reset();
+                poll_succeeded(&shared, &mut backoff);
                 let task = resp.into_inner();
                 if task.task_token.is_empty() {
                     continue;
@@ -195,7 +212,7 @@ async fn poll_workflow_tasks(
             }
             Err(status) => {
                 drop(slot);
-                if !back_off(&mut backoff, &status, "workflow task", &mut stop).await {
+                if !back_off(&shared, &mut backoff, &status, &mut stop).await {
                     return;
                 }
             }
@@ -204,11 +221,20 @@ async fn poll_workflow_tasks(
 }
 
 async fn handle_workflow_task(shared: &Shared, task: pb::PollWorkflowTaskResponse) {
+    let span = tracing::debug_span!(
+        "workflow_task",
+        run = %task.run_id,
+        r#type = %task.workflow_type,
+        first_seq = task.first_seq,
+        events = task.events.len(),
+    );
+    advance_workflow(shared, task).instrument(span).await;
+}
+
+async fn advance_workflow(shared: &Shared, task: pb::PollWorkflowTaskResponse) {
     let run_id = task.run_id.clone();
     let token = task.task_token.clone();
     let first_seq = task.first_seq;
-    let span = tracing::debug_span!("workflow_task", run = %run_id, r#type = %task.workflow_type, first_seq);
-    let _guard = span.enter();
     let mut outcome = shared.threads.activate(task, None).await;
     if let Outcome::NeedHistory(task) = outcome {
         let before = first_seq.saturating_sub(1);
@@ -322,7 +348,7 @@ async fn poll_activity_tasks(
         };
         match polled {
             Ok(resp) => {
-                backoff.reset();
+                poll_succeeded(&shared, &mut backoff);
                 let task = resp.into_inner();
                 if task.task_token.is_empty() {
                     continue;
@@ -335,7 +361,7 @@ async fn poll_activity_tasks(
             }
             Err(status) => {
                 drop(slot);
-                if !back_off(&mut backoff, &status, "activity task", &mut stop).await {
+                if !back_off(&shared, &mut backoff, &status, &mut stop).await {
                     return;
                 }
             }

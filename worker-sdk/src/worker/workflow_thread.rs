@@ -108,13 +108,13 @@ impl WorkflowThreads {
 }
 
 /// One thread's instances.
-struct Cache {
+pub(crate) struct Cache {
     registry: Arc<Registry>,
     instances: LruCache<String, WorkflowInstance>,
 }
 
 impl Cache {
-    fn new(registry: Arc<Registry>, capacity: NonZeroUsize) -> Self {
+    pub(crate) fn new(registry: Arc<Registry>, capacity: NonZeroUsize) -> Self {
         Cache {
             registry,
             instances: LruCache::new(capacity),
@@ -190,3 +190,7 @@ impl Cache {
         WorkflowInstance::new(Arc::clone(&self.registry), run_id)
     }
 }
+
+#[cfg(test)]
+#[path = "workflow_thread_tests.rs"]
+mod tests;

@@ -1,0 +1,315 @@
+//! End to end against a real server process: a worker and a client in this process, the
+//! `steadfast` binary in another. Opt-in: set `STEADFAST_SERVER_BIN` to the binary
+//! (`cargo build -p steadfast-server`, then `target/debug/steadfast`); skipped otherwise.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use parking_lot::Mutex;
+use steadfast_sdk::activity::{ActivityContext, ActivityError};
+use steadfast_sdk::client::{self, Client, StartOptions};
+use steadfast_sdk::worker::{Worker, WorkerOptions};
+use steadfast_sdk::{Effect, WorkflowContext, WorkflowError};
+
+struct Server {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    addr: String,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn start() -> Option<Server> {
+        let Some(bin) = std::env::var_os("STEADFAST_SERVER_BIN").map(PathBuf::from) else {
+            eprintln!("skipped: set STEADFAST_SERVER_BIN to the steadfast binary");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Server {
+            bin,
+            log: std::env::temp_dir().join(format!("steadfast-e2e-{port}.log")),
+            dir,
+            addr: format!("127.0.0.1:{port}"),
+            child: None,
+        };
+        s.spawn();
+        Some(s)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(&self.bin)
+            .args(["server", "--listen", &self.addr, "--data-dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .unwrap(),
+            )
+            .spawn()
+            .expect("server starts");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn client(&self) -> Client {
+        for _ in 0..500 {
+            if let Ok(c) = Client::connect(self.url()).await {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        panic!("server at {} did not come up; its log:\n{log}", self.addr);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+type Counts = Arc<Mutex<HashMap<String, u32>>>;
+
+async fn steps(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
+    let mut total = 0;
+    for i in 0..n {
+        total += ctx.activity::<u32>("step", &i).await?;
+        ctx.progress(u64::from(i + 1), u64::from(n), "step done");
+    }
+    ctx.sleep(Duration::from_millis(50)).await;
+    let bonus: u32 = ctx.wait_signal("bonus").await?;
+    Ok(total + bonus)
+}
+
+async fn patient(ctx: WorkflowContext, (): ()) -> Result<String, WorkflowError> {
+    let work = ctx.activity::<String>("wait_for_cancel", &());
+    let id = work.id();
+    ctx.set_partial_result(&"started")?;
+    futures::pin_mut!(work);
+    match futures::future::select(&mut work, ctx.cancelled()).await {
+        futures::future::Either::Left((r, _)) => Ok(r?),
+        futures::future::Either::Right(_) => {
+            ctx.cancel_activity(id);
+            let _ = work.await;
+            Err(WorkflowError::Cancelled {
+                partial: Some("stopped cleanly".into()),
+            })
+        }
+    }
+}
+
+fn worker(server: &Server, counts: &Counts) -> Worker {
+    let mut w = Worker::new(server.url(), WorkerOptions::new("e2e"));
+    w.register_workflow("steps", steps);
+    w.register_workflow("patient", patient);
+    let c = Arc::clone(counts);
+    w.register_activity(
+        "step",
+        Effect::Idempotent,
+        move |ctx: ActivityContext, i: u32| {
+            let c = Arc::clone(&c);
+            async move {
+                *c.lock().entry(format!("{}/{i}", ctx.run_id())).or_default() += 1;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                Ok::<_, ActivityError>(i)
+            }
+        },
+    );
+    w.register_activity(
+        "wait_for_cancel",
+        Effect::Read,
+        |ctx: ActivityContext, (): ()| async move {
+            ctx.cancelled().await;
+            Err::<String, _>(ActivityError::Cancelled)
+        },
+    );
+    w
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_survive_a_server_restart() {
+    let Some(mut server) = Server::start() else {
+        return;
+    };
+    let t0 = std::time::Instant::now();
+    let mark = |what: &str| eprintln!("{:>6} ms  {what}", t0.elapsed().as_millis());
+    let client = server.client().await;
+    let counts = Counts::default();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(worker(&server, &counts).run_until(async {
+        let _ = stop_rx.await;
+    }));
+
+    let opts = || StartOptions {
+        task_queue: Some("e2e".into()),
+        ..Default::default()
+    };
+    let run = client
+        .start_workflow("steps", &10u32, opts())
+        .await
+        .unwrap();
+    // Watch until a few steps are recorded, then kill the server mid-run.
+    let mut events = Box::pin(client.watch(&run.run_id, 0));
+    let mut completed = 0;
+    while let Some(ev) = events.next().await {
+        let ev = ev.unwrap();
+        if ev
+            .event
+            .as_ref()
+            .is_some_and(|e| e.kind() == steadfast_proto::v1::EventKind::ActivityCompleted)
+        {
+            completed += 1;
+            if completed == 3 {
+                break;
+            }
+        }
+    }
+    drop(events);
+    mark("3 steps done; killing the server");
+    server.kill();
+    server.spawn();
+    let client = server.client().await;
+    mark("server back");
+    // The signal is buffered until the workflow waits for it.
+    client.signal(&run.run_id, "bonus", &100u32).await.unwrap();
+    let result: u32 = client
+        .await_result(&run.run_id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(result, 45 + 100);
+    mark("steps run completed");
+    let history = client.history(&run.run_id).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|e| e.kind() == steadfast_proto::v1::EventKind::RunCompleted)
+    );
+    // Every step ran; a step whose result was recorded before the kill never ran again
+    // (at most the one in flight at the kill ran twice).
+    let counts_now = counts.lock().clone();
+    assert_eq!(counts_now.len(), 10, "{counts_now:?}");
+    assert!(
+        counts_now.values().filter(|n| **n > 1).count() <= 1,
+        "{counts_now:?}"
+    );
+
+    // Cancellation reaches a running activity, and the run ends with its partial result.
+    let run = client.start_workflow("patient", &(), opts()).await.unwrap();
+    let mut events = Box::pin(client.watch(&run.run_id, 0));
+    while let Some(ev) = events.next().await {
+        if ev
+            .unwrap()
+            .event
+            .is_some_and(|e| e.kind() == steadfast_proto::v1::EventKind::ActivityScheduled)
+        {
+            break;
+        }
+    }
+    mark("patient run waits on its activity; cancelling");
+    client.cancel(&run.run_id, "test").await.unwrap();
+    match client
+        .await_result::<String>(&run.run_id, Duration::from_secs(30))
+        .await
+    {
+        Err(client::Error::RunCancelled { partial }) => {
+            assert_eq!(partial, Some("stopped cleanly".into()))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A run that does not exist.
+    assert!(matches!(
+        client
+            .describe("0190a0a0-0000-7000-8000-000000000000")
+            .await,
+        Err(client::Error::NotFound(_))
+    ));
+
+    mark("patient run cancelled");
+    let _ = stop_tx.send(());
+    worker.await.unwrap().unwrap();
+    mark("worker stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_a_small_cache_replays_from_history() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let client = server.client().await;
+    let counts = Counts::default();
+    let mut w = worker(&server, &counts);
+    // Overrides: one cached instance for three interleaved runs, so the server sends
+    // deltas for runs this worker no longer holds, and it must fetch their history.
+    w = {
+        let mut options = WorkerOptions::new("e2e");
+        options.cache_size = 1;
+        let mut small = Worker::new(server.url(), options);
+        small.register_workflow("steps", steps);
+        let c = Arc::clone(&counts);
+        small.register_activity(
+            "step",
+            Effect::Idempotent,
+            move |ctx: ActivityContext, i: u32| {
+                let c = Arc::clone(&c);
+                async move {
+                    *c.lock().entry(format!("{}/{i}", ctx.run_id())).or_default() += 1;
+                    Ok::<_, ActivityError>(i)
+                }
+            },
+        );
+        drop(w);
+        small
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(w.run_until(async {
+        let _ = stop_rx.await;
+    }));
+    let opts = || StartOptions {
+        task_queue: Some("e2e".into()),
+        ..Default::default()
+    };
+    let mut runs = Vec::new();
+    for i in 0..3u32 {
+        let run = client.start_workflow("steps", &5u32, opts()).await.unwrap();
+        client.signal(&run.run_id, "bonus", &i).await.unwrap();
+        runs.push((run, i));
+    }
+    for (run, i) in runs {
+        let result: u32 = run.result(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(result, 10 + i);
+    }
+    assert!(
+        counts.lock().values().all(|n| *n == 1),
+        "no activity ran twice"
+    );
+    let _ = stop_tx.send(());
+    worker.await.unwrap().unwrap();
+}
