@@ -21,16 +21,22 @@ use crate::timers;
 /// messages; this only bounds what is decoded at all.
 pub const REQUEST_BYTES_MAX: usize = 8 * 1024 * 1024;
 
+/// How long a graceful shutdown waits for requests in flight.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Opens the store in `config.data_dir`, listens on `config.listen` and serves until SIGTERM
 /// or ctrl-c, then shuts down gracefully (in-flight requests finish, the store is closed).
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let started = Instant::now();
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let (store, report) = EmbeddedStore::open(&config.data_dir, EmbeddedOptions::default())
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     tracing::info!(?report, "store open");
     let store = Arc::new(store);
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), ms = started.elapsed().as_millis() as u64, "serving");
     // Tests and scripts read this line to learn the port when --listen uses port 0.
@@ -44,42 +50,84 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 }
 
 /// Serves the API over `store` on `listener` until `shutdown` resolves.
-pub async fn serve(store: Arc<dyn Store>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+pub async fn serve(
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let core = Core::new(store, Arc::new(SystemClock));
     let timer_task = tokio::spawn(timers::run(core.clone()));
     let (mut health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<pb::client_service_server::ClientServiceServer<ClientApi>>().await;
-    health.set_serving::<pb::worker_service_server::WorkerServiceServer<WorkerApi>>().await;
+    health
+        .set_serving::<pb::client_service_server::ClientServiceServer<ClientApi>>()
+        .await;
+    health
+        .set_serving::<pb::worker_service_server::WorkerServiceServer<WorkerApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("reflection service")?;
-    let client = pb::client_service_server::ClientServiceServer::new(ClientApi::new(core.clone())).max_decoding_message_size(REQUEST_BYTES_MAX);
-    let worker = pb::worker_service_server::WorkerServiceServer::new(WorkerApi::new(core.clone())).max_decoding_message_size(REQUEST_BYTES_MAX);
+    let client = pb::client_service_server::ClientServiceServer::new(ClientApi::new(core.clone()))
+        .max_decoding_message_size(REQUEST_BYTES_MAX);
+    let worker = pb::worker_service_server::WorkerServiceServer::new(WorkerApi::new(core.clone()))
+        .max_decoding_message_size(REQUEST_BYTES_MAX);
     let admin = pb::admin_service_server::AdminServiceServer::new(AdminApi::new(core.clone()));
-    let result = tonic::transport::Server::builder()
+    // Graceful: stop accepting, let requests in flight finish, but do not wait on open long
+    // polls for longer than the grace period (workers re-poll after a restart anyway).
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(client)
         .add_service(worker)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(incoming(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    let result = tokio::select! {
+        r = &mut server => r,
+        _ = shutdown => {
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::info!(grace_ms = SHUTDOWN_GRACE.as_millis() as u64, "open long polls cut at the end of the grace period");
+                    Ok(())
+                }
+            }
+        }
+    };
     timer_task.abort();
     result.context("gRPC server")
+}
+
+/// Accepted connections with Nagle off: requests are small and latency-bound, and a 40 ms
+/// delayed-ACK stall per round trip would dominate every step of a run.
+fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|s| {
+        let s = s?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    })
 }
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -1,1 +1,195 @@
-//! placeholder
+//! Cross-process test harness: builds the real binaries once, starts servers and workers on
+//! loopback with ports chosen at run time and temp data dirs, and stops every process it
+//! started (SIGKILL on drop), even when a test fails.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Where the workspace's binaries are (target/debug), after building them once.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let root = workspace_root();
+        let out = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "steadfast-server", "-p", "steadfast-examples", "-p", "steadfast-tests", "--bins"])
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cargo build for the test binaries");
+        assert!(out.status.success(), "building the binaries failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        // target/debug/deps/<test> -> target/debug
+        let exe = std::env::current_exe().expect("current exe");
+        exe.parent().and_then(Path::parent).expect("target/debug").to_path_buf()
+    })
+}
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// Path of a workspace binary.
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc {
+    child: Option<Child>,
+    name: String,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdin closed.
+    pub fn spawn(name: &str, cmd: &mut Command) -> Result<Proc> {
+        let child = cmd.stdin(Stdio::null()).spawn().with_context(|| format!("spawn {name}"))?;
+        Ok(Proc { child: Some(child), name: name.to_string() })
+    }
+
+    /// SIGKILL now, and wait for it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `grace` before SIGKILL. Returns whether it exited by itself.
+    pub fn terminate(&mut self, grace: Duration) -> bool {
+        let Some(mut c) = self.child.take() else { return true };
+        // SAFETY: kill(2) with a pid we own; no memory is touched.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let end = Instant::now() + grace;
+        while Instant::now() < end {
+            if let Ok(Some(_)) = c.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            eprintln!("[harness] stopping {}", self.name);
+        }
+        self.kill9();
+    }
+}
+
+/// A running `steadfast server`.
+pub struct Server {
+    /// The process.
+    pub proc: Proc,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on a free loopback port (or `port` when given, e.g. for a restart).
+    pub fn start(data_dir: &Path, port: Option<u16>) -> Result<Server> {
+        let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
+        let mut cmd = Command::new(bin("steadfast"));
+        cmd.args(["server", "--data-dir"]).arg(data_dir).args(["--listen", &listen]).stdout(Stdio::null()).stderr(Stdio::piped());
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        let mut proc = Proc::spawn("steadfast server", &mut cmd)?;
+        let stderr = proc.child.as_mut().and_then(|c| c.stderr.take()).context("server stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(a) = line.strip_prefix("steadfast server listening on ") {
+                        let _ = tx.send(a.trim().to_string());
+                        sent = true;
+                        continue;
+                    }
+                }
+                eprintln!("[server] {line}");
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().context("listen address")?,
+            Err(_) => bail!("the server did not report its address within 30 s"),
+        };
+        Ok(Server { proc, addr, data_dir: data_dir.to_path_buf() })
+    }
+
+    /// The address as clients take it.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGKILL the server and start it again on the same port and data dir.
+    pub fn crash_and_restart(&mut self) -> Result<()> {
+        self.proc.kill9();
+        let port = self.addr.port();
+        let mut last = None;
+        // The port can take a moment to be free again after a kill.
+        for _ in 0..50 {
+            match Server::start(&self.data_dir, Some(port)) {
+                Ok(s) => {
+                    *self = s;
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("restart failed")))
+    }
+}
+
+/// Runs the CLI against `addr`; returns (exit code, stdout, stderr).
+pub fn cli(addr: &str, args: &[&str]) -> Result<(i32, String, String)> {
+    let out = Command::new(bin("steadfast")).args(args).env("STEADFAST_ADDR", addr).stdin(Stdio::null()).output().context("run steadfast CLI")?;
+    Ok((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() >= end {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A seed from `TEST_SEED` or the clock, printed so a failure can be replayed.
+pub fn test_seed() -> u64 {
+    let seed = std::env::var("TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    eprintln!("[harness] TEST_SEED={seed}");
+    seed
+}
