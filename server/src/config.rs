@@ -19,6 +19,9 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { data_dir: DEFAULT_DATA_DIR.into(), listen: DEFAULT_LISTEN.parse().expect("valid default address") }
+        ServerConfig {
+            data_dir: DEFAULT_DATA_DIR.into(),
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+        }
     }
 }

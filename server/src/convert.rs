@@ -20,46 +20,91 @@ pub struct FromWireError {
 
 /// Engine payload (must be inline) to wire.
 pub fn payload(p: &Payload) -> pb::Payload {
-    pb::Payload { encoding: p.encoding.clone(), data: p.data.clone() }
+    pb::Payload {
+        encoding: p.encoding.clone(),
+        data: p.data.clone(),
+    }
 }
 
 /// Wire payload to engine payload; an empty encoding means JSON.
 pub fn payload_from(p: &pb::Payload) -> Payload {
-    let encoding = if p.encoding.is_empty() { ENCODING_JSON.to_string() } else { p.encoding.clone() };
-    Payload { encoding, data: p.data.clone(), blob: None }
+    let encoding = if p.encoding.is_empty() {
+        ENCODING_JSON.to_string()
+    } else {
+        p.encoding.clone()
+    };
+    Payload {
+        encoding,
+        data: p.data.clone(),
+        blob: None,
+    }
 }
 
 fn opt_payload(p: &Option<pb::Payload>) -> Payload {
-    p.as_ref().map(payload_from).unwrap_or_else(|| Payload::json(b"null".to_vec()))
+    p.as_ref()
+        .map(payload_from)
+        .unwrap_or_else(|| Payload::json(b"null".to_vec()))
 }
 
 /// Engine budget to wire.
 pub fn budget(b: &ev::Budget) -> pb::Budget {
-    pb::Budget { max_tokens: b.max_tokens, max_cost_micros: b.max_cost_micros, max_activities: b.max_activities, max_duration_ms: b.max_duration_ms }
+    pb::Budget {
+        max_tokens: b.max_tokens,
+        max_cost_micros: b.max_cost_micros,
+        max_activities: b.max_activities,
+        max_duration_ms: b.max_duration_ms,
+    }
 }
 
 /// Wire budget to engine.
 pub fn budget_from(b: &pb::Budget) -> ev::Budget {
-    ev::Budget { max_tokens: b.max_tokens, max_cost_micros: b.max_cost_micros, max_activities: b.max_activities, max_duration_ms: b.max_duration_ms }
+    ev::Budget {
+        max_tokens: b.max_tokens,
+        max_cost_micros: b.max_cost_micros,
+        max_activities: b.max_activities,
+        max_duration_ms: b.max_duration_ms,
+    }
 }
 
 /// Engine failure to wire.
 pub fn failure(f: &ev::Failure) -> pb::Failure {
-    pb::Failure { message: f.message.clone(), r#type: f.error_type.clone(), non_retryable: f.non_retryable, details: f.details.clone() }
+    pb::Failure {
+        message: f.message.clone(),
+        r#type: f.error_type.clone(),
+        non_retryable: f.non_retryable,
+        details: f.details.clone(),
+    }
 }
 
 /// Wire failure to engine.
 pub fn failure_from(f: &pb::Failure) -> ev::Failure {
-    ev::Failure { message: f.message.clone(), error_type: f.r#type.clone(), non_retryable: f.non_retryable, details: f.details.clone() }
+    ev::Failure {
+        message: f.message.clone(),
+        error_type: f.r#type.clone(),
+        non_retryable: f.non_retryable,
+        details: f.details.clone(),
+    }
 }
 
 fn usage(u: &ev::Usage) -> pb::Usage {
-    pb::Usage { input_tokens: u.input_tokens, output_tokens: u.output_tokens, cost_micros: u.cost_micros, model: u.model.clone(), activities: 0, llm_calls: 0 }
+    pb::Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cost_micros: u.cost_micros,
+        model: u.model.clone(),
+        activities: 0,
+        llm_calls: 0,
+    }
 }
 
 /// Wire usage of one call to engine usage.
 pub fn usage_from(u: &pb::Usage) -> ev::Usage {
-    ev::Usage { input_tokens: u.input_tokens, output_tokens: u.output_tokens, cost_micros: u.cost_micros, model: u.model.clone() }
+    ev::Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cost_micros: u.cost_micros,
+        model: u.model.clone(),
+    }
 }
 
 /// Engine effect to wire.
@@ -176,47 +221,180 @@ pub fn event(rec: &EventRecord) -> pb::HistoryEvent {
             identity: a.identity.clone(),
             random_seed: a.random_seed,
         }),
-        Event::WorkflowTaskScheduled(a) => A::WorkflowTaskScheduled(pb::WorkflowTaskScheduled { task_queue: a.task_queue.clone(), attempt: a.attempt, not_before_ms: a.not_before_ms }),
-        Event::WorkflowTaskStarted(a) => A::WorkflowTaskStarted(pb::WorkflowTaskStarted { scheduled_seq: a.scheduled_seq, worker: a.worker.clone() }),
-        Event::WorkflowTaskCompleted(a) => A::WorkflowTaskCompleted(pb::WorkflowTaskCompleted { started_seq: a.started_seq, worker: a.worker.clone() }),
-        Event::WorkflowTaskFailed(a) => A::WorkflowTaskFailed(pb::WorkflowTaskFailed { started_seq: a.started_seq, cause: fail_cause(a.cause) as i32, message: a.message.clone(), worker: a.worker.clone() }),
-        Event::WorkflowTaskTimedOut(a) => A::WorkflowTaskTimedOut(pb::WorkflowTaskTimedOut { started_seq: a.started_seq }),
-        Event::ActivityScheduled(a) => A::ActivityScheduled(pb::ActivityScheduled { command_seq: a.command_seq, activity_type: a.activity_type.clone(), input: Some(payload(&a.input)), options: Some(activity_options(&a.options)) }),
-        Event::ActivityStarted(a) => A::ActivityStarted(pb::ActivityStarted { command_seq: a.command_seq, attempt: a.attempt, worker: a.worker.clone() }),
-        Event::ActivityCompleted(a) => A::ActivityCompleted(pb::ActivityCompleted { command_seq: a.command_seq, attempt: a.attempt, result: Some(payload(&a.result)), duration_ms: a.duration_ms, usage: a.usage.as_ref().map(usage), reconciled: a.reconciled }),
-        Event::ActivityFailed(a) => A::ActivityFailed(pb::ActivityFailed { command_seq: a.command_seq, attempt: a.attempt, failure: Some(failure(&a.failure)), retry_at_ms: a.retry_at_ms.unwrap_or(0), duration_ms: a.duration_ms }),
-        Event::ActivityTimedOut(a) => A::ActivityTimedOut(pb::ActivityTimedOut { command_seq: a.command_seq, attempt: a.attempt, timeout: timeout_kind(a.timeout) as i32, retry_at_ms: a.retry_at_ms.unwrap_or(0) }),
-        Event::ActivityCancelRequested(a) => A::ActivityCancelRequested(pb::ActivityCancelRequested { command_seq: a.command_seq, activity_id: a.activity_id }),
-        Event::ActivityCancelled(a) => A::ActivityCancelled(pb::ActivityCancelled { command_seq: a.command_seq }),
-        Event::ActivityOutcomeUnknown(a) => A::ActivityOutcomeUnknown(pb::ActivityOutcomeUnknown { command_seq: a.command_seq, attempt: a.attempt }),
-        Event::ActivityReconciled(a) => A::ActivityReconciled(pb::ActivityReconciled { command_seq: a.command_seq, decision: pb::ReconcileDecision::Retry as i32, identity: a.identity.clone() }),
-        Event::ActivityProgress(a) => A::ActivityProgress(pb::ActivityProgress { command_seq: a.command_seq, attempt: a.attempt, details: Some(payload(&a.details)) }),
-        Event::TimerStarted(a) => A::TimerStarted(pb::TimerStarted { command_seq: a.command_seq, fire_at_ms: a.fire_at_ms }),
-        Event::TimerFired(a) => A::TimerFired(pb::TimerFired { command_seq: a.command_seq }),
-        Event::TimerCancelled(a) => A::TimerCancelled(pb::TimerCancelled { command_seq: a.command_seq, timer_id: a.timer_id }),
-        Event::SignalWaitStarted(a) => A::SignalWaitStarted(pb::SignalWaitStarted { command_seq: a.command_seq, name: a.name.clone(), question: a.question.clone(), choices: a.choices.clone() }),
-        Event::SignalReceived(a) => A::SignalReceived(pb::SignalReceived { name: a.name.clone(), input: Some(payload(&a.input)), identity: a.identity.clone(), request_id: a.request_id.clone() }),
-        Event::ProgressReported(a) => A::ProgressReported(pb::ProgressReported { command_seq: a.command_seq, done: a.done, total: a.total, message: a.message.clone() }),
-        Event::PartialResultRecorded(a) => A::PartialResultRecorded(pb::PartialResultRecorded { command_seq: a.command_seq, result: Some(payload(&a.result)) }),
-        Event::CancelRequested(a) => A::CancelRequested(pb::CancelRequested { reason: a.reason.clone(), identity: a.identity.clone() }),
-        Event::BudgetUpdated(a) => A::BudgetUpdated(pb::BudgetUpdated { budget: Some(budget(&a.budget)), identity: a.identity.clone() }),
-        Event::BudgetExceeded(a) => A::BudgetExceeded(pb::BudgetExceeded { dimension: a.dimension.as_str().into(), limit: a.limit, used: a.used }),
-        Event::RunCompleted(a) => A::RunCompleted(pb::RunCompleted { command_seq: a.command_seq, result: Some(payload(&a.result)) }),
-        Event::RunFailed(a) => A::RunFailed(pb::RunFailed { command_seq: a.command_seq, failure: Some(failure(&a.failure)) }),
-        Event::RunCancelled(a) => A::RunCancelled(pb::RunCancelled { command_seq: a.command_seq, partial_result: a.partial_result.as_ref().map(payload) }),
-        Event::RunTerminated(a) => A::RunTerminated(pb::RunTerminated { reason: a.reason.clone(), identity: a.identity.clone() }),
-        Event::RunTimedOut(a) => A::RunTimedOut(pb::RunTimedOut { run_timeout_ms: a.run_timeout_ms }),
-        Event::RunContinuedAsNew(a) => A::RunContinuedAsNew(pb::RunContinuedAsNew { command_seq: a.command_seq, new_run_id: a.new_run_id.to_string(), input: Some(payload(&a.input)) }),
+        Event::WorkflowTaskScheduled(a) => A::WorkflowTaskScheduled(pb::WorkflowTaskScheduled {
+            task_queue: a.task_queue.clone(),
+            attempt: a.attempt,
+            not_before_ms: a.not_before_ms,
+        }),
+        Event::WorkflowTaskStarted(a) => A::WorkflowTaskStarted(pb::WorkflowTaskStarted {
+            scheduled_seq: a.scheduled_seq,
+            worker: a.worker.clone(),
+        }),
+        Event::WorkflowTaskCompleted(a) => A::WorkflowTaskCompleted(pb::WorkflowTaskCompleted {
+            started_seq: a.started_seq,
+            worker: a.worker.clone(),
+        }),
+        Event::WorkflowTaskFailed(a) => A::WorkflowTaskFailed(pb::WorkflowTaskFailed {
+            started_seq: a.started_seq,
+            cause: fail_cause(a.cause) as i32,
+            message: a.message.clone(),
+            worker: a.worker.clone(),
+        }),
+        Event::WorkflowTaskTimedOut(a) => A::WorkflowTaskTimedOut(pb::WorkflowTaskTimedOut {
+            started_seq: a.started_seq,
+        }),
+        Event::ActivityScheduled(a) => A::ActivityScheduled(pb::ActivityScheduled {
+            command_seq: a.command_seq,
+            activity_type: a.activity_type.clone(),
+            input: Some(payload(&a.input)),
+            options: Some(activity_options(&a.options)),
+        }),
+        Event::ActivityStarted(a) => A::ActivityStarted(pb::ActivityStarted {
+            command_seq: a.command_seq,
+            attempt: a.attempt,
+            worker: a.worker.clone(),
+        }),
+        Event::ActivityCompleted(a) => A::ActivityCompleted(pb::ActivityCompleted {
+            command_seq: a.command_seq,
+            attempt: a.attempt,
+            result: Some(payload(&a.result)),
+            duration_ms: a.duration_ms,
+            usage: a.usage.as_ref().map(usage),
+            reconciled: a.reconciled,
+        }),
+        Event::ActivityFailed(a) => A::ActivityFailed(pb::ActivityFailed {
+            command_seq: a.command_seq,
+            attempt: a.attempt,
+            failure: Some(failure(&a.failure)),
+            retry_at_ms: a.retry_at_ms.unwrap_or(0),
+            duration_ms: a.duration_ms,
+        }),
+        Event::ActivityTimedOut(a) => A::ActivityTimedOut(pb::ActivityTimedOut {
+            command_seq: a.command_seq,
+            attempt: a.attempt,
+            timeout: timeout_kind(a.timeout) as i32,
+            retry_at_ms: a.retry_at_ms.unwrap_or(0),
+        }),
+        Event::ActivityCancelRequested(a) => {
+            A::ActivityCancelRequested(pb::ActivityCancelRequested {
+                command_seq: a.command_seq,
+                activity_id: a.activity_id,
+            })
+        }
+        Event::ActivityCancelled(a) => A::ActivityCancelled(pb::ActivityCancelled {
+            command_seq: a.command_seq,
+        }),
+        Event::ActivityOutcomeUnknown(a) => A::ActivityOutcomeUnknown(pb::ActivityOutcomeUnknown {
+            command_seq: a.command_seq,
+            attempt: a.attempt,
+        }),
+        Event::ActivityReconciled(a) => A::ActivityReconciled(pb::ActivityReconciled {
+            command_seq: a.command_seq,
+            decision: pb::ReconcileDecision::Retry as i32,
+            identity: a.identity.clone(),
+        }),
+        Event::ActivityProgress(a) => A::ActivityProgress(pb::ActivityProgress {
+            command_seq: a.command_seq,
+            attempt: a.attempt,
+            details: Some(payload(&a.details)),
+        }),
+        Event::TimerStarted(a) => A::TimerStarted(pb::TimerStarted {
+            command_seq: a.command_seq,
+            fire_at_ms: a.fire_at_ms,
+        }),
+        Event::TimerFired(a) => A::TimerFired(pb::TimerFired {
+            command_seq: a.command_seq,
+        }),
+        Event::TimerCancelled(a) => A::TimerCancelled(pb::TimerCancelled {
+            command_seq: a.command_seq,
+            timer_id: a.timer_id,
+        }),
+        Event::SignalWaitStarted(a) => A::SignalWaitStarted(pb::SignalWaitStarted {
+            command_seq: a.command_seq,
+            name: a.name.clone(),
+            question: a.question.clone(),
+            choices: a.choices.clone(),
+        }),
+        Event::SignalReceived(a) => A::SignalReceived(pb::SignalReceived {
+            name: a.name.clone(),
+            input: Some(payload(&a.input)),
+            identity: a.identity.clone(),
+            request_id: a.request_id.clone(),
+        }),
+        Event::ProgressReported(a) => A::ProgressReported(pb::ProgressReported {
+            command_seq: a.command_seq,
+            done: a.done,
+            total: a.total,
+            message: a.message.clone(),
+        }),
+        Event::PartialResultRecorded(a) => A::PartialResultRecorded(pb::PartialResultRecorded {
+            command_seq: a.command_seq,
+            result: Some(payload(&a.result)),
+        }),
+        Event::CancelRequested(a) => A::CancelRequested(pb::CancelRequested {
+            reason: a.reason.clone(),
+            identity: a.identity.clone(),
+        }),
+        Event::BudgetUpdated(a) => A::BudgetUpdated(pb::BudgetUpdated {
+            budget: Some(budget(&a.budget)),
+            identity: a.identity.clone(),
+        }),
+        Event::BudgetExceeded(a) => A::BudgetExceeded(pb::BudgetExceeded {
+            dimension: a.dimension.as_str().into(),
+            limit: a.limit,
+            used: a.used,
+        }),
+        Event::RunCompleted(a) => A::RunCompleted(pb::RunCompleted {
+            command_seq: a.command_seq,
+            result: Some(payload(&a.result)),
+        }),
+        Event::RunFailed(a) => A::RunFailed(pb::RunFailed {
+            command_seq: a.command_seq,
+            failure: Some(failure(&a.failure)),
+        }),
+        Event::RunCancelled(a) => A::RunCancelled(pb::RunCancelled {
+            command_seq: a.command_seq,
+            partial_result: a.partial_result.as_ref().map(payload),
+        }),
+        Event::RunTerminated(a) => A::RunTerminated(pb::RunTerminated {
+            reason: a.reason.clone(),
+            identity: a.identity.clone(),
+        }),
+        Event::RunTimedOut(a) => A::RunTimedOut(pb::RunTimedOut {
+            run_timeout_ms: a.run_timeout_ms,
+        }),
+        Event::RunContinuedAsNew(a) => A::RunContinuedAsNew(pb::RunContinuedAsNew {
+            command_seq: a.command_seq,
+            new_run_id: a.new_run_id.to_string(),
+            input: Some(payload(&a.input)),
+        }),
     };
-    pb::HistoryEvent { seq: rec.seq, time_ms: rec.time_ms, hash: rec.hash.to_vec(), kind: rec.event.kind() as i32, attributes: Some(attrs) }
+    pb::HistoryEvent {
+        seq: rec.seq,
+        time_ms: rec.time_ms,
+        hash: rec.hash.to_vec(),
+        kind: rec.event.kind() as i32,
+        attributes: Some(attrs),
+    }
 }
 
 /// A wire event back to an engine record (for replay and verification in the CLI).
 pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
-    let err = |detail: &str| FromWireError { seq: e.seq, detail: detail.to_string() };
-    let hash: [u8; 32] = e.hash.as_slice().try_into().map_err(|_| err("hash is not 32 bytes"))?;
+    let err = |detail: &str| FromWireError {
+        seq: e.seq,
+        detail: detail.to_string(),
+    };
+    let hash: [u8; 32] = e
+        .hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| err("hash is not 32 bytes"))?;
     let run_id = |s: &str| -> Result<Option<RunId>, FromWireError> {
-        if s.is_empty() { Ok(None) } else { RunId::parse(s).map(Some).map_err(|_| err("bad run id")) }
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            RunId::parse(s).map(Some).map_err(|_| err("bad run id"))
+        }
     };
     let attrs = e.attributes.as_ref().ok_or_else(|| err("no attributes"))?;
     let event = match attrs {
@@ -231,15 +409,58 @@ pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
             identity: a.identity.clone(),
             random_seed: a.random_seed,
         }),
-        A::WorkflowTaskScheduled(a) => Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled { task_queue: a.task_queue.clone(), attempt: a.attempt, not_before_ms: a.not_before_ms }),
-        A::WorkflowTaskStarted(a) => Event::WorkflowTaskStarted(ev::WorkflowTaskStarted { scheduled_seq: a.scheduled_seq, worker: a.worker.clone() }),
-        A::WorkflowTaskCompleted(a) => Event::WorkflowTaskCompleted(ev::WorkflowTaskCompleted { started_seq: a.started_seq, worker: a.worker.clone() }),
-        A::WorkflowTaskFailed(a) => Event::WorkflowTaskFailed(ev::WorkflowTaskFailed { started_seq: a.started_seq, cause: fail_cause_from(a.cause), message: a.message.clone(), worker: a.worker.clone() }),
-        A::WorkflowTaskTimedOut(a) => Event::WorkflowTaskTimedOut(ev::WorkflowTaskTimedOut { started_seq: a.started_seq }),
-        A::ActivityScheduled(a) => Event::ActivityScheduled(ev::ActivityScheduled { command_seq: a.command_seq, activity_type: a.activity_type.clone(), input: opt_payload(&a.input), options: a.options.as_ref().map(activity_options_from).unwrap_or_default() }),
-        A::ActivityStarted(a) => Event::ActivityStarted(ev::ActivityStarted { command_seq: a.command_seq, attempt: a.attempt, worker: a.worker.clone() }),
-        A::ActivityCompleted(a) => Event::ActivityCompleted(ev::ActivityCompleted { command_seq: a.command_seq, attempt: a.attempt, result: opt_payload(&a.result), duration_ms: a.duration_ms, usage: a.usage.as_ref().map(usage_from), reconciled: a.reconciled }),
-        A::ActivityFailed(a) => Event::ActivityFailed(ev::ActivityFailed { command_seq: a.command_seq, attempt: a.attempt, failure: a.failure.as_ref().map(failure_from).unwrap_or_default(), retry_at_ms: (a.retry_at_ms != 0).then_some(a.retry_at_ms), duration_ms: a.duration_ms }),
+        A::WorkflowTaskScheduled(a) => Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
+            task_queue: a.task_queue.clone(),
+            attempt: a.attempt,
+            not_before_ms: a.not_before_ms,
+        }),
+        A::WorkflowTaskStarted(a) => Event::WorkflowTaskStarted(ev::WorkflowTaskStarted {
+            scheduled_seq: a.scheduled_seq,
+            worker: a.worker.clone(),
+        }),
+        A::WorkflowTaskCompleted(a) => Event::WorkflowTaskCompleted(ev::WorkflowTaskCompleted {
+            started_seq: a.started_seq,
+            worker: a.worker.clone(),
+        }),
+        A::WorkflowTaskFailed(a) => Event::WorkflowTaskFailed(ev::WorkflowTaskFailed {
+            started_seq: a.started_seq,
+            cause: fail_cause_from(a.cause),
+            message: a.message.clone(),
+            worker: a.worker.clone(),
+        }),
+        A::WorkflowTaskTimedOut(a) => Event::WorkflowTaskTimedOut(ev::WorkflowTaskTimedOut {
+            started_seq: a.started_seq,
+        }),
+        A::ActivityScheduled(a) => Event::ActivityScheduled(ev::ActivityScheduled {
+            command_seq: a.command_seq,
+            activity_type: a.activity_type.clone(),
+            input: opt_payload(&a.input),
+            options: a
+                .options
+                .as_ref()
+                .map(activity_options_from)
+                .unwrap_or_default(),
+        }),
+        A::ActivityStarted(a) => Event::ActivityStarted(ev::ActivityStarted {
+            command_seq: a.command_seq,
+            attempt: a.attempt,
+            worker: a.worker.clone(),
+        }),
+        A::ActivityCompleted(a) => Event::ActivityCompleted(ev::ActivityCompleted {
+            command_seq: a.command_seq,
+            attempt: a.attempt,
+            result: opt_payload(&a.result),
+            duration_ms: a.duration_ms,
+            usage: a.usage.as_ref().map(usage_from),
+            reconciled: a.reconciled,
+        }),
+        A::ActivityFailed(a) => Event::ActivityFailed(ev::ActivityFailed {
+            command_seq: a.command_seq,
+            attempt: a.attempt,
+            failure: a.failure.as_ref().map(failure_from).unwrap_or_default(),
+            retry_at_ms: (a.retry_at_ms != 0).then_some(a.retry_at_ms),
+            duration_ms: a.duration_ms,
+        }),
         A::ActivityTimedOut(a) => Event::ActivityTimedOut(ev::ActivityTimedOut {
             command_seq: a.command_seq,
             attempt: a.attempt,
@@ -250,32 +471,110 @@ pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
             },
             retry_at_ms: (a.retry_at_ms != 0).then_some(a.retry_at_ms),
         }),
-        A::ActivityCancelRequested(a) => Event::ActivityCancelRequested(ev::ActivityCancelRequested { command_seq: a.command_seq, activity_id: a.activity_id }),
-        A::ActivityCancelled(a) => Event::ActivityCancelled(ev::ActivityCancelled { command_seq: a.command_seq }),
-        A::ActivityOutcomeUnknown(a) => Event::ActivityOutcomeUnknown(ev::ActivityOutcomeUnknown { command_seq: a.command_seq, attempt: a.attempt }),
-        A::ActivityReconciled(a) => Event::ActivityReconciled(ev::ActivityReconciled { command_seq: a.command_seq, decision: ev::ReconcileDecision::Retry, identity: a.identity.clone() }),
-        A::ActivityProgress(a) => Event::ActivityProgress(ev::ActivityProgress { command_seq: a.command_seq, attempt: a.attempt, details: opt_payload(&a.details) }),
-        A::TimerStarted(a) => Event::TimerStarted(ev::TimerStarted { command_seq: a.command_seq, fire_at_ms: a.fire_at_ms }),
-        A::TimerFired(a) => Event::TimerFired(ev::TimerFired { command_seq: a.command_seq }),
-        A::TimerCancelled(a) => Event::TimerCancelled(ev::TimerCancelled { command_seq: a.command_seq, timer_id: a.timer_id }),
-        A::SignalWaitStarted(a) => Event::SignalWaitStarted(ev::SignalWaitStarted { command_seq: a.command_seq, name: a.name.clone(), question: a.question.clone(), choices: a.choices.clone() }),
-        A::SignalReceived(a) => Event::SignalReceived(ev::SignalReceived { name: a.name.clone(), input: opt_payload(&a.input), identity: a.identity.clone(), request_id: a.request_id.clone() }),
-        A::ProgressReported(a) => Event::ProgressReported(ev::ProgressReported { command_seq: a.command_seq, done: a.done, total: a.total, message: a.message.clone() }),
-        A::PartialResultRecorded(a) => Event::PartialResultRecorded(ev::PartialResultRecorded { command_seq: a.command_seq, result: opt_payload(&a.result) }),
-        A::CancelRequested(a) => Event::CancelRequested(ev::CancelRequested { reason: a.reason.clone(), identity: a.identity.clone() }),
-        A::BudgetUpdated(a) => Event::BudgetUpdated(ev::BudgetUpdated { budget: a.budget.as_ref().map(budget_from).unwrap_or_default(), identity: a.identity.clone() }),
-        A::BudgetExceeded(a) => Event::BudgetExceeded(ev::BudgetExceeded { dimension: dimension_from(&a.dimension).ok_or_else(|| err("unknown budget dimension"))?, limit: a.limit, used: a.used }),
-        A::RunCompleted(a) => Event::RunCompleted(ev::RunCompleted { command_seq: a.command_seq, result: opt_payload(&a.result) }),
-        A::RunFailed(a) => Event::RunFailed(ev::RunFailed { command_seq: a.command_seq, failure: a.failure.as_ref().map(failure_from).unwrap_or_default() }),
-        A::RunCancelled(a) => Event::RunCancelled(ev::RunCancelled { command_seq: a.command_seq, partial_result: a.partial_result.as_ref().map(payload_from) }),
-        A::RunTerminated(a) => Event::RunTerminated(ev::RunTerminated { reason: a.reason.clone(), identity: a.identity.clone() }),
-        A::RunTimedOut(a) => Event::RunTimedOut(ev::RunTimedOut { run_timeout_ms: a.run_timeout_ms }),
-        A::RunContinuedAsNew(a) => Event::RunContinuedAsNew(ev::RunContinuedAsNew { command_seq: a.command_seq, new_run_id: run_id(&a.new_run_id)?.ok_or_else(|| err("missing new run id"))?, input: opt_payload(&a.input) }),
+        A::ActivityCancelRequested(a) => {
+            Event::ActivityCancelRequested(ev::ActivityCancelRequested {
+                command_seq: a.command_seq,
+                activity_id: a.activity_id,
+            })
+        }
+        A::ActivityCancelled(a) => Event::ActivityCancelled(ev::ActivityCancelled {
+            command_seq: a.command_seq,
+        }),
+        A::ActivityOutcomeUnknown(a) => Event::ActivityOutcomeUnknown(ev::ActivityOutcomeUnknown {
+            command_seq: a.command_seq,
+            attempt: a.attempt,
+        }),
+        A::ActivityReconciled(a) => Event::ActivityReconciled(ev::ActivityReconciled {
+            command_seq: a.command_seq,
+            decision: ev::ReconcileDecision::Retry,
+            identity: a.identity.clone(),
+        }),
+        A::ActivityProgress(a) => Event::ActivityProgress(ev::ActivityProgress {
+            command_seq: a.command_seq,
+            attempt: a.attempt,
+            details: opt_payload(&a.details),
+        }),
+        A::TimerStarted(a) => Event::TimerStarted(ev::TimerStarted {
+            command_seq: a.command_seq,
+            fire_at_ms: a.fire_at_ms,
+        }),
+        A::TimerFired(a) => Event::TimerFired(ev::TimerFired {
+            command_seq: a.command_seq,
+        }),
+        A::TimerCancelled(a) => Event::TimerCancelled(ev::TimerCancelled {
+            command_seq: a.command_seq,
+            timer_id: a.timer_id,
+        }),
+        A::SignalWaitStarted(a) => Event::SignalWaitStarted(ev::SignalWaitStarted {
+            command_seq: a.command_seq,
+            name: a.name.clone(),
+            question: a.question.clone(),
+            choices: a.choices.clone(),
+        }),
+        A::SignalReceived(a) => Event::SignalReceived(ev::SignalReceived {
+            name: a.name.clone(),
+            input: opt_payload(&a.input),
+            identity: a.identity.clone(),
+            request_id: a.request_id.clone(),
+        }),
+        A::ProgressReported(a) => Event::ProgressReported(ev::ProgressReported {
+            command_seq: a.command_seq,
+            done: a.done,
+            total: a.total,
+            message: a.message.clone(),
+        }),
+        A::PartialResultRecorded(a) => Event::PartialResultRecorded(ev::PartialResultRecorded {
+            command_seq: a.command_seq,
+            result: opt_payload(&a.result),
+        }),
+        A::CancelRequested(a) => Event::CancelRequested(ev::CancelRequested {
+            reason: a.reason.clone(),
+            identity: a.identity.clone(),
+        }),
+        A::BudgetUpdated(a) => Event::BudgetUpdated(ev::BudgetUpdated {
+            budget: a.budget.as_ref().map(budget_from).unwrap_or_default(),
+            identity: a.identity.clone(),
+        }),
+        A::BudgetExceeded(a) => Event::BudgetExceeded(ev::BudgetExceeded {
+            dimension: dimension_from(&a.dimension)
+                .ok_or_else(|| err("unknown budget dimension"))?,
+            limit: a.limit,
+            used: a.used,
+        }),
+        A::RunCompleted(a) => Event::RunCompleted(ev::RunCompleted {
+            command_seq: a.command_seq,
+            result: opt_payload(&a.result),
+        }),
+        A::RunFailed(a) => Event::RunFailed(ev::RunFailed {
+            command_seq: a.command_seq,
+            failure: a.failure.as_ref().map(failure_from).unwrap_or_default(),
+        }),
+        A::RunCancelled(a) => Event::RunCancelled(ev::RunCancelled {
+            command_seq: a.command_seq,
+            partial_result: a.partial_result.as_ref().map(payload_from),
+        }),
+        A::RunTerminated(a) => Event::RunTerminated(ev::RunTerminated {
+            reason: a.reason.clone(),
+            identity: a.identity.clone(),
+        }),
+        A::RunTimedOut(a) => Event::RunTimedOut(ev::RunTimedOut {
+            run_timeout_ms: a.run_timeout_ms,
+        }),
+        A::RunContinuedAsNew(a) => Event::RunContinuedAsNew(ev::RunContinuedAsNew {
+            command_seq: a.command_seq,
+            new_run_id: run_id(&a.new_run_id)?.ok_or_else(|| err("missing new run id"))?,
+            input: opt_payload(&a.input),
+        }),
     };
     if EventKind::from_u16(e.kind as u16) != Some(event.kind()) {
         return Err(err("kind does not match its attributes"));
     }
-    Ok(EventRecord { seq: e.seq, time_ms: e.time_ms, hash, event })
+    Ok(EventRecord {
+        seq: e.seq,
+        time_ms: e.time_ms,
+        hash,
+        event,
+    })
 }
 
 /// Engine status to wire.
@@ -309,7 +608,14 @@ pub fn status_from(s: i32) -> Option<RunStatus> {
 pub fn waiting(w: &WaitingOn) -> pb::WaitingOn {
     use pb::waiting_on::What;
     let what = match w {
-        WaitingOn::Activity { id, activity_type, attempt, since_ms, next_retry_ms, state } => What::Activity(pb::WaitActivity {
+        WaitingOn::Activity {
+            id,
+            activity_type,
+            attempt,
+            since_ms,
+            next_retry_ms,
+            state,
+        } => What::Activity(pb::WaitActivity {
             activity_id: *id,
             activity_type: activity_type.clone(),
             attempt: *attempt,
@@ -317,11 +623,38 @@ pub fn waiting(w: &WaitingOn) -> pb::WaitingOn {
             next_retry_ms: next_retry_ms.unwrap_or(0),
             state: state.to_string(),
         }),
-        WaitingOn::Timer { id, fire_at_ms } => What::Timer(pb::WaitTimer { timer_id: *id, fire_at_ms: *fire_at_ms }),
-        WaitingOn::Signal { name, question, choices, since_ms } => What::Signal(pb::WaitSignal { name: name.clone(), question: question.clone(), choices: choices.clone(), since_ms: *since_ms }),
-        WaitingOn::Budget(h) => What::Budget(pb::WaitBudget { dimension: h.dimension.as_str().into(), limit: h.limit, used: h.used }),
-        WaitingOn::Reconciliation { id, activity_type, attempt } => What::Reconciliation(pb::WaitReconciliation { activity_id: *id, activity_type: activity_type.clone(), attempt: *attempt }),
-        WaitingOn::WorkflowTask { held_reason } => What::WorkflowTask(pb::WaitWorkflowTask { held_reason: held_reason.clone().unwrap_or_default() }),
+        WaitingOn::Timer { id, fire_at_ms } => What::Timer(pb::WaitTimer {
+            timer_id: *id,
+            fire_at_ms: *fire_at_ms,
+        }),
+        WaitingOn::Signal {
+            name,
+            question,
+            choices,
+            since_ms,
+        } => What::Signal(pb::WaitSignal {
+            name: name.clone(),
+            question: question.clone(),
+            choices: choices.clone(),
+            since_ms: *since_ms,
+        }),
+        WaitingOn::Budget(h) => What::Budget(pb::WaitBudget {
+            dimension: h.dimension.as_str().into(),
+            limit: h.limit,
+            used: h.used,
+        }),
+        WaitingOn::Reconciliation {
+            id,
+            activity_type,
+            attempt,
+        } => What::Reconciliation(pb::WaitReconciliation {
+            activity_id: *id,
+            activity_type: activity_type.clone(),
+            attempt: *attempt,
+        }),
+        WaitingOn::WorkflowTask { held_reason } => What::WorkflowTask(pb::WaitWorkflowTask {
+            held_reason: held_reason.clone().unwrap_or_default(),
+        }),
     };
     pb::WaitingOn { what: Some(what) }
 }
@@ -348,7 +681,12 @@ pub fn run_info(s: &RunState, now_ms: i64, result: Option<Payload>) -> pb::RunIn
         }),
         budget: Some(budget(&s.budget)),
         waiting_on: s.waiting_on(now_ms).iter().map(waiting).collect(),
-        progress: s.progress.as_ref().map(|p| pb::Progress { done: p.done, total: p.total, message: p.message.clone(), time_ms: p.time_ms }),
+        progress: s.progress.as_ref().map(|p| pb::Progress {
+            done: p.done,
+            total: p.total,
+            message: p.message.clone(),
+            time_ms: p.time_ms,
+        }),
         result: result.as_ref().map(payload),
         failure: s.failure.as_ref().map(failure),
         continued_from: rid(&s.continued_from),

@@ -25,7 +25,10 @@ pub fn status(e: store::Error) -> Status {
     match e {
         E::Conflict { .. } => Status::aborted(e.to_string()),
         E::WorkflowIdInUse { .. } => Status::already_exists(e.to_string()),
-        E::NotFound(k) => Status::not_found(format!("run {} not found in namespace {:?}", k.run_id, k.namespace)),
+        E::NotFound(k) => Status::not_found(format!(
+            "run {} not found in namespace {:?}",
+            k.run_id, k.namespace
+        )),
         E::Illegal { .. } => Status::failed_precondition(e.to_string()),
         E::HistoryLimit { .. } => Status::resource_exhausted(e.to_string()),
         E::Invalid(_) => Status::invalid_argument(e.to_string()),
@@ -86,7 +89,12 @@ impl Core {
             .run_state(key)
             .await
             .map_err(status)?
-            .ok_or_else(|| Status::not_found(format!("run {} not found in namespace {:?}", key.run_id, key.namespace)))
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "run {} not found in namespace {:?}",
+                    key.run_id, key.namespace
+                ))
+            })
     }
 
     /// Reads the state, lets `decide` choose events, appends them at the expected seq (adding
@@ -101,15 +109,28 @@ impl Core {
         for _ in 0..UPDATE_ATTEMPTS_MAX {
             let state = self.state(key).await?;
             let now = self.now();
-            let Some(mut events) = decide(&state, now)? else { return Ok(None) };
+            let Some(mut events) = decide(&state, now)? else {
+                return Ok(None);
+            };
             if events.is_empty() {
                 return Ok(None);
             }
-            let after = simulate(&state, &events, now).map_err(|e| Status::failed_precondition(e.to_string()))?;
+            let after = simulate(&state, &events, now)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
             if after.needs_workflow_task() {
-                events.push(Event::WorkflowTaskScheduled(WorkflowTaskScheduled { task_queue: state.task_queue.clone(), attempt: 1, not_before_ms: 0 }));
+                events.push(Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
+                    task_queue: state.task_queue.clone(),
+                    attempt: 1,
+                    not_before_ms: 0,
+                }));
             }
-            let req = AppendRequest { key: key.clone(), expected_next_seq: state.last_seq + 1, events, time_ms: now, wait_durable };
+            let req = AppendRequest {
+                key: key.clone(),
+                expected_next_seq: state.last_seq + 1,
+                events,
+                time_ms: now,
+                wait_durable,
+            };
             match self.store.append(req).await {
                 Ok(a) => {
                     self.after_append(&a);
@@ -119,12 +140,20 @@ impl Core {
                 Err(e) => return Err(status(e)),
             }
         }
-        Err(Status::aborted(format!("run {key} is changing too fast; try again")))
+        Err(Status::aborted(format!(
+            "run {key} is changing too fast; try again"
+        )))
     }
 
     /// Creates a run (the events must begin with RunStarted).
     pub async fn create(&self, key: &RunKey, events: Vec<Event>) -> Result<Appended, store::Error> {
-        let req = AppendRequest { key: key.clone(), expected_next_seq: 1, events, time_ms: self.now(), wait_durable: true };
+        let req = AppendRequest {
+            key: key.clone(),
+            expected_next_seq: 1,
+            events,
+            time_ms: self.now(),
+            wait_durable: true,
+        };
         let a = self.store.append(req).await?;
         self.after_append(&a);
         Ok(a)
@@ -135,11 +164,25 @@ impl Core {
         let s = &a.state;
         for r in &a.records {
             match &r.event {
-                Event::WorkflowTaskScheduled(e) => self.notify.task_ready(&s.key.namespace, &e.task_queue, TaskKind::Workflow),
-                Event::ActivityScheduled(e) => self.notify.task_ready(&s.key.namespace, &e.options.task_queue, TaskKind::Activity),
-                Event::ActivityFailed(_) | Event::ActivityTimedOut(_) | Event::ActivityReconciled(_) | Event::BudgetUpdated(_) => {
+                Event::WorkflowTaskScheduled(e) => {
+                    self.notify
+                        .task_ready(&s.key.namespace, &e.task_queue, TaskKind::Workflow)
+                }
+                Event::ActivityScheduled(e) => self.notify.task_ready(
+                    &s.key.namespace,
+                    &e.options.task_queue,
+                    TaskKind::Activity,
+                ),
+                Event::ActivityFailed(_)
+                | Event::ActivityTimedOut(_)
+                | Event::ActivityReconciled(_)
+                | Event::BudgetUpdated(_) => {
                     for act in s.activities.values() {
-                        self.notify.task_ready(&s.key.namespace, &act.options.task_queue, TaskKind::Activity);
+                        self.notify.task_ready(
+                            &s.key.namespace,
+                            &act.options.task_queue,
+                            TaskKind::Activity,
+                        );
                     }
                 }
                 _ => {}
@@ -156,7 +199,9 @@ impl Core {
     pub async fn inline(&self, mut rec: EventRecord) -> Result<EventRecord, Status> {
         for p in rec.event.payloads_mut() {
             if p.blob.is_some() {
-                *p = store::inline_payload(self.store.as_ref(), p).await.map_err(status)?;
+                *p = store::inline_payload(self.store.as_ref(), p)
+                    .await
+                    .map_err(status)?;
             }
         }
         Ok(rec)
@@ -164,15 +209,26 @@ impl Core {
 
     /// Inlines one payload.
     pub async fn inline_payload(&self, p: &Payload) -> Result<Payload, Status> {
-        store::inline_payload(self.store.as_ref(), p).await.map_err(status)
+        store::inline_payload(self.store.as_ref(), p)
+            .await
+            .map_err(status)
     }
 
     /// Reads `[from, to]` of a run's history, inlined.
-    pub async fn history(&self, key: &RunKey, from: u64, to: u64) -> Result<Vec<EventRecord>, Status> {
+    pub async fn history(
+        &self,
+        key: &RunKey,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<EventRecord>, Status> {
         let mut out = Vec::new();
         let mut next = from.max(1);
         while next <= to {
-            let page = self.store.read_history(key, next, (to - next + 1).min(1000) as usize).await.map_err(status)?;
+            let page = self
+                .store
+                .read_history(key, next, (to - next + 1).min(1000) as usize)
+                .await
+                .map_err(status)?;
             if page.is_empty() {
                 break;
             }
@@ -189,7 +245,12 @@ impl Core {
 pub fn simulate(state: &RunState, events: &[Event], now: i64) -> Result<RunState, ApplyError> {
     let mut s = state.clone();
     for (i, e) in events.iter().enumerate() {
-        let rec = EventRecord { seq: state.last_seq + 1 + i as u64, time_ms: now, hash: [0; 32], event: e.clone() };
+        let rec = EventRecord {
+            seq: state.last_seq + 1 + i as u64,
+            time_ms: now,
+            hash: [0; 32],
+            event: e.clone(),
+        };
         s.apply(&rec)?;
     }
     Ok(s)

@@ -20,7 +20,11 @@ pub struct Notifier {
 
 impl Default for Notifier {
     fn default() -> Self {
-        Notifier { queues: Mutex::default(), runs: broadcast::channel(RUN_CHANGES_CAPACITY).0, timers: Notify::new() }
+        Notifier {
+            queues: Mutex::default(),
+            runs: broadcast::channel(RUN_CHANGES_CAPACITY).0,
+            timers: Notify::new(),
+        }
     }
 }
 
@@ -28,7 +32,9 @@ impl Notifier {
     /// The notify of one queue.
     pub fn queue(&self, namespace: &str, queue: &str, kind: TaskKind) -> Arc<Notify> {
         let mut q = self.queues.lock();
-        q.entry((namespace.to_string(), queue.to_string(), kind)).or_default().clone()
+        q.entry((namespace.to_string(), queue.to_string(), kind))
+            .or_default()
+            .clone()
     }
 
     /// Wakes one poller of a queue (a task became ready there).

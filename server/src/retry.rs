@@ -34,16 +34,30 @@ pub fn with_defaults(mut o: ActivityOptions, run_queue: &str) -> ActivityOptions
 
 /// Delay before attempt `attempt + 1` after attempt `attempt` failed.
 pub fn backoff_ms(o: &ActivityOptions, attempt: u32) -> u64 {
-    let base = o.retry.initial_interval_ms as f64 * o.retry.backoff_coefficient.powi(attempt.saturating_sub(1).min(64) as i32);
+    let base = o.retry.initial_interval_ms as f64
+        * o.retry
+            .backoff_coefficient
+            .powi(attempt.saturating_sub(1).min(64) as i32);
     (base.min(o.retry.maximum_interval_ms as f64)).max(0.0) as u64
 }
 
 /// When the next attempt is due after `attempt` failed with `failure` at `now`, or `None`
 /// when this failure is final (non-retryable, attempts exhausted, out of total time).
-pub fn next_attempt_at(act: &ActivityState, attempt: u32, failure: Option<&Failure>, now: TimeMs) -> Option<TimeMs> {
+pub fn next_attempt_at(
+    act: &ActivityState,
+    attempt: u32,
+    failure: Option<&Failure>,
+    now: TimeMs,
+) -> Option<TimeMs> {
     let o = &act.options;
     if let Some(f) = failure {
-        if f.non_retryable || f.error_type == CANCELLED_ERROR_TYPE || o.retry.non_retryable_error_types.iter().any(|t| t == &f.error_type) {
+        if f.non_retryable
+            || f.error_type == CANCELLED_ERROR_TYPE
+            || o.retry
+                .non_retryable_error_types
+                .iter()
+                .any(|t| t == &f.error_type)
+        {
             return None;
         }
     }
@@ -51,7 +65,12 @@ pub fn next_attempt_at(act: &ActivityState, attempt: u32, failure: Option<&Failu
         return None;
     }
     let at = now.saturating_add(backoff_ms(o, attempt) as i64);
-    if o.schedule_to_close_ms > 0 && at >= act.scheduled_ms.saturating_add(o.schedule_to_close_ms as i64) {
+    if o.schedule_to_close_ms > 0
+        && at
+            >= act
+                .scheduled_ms
+                .saturating_add(o.schedule_to_close_ms as i64)
+    {
         return None;
     }
     Some(at)
@@ -94,9 +113,15 @@ mod tests {
         let a = act(o);
         assert_eq!(next_attempt_at(&a, 3, None, 0), None);
         assert!(next_attempt_at(&a, 2, None, 0).is_some());
-        let f = Failure { error_type: "BadRequest".into(), ..Default::default() };
+        let f = Failure {
+            error_type: "BadRequest".into(),
+            ..Default::default()
+        };
         assert_eq!(next_attempt_at(&a, 1, Some(&f), 0), None);
-        let f = Failure { non_retryable: true, ..Default::default() };
+        let f = Failure {
+            non_retryable: true,
+            ..Default::default()
+        };
         assert_eq!(next_attempt_at(&a, 1, Some(&f), 0), None);
         let mut o = ActivityOptions::default();
         o.schedule_to_close_ms = 1_500;

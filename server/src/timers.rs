@@ -57,16 +57,33 @@ pub async fn run(core: Arc<Core>) {
 async fn fire(core: &Core, d: &DueTimer) -> Result<(), Status> {
     match d {
         DueTimer::Timer { key, id } => {
-            core.update(key, true, |s, _| Ok((s.is_open() && s.timers.contains_key(id)).then(|| vec![Event::TimerFired(ev::TimerFired { command_seq: *id })])))
-                .await?;
+            core.update(key, true, |s, _| {
+                Ok((s.is_open() && s.timers.contains_key(id))
+                    .then(|| vec![Event::TimerFired(ev::TimerFired { command_seq: *id })]))
+            })
+            .await?;
         }
-        DueTimer::ActivityAttempt { key, id, attempt, timeout } => {
+        DueTimer::ActivityAttempt {
+            key,
+            id,
+            attempt,
+            timeout,
+        } => {
             core.update(key, true, |s, now| {
-                let Some(act) = s.activities.get(id).filter(|a| a.attempt == *attempt && s.is_open()) else { return Ok(None) };
+                let Some(act) = s
+                    .activities
+                    .get(id)
+                    .filter(|a| a.attempt == *attempt && s.is_open())
+                else {
+                    return Ok(None);
+                };
                 Ok(Some(vec![match &act.phase {
                     // A write whose worker went silent: its outcome is unknown; never retried blindly.
                     ActivityPhase::Started { .. } if act.options.effect == Effect::Write => {
-                        Event::ActivityOutcomeUnknown(ev::ActivityOutcomeUnknown { command_seq: *id, attempt: *attempt })
+                        Event::ActivityOutcomeUnknown(ev::ActivityOutcomeUnknown {
+                            command_seq: *id,
+                            attempt: *attempt,
+                        })
                     }
                     ActivityPhase::OutcomeUnknown { .. } => return Ok(None),
                     _ => Event::ActivityTimedOut(ev::ActivityTimedOut {
@@ -81,11 +98,18 @@ async fn fire(core: &Core, d: &DueTimer) -> Result<(), Status> {
         }
         DueTimer::ActivityScheduleToClose { key, id } => {
             core.update(key, true, |s, _| {
-                let Some(act) = s.activities.get(id).filter(|_| s.is_open()) else { return Ok(None) };
+                let Some(act) = s.activities.get(id).filter(|_| s.is_open()) else {
+                    return Ok(None);
+                };
                 if matches!(act.phase, ActivityPhase::OutcomeUnknown { .. }) {
                     return Ok(None);
                 }
-                Ok(Some(vec![Event::ActivityTimedOut(ev::ActivityTimedOut { command_seq: *id, attempt: act.attempt, timeout: TimeoutKind::ScheduleToClose, retry_at_ms: None })]))
+                Ok(Some(vec![Event::ActivityTimedOut(ev::ActivityTimedOut {
+                    command_seq: *id,
+                    attempt: act.attempt,
+                    timeout: TimeoutKind::ScheduleToClose,
+                    retry_at_ms: None,
+                })]))
             })
             .await?;
         }
@@ -93,14 +117,25 @@ async fn fire(core: &Core, d: &DueTimer) -> Result<(), Status> {
             core.sticky.lock().remove(key);
             core.update(key, true, |s, _| match &s.workflow_task {
                 WorkflowTask::Started { started_seq: q, .. } if q == started_seq && s.is_open() => {
-                    Ok(Some(vec![Event::WorkflowTaskTimedOut(ev::WorkflowTaskTimedOut { started_seq: *started_seq })]))
+                    Ok(Some(vec![Event::WorkflowTaskTimedOut(
+                        ev::WorkflowTaskTimedOut {
+                            started_seq: *started_seq,
+                        },
+                    )]))
                 }
                 _ => Ok(None),
             })
             .await?;
         }
         DueTimer::Run { key } => {
-            core.update(key, true, |s, _| Ok(s.is_open().then(|| vec![Event::RunTimedOut(ev::RunTimedOut { run_timeout_ms: s.run_timeout_ms })]))).await?;
+            core.update(key, true, |s, _| {
+                Ok(s.is_open().then(|| {
+                    vec![Event::RunTimedOut(ev::RunTimedOut {
+                        run_timeout_ms: s.run_timeout_ms,
+                    })]
+                }))
+            })
+            .await?;
         }
     }
     Ok(())

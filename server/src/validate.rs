@@ -20,13 +20,20 @@ pub fn namespace(ns: &str) -> Result<String, Status> {
 /// A non-empty name of at most NAME_LEN_MAX bytes without control characters.
 pub fn name(field: &str, v: &str) -> Result<(), Status> {
     if v.trim().is_empty() {
-        return Err(Status::invalid_argument(format!("{field} is empty: give a non-empty name")));
+        return Err(Status::invalid_argument(format!(
+            "{field} is empty: give a non-empty name"
+        )));
     }
     if v.len() > NAME_LEN_MAX {
-        return Err(Status::invalid_argument(format!("{field} is {} bytes long; the limit is {NAME_LEN_MAX}", v.len())));
+        return Err(Status::invalid_argument(format!(
+            "{field} is {} bytes long; the limit is {NAME_LEN_MAX}",
+            v.len()
+        )));
     }
     if v.chars().any(char::is_control) {
-        return Err(Status::invalid_argument(format!("{field} contains control characters")));
+        return Err(Status::invalid_argument(format!(
+            "{field} contains control characters"
+        )));
     }
     Ok(())
 }
@@ -39,9 +46,15 @@ pub fn opt_name(field: &str, v: &str) -> Result<(), Status> {
 /// A run id in canonical UUID form.
 pub fn run_id(v: &str) -> Result<RunId, Status> {
     if v.is_empty() {
-        return Err(Status::invalid_argument("run_id is empty: give the id printed by `steadfast run start`"));
+        return Err(Status::invalid_argument(
+            "run_id is empty: give the id printed by `steadfast run start`",
+        ));
     }
-    RunId::parse(v).map_err(|_| Status::invalid_argument(format!("run_id {v:?} is not a UUID (e.g. 0190f0b2-7c1d-7aa4-9a8b-1c2d3e4f5a6b)")))
+    RunId::parse(v).map_err(|_| {
+        Status::invalid_argument(format!(
+            "run_id {v:?} is not a UUID (e.g. 0190f0b2-7c1d-7aa4-9a8b-1c2d3e4f5a6b)"
+        ))
+    })
 }
 
 /// The run key of a request.
@@ -52,7 +65,9 @@ pub fn run_key(ns: &str, id: &str) -> Result<RunKey, Status> {
 /// A payload: within the size limit, and valid JSON when its encoding says JSON.
 /// `None` becomes JSON `null`.
 pub fn payload(field: &str, p: Option<&pb::Payload>) -> Result<Payload, Status> {
-    let Some(p) = p else { return Ok(Payload::json(b"null".to_vec())) };
+    let Some(p) = p else {
+        return Ok(Payload::json(b"null".to_vec()));
+    };
     if p.data.len() > PAYLOAD_BYTES_MAX {
         return Err(Status::resource_exhausted(format!(
             "{field} is {} bytes; the limit is {PAYLOAD_BYTES_MAX} bytes: store large data elsewhere and pass a reference",
@@ -62,7 +77,9 @@ pub fn payload(field: &str, p: Option<&pb::Payload>) -> Result<Payload, Status> 
     let out = convert::payload_from(p);
     if out.encoding == ENCODING_JSON {
         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&out.data) {
-            return Err(Status::invalid_argument(format!("{field} is not valid JSON: {e}")));
+            return Err(Status::invalid_argument(format!(
+                "{field} is not valid JSON: {e}"
+            )));
         }
     }
     Ok(out)
@@ -76,21 +93,45 @@ mod tests {
     #[test]
     fn names_and_ids() {
         assert_eq!(namespace("").unwrap(), "default");
-        assert_eq!(name("workflow_type", "").unwrap_err().code(), Code::InvalidArgument);
-        assert_eq!(name("workflow_type", &"x".repeat(NAME_LEN_MAX + 1)).unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(
+            name("workflow_type", "").unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            name("workflow_type", &"x".repeat(NAME_LEN_MAX + 1))
+                .unwrap_err()
+                .code(),
+            Code::InvalidArgument
+        );
         assert!(run_id("nope").unwrap_err().message().contains("not a UUID"));
         assert!(run_id(&RunId::new_v7().to_string()).is_ok());
     }
 
     #[test]
     fn payloads() {
-        let bad = pb::Payload { encoding: String::new(), data: b"{nope".to_vec() };
+        let bad = pb::Payload {
+            encoding: String::new(),
+            data: b"{nope".to_vec(),
+        };
         let e = payload("input", Some(&bad)).unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
-        assert!(e.message().contains("input is not valid JSON"), "{}", e.message());
-        let big = pb::Payload { encoding: "binary/plain".into(), data: vec![0; PAYLOAD_BYTES_MAX + 1] };
-        assert_eq!(payload("input", Some(&big)).unwrap_err().code(), Code::ResourceExhausted);
-        let ok = pb::Payload { encoding: String::new(), data: b"{\"a\":1}".to_vec() };
+        assert!(
+            e.message().contains("input is not valid JSON"),
+            "{}",
+            e.message()
+        );
+        let big = pb::Payload {
+            encoding: "binary/plain".into(),
+            data: vec![0; PAYLOAD_BYTES_MAX + 1],
+        };
+        assert_eq!(
+            payload("input", Some(&big)).unwrap_err().code(),
+            Code::ResourceExhausted
+        );
+        let ok = pb::Payload {
+            encoding: String::new(),
+            data: b"{\"a\":1}".to_vec(),
+        };
         assert_eq!(payload("input", Some(&ok)).unwrap().data, b"{\"a\":1}");
         assert_eq!(payload("input", None).unwrap().data, b"null");
     }

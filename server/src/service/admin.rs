@@ -39,26 +39,42 @@ pub fn merge_budget(current: ev::Budget, update: &pb::Budget) -> ev::Budget {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
-    async fn update_budget(&self, req: Request<pb::UpdateBudgetRequest>) -> Result<Response<pb::UpdateBudgetResponse>, Status> {
+    async fn update_budget(
+        &self,
+        req: Request<pb::UpdateBudgetRequest>,
+    ) -> Result<Response<pb::UpdateBudgetResponse>, Status> {
         let r = req.get_ref();
         let key = validate::run_key(&r.namespace, &r.run_id)?;
-        let update = r.budget.clone().ok_or_else(|| Status::invalid_argument("budget is missing: give at least one ceiling"))?;
+        let update = r.budget.clone().ok_or_else(|| {
+            Status::invalid_argument("budget is missing: give at least one ceiling")
+        })?;
         let mut result = None;
         self.core
             .update(&key, true, |s, _| {
                 closed_check(s, "change the budget of")?;
                 let b = merge_budget(s.budget, &update);
                 result = Some(b);
-                Ok(Some(vec![Event::BudgetUpdated(ev::BudgetUpdated { budget: b, identity: r.identity.clone() })]))
+                Ok(Some(vec![Event::BudgetUpdated(ev::BudgetUpdated {
+                    budget: b,
+                    identity: r.identity.clone(),
+                })]))
             })
             .await?;
-        Ok(Response::new(pb::UpdateBudgetResponse { budget: result.as_ref().map(convert::budget) }))
+        Ok(Response::new(pb::UpdateBudgetResponse {
+            budget: result.as_ref().map(convert::budget),
+        }))
     }
 
-    async fn reconcile_activity(&self, req: Request<pb::ReconcileActivityRequest>) -> Result<Response<pb::ReconcileActivityResponse>, Status> {
+    async fn reconcile_activity(
+        &self,
+        req: Request<pb::ReconcileActivityRequest>,
+    ) -> Result<Response<pb::ReconcileActivityResponse>, Status> {
         let r = req.get_ref();
         let key = validate::run_key(&r.namespace, &r.run_id)?;
-        let decision = r.decision.as_ref().ok_or_else(|| Status::invalid_argument("give a decision: retry, complete or fail"))?;
+        let decision = r
+            .decision
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("give a decision: retry, complete or fail"))?;
         let complete = match decision {
             Decision::Complete(p) => Some(validate::payload("complete", Some(p))?),
             _ => None,
@@ -89,7 +105,10 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::ReconcileActivityResponse {}))
     }
 
-    async fn checkpoint(&self, _req: Request<pb::CheckpointRequest>) -> Result<Response<pb::CheckpointResponse>, Status> {
+    async fn checkpoint(
+        &self,
+        _req: Request<pb::CheckpointRequest>,
+    ) -> Result<Response<pb::CheckpointResponse>, Status> {
         let lsn = self.core.store.checkpoint().await.map_err(status)?;
         Ok(Response::new(pb::CheckpointResponse { lsn }))
     }

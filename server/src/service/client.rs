@@ -51,7 +51,11 @@ pub async fn run_info(core: &Core, s: &RunState) -> Result<pb::RunInfo, Status> 
 }
 
 /// Starts a run (or returns the open run of its workflow id). Shared with signal-with-start.
-pub async fn start(core: &Core, r: &pb::StartWorkflowRequest, continued_from: Option<RunId>) -> Result<(RunId, bool), Status> {
+pub async fn start(
+    core: &Core,
+    r: &pb::StartWorkflowRequest,
+    continued_from: Option<RunId>,
+) -> Result<(RunId, bool), Status> {
     let ns = validate::namespace(&r.namespace)?;
     validate::name("workflow_type", &r.workflow_type)?;
     validate::opt_name("workflow_id", &r.workflow_id)?;
@@ -59,14 +63,27 @@ pub async fn start(core: &Core, r: &pb::StartWorkflowRequest, continued_from: Op
     validate::opt_name("identity", &r.identity)?;
     let input = validate::payload("input", r.input.as_ref())?;
     if !r.workflow_id.is_empty() {
-        if let Some(id) = core.store.open_run_for_workflow_id(&ns, &r.workflow_id).await.map_err(status)? {
+        if let Some(id) = core
+            .store
+            .open_run_for_workflow_id(&ns, &r.workflow_id)
+            .await
+            .map_err(status)?
+        {
             return Ok((id, false));
         }
     }
     let run_id = RunId::new_v7();
     let key = RunKey::new(ns.clone(), run_id);
-    let task_queue = if r.task_queue.is_empty() { "default".to_string() } else { r.task_queue.clone() };
-    let workflow_id = if r.workflow_id.is_empty() { run_id.to_string() } else { r.workflow_id.clone() };
+    let task_queue = if r.task_queue.is_empty() {
+        "default".to_string()
+    } else {
+        r.task_queue.clone()
+    };
+    let workflow_id = if r.workflow_id.is_empty() {
+        run_id.to_string()
+    } else {
+        r.workflow_id.clone()
+    };
     let seed = u64::from_le_bytes(run_id.as_bytes()[8..].try_into().expect("8 bytes"));
     let events = vec![
         Event::RunStarted(ev::RunStarted {
@@ -75,12 +92,20 @@ pub async fn start(core: &Core, r: &pb::StartWorkflowRequest, continued_from: Op
             task_queue: task_queue.clone(),
             input,
             run_timeout_ms: r.run_timeout_ms,
-            budget: r.budget.as_ref().map(convert::budget_from).unwrap_or_default(),
+            budget: r
+                .budget
+                .as_ref()
+                .map(convert::budget_from)
+                .unwrap_or_default(),
             continued_from,
             identity: r.identity.clone(),
             random_seed: seed,
         }),
-        Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled { task_queue, attempt: 1, not_before_ms: 0 }),
+        Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
+            task_queue,
+            attempt: 1,
+            not_before_ms: 0,
+        }),
     ];
     match core.create(&key, events).await {
         Ok(_) => Ok((run_id, true)),
@@ -93,69 +118,132 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchRunResponse, Status
 
 #[tonic::async_trait]
 impl ClientService for ClientApi {
-    async fn start_workflow(&self, req: Request<pb::StartWorkflowRequest>) -> Result<Response<pb::StartWorkflowResponse>, Status> {
+    async fn start_workflow(
+        &self,
+        req: Request<pb::StartWorkflowRequest>,
+    ) -> Result<Response<pb::StartWorkflowResponse>, Status> {
         let (run_id, started) = start(&self.core, req.get_ref(), None).await?;
-        Ok(Response::new(pb::StartWorkflowResponse { run_id: run_id.to_string(), started }))
+        Ok(Response::new(pb::StartWorkflowResponse {
+            run_id: run_id.to_string(),
+            started,
+        }))
     }
 
-    async fn describe_run(&self, req: Request<pb::DescribeRunRequest>) -> Result<Response<pb::DescribeRunResponse>, Status> {
+    async fn describe_run(
+        &self,
+        req: Request<pb::DescribeRunRequest>,
+    ) -> Result<Response<pb::DescribeRunResponse>, Status> {
         let r = req.get_ref();
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         let s = self.core.state(&key).await?;
-        Ok(Response::new(pb::DescribeRunResponse { run: Some(run_info(&self.core, &s).await?) }))
+        Ok(Response::new(pb::DescribeRunResponse {
+            run: Some(run_info(&self.core, &s).await?),
+        }))
     }
 
-    async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
+    async fn list_runs(
+        &self,
+        req: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
         let r = req.get_ref();
         let ns = validate::namespace(&r.namespace)?;
         let waiting = match r.waiting.as_str() {
             "" => None,
-            w @ ("signal" | "activity" | "timer" | "budget" | "reconciliation" | "workflow_task") => Some(w.to_string()),
-            w => return Err(Status::invalid_argument(format!("waiting {w:?} is unknown: use signal, activity, timer, budget, reconciliation or workflow_task"))),
+            w @ ("signal" | "activity" | "timer" | "budget" | "reconciliation"
+            | "workflow_task") => Some(w.to_string()),
+            w => {
+                return Err(Status::invalid_argument(format!(
+                    "waiting {w:?} is unknown: use signal, activity, timer, budget, reconciliation or workflow_task"
+                )));
+            }
         };
         let filter = RunFilter {
             status: convert::status_from(r.status),
             workflow_type: (!r.workflow_type.is_empty()).then(|| r.workflow_type.clone()),
             waiting,
         };
-        let after = if r.page_token.is_empty() { None } else { Some(validate::run_id(&r.page_token).map_err(|_| Status::invalid_argument("page_token is not one this server gave out"))?) };
-        let size = if r.page_size == 0 { 100 } else { r.page_size.min(LIST_PAGE_MAX) } as usize;
-        let runs = self.core.store.list_runs(&ns, &filter, after, size, self.core.now()).await.map_err(status)?;
-        let next_page_token = if runs.len() == size { runs.last().map(|s| s.key.run_id.to_string()).unwrap_or_default() } else { String::new() };
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            Some(validate::run_id(&r.page_token).map_err(|_| {
+                Status::invalid_argument("page_token is not one this server gave out")
+            })?)
+        };
+        let size = if r.page_size == 0 {
+            100
+        } else {
+            r.page_size.min(LIST_PAGE_MAX)
+        } as usize;
+        let runs = self
+            .core
+            .store
+            .list_runs(&ns, &filter, after, size, self.core.now())
+            .await
+            .map_err(status)?;
+        let next_page_token = if runs.len() == size {
+            runs.last()
+                .map(|s| s.key.run_id.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
         let mut out = Vec::with_capacity(runs.len());
         for s in &runs {
             out.push(run_info(&self.core, s).await?);
         }
-        Ok(Response::new(pb::ListRunsResponse { runs: out, next_page_token }))
+        Ok(Response::new(pb::ListRunsResponse {
+            runs: out,
+            next_page_token,
+        }))
     }
 
-    async fn get_history(&self, req: Request<pb::GetHistoryRequest>) -> Result<Response<pb::GetHistoryResponse>, Status> {
+    async fn get_history(
+        &self,
+        req: Request<pb::GetHistoryRequest>,
+    ) -> Result<Response<pb::GetHistoryResponse>, Status> {
         let r = req.get_ref();
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         let s = self.core.state(&key).await?;
         let from = r.from_seq.max(1);
-        let size = if r.page_size == 0 { HISTORY_PAGE_MAX } else { r.page_size.min(HISTORY_PAGE_MAX) } as u64;
+        let size = if r.page_size == 0 {
+            HISTORY_PAGE_MAX
+        } else {
+            r.page_size.min(HISTORY_PAGE_MAX)
+        } as u64;
         let to = s.last_seq.min(from.saturating_add(size - 1));
         let records = self.core.history(&key, from, to).await?;
         let next_seq = if to < s.last_seq { to + 1 } else { 0 };
-        Ok(Response::new(pb::GetHistoryResponse { events: records.iter().map(convert::event).collect(), next_seq }))
+        Ok(Response::new(pb::GetHistoryResponse {
+            events: records.iter().map(convert::event).collect(),
+            next_seq,
+        }))
     }
 
-    async fn await_result(&self, req: Request<pb::AwaitResultRequest>) -> Result<Response<pb::AwaitResultResponse>, Status> {
+    async fn await_result(
+        &self,
+        req: Request<pb::AwaitResultRequest>,
+    ) -> Result<Response<pb::AwaitResultResponse>, Status> {
         let r = req.get_ref();
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         let mut changes = self.core.notify.subscribe_runs();
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(r.timeout_ms.min(AWAIT_MS_MAX));
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(r.timeout_ms.min(AWAIT_MS_MAX));
         loop {
             let s = self.core.state(&key).await?;
             if !s.is_open() || tokio::time::Instant::now() >= deadline {
-                return Ok(Response::new(pb::AwaitResultResponse { closed: !s.is_open(), run: Some(run_info(&self.core, &s).await?) }));
+                return Ok(Response::new(pb::AwaitResultResponse {
+                    closed: !s.is_open(),
+                    run: Some(run_info(&self.core, &s).await?),
+                }));
             }
             wait_for_change(&mut changes, &key, s.last_seq, deadline).await;
         }
     }
 
-    async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::CancelRunResponse>, Status> {
+    async fn cancel_run(
+        &self,
+        req: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::CancelRunResponse>, Status> {
         let r = req.get_ref();
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         self.core
@@ -164,25 +252,37 @@ impl ClientService for ClientApi {
                 if s.cancel_requested {
                     return Ok(None);
                 }
-                Ok(Some(vec![Event::CancelRequested(ev::CancelRequested { reason: r.reason.clone(), identity: r.identity.clone() })]))
+                Ok(Some(vec![Event::CancelRequested(ev::CancelRequested {
+                    reason: r.reason.clone(),
+                    identity: r.identity.clone(),
+                })]))
             })
             .await?;
         Ok(Response::new(pb::CancelRunResponse {}))
     }
 
-    async fn terminate_run(&self, req: Request<pb::TerminateRunRequest>) -> Result<Response<pb::TerminateRunResponse>, Status> {
+    async fn terminate_run(
+        &self,
+        req: Request<pb::TerminateRunRequest>,
+    ) -> Result<Response<pb::TerminateRunResponse>, Status> {
         let r = req.get_ref();
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         self.core
             .update(&key, true, |s, _| {
                 closed_check(s, "terminate")?;
-                Ok(Some(vec![Event::RunTerminated(ev::RunTerminated { reason: r.reason.clone(), identity: r.identity.clone() })]))
+                Ok(Some(vec![Event::RunTerminated(ev::RunTerminated {
+                    reason: r.reason.clone(),
+                    identity: r.identity.clone(),
+                })]))
             })
             .await?;
         Ok(Response::new(pb::TerminateRunResponse {}))
     }
 
-    async fn signal_run(&self, req: Request<pb::SignalRunRequest>) -> Result<Response<pb::SignalRunResponse>, Status> {
+    async fn signal_run(
+        &self,
+        req: Request<pb::SignalRunRequest>,
+    ) -> Result<Response<pb::SignalRunResponse>, Status> {
         let r = req.get_ref();
         let ns = validate::namespace(&r.namespace)?;
         validate::name("signal_name", &r.signal_name)?;
@@ -190,7 +290,13 @@ impl ClientService for ClientApi {
         let (run_id, started) = if !r.run_id.is_empty() {
             (validate::run_id(&r.run_id)?, false)
         } else if !r.workflow_id.is_empty() {
-            match self.core.store.open_run_for_workflow_id(&ns, &r.workflow_id).await.map_err(status)? {
+            match self
+                .core
+                .store
+                .open_run_for_workflow_id(&ns, &r.workflow_id)
+                .await
+                .map_err(status)?
+            {
                 Some(id) => (id, false),
                 None => match &r.signal_with_start {
                     Some(start_req) => {
@@ -199,7 +305,12 @@ impl ClientService for ClientApi {
                         sr.workflow_id = r.workflow_id.clone();
                         start(&self.core, &sr, None).await?
                     }
-                    None => return Err(Status::not_found(format!("workflow id {:?} has no open run; pass signal_with_start to start one", r.workflow_id))),
+                    None => {
+                        return Err(Status::not_found(format!(
+                            "workflow id {:?} has no open run; pass signal_with_start to start one",
+                            r.workflow_id
+                        )));
+                    }
                 },
             }
         } else {
@@ -217,12 +328,18 @@ impl ClientService for ClientApi {
                 })]))
             })
             .await?;
-        Ok(Response::new(pb::SignalRunResponse { run_id: run_id.to_string(), started }))
+        Ok(Response::new(pb::SignalRunResponse {
+            run_id: run_id.to_string(),
+            started,
+        }))
     }
 
     type WatchRunStream = WatchStream;
 
-    async fn watch_run(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
+    async fn watch_run(
+        &self,
+        req: Request<pb::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
         let r = req.into_inner();
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         self.core.state(&key).await?;
@@ -250,7 +367,10 @@ impl ClientService for ClientApi {
                     let info = run_info(&core, &s).await.ok();
                     for rec in &records {
                         let last = rec.seq == s.last_seq;
-                        let msg = pb::WatchRunResponse { event: Some(convert::event(rec)), run: if last { info.clone() } else { None } };
+                        let msg = pb::WatchRunResponse {
+                            event: Some(convert::event(rec)),
+                            run: if last { info.clone() } else { None },
+                        };
                         if tx.send(Ok(msg)).await.is_err() {
                             return;
                         }
@@ -267,28 +387,57 @@ impl ClientService for ClientApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn get_blob(&self, req: Request<pb::GetBlobRequest>) -> Result<Response<pb::GetBlobResponse>, Status> {
+    async fn get_blob(
+        &self,
+        req: Request<pb::GetBlobRequest>,
+    ) -> Result<Response<pb::GetBlobResponse>, Status> {
         let r = req.get_ref();
         validate::namespace(&r.namespace)?;
-        let hash: [u8; 32] = r.hash.as_slice().try_into().map_err(|_| Status::invalid_argument("hash must be 32 bytes (blake3)"))?;
-        let data = self.core.store.get_blob(&hash).await.map_err(status)?.ok_or_else(|| Status::not_found(format!("no blob {}", hex::encode(hash))))?;
-        Ok(Response::new(pb::GetBlobResponse { payload: Some(pb::Payload { encoding: String::new(), data }) }))
+        let hash: [u8; 32] = r
+            .hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| Status::invalid_argument("hash must be 32 bytes (blake3)"))?;
+        let data = self
+            .core
+            .store
+            .get_blob(&hash)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| Status::not_found(format!("no blob {}", hex::encode(hash))))?;
+        Ok(Response::new(pb::GetBlobResponse {
+            payload: Some(pb::Payload {
+                encoding: String::new(),
+                data,
+            }),
+        }))
     }
 }
 
 /// Refuses an operation on a closed run.
 pub fn closed_check(s: &RunState, what: &str) -> Result<(), Status> {
     if s.status != RunStatus::Running {
-        return Err(Status::failed_precondition(format!("cannot {what} run {}: it is already {}", s.key.run_id, s.status.as_str())));
+        return Err(Status::failed_precondition(format!(
+            "cannot {what} run {}: it is already {}",
+            s.key.run_id,
+            s.status.as_str()
+        )));
     }
     Ok(())
 }
 
 /// Waits until `key`'s history passes `seen`, or the deadline.
-pub async fn wait_for_change(changes: &mut tokio::sync::broadcast::Receiver<(RunKey, u64)>, key: &RunKey, seen: u64, deadline: tokio::time::Instant) {
+pub async fn wait_for_change(
+    changes: &mut tokio::sync::broadcast::Receiver<(RunKey, u64)>,
+    key: &RunKey,
+    seen: u64,
+    deadline: tokio::time::Instant,
+) {
     loop {
         match tokio::time::timeout_at(deadline, changes.recv()).await {
             Err(_) => return,

@@ -12,13 +12,23 @@ use tonic::Status;
 use crate::core::{Core, status};
 
 /// Starts the run that continues `old` (whose RunContinuedAsNew names its id).
-pub async fn continue_as_new(core: &Core, old: &RunState, started: ev::RunStarted) -> Result<RunId, Status> {
-    let new_id = old.continued_to.ok_or_else(|| Status::internal("continued run has no successor id"))?;
+pub async fn continue_as_new(
+    core: &Core,
+    old: &RunState,
+    started: ev::RunStarted,
+) -> Result<RunId, Status> {
+    let new_id = old
+        .continued_to
+        .ok_or_else(|| Status::internal("continued run has no successor id"))?;
     let key = RunKey::new(old.key.namespace.clone(), new_id);
     let queue = started.task_queue.clone();
     let events = vec![
         Event::RunStarted(started),
-        Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled { task_queue: queue, attempt: 1, not_before_ms: 0 }),
+        Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
+            task_queue: queue,
+            attempt: 1,
+            not_before_ms: 0,
+        }),
     ];
     core.create(&key, events).await.map_err(status)?;
     Ok(new_id)

@@ -51,30 +51,60 @@ fn bad_token() -> Status {
 
 fn parse_wf_token(t: &str) -> Result<(RunKey, u64), Status> {
     let mut p = t.splitn(4, '|');
-    let (Some("w"), Some(run), Some(seq), Some(ns)) = (p.next(), p.next(), p.next(), p.next()) else { return Err(bad_token()) };
-    Ok((validate::run_key(ns, run).map_err(|_| bad_token())?, seq.parse().map_err(|_| bad_token())?))
+    let (Some("w"), Some(run), Some(seq), Some(ns)) = (p.next(), p.next(), p.next(), p.next())
+    else {
+        return Err(bad_token());
+    };
+    Ok((
+        validate::run_key(ns, run).map_err(|_| bad_token())?,
+        seq.parse().map_err(|_| bad_token())?,
+    ))
 }
 
 fn parse_act_token(t: &str) -> Result<(RunKey, u32, u32), Status> {
     let mut p = t.splitn(5, '|');
-    let (Some("a"), Some(run), Some(id), Some(att), Some(ns)) = (p.next(), p.next(), p.next(), p.next(), p.next()) else { return Err(bad_token()) };
-    Ok((validate::run_key(ns, run).map_err(|_| bad_token())?, id.parse().map_err(|_| bad_token())?, att.parse().map_err(|_| bad_token())?))
+    let (Some("a"), Some(run), Some(id), Some(att), Some(ns)) =
+        (p.next(), p.next(), p.next(), p.next(), p.next())
+    else {
+        return Err(bad_token());
+    };
+    Ok((
+        validate::run_key(ns, run).map_err(|_| bad_token())?,
+        id.parse().map_err(|_| bad_token())?,
+        att.parse().map_err(|_| bad_token())?,
+    ))
 }
 
 fn poll_deadline(ms: u64) -> tokio::time::Instant {
-    let ms = if ms == 0 { POLL_MS_DEFAULT } else { ms.min(POLL_MS_MAX) };
+    let ms = if ms == 0 {
+        POLL_MS_DEFAULT
+    } else {
+        ms.min(POLL_MS_MAX)
+    };
     tokio::time::Instant::now() + Duration::from_millis(ms)
 }
 
 impl WorkerApi {
     /// Takes the next task of a queue, waiting until one comes or the deadline passes.
-    async fn next_task(&self, ns: &str, queue: &str, kind: TaskKind, deadline: tokio::time::Instant) -> Result<Option<Task>, Status> {
+    async fn next_task(
+        &self,
+        ns: &str,
+        queue: &str,
+        kind: TaskKind,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Task>, Status> {
         let notify = self.core.notify.queue(ns, queue, kind);
         loop {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(t) = self.core.store.poll_task(ns, queue, kind, self.core.now()).await.map_err(status)? {
+            if let Some(t) = self
+                .core
+                .store
+                .poll_task(ns, queue, kind, self.core.now())
+                .await
+                .map_err(status)?
+            {
                 return Ok(Some(t));
             }
             let now = tokio::time::Instant::now();
@@ -90,12 +120,24 @@ impl WorkerApi {
     }
 
     /// Starts a polled workflow task: records WorkflowTaskStarted and builds the response.
-    async fn start_workflow_task(&self, key: RunKey, scheduled_seq: u64, worker: &str) -> Result<Option<pb::PollWorkflowTaskResponse>, Status> {
+    async fn start_workflow_task(
+        &self,
+        key: RunKey,
+        scheduled_seq: u64,
+        worker: &str,
+    ) -> Result<Option<pb::PollWorkflowTaskResponse>, Status> {
         let appended = self
             .core
             .update(&key, false, |s, _| match &s.workflow_task {
-                WorkflowTask::Scheduled { scheduled_seq: q, .. } if *q == scheduled_seq && s.is_open() => {
-                    Ok(Some(vec![Event::WorkflowTaskStarted(ev::WorkflowTaskStarted { scheduled_seq, worker: worker.to_string() })]))
+                WorkflowTask::Scheduled {
+                    scheduled_seq: q, ..
+                } if *q == scheduled_seq && s.is_open() => {
+                    Ok(Some(vec![Event::WorkflowTaskStarted(
+                        ev::WorkflowTaskStarted {
+                            scheduled_seq,
+                            worker: worker.to_string(),
+                        },
+                    )]))
                 }
                 _ => Ok(None),
             })
@@ -115,7 +157,13 @@ impl WorkerApi {
             }
         };
         let events = self.core.history(&key, first_seq, started_seq).await?;
-        self.core.sticky.lock().insert(key.clone(), Sticky { worker: worker.to_string(), last_seq: started_seq });
+        self.core.sticky.lock().insert(
+            key.clone(),
+            Sticky {
+                worker: worker.to_string(),
+                last_seq: started_seq,
+            },
+        );
         Ok(Some(pb::PollWorkflowTaskResponse {
             task_token: wf_token(&key, started_seq),
             run_id: key.run_id.to_string(),
@@ -128,12 +176,22 @@ impl WorkerApi {
     }
 
     /// Hands out a polled activity attempt, or parks the run on its budget.
-    async fn start_activity_task(&self, key: RunKey, id: u32, attempt: u32, worker: &str) -> Result<Option<pb::PollActivityTaskResponse>, Status> {
+    async fn start_activity_task(
+        &self,
+        key: RunKey,
+        id: u32,
+        attempt: u32,
+        worker: &str,
+    ) -> Result<Option<pb::PollActivityTaskResponse>, Status> {
         let s = match self.core.state(&key).await {
             Ok(s) => s,
             Err(_) => return Ok(None),
         };
-        let Some(act) = s.activities.get(&id).filter(|a| a.attempt == attempt && matches!(a.phase, ActivityPhase::Ready { .. })) else {
+        let Some(act) = s
+            .activities
+            .get(&id)
+            .filter(|a| a.attempt == attempt && matches!(a.phase, ActivityPhase::Ready { .. }))
+        else {
             return Ok(None);
         };
         let now = self.core.now();
@@ -142,7 +200,13 @@ impl WorkerApi {
                 self.core
                     .update(&key, true, |s, now| {
                         Ok(match (s.budget_exceeded, s.budget_block(id, now)) {
-                            (None, Some(h)) => Some(vec![Event::BudgetExceeded(ev::BudgetExceeded { dimension: h.dimension, limit: h.limit, used: h.used })]),
+                            (None, Some(h)) => {
+                                Some(vec![Event::BudgetExceeded(ev::BudgetExceeded {
+                                    dimension: h.dimension,
+                                    limit: h.limit,
+                                    used: h.used,
+                                })])
+                            }
                             _ => None,
                         })
                     })
@@ -157,8 +221,15 @@ impl WorkerApi {
             let started = self
                 .core
                 .update(&key, true, |s, _| match s.activities.get(&id) {
-                    Some(a) if a.attempt == attempt && matches!(a.phase, ActivityPhase::Ready { .. }) => {
-                        Ok(Some(vec![Event::ActivityStarted(ev::ActivityStarted { command_seq: id, attempt, worker: worker.to_string() })]))
+                    Some(a)
+                        if a.attempt == attempt
+                            && matches!(a.phase, ActivityPhase::Ready { .. }) =>
+                    {
+                        Ok(Some(vec![Event::ActivityStarted(ev::ActivityStarted {
+                            command_seq: id,
+                            attempt,
+                            worker: worker.to_string(),
+                        })]))
                     }
                     _ => Ok(None),
                 })
@@ -170,19 +241,39 @@ impl WorkerApi {
         let mut deadline = now.saturating_add(act.options.start_to_close_ms as i64);
         let mut kind = TimeoutKind::StartToClose;
         if act.options.schedule_to_close_ms > 0 {
-            deadline = deadline.min(act.scheduled_ms.saturating_add(act.options.schedule_to_close_ms as i64));
+            deadline = deadline.min(
+                act.scheduled_ms
+                    .saturating_add(act.options.schedule_to_close_ms as i64),
+            );
         }
-        if act.options.heartbeat_ms > 0 && now.saturating_add(act.options.heartbeat_ms as i64) < deadline {
+        if act.options.heartbeat_ms > 0
+            && now.saturating_add(act.options.heartbeat_ms as i64) < deadline
+        {
             deadline = now.saturating_add(act.options.heartbeat_ms as i64);
             kind = TimeoutKind::Heartbeat;
         }
-        self.core.store.set_attempt_deadline(&key, id, attempt, deadline, kind).await.map_err(status)?;
+        self.core
+            .store
+            .set_attempt_deadline(&key, id, attempt, deadline, kind)
+            .await
+            .map_err(status)?;
         self.core.notify.timers_changed();
-        self.core.dispatched.lock().insert((key.clone(), id, attempt), now);
-        let scheduled = self.core.history(&key, act.scheduled_seq, act.scheduled_seq).await?;
+        self.core
+            .dispatched
+            .lock()
+            .insert((key.clone(), id, attempt), now);
+        let scheduled = self
+            .core
+            .history(&key, act.scheduled_seq, act.scheduled_seq)
+            .await?;
         let input = match scheduled.first().map(|r| &r.event) {
             Some(Event::ActivityScheduled(a)) => convert::payload(&a.input),
-            _ => return Err(Status::data_loss(format!("run {key}: ActivityScheduled of activity {id} is missing at seq {}", act.scheduled_seq))),
+            _ => {
+                return Err(Status::data_loss(format!(
+                    "run {key}: ActivityScheduled of activity {id} is missing at seq {}",
+                    act.scheduled_seq
+                )));
+            }
         };
         Ok(Some(pb::PollActivityTaskResponse {
             task_token: act_token(&key, id, attempt),
@@ -201,25 +292,42 @@ impl WorkerApi {
     }
 
     fn duration_ms(&self, key: &RunKey, id: u32, attempt: u32, now: i64) -> u64 {
-        self.core.dispatched.lock().remove(&(key.clone(), id, attempt)).map(|t| now.saturating_sub(t).max(0) as u64).unwrap_or(0)
+        self.core
+            .dispatched
+            .lock()
+            .remove(&(key.clone(), id, attempt))
+            .map(|t| now.saturating_sub(t).max(0) as u64)
+            .unwrap_or(0)
     }
 }
 
-fn open_activity<'a>(s: &'a RunState, id: u32) -> Result<&'a steadfast_engine::state::ActivityState, Status> {
+fn open_activity<'a>(
+    s: &'a RunState,
+    id: u32,
+) -> Result<&'a steadfast_engine::state::ActivityState, Status> {
     s.activities.get(&id).ok_or_else(|| Status::not_found(format!("activity {id} of run {} is already closed (its result was recorded or it was cancelled)", s.key.run_id)))
 }
 
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
-    async fn poll_workflow_task(&self, req: Request<pb::PollWorkflowTaskRequest>) -> Result<Response<pb::PollWorkflowTaskResponse>, Status> {
+    async fn poll_workflow_task(
+        &self,
+        req: Request<pb::PollWorkflowTaskRequest>,
+    ) -> Result<Response<pb::PollWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
         let ns = validate::namespace(&r.namespace)?;
         validate::name("task_queue", &r.task_queue)?;
         validate::name("worker_id", &r.worker_id)?;
         let deadline = poll_deadline(r.poll_timeout_ms);
-        while let Some(task) = self.next_task(&ns, &r.task_queue, TaskKind::Workflow, deadline).await? {
+        while let Some(task) = self
+            .next_task(&ns, &r.task_queue, TaskKind::Workflow, deadline)
+            .await?
+        {
             if let Task::Workflow { key, scheduled_seq } = task {
-                if let Some(resp) = self.start_workflow_task(key, scheduled_seq, &r.worker_id).await? {
+                if let Some(resp) = self
+                    .start_workflow_task(key, scheduled_seq, &r.worker_id)
+                    .await?
+                {
                     return Ok(Response::new(resp));
                 }
             }
@@ -227,7 +335,10 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(pb::PollWorkflowTaskResponse::default()))
     }
 
-    async fn complete_workflow_task(&self, req: Request<pb::CompleteWorkflowTaskRequest>) -> Result<Response<pb::CompleteWorkflowTaskResponse>, Status> {
+    async fn complete_workflow_task(
+        &self,
+        req: Request<pb::CompleteWorkflowTaskRequest>,
+    ) -> Result<Response<pb::CompleteWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
         let (key, started_seq) = parse_wf_token(&r.task_token)?;
         let mut new_run: Option<ev::RunStarted> = None;
@@ -251,24 +362,45 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(pb::CompleteWorkflowTaskResponse {}))
     }
 
-    async fn fail_workflow_task(&self, req: Request<pb::FailWorkflowTaskRequest>) -> Result<Response<pb::FailWorkflowTaskResponse>, Status> {
+    async fn fail_workflow_task(
+        &self,
+        req: Request<pb::FailWorkflowTaskRequest>,
+    ) -> Result<Response<pb::FailWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
         let (key, started_seq) = parse_wf_token(&r.task_token)?;
         self.core.sticky.lock().remove(&key);
         self.core
             .update(&key, true, |s, now| {
-                let WorkflowTask::Started { started_seq: q, attempt, .. } = &s.workflow_task else {
-                    return Err(Status::failed_precondition("the workflow task is no longer open"));
+                let WorkflowTask::Started {
+                    started_seq: q,
+                    attempt,
+                    ..
+                } = &s.workflow_task
+                else {
+                    return Err(Status::failed_precondition(
+                        "the workflow task is no longer open",
+                    ));
                 };
                 if *q != started_seq {
-                    return Err(Status::failed_precondition("the workflow task is no longer open"));
+                    return Err(Status::failed_precondition(
+                        "the workflow task is no longer open",
+                    ));
                 }
                 let attempt = attempt + 1;
                 // Held, not failed: offered again with a growing delay so fixed code can pick it up.
                 let delay = (250i64 << (attempt.min(8) - 1)).min(10_000);
                 Ok(Some(vec![
-                    Event::WorkflowTaskFailed(ev::WorkflowTaskFailed { started_seq, cause: convert::fail_cause_from(r.cause), message: r.message.chars().take(4096).collect(), worker: r.worker_id.clone() }),
-                    Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled { task_queue: s.task_queue.clone(), attempt, not_before_ms: now + delay }),
+                    Event::WorkflowTaskFailed(ev::WorkflowTaskFailed {
+                        started_seq,
+                        cause: convert::fail_cause_from(r.cause),
+                        message: r.message.chars().take(4096).collect(),
+                        worker: r.worker_id.clone(),
+                    }),
+                    Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
+                        task_queue: s.task_queue.clone(),
+                        attempt,
+                        not_before_ms: now + delay,
+                    }),
                 ]))
             })
             .await?;
@@ -276,15 +408,24 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(pb::FailWorkflowTaskResponse {}))
     }
 
-    async fn poll_activity_task(&self, req: Request<pb::PollActivityTaskRequest>) -> Result<Response<pb::PollActivityTaskResponse>, Status> {
+    async fn poll_activity_task(
+        &self,
+        req: Request<pb::PollActivityTaskRequest>,
+    ) -> Result<Response<pb::PollActivityTaskResponse>, Status> {
         let r = req.get_ref();
         let ns = validate::namespace(&r.namespace)?;
         validate::name("task_queue", &r.task_queue)?;
         validate::name("worker_id", &r.worker_id)?;
         let deadline = poll_deadline(r.poll_timeout_ms);
-        while let Some(task) = self.next_task(&ns, &r.task_queue, TaskKind::Activity, deadline).await? {
+        while let Some(task) = self
+            .next_task(&ns, &r.task_queue, TaskKind::Activity, deadline)
+            .await?
+        {
             if let Task::Activity { key, id, attempt } = task {
-                if let Some(resp) = self.start_activity_task(key, id, attempt, &r.worker_id).await? {
+                if let Some(resp) = self
+                    .start_activity_task(key, id, attempt, &r.worker_id)
+                    .await?
+                {
                     return Ok(Response::new(resp));
                 }
             }
@@ -292,7 +433,10 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(pb::PollActivityTaskResponse::default()))
     }
 
-    async fn complete_activity_task(&self, req: Request<pb::CompleteActivityTaskRequest>) -> Result<Response<pb::CompleteActivityTaskResponse>, Status> {
+    async fn complete_activity_task(
+        &self,
+        req: Request<pb::CompleteActivityTaskRequest>,
+    ) -> Result<Response<pb::CompleteActivityTaskResponse>, Status> {
         let r = req.get_ref();
         let (key, id, attempt) = parse_act_token(&r.task_token)?;
         let result = validate::payload("result", r.result.as_ref())?;
@@ -303,23 +447,32 @@ impl WorkerService for WorkerApi {
                     return Err(Status::not_found(format!("run {} is closed", key.run_id)));
                 }
                 open_activity(s, id)?;
-                Ok(Some(vec![Event::ActivityCompleted(ev::ActivityCompleted {
-                    command_seq: id,
-                    attempt,
-                    result: result.clone(),
-                    duration_ms,
-                    usage: r.usage.as_ref().map(convert::usage_from),
-                    reconciled: false,
-                })]))
+                Ok(Some(vec![Event::ActivityCompleted(
+                    ev::ActivityCompleted {
+                        command_seq: id,
+                        attempt,
+                        result: result.clone(),
+                        duration_ms,
+                        usage: r.usage.as_ref().map(convert::usage_from),
+                        reconciled: false,
+                    },
+                )]))
             })
             .await?;
         Ok(Response::new(pb::CompleteActivityTaskResponse {}))
     }
 
-    async fn fail_activity_task(&self, req: Request<pb::FailActivityTaskRequest>) -> Result<Response<pb::FailActivityTaskResponse>, Status> {
+    async fn fail_activity_task(
+        &self,
+        req: Request<pb::FailActivityTaskRequest>,
+    ) -> Result<Response<pb::FailActivityTaskResponse>, Status> {
         let r = req.get_ref();
         let (key, id, attempt) = parse_act_token(&r.task_token)?;
-        let failure = r.failure.as_ref().map(convert::failure_from).unwrap_or_default();
+        let failure = r
+            .failure
+            .as_ref()
+            .map(convert::failure_from)
+            .unwrap_or_default();
         let duration_ms = self.duration_ms(&key, id, attempt, self.core.now());
         self.core
             .update(&key, true, |s, now| {
@@ -328,38 +481,73 @@ impl WorkerService for WorkerApi {
                 }
                 let act = open_activity(s, id)?;
                 if act.attempt != attempt {
-                    return Err(Status::failed_precondition(format!("attempt {attempt} of activity {id} is stale (attempt {} is current)", act.attempt)));
+                    return Err(Status::failed_precondition(format!(
+                        "attempt {attempt} of activity {id} is stale (attempt {} is current)",
+                        act.attempt
+                    )));
                 }
-                if failure.error_type == retry::CANCELLED_ERROR_TYPE && (act.cancel_requested || s.cancel_requested) {
-                    return Ok(Some(vec![Event::ActivityCancelled(ev::ActivityCancelled { command_seq: id })]));
+                if failure.error_type == retry::CANCELLED_ERROR_TYPE
+                    && (act.cancel_requested || s.cancel_requested)
+                {
+                    return Ok(Some(vec![Event::ActivityCancelled(
+                        ev::ActivityCancelled { command_seq: id },
+                    )]));
                 }
                 let retry_at_ms = retry::next_attempt_at(act, attempt, Some(&failure), now);
-                Ok(Some(vec![Event::ActivityFailed(ev::ActivityFailed { command_seq: id, attempt, failure: failure.clone(), retry_at_ms, duration_ms })]))
+                Ok(Some(vec![Event::ActivityFailed(ev::ActivityFailed {
+                    command_seq: id,
+                    attempt,
+                    failure: failure.clone(),
+                    retry_at_ms,
+                    duration_ms,
+                })]))
             })
             .await?;
         Ok(Response::new(pb::FailActivityTaskResponse {}))
     }
 
-    async fn heartbeat_activity_task(&self, req: Request<pb::HeartbeatActivityTaskRequest>) -> Result<Response<pb::HeartbeatActivityTaskResponse>, Status> {
+    async fn heartbeat_activity_task(
+        &self,
+        req: Request<pb::HeartbeatActivityTaskRequest>,
+    ) -> Result<Response<pb::HeartbeatActivityTaskResponse>, Status> {
         let r = req.get_ref();
         let (key, id, attempt) = parse_act_token(&r.task_token)?;
         let s = self.core.state(&key).await?;
         let Some(act) = s.activities.get(&id).filter(|a| a.attempt == attempt) else {
             // Closed, or superseded by a newer attempt: this attempt should stop.
-            return Ok(Response::new(pb::HeartbeatActivityTaskResponse { cancel_requested: true }));
+            return Ok(Response::new(pb::HeartbeatActivityTaskResponse {
+                cancel_requested: true,
+            }));
         };
         let cancel_requested = !s.is_open() || s.cancel_requested || act.cancel_requested;
         let now = self.core.now();
         if act.options.heartbeat_ms > 0 {
             // The next heartbeat is due within heartbeat_ms, but never past the attempt's own end.
-            let started = self.core.dispatched.lock().get(&(key.clone(), id, attempt)).copied().unwrap_or(now);
+            let started = self
+                .core
+                .dispatched
+                .lock()
+                .get(&(key.clone(), id, attempt))
+                .copied()
+                .unwrap_or(now);
             let mut end = started.saturating_add(act.options.start_to_close_ms as i64);
             if act.options.schedule_to_close_ms > 0 {
-                end = end.min(act.scheduled_ms.saturating_add(act.options.schedule_to_close_ms as i64));
+                end = end.min(
+                    act.scheduled_ms
+                        .saturating_add(act.options.schedule_to_close_ms as i64),
+                );
             }
             let next = now.saturating_add(act.options.heartbeat_ms as i64);
-            let (deadline, kind) = if next < end { (next, TimeoutKind::Heartbeat) } else { (end, TimeoutKind::StartToClose) };
-            self.core.store.set_attempt_deadline(&key, id, attempt, deadline, kind).await.map_err(status)?;
+            let (deadline, kind) = if next < end {
+                (next, TimeoutKind::Heartbeat)
+            } else {
+                (end, TimeoutKind::StartToClose)
+            };
+            self.core
+                .store
+                .set_attempt_deadline(&key, id, attempt, deadline, kind)
+                .await
+                .map_err(status)?;
         }
         if let Some(details) = &r.details {
             let due = {
@@ -375,13 +563,22 @@ impl WorkerService for WorkerApi {
                 let details = validate::payload("details", Some(details))?;
                 self.core
                     .update(&key, false, |s, _| {
-                        Ok(s.activities.get(&id).filter(|a| a.attempt == attempt && s.is_open()).map(|_| {
-                            vec![Event::ActivityProgress(ev::ActivityProgress { command_seq: id, attempt, details: details.clone() })]
-                        }))
+                        Ok(s.activities
+                            .get(&id)
+                            .filter(|a| a.attempt == attempt && s.is_open())
+                            .map(|_| {
+                                vec![Event::ActivityProgress(ev::ActivityProgress {
+                                    command_seq: id,
+                                    attempt,
+                                    details: details.clone(),
+                                })]
+                            }))
                     })
                     .await?;
             }
         }
-        Ok(Response::new(pb::HeartbeatActivityTaskResponse { cancel_requested }))
+        Ok(Response::new(pb::HeartbeatActivityTaskResponse {
+            cancel_requested,
+        }))
     }
 }
