@@ -46,21 +46,42 @@ impl Server {
         Some(s)
     }
 
+    /// Starts the server and waits for the line it prints once it listens (no polling).
     fn spawn(&mut self) {
-        let child = Command::new(&self.bin)
+        let mut child = Command::new(&self.bin)
             .args(["server", "--listen", &self.addr, "--data-dir"])
             .arg(self.dir.path())
             .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.log)
-                    .unwrap(),
-            )
+            .stderr(Stdio::piped())
             .spawn()
             .expect("server starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap();
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("listening on") {
+                    let _ = ready_tx.send(());
+                }
+                let _ = writeln!(file, "{line}");
+            }
+        });
         self.child = Some(child);
+        // Called from multi-threaded tokio tests: let the runtime move other tasks away.
+        let ready = tokio::task::block_in_place(|| ready_rx.recv_timeout(Duration::from_secs(30)));
+        if ready.is_err() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            panic!("server at {} did not come up; its log:\n{log}", self.addr);
+        }
     }
 
     fn kill(&mut self) {
@@ -75,14 +96,9 @@ impl Server {
     }
 
     async fn client(&self) -> Client {
-        for _ in 0..500 {
-            if let Ok(c) = Client::connect(self.url()).await {
-                return c;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        panic!("server at {} did not come up; its log:\n{log}", self.addr);
+        Client::connect(self.url())
+            .await
+            .expect("the server listens")
     }
 }
 
