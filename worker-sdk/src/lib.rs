@@ -4,6 +4,9 @@
 //! - [`replay`]: replay a recorded history against workflow code (upgrade checks, tests).
 //! - [`activity`]: activities, their context, effects and errors.
 //! - [`testing`]: build histories in code, the way the server would record them.
+//! - [`worker`]: the [`Worker`] that polls a task queue and runs both.
+//! - [`client`]: the [`Client`] that starts runs and follows them.
+//! - [`llm`]: LLM calls as activities, with usage and cost.
 //!
 //! The SDK depends only on the `steadfast.v1` protobuf contract, never on the engine.
 #![warn(missing_docs)]
@@ -18,5 +21,7 @@ pub mod testing;
 pub mod worker;
 pub mod workflow;
 
-pub use activity::{ActivityError, Effect};
+pub use activity::{ActivityContext, ActivityError, Effect};
+pub use client::{Client, StartOptions};
+pub use worker::{Worker, WorkerOptions};
 pub use workflow::{WorkflowContext, WorkflowError};
