@@ -168,6 +168,9 @@ fn worker(server: &Server, counts: &Counts) -> Worker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_survive_a_server_restart() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let Some(mut server) = Server::start() else {
         return;
     };
@@ -328,4 +331,110 @@ async fn a_worker_with_a_small_cache_replays_from_history() {
     );
     let _ = stop_tx.send(());
     worker.await.unwrap().unwrap();
+}
+
+async fn upgrade_v1(ctx: WorkflowContext, (): ()) -> Result<String, WorkflowError> {
+    let a: String = ctx.activity("a", &()).await?;
+    let go: String = ctx.wait_signal("go").await?;
+    Ok(format!("{a}+{go}"))
+}
+
+async fn upgrade_v2(ctx: WorkflowContext, (): ()) -> Result<String, WorkflowError> {
+    // An incompatible change: another activity first.
+    let b: String = ctx.activity("b", &()).await?;
+    Ok(b)
+}
+
+fn upgrade_worker(
+    server: &Server,
+    v2: bool,
+) -> (
+    tokio::task::JoinHandle<Result<(), steadfast_sdk::worker::Error>>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let mut w = Worker::new(server.url(), WorkerOptions::new("upgrade"));
+    if v2 {
+        w.register_workflow("upgrade", upgrade_v2);
+    } else {
+        w.register_workflow("upgrade", upgrade_v1);
+    }
+    for name in ["a", "b"] {
+        w.register_activity(name, Effect::Read, move |_: ActivityContext, (): ()| async move {
+            Ok::<_, ActivityError>(name.to_owned())
+        });
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(w.run_until(async {
+        let _ = rx.await;
+    }));
+    (handle, tx)
+}
+
+/// Waits on the run's events until one of `kind` arrives; returns it.
+async fn wait_for(
+    client: &Client,
+    run_id: &str,
+    kind: steadfast_proto::v1::EventKind,
+) -> steadfast_proto::v1::HistoryEvent {
+    let mut events = Box::pin(client.watch(run_id, 0));
+    while let Some(ev) = events.next().await {
+        if let Some(e) = ev.unwrap().event.filter(|e| e.kind() == kind) {
+            return e;
+        }
+    }
+    panic!("the run ended without a {kind:?} event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nondeterministic_code_holds_the_run_until_fixed_code_polls() {
+    use steadfast_proto::v1::EventKind;
+    use steadfast_proto::v1::history_event::Attributes;
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let client = server.client().await;
+    let opts = StartOptions {
+        task_queue: Some("upgrade".into()),
+        ..Default::default()
+    };
+
+    let (v1, stop) = upgrade_worker(&server, false);
+    let run = client.start_workflow("upgrade", &(), opts).await.unwrap();
+    wait_for(&client, &run.run_id, EventKind::SignalWaitStarted).await;
+    let _ = stop.send(());
+    v1.await.unwrap().unwrap();
+
+    // Incompatible code gets the next task: it reports nondeterminism, the run is held.
+    let (v2, stop) = upgrade_worker(&server, true);
+    client.signal(&run.run_id, "go", &"go").await.unwrap();
+    let failed = wait_for(&client, &run.run_id, EventKind::WorkflowTaskFailed).await;
+    let Some(Attributes::WorkflowTaskFailed(f)) = failed.attributes else {
+        panic!("{failed:?}")
+    };
+    assert_eq!(
+        f.cause(),
+        steadfast_proto::v1::WorkflowTaskFailCause::Nondeterminism
+    );
+    assert!(
+        f.message.starts_with(
+            "[STF-ND001] nondeterminism at command seq 1: history has ActivityScheduled(type=a"
+        ),
+        "{}",
+        f.message
+    );
+    let _ = stop.send(());
+    v2.await.unwrap().unwrap();
+    let info = client.describe(&run.run_id).await.unwrap();
+    assert_eq!(
+        info.status(),
+        steadfast_proto::v1::RunStatus::Running,
+        "held, not failed"
+    );
+
+    // The right code arrives and completes it.
+    let (v1, stop) = upgrade_worker(&server, false);
+    let result: String = run.result(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(result, "a+go");
+    let _ = stop.send(());
+    v1.await.unwrap().unwrap();
 }
