@@ -28,13 +28,18 @@ pub const RETRY_INITIAL_INTERVAL: Duration = Duration::from_secs(1);
 pub const RETRY_BACKOFF: f64 = 2.0;
 /// Attempts of one call, the first included.
 pub const RETRY_MAX_ATTEMPTS: u32 = 5;
+/// A call whose worker stops heartbeating for this long is retried (the worker runtime
+/// heartbeats every running activity about every 500 ms), so a call lost with its worker
+/// costs seconds, not the whole start-to-close timeout.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The options [`chat`] schedules `llm.chat` with: 120 s per attempt; retries after 1 s,
-/// 2 s, 4 s, 8 s (5 attempts); rate limits, 5xx and network failures are retried, refused
-/// requests and credentials ([`NON_RETRYABLE_TYPES`]) are not.
+/// The options [`chat`] schedules `llm.chat` with: 120 s per attempt, lost after 5 s without
+/// a heartbeat; retries after 1 s, 2 s, 4 s, 8 s (5 attempts); rate limits, 5xx and network
+/// failures are retried, refused requests and credentials ([`NON_RETRYABLE_TYPES`]) are not.
 pub fn chat_options() -> ActivityOptions {
     ActivityOptions::default()
         .start_to_close(START_TO_CLOSE)
+        .heartbeat_timeout(HEARTBEAT_TIMEOUT)
         .retry(RetryPolicy {
             initial_interval: Some(RETRY_INITIAL_INTERVAL),
             backoff_coefficient: Some(RETRY_BACKOFF),

@@ -1,0 +1,374 @@
+//! `triage`: the support-ticket triage agent, end to end, in one command.
+//!
+//! ```text
+//! cargo run -p steadfast-examples --bin triage                      # 720 tickets, offline model
+//! cargo run -p steadfast-examples --bin triage -- --crash-worker-after 10
+//! ```
+//! With no `--addr`, it starts a Steadfast server (data in ./triage-data) and a worker as child
+//! processes, starts the run, shows live progress and prints where the report is. With
+//! `--crash-worker-after N` it kills the worker with SIGKILL once N LLM results are recorded,
+//! starts a new one, and the report says how many results were replayed from the log.
+//! `triage worker --addr A` runs only the worker (against your own `steadfast server`).
+
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use steadfast_examples::triage::{self, TriageInput, TriageOutput};
+use steadfast_proto::v1 as pb;
+use steadfast_proto::v1::history_event::Attributes as A;
+use steadfast_sdk::llm::LlmClient;
+use steadfast_sdk::{Client, StartOptions, Worker, WorkerOptions};
+
+#[derive(Parser)]
+#[command(
+    about = "The support-ticket triage agent on Steadfast",
+    args_conflicts_with_subcommands = true
+)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Tickets (JSON Lines).
+    #[arg(long, default_value = "examples/triage/data/tickets.jsonl")]
+    tickets: PathBuf,
+    /// Only the first N tickets.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Tickets per LLM classify call.
+    #[arg(long, default_value_t = triage::DEFAULT_BATCH_SIZE)]
+    batch_size: usize,
+    /// Classify calls in flight at once.
+    #[arg(long, default_value_t = triage::DEFAULT_CONCURRENCY)]
+    concurrency: usize,
+    /// Where the server keeps its data (when this command starts the server).
+    #[arg(long, default_value = "triage-data")]
+    data_dir: PathBuf,
+    /// Where to write the report (default: <data-dir>/report-<run id>.md).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Use a running server instead of starting one (a worker is still started here).
+    #[arg(long)]
+    addr: Option<String>,
+    /// Kill the worker with SIGKILL once N LLM results are recorded, then start a new one.
+    #[arg(long, value_name = "N")]
+    crash_worker_after: Option<u64>,
+    /// Print the result as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run only the worker (workflow `triage` and its tools) against a server.
+    Worker {
+        /// Server address.
+        #[arg(long, env = "STEADFAST_ADDR", default_value = "http://127.0.0.1:7233")]
+        addr: String,
+        /// Log every executed LLM call here (`run activity attempt pid`).
+        #[arg(long)]
+        exec_log: Option<PathBuf>,
+    },
+    /// Run only a Steadfast server (what `steadfast server` does).
+    Server {
+        /// Data directory.
+        #[arg(long, default_value = "triage-data")]
+        data_dir: PathBuf,
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:7233")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+/// A child killed on drop, so nothing outlives this command.
+struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            for _ in 0..100 {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn_server(data_dir: &Path) -> Result<(ChildGuard, String)> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start the server")?;
+    let stderr = child.stderr.take().context("server stderr")?;
+    let guard = ChildGuard(Some(child));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            match line.strip_prefix("steadfast server listening on ") {
+                Some(a) if !sent => {
+                    let _ = tx.send(a.trim().to_string());
+                    sent = true;
+                }
+                _ => eprintln!("[server] {line}"),
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .context("the server did not start within 30 s")?;
+    Ok((guard, format!("http://{addr}")))
+}
+
+fn spawn_worker(addr: &str, data_dir: &Path) -> Result<ChildGuard> {
+    let exe = std::env::current_exe()?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.join("worker.log"))?;
+    let child = Command::new(exe)
+        .args(["worker", "--addr", addr, "--exec-log"])
+        .arg(data_dir.join("llm-executions.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("start the worker")?;
+    Ok(ChildGuard(Some(child)))
+}
+
+async fn run_worker(addr: String, exec_log: Option<PathBuf>) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    triage::set_execution_log(exec_log);
+    let client = LlmClient::from_env().context("LLM configuration (STEADFAST_LLM_*)")?;
+    eprintln!(
+        "triage worker: model {}",
+        if client.is_offline() {
+            "offline-model (built in; set STEADFAST_LLM_BASE_URL for a real one)"
+        } else {
+            "from STEADFAST_LLM_*"
+        }
+    );
+    let mut worker = Worker::new(addr.as_str(), WorkerOptions::default());
+    triage::register(&mut worker, client);
+    worker.run().await?;
+    Ok(())
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
+async fn run(a: RunArgs) -> Result<()> {
+    let tickets = absolute(&a.tickets)?;
+    if !tickets.is_file() {
+        bail!(
+            "no ticket file at {} (run from the repository root, or pass --tickets PATH)",
+            tickets.display()
+        );
+    }
+    std::fs::create_dir_all(&a.data_dir)
+        .with_context(|| format!("create {}", a.data_dir.display()))?;
+    let data_dir = absolute(&a.data_dir)?;
+    let (mut server, addr) = match &a.addr {
+        Some(addr) => (ChildGuard(None), addr.clone()),
+        None => {
+            let (g, addr) = spawn_server(&data_dir)?;
+            eprintln!(
+                "started a Steadfast server at {addr} (data in {})",
+                data_dir.display()
+            );
+            (g, addr)
+        }
+    };
+    let mut worker = spawn_worker(&addr, &data_dir)?;
+    eprintln!(
+        "started a worker (log in {})",
+        data_dir.join("worker.log").display()
+    );
+    let client = Client::connect(addr.as_str())
+        .await
+        .context("connect to the server")?;
+    let report_hint = a.report.as_ref().map(|r| absolute(r)).transpose()?;
+    let input_for = |run_hint: &str| TriageInput {
+        tickets_path: tickets.display().to_string(),
+        limit: a.limit,
+        batch_size: a.batch_size,
+        concurrency: a.concurrency,
+        report_path: report_hint
+            .clone()
+            .unwrap_or_else(|| data_dir.join(format!("report-{run_hint}.md")))
+            .display()
+            .to_string(),
+    };
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let input = input_for(&format!("{stamp}"));
+    let run = client
+        .start_workflow(triage::WORKFLOW_TYPE, &input, StartOptions::default())
+        .await?;
+    let run_id = run.run_id.clone();
+    eprintln!(
+        "run {run_id} started; follow it from another terminal with: steadfast run watch {run_id} --addr {addr}"
+    );
+
+    let tty = std::io::stderr().is_terminal();
+    let bar = indicatif::ProgressBar::new(0);
+    if tty {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40.cyan/blue} {pos}/{len} tickets  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut llm_ids = std::collections::HashSet::new();
+    let (mut llm_recorded, mut crashed) = (0u64, false);
+    let mut events = Box::pin(client.watch(&run_id, 0));
+    let mut last_status = None;
+    while let Some(item) = events.next().await {
+        let resp = item?;
+        if let Some(info) = &resp.run {
+            last_status = Some(info.status);
+        }
+        let Some(ev) = resp.event else { continue };
+        match ev.attributes {
+            Some(A::ActivityScheduled(s))
+                if s.activity_type == steadfast_sdk::llm::ACTIVITY_NAME =>
+            {
+                llm_ids.insert(s.command_seq);
+            }
+            Some(A::ActivityCompleted(c)) if llm_ids.contains(&c.command_seq) => llm_recorded += 1,
+            Some(A::ProgressReported(p)) => {
+                if tty {
+                    bar.set_length(p.total.max(1));
+                    bar.set_position(p.done);
+                    bar.set_message(p.message.clone());
+                } else {
+                    eprintln!("progress {}/{}: {}", p.done, p.total, p.message);
+                }
+            }
+            _ => {}
+        }
+        if let Some(n) = a.crash_worker_after {
+            if !crashed && llm_recorded >= n {
+                crashed = true;
+                let pid = worker.0.as_ref().map(Child::id).unwrap_or(0);
+                worker.kill9();
+                bar.suspend(|| eprintln!("killed the worker (pid {pid}) with SIGKILL after {llm_recorded} recorded LLM results; starting a new worker"));
+                worker = spawn_worker(&addr, &data_dir)?;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let info = client.describe(&run_id).await?;
+    worker.stop();
+    server.stop();
+    let status = pb::RunStatus::try_from(info.status).unwrap_or(pb::RunStatus::Unspecified);
+    let _ = last_status;
+    if status != pb::RunStatus::Completed {
+        let failure = info.failure.map(|f| f.message).unwrap_or_default();
+        bail!("run {run_id} ended {}: {failure}", status.as_str_name());
+    }
+    let out: TriageOutput =
+        serde_json::from_slice(&info.result.map(|p| p.data).unwrap_or_default())
+            .context("decode the run's result")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    eprintln!(
+        "\nTop recurring issues ({} tickets, {} noise):",
+        out.facts.total_tickets, out.facts.noise_tickets
+    );
+    for (i, t) in out.facts.themes.iter().take(8).enumerate() {
+        eprintln!(
+            "  {:>2}. {:<40} {:>4} tickets  {:>5.1}%",
+            i + 1,
+            t.name,
+            t.count,
+            t.share * 100.0
+        );
+    }
+    let d = &out.durability;
+    eprintln!(
+        "\nLLM calls: {} recorded ({} tokens, ${:.4}, model {}); {} executed by the final worker, {} replayed from the log.",
+        out.footer.llm_calls,
+        out.footer.input_tokens + out.footer.output_tokens,
+        out.footer.cost_micros as f64 / 1e6,
+        out.footer.model,
+        d.executed_by_this_worker,
+        d.replayed_from_log
+    );
+    eprintln!("Report: {}", out.report_path);
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    match args.cmd {
+        Some(Cmd::Worker { addr, exec_log }) => rt.block_on(run_worker(addr, exec_log)),
+        Some(Cmd::Server { data_dir, listen }) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            rt.block_on(steadfast_server::server::run(
+                steadfast_server::ServerConfig { data_dir, listen },
+            ))
+        }
+        None => rt.block_on(run(args.run)),
+    }
+}
