@@ -1,0 +1,214 @@
+//! The triage agent end to end, as the README runs it: the `triage` binary starts its server
+//! and worker, runs the agent on a slice of the tickets, and writes the report.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+const TICKETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/triage/data/tickets.jsonl");
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn triage(args: &[&str]) -> (Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_triage"))
+        .args(["--tickets", TICKETS, "--json"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run triage");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "triage failed:\n{stderr}");
+    (
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("triage --json output: {e}\n{stderr}")),
+        stderr,
+    )
+}
+
+#[test]
+fn report_structure_and_counts_add_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let report = dir.path().join("report.md");
+    let (out, _) = triage(&[
+        "--limit",
+        "60",
+        "--batch-size",
+        "20",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let facts = &out["facts"];
+    let total = facts["total_tickets"].as_u64().unwrap();
+    assert_eq!(total, 60);
+    let themes = facts["themes"].as_array().unwrap();
+    let in_themes: u64 = themes.iter().map(|t| t["count"].as_u64().unwrap()).sum();
+    let noise = facts["noise_tickets"].as_u64().unwrap();
+    let unclassified = facts["unclassified_tickets"].as_u64().unwrap();
+    assert_eq!(
+        in_themes + noise + unclassified,
+        total,
+        "every ticket is counted exactly once"
+    );
+    assert_eq!(unclassified, 0, "the offline model classifies every ticket");
+    let shares: f64 = themes.iter().map(|t| t["share"].as_f64().unwrap()).sum();
+    assert!((shares - in_themes as f64 / total as f64).abs() < 1e-9);
+    for w in themes.windows(2) {
+        assert!(
+            w[0]["count"].as_u64() >= w[1]["count"].as_u64(),
+            "themes sorted by count"
+        );
+    }
+    // 3 classify batches + merge + summary.
+    assert_eq!(out["footer"]["llm_calls"], 5);
+    assert!(out["footer"]["input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(out["footer"]["model"], "offline-model");
+    assert_eq!(out["durability"]["llm_calls_recorded"], 5);
+    assert_eq!(out["durability"]["replayed_from_log"], 0);
+
+    let md = std::fs::read_to_string(&report).unwrap();
+    for needle in [
+        "# Support ticket triage report",
+        "## Executive summary",
+        "## Suggested actions",
+        "## Top recurring issues",
+        "| # | Theme | Tickets | Share |",
+        "*Accounting:*",
+        "Durability: 5 LLM results recorded",
+    ] {
+        assert!(md.contains(needle), "report lacks {needle:?}:\n{md}");
+    }
+    let top = &themes[0];
+    let row = format!(
+        "| 1 | {} | {} |",
+        top["name"].as_str().unwrap(),
+        top["count"]
+    );
+    assert!(md.contains(&row), "report lacks the top row {row:?}");
+    assert!(md.contains(&format!("= {total} tickets")));
+    let examples = top["examples"].as_array().unwrap();
+    assert!(!examples.is_empty() && examples.len() <= 3);
+    assert!(md.contains(examples[0]["id"].as_str().unwrap()));
+}
+
+/// Starts `triage server` on a free port and returns it with its address.
+fn server(data: &Path) -> (Kill, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_triage"))
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        if let Some(a) = line.strip_prefix("steadfast server listening on ") {
+            break a.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (Kill(child), format!("http://{addr}"))
+}
+
+#[test]
+fn worker_killed_midway_no_recorded_llm_call_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (_server, addr) = server(&data);
+    let (out, stderr) = triage(&[
+        "--limit",
+        "200",
+        "--batch-size",
+        "10",
+        "--crash-worker-after",
+        "5",
+        "--addr",
+        &addr,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("killed the worker"), "{stderr}");
+    let run_id = out["footer"]["run_id"].as_str().unwrap().to_string();
+    let d = &out["durability"];
+    let recorded = d["llm_calls_recorded"].as_u64().unwrap();
+    assert_eq!(recorded, 22, "20 classify batches + merge + summary");
+    assert!(d["replayed_from_log"].as_u64().unwrap() >= 5, "{d}");
+    assert_eq!(
+        d["replayed_from_log"].as_u64().unwrap() + d["executed_by_this_worker"].as_u64().unwrap(),
+        recorded
+    );
+
+    // The history says which attempt of each LLM call was recorded; the execution log says
+    // which attempts actually called the model. No attempt after the recorded one may exist,
+    // and the recorded attempt ran exactly once: a recorded result was never called again.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let history = rt.block_on(async {
+        let c = steadfast_sdk::Client::connect(addr.as_str()).await.unwrap();
+        c.history(&run_id).await.unwrap()
+    });
+    use steadfast_proto::v1::history_event::Attributes as A;
+    let mut llm = std::collections::HashSet::new();
+    let mut recorded_attempt: HashMap<u32, u32> = HashMap::new();
+    for e in &history {
+        match &e.attributes {
+            Some(A::ActivityScheduled(s)) if s.activity_type == "llm.chat" => {
+                llm.insert(s.command_seq);
+            }
+            Some(A::ActivityCompleted(c)) if llm.contains(&c.command_seq) => {
+                assert!(
+                    recorded_attempt.insert(c.command_seq, c.attempt).is_none(),
+                    "two completions recorded for activity {}",
+                    c.command_seq
+                );
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(recorded_attempt.len() as u64, recorded);
+    let log = std::fs::read_to_string(data.join("llm-executions.log")).unwrap();
+    let mut executions: HashMap<(u32, u32), u32> = HashMap::new();
+    for l in log.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f[0] == run_id {
+            *executions
+                .entry((f[1].parse().unwrap(), f[2].parse().unwrap()))
+                .or_default() += 1;
+        }
+    }
+    for (id, attempt) in &recorded_attempt {
+        assert_eq!(
+            executions.get(&(*id, *attempt)),
+            Some(&1),
+            "recorded attempt {attempt} of LLM call {id} ran exactly once"
+        );
+        assert!(
+            !executions.keys().any(|(i, a)| i == id && a > attempt),
+            "LLM call {id} ran again after its result was recorded"
+        );
+    }
+    let _ = Duration::ZERO;
+}
