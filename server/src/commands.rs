@@ -35,9 +35,8 @@ pub fn to_events(
     }
     let mut out = Vec::with_capacity(commands.len());
     let mut continued = None;
-    let mut next = s.next_command_seq;
     let mut closed = false;
-    for c in commands {
+    for (next, c) in (s.next_command_seq..).zip(commands) {
         let seq = c.seq;
         if seq != next {
             return Err(bad(
@@ -50,7 +49,6 @@ pub fn to_events(
         if closed {
             return Err(bad(seq, "a command after the one that ended the run"));
         }
-        next += 1;
         let cmd = c
             .command
             .as_ref()

@@ -50,16 +50,15 @@ pub fn next_attempt_at(
     now: TimeMs,
 ) -> Option<TimeMs> {
     let o = &act.options;
-    if let Some(f) = failure {
-        if f.non_retryable
+    if let Some(f) = failure
+        && (f.non_retryable
             || f.error_type == CANCELLED_ERROR_TYPE
             || o.retry
                 .non_retryable_error_types
                 .iter()
-                .any(|t| t == &f.error_type)
-        {
-            return None;
-        }
+                .any(|t| t == &f.error_type))
+    {
+        return None;
     }
     if o.retry.maximum_attempts > 0 && attempt >= o.retry.maximum_attempts {
         return None;
@@ -123,8 +122,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(next_attempt_at(&a, 1, Some(&f), 0), None);
-        let mut o = ActivityOptions::default();
-        o.schedule_to_close_ms = 1_500;
+        let o = ActivityOptions {
+            schedule_to_close_ms: 1_500,
+            ..Default::default()
+        };
         assert_eq!(next_attempt_at(&act(o), 1, None, 600), None);
     }
 }

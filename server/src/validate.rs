@@ -75,12 +75,12 @@ pub fn payload(field: &str, p: Option<&pb::Payload>) -> Result<Payload, Status> 
         )));
     }
     let out = convert::payload_from(p);
-    if out.encoding == ENCODING_JSON {
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&out.data) {
-            return Err(Status::invalid_argument(format!(
-                "{field} is not valid JSON: {e}"
-            )));
-        }
+    if out.encoding == ENCODING_JSON
+        && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&out.data)
+    {
+        return Err(Status::invalid_argument(format!(
+            "{field} is not valid JSON: {e}"
+        )));
     }
     Ok(out)
 }

@@ -45,7 +45,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::UpdateBudgetResponse>, Status> {
         let r = req.get_ref();
         let key = validate::run_key(&r.namespace, &r.run_id)?;
-        let update = r.budget.clone().ok_or_else(|| {
+        let update = r.budget.ok_or_else(|| {
             Status::invalid_argument("budget is missing: give at least one ceiling")
         })?;
         let mut result = None;

@@ -62,15 +62,14 @@ pub async fn start(
     validate::opt_name("task_queue", &r.task_queue)?;
     validate::opt_name("identity", &r.identity)?;
     let input = validate::payload("input", r.input.as_ref())?;
-    if !r.workflow_id.is_empty() {
-        if let Some(id) = core
+    if !r.workflow_id.is_empty()
+        && let Some(id) = core
             .store
             .open_run_for_workflow_id(&ns, &r.workflow_id)
             .await
             .map_err(status)?
-        {
-            return Ok((id, false));
-        }
+    {
+        return Ok((id, false));
     }
     let run_id = RunId::new_v7();
     let key = RunKey::new(ns.clone(), run_id);

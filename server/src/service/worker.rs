@@ -301,10 +301,7 @@ impl WorkerApi {
     }
 }
 
-fn open_activity<'a>(
-    s: &'a RunState,
-    id: u32,
-) -> Result<&'a steadfast_engine::state::ActivityState, Status> {
+fn open_activity(s: &RunState, id: u32) -> Result<&steadfast_engine::state::ActivityState, Status> {
     s.activities.get(&id).ok_or_else(|| Status::not_found(format!("activity {id} of run {} is already closed (its result was recorded or it was cancelled)", s.key.run_id)))
 }
 
@@ -323,13 +320,12 @@ impl WorkerService for WorkerApi {
             .next_task(&ns, &r.task_queue, TaskKind::Workflow, deadline)
             .await?
         {
-            if let Task::Workflow { key, scheduled_seq } = task {
-                if let Some(resp) = self
+            if let Task::Workflow { key, scheduled_seq } = task
+                && let Some(resp) = self
                     .start_workflow_task(key, scheduled_seq, &r.worker_id)
                     .await?
-                {
-                    return Ok(Response::new(resp));
-                }
+            {
+                return Ok(Response::new(resp));
             }
         }
         Ok(Response::new(pb::PollWorkflowTaskResponse::default()))
@@ -421,13 +417,12 @@ impl WorkerService for WorkerApi {
             .next_task(&ns, &r.task_queue, TaskKind::Activity, deadline)
             .await?
         {
-            if let Task::Activity { key, id, attempt } = task {
-                if let Some(resp) = self
+            if let Task::Activity { key, id, attempt } = task
+                && let Some(resp) = self
                     .start_activity_task(key, id, attempt, &r.worker_id)
                     .await?
-                {
-                    return Ok(Response::new(resp));
-                }
+            {
+                return Ok(Response::new(resp));
             }
         }
         Ok(Response::new(pb::PollActivityTaskResponse::default()))
