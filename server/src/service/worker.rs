@@ -212,6 +212,18 @@ impl WorkerApi {
                     })
                     .await?;
             }
+            // No worker holds this attempt: drop the lease poll_task took, so that raising the
+            // budget (BudgetUpdated) offers it again. Without this it stayed leased until a
+            // server restart.
+            self.core
+                .store
+                .release_task(&Task::Activity {
+                    key: key.clone(),
+                    id,
+                    attempt,
+                })
+                .await
+                .map_err(status)?;
             tracing::info!(run = %key, activity = id, dimension = hit.dimension.as_str(), "run parked on its budget");
             return Ok(None);
         }
