@@ -1,0 +1,428 @@
+//! `agent-worker`: the worker of the agent tests (tests/tests/agent_*.rs): LLM-like calls that
+//! report usage, tools typed by effect, a human in the loop, progress and cancellation.
+//!
+//! ```text
+//! agent-worker --addr http://127.0.0.1:PORT --log SIDE_FILE [--task-queue Q]
+//! ```
+//! It runs with the SDK's default [`WorkerOptions`] (heartbeat interval included), so what the
+//! tests measure is what users get.
+//!
+//! The side file gets one JSON object per line, appended with `O_APPEND` and synced before the
+//! activity goes on, so it survives a SIGKILL of the worker:
+//! - `{"ev":"start","run","id","attempt","type","key","pid","t_us", ...}` when an activity
+//!   attempt starts, before it does anything;
+//! - `{"ev":"cancelled","run","id","attempt","t_us"}` when a `work` attempt observes its
+//!   cancellation (`t_us`: wall clock, microseconds since the epoch).
+//!
+//! Workflows (JSON inputs; absent fields take their defaults):
+//! - `llm_agent` `{steps, input_tokens, output_tokens, cost_micros, model}`: `steps` sequential
+//!   `llm` calls, each reporting that usage; returns `{"replies": [...]}`.
+//! - `human` `{question, choices, signal}`: waits for `signal` (default `approve`) with the
+//!   question and choices; returns `{"answer": <its input>}`.
+//! - `sleeper` `{ms}`: one durable timer.
+//! - `tool_call` `{tool, hang_ms, hang_attempts, start_to_close_ms, task_queue,
+//!   retry_initial_ms, max_attempts}`: one call of activity `tool` (`write_tool`, `idem_tool`,
+//!   `read_tool` or `flaky`); returns `{"tool": <result>}` or `{"error": <failure message>}`.
+//! - `steps` `{n, step_ms, slow_step, slow_ms, gate_at}`: `n` `work` steps, each reported with
+//!   `ctx.progress` and followed by a partial result `{"done": [...]}`; step `slow_step` takes
+//!   `slow_ms`; before step `gate_at` it waits for signal `go`. On a cancellation it ends
+//!   cancelled with `{"done": [...], "cancelled_at": i}`.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use steadfast_proto::v1 as pb;
+use steadfast_sdk::activity::{ActivityContext, ActivityError};
+use steadfast_sdk::worker::{Worker, WorkerOptions};
+use steadfast_sdk::workflow::{ActivityOptions, RetryPolicy, WaitSignalOptions};
+use steadfast_sdk::{Effect, WorkflowContext, WorkflowError};
+
+/// The command line (parsed by hand: this crate's dependencies stay those of the harness).
+struct Args {
+    /// Server address.
+    addr: String,
+    /// Task queue to poll.
+    task_queue: String,
+    /// The side file activity attempts append to.
+    log: PathBuf,
+}
+
+impl Args {
+    fn parse() -> anyhow::Result<Args> {
+        let mut addr = "http://127.0.0.1:7233".to_string();
+        let mut task_queue = "default".to_string();
+        let mut log = None;
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            let mut value = || {
+                it.next()
+                    .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
+            };
+            match flag.as_str() {
+                "--addr" => addr = value()?,
+                "--task-queue" => task_queue = value()?,
+                "--log" => log = Some(PathBuf::from(value()?)),
+                other => anyhow::bail!(
+                    "unknown flag {other}: agent-worker --addr URL --log FILE [--task-queue Q]"
+                ),
+            }
+        }
+        let log = log.ok_or_else(|| anyhow::anyhow!("--log FILE is required"))?;
+        Ok(Args {
+            addr,
+            task_queue,
+            log,
+        })
+    }
+}
+
+static SIDE_FILE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Wall clock in microseconds since the epoch: the tests compare it with their own clock.
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Appends one JSON line to the side file and syncs it (blocking; lines are short).
+fn side_append(mut line: Value) -> Result<(), ActivityError> {
+    line["pid"] = json!(std::process::id());
+    line["t_us"] = json!(now_us());
+    let mut text = line.to_string();
+    text.push('\n');
+    let path = SIDE_FILE.get().expect("side file set in main");
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+        // One write(2): with O_APPEND the line lands whole.
+        f.write_all(text.as_bytes())?;
+        f.sync_data()
+    };
+    write().map_err(|e| ActivityError::non_retryable(format!("side file: {e}")))
+}
+
+/// Records that this attempt started, with `extra` fields.
+fn record_start(ctx: &ActivityContext, extra: Value) -> Result<(), ActivityError> {
+    let i = ctx.info();
+    let mut line = json!({
+        "ev": "start", "run": i.run_id, "id": i.activity_id, "attempt": i.attempt,
+        "type": i.activity_type, "key": i.idempotency_key,
+    });
+    if let (Some(l), Value::Object(e)) = (line.as_object_mut(), extra) {
+        l.extend(e);
+    }
+    side_append(line)
+}
+
+fn retry(initial_ms: u64, max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        initial_interval: Some(Duration::from_millis(initial_ms)),
+        backoff_coefficient: Some(1.0),
+        maximum_interval: Some(Duration::from_millis(initial_ms)),
+        maximum_attempts: max_attempts,
+        ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------- llm_agent
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct AgentInput {
+    steps: u32,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_micros: u64,
+    model: String,
+}
+
+impl Default for AgentInput {
+    fn default() -> Self {
+        AgentInput {
+            steps: 3,
+            input_tokens: 60,
+            output_tokens: 40,
+            cost_micros: 1_500,
+            model: "fake-model".into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LlmCall {
+    step: u32,
+    prompt: String,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_micros: u64,
+    model: String,
+}
+
+async fn llm_agent(ctx: WorkflowContext, input: AgentInput) -> Result<Value, WorkflowError> {
+    let mut replies = Vec::new();
+    for step in 0..input.steps {
+        let call = LlmCall {
+            step,
+            prompt: format!("step {step}: what next?"),
+            input_tokens: input.input_tokens,
+            output_tokens: input.output_tokens,
+            cost_micros: input.cost_micros,
+            model: input.model.clone(),
+        };
+        let reply: String = ctx
+            .activity("llm", &call)
+            .options(ActivityOptions::default().retry(retry(200, 0)))
+            .await?;
+        replies.push(reply);
+    }
+    Ok(json!({ "replies": replies }))
+}
+
+/// An LLM call stand-in: answers at once and reports the usage it was told to.
+async fn llm(ctx: ActivityContext, call: LlmCall) -> Result<String, ActivityError> {
+    record_start(&ctx, json!({ "step": call.step }))?;
+    ctx.add_usage(&pb::Usage {
+        input_tokens: call.input_tokens,
+        output_tokens: call.output_tokens,
+        cost_micros: call.cost_micros,
+        model: call.model.clone(),
+        ..Default::default()
+    });
+    Ok(format!("reply to step {}", call.step))
+}
+
+// ---------------------------------------------------------------- human, sleeper
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct HumanInput {
+    question: String,
+    choices: Vec<String>,
+    signal: Option<String>,
+}
+
+async fn human(ctx: WorkflowContext, input: HumanInput) -> Result<Value, WorkflowError> {
+    let name = input.signal.unwrap_or_else(|| "approve".into());
+    let wait = WaitSignalOptions::question(input.question.clone()).choices(input.choices);
+    let answer: Option<Value> = ctx.wait_signal_with(&name, wait).await?;
+    Ok(json!({ "question": input.question, "answer": answer }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SleeperInput {
+    ms: u64,
+}
+
+async fn sleeper(ctx: WorkflowContext, input: SleeperInput) -> Result<String, WorkflowError> {
+    ctx.sleep(Duration::from_millis(input.ms)).await;
+    Ok("slept".into())
+}
+
+// ---------------------------------------------------------------- tool_call
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct ToolCallInput {
+    tool: String,
+    hang_ms: u64,
+    hang_attempts: u32,
+    start_to_close_ms: u64,
+    task_queue: Option<String>,
+    retry_initial_ms: u64,
+    max_attempts: u32,
+}
+
+impl Default for ToolCallInput {
+    fn default() -> Self {
+        ToolCallInput {
+            tool: "write_tool".into(),
+            hang_ms: 0,
+            hang_attempts: 0,
+            start_to_close_ms: 20_000,
+            task_queue: None,
+            retry_initial_ms: 100,
+            max_attempts: 0,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ToolInput {
+    hang_ms: u64,
+    hang_attempts: u32,
+}
+
+async fn tool_call(ctx: WorkflowContext, input: ToolCallInput) -> Result<Value, WorkflowError> {
+    let mut opts = ActivityOptions::default()
+        .start_to_close(Duration::from_millis(input.start_to_close_ms))
+        .retry(retry(input.retry_initial_ms, input.max_attempts));
+    if let Some(q) = &input.task_queue {
+        opts = opts.task_queue(q.clone());
+    }
+    let call = ToolInput {
+        hang_ms: input.hang_ms,
+        hang_attempts: input.hang_attempts,
+    };
+    match ctx
+        .activity::<Value>(&input.tool, &call)
+        .options(opts)
+        .await
+    {
+        Ok(v) => Ok(json!({ "tool": v })),
+        Err(ActivityError::Failed { message, .. }) => Ok(json!({ "error": message })),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A tool: hangs for `hang_ms` on its first `hang_attempts` attempts (so that a test can kill
+/// its worker mid-attempt), then answers with who ran it.
+async fn tool(ctx: ActivityContext, input: ToolInput) -> Result<Value, ActivityError> {
+    record_start(&ctx, json!({}))?;
+    if ctx.attempt() <= input.hang_attempts {
+        tokio::time::sleep(Duration::from_millis(input.hang_ms)).await;
+    }
+    Ok(json!({
+        "attempt": ctx.attempt(), "key": ctx.idempotency_key(), "pid": std::process::id(),
+    }))
+}
+
+/// Always fails (retryably): the run waits on its retry backoff.
+async fn flaky(ctx: ActivityContext, _input: ToolInput) -> Result<Value, ActivityError> {
+    record_start(&ctx, json!({}))?;
+    Err(ActivityError::retryable("flaky always fails").with_type("Flaky"))
+}
+
+// ---------------------------------------------------------------- steps
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct StepsInput {
+    n: u32,
+    step_ms: u64,
+    slow_step: Option<u32>,
+    slow_ms: u64,
+    gate_at: Option<u32>,
+}
+
+impl Default for StepsInput {
+    fn default() -> Self {
+        StepsInput {
+            n: 3,
+            step_ms: 50,
+            slow_step: None,
+            slow_ms: 60_000,
+            gate_at: None,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WorkInput {
+    step: u32,
+    ms: u64,
+}
+
+async fn steps(ctx: WorkflowContext, input: StepsInput) -> Result<Value, WorkflowError> {
+    let n = input.n;
+    let mut done: Vec<Value> = Vec::new();
+    for step in 0..n {
+        if input.gate_at == Some(step) {
+            ctx.progress(
+                u64::from(step),
+                u64::from(n),
+                format!("step {step} waits for go"),
+            );
+            let _: Value = ctx.wait_signal("go").await?;
+        }
+        if ctx.is_cancel_requested() {
+            return Err(WorkflowError::Cancelled {
+                partial: Some(json!({ "done": done, "cancelled_at": step })),
+            });
+        }
+        ctx.progress(u64::from(step), u64::from(n), format!("step {step}"));
+        let ms = if input.slow_step == Some(step) {
+            input.slow_ms
+        } else {
+            input.step_ms
+        };
+        let opts = ActivityOptions::default()
+            .start_to_close(Duration::from_millis(ms + 30_000))
+            .retry(retry(200, 0));
+        match ctx
+            .activity::<Value>("work", &WorkInput { step, ms })
+            .options(opts)
+            .await
+        {
+            Ok(v) => done.push(v),
+            Err(ActivityError::Cancelled) if ctx.is_cancel_requested() => {
+                return Err(WorkflowError::Cancelled {
+                    partial: Some(json!({ "done": done, "cancelled_at": step })),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        ctx.set_partial_result(&json!({ "done": done }))?;
+    }
+    ctx.progress(u64::from(n), u64::from(n), "done");
+    Ok(json!({ "done": done }))
+}
+
+/// Works for `ms`, heartbeating `{step, tick}` every 100 ms; stops as soon as it is cancelled,
+/// after recording when it noticed.
+async fn work(ctx: ActivityContext, input: WorkInput) -> Result<Value, ActivityError> {
+    record_start(&ctx, json!({ "step": input.step }))?;
+    let end = tokio::time::Instant::now() + Duration::from_millis(input.ms);
+    let mut tick = 0u64;
+    loop {
+        ctx.heartbeat(json!({ "step": input.step, "tick": tick }));
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        tokio::select! {
+            _ = ctx.cancelled() => {
+                let i = ctx.info();
+                side_append(json!({
+                    "ev": "cancelled", "run": i.run_id, "id": i.activity_id, "attempt": i.attempt,
+                }))?;
+                return Err(ActivityError::Cancelled);
+            }
+            _ = tokio::time::sleep(left.min(Duration::from_millis(100))) => {}
+        }
+        tick += 1;
+    }
+    Ok(json!({ "step": input.step, "ticks": tick }))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse()?;
+    SIDE_FILE.set(args.log).expect("side file set once");
+    let mut worker = Worker::new(args.addr.as_str(), WorkerOptions::new(args.task_queue));
+    worker
+        .register_workflow("llm_agent", llm_agent)
+        .register_workflow("human", human)
+        .register_workflow("sleeper", sleeper)
+        .register_workflow("tool_call", tool_call)
+        .register_workflow("steps", steps)
+        .register_activity("llm", Effect::Read, llm)
+        .register_activity("write_tool", Effect::Write, tool)
+        .register_activity("idem_tool", Effect::Idempotent, tool)
+        .register_activity("read_tool", Effect::Read, tool)
+        .register_activity("flaky", Effect::Idempotent, flaky)
+        .register_activity("work", Effect::Read, work);
+    eprintln!(
+        "agent-worker polling {} pid {}",
+        args.addr,
+        std::process::id()
+    );
+    worker.run().await?;
+    Ok(())
+}
