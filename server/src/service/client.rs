@@ -47,7 +47,29 @@ pub async fn run_info(core: &Core, s: &RunState) -> Result<pb::RunInfo, Status> 
         },
         None => None,
     };
-    Ok(convert::run_info(s, core.now(), result))
+    let mut info = convert::run_info(s, core.now(), result);
+    mark_running(core, s, &mut info);
+    Ok(info)
+}
+
+/// Only `write` attempts are recorded as started in the history, so the state alone says
+/// "scheduled" for a read or idempotent attempt that a worker is running. The server knows
+/// which attempts it handed out: say "running" for those, since their dispatch.
+fn mark_running(core: &Core, s: &RunState, info: &mut pb::RunInfo) {
+    use pb::waiting_on::What;
+    let dispatched = core.dispatched.lock();
+    if dispatched.is_empty() {
+        return;
+    }
+    for w in &mut info.waiting_on {
+        if let Some(What::Activity(a)) = &mut w.what
+            && a.state == "scheduled"
+            && let Some(at) = dispatched.get(&(s.key.clone(), a.activity_id, a.attempt))
+        {
+            a.state = "running".into();
+            a.since_ms = *at;
+        }
+    }
 }
 
 /// Starts a run (or returns the open run of its workflow id). Shared with signal-with-start.
