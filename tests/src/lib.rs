@@ -11,28 +11,76 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod side;
+
 /// Where the workspace's binaries are (target/debug), after building them once.
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let root = workspace_root();
-        let out = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "steadfast-server", "-p", "steadfast-examples", "-p", "steadfast-tests", "--bins"])
-            .current_dir(&root)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cargo build for the test binaries");
-        assert!(out.status.success(), "building the binaries failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let started = Instant::now();
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "steadfast-server",
+            "-p",
+            "steadfast-examples",
+            "-p",
+            "steadfast-tests",
+            "--bins",
+        ])
+        .current_dir(workspace_root())
+        .stdin(Stdio::null());
+        // `cargo test` sets these for the test process; build scripts that watch them (ring
+        // watches CARGO_MANIFEST_DIR) would rerun and rebuild half the tree on every test
+        // binary, and again on the next plain `cargo build`.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if is_cargo_test_env(&k) {
+                cmd.env_remove(&*k);
+            }
+        }
+        let out = cmd.output().expect("run cargo build for the test binaries");
+        assert!(
+            out.status.success(),
+            "building the binaries failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("[harness] binaries built in {:?}", started.elapsed());
         // target/debug/deps/<test> -> target/debug
         let exe = std::env::current_exe().expect("current exe");
-        exe.parent().and_then(Path::parent).expect("target/debug").to_path_buf()
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("target/debug")
+            .to_path_buf()
     })
+}
+
+/// Whether `cargo test` set variable `k` for the crate under test (as opposed to cargo's own
+/// configuration, such as CARGO_HOME or CARGO_TARGET_DIR, which the nested build keeps).
+fn is_cargo_test_env(k: &str) -> bool {
+    k.starts_with("CARGO_PKG_")
+        || k.starts_with("CARGO_BIN_")
+        || matches!(
+            k,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "OUT_DIR"
+        )
 }
 
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// Path of a workspace binary.
@@ -49,8 +97,14 @@ pub struct Proc {
 impl Proc {
     /// Spawns `cmd` with stdin closed.
     pub fn spawn(name: &str, cmd: &mut Command) -> Result<Proc> {
-        let child = cmd.stdin(Stdio::null()).spawn().with_context(|| format!("spawn {name}"))?;
-        Ok(Proc { child: Some(child), name: name.to_string() })
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawn {name}"))?;
+        Ok(Proc {
+            child: Some(child),
+            name: name.to_string(),
+        })
     }
 
     /// SIGKILL now, and wait for it.
@@ -63,7 +117,9 @@ impl Proc {
 
     /// SIGTERM, then wait up to `grace` before SIGKILL. Returns whether it exited by itself.
     pub fn terminate(&mut self, grace: Duration) -> bool {
-        let Some(mut c) = self.child.take() else { return true };
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
         // SAFETY: kill(2) with a pid we own; no memory is touched.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let end = Instant::now() + grace;
@@ -113,22 +169,28 @@ impl Server {
     pub fn start(data_dir: &Path, port: Option<u16>) -> Result<Server> {
         let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
         let mut cmd = Command::new(bin("steadfast"));
-        cmd.args(["server", "--data-dir"]).arg(data_dir).args(["--listen", &listen]).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(["server", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
         let mut proc = Proc::spawn("steadfast server", &mut cmd)?;
-        let stderr = proc.child.as_mut().and_then(|c| c.stderr.take()).context("server stderr")?;
+        let stderr = proc
+            .child
+            .as_mut()
+            .and_then(|c| c.stderr.take())
+            .context("server stderr")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Some(a) = line.strip_prefix("steadfast server listening on ") {
-                        let _ = tx.send(a.trim().to_string());
-                        sent = true;
-                        continue;
-                    }
+                if !sent && let Some(a) = line.strip_prefix("steadfast server listening on ") {
+                    let _ = tx.send(a.trim().to_string());
+                    sent = true;
+                    continue;
                 }
                 eprintln!("[server] {line}");
             }
@@ -137,7 +199,11 @@ impl Server {
             Ok(a) => a.parse().context("listen address")?,
             Err(_) => bail!("the server did not report its address within 30 s"),
         };
-        Ok(Server { proc, addr, data_dir: data_dir.to_path_buf() })
+        Ok(Server {
+            proc,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        })
     }
 
     /// The address as clients take it.
@@ -148,6 +214,12 @@ impl Server {
     /// SIGKILL the server and start it again on the same port and data dir.
     pub fn crash_and_restart(&mut self) -> Result<()> {
         self.proc.kill9();
+        self.restart()
+    }
+
+    /// Starts the server again on the same port and data dir (after [`Proc::kill9`] of
+    /// `self.proc`).
+    pub fn restart(&mut self) -> Result<()> {
         let port = self.addr.port();
         let mut last = None;
         // The port can take a moment to be free again after a kill.
@@ -167,8 +239,94 @@ impl Server {
 
 /// Runs the CLI against `addr`; returns (exit code, stdout, stderr).
 pub fn cli(addr: &str, args: &[&str]) -> Result<(i32, String, String)> {
-    let out = Command::new(bin("steadfast")).args(args).env("STEADFAST_ADDR", addr).stdin(Stdio::null()).output().context("run steadfast CLI")?;
-    Ok((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
+    let out = Command::new(bin("steadfast"))
+        .args(args)
+        .env("STEADFAST_ADDR", addr)
+        .stdin(Stdio::null())
+        .output()
+        .context("run steadfast CLI")?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Starts `test-worker` (src/bin/test-worker.rs) against `addr`, appending its activity
+/// executions to the side file `log`; `extra` are more flags (e.g. `["--variant", "b"]`).
+pub fn start_test_worker(addr: &str, log: &Path, extra: &[&str]) -> Result<Proc> {
+    let mut cmd = Command::new(bin("test-worker"));
+    cmd.args(["--addr", addr, "--log"]).arg(log).args(extra);
+    quiet_logs(&mut cmd);
+    Proc::spawn("test-worker", &mut cmd)
+}
+
+/// Starts the `hello-worker` example against `addr`.
+pub fn start_hello_worker(addr: &str) -> Result<Proc> {
+    let mut cmd = Command::new(bin("hello-worker"));
+    cmd.args(["--addr", addr]);
+    quiet_logs(&mut cmd);
+    Proc::spawn("hello-worker", &mut cmd)
+}
+
+/// Workers log at `warn` unless the test was run with `RUST_LOG`.
+fn quiet_logs(cmd: &mut Command) {
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "warn");
+    }
+}
+
+/// A tokio runtime for the async clients a (synchronous) test uses.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Calls `f` until it succeeds (every 100 ms, for at most `timeout`): for requests that may
+/// meet a server that is restarting.
+pub fn retry<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= end => {
+                return Err(e.context(format!("{what}: still failing after {timeout:?}")));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// The whole history of `run_id`, read with a fresh connection (retried for up to 30 s, so a
+/// server that is coming back up is waited for).
+pub fn history(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    run_id: &str,
+) -> Result<Vec<steadfast_proto::v1::HistoryEvent>> {
+    retry(Duration::from_secs(30), "read the history", || {
+        rt.block_on(async {
+            let client = steadfast_sdk::Client::connect(url).await?;
+            Ok(client.history(run_id).await?)
+        })
+    })
+}
+
+/// The state of `run_id` (DescribeRun), with a fresh connection, retried like [`history`].
+pub fn describe(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    run_id: &str,
+) -> Result<steadfast_proto::v1::RunInfo> {
+    retry(Duration::from_secs(30), "describe the run", || {
+        rt.block_on(async {
+            let client = steadfast_sdk::Client::connect(url).await?;
+            Ok(client.describe(run_id).await?)
+        })
+    })
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout` with `what`.
@@ -187,9 +345,15 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 
 /// A seed from `TEST_SEED` or the clock, printed so a failure can be replayed.
 pub fn test_seed() -> u64 {
-    let seed = std::env::var("TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-    });
+    let seed = std::env::var("TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
     eprintln!("[harness] TEST_SEED={seed}");
     seed
 }

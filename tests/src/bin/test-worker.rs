@@ -1,0 +1,332 @@
+//! `test-worker`: the worker the cross-process tests drive (tests/tests/*.rs).
+//!
+//! ```text
+//! test-worker --addr http://127.0.0.1:PORT --log SIDE_FILE [--task-queue Q] [--variant a|b]
+//! ```
+//! Every activity execution first appends one line to the side file (see
+//! `steadfast_tests::side`) and syncs it, so tests can count executions across SIGKILLs.
+//!
+//! Workflows (inputs are JSON objects; every field has a default):
+//! - `seq` `{n, sleep_ms, start_to_close_ms}`: `n` sequential `step` activities, each sleeping
+//!   `sleep_ms` and returning its index; the result is the list of results. It issues no other
+//!   command, so the activity ids are 1..=n.
+//! - `slow` `{sleep_ms, start_to_close_ms}`: one `slow` activity sleeping `sleep_ms`, retried
+//!   100 ms after a failure or timeout: kill the worker inside it.
+//! - `nondet` `{first_ms, second_ms, start_to_close_ms}`: `step` then, with `--variant a`,
+//!   `step` again; with `--variant b`, `other`: replaying a history of one variant with the
+//!   other is nondeterministic at command seq 2.
+//! - `signal` `{question, choices}`: waits for signal `approve` (asking the question); returns
+//!   `{"input": <its input>, "answer": <the signal's input>}`.
+//! - `write` `{sleep_ms, start_to_close_ms}`: one `write` activity registered `Effect::Write`
+//!   that sleeps: a lost attempt makes the run wait for reconciliation.
+//! - `cancellable` `{long_ms, heartbeat_timeout_ms}`: `step`, records a partial result, then a
+//!   `long` activity that heartbeats and stops when cancelled; on a run cancellation it ends
+//!   as cancelled with `{"done": [0], "cancelled": "long"}` as its partial result.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use steadfast_sdk::activity::{ActivityContext, ActivityError};
+use steadfast_sdk::worker::{Worker, WorkerOptions};
+use steadfast_sdk::workflow::{ActivityOptions, RetryPolicy, WaitSignalOptions};
+use steadfast_sdk::{Effect, WorkflowContext, WorkflowError};
+use steadfast_tests::side;
+
+#[derive(Parser)]
+#[command(about = "The worker of the Steadfast cross-process tests")]
+struct Args {
+    /// Server address.
+    #[arg(long, env = "STEADFAST_ADDR", default_value = "http://127.0.0.1:7233")]
+    addr: String,
+    /// Task queue to poll.
+    #[arg(long, default_value = "default")]
+    task_queue: String,
+    /// The side file every activity execution appends a line to.
+    #[arg(long, env = "STEADFAST_TEST_LOG")]
+    log: PathBuf,
+    /// Which code `nondet` runs.
+    #[arg(long, value_enum, default_value = "a")]
+    variant: Variant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Variant {
+    /// `step`, `step`.
+    A,
+    /// `step`, `other`.
+    B,
+}
+
+static SIDE_FILE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Default time of one attempt: long enough for every sleep here, short enough that a test
+/// that loses an attempt does not wait a minute.
+const START_TO_CLOSE_MS_DEFAULT: u64 = 20_000;
+
+/// Short timeouts and a fast retry, so that a lost attempt is retried within the test budget.
+fn options(start_to_close_ms: Option<u64>) -> ActivityOptions {
+    ActivityOptions::default()
+        .start_to_close(Duration::from_millis(
+            start_to_close_ms.unwrap_or(START_TO_CLOSE_MS_DEFAULT),
+        ))
+        .retry(RetryPolicy {
+            initial_interval: Some(Duration::from_millis(100)),
+            maximum_interval: Some(Duration::from_millis(500)),
+            ..Default::default()
+        })
+}
+
+/// Appends this execution to the side file (synced) before the activity does anything.
+async fn record(ctx: &ActivityContext) -> Result<(), ActivityError> {
+    let info = ctx.info();
+    let line = side::Execution {
+        run_id: info.run_id.clone(),
+        activity_id: info.activity_id,
+        attempt: info.attempt,
+        activity_type: info.activity_type.clone(),
+        idempotency_key: info.idempotency_key.clone(),
+        deadline_ms: info.deadline_ms,
+        pid: std::process::id(),
+    }
+    .line();
+    let path = SIDE_FILE.get().expect("side file set in main").clone();
+    tokio::task::spawn_blocking(move || side::append(&path, &line))
+        .await
+        .map_err(|e| ActivityError::non_retryable(format!("side file writer: {e}")))?
+        .map_err(|e| ActivityError::non_retryable(format!("side file: {e:#}")))
+}
+
+// ---------------------------------------------------------------- workflows
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SeqInput {
+    n: u32,
+    sleep_ms: u64,
+    start_to_close_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StepInput {
+    index: u32,
+    sleep_ms: u64,
+}
+
+async fn seq(ctx: WorkflowContext, input: SeqInput) -> Result<Vec<u32>, WorkflowError> {
+    let mut out = Vec::with_capacity(input.n as usize);
+    for index in 0..input.n {
+        let step = StepInput {
+            index,
+            sleep_ms: input.sleep_ms,
+        };
+        let r: u32 = ctx
+            .activity("step", &step)
+            .options(options(input.start_to_close_ms))
+            .await?;
+        out.push(r);
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SlowInput {
+    sleep_ms: u64,
+    start_to_close_ms: Option<u64>,
+}
+
+async fn slow(ctx: WorkflowContext, input: SlowInput) -> Result<String, WorkflowError> {
+    Ok(ctx
+        .activity("slow", &input.sleep_ms)
+        .options(options(input.start_to_close_ms))
+        .await?)
+}
+
+async fn write(ctx: WorkflowContext, input: SlowInput) -> Result<String, WorkflowError> {
+    Ok(ctx
+        .activity("write", &input.sleep_ms)
+        .options(options(input.start_to_close_ms))
+        .await?)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct NondetInput {
+    first_ms: u64,
+    second_ms: u64,
+    start_to_close_ms: Option<u64>,
+}
+
+async fn nondet(
+    ctx: WorkflowContext,
+    input: NondetInput,
+    variant: Variant,
+) -> Result<Vec<u32>, WorkflowError> {
+    let first: u32 = ctx
+        .activity(
+            "step",
+            &StepInput {
+                index: 0,
+                sleep_ms: input.first_ms,
+            },
+        )
+        .options(options(input.start_to_close_ms))
+        .await?;
+    let second_type = match variant {
+        Variant::A => "step",
+        Variant::B => "other",
+    };
+    let second: u32 = ctx
+        .activity(
+            second_type,
+            &StepInput {
+                index: 1,
+                sleep_ms: input.second_ms,
+            },
+        )
+        .options(options(input.start_to_close_ms))
+        .await?;
+    Ok(vec![first, second])
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct SignalInput {
+    question: String,
+    choices: Vec<String>,
+}
+
+async fn signal(ctx: WorkflowContext, input: SignalInput) -> Result<Value, WorkflowError> {
+    let wait = WaitSignalOptions::question(input.question.clone()).choices(input.choices.clone());
+    let answer: Option<Value> = ctx.wait_signal_with("approve", wait).await?;
+    Ok(json!({ "input": input, "answer": answer }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CancellableInput {
+    long_ms: u64,
+    heartbeat_timeout_ms: Option<u64>,
+}
+
+async fn cancellable(
+    ctx: WorkflowContext,
+    input: CancellableInput,
+) -> Result<Value, WorkflowError> {
+    let first: u32 = ctx
+        .activity(
+            "step",
+            &StepInput {
+                index: 0,
+                sleep_ms: 0,
+            },
+        )
+        .options(options(None))
+        .await?;
+    let partial = json!({ "done": [first], "cancelled": "long" });
+    ctx.set_partial_result(&json!({ "done": [first] }))?;
+    if ctx.is_cancel_requested() {
+        return Err(WorkflowError::Cancelled {
+            partial: Some(partial),
+        });
+    }
+    let mut opts = options(None);
+    if let Some(ms) = input.heartbeat_timeout_ms {
+        opts = opts.heartbeat_timeout(Duration::from_millis(ms));
+    }
+    match ctx
+        .activity::<u64>("long", &input.long_ms)
+        .options(opts)
+        .await
+    {
+        Ok(ticks) => Ok(json!({ "done": [first], "long_ticks": ticks })),
+        Err(ActivityError::Cancelled) if ctx.is_cancel_requested() => {
+            Err(WorkflowError::Cancelled {
+                partial: Some(partial),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ---------------------------------------------------------------- activities
+
+async fn step(ctx: ActivityContext, input: StepInput) -> Result<u32, ActivityError> {
+    record(&ctx).await?;
+    tokio::time::sleep(Duration::from_millis(input.sleep_ms)).await;
+    Ok(input.index)
+}
+
+async fn other(ctx: ActivityContext, input: StepInput) -> Result<u32, ActivityError> {
+    record(&ctx).await?;
+    tokio::time::sleep(Duration::from_millis(input.sleep_ms)).await;
+    Ok(input.index + 1000)
+}
+
+async fn sleep_then_report(ctx: ActivityContext, sleep_ms: u64) -> Result<String, ActivityError> {
+    record(&ctx).await?;
+    tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+    Ok(format!(
+        "{} done on attempt {} (idempotency key {})",
+        ctx.info().activity_type,
+        ctx.attempt(),
+        ctx.idempotency_key()
+    ))
+}
+
+/// Heartbeats every 100 ms for `long_ms`, returning the number of ticks; stops as cancelled
+/// as soon as the cancellation reaches it.
+async fn long(ctx: ActivityContext, long_ms: u64) -> Result<u64, ActivityError> {
+    record(&ctx).await?;
+    let end = tokio::time::Instant::now() + Duration::from_millis(long_ms);
+    let mut ticks = 0u64;
+    while tokio::time::Instant::now() < end {
+        ctx.heartbeat(json!({ "ticks": ticks }));
+        tokio::select! {
+            _ = ctx.cancelled() => return Err(ActivityError::Cancelled),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        ticks += 1;
+    }
+    Ok(ticks)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    SIDE_FILE.set(args.log.clone()).expect("side file set once");
+    let variant = args.variant;
+    let mut options = WorkerOptions::new(args.task_queue);
+    // Cancellations reach activities within a heartbeat interval: keep tests quick.
+    options.heartbeat_interval = Duration::from_millis(200);
+    let mut worker = Worker::new(args.addr.as_str(), options);
+    worker
+        .register_workflow("seq", seq)
+        .register_workflow("slow", slow)
+        .register_workflow("write", write)
+        .register_workflow("nondet", move |ctx, input| nondet(ctx, input, variant))
+        .register_workflow("signal", signal)
+        .register_workflow("cancellable", cancellable)
+        .register_activity("step", Effect::Idempotent, step)
+        .register_activity("other", Effect::Idempotent, other)
+        .register_activity("slow", Effect::Idempotent, sleep_then_report)
+        .register_activity("write", Effect::Write, sleep_then_report)
+        .register_activity("long", Effect::Read, long);
+    eprintln!(
+        "test-worker (variant {variant:?}) polling {} pid {}",
+        args.addr,
+        std::process::id()
+    );
+    worker.run().await?;
+    Ok(())
+}
