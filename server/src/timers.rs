@@ -44,11 +44,14 @@ pub async fn run(core: Arc<Core>) {
             Ok(Some(t)) => (t - core.now()).clamp(0, IDLE_WAKE_MS as i64) as u64,
             _ => IDLE_WAKE_MS,
         };
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
-            _ = core.notify.timers().notified() => {}
-        }
-        if sleep_ms > 0 {
+        let by_time = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => true,
+            _ = core.notify.timers().notified() => false,
+        };
+        // Woken by time: a task may have become visible (a retry's backoff ended, a held
+        // workflow task's delay passed). Woken by an append: pollers were told directly, and
+        // waking them all here would only stampede them at the store.
+        if by_time && sleep_ms > 0 {
             core.notify.wake_all_queues();
         }
     }

@@ -1,0 +1,347 @@
+//! End-to-end benchmark over gRPC: the workloads of DESIGN.md's numbers table, printed as a
+//! table. A real `steadfast server` process (built next to this binary), a worker and the
+//! clients in this process.
+//!
+//! ```text
+//! cargo build --release -p steadfast-server -p steadfast-tests --bins
+//! target/release/steadfast-bench            # all workloads
+//! target/release/steadfast-bench --quick    # smaller counts, for a smoke run
+//! ```
+//! Machines here are shared and noisy: compare medians and ratios, not single numbers.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use steadfast_sdk::activity::{ActivityContext, ActivityError};
+use steadfast_sdk::{
+    Client, Effect, StartOptions, Worker, WorkerOptions, WorkflowContext, WorkflowError,
+};
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn server_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.parent().context("exe dir")?.join("steadfast");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p steadfast-server)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn start_server(dir: &Path, port: u16) -> Result<Server> {
+    let mut child = Command::new(server_bin()?)
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
+    let addr = loop {
+        let line = lines.next().context("server exited")??;
+        if let Some(a) = line.strip_prefix("steadfast server listening on ") {
+            break a.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok(Server {
+        child,
+        addr: format!("http://{addr}"),
+    })
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            n += if m.is_dir() {
+                dir_bytes(&e.path())
+            } else {
+                std::os::unix::fs::MetadataExt::blocks(&m) * 512
+            };
+        }
+    }
+    n
+}
+
+async fn seq(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
+    let mut sum = 0u32;
+    for i in 0..n {
+        let v: u32 = ctx.activity("bench.step", &i).await?;
+        sum = sum.wrapping_add(v);
+    }
+    Ok(sum)
+}
+
+async fn zero(_ctx: WorkflowContext, _: serde_json::Value) -> Result<u32, WorkflowError> {
+    Ok(0)
+}
+
+async fn step(_ctx: ActivityContext, i: u32) -> Result<u32, ActivityError> {
+    Ok(i + 1)
+}
+
+fn worker(addr: &str) -> Worker {
+    let opts = WorkerOptions {
+        max_concurrent_workflow_tasks: 64,
+        max_concurrent_activities: 128,
+        cache_size: 4096,
+        workflow_threads: 2,
+        ..WorkerOptions::default()
+    };
+    let mut w = Worker::new(addr, opts);
+    w.register_workflow("bench.seq", seq)
+        .register_workflow("bench.zero", zero)
+        .register_activity("bench.step", Effect::Read, step);
+    w
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Starts `runs` runs of `wf(input)` with at most `in_flight` open at once; each waits for
+/// its result. Returns the per-run latencies (ms).
+async fn drive(
+    client: &Client,
+    runs: usize,
+    in_flight: usize,
+    wf: &'static str,
+    input: serde_json::Value,
+) -> Result<Vec<f64>> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let mut tasks = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let permit = sem.clone().acquire_owned().await?;
+        let c = client.clone();
+        let input = input.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let h = c
+                .start_workflow(wf, &input, StartOptions::default())
+                .await?;
+            let _: serde_json::Value = c.await_result(&h.run_id, Duration::from_secs(120)).await?;
+            drop(permit);
+            anyhow::Ok(t.elapsed().as_secs_f64() * 1e3)
+        }));
+    }
+    let mut out = Vec::with_capacity(runs);
+    for t in tasks {
+        out.push(t.await??);
+    }
+    Ok(out)
+}
+
+struct Row(String, String, String);
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let scale = |full: usize, small: usize| if quick { small } else { full };
+    let tmp = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut rows = Vec::new();
+
+    let server = start_server(tmp.path(), port)?;
+    let client = Client::connect(server.addr.as_str()).await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let w = worker(&server.addr);
+    let worker_task = tokio::spawn(async move {
+        let _ = w
+            .run_until(async {
+                let _ = stop_rx.await;
+            })
+            .await;
+    });
+    // Warm up connections and caches.
+    drive(&client, 20, 8, "bench.seq", serde_json::json!(2)).await?;
+
+    // 1. Throughput: runs x 10 sequential activities, 64 in flight.
+    let runs = scale(2000, 200);
+    let t = Instant::now();
+    drive(&client, runs, 64, "bench.seq", serde_json::json!(10)).await?;
+    let secs = t.elapsed().as_secs_f64();
+    let hwm = rss_kib(server.child.id(), "VmHWM:");
+    rows.push(Row(
+        format!("{runs} runs x 10 sequential activities, 64 in flight"),
+        format!("{:.0} steps/s ({:.1} s)", (runs * 10) as f64 / secs, secs),
+        ">= 6,000 steps/s".into(),
+    ));
+    rows.push(Row(
+        "server memory (peak RSS) after that workload".into(),
+        format!("{:.1} MiB", hwm as f64 / 1024.0),
+        "<= 100 MiB".into(),
+    ));
+
+    // 2. Latency: 1-activity run, start -> result, one client.
+    let mut lat = drive(
+        &client,
+        scale(500, 100),
+        1,
+        "bench.seq",
+        serde_json::json!(1),
+    )
+    .await?;
+    rows.push(Row(
+        "1-activity run, start -> result, one client".into(),
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms",
+            pct(&mut lat, 0.5),
+            pct(&mut lat, 0.99)
+        ),
+        "p50 <= 2 ms, p99 <= 8 ms".into(),
+    ));
+
+    // 3. One run of 1,000 sequential activities.
+    let t = Instant::now();
+    drive(&client, 1, 1, "bench.seq", serde_json::json!(1000)).await?;
+    rows.push(Row(
+        "one run of 1,000 sequential activities".into(),
+        format!(
+            "{:.2} ms per step",
+            t.elapsed().as_secs_f64() * 1e3 / 1000.0
+        ),
+        "<= 1 ms per step".into(),
+    ));
+
+    // 4. Long run: the cost of late steps vs early ones (watch the run's events).
+    let long_steps = scale(10_000, 2_000) as u32;
+    let h = client
+        .start_workflow("bench.seq", &long_steps, StartOptions::default())
+        .await?;
+    let (first, last) = step_times(&client, &h.run_id, long_steps).await?;
+    rows.push(Row(
+        format!("last 1,000 vs first 1,000 of {long_steps} steps of one run"),
+        format!("{:.2}x ({:.0} ms vs {:.0} ms)", last / first, last, first),
+        "<= 1.2x".into(),
+    ));
+
+    // 5. Zero-step runs started and completed.
+    let n = scale(10_000, 1_000);
+    let t = Instant::now();
+    drive(&client, n, 256, "bench.zero", serde_json::json!(null)).await?;
+    rows.push(Row(
+        "zero-step runs started and completed".into(),
+        format!("{:.0} runs/s", n as f64 / t.elapsed().as_secs_f64()),
+        ">= 10,000/s".into(),
+    ));
+
+    let _ = stop_tx.send(());
+    let _ = worker_task.await;
+
+    // 6. Restart after SIGKILL with many open runs (no worker: they stay open).
+    let open = scale(10_000, 1_000);
+    drive_open(&client, open).await?;
+    drop(client);
+    let pid = server.child.id();
+    drop(server); // SIGKILL
+    let _ = pid;
+    let t = Instant::now();
+    let server = start_server(tmp.path(), port)?;
+    let c = Client::connect(server.addr.as_str()).await?;
+    let (runs_listed, _) = c.list(Default::default()).await?;
+    let restart_ms = t.elapsed().as_secs_f64() * 1e3;
+    rows.push(Row(
+        format!("restart after SIGKILL with {open} open runs, until serving"),
+        format!("{restart_ms:.0} ms ({} runs listed)", runs_listed.len()),
+        "<= 1 s".into(),
+    ));
+    rows.push(Row(
+        "data dir after all of the above".into(),
+        format!("{:.1} MiB", dir_bytes(tmp.path()) as f64 / 1048576.0),
+        String::new(),
+    ));
+
+    println!("\n| workload | measured | target |\n|---|---|---|");
+    for r in rows {
+        println!("| {} | {} | {} |", r.0, r.1, r.2);
+    }
+    Ok(())
+}
+
+async fn drive_open(client: &Client, n: usize) -> Result<()> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(128));
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let p = sem.clone().acquire_owned().await?;
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = c
+                .start_workflow(
+                    "bench.unserved",
+                    &serde_json::json!({}),
+                    StartOptions::default(),
+                )
+                .await;
+            drop(p);
+            r
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// Times the first and the last 1,000 steps of a run from its ActivityCompleted events.
+async fn step_times(client: &Client, run_id: &str, steps: u32) -> Result<(f64, f64)> {
+    use futures::StreamExt;
+    use steadfast_proto::v1::history_event::Attributes as A;
+    let mut times = Vec::with_capacity(steps as usize);
+    let mut s = Box::pin(client.watch(run_id, 0));
+    while let Some(ev) = s.next().await {
+        let ev = ev?;
+        if let Some(e) = ev.event {
+            if let Some(A::ActivityCompleted(_)) = e.attributes {
+                times.push(e.time_ms);
+            }
+        }
+    }
+    if times.len() < 2000 {
+        bail!("only {} steps completed", times.len());
+    }
+    let first = (times[999] - times[0]) as f64;
+    let n = times.len();
+    let last = (times[n - 1] - times[n - 1000]) as f64;
+    Ok((first.max(1.0), last.max(1.0)))
+}
