@@ -237,19 +237,56 @@ impl Server {
     }
 }
 
-/// Runs the CLI against `addr`; returns (exit code, stdout, stderr).
+/// The longest a CLI call may take before the test gives up on it (and kills it).
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs the CLI against `addr`; returns (exit code, stdout, stderr). Killed (and an error)
+/// after [`CLI_TIMEOUT`].
 pub fn cli(addr: &str, args: &[&str]) -> Result<(i32, String, String)> {
-    let out = Command::new(bin("steadfast"))
-        .args(args)
-        .env("STEADFAST_ADDR", addr)
+    let mut cmd = Command::new(bin("steadfast"));
+    cmd.args(args).env("STEADFAST_ADDR", addr);
+    run_bounded(&mut cmd, CLI_TIMEOUT)
+}
+
+/// Runs `cmd` to its end with stdin closed, killing it (and failing) after `timeout`; returns
+/// (exit code, stdout, stderr), the code -1 when it died by a signal.
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(i32, String, String)> {
+    let mut child = cmd
         .stdin(Stdio::null())
-        .output()
-        .context("run steadfast CLI")?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawn {cmd:?}"))?;
+    let read = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = read(child.stdout.take().map(|r| Box::new(r) as _));
+    let err = read(child.stderr.take().map(|r| Box::new(r) as _));
+    let end = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            let (out, err) = (
+                out.join().unwrap_or_default(),
+                err.join().unwrap_or_default(),
+            );
+            bail!("{cmd:?} did not finish within {timeout:?}; stdout:\n{out}\nstderr:\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    Ok((status.code().unwrap_or(-1), out, err))
 }
 
 /// Starts `test-worker` (src/bin/test-worker.rs) against `addr`, appending its activity
