@@ -36,7 +36,8 @@ pub fn is_terminal(event: &pb::HistoryEvent) -> bool {
 
 impl Client {
     /// The events of run `run_id` after `after_seq`, then new ones as they are appended,
-    /// ending after the run's terminal event. When the connection drops, the stream
+    /// ending after the run's terminal event (at once when the run is closed and `after_seq`
+    /// is at or past its last event). When the connection drops, the stream
     /// reconnects and resumes after the last event it yielded; it ends with an error after
     /// [`WATCH_RECONNECTS_MAX`] failed reconnects in a row, or on a refusal (e.g. not found).
     pub fn watch(
@@ -90,8 +91,29 @@ impl Client {
                         }
                         return Some((Ok(msg), st));
                     }
-                    // Ended before the terminal event (the server went away): resume.
-                    Ok(None) => st.stream = None,
+                    // Ended before a terminal event: the run closed before `after_seq` (the
+                    // server ends the stream once a closed run has nothing more to send), or
+                    // the server went away. Ask which; resume in the second case.
+                    Ok(None) => {
+                        st.stream = None;
+                        match st.client.describe(&st.run_id).await {
+                            Ok(run)
+                                if !matches!(
+                                    run.status(),
+                                    pb::RunStatus::Running | pb::RunStatus::Unspecified
+                                ) && st.after_seq >= run.history_length =>
+                            {
+                                return None;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                if !retry_later(&mut st, &e).await {
+                                    st.done = true;
+                                    return Some((Err(e), st));
+                                }
+                            }
+                        }
+                    }
                     Err(s) => {
                         st.stream = None;
                         let e = Error::from(s);
