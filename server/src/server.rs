@@ -1,7 +1,9 @@
 //! Assembles the services over an embedded store and serves them until shutdown.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{self, Poll};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -11,6 +13,7 @@ use steadfast_engine::store::Store;
 use steadfast_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codegen::{Service, http};
 
 use crate::config::ServerConfig;
 use crate::core::Core;
@@ -68,11 +71,18 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("reflection service")?;
-    let client = pb::client_service_server::ClientServiceServer::new(ClientApi::new(core.clone()))
-        .max_decoding_message_size(REQUEST_BYTES_MAX);
-    let worker = pb::worker_service_server::WorkerServiceServer::new(WorkerApi::new(core.clone()))
-        .max_decoding_message_size(REQUEST_BYTES_MAX);
-    let admin = pb::admin_service_server::AdminServiceServer::new(AdminApi::new(core.clone()));
+    let client = TooLarge(
+        pb::client_service_server::ClientServiceServer::new(ClientApi::new(core.clone()))
+            .max_decoding_message_size(REQUEST_BYTES_MAX),
+    );
+    let worker = TooLarge(
+        pb::worker_service_server::WorkerServiceServer::new(WorkerApi::new(core.clone()))
+            .max_decoding_message_size(REQUEST_BYTES_MAX),
+    );
+    let admin = TooLarge(
+        pb::admin_service_server::AdminServiceServer::new(AdminApi::new(core.clone()))
+            .max_decoding_message_size(REQUEST_BYTES_MAX),
+    );
     // Graceful: stop accepting, let requests in flight finish, but do not wait on open long
     // polls for longer than the grace period (workers re-poll after a restart anyway).
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -101,6 +111,55 @@ pub async fn serve(
     };
     timer_task.abort();
     result.context("gRPC server")
+}
+
+/// A service whose requests too large to decode are refused with RESOURCE_EXHAUSTED, as gRPC
+/// specifies for messages over the limit (and C5 promises), not with the OUT_OF_RANGE that
+/// tonic's decoder answers.
+#[derive(Clone)]
+struct TooLarge<S>(S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for TooLarge<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, RB> Service<http::Request<B>> for TooLarge<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    S::Response: Send,
+    S::Error: Send,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let fut = self.0.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            // The decoder's refusal is a trailers-only response: the status is in the headers.
+            let headers = resp.headers_mut();
+            let too_large = headers.get("grpc-status").is_some_and(|v| v == "11")
+                && headers.get("grpc-message").is_some_and(|m| {
+                    let m = String::from_utf8_lossy(m.as_bytes());
+                    m.contains("message%20length%20too%20large")
+                        || m.contains("message length too large")
+                });
+            if too_large {
+                let code = (tonic::Code::ResourceExhausted as i32).to_string();
+                headers.insert(
+                    "grpc-status",
+                    http::HeaderValue::from_str(&code).expect("digits are a header value"),
+                );
+            }
+            Ok(resp)
+        })
+    }
 }
 
 /// Accepted connections with Nagle off: requests are small and latency-bound, and a 40 ms
