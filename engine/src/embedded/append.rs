@@ -5,16 +5,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::embedded::codec::{KIND_APPEND, KIND_BLOB, Rec, encode_append, encode_blob};
 use crate::embedded::indexer::{AppendOp, Op};
-use crate::embedded::logrec::{KIND_APPEND, KIND_BLOB, encode_append, encode_blob};
 use crate::embedded::{Head, Inner, RunHead, keys, log_err, sled_err};
-use crate::event::{Event, EventRecord, encode_record, genesis_hash, record_hash};
+use crate::event::{Event, EventRecord, genesis_hash, record_hash};
 use crate::log::Durable;
 use crate::payload::{BlobRef, Hash, INLINE_BYTES_MAX, PAYLOAD_BYTES_MAX};
 use crate::state::RunState;
-use crate::store::{
-    APPEND_EVENTS_MAX, AppendRequest, Appended, Error, HISTORY_BYTES_MAX, HISTORY_EVENTS_MAX,
-};
+use crate::store::{APPEND_EVENTS_MAX, AppendRequest, Appended, Error};
 
 /// Longest namespace accepted (its length is one byte of the run key).
 pub(crate) const NAMESPACE_LEN_MAX: usize = 255;
@@ -26,7 +24,7 @@ pub(crate) struct Prepared {
     new_blobs: Vec<(Hash, Arc<Vec<u8>>, Vec<u8>)>,
     /// Blobs the caller's payloads already referred to (they must exist).
     old_blobs: Vec<Hash>,
-    /// What the append adds to the history's size: encoded records plus referred blobs.
+    /// Bytes of the blobs the events refer to (part of the history's size).
     blob_bytes: u64,
 }
 
@@ -120,10 +118,11 @@ impl Inner {
             });
         }
         let n = p.events.len() as u64;
-        if next - 1 + n > HISTORY_EVENTS_MAX {
+        let events_max = self.options.history_events_max;
+        if next - 1 + n > events_max {
             return Err(Error::HistoryLimit {
                 run: key.clone(),
-                limit: format!("HISTORY_EVENTS_MAX = {HISTORY_EVENTS_MAX} events"),
+                limit: format!("its limit of {events_max} events"),
             });
         }
         if let (1, Some((Event::RunStarted(a), _))) = (next, p.events.first())
@@ -148,16 +147,18 @@ impl Inner {
             run: key.clone(),
             source,
         };
-        let mut prev = base
+        let prev_hash = base
             .as_ref()
             .map_or_else(|| genesis_hash(key), |s| s.last_hash);
+        let mut prev = prev_hash;
         let mut state: Option<RunState> = base.as_ref().map(|s| RunState::clone(s));
         let mut records = Vec::with_capacity(p.events.len());
-        let mut encoded: Vec<(u64, Arc<[u8]>)> = Vec::with_capacity(p.events.len());
+        let mut recs: Vec<Arc<Rec>> = Vec::with_capacity(p.events.len());
         let mut bytes_after = bytes_before + p.blob_bytes;
         for (i, (event, attrs)) in p.events.into_iter().enumerate() {
             let seq = next + i as u64;
-            let hash = record_hash(&prev, seq, req.time_ms, event.kind(), &attrs);
+            let kind = event.kind();
+            let hash = record_hash(&prev, seq, req.time_ms, kind, &attrs);
             let rec = EventRecord {
                 seq,
                 time_ms: req.time_ms,
@@ -168,21 +169,28 @@ impl Inner {
                 None => state = Some(RunState::start(key.clone(), &rec).map_err(illegal)?),
                 Some(s) => s.apply(&rec).map_err(illegal)?,
             }
-            let bytes: Arc<[u8]> = encode_record(key, &rec, &attrs).into();
-            bytes_after += bytes.len() as u64;
-            encoded.push((seq, bytes));
+            bytes_after += attrs.len() as u64;
+            recs.push(Arc::new(Rec {
+                seq,
+                time_ms: req.time_ms,
+                kind,
+                hash,
+                attrs,
+            }));
             records.push(rec);
             prev = hash;
         }
-        if bytes_after > HISTORY_BYTES_MAX {
+        let bytes_max = self.options.history_bytes_max;
+        if bytes_after > bytes_max {
             return Err(Error::HistoryLimit {
                 run: key.clone(),
-                limit: format!("HISTORY_BYTES_MAX = {HISTORY_BYTES_MAX} bytes"),
+                limit: format!("its limit of {bytes_max} bytes"),
             });
         }
-        let state = Arc::new(
-            state.ok_or_else(|| Error::Invalid("an append needs at least one event".into()))?,
-        );
+        let mut state =
+            state.ok_or_else(|| Error::Invalid("an append needs at least one event".into()))?;
+        state.history_bytes = bytes_after;
+        let state = Arc::new(state);
         let Some(tx) = head.tx.clone() else {
             return Err(Error::Unavailable("the store is closed".into()));
         };
@@ -197,7 +205,7 @@ impl Inner {
         }
         log_records.push((
             KIND_APPEND,
-            encode_append(encoded.iter().map(|(_, b)| &b[..])),
+            encode_append(key, recs.iter().map(|r| r.as_ref())),
         ));
         let durable = self.log.submit(log_records).map_err(log_err)?;
         let lsn = durable.last_lsn();
@@ -214,7 +222,7 @@ impl Inner {
                 data,
             });
         }
-        backlog += encoded.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+        backlog += recs.iter().map(|r| r.attrs.len() as u64).sum::<u64>();
         let prev_status = base.as_ref().map(|s| s.status);
         let run = head
             .runs
@@ -222,13 +230,14 @@ impl Inner {
             .or_insert_with(|| RunHead::new(Arc::clone(&state), 0));
         run.state = Arc::clone(&state);
         run.history_bytes = bytes_after;
-        run.tail.extend(encoded.iter().cloned());
+        run.tail.extend(recs.iter().cloned());
         run.unindexed += 1;
         head.core.upsert(Arc::clone(&state));
         ops.push(Op::Append(AppendOp {
             lsn,
             key: key.clone(),
-            records: encoded,
+            prev_hash,
+            recs,
             state: Arc::clone(&state),
             prev_status,
             history_bytes: bytes_after,

@@ -17,6 +17,7 @@ use std::sync::mpsc::Receiver;
 
 use tokio::sync::oneshot;
 
+use crate::embedded::codec::{Rec, encode_chunk};
 use crate::embedded::{Inner, keys, log_err, sled_err};
 use crate::ids::RunKey;
 use crate::payload::Hash;
@@ -24,14 +25,22 @@ use crate::state::{RunState, RunStatus};
 use crate::store::Error;
 
 /// Most queued operations applied in one sled batch.
-pub(crate) const INDEX_BATCH_OPS_MAX: usize = 8_192;
+pub(crate) const INDEX_BATCH_OPS_MAX: usize = 16_384;
+/// How long the indexer gathers operations into one sled batch.
+pub(crate) const INDEX_GATHER_MS: u64 = 50;
+/// Most events in one sled chunk.
+pub(crate) const CHUNK_EVENTS_MAX: usize = 64;
+/// Attribute bytes after which a chunk is closed (sled stores mid-sized values best).
+pub(crate) const CHUNK_BYTES_MAX: usize = 8192;
 
 /// One append, for the read models.
 pub(crate) struct AppendOp {
     pub lsn: u64,
     pub key: RunKey,
-    /// Seq and encoded record of each event.
-    pub records: Vec<(u64, Arc<[u8]>)>,
+    /// Hash of the record before the first one (the genesis for seq 1).
+    pub prev_hash: Hash,
+    /// The events.
+    pub recs: Vec<Arc<Rec>>,
     /// The run's state after the append.
     pub state: Arc<RunState>,
     /// The run's status before the append (`None`: the append created the run).
@@ -79,9 +88,17 @@ impl Indexer {
     pub fn run(mut self, rx: Receiver<Op>) {
         let mut data: Vec<Op> = Vec::new();
         while let Ok(first) = rx.recv() {
+            // Gather for a while: larger batches make larger chunks (less disk per event)
+            // and fewer sled writes. Nothing waits on the indexer but `Sync` and
+            // `Checkpoint`, which end the gathering at once.
+            let until =
+                std::time::Instant::now() + std::time::Duration::from_millis(INDEX_GATHER_MS);
             let mut ops = vec![first];
-            while ops.len() < INDEX_BATCH_OPS_MAX {
-                match rx.try_recv() {
+            while ops.len() < INDEX_BATCH_OPS_MAX
+                && !matches!(ops.last(), Some(Op::Sync(_) | Op::Checkpoint(_)))
+            {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
                     Ok(op) => ops.push(op),
                     Err(_) => break,
                 }
@@ -151,13 +168,17 @@ impl Indexer {
         let mut batch = sled::Batch::default();
         let mut bytes = 0u64;
         let mut states: HashMap<&RunKey, StateWrite<'_>> = HashMap::new();
+        // Each run's events of this batch, in order, with the hash before the first.
+        let mut runs: HashMap<&RunKey, RunEvents<'_>> = HashMap::new();
         for op in ops {
             match op {
                 Op::Append(a) => {
-                    let run = a.key.to_bytes();
-                    for (seq, rec) in &a.records {
-                        bytes += rec.len() as u64;
-                        batch.insert(keys::event(&run, *seq), keys::event_value(a.lsn, rec));
+                    let run = runs
+                        .entry(&a.key)
+                        .or_insert_with(|| (a.prev_hash, Vec::new()));
+                    for r in &a.recs {
+                        bytes += r.attrs.len() as u64;
+                        run.1.push((a.lsn, r));
                     }
                     states
                         .entry(&a.key)
@@ -180,6 +201,17 @@ impl Indexer {
                 Op::Sync(_) | Op::Checkpoint(_) => {}
             }
         }
+        let mut chunks = 0;
+        for (key, (prev, recs)) in &runs {
+            chunks += write_chunks(&mut batch, &key.to_bytes(), *prev, recs);
+        }
+        let c = &self.inner.index;
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        c.chunks.fetch_add(chunks, Ordering::Relaxed);
+        c.events.fetch_add(
+            runs.values().map(|(_, r)| r.len() as u64).sum(),
+            Ordering::Relaxed,
+        );
         let mut writes: Vec<StateWrite<'_>> = states.into_values().collect();
         writes.sort_by(|a, b| a.state.key.cmp(&b.state.key));
         write_states(&mut batch, &writes);
@@ -192,10 +224,10 @@ impl Indexer {
         for op in ops {
             match op {
                 Op::Append(a) => {
-                    let last = a.records.last().map_or(0, |(s, _)| *s);
+                    let last = a.recs.last().map_or(0, |r| r.seq);
                     let done = match head.runs.get_mut(&a.key) {
                         Some(r) => {
-                            while r.tail.front().is_some_and(|(s, _)| *s <= last) {
+                            while r.tail.front().is_some_and(|t| t.seq <= last) {
                                 r.tail.pop_front();
                             }
                             r.unindexed = r.unindexed.saturating_sub(1);
@@ -225,10 +257,43 @@ impl Indexer {
             .map_err(|e| Error::Unavailable(format!("fsync of the read models: {e}")))?;
         self.inner.log.checkpoint(lsn).map_err(log_err)?;
         self.since_checkpoint = 0;
+        self.inner.index.checkpoints.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(lsn, "store checkpoint");
         Ok(lsn)
     }
 }
+
+/// Adds consecutive events of one run as chunks of at most [`CHUNK_EVENTS_MAX`] events and
+/// about [`CHUNK_BYTES_MAX`] attribute bytes.
+pub(crate) fn write_chunks(
+    batch: &mut sled::Batch,
+    run: &[u8],
+    mut prev: Hash,
+    recs: &[(u64, &Rec)],
+) -> u64 {
+    let mut start = 0;
+    let mut chunks = 0;
+    while start < recs.len() {
+        let mut end = start;
+        let mut size = 0;
+        while end < recs.len()
+            && end - start < CHUNK_EVENTS_MAX
+            && (end == start || size + recs[end].1.attrs.len() <= CHUNK_BYTES_MAX)
+        {
+            size += recs[end].1.attrs.len();
+            end += 1;
+        }
+        let chunk = &recs[start..end];
+        batch.insert(keys::chunk(run, chunk[0].1.seq), encode_chunk(&prev, chunk));
+        prev = chunk[chunk.len() - 1].1.hash;
+        start = end;
+        chunks += 1;
+    }
+    chunks
+}
+
+/// One run's events in a batch (with the lsn of each), and the hash before the first.
+type RunEvents<'a> = (Hash, Vec<(u64, &'a Rec)>);
 
 /// The last state of one run in a batch, and its status before the batch.
 pub(crate) struct StateWrite<'a> {

@@ -2,7 +2,7 @@
 //! `apply_batch`) is atomic across all of them.
 //!
 //! ```text
-//! e | run key | seq u64 BE              -> lsn u64 BE | encoded record (event::encode_record)
+//! e | run key | first seq u64 BE        -> chunk of consecutive events (codec.rs)
 //! s | run key                          -> lsn u64 BE | history bytes u64 BE | msgpack RunState
 //! o | run key                          -> ()                      open runs
 //! x | ns len u8 | ns | status u8 | run id -> ()                   runs by status
@@ -39,8 +39,8 @@ fn with_prefix(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
-/// `e | run | seq`.
-pub(crate) fn event(run: &[u8], seq: u64) -> Vec<u8> {
+/// `e | run | first seq` of a chunk.
+pub(crate) fn chunk(run: &[u8], seq: u64) -> Vec<u8> {
     with_prefix(EVENT, &[run, &seq.to_be_bytes()])
 }
 
@@ -123,18 +123,10 @@ pub(crate) fn trailing_run_id(k: &[u8]) -> Option<RunId> {
     uuid::Uuid::from_slice(tail).ok().map(RunId)
 }
 
-/// The value of an `e` entry.
-pub(crate) fn event_value(lsn: u64, record: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(8 + record.len());
-    v.extend_from_slice(&lsn.to_be_bytes());
-    v.extend_from_slice(record);
-    v
-}
-
-/// Splits an `e` value into its lsn and encoded record.
-pub(crate) fn split_event_value(v: &[u8]) -> Option<(u64, &[u8])> {
-    let (lsn, rec) = v.split_at_checked(8)?;
-    Some((u64::from_be_bytes(lsn.try_into().ok()?), rec))
+/// The first seq of a chunk key of `run`.
+pub(crate) fn chunk_seq(run: &[u8], k: &[u8]) -> Option<u64> {
+    let rest = k.strip_prefix(&[EVENT])?.strip_prefix(run)?;
+    Some(u64::from_be_bytes(rest.try_into().ok()?))
 }
 
 /// A run state as stored, with the lsn of its last append and its history size.
@@ -173,8 +165,9 @@ pub(crate) fn decode_state(key: &RunKey, v: &[u8]) -> Result<StoredState, Error>
             .try_into()
             .map_err(|_| corrupt("state size".into()))?,
     );
-    let state: RunState = rmp_serde::from_slice(&v[16..])
+    let mut state: RunState = rmp_serde::from_slice(&v[16..])
         .map_err(|e| corrupt(format!("stored run state does not decode: {e}")))?;
+    state.history_bytes = history_bytes;
     if state.key != *key {
         return Err(corrupt(format!(
             "stored run state belongs to run {}",

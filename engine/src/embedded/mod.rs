@@ -20,9 +20,9 @@
 //! the sync), as with any group commit: a later durable append implies every earlier one.
 
 mod append;
+mod codec;
 mod indexer;
 mod keys;
-mod logrec;
 mod read;
 mod recover;
 
@@ -68,9 +68,18 @@ pub struct EmbeddedOptions {
     pub checkpoint_every_bytes: u64,
     /// sled's page cache.
     pub sled_cache_bytes: u64,
+    /// sled's segment size (a power of two; fixed when the store is created: sled refuses to
+    /// open with another). Larger segments halve sled's space overhead for this workload.
+    pub sled_segment_bytes: usize,
     /// sled's background flush period; `None` = only at checkpoints (sled's flush is not
     /// durable anyway; the log is).
     pub sled_flush_every_ms: Option<u64>,
+    /// Most events one history may hold ([`crate::store::HISTORY_EVENTS_MAX`]; smaller
+    /// only in tests of the refusal).
+    pub history_events_max: u64,
+    /// Most bytes one history may hold, as counted in [`RunState::history_bytes`]
+    /// ([`crate::store::HISTORY_BYTES_MAX`]; smaller only in tests of the refusal).
+    pub history_bytes_max: u64,
 }
 
 impl Default for EmbeddedOptions {
@@ -80,7 +89,10 @@ impl Default for EmbeddedOptions {
             log_max_batch_bytes: log::DEFAULT_MAX_BATCH_BYTES,
             checkpoint_every_bytes: 32 << 20,
             sled_cache_bytes: 64 << 20,
+            sled_segment_bytes: 8 << 20,
             sled_flush_every_ms: Some(1_000),
+            history_events_max: crate::store::HISTORY_EVENTS_MAX,
+            history_bytes_max: crate::store::HISTORY_BYTES_MAX,
         }
     }
 }
@@ -114,7 +126,7 @@ pub(crate) struct RunHead {
     /// Size of the history (encoded records plus referred blobs), against HISTORY_BYTES_MAX.
     history_bytes: u64,
     /// Encoded records not yet in sled, oldest first, contiguous up to `state.last_seq`.
-    tail: VecDeque<(u64, Arc<[u8]>)>,
+    tail: VecDeque<Arc<codec::Rec>>,
     /// Appends sent to the indexer and not yet applied.
     unindexed: u32,
 }
@@ -150,6 +162,31 @@ pub(crate) struct Inner {
     backlog_drained: tokio::sync::Notify,
     failed: Mutex<Option<String>>,
     records: AtomicU64,
+    index: IndexCounters,
+}
+
+/// Counters of the indexer.
+#[derive(Debug, Default)]
+pub(crate) struct IndexCounters {
+    pub batches: AtomicU64,
+    pub events: AtomicU64,
+    pub chunks: AtomicU64,
+    pub checkpoints: AtomicU64,
+}
+
+/// What the indexer did since open (for benchmarks and logs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    /// sled batches applied.
+    pub batches: u64,
+    /// Events written to sled.
+    pub events: u64,
+    /// Chunks written to sled.
+    pub chunks: u64,
+    /// Checkpoints taken.
+    pub checkpoints: u64,
+    /// Bytes queued for the indexer now.
+    pub backlog_bytes: u64,
 }
 
 pub(crate) fn log_err(e: log::Error) -> Error {
@@ -254,7 +291,7 @@ impl Inner {
             )));
         }
         let hash = *blake3::hash(&data).as_bytes();
-        let record = logrec::encode_blob(&hash, &data);
+        let record = codec::encode_blob(&hash, &data);
         let durable = {
             let mut head = self.head.lock();
             if self.blob_known(&head, &hash)? {
@@ -267,7 +304,7 @@ impl Inner {
                     .ok_or_else(|| Error::Unavailable("the store is closed".into()))?;
                 let durable = self
                     .log
-                    .submit(vec![(logrec::KIND_BLOB, record)])
+                    .submit(vec![(codec::KIND_BLOB, record)])
                     .map_err(log_err)?;
                 let data = Arc::new(data);
                 head.blobs.insert(hash, Arc::clone(&data));
@@ -307,6 +344,19 @@ impl EmbeddedStore {
         self.stop_indexer();
         let closed = self.inner.log.shutdown().map_err(log_err);
         checkpoint.and(closed)
+    }
+
+    /// Counters of the indexer since open.
+    pub fn index_stats(&self) -> IndexStats {
+        let c = &self.inner.index;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        IndexStats {
+            batches: get(&c.batches),
+            events: get(&c.events),
+            chunks: get(&c.chunks),
+            checkpoints: get(&c.checkpoints),
+            backlog_bytes: get(&self.inner.backlog_bytes),
+        }
     }
 
     /// The data directory.

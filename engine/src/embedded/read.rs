@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 
+use crate::embedded::codec::{Rec, decode_chunk};
 use crate::embedded::indexer::Op;
 use crate::embedded::keys::{self, StoredState};
 use crate::embedded::{Inner, sled_err};
-use crate::event::{EventRecord, TimeMs, decode_record, genesis_hash};
+use crate::event::{EventRecord, TimeMs, genesis_hash};
 use crate::ids::{RunId, RunKey};
 use crate::payload::Hash;
 use crate::state::{RunState, RunStatus};
@@ -59,10 +60,10 @@ impl Inner {
         let limit = limit.min(READ_HISTORY_PAGE_MAX) as u64;
         // The tail first, then sled (see the module doc).
         let snapshot = self.head.lock().runs.get(key).map(|r| {
-            let tail: Vec<(u64, Arc<[u8]>)> = r
+            let tail: Vec<Arc<Rec>> = r
                 .tail
                 .iter()
-                .filter(|(s, _)| *s + 1 >= from)
+                .filter(|t| t.seq + 1 >= from)
                 .cloned()
                 .collect();
             (r.state.last_seq, r.state.last_hash, tail)
@@ -78,82 +79,50 @@ impl Inner {
             return Ok(Vec::new());
         }
         let end = last_seq.min(from + limit - 1);
-        let start = from - 1;
-        let tail_first = tail.first().map_or(u64::MAX, |(s, _)| *s);
-        // Raw records of seq `start..=end` (seq 0 is the genesis: nothing to read).
-        let mut raw: Vec<(u64, Arc<[u8]>)> = Vec::with_capacity((end - start + 1) as usize);
-        let sled_end = end.min(tail_first.saturating_sub(1));
-        let sled_start = start.max(1);
-        if sled_start <= sled_end {
-            let run = key.to_bytes();
-            let mut expected = sled_start;
-            for item in self
-                .db
-                .range(keys::event(&run, sled_start)..=keys::event(&run, sled_end))
-            {
-                let (k, v) = item.map_err(|e| match sled_err(e) {
-                    Error::Corrupt { detail, .. } => corrupt(key, expected, detail),
-                    e => e,
-                })?;
-                let seq = k
-                    .len()
-                    .checked_sub(8)
-                    .and_then(|i| k[i..].try_into().ok())
-                    .map(u64::from_be_bytes);
-                if seq != Some(expected) {
-                    return Err(corrupt(
-                        key,
-                        expected,
-                        "the event is missing from the read models",
-                    ));
-                }
-                let (_, rec) = keys::split_event_value(&v)
-                    .ok_or_else(|| corrupt(key, expected, "stored event is truncated"))?;
-                raw.push((expected, Arc::from(rec)));
-                expected += 1;
+        let tail_first = tail.first().map_or(u64::MAX, |t| t.seq);
+        let sled_end = end.min(tail_first - 1);
+        // `prev` is the hash before `from`; `recs` the verified records from `from` on.
+        let (mut prev, mut recs) = if from <= sled_end {
+            self.sled_records(key, from, sled_end)?
+        } else if from == 1 {
+            (genesis_hash(key), Vec::new())
+        } else if from > tail_first {
+            let t = tail
+                .iter()
+                .find(|t| t.seq == from - 1)
+                .ok_or_else(|| corrupt(key, from - 1, "the event is missing from memory"))?;
+            (t.hash, Vec::new())
+        } else {
+            let (_, before) = self.sled_records(key, from - 1, from - 1)?;
+            (
+                before.last().map(|r| r.hash).ok_or_else(|| {
+                    corrupt(key, from - 1, "the event is missing from the read models")
+                })?,
+                Vec::new(),
+            )
+        };
+        let mut next = from + recs.len() as u64;
+        if let Some(r) = recs.last() {
+            prev = r.hash;
+        }
+        let tail_from = next;
+        for t in tail.iter().filter(|t| t.seq >= tail_from && t.seq <= end) {
+            if t.seq != next {
+                return Err(corrupt(key, next, "the event is missing"));
             }
-            if expected <= sled_end {
+            if !t.verifies_after(&prev) {
                 return Err(corrupt(
                     key,
-                    expected,
-                    "the event is missing from the read models",
+                    t.seq,
+                    "[STF-C2-HASH] the hash chain does not verify",
                 ));
             }
+            prev = t.hash;
+            recs.push(Rec::clone(t));
+            next += 1;
         }
-        raw.extend(
-            tail.into_iter()
-                .filter(|(s, _)| *s >= start.max(1) && *s <= end),
-        );
-        let mut prev = genesis_hash(key);
-        let mut out = Vec::with_capacity((end - from + 1) as usize);
-        let mut expected = start.max(1);
-        for (seq, bytes) in raw {
-            if seq != expected {
-                return Err(corrupt(key, expected, "the event is missing"));
-            }
-            let d = decode_record(&bytes).map_err(|e| corrupt(key, seq, e.to_string()))?;
-            if d.key != *key || d.record.seq != seq {
-                return Err(corrupt(
-                    key,
-                    seq,
-                    format!("stored record is {} seq {}", d.key, d.record.seq),
-                ));
-            }
-            if seq >= from {
-                if !d.verifies_after(&prev) {
-                    return Err(corrupt(
-                        key,
-                        seq,
-                        "[STF-C2-HASH] the hash chain does not verify: the record was altered or its predecessor is damaged",
-                    ));
-                }
-                out.push(d.record.clone());
-            }
-            prev = d.record.hash;
-            expected += 1;
-        }
-        if expected != end + 1 {
-            return Err(corrupt(key, expected, "the event is missing"));
+        if next != end + 1 {
+            return Err(corrupt(key, next, "the event is missing"));
         }
         if end == last_seq && prev != last_hash {
             return Err(corrupt(
@@ -162,7 +131,18 @@ impl Inner {
                 "the last record does not match the run state's hash",
             ));
         }
-        Ok(out)
+        recs.iter()
+            .map(|r| r.to_record().map_err(|e| corrupt(key, r.seq, e)))
+            .collect()
+    }
+
+    pub(crate) fn sled_records(
+        &self,
+        key: &RunKey,
+        lo: u64,
+        hi: u64,
+    ) -> Result<(Hash, Vec<Rec>), Error> {
+        sled_records(&self.db, key, lo, hi)
     }
 
     pub(crate) async fn list_runs(
@@ -260,4 +240,78 @@ impl Inner {
         }
         Ok(Some(v.to_vec()))
     }
+}
+
+/// Records `lo..=hi` of a run from sled, verified, with the hash before `lo`. Fails, naming
+/// the run and seq, if any of them is missing or damaged.
+pub(crate) fn sled_records(
+    db: &sled::Db,
+    key: &RunKey,
+    lo: u64,
+    hi: u64,
+) -> Result<(Hash, Vec<Rec>), Error> {
+    let run = key.to_bytes();
+    let sled_corrupt = |seq: u64| {
+        move |e: sled::Error| match sled_err(e) {
+            Error::Corrupt { detail, .. } => corrupt(key, seq, detail),
+            e => e,
+        }
+    };
+    // The chunk holding `lo` is the last one starting at or before it.
+    let first = db
+        .range(keys::chunk(&run, 0)..=keys::chunk(&run, lo))
+        .next_back()
+        .transpose()
+        .map_err(sled_corrupt(lo))?;
+    let (k, v) =
+        first.ok_or_else(|| corrupt(key, lo, "the event is missing from the read models"))?;
+    let first_seq = keys::chunk_seq(&run, &k)
+        .ok_or_else(|| corrupt(key, lo, "the event is missing from the read models"))?;
+    let chunk = decode_chunk(key, first_seq, &v)?;
+    if chunk.last_seq() < lo {
+        return Err(corrupt(
+            key,
+            lo,
+            "the event is missing from the read models",
+        ));
+    }
+    let skip = (lo - first_seq) as usize;
+    let prev = if skip == 0 {
+        chunk.prev
+    } else {
+        chunk.recs[skip - 1].1.hash
+    };
+    let mut out: Vec<Rec> = chunk.recs.into_iter().skip(skip).map(|(_, r)| r).collect();
+    let mut next = lo + out.len() as u64;
+    if next <= hi {
+        for item in db.range(keys::chunk(&run, next)..=keys::chunk(&run, hi)) {
+            let (k, v) = item.map_err(sled_corrupt(next))?;
+            if keys::chunk_seq(&run, &k) != Some(next) {
+                return Err(corrupt(
+                    key,
+                    next,
+                    "the event is missing from the read models",
+                ));
+            }
+            let chunk = decode_chunk(key, next, &v)?;
+            if out.last().map(|r| r.hash) != Some(chunk.prev) {
+                return Err(corrupt(
+                    key,
+                    next,
+                    "[STF-C2-HASH] the hash chain breaks between stored chunks",
+                ));
+            }
+            next += chunk.recs.len() as u64;
+            out.extend(chunk.recs.into_iter().map(|(_, r)| r));
+        }
+    }
+    if next <= hi {
+        return Err(corrupt(
+            key,
+            next,
+            "the event is missing from the read models",
+        ));
+    }
+    out.truncate((hi - lo + 1) as usize);
+    Ok((prev, out))
 }

@@ -8,7 +8,7 @@
 //! refused. In between, the log's records after the checkpoint are re-applied: those sled
 //! already has must match it byte for byte, the others extend the run states.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,14 +16,16 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::embedded::indexer::{Indexer, StateWrite, write_states};
+use crate::embedded::codec::{
+    KIND_APPEND, KIND_BLOB, Rec, decode_append, decode_blob, decode_chunk,
+};
+use crate::embedded::indexer::{Indexer, StateWrite, write_chunks, write_states};
 use crate::embedded::keys::{self, StoredState};
-use crate::embedded::logrec::{KIND_APPEND, KIND_BLOB, decode_append, decode_blob};
 use crate::embedded::{
     EmbeddedOptions, EmbeddedStore, Head, Inner, LOG_DIR, OpenReport, RunHead, SLED_DIR, log_err,
-    sled_err,
+    read, sled_err,
 };
-use crate::event::{decode_record, genesis_hash};
+use crate::event::genesis_hash;
 use crate::ids::RunKey;
 use crate::log::{Log, LogConfig, Record};
 use crate::payload::Hash;
@@ -50,7 +52,8 @@ pub(crate) fn open(
     let config = sled::Config::new()
         .path(&sled_dir)
         .cache_capacity(options.sled_cache_bytes)
-        .flush_every_ms(options.sled_flush_every_ms);
+        .flush_every_ms(options.sled_flush_every_ms)
+        .segment_size(options.sled_segment_bytes);
     let db = open_sled(&config)?;
     let log_config = LogConfig {
         segment_bytes: options.log_segment_bytes,
@@ -126,6 +129,7 @@ pub(crate) fn open(
         backlog_drained: tokio::sync::Notify::new(),
         failed: Mutex::new(None),
         records: AtomicU64::new(0),
+        index: Default::default(),
     });
     let indexer = Indexer::new(Arc::clone(&inner), log_end.max(indexed));
     let handle = std::thread::Builder::new()
@@ -212,26 +216,29 @@ fn lost_from_log(db: &sled::Db, log_end: u64, indexed: u64) -> Error {
         if stored.lsn <= log_end {
             continue;
         }
-        // Walk back to the first event written after the log's end.
+        // Walk back through the run's chunks to its first event written after the log's end.
         let run = key.to_bytes();
-        let mut seq = stored.state.last_seq;
-        let mut lsn = stored.lsn;
-        while seq > 1 {
-            let prev = db
-                .get(keys::event(&run, seq - 1))
-                .ok()
-                .flatten()
-                .and_then(|v| keys::split_event_value(&v).map(|(l, _)| l));
-            match prev {
-                Some(l) if l > log_end => {
-                    seq -= 1;
-                    lsn = l;
+        let mut first_lost = (stored.lsn, stored.state.last_seq);
+        'chunks: for item in db
+            .range(keys::chunk(&run, 0)..=keys::chunk(&run, u64::MAX))
+            .rev()
+        {
+            let Ok((k, v)) = item else { break };
+            let Some(first_seq) = keys::chunk_seq(&run, &k) else {
+                break;
+            };
+            let Ok(chunk) = decode_chunk(&key, first_seq, &v) else {
+                break;
+            };
+            for (lsn, rec) in chunk.recs.iter().rev() {
+                if *lsn <= log_end {
+                    break 'chunks;
                 }
-                _ => break,
+                first_lost = (*lsn, rec.seq);
             }
         }
-        if found.as_ref().is_none_or(|(l, _, _)| lsn < *l) {
-            found = Some((lsn, key, seq));
+        if found.as_ref().is_none_or(|(l, _, _)| first_lost.0 < *l) {
+            found = Some((first_lost.0, key, first_lost.1));
         }
     }
     match found {
@@ -244,6 +251,9 @@ fn lost_from_log(db: &sled::Db, log_end: u64, indexed: u64) -> Error {
     }
 }
 
+/// Sled records fetched ahead during replay, per run.
+const REPLAY_PREFETCH_EVENTS: u64 = 256;
+
 /// One run during replay.
 struct ReplayRun {
     state: Option<RunState>,
@@ -253,7 +263,11 @@ struct ReplayRun {
     lsn: u64,
     /// Hash of the last replayed record of this run.
     prev_hash: Option<Hash>,
-    changed: bool,
+    /// Records sled already holds, fetched ahead for comparison.
+    sled: VecDeque<Rec>,
+    /// Records sled does not hold yet, with their lsn, and the hash before the first.
+    new: Vec<(u64, Rec)>,
+    new_prev: Hash,
 }
 
 struct Replay<'a> {
@@ -282,44 +296,34 @@ impl Replay<'_> {
 
     fn append(&mut self, r: &Record) -> Result<(), Error> {
         let lsn = r.lsn;
-        let recs = decode_append(&r.data)
+        let (key, recs) = decode_append(&r.data)
             .map_err(|e| corrupt(None, None, format!("log record lsn {lsn}: {e}")))?;
-        let mut first_key: Option<RunKey> = None;
-        for bytes in recs {
-            let mut d = decode_record(bytes)
-                .map_err(|e| corrupt(None, None, format!("log record lsn {lsn}: {e}")))?;
-            let key = d.key.clone();
-            let seq = d.record.seq;
-            if first_key.get_or_insert_with(|| key.clone()) != &key {
-                return Err(corrupt(
-                    Some(&key),
-                    Some(seq),
-                    format!("log record lsn {lsn} mixes runs"),
-                ));
-            }
-            let run_bytes = key.to_bytes();
-            if !self.runs.contains_key(&key) {
-                let loaded = load(self.db, &key)?;
-                let prev_status = loaded.as_ref().map(|s| s.state.status);
-                let (state, history_bytes) =
-                    loaded.map_or((None, 0), |s| (Some(s.state), s.history_bytes));
-                self.runs.insert(
-                    key.clone(),
-                    ReplayRun {
-                        state,
-                        prev_status,
-                        history_bytes,
-                        lsn,
-                        prev_hash: None,
-                        changed: false,
-                    },
-                );
-            }
-            let run = self
-                .runs
-                .get_mut(&key)
-                .ok_or_else(|| corrupt(Some(&key), Some(seq), "replay lost track of the run"))?;
+        if !self.runs.contains_key(&key) {
+            let loaded = load(self.db, &key)?;
+            let prev_status = loaded.as_ref().map(|s| s.state.status);
+            let (state, history_bytes) =
+                loaded.map_or((None, 0), |s| (Some(s.state), s.history_bytes));
+            let run = ReplayRun {
+                state,
+                prev_status,
+                history_bytes,
+                lsn,
+                prev_hash: None,
+                sled: VecDeque::new(),
+                new: Vec::new(),
+                new_prev: [0; 32],
+            };
+            self.runs.insert(key.clone(), run);
+        }
+        let Some(run) = self.runs.get_mut(&key) else {
+            return Ok(());
+        };
+        for rec in recs {
+            let seq = rec.seq;
             let bad = |detail: String| corrupt(Some(&key), Some(seq), detail);
+            let record = rec
+                .to_record()
+                .map_err(|e| bad(format!("log record lsn {lsn}: {e}")))?;
             let applied = match &mut run.state {
                 None => {
                     if seq != 1 {
@@ -327,43 +331,44 @@ impl Replay<'_> {
                             "the log continues a history whose seq 1..{seq} the read models do not have"
                         )));
                     }
-                    if !d.verifies_after(&genesis_hash(&key)) {
+                    let genesis = genesis_hash(&key);
+                    if !rec.verifies_after(&genesis) {
                         return Err(bad("[STF-C2-HASH] the hash chain does not verify".into()));
                     }
                     run.state = Some(
-                        RunState::start(key.clone(), &d.record).map_err(|e| bad(e.to_string()))?,
+                        RunState::start(key.clone(), &record).map_err(|e| bad(e.to_string()))?,
                     );
+                    run.new_prev = genesis;
                     true
                 }
                 Some(s) if seq <= s.last_seq => {
-                    // sled indexed it before the crash: it must hold exactly these bytes.
-                    let stored = self
-                        .db
-                        .get(keys::event(&run_bytes, seq))
-                        .map_err(sled_err)?;
-                    let same = stored
-                        .as_ref()
-                        .and_then(|v| keys::split_event_value(v))
-                        .is_some_and(|(_, rec)| rec == bytes);
-                    if !same {
+                    // sled indexed it before the crash: it must hold exactly this record.
+                    if run.sled.front().is_none_or(|r| r.seq != seq) {
+                        let hi = s.last_seq.min(seq + REPLAY_PREFETCH_EVENTS);
+                        let (prev, got) = read::sled_records(self.db, &key, seq, hi)?;
+                        run.prev_hash.get_or_insert(prev);
+                        run.sled = got.into();
+                    }
+                    let stored = run.sled.pop_front();
+                    if stored.as_ref() != Some(&rec) {
                         return Err(bad(format!(
                             "the read models and the log (lsn {lsn}) disagree on this event"
                         )));
                     }
-                    let prev = match run.prev_hash {
-                        Some(h) => h,
-                        None => prev_hash_in_sled(self.db, &key, seq)?,
-                    };
-                    if !d.verifies_after(&prev) {
+                    let prev = run.prev_hash.unwrap_or_else(|| genesis_hash(&key));
+                    if !rec.verifies_after(&prev) {
                         return Err(bad("[STF-C2-HASH] the hash chain does not verify".into()));
                     }
                     false
                 }
                 Some(s) if seq == s.last_seq + 1 => {
-                    if !d.verifies_after(&s.last_hash) {
+                    if !rec.verifies_after(&s.last_hash) {
                         return Err(bad("[STF-C2-HASH] the hash chain does not verify".into()));
                     }
-                    s.apply(&d.record)
+                    if run.new.is_empty() {
+                        run.new_prev = s.last_hash;
+                    }
+                    s.apply(&record)
                         .map_err(|e| bad(format!("the event does not apply: {e}")))?;
                     true
                 }
@@ -375,21 +380,18 @@ impl Replay<'_> {
                     ));
                 }
             };
+            run.prev_hash = Some(rec.hash);
+            run.lsn = lsn;
             if applied {
-                run.changed = true;
-                let blobs: u64 = d
-                    .record
-                    .event
+                let mut event = record.event;
+                let blobs: u64 = event
                     .payloads_mut()
                     .iter()
                     .filter_map(|p| p.blob.map(|b| b.len))
                     .sum();
-                run.history_bytes += bytes.len() as u64 + blobs;
+                run.history_bytes += rec.attrs.len() as u64 + blobs;
+                run.new.push((lsn, rec));
             }
-            run.prev_hash = Some(d.record.hash);
-            run.lsn = lsn;
-            self.batch
-                .insert(keys::event(&run_bytes, seq), keys::event_value(lsn, bytes));
         }
         Ok(())
     }
@@ -402,8 +404,12 @@ impl Replay<'_> {
             mut batch,
         } = self;
         let mut changed: Vec<(&RunKey, &ReplayRun)> =
-            runs.iter().filter(|(_, r)| r.changed).collect();
+            runs.iter().filter(|(_, r)| !r.new.is_empty()).collect();
         changed.sort_by(|a, b| a.0.cmp(b.0));
+        for (key, r) in &changed {
+            let recs: Vec<(u64, &Rec)> = r.new.iter().map(|(l, rec)| (*l, rec)).collect();
+            write_chunks(&mut batch, &key.to_bytes(), r.new_prev, &recs);
+        }
         let writes: Vec<StateWrite<'_>> = changed
             .iter()
             .filter_map(|(_, r)| {
@@ -426,25 +432,4 @@ fn load(db: &sled::Db, key: &RunKey) -> Result<Option<StoredState>, Error> {
         None => Ok(None),
         Some(v) => keys::decode_state(key, &v).map(Some),
     }
-}
-
-/// The hash of the record before `seq`, as sled holds it.
-fn prev_hash_in_sled(db: &sled::Db, key: &RunKey, seq: u64) -> Result<Hash, Error> {
-    if seq == 1 {
-        return Ok(genesis_hash(key));
-    }
-    let v = db
-        .get(keys::event(&key.to_bytes(), seq - 1))
-        .map_err(sled_err)?
-        .ok_or_else(|| {
-            corrupt(
-                Some(key),
-                Some(seq - 1),
-                "the event is missing from the read models",
-            )
-        })?;
-    let (_, rec) = keys::split_event_value(&v)
-        .ok_or_else(|| corrupt(Some(key), Some(seq - 1), "stored event is truncated"))?;
-    let d = decode_record(rec).map_err(|e| corrupt(Some(key), Some(seq - 1), e.to_string()))?;
-    Ok(d.record.hash)
 }
