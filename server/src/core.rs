@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use steadfast_engine::clock::Clock;
 use steadfast_engine::event::{Event, WorkflowTaskScheduled};
 use steadfast_engine::payload::Payload;
-use steadfast_engine::state::{ApplyError, RunState};
+use steadfast_engine::state::{ActivityPhase, ApplyError, RunState};
 use steadfast_engine::store::{self, AppendRequest, Appended, Store, TaskKind};
 use steadfast_engine::{EventRecord, RunKey};
 use tonic::Status;
@@ -143,6 +143,19 @@ impl Core {
         Err(Status::aborted(format!(
             "run {key} is changing too fast; try again"
         )))
+    }
+
+    /// Whether activity `id` of `s` is open and no worker holds it: queued, backing off
+    /// before a retry, or parked on the budget. A cancellation has nothing to stop there, so
+    /// it is recorded at once instead of waiting for a heartbeat that will never come.
+    pub fn is_undispatched(&self, s: &RunState, id: u32) -> bool {
+        s.activities.get(&id).is_some_and(|a| {
+            matches!(a.phase, ActivityPhase::Ready { .. })
+                && !self
+                    .dispatched
+                    .lock()
+                    .contains_key(&(s.key.clone(), id, a.attempt))
+        })
     }
 
     /// Creates a run (the events must begin with RunStarted).

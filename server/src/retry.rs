@@ -50,6 +50,10 @@ pub fn next_attempt_at(
     now: TimeMs,
 ) -> Option<TimeMs> {
     let o = &act.options;
+    // The workflow asked to cancel it: whatever ended this attempt, there is no next one.
+    if act.cancel_requested {
+        return None;
+    }
     if let Some(f) = failure
         && (f.non_retryable
             || f.error_type == CANCELLED_ERROR_TYPE
@@ -102,6 +106,14 @@ mod tests {
         assert_eq!(backoff_ms(&a.options, 3), 4_000);
         assert_eq!(backoff_ms(&a.options, 40), 100_000);
         assert_eq!(next_attempt_at(&a, 1, None, 10), Some(1_010));
+    }
+
+    #[test]
+    fn an_activity_being_cancelled_is_not_retried() {
+        let mut a = act(ActivityOptions::default());
+        assert!(next_attempt_at(&a, 1, None, 0).is_some());
+        a.cancel_requested = true;
+        assert_eq!(next_attempt_at(&a, 1, None, 0), None);
     }
 
     #[test]

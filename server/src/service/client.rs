@@ -273,10 +273,22 @@ impl ClientService for ClientApi {
                 if s.cancel_requested {
                     return Ok(None);
                 }
-                Ok(Some(vec![Event::CancelRequested(ev::CancelRequested {
+                let mut events = vec![Event::CancelRequested(ev::CancelRequested {
                     reason: r.reason.clone(),
                     identity: r.identity.clone(),
-                })]))
+                })];
+                // Running attempts hear of it through their heartbeat; the others (queued, in
+                // retry backoff, parked on the budget) are cancelled now, so that the workflow
+                // can stop without waiting for them.
+                events.extend(
+                    s.activities
+                        .keys()
+                        .filter(|id| self.core.is_undispatched(s, **id))
+                        .map(|id| {
+                            Event::ActivityCancelled(ev::ActivityCancelled { command_seq: *id })
+                        }),
+                );
+                Ok(Some(events))
             })
             .await?;
         Ok(Response::new(pb::CancelRunResponse {}))

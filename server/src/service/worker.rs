@@ -359,7 +359,18 @@ impl WorkerService for WorkerApi {
                 }
                 let mut events = vec![Event::WorkflowTaskCompleted(ev::WorkflowTaskCompleted { started_seq, worker: r.worker_id.clone() })];
                 let (cmd_events, continued) = commands::to_events(s, &r.commands, now)?;
-                events.extend(cmd_events);
+                for e in cmd_events {
+                    // An activity that no worker holds has nothing to stop: its cancellation
+                    // is confirmed at once (a running one hears of it through its heartbeat).
+                    let confirm = match &e {
+                        Event::ActivityCancelRequested(c) => self.core.is_undispatched(s, c.activity_id).then_some(c.activity_id),
+                        _ => None,
+                    };
+                    events.push(e);
+                    if let Some(id) = confirm {
+                        events.push(Event::ActivityCancelled(ev::ActivityCancelled { command_seq: id }));
+                    }
+                }
                 new_run = continued;
                 Ok(Some(events))
             })
