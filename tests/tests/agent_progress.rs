@@ -396,3 +396,94 @@ fn timed_out_and_terminated_runs_end_with_their_partial_result() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn cancelling_a_run_whose_activity_waits_to_be_dispatched_ends_it_with_its_partial_result()
+-> Result<()> {
+    agent_common::seed();
+    let env = Env::start()?;
+    let _worker = env.worker()?;
+    // Parked on its budget after two steps, with their partial result recorded.
+    let parked = env.start_run(
+        "steps",
+        r#"{"n":4,"step_ms":50}"#,
+        &["--max-activities", "2"],
+    )?;
+    // Waiting 10 minutes to retry a failed tool call.
+    let backoff = env.start_run(
+        "tool_call",
+        r#"{"tool":"flaky","retry_initial_ms":600000}"#,
+        &[],
+    )?;
+    env.wait_waiting(&parked, "budget")?;
+    env.wait_run(&backoff, "the retry backoff", |r| {
+        r.waiting_on.iter().any(
+            |w| matches!(&w.what, Some(pb::waiting_on::What::Activity(a)) if a.state == "backoff"),
+        )
+    })?;
+    ensure!(
+        env.describe(&parked)?
+            .result
+            .is_some_and(|p| p.data.starts_with(br#"{"done":"#)),
+        "the parked run shows its partial result while open"
+    );
+
+    let steps_done = |v: &Value| -> Vec<Value> {
+        v["done"]
+            .as_array()
+            .map(|d| d.iter().map(|s| s["step"].clone()).collect())
+            .unwrap_or_default()
+    };
+    for run in [&parked, &backoff] {
+        env.ok(&["run", "cancel", run])?;
+        let info = env.wait_closed(run)?;
+        ensure!(
+            info.status() == pb::RunStatus::Cancelled,
+            "run {run}: {:?}",
+            info.status()
+        );
+        let (code, out, err) = env.cli(&["run", "result", run])?;
+        ensure!(code == EXIT_CANCELLED, "exit {code}: {err}");
+        let got: Value = serde_json::from_str(&out)?;
+        if run == &parked {
+            ensure!(
+                got["cancelled_at"] == 2 && steps_done(&got) == [0, 1],
+                "{got}"
+            );
+        } else {
+            ensure!(
+                got == serde_json::json!({"tool": "flaky", "cancelled": true}),
+                "{got}"
+            );
+        }
+    }
+    // Nothing ran after the cancel.
+    ensure!(env.starts(&parked)?.len() == 2, "the parked step ran");
+    ensure!(
+        env.starts(&backoff)?.len() == 1,
+        "the failed tool ran again"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_workflow_cancelling_an_activity_that_waits_to_retry_hears_back_at_once() -> Result<()> {
+    agent_common::seed();
+    let env = Env::start()?;
+    let _worker = env.worker()?;
+    let run = env.start_run("cancel_pending", r#"{"delay_ms":1000}"#, &[])?;
+    let info = env.wait_closed(&run)?;
+    ensure!(
+        info.status() == pb::RunStatus::Completed,
+        "{:?}: {:?}",
+        info.status(),
+        info.failure
+    );
+    let result: Value = serde_json::from_str(&env.ok(&["run", "result", &run])?)?;
+    ensure!(result == serde_json::json!({"cancelled": 1}), "{result}");
+    ensure!(
+        env.starts(&run)?.len() == 1,
+        "the cancelled activity ran again"
+    );
+    Ok(())
+}

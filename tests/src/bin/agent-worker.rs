@@ -22,7 +22,10 @@
 //! - `sleeper` `{ms}`: one durable timer.
 //! - `tool_call` `{tool, hang_ms, hang_attempts, start_to_close_ms, task_queue,
 //!   retry_initial_ms, max_attempts}`: one call of activity `tool` (`write_tool`, `idem_tool`,
-//!   `read_tool` or `flaky`); returns `{"tool": <result>}` or `{"error": <failure message>}`.
+//!   `read_tool` or `flaky`); returns `{"tool": <result>}` or `{"error": <failure message>}`;
+//!   cancelled, it ends with `{"tool": <name>, "cancelled": true}`.
+//! - `cancel_pending` `{delay_ms}`: calls `flaky`, and `delay_ms` later (while it backs off)
+//!   cancels it; returns `{"cancelled": <activity id>}`.
 //! - `steps` `{n, step_ms, slow_step, slow_ms, gate_at}`: `n` `work` steps, each reported with
 //!   `ctx.progress` and followed by a partial result `{"done": [...]}`; step `slow_step` takes
 //!   `slow_ms`; before step `gate_at` it waits for signal `go`. On a cancellation it ends
@@ -277,7 +280,48 @@ async fn tool_call(ctx: WorkflowContext, input: ToolCallInput) -> Result<Value, 
     {
         Ok(v) => Ok(json!({ "tool": v })),
         Err(ActivityError::Failed { message, .. }) => Ok(json!({ "error": message })),
+        Err(ActivityError::Cancelled) if ctx.is_cancel_requested() => {
+            Err(WorkflowError::Cancelled {
+                partial: Some(json!({ "tool": input.tool, "cancelled": true })),
+            })
+        }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct CancelPendingInput {
+    delay_ms: u64,
+}
+
+impl Default for CancelPendingInput {
+    fn default() -> Self {
+        CancelPendingInput { delay_ms: 1_000 }
+    }
+}
+
+/// Calls `flaky` (which backs off 10 minutes after its first failure), waits `delay_ms`, then
+/// cancels it; returns `{"cancelled": <activity id>}` once the cancellation is confirmed.
+async fn cancel_pending(
+    ctx: WorkflowContext,
+    input: CancelPendingInput,
+) -> Result<Value, WorkflowError> {
+    let call = ToolInput {
+        hang_ms: 0,
+        hang_attempts: 0,
+    };
+    let pending = ctx
+        .activity::<Value>("flaky", &call)
+        .options(ActivityOptions::default().retry(retry(600_000, 0)));
+    let id = pending.id();
+    ctx.sleep(Duration::from_millis(input.delay_ms)).await;
+    ctx.cancel_activity(id);
+    match pending.await {
+        Err(ActivityError::Cancelled) => Ok(json!({ "cancelled": id })),
+        other => Err(WorkflowError::failed(format!(
+            "expected a cancellation, got {other:?}"
+        ))),
     }
 }
 
@@ -412,6 +456,7 @@ async fn main() -> anyhow::Result<()> {
         .register_workflow("sleeper", sleeper)
         .register_workflow("tool_call", tool_call)
         .register_workflow("steps", steps)
+        .register_workflow("cancel_pending", cancel_pending)
         .register_activity("llm", Effect::Read, llm)
         .register_activity("write_tool", Effect::Write, tool)
         .register_activity("idem_tool", Effect::Idempotent, tool)
