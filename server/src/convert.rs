@@ -692,6 +692,6 @@ pub fn run_info(s: &RunState, now_ms: i64, result: Option<Payload>) -> pb::RunIn
         continued_from: rid(&s.continued_from),
         continued_to: rid(&s.continued_to),
         cancel_requested: s.cancel_requested,
-        history_bytes: 0,
+        history_bytes: s.history_bytes,
     }
 }

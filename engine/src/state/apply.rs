@@ -54,6 +54,7 @@ impl RunState {
             failure: None,
             continued_from: a.continued_from,
             continued_to: None,
+            history_bytes: 0,
         })
     }
 

@@ -280,6 +280,13 @@ pub struct RunState {
     pub continued_from: Option<RunId>,
     /// The run that continues this one.
     pub continued_to: Option<RunId>,
+    /// Size of the history as the store counts it against its byte limit
+    /// ([`crate::store::HISTORY_BYTES_MAX`]): the stored attributes of every event plus the
+    /// length of every blob an event refers to. Set by the store, not by `apply` (it depends
+    /// on the storage encoding); 0 in a state folded outside a store. Not part of the
+    /// state's own encoding: the store keeps it beside the state.
+    #[serde(skip)]
+    pub history_bytes: u64,
 }
 
 /// An event that is not legal in the run's current state.

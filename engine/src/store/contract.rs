@@ -7,6 +7,7 @@
 mod fixtures;
 mod history;
 mod queues;
+mod size;
 mod timers;
 
 use async_trait::async_trait;
@@ -41,6 +42,7 @@ pub async fn run_all<B: Backend>(backend: &mut B) {
     timers::timers_fire_and_come_back(backend.fresh().await).await;
     timers::deadlines_of_activities_runs_and_tasks(backend.fresh().await).await;
     reopen_keeps_everything(backend).await;
+    size::history_bytes_are_counted(backend).await;
 }
 
 /// Runs the suite's one slow test: the history event limit (100,000 events).

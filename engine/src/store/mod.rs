@@ -28,8 +28,9 @@ use crate::state::{ApplyError, RunState, RunStatus};
 
 /// Most events one history may hold; past it, appends are refused (use continue-as-new).
 pub const HISTORY_EVENTS_MAX: u64 = 100_000;
-/// Most bytes one history may hold (attrs as stored, blobs counted once); past it, appends are
-/// refused (use continue-as-new).
+/// Most bytes one history may hold ([`RunState::history_bytes`]: attrs as stored, plus the
+/// length of every blob an event refers to); past it, appends are refused (use
+/// continue-as-new).
 pub const HISTORY_BYTES_MAX: u64 = 256 * 1024 * 1024;
 /// Most events in one append.
 pub const APPEND_EVENTS_MAX: usize = 1_000;
