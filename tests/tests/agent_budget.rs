@@ -271,3 +271,40 @@ fn cost_budget_stops_the_next_llm_call_until_raised() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn wall_time_budget_stops_the_next_activity_until_raised() -> Result<()> {
+    agent_common::seed();
+    let env = Env::start()?;
+    let _worker = env.worker()?;
+    // Steps of 1.5 s under a 2 s budget: steps 0 and 1 start in time, step 2 would not.
+    let run = env.start_run(
+        "steps",
+        r#"{"n":4,"step_ms":1500}"#,
+        &["--max-duration", "2s"],
+    )?;
+    env.wait_waiting(&run, "budget")?;
+    let show = env.show(&run)?;
+    ensure!(show["status"] == "running", "{}", show["status"]);
+    let b = waiting_of(&show, "budget");
+    ensure!(
+        b.len() == 1
+            && b[0]["dimension"] == "duration"
+            && b[0]["limit"] == 2_000
+            && b[0]["used"].as_u64().is_some_and(|u| u >= 2_000),
+        "{}",
+        show["waiting_on"]
+    );
+    ensure!(env.starts(&run)?.len() == 2, "step 2 was dispatched");
+    // The partial result of the two steps is visible while parked.
+    ensure!(
+        show["result"]["done"].as_array().map(Vec::len) == Some(2),
+        "{}",
+        show["result"]
+    );
+    env.ok(&["run", "budget", &run, "--max-duration", "1h"])?;
+    let info = env.wait_closed(&run)?;
+    ensure!(info.status() == pb::RunStatus::Completed, "{info:?}");
+    ensure!(env.starts(&run)?.len() == 4);
+    Ok(())
+}
