@@ -9,6 +9,7 @@ use serde::Serialize;
 use steadfast_proto::v1 as pb;
 use tokio::sync::watch;
 
+use crate::client::Client;
 use crate::payload;
 
 /// Who and where this attempt is.
@@ -41,6 +42,10 @@ pub(crate) struct Shared {
     /// Heartbeat details given since the last heartbeat was sent.
     pub(crate) details: Mutex<Option<pb::Payload>>,
     pub(crate) usage: Mutex<Option<pb::Usage>>,
+    /// The worker's client, when the attempt came from a worker.
+    pub(crate) client: Option<Client>,
+    /// blake3 and length of the input payload's bytes, when the attempt came from a worker.
+    pub(crate) input_digest: Option<([u8; 32], u64)>,
 }
 
 /// The context of one activity attempt. Cheap to clone, `Send`.
@@ -53,12 +58,25 @@ impl ActivityContext {
     /// A context for `info`, not cancelled. The runtime builds these; tests of activity
     /// code can too.
     pub fn new(info: ActivityInfo) -> Self {
+        Self::for_attempt(info, None, None)
+    }
+
+    /// The context of an attempt polled by a worker: with its client and the hash of the
+    /// attempt's input.
+    pub(crate) fn for_attempt(
+        info: ActivityInfo,
+        client: Option<Client>,
+        input: Option<&pb::Payload>,
+    ) -> Self {
         ActivityContext {
             shared: Arc::new(Shared {
                 info,
                 cancel: watch::Sender::new(false),
                 details: Mutex::new(None),
                 usage: Mutex::new(None),
+                client,
+                input_digest: input
+                    .map(|p| (*blake3::hash(&p.data).as_bytes(), p.data.len() as u64)),
             }),
         }
     }
@@ -86,6 +104,26 @@ impl ActivityContext {
     /// The activity id (its command seq in the run).
     pub fn activity_id(&self) -> u32 {
         self.shared.info.activity_id
+    }
+
+    /// A client of the server this attempt came from (same connection and namespace as the
+    /// worker), e.g. to fetch a blob; `None` for a context built with
+    /// [`ActivityContext::new`].
+    pub fn client(&self) -> Option<&Client> {
+        self.shared.client.as_ref()
+    }
+
+    /// blake3 of the bytes of this attempt's input payload: its content address, under which
+    /// the server stores it as a blob when it is large (see [`crate::client::Client::get_blob`]).
+    /// `None` for a context built with [`ActivityContext::new`].
+    pub fn input_hash(&self) -> Option<[u8; 32]> {
+        self.shared.input_digest.map(|(h, _)| h)
+    }
+
+    /// Length in bytes of this attempt's input payload; `None` for a context built with
+    /// [`ActivityContext::new`].
+    pub fn input_len(&self) -> Option<u64> {
+        self.shared.input_digest.map(|(_, n)| n)
     }
 
     /// When the server gives up on this attempt, if known.

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::{Activities, ActivityContext, ActivityError, ActivityInfo};
 use crate::backoff::{Backoff, is_transient};
+use crate::client::Client;
 
 /// How the runtime behaves; part of [`crate::WorkerOptions`].
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub(crate) struct RuntimeConfig {
     pub(crate) cancel_grace: Duration,
     /// How long to keep trying to report an outcome while the server is unreachable.
     pub(crate) report_timeout: Duration,
+    /// Handed to every attempt's context ([`ActivityContext::client`]).
+    pub(crate) client: Option<Client>,
 }
 
 /// The three calls an attempt makes; a trait so that tests can stand in for the server.
@@ -70,17 +73,21 @@ pub(crate) async fn run_attempt<T: ActivityTransport>(
     activities: &Activities,
     task: pb::PollActivityTaskResponse,
 ) {
-    let ctx = ActivityContext::new(ActivityInfo {
-        namespace: task.namespace,
-        run_id: task.run_id,
-        workflow_id: task.workflow_id,
-        workflow_type: task.workflow_type,
-        activity_id: task.activity_id,
-        activity_type: task.activity_type,
-        attempt: task.attempt,
-        idempotency_key: task.idempotency_key,
-        deadline_ms: task.deadline_ms,
-    });
+    let ctx = ActivityContext::for_attempt(
+        ActivityInfo {
+            namespace: task.namespace,
+            run_id: task.run_id,
+            workflow_id: task.workflow_id,
+            workflow_type: task.workflow_type,
+            activity_id: task.activity_id,
+            activity_type: task.activity_type,
+            attempt: task.attempt,
+            idempotency_key: task.idempotency_key,
+            deadline_ms: task.deadline_ms,
+        },
+        config.client.clone(),
+        task.input.as_ref(),
+    );
     let info = ctx.info();
     let span = tracing::debug_span!(
         "activity",

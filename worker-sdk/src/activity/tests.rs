@@ -74,6 +74,7 @@ fn config() -> RuntimeConfig {
         heartbeat_interval: Duration::from_millis(500),
         cancel_grace: Duration::from_secs(2),
         report_timeout: Duration::from_secs(60),
+        client: None,
     }
 }
 

@@ -339,6 +339,34 @@ impl Client {
         Ok(())
     }
 
+    /// The blob whose blake3 is `hash`: the bytes of a payload the server stored once,
+    /// content-addressed (every event payload larger than the server's inline limit, 512
+    /// bytes, is). `None` when the server has no such blob. The bytes are checked against
+    /// the hash before they are returned.
+    pub async fn get_blob(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, Error> {
+        let req = pb::GetBlobRequest {
+            namespace: self.config.namespace.clone(),
+            hash: hash.to_vec(),
+        };
+        let resp = match self.service().get_blob(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
+            Err(s) => return Err(s.into()),
+        };
+        let data = resp.payload.map(|p| p.data).unwrap_or_default();
+        if blake3::hash(&data).as_bytes() != hash {
+            return Err(Error::Server {
+                code: tonic::Code::DataLoss,
+                message: format!(
+                    "blob {} does not match its hash ({} bytes received)",
+                    hex::encode(hash),
+                    data.len()
+                ),
+            });
+        }
+        Ok(Some(data))
+    }
+
     /// The whole history of run `run_id`, all pages.
     pub async fn history(&self, run_id: &str) -> Result<Vec<pb::HistoryEvent>, Error> {
         self.history_range(run_id, 1, u64::MAX).await

@@ -5,7 +5,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::{ChatRequest, ChatResponse, Error, LlmClient, NON_RETRYABLE_TYPES};
+use super::transcript::Link;
+use super::{ChatRequest, ChatResponse, Error, LlmClient, NON_RETRYABLE_TYPES, resolve_transcript};
 use futures::future::BoxFuture;
 
 use crate::activity::ActivityContext;
@@ -134,12 +135,20 @@ pub fn activity_fn(
 impl LlmClient {
     /// The `llm.chat` activity with this client: one call with its usage added to `ctx`,
     /// its [`Error`] mapped to a retryable or non-retryable [`ActivityError`].
+    ///
+    /// A [`super::Conversation`] request's transcript reference is resolved first (see
+    /// [`super::transcript`]); after a successful call its full transcript is cached for
+    /// the conversation's next call.
     pub async fn run_activity(
         &self,
         ctx: &ActivityContext,
         request: ChatRequest,
     ) -> Result<ChatResponse, ActivityError> {
-        Ok(self.chat_for(ctx, &request).await?)
+        let link = Link::of(ctx, &request);
+        let request = resolve_transcript(ctx, request).await?;
+        let response = self.chat_for(ctx, &request).await?;
+        link.remember(request.messages);
+        Ok(response)
     }
 }
 
@@ -194,6 +203,7 @@ mod tests {
             heartbeat_interval: Duration::from_secs(60),
             cancel_grace: Duration::from_secs(1),
             report_timeout: Duration::from_secs(1),
+            client: None,
         };
         let task = pb::PollActivityTaskResponse {
             task_token: "t".into(),

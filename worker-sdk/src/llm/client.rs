@@ -100,7 +100,18 @@ impl LlmClient {
 
     /// Makes one chat call. Failures are typed by what to do next ([`Error::is_retryable`]);
     /// the client itself never retries: in an activity, the retry policy does.
+    ///
+    /// A request that refers to an earlier transcript ([`ChatRequest::has_transcript_ref`])
+    /// is refused with [`Error::Transcript`]: resolve it first ([`super::resolve_transcript`],
+    /// which [`LlmClient::chat_for`] and the `llm.chat` activity do).
     pub async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, Error> {
+        if request.has_transcript_ref() {
+            return Err(Error::Transcript(
+                "the request refers to an earlier transcript; resolve it first \
+                 (llm::resolve_transcript, LlmClient::chat_for or the llm.chat activity)"
+                    .into(),
+            ));
+        }
         let start = Instant::now();
         let result = match &self.inner.http {
             None => Ok(self.chat_offline(request)),
@@ -142,11 +153,21 @@ impl LlmClient {
     /// [`LlmClient::chat`] inside an activity: on success, adds the call's usage to `ctx`,
     /// so that it is sent with the attempt's result and counted in the run's totals (and
     /// budget). Several calls in one attempt add up.
+    ///
+    /// A request that refers to an earlier transcript is resolved first
+    /// ([`super::resolve_transcript`]).
     pub async fn chat_for(
         &self,
         ctx: &ActivityContext,
         request: &ChatRequest,
     ) -> Result<ChatResponse, Error> {
+        let resolved;
+        let request = if request.has_transcript_ref() {
+            resolved = super::resolve_transcript(ctx, request.clone()).await?;
+            &resolved
+        } else {
+            request
+        };
         let response = self.chat(request).await?;
         ctx.add_usage(&response.usage.to_proto());
         Ok(response)

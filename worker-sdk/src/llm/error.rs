@@ -19,9 +19,13 @@ pub const BAD_REQUEST_TYPE: &str = "LlmBadRequest";
 pub const AUTH_TYPE: &str = "LlmAuth";
 /// Failure type: the worker's LLM configuration is invalid (never retried).
 pub const CONFIG_TYPE: &str = "LlmConfig";
+/// Failure type: the request refers to an earlier transcript that cannot be resolved (the
+/// blob is missing, damaged or not a chat request; never retried).
+pub const TRANSCRIPT_TYPE: &str = "LlmTranscript";
 
 /// The failure types an `llm.chat` activity never retries.
-pub const NON_RETRYABLE_TYPES: &[&str] = &[BAD_REQUEST_TYPE, AUTH_TYPE, CONFIG_TYPE];
+pub const NON_RETRYABLE_TYPES: &[&str] =
+    &[BAD_REQUEST_TYPE, AUTH_TYPE, CONFIG_TYPE, TRANSCRIPT_TYPE];
 
 /// Why an LLM call produced no answer. Messages carry the HTTP status and the API's own
 /// error message, never the prompt or the API key.
@@ -68,6 +72,10 @@ pub enum Error {
     /// The LLM settings of this worker are invalid.
     #[error("invalid LLM configuration: {0}")]
     Config(String),
+    /// The request refers to an earlier transcript ([`super::TranscriptRef`]) that cannot be
+    /// resolved: not found on the server, damaged, or not a chat request.
+    #[error("cannot resolve the conversation transcript: {0}")]
+    Transcript(String),
 }
 
 impl Error {
@@ -91,6 +99,7 @@ impl Error {
             Error::Auth { .. } => AUTH_TYPE,
             Error::BadRequest { .. } => BAD_REQUEST_TYPE,
             Error::Config(_) => CONFIG_TYPE,
+            Error::Transcript(_) => TRANSCRIPT_TYPE,
         }
     }
 
@@ -150,5 +159,6 @@ mod tests {
         assert!(Error::Unavailable("x".into()).is_retryable());
         assert!(Error::InvalidResponse("x".into()).is_retryable());
         assert!(!Error::Config("x".into()).is_retryable());
+        assert!(!Error::Transcript("x".into()).is_retryable());
     }
 }

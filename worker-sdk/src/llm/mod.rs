@@ -13,6 +13,10 @@
 //! - [`chat`] (workflow side) schedules the [`ACTIVITY_NAME`] (`llm.chat`) activity;
 //!   [`chat_activity`] (worker side) runs it. The answer is recorded in the history, so
 //!   a replay never calls the model again.
+//! - [`Conversation`] (workflow side): long conversations whose history grows linearly.
+//!   Each call records a reference to the previous call's transcript plus the new messages
+//!   (format in [`conversation`]); the `llm.chat` activity resolves it ([`transcript`]:
+//!   a per-worker cache, else `GetBlob`).
 //! - Usage: [`chat_activity`] (and [`LlmClient::chat_for`] in activities of your own) adds
 //!   each call's tokens and cost to the attempt's [`crate::activity::ActivityContext`]; the
 //!   activity runtime sends them with `CompleteActivityTask.usage`, and the server adds them
@@ -24,9 +28,11 @@
 mod activity;
 mod client;
 mod config;
+pub mod conversation;
 mod error;
 pub mod offline;
 mod prices;
+pub mod transcript;
 mod types;
 mod wire;
 
@@ -40,9 +46,11 @@ pub use config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, ENV_API_KEY, ENV_BASE_URL, ENV_CONNECT_TIMEOUT_MS,
     ENV_MODEL, ENV_PRICES, ENV_TIMEOUT_MS, LlmConfig,
 };
+pub use conversation::{Conversation, SERVER_INLINE_BYTES_MAX};
 pub use error::{
     AUTH_TYPE, BAD_REQUEST_TYPE, CONFIG_TYPE, Error, INVALID_RESPONSE_TYPE, NON_RETRYABLE_TYPES,
-    RATE_LIMITED_TYPE, SERVER_ERROR_TYPE, UNAVAILABLE_TYPE,
+    RATE_LIMITED_TYPE, SERVER_ERROR_TYPE, TRANSCRIPT_TYPE, UNAVAILABLE_TYPE,
 };
 pub use prices::{ModelPrice, PriceTable};
-pub use types::{ChatRequest, ChatResponse, LlmUsage, Message, ToolCall, ToolSpec};
+pub use transcript::{CacheStats, cache_stats, resolve_transcript, set_cache_bytes_max};
+pub use types::{ChatRequest, ChatResponse, LlmUsage, Message, ToolCall, ToolSpec, TranscriptRef};

@@ -120,7 +120,14 @@ pub struct ChatRequest {
     /// The model; `None` = the client's default (`STEADFAST_LLM_MODEL`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// The conversation so far.
+    /// Set by [`super::Conversation`]: where [`ChatRequest::messages`] sit in a longer
+    /// conversation. With [`TranscriptRef::prev`], the messages only continue the transcript
+    /// of an earlier call, which the `llm.chat` activity resolves before calling the model
+    /// (see [`super::conversation`] for the format). `None`: the messages are the whole
+    /// conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<TranscriptRef>,
+    /// The conversation so far (or, with a [`TranscriptRef::prev`], its new messages).
     pub messages: Vec<Message>,
     /// Tools the model may call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -164,6 +171,29 @@ impl ChatRequest {
     pub fn max_tokens(mut self, max_tokens: u32) -> Self {
         self.max_tokens = Some(max_tokens);
         self
+    }
+}
+
+/// Where a request's messages sit in a conversation ([`ChatRequest::transcript`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TranscriptRef {
+    /// The earlier `llm.chat` call whose full transcript comes before this request's
+    /// messages: the blake3 of that call's input payload bytes, 64 lowercase hex digits (the
+    /// server stores such an input once, as a blob under that hash). `None`: the request's
+    /// messages are the whole transcript.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
+    /// How many messages the `prev` call's full transcript holds (0 without `prev`); checked
+    /// when the reference is resolved.
+    #[serde(default)]
+    pub prev_messages: u64,
+}
+
+impl ChatRequest {
+    /// Whether the messages continue an earlier call's transcript that must be resolved
+    /// before the model sees the request.
+    pub fn has_transcript_ref(&self) -> bool {
+        self.transcript.as_ref().is_some_and(|t| t.prev.is_some())
     }
 }
 

@@ -52,12 +52,13 @@ pub(super) async fn run(
         options.workflow_threads,
         options.cache_size,
     )?;
+    let client = Client::with_channel(config.clone(), channel.clone());
     let shared = Arc::new(Shared {
         outage: AtomicBool::new(false),
-        worker: WorkerServiceClient::new(channel.clone())
+        worker: WorkerServiceClient::new(channel)
             .max_decoding_message_size(config.max_message_bytes)
             .max_encoding_message_size(config.max_message_bytes),
-        client: Client::with_channel(config, channel),
+        client: client.clone(),
         threads,
         activities,
         runtime: RuntimeConfig {
@@ -66,6 +67,7 @@ pub(super) async fn run(
             heartbeat_interval: options.heartbeat_interval,
             cancel_grace: options.cancel_grace,
             report_timeout: options.report_timeout,
+            client: Some(client),
         },
         workflow_types,
         activity_types,
