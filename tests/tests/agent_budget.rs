@@ -189,6 +189,22 @@ fn token_budget_parks_the_run_across_a_server_crash_until_raised() -> Result<()>
     let show = env.show(&run)?;
     assert_parked(&show, "tokens", limit, 3 * call.tokens())?;
 
+    // Raised, but not past what is used: the run parks again, on the new ceiling.
+    let short = (3 * call.tokens()).to_string();
+    env.ok(&["run", "budget", &run, "--max-tokens", &short])?;
+    env.wait_run(&run, "the run to park on the new ceiling", |r| {
+        r.waiting_on.iter().any(|w| {
+            matches!(&w.what, Some(pb::waiting_on::What::Budget(b)) if b.limit == 3 * call.tokens())
+        })
+    })?;
+    assert_parked(
+        &env.show(&run)?,
+        "tokens",
+        3 * call.tokens(),
+        3 * call.tokens(),
+    )?;
+    ensure!(env.starts(&run)?.len() == 3, "dispatched past the ceiling");
+
     let raised = (call.tokens() * 10).to_string();
     let out = env.ok(&["run", "budget", &run, "--max-tokens", &raised])?;
     ensure!(out.contains(&format!("max_tokens={raised}")), "{out}");

@@ -208,3 +208,40 @@ fn lost_reads_and_idempotent_writes_are_retried_with_the_same_key() -> Result<()
     }
     Ok(())
 }
+
+#[test]
+fn a_write_running_when_the_server_crashes_also_waits_for_reconciliation() -> Result<()> {
+    agent_common::seed();
+    let mut env = Env::start()?;
+    let mut first = env.worker()?;
+    let run = env.start_run("tool_call", &hanging("write_tool"), &[])?;
+    env.wait_starts(&run, 1)?;
+    // Both go down while the write runs; the deadline of the attempt is rebuilt from the
+    // history (ActivityStarted) after the restart.
+    first.kill9();
+    env.server_restart()?;
+    let _second = env.worker()?;
+    env.wait_waiting(&run, "reconciliation")?;
+    let show = env.show(&run)?;
+    let rec = waiting_of(&show, "reconciliation");
+    ensure!(
+        rec.len() == 1 && rec[0]["attempt"] == 1,
+        "{}",
+        show["waiting_on"]
+    );
+    ensure!(env.starts(&run)?.len() == 1, "the write ran again");
+    // Still waiting after another crash: the decision is the operator's.
+    env.server_restart()?;
+    let show = env.show(&run)?;
+    ensure!(
+        waiting_of(&show, "reconciliation").len() == 1,
+        "{}",
+        show["waiting_on"]
+    );
+    let id = rec[0]["activity_id"].to_string();
+    env.ok(&["run", "reconcile", &run, "--activity", &id, "--retry"])?;
+    let r = result(&env, &run)?;
+    ensure!(r["tool"]["attempt"] == 2, "{r}");
+    ensure!(env.starts(&run)?.len() == 2);
+    Ok(())
+}
