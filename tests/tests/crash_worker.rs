@@ -11,10 +11,11 @@ use steadfast_proto::v1::history_event::Attributes;
 use steadfast_sdk::client::{Client, StartOptions};
 use steadfast_tests::{Server, history, runtime, side, start_test_worker, wait_for};
 
-/// The activity sleeps this long on every attempt...
-const SLEEP_MS: u64 = 1_000;
-/// ...and an attempt may take this long: a live attempt completes, a lost one times out soon.
-const START_TO_CLOSE_MS: u64 = 2_000;
+/// The first attempt sleeps this long (the test kills its worker well before the end)...
+const SLEEP_MS: u64 = 30_000;
+/// ...and an attempt may take this long, so the lost one times out soon. Retries return at
+/// once.
+const START_TO_CLOSE_MS: u64 = 1_500;
 
 #[test]
 fn lost_attempt_is_retried_by_another_worker_with_the_same_key() -> Result<()> {

@@ -10,8 +10,9 @@
 //! - `seq` `{n, sleep_ms, start_to_close_ms}`: `n` sequential `step` activities, each sleeping
 //!   `sleep_ms` and returning its index; the result is the list of results. It issues no other
 //!   command, so the activity ids are 1..=n.
-//! - `slow` `{sleep_ms, start_to_close_ms}`: one `slow` activity sleeping `sleep_ms`, retried
-//!   100 ms after a failure or timeout: kill the worker inside it.
+//! - `slow` `{sleep_ms, start_to_close_ms}`: one `slow` activity whose first attempt sleeps
+//!   `sleep_ms` (kill the worker inside it) and whose retries (100 ms after a failure or
+//!   timeout) return at once, so that a retry cannot time out too on a busy machine.
 //! - `nondet` `{first_ms, second_ms, start_to_close_ms}`: `step` then, with `--variant a`,
 //!   `step` again; with `--variant b`, `other`: replaying a history of one variant with the
 //!   other is nondeterministic at command seq 2.
@@ -278,6 +279,11 @@ async fn sleep_then_report(ctx: ActivityContext, sleep_ms: u64) -> Result<String
     ))
 }
 
+async fn slow_first_attempt(ctx: ActivityContext, sleep_ms: u64) -> Result<String, ActivityError> {
+    let sleep_ms = if ctx.attempt() == 1 { sleep_ms } else { 0 };
+    sleep_then_report(ctx, sleep_ms).await
+}
+
 /// Heartbeats every 100 ms for `long_ms`, returning the number of ticks; stops as cancelled
 /// as soon as the cancellation reaches it.
 async fn long(ctx: ActivityContext, long_ms: u64) -> Result<u64, ActivityError> {
@@ -319,7 +325,7 @@ async fn main() -> anyhow::Result<()> {
         .register_workflow("cancellable", cancellable)
         .register_activity("step", Effect::Idempotent, step)
         .register_activity("other", Effect::Idempotent, other)
-        .register_activity("slow", Effect::Idempotent, sleep_then_report)
+        .register_activity("slow", Effect::Idempotent, slow_first_attempt)
         .register_activity("write", Effect::Write, sleep_then_report)
         .register_activity("long", Effect::Read, long);
     eprintln!(
