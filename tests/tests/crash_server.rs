@@ -217,18 +217,14 @@ fn run_completes_across_server_sigkills() -> Result<()> {
     }
 
     // At least once: every activity ran; re-runs of unrecorded attempts are fine.
-    let mut runs_per_activity: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut attempts: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     for e in &executions {
-        *runs_per_activity.entry(e.activity_id).or_default() += 1;
+        attempts.entry(e.activity_id).or_default().push(e.attempt);
     }
-    assert_eq!(
-        runs_per_activity.len(),
-        STEPS as usize,
-        "activities executed"
-    );
-    let reruns: Vec<_> = runs_per_activity.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(attempts.len(), STEPS as usize, "activities executed");
+    let reruns: Vec<_> = attempts.iter().filter(|(_, a)| a.len() > 1).collect();
     eprintln!(
-        "{} executions for {STEPS} activities; re-executed (result not recorded before a kill): {reruns:?}; {} events",
+        "{} executions for {STEPS} activities; re-executed (activity, attempts), results not recorded before a kill: {reruns:?}; {} events",
         executions.len(),
         events.len()
     );
