@@ -12,14 +12,17 @@
 //!   chain to the final result;
 //! - the conversation went on across runs: the last call's prompt tokens are those of the
 //!   whole 30-step conversation, and the later runs' first calls refer to inputs stored by
-//!   the run before (a run's input stays small: it carries a reference, not the transcript).
+//!   the run before (a run's input stays small: it carries a reference, not the transcript);
+//! - the cold path: a new worker process (empty transcript cache) goes on with the final
+//!   conversation in a fourth run; it resolves the chain with `GetBlob`, one blob per link,
+//!   and its model sees the whole 40-step conversation.
 
 mod horizon_common;
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use horizon_common::Stack;
+use horizon_common::{Stack, start_worker};
 use serde_json::{Value, json};
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::history_event::Attributes;
@@ -32,7 +35,7 @@ const EVERY: u64 = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continue_as_new_hands_over_and_the_result_follows_the_chain() -> Result<()> {
-    let stack = Stack::start()?;
+    let mut stack = Stack::start()?;
     let client = stack.client().await?;
     let options = StartOptions {
         workflow_id: Some("handover-1".into()),
@@ -103,15 +106,18 @@ async fn continue_as_new_hands_over_and_the_result_follows_the_chain() -> Result
         })
         .context("the first call's system prompt")?;
     let reply = offline::complete(&[offline::Message::new("user", "step 1")]);
-    let expected_tokens = offline::count_tokens(system.text())
-        + (1..=STEPS)
-            .map(|i| offline::count_tokens(&format!("step {i}")))
-            .sum::<u64>()
-        + (STEPS - 1) * offline::count_tokens(&reply);
+    let expected_tokens = |steps: u64| {
+        offline::count_tokens(system.text())
+            + (1..=steps)
+                .map(|i| offline::count_tokens(&format!("step {i}")))
+                .sum::<u64>()
+            + (steps - 1) * offline::count_tokens(&reply)
+    };
     ensure!(
-        result["last_input_tokens"] == expected_tokens,
-        "the last call saw {} tokens; the whole conversation has {expected_tokens}",
-        result["last_input_tokens"]
+        result["last_input_tokens"] == expected_tokens(STEPS),
+        "the last call saw {} tokens; the whole conversation has {}",
+        result["last_input_tokens"],
+        expected_tokens(STEPS)
     );
     for r in &runs[1..] {
         let history = client.history(&r.run_id).await?;
@@ -144,8 +150,38 @@ async fn continue_as_new_hands_over_and_the_result_follows_the_chain() -> Result
         );
     }
     eprintln!(
-        "continue-as-new: {} runs of workflow id handover-1, result {result}",
-        runs.len()
+        "continue-as-new: {} runs of workflow id handover-1, result {}",
+        runs.len(),
+        json!({"turns": result["turns"], "messages": result["messages"], "last_input_tokens": result["last_input_tokens"]})
+    );
+
+    // The cold path: a fresh worker goes on with the conversation.
+    stack.worker.kill9();
+    stack.worker = start_worker(&stack.server.url(), &[])?;
+    let more: Value = client
+        .start_workflow(
+            "horizon.handover",
+            &json!({"steps": STEPS + 10, "done": STEPS, "conv": result["conv"]}),
+            StartOptions::default(),
+        )
+        .await?
+        .result(Duration::from_secs(60))
+        .await?;
+    ensure!(
+        more["last_input_tokens"] == expected_tokens(STEPS + 10),
+        "after a cold start the model saw {} tokens; the whole conversation has {}",
+        more["last_input_tokens"],
+        expected_tokens(STEPS + 10)
+    );
+    let stats: llm::CacheStats = client
+        .start_workflow("horizon.stats", &(), StartOptions::default())
+        .await?
+        .result(Duration::from_secs(30))
+        .await?;
+    eprintln!("new worker's transcript cache: {stats:?}");
+    ensure!(
+        stats.misses == 1 && stats.blobs_fetched >= 10 && stats.hits >= 8,
+        "one cold resolution walking the chain, then warm: {stats:?}"
     );
     Ok(())
 }

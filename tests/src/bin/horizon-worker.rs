@@ -15,8 +15,8 @@
 //!   measure the history at that turn. Result: [`ChatOutcome`].
 //! - `horizon.handover` `{steps, every, done, conv}`: `steps` LLM calls in one
 //!   `Conversation` (a user message "step i", then the call), continuing as new every
-//!   `every` calls and carrying the conversation into the next run's input. Result:
-//!   [`ChatOutcome`].
+//!   `every` calls and carrying the conversation into the next run's input; `conv` and
+//!   `done` go on with a conversation. Result: [`ChatOutcome`], with the conversation.
 //! - `horizon.long` `{steps, every, pause_every, tools, done, summary}`: an agent loop of
 //!   `steps` steps (a step is one recorded activity). Each turn is one LLM call (a fresh
 //!   `Conversation` per run, seeded with a summary, as an agent with a bounded context does)
@@ -70,6 +70,9 @@ pub struct ChatOutcome {
     /// Prompt tokens of the last call: the offline model counts every message it was
     /// given, so this proves the full transcript reached it.
     pub last_input_tokens: u64,
+    /// `horizon.handover`: the conversation at the end, to go on with in another run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv: Option<Conversation>,
 }
 
 fn tool_options() -> ActivityOptions {
@@ -177,6 +180,7 @@ async fn chat_loop(ctx: WorkflowContext, input: ChatInput) -> Result<ChatOutcome
             conv.len()
         },
         last_input_tokens,
+        conv: None,
     })
 }
 
@@ -215,6 +219,7 @@ async fn handover(
         turns: input.done,
         messages: conv.len(),
         last_input_tokens: input.last_input_tokens,
+        conv: Some(conv),
     })
 }
 
