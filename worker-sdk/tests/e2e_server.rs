@@ -1,6 +1,6 @@
 //! End to end against a real server process: a worker and a client in this process, the
-//! `steadfast` binary in another. Opt-in: set `STEADFAST_SERVER_BIN` to the binary
-//! (`cargo build -p steadfast-server`, then `target/debug/steadfast`); skipped otherwise.
+//! `steadfast` binary in another (`STEADFAST_SERVER_BIN`, or target/debug/steadfast, built on
+//! demand).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,12 +23,66 @@ struct Server {
     child: Option<Child>,
 }
 
+/// The `steadfast` binary: `STEADFAST_SERVER_BIN`, or target/debug/steadfast, built here
+/// (a nested `cargo build`, as the cross-process harness does) when it is missing.
+fn server_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("STEADFAST_SERVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap()
+                .to_path_buf();
+            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cmd.args([
+                "build",
+                "--quiet",
+                "-p",
+                "steadfast-server",
+                "--bin",
+                "steadfast",
+            ])
+            .current_dir(&root);
+            // Variables `cargo test` sets would make build scripts rerun (see tests/src/lib.rs).
+            for (k, _) in std::env::vars() {
+                let set_by_cargo_test = k.starts_with("CARGO_PKG_")
+                    || k.starts_with("CARGO_BIN_")
+                    || matches!(
+                        k.as_str(),
+                        "CARGO_MANIFEST_DIR"
+                            | "CARGO_MANIFEST_PATH"
+                            | "CARGO_CRATE_NAME"
+                            | "CARGO_PRIMARY_PACKAGE"
+                            | "CARGO_TARGET_TMPDIR"
+                            | "CARGO_RUSTC_CURRENT_DIR"
+                            | "OUT_DIR"
+                    );
+                if set_by_cargo_test {
+                    cmd.env_remove(k);
+                }
+            }
+            let out = cmd.output().expect("run cargo build for the server binary");
+            assert!(
+                out.status.success(),
+                "building steadfast failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // target/debug/deps/<this test> -> target/debug/steadfast
+            let exe = std::env::current_exe().unwrap();
+            exe.parent()
+                .and_then(|d| d.parent())
+                .unwrap()
+                .join("steadfast")
+        })
+        .clone()
+}
+
 impl Server {
     fn start() -> Option<Server> {
-        let Some(bin) = std::env::var_os("STEADFAST_SERVER_BIN").map(PathBuf::from) else {
-            eprintln!("skipped: set STEADFAST_SERVER_BIN to the steadfast binary");
-            return None;
-        };
+        let bin = server_bin();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
