@@ -204,8 +204,37 @@ impl Core {
         if !s.is_open() {
             self.sticky.lock().remove(&s.key);
         }
+        self.forget_ended(a);
         self.notify.timers_changed();
         self.notify.run_changed(&s.key, s.last_seq);
+    }
+
+    /// Drops what `dispatched` and `heartbeat_recorded` hold about attempts and activities
+    /// that this append ended, so that both hold only what is in flight (before, an attempt
+    /// that timed out, and every activity that heartbeated details, stayed there for good).
+    fn forget_ended(&self, a: &Appended) {
+        let s = &a.state;
+        let (attempts, activities) = ended(&a.records, s);
+        if !attempts.is_empty() {
+            let mut d = self.dispatched.lock();
+            for (id, attempt) in attempts {
+                d.remove(&(s.key.clone(), id, attempt));
+            }
+        }
+        if !activities.is_empty() {
+            let mut h = self.heartbeat_recorded.lock();
+            for id in activities {
+                h.remove(&(s.key.clone(), id));
+            }
+        }
+        // A run that closed with attempts in flight (terminated, timed out, completed
+        // without waiting for them): their workers may never report.
+        if !s.is_open() && !s.activities.is_empty() {
+            self.dispatched.lock().retain(|(k, _, _), _| k != &s.key);
+            self.heartbeat_recorded
+                .lock()
+                .retain(|(k, _), _| k != &s.key);
+        }
     }
 
     /// Inlines blob payloads of a record for sending.
@@ -254,6 +283,28 @@ impl Core {
     }
 }
 
+/// What `records` ended, given the state after them: the (activity, attempt) pairs whose
+/// attempt is over, and the activities that closed.
+fn ended(records: &[EventRecord], s: &RunState) -> (Vec<(u32, u32)>, Vec<u32>) {
+    let mut attempts = Vec::new();
+    let mut activities = Vec::new();
+    for r in records {
+        let (id, attempt) = match &r.event {
+            Event::ActivityCompleted(e) => (e.command_seq, Some(e.attempt)),
+            Event::ActivityFailed(e) => (e.command_seq, Some(e.attempt)),
+            Event::ActivityTimedOut(e) => (e.command_seq, Some(e.attempt)),
+            Event::ActivityOutcomeUnknown(e) => (e.command_seq, Some(e.attempt)),
+            Event::ActivityCancelled(e) => (e.command_seq, None),
+            _ => continue,
+        };
+        attempts.extend(attempt.map(|a| (id, a)));
+        if !s.activities.contains_key(&id) {
+            activities.push(id);
+        }
+    }
+    (attempts, activities)
+}
+
 /// The state after `events`, without storing anything (hashes are not checked by `apply`).
 pub fn simulate(state: &RunState, events: &[Event], now: i64) -> Result<RunState, ApplyError> {
     let mut s = state.clone();
@@ -267,4 +318,79 @@ pub fn simulate(state: &RunState, events: &[Event], now: i64) -> Result<RunState
         s.apply(&rec)?;
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use steadfast_engine::event as ev;
+
+    fn rec(seq: u64, event: Event) -> EventRecord {
+        EventRecord {
+            seq,
+            time_ms: 0,
+            hash: [0; 32],
+            event,
+        }
+    }
+
+    #[test]
+    fn ended_attempts_and_closed_activities() {
+        let key = RunKey::new("default", steadfast_engine::RunId::new_v7());
+        let started = rec(
+            1,
+            Event::RunStarted(ev::RunStarted {
+                workflow_type: "t".into(),
+                workflow_id: "w".into(),
+                task_queue: "q".into(),
+                input: Payload::default(),
+                run_timeout_ms: 0,
+                budget: ev::Budget::default(),
+                continued_from: None,
+                identity: String::new(),
+                random_seed: 0,
+            }),
+        );
+        let mut s = RunState::start(key, &started).unwrap();
+        // Activity 7 is still open (its attempt 1 timed out into a retry); 8 closed.
+        s.activities.insert(
+            7,
+            steadfast_engine::state::ActivityState {
+                activity_type: "a".into(),
+                options: Default::default(),
+                scheduled_ms: 0,
+                scheduled_seq: 2,
+                attempt: 2,
+                phase: ActivityPhase::Ready { visible_ms: 0 },
+                last_failure: None,
+                ordinal: 1,
+                cancel_requested: false,
+            },
+        );
+        let records = [
+            rec(
+                5,
+                Event::ActivityTimedOut(ev::ActivityTimedOut {
+                    command_seq: 7,
+                    attempt: 1,
+                    timeout: ev::TimeoutKind::StartToClose,
+                    retry_at_ms: Some(10),
+                }),
+            ),
+            rec(
+                6,
+                Event::ActivityCancelled(ev::ActivityCancelled { command_seq: 8 }),
+            ),
+            rec(
+                7,
+                Event::ProgressReported(ev::ProgressReported {
+                    command_seq: 3,
+                    done: 1,
+                    total: 2,
+                    message: String::new(),
+                }),
+            ),
+        ];
+        assert_eq!(ended(&records, &s), (vec![(7, 1)], vec![8]));
+    }
 }
