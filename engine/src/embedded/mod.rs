@@ -202,7 +202,7 @@ pub(crate) fn log_err(e: log::Error) -> Error {
 
 pub(crate) fn sled_err(e: sled::Error) -> Error {
     match e {
-        sled::Error::Corruption { .. } => Error::Corrupt {
+        sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => Error::Corrupt {
             run: None,
             seq: None,
             detail: format!("read models (sled): {e}"),

@@ -183,7 +183,16 @@ fn open_sled(config: &sled::Config) -> Result<sled::Db, Error> {
             {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            r => return r.map_err(sled_err),
+            // Anything but an I/O error means sled cannot read its files.
+            Err(e @ sled::Error::Io(_)) => return Err(sled_err(e)),
+            Err(e) => {
+                return Err(corrupt(
+                    None,
+                    None,
+                    format!("the read models (sled) could not be opened: {e}"),
+                ));
+            }
+            Ok(db) => return Ok(db),
         }
     }
 }
