@@ -85,7 +85,7 @@ pub struct EmbeddedOptions {
 impl Default for EmbeddedOptions {
     fn default() -> Self {
         EmbeddedOptions {
-            log_segment_bytes: 64 << 20,
+            log_segment_bytes: 16 << 20,
             log_max_batch_bytes: log::DEFAULT_MAX_BATCH_BYTES,
             checkpoint_every_bytes: 32 << 20,
             sled_cache_bytes: 64 << 20,
@@ -196,6 +196,8 @@ pub(crate) fn log_err(e: log::Error) -> Error {
             seq: None,
             detail: e.to_string(),
         },
+        // An append whose record exceeds what one log batch holds: a request too large.
+        log::Error::RecordTooLarge { .. } => Error::Invalid(e.to_string()),
         e => Error::Unavailable(e.to_string()),
     }
 }
