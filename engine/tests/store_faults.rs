@@ -241,7 +241,9 @@ async fn truncated_log_is_refused_naming_run_and_seq() {
             Err(e) => panic!("{what}: {e}"),
         }
     }
-    eprintln!("truncations: {refused} refused naming run and seq, {refused_by_log} refused by the log, {intact} intact");
+    eprintln!(
+        "truncations: {refused} refused naming run and seq, {refused_by_log} refused by the log, {intact} intact"
+    );
     assert!(refused > 0 && intact > 0);
 }
 
