@@ -48,6 +48,7 @@ use crate::store::{
 };
 
 use indexer::Op;
+pub use read::{LIST_RUNS_PAGE_MAX, READ_HISTORY_PAGE_MAX};
 
 /// Subdirectory of the segment log.
 pub const LOG_DIR: &str = "log";
