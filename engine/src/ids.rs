@@ -55,7 +55,10 @@ pub struct RunKey {
 impl RunKey {
     /// A key in `namespace`.
     pub fn new(namespace: impl Into<String>, run_id: RunId) -> RunKey {
-        RunKey { namespace: namespace.into(), run_id }
+        RunKey {
+            namespace: namespace.into(),
+            run_id,
+        }
     }
 
     /// Bytes that sort by namespace, then run id: `len(ns) as u8 | ns | run_id`.
@@ -75,7 +78,10 @@ impl RunKey {
         }
         let namespace = std::str::from_utf8(&b[1..1 + n]).ok()?.to_string();
         let id = uuid::Uuid::from_slice(&b[1 + n..]).ok()?;
-        Some(RunKey { namespace, run_id: RunId(id) })
+        Some(RunKey {
+            namespace,
+            run_id: RunId(id),
+        })
     }
 }
 

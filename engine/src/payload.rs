@@ -39,7 +39,11 @@ pub struct BlobRef {
 impl Payload {
     /// A JSON payload from bytes that are assumed to be JSON.
     pub fn json(data: impl Into<Vec<u8>>) -> Payload {
-        Payload { encoding: ENCODING_JSON.into(), data: data.into(), blob: None }
+        Payload {
+            encoding: ENCODING_JSON.into(),
+            data: data.into(),
+            blob: None,
+        }
     }
 
     /// Serialises `value` as JSON.
@@ -98,5 +102,3 @@ mod serde_bytes_array {
             .map_err(|_| serde::de::Error::invalid_length(v.len(), &"32 bytes"))
     }
 }
-
-

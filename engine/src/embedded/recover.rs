@@ -112,6 +112,7 @@ pub(crate) fn open(
         core.upsert(Arc::clone(&state));
         runs.insert(key, RunHead::new(state, stored.history_bytes));
     }
+    core.expire_started_workflow_tasks();
     let runs_open = core.len() as u64;
     let (tx, rx) = std::sync::mpsc::channel();
     let inner = Arc::new(Inner {

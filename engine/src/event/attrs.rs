@@ -144,7 +144,9 @@ pub enum WorkflowTaskFailCause {
 }
 
 /// Which timeout fired.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize_repr, Deserialize_repr)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize_repr, Deserialize_repr,
+)]
 #[repr(u8)]
 pub enum TimeoutKind {
     /// One attempt took too long.

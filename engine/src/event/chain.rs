@@ -33,7 +33,9 @@ pub fn record_hash(prev: &Hash, seq: u64, time_ms: i64, kind: EventKind, attrs: 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
     /// A seq is missing or repeated.
-    #[error("[STF-C2-GAP] history of run {run} is not gapless: expected seq {expected}, found {found}")]
+    #[error(
+        "[STF-C2-GAP] history of run {run} is not gapless: expected seq {expected}, found {found}"
+    )]
     Gap {
         /// The run.
         run: RunKey,
@@ -43,7 +45,9 @@ pub enum ChainError {
         found: u64,
     },
     /// A record's hash does not match its content and predecessor.
-    #[error("[STF-C2-HASH] hash chain of run {run} broken at seq {seq}: the record was altered or its predecessor is missing")]
+    #[error(
+        "[STF-C2-HASH] hash chain of run {run} broken at seq {seq}: the record was altered or its predecessor is missing"
+    )]
     Hash {
         /// The run.
         run: RunKey,
@@ -58,15 +62,33 @@ pub enum ChainError {
 /// The attributes are re-encoded by this build, so this is for records of the current encoding
 /// version (e.g. rebuilt from the wire by the CLI); stored records verify against their stored
 /// bytes with [`crate::event::Decoded::verifies_after`].
-pub fn verify(key: &RunKey, prev: Hash, first_seq: u64, records: &[EventRecord]) -> Result<Hash, ChainError> {
+pub fn verify(
+    key: &RunKey,
+    prev: Hash,
+    first_seq: u64,
+    records: &[EventRecord],
+) -> Result<Hash, ChainError> {
     let mut prev = prev;
     for (expected, r) in (first_seq..).zip(records) {
         if r.seq != expected {
-            return Err(ChainError::Gap { run: key.clone(), expected, found: r.seq });
+            return Err(ChainError::Gap {
+                run: key.clone(),
+                expected,
+                found: r.seq,
+            });
         }
-        let h = record_hash(&prev, r.seq, r.time_ms, r.event.kind(), &r.event.encode_attrs());
+        let h = record_hash(
+            &prev,
+            r.seq,
+            r.time_ms,
+            r.event.kind(),
+            &r.event.encode_attrs(),
+        );
         if h != r.hash {
-            return Err(ChainError::Hash { run: key.clone(), seq: r.seq });
+            return Err(ChainError::Hash {
+                run: key.clone(),
+                seq: r.seq,
+            });
         }
         prev = h;
     }

@@ -87,24 +87,54 @@ impl Decoded {
     /// Whether this record's hash matches its content given its predecessor's hash.
     pub fn verifies_after(&self, prev: &Hash) -> bool {
         let r = &self.record;
-        record_hash(prev, r.seq, r.time_ms, r.event.kind(), &self.attrs_hash_input) == r.hash
+        record_hash(
+            prev,
+            r.seq,
+            r.time_ms,
+            r.event.kind(),
+            &self.attrs_hash_input,
+        ) == r.hash
     }
 }
 
 /// Decodes a record written by [`encode_record`]. Does not verify the chain: the caller holds
 /// the predecessor's hash and calls [`Decoded::verifies_after`].
 pub fn decode_record(bytes: &[u8]) -> Result<Decoded, DecodeError> {
-    let w: Wire<'_> = rmp_serde::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let w: Wire<'_> =
+        rmp_serde::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if w.version != RECORD_VERSION {
-        return Err(DecodeError::Malformed(format!("record version {} (this build reads {RECORD_VERSION})", w.version)));
+        return Err(DecodeError::Malformed(format!(
+            "record version {} (this build reads {RECORD_VERSION})",
+            w.version
+        )));
     }
-    let run_id = uuid::Uuid::from_slice(w.run_id).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    let key = RunKey { namespace: w.namespace.to_string(), run_id: RunId(run_id) };
-    let hash: Hash = w.hash.try_into().map_err(|_| DecodeError::Malformed("hash is not 32 bytes".into()))?;
-    let kind = EventKind::from_u16(w.kind).ok_or_else(|| DecodeError::UnknownKind { run: key.clone(), seq: w.seq, kind: w.kind })?;
-    let event = Event::decode_attrs(kind, w.attrs).map_err(|e| DecodeError::Attrs { run: key.clone(), seq: w.seq, detail: e.to_string() })?;
+    let run_id =
+        uuid::Uuid::from_slice(w.run_id).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let key = RunKey {
+        namespace: w.namespace.to_string(),
+        run_id: RunId(run_id),
+    };
+    let hash: Hash = w
+        .hash
+        .try_into()
+        .map_err(|_| DecodeError::Malformed("hash is not 32 bytes".into()))?;
+    let kind = EventKind::from_u16(w.kind).ok_or_else(|| DecodeError::UnknownKind {
+        run: key.clone(),
+        seq: w.seq,
+        kind: w.kind,
+    })?;
+    let event = Event::decode_attrs(kind, w.attrs).map_err(|e| DecodeError::Attrs {
+        run: key.clone(),
+        seq: w.seq,
+        detail: e.to_string(),
+    })?;
     Ok(Decoded {
-        record: EventRecord { seq: w.seq, time_ms: w.time_ms, hash, event },
+        record: EventRecord {
+            seq: w.seq,
+            time_ms: w.time_ms,
+            hash,
+            event,
+        },
         attrs_hash_input: w.attrs.to_vec(),
         key,
     })

@@ -8,7 +8,11 @@ use crate::event::{Event, EventRecord, ReconcileDecision};
 type R = Result<(), ApplyError>;
 
 fn illegal(rec: &EventRecord, detail: impl Into<String>) -> ApplyError {
-    ApplyError::Illegal { seq: rec.seq, kind: rec.event.kind().name(), detail: detail.into() }
+    ApplyError::Illegal {
+        seq: rec.seq,
+        kind: rec.event.kind().name(),
+        detail: detail.into(),
+    }
 }
 
 impl RunState {
@@ -22,7 +26,11 @@ impl RunState {
             });
         };
         if rec.seq != 1 {
-            return Err(ApplyError::Order { seq: rec.seq, kind: "RunStarted", detail: "must be seq 1".into() });
+            return Err(ApplyError::Order {
+                seq: rec.seq,
+                kind: "RunStarted",
+                detail: "must be seq 1".into(),
+            });
         }
         Ok(RunState {
             key,
@@ -83,7 +91,11 @@ impl RunState {
             });
         }
         if self.status.is_closed() {
-            return Err(ApplyError::Closed { seq: rec.seq, kind, status: self.status.as_str() });
+            return Err(ApplyError::Closed {
+                seq: rec.seq,
+                kind,
+                status: self.status.as_str(),
+            });
         }
         self.check_command_seq(rec)?;
         self.transition(rec)?;
@@ -98,16 +110,26 @@ impl RunState {
     fn check_command_seq(&self, rec: &EventRecord) -> R {
         if let Some(cs) = rec.event.command_seq() {
             if cs != self.next_command_seq {
-                return Err(illegal(rec, format!("command seq {cs}, expected {}", self.next_command_seq)));
+                return Err(illegal(
+                    rec,
+                    format!("command seq {cs}, expected {}", self.next_command_seq),
+                ));
             }
             if !matches!(self.workflow_task, WorkflowTask::Idle) {
-                return Err(illegal(rec, "command events follow WorkflowTaskCompleted, not an open task"));
+                return Err(illegal(
+                    rec,
+                    "command events follow WorkflowTaskCompleted, not an open task",
+                ));
             }
         }
         Ok(())
     }
 
-    fn activity_mut(&mut self, rec: &EventRecord, id: CommandSeq) -> Result<&mut ActivityState, ApplyError> {
+    fn activity_mut(
+        &mut self,
+        rec: &EventRecord,
+        id: CommandSeq,
+    ) -> Result<&mut ActivityState, ApplyError> {
         // Checked before borrowing mutably so the error can name the record.
         if !self.activities.contains_key(&id) {
             return Err(illegal(rec, format!("activity {id} is not open")));
@@ -125,19 +147,45 @@ impl RunState {
     fn transition(&mut self, rec: &EventRecord) -> R {
         let now = rec.time_ms;
         match &rec.event {
-            Event::RunStarted(_) => return Err(ApplyError::Order { seq: rec.seq, kind: "RunStarted", detail: "only seq 1 may be RunStarted".into() }),
+            Event::RunStarted(_) => {
+                return Err(ApplyError::Order {
+                    seq: rec.seq,
+                    kind: "RunStarted",
+                    detail: "only seq 1 may be RunStarted".into(),
+                });
+            }
             Event::WorkflowTaskScheduled(a) => {
                 if self.workflow_task != WorkflowTask::Idle {
                     return Err(illegal(rec, "a workflow task is already pending"));
                 }
-                self.workflow_task = WorkflowTask::Scheduled { scheduled_seq: rec.seq, attempt: a.attempt.max(1), not_before_ms: a.not_before_ms, since_ms: now };
+                self.workflow_task = WorkflowTask::Scheduled {
+                    scheduled_seq: rec.seq,
+                    attempt: a.attempt.max(1),
+                    not_before_ms: a.not_before_ms,
+                    since_ms: now,
+                };
             }
             Event::WorkflowTaskStarted(a) => match &self.workflow_task {
-                WorkflowTask::Scheduled { scheduled_seq, attempt, .. } if *scheduled_seq == a.scheduled_seq => {
-                    self.workflow_task = WorkflowTask::Started { scheduled_seq: *scheduled_seq, started_seq: rec.seq, attempt: *attempt, worker: a.worker.clone(), since_ms: now };
+                WorkflowTask::Scheduled {
+                    scheduled_seq,
+                    attempt,
+                    ..
+                } if *scheduled_seq == a.scheduled_seq => {
+                    self.workflow_task = WorkflowTask::Started {
+                        scheduled_seq: *scheduled_seq,
+                        started_seq: rec.seq,
+                        attempt: *attempt,
+                        worker: a.worker.clone(),
+                        since_ms: now,
+                    };
                     self.unseen_events = false;
                 }
-                _ => return Err(illegal(rec, format!("no scheduled workflow task at seq {}", a.scheduled_seq))),
+                _ => {
+                    return Err(illegal(
+                        rec,
+                        format!("no scheduled workflow task at seq {}", a.scheduled_seq),
+                    ));
+                }
             },
             Event::WorkflowTaskCompleted(a) => {
                 self.expect_started(rec, a.started_seq)?;
@@ -147,7 +195,10 @@ impl RunState {
             Event::WorkflowTaskFailed(a) => {
                 self.expect_started(rec, a.started_seq)?;
                 self.workflow_task = WorkflowTask::Idle;
-                self.held = Some(Held { cause: format!("{:?}", a.cause), message: a.message.clone() });
+                self.held = Some(Held {
+                    cause: format!("{:?}", a.cause),
+                    message: a.message.clone(),
+                });
                 self.unseen_events = true;
             }
             Event::WorkflowTaskTimedOut(a) => {
@@ -175,17 +226,25 @@ impl RunState {
             Event::ActivityStarted(a) => {
                 let act = self.activity_mut(rec, a.command_seq)?;
                 if !matches!(act.phase, ActivityPhase::Ready { .. }) {
-                    return Err(illegal(rec, format!("activity {} is not ready to start", a.command_seq)));
+                    return Err(illegal(
+                        rec,
+                        format!("activity {} is not ready to start", a.command_seq),
+                    ));
                 }
                 act.attempt = a.attempt;
-                act.phase = ActivityPhase::Started { since_ms: now, worker: a.worker.clone() };
+                act.phase = ActivityPhase::Started {
+                    since_ms: now,
+                    worker: a.worker.clone(),
+                };
             }
             Event::ActivityCompleted(a) => {
                 self.activity_mut(rec, a.command_seq)?;
                 self.activities.remove(&a.command_seq);
                 if let Some(u) = &a.usage {
-                    self.usage.input_tokens = self.usage.input_tokens.saturating_add(u.input_tokens);
-                    self.usage.output_tokens = self.usage.output_tokens.saturating_add(u.output_tokens);
+                    self.usage.input_tokens =
+                        self.usage.input_tokens.saturating_add(u.input_tokens);
+                    self.usage.output_tokens =
+                        self.usage.output_tokens.saturating_add(u.output_tokens);
                     self.usage.cost_micros = self.usage.cost_micros.saturating_add(u.cost_micros);
                     self.usage.llm_calls += 1;
                 }
@@ -198,7 +257,11 @@ impl RunState {
             }
             Event::ActivityTimedOut(a) => {
                 let act = self.activity_mut(rec, a.command_seq)?;
-                act.last_failure = Some(Failure { message: format!("{:?} timeout", a.timeout), error_type: "Timeout".into(), ..Default::default() });
+                act.last_failure = Some(Failure {
+                    message: format!("{:?} timeout", a.timeout),
+                    error_type: "Timeout".into(),
+                    ..Default::default()
+                });
                 self.retry_or_close(a.command_seq, a.attempt, a.retry_at_ms);
             }
             Event::ActivityCancelRequested(a) => {
@@ -212,14 +275,23 @@ impl RunState {
             Event::ActivityOutcomeUnknown(a) => {
                 let act = self.activity_mut(rec, a.command_seq)?;
                 if !matches!(act.phase, ActivityPhase::Started { .. }) {
-                    return Err(illegal(rec, format!("activity {} has no started attempt", a.command_seq)));
+                    return Err(illegal(
+                        rec,
+                        format!("activity {} has no started attempt", a.command_seq),
+                    ));
                 }
                 act.phase = ActivityPhase::OutcomeUnknown { since_ms: now };
             }
             Event::ActivityReconciled(a) => {
                 let act = self.activity_mut(rec, a.command_seq)?;
                 if !matches!(act.phase, ActivityPhase::OutcomeUnknown { .. }) {
-                    return Err(illegal(rec, format!("activity {} is not waiting for reconciliation", a.command_seq)));
+                    return Err(illegal(
+                        rec,
+                        format!(
+                            "activity {} is not waiting for reconciliation",
+                            a.command_seq
+                        ),
+                    ));
                 }
                 match a.decision {
                     ReconcileDecision::Retry => {
@@ -250,7 +322,13 @@ impl RunState {
                 *issued += 1;
                 // A signal that arrived before the wait satisfies it at once.
                 if self.signals_received.get(&a.name).copied().unwrap_or(0) < *issued {
-                    self.signal_waits.push(SignalWait { command_seq: a.command_seq, name: a.name.clone(), question: a.question.clone(), choices: a.choices.clone(), since_ms: now });
+                    self.signal_waits.push(SignalWait {
+                        command_seq: a.command_seq,
+                        name: a.name.clone(),
+                        question: a.question.clone(),
+                        choices: a.choices.clone(),
+                        since_ms: now,
+                    });
                 }
             }
             Event::SignalReceived(a) => {
@@ -261,7 +339,12 @@ impl RunState {
                 self.unseen_events = true;
             }
             Event::ProgressReported(a) => {
-                self.progress = Some(ProgressState { done: a.done, total: a.total, message: a.message.clone(), time_ms: now });
+                self.progress = Some(ProgressState {
+                    done: a.done,
+                    total: a.total,
+                    message: a.message.clone(),
+                    time_ms: now,
+                });
             }
             Event::PartialResultRecorded(a) => {
                 self.partial_result = Some(a.result.clone());
@@ -271,6 +354,11 @@ impl RunState {
                     return Err(illegal(rec, "cancel was already requested"));
                 }
                 self.cancel_requested = true;
+                // The request reaches the activities open now; cleanup activities the
+                // workflow schedules after it are not cancelled by it.
+                for act in self.activities.values_mut() {
+                    act.cancel_requested = true;
+                }
                 self.unseen_events = true;
             }
             Event::BudgetUpdated(a) => {
@@ -278,7 +366,11 @@ impl RunState {
                 self.budget_exceeded = None;
             }
             Event::BudgetExceeded(a) => {
-                self.budget_exceeded = Some(BudgetHit { dimension: a.dimension, limit: a.limit, used: a.used });
+                self.budget_exceeded = Some(BudgetHit {
+                    dimension: a.dimension,
+                    limit: a.limit,
+                    used: a.used,
+                });
             }
             Event::RunCompleted(a) => {
                 self.result = Some(a.result.clone());
@@ -290,7 +382,10 @@ impl RunState {
                 self.close(rec, RunStatus::Failed);
             }
             Event::RunCancelled(a) => {
-                self.result = a.partial_result.clone().or_else(|| self.partial_result.clone());
+                self.result = a
+                    .partial_result
+                    .clone()
+                    .or_else(|| self.partial_result.clone());
                 self.close(rec, RunStatus::Cancelled);
             }
             Event::RunTerminated(_) => {
@@ -312,14 +407,20 @@ impl RunState {
     fn expect_started(&self, rec: &EventRecord, started_seq: u64) -> R {
         match &self.workflow_task {
             WorkflowTask::Started { started_seq: s, .. } if *s == started_seq => Ok(()),
-            _ => Err(illegal(rec, format!("no started workflow task at seq {started_seq}"))),
+            _ => Err(illegal(
+                rec,
+                format!("no started workflow task at seq {started_seq}"),
+            )),
         }
     }
 
     fn retry_or_close(&mut self, id: CommandSeq, attempt: u32, retry_at: Option<TimeMs>) {
         match retry_at {
             Some(t) => {
-                let act = self.activities.get_mut(&id).expect("caller checked the activity is open");
+                let act = self
+                    .activities
+                    .get_mut(&id)
+                    .expect("caller checked the activity is open");
                 act.attempt = attempt + 1;
                 act.phase = ActivityPhase::Ready { visible_ms: t };
             }

@@ -145,7 +145,8 @@ pub struct ActivityState {
     pub last_failure: Option<Failure>,
     /// 1-based position among the run's activities (for the activity budget).
     pub ordinal: u64,
-    /// The workflow asked to cancel it.
+    /// Cancellation was requested: by the workflow (ActivityCancelRequested), or by the run's
+    /// cancel request while this activity was open.
     pub cancel_requested: bool,
 }
 
@@ -340,14 +341,24 @@ impl RunState {
     pub fn budget_block(&self, id: CommandSeq, now_ms: TimeMs) -> Option<BudgetHit> {
         let b = &self.budget;
         let u = &self.usage;
-        let hit = |dimension, limit: u64, used: u64| Some(BudgetHit { dimension, limit, used });
+        let hit = |dimension, limit: u64, used: u64| {
+            Some(BudgetHit {
+                dimension,
+                limit,
+                used,
+            })
+        };
         if b.max_tokens > 0 && u.tokens() >= b.max_tokens {
             return hit(BudgetDimension::Tokens, b.max_tokens, u.tokens());
         }
         if b.max_cost_micros > 0 && u.cost_micros >= b.max_cost_micros {
             return hit(BudgetDimension::Cost, b.max_cost_micros, u.cost_micros);
         }
-        if let Some(a) = self.activities.get(&id).filter(|a| b.max_activities > 0 && a.ordinal > b.max_activities) {
+        if let Some(a) = self
+            .activities
+            .get(&id)
+            .filter(|a| b.max_activities > 0 && a.ordinal > b.max_activities)
+        {
             return hit(BudgetDimension::Activities, b.max_activities, a.ordinal - 1);
         }
         if b.max_duration_ms > 0 {
@@ -361,6 +372,7 @@ impl RunState {
 
     /// When the run timeout elapses, if it has one.
     pub fn run_deadline_ms(&self) -> Option<TimeMs> {
-        (self.run_timeout_ms > 0).then(|| self.started_ms.saturating_add(self.run_timeout_ms as i64))
+        (self.run_timeout_ms > 0)
+            .then(|| self.started_ms.saturating_add(self.run_timeout_ms as i64))
     }
 }

@@ -84,20 +84,24 @@ impl RunState {
             out.push(WaitingOn::Budget(hit));
         }
         if let Some(h) = &self.held {
-            out.push(WaitingOn::WorkflowTask { held_reason: Some(format!("{}: {}", h.cause, h.message)) });
+            out.push(WaitingOn::WorkflowTask {
+                held_reason: Some(format!("{}: {}", h.cause, h.message)),
+            });
         } else if self.workflow_task != WorkflowTask::Idle {
             out.push(WaitingOn::WorkflowTask { held_reason: None });
         }
         for (id, a) in &self.activities {
             let w = match &a.phase {
-                ActivityPhase::Ready { visible_ms } if *visible_ms > now_ms => WaitingOn::Activity {
-                    id: *id,
-                    activity_type: a.activity_type.clone(),
-                    attempt: a.attempt,
-                    since_ms: a.scheduled_ms,
-                    next_retry_ms: Some(*visible_ms),
-                    state: "backoff",
-                },
+                ActivityPhase::Ready { visible_ms } if *visible_ms > now_ms => {
+                    WaitingOn::Activity {
+                        id: *id,
+                        activity_type: a.activity_type.clone(),
+                        attempt: a.attempt,
+                        since_ms: a.scheduled_ms,
+                        next_retry_ms: Some(*visible_ms),
+                        state: "backoff",
+                    }
+                }
                 ActivityPhase::Ready { .. } => WaitingOn::Activity {
                     id: *id,
                     activity_type: a.activity_type.clone(),
@@ -114,17 +118,27 @@ impl RunState {
                     next_retry_ms: None,
                     state: "running",
                 },
-                ActivityPhase::OutcomeUnknown { .. } => {
-                    WaitingOn::Reconciliation { id: *id, activity_type: a.activity_type.clone(), attempt: a.attempt }
-                }
+                ActivityPhase::OutcomeUnknown { .. } => WaitingOn::Reconciliation {
+                    id: *id,
+                    activity_type: a.activity_type.clone(),
+                    attempt: a.attempt,
+                },
             };
             out.push(w);
         }
         for (id, at) in &self.timers {
-            out.push(WaitingOn::Timer { id: *id, fire_at_ms: *at });
+            out.push(WaitingOn::Timer {
+                id: *id,
+                fire_at_ms: *at,
+            });
         }
         for w in &self.signal_waits {
-            out.push(WaitingOn::Signal { name: w.name.clone(), question: w.question.clone(), choices: w.choices.clone(), since_ms: w.since_ms });
+            out.push(WaitingOn::Signal {
+                name: w.name.clone(),
+                question: w.question.clone(),
+                choices: w.choices.clone(),
+                since_ms: w.since_ms,
+            });
         }
         out
     }

@@ -169,6 +169,23 @@ impl Core {
             .map(|(_, s)| &s.state)
     }
 
+    /// Makes every workflow task that is started now due for its timeout at once. Called when a
+    /// store opens: the worker that held such a task talked to the previous server process,
+    /// whose lease is gone, so waiting out WORKFLOW_TASK_TIMEOUT_MS would only delay the run.
+    /// (If that worker is alive and completes first, its completion still counts; otherwise
+    /// the timeout event makes the task offered again.)
+    pub fn expire_started_workflow_tasks(&mut self) {
+        for slot in self.runs.values_mut() {
+            for (due, timer) in slot.timers.iter_mut() {
+                if matches!(timer, DueTimer::WorkflowTask { .. }) && *due > 0 {
+                    self.timers.remove(&(*due, timer.clone()));
+                    *due = 0;
+                    self.timers.insert((0, timer.clone()));
+                }
+            }
+        }
+    }
+
     /// Replaces a run's state and recomputes everything it implies. A closed run leaves the
     /// table, with its leases and in-memory deadlines.
     pub fn upsert(&mut self, state: Arc<RunState>) {

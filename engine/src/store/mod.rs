@@ -39,7 +39,9 @@ pub const APPEND_EVENTS_MAX: usize = 1_000;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// Another writer appended first: re-read the run state and try again.
-    #[error("append conflict on run {run}: expected next seq {expected}, the history is at {actual}")]
+    #[error(
+        "append conflict on run {run}: expected next seq {expected}, the history is at {actual}"
+    )]
     Conflict {
         /// The run.
         run: RunKey,
@@ -69,7 +71,9 @@ pub enum Error {
         source: ApplyError,
     },
     /// The history would exceed a limit; nothing was written.
-    #[error("[STF-LIMIT] history of run {run} would exceed {limit}: end this run with continue-as-new and carry its state into a fresh run")]
+    #[error(
+        "[STF-LIMIT] history of run {run} would exceed {limit}: end this run with continue-as-new and carry its state into a fresh run"
+    )]
     HistoryLimit {
         /// The run.
         run: RunKey,
@@ -228,24 +232,53 @@ pub trait Store: Send + Sync + 'static {
     async fn run_state(&self, key: &RunKey) -> Result<Option<Arc<RunState>>, Error>;
 
     /// The open run of a workflow id.
-    async fn open_run_for_workflow_id(&self, namespace: &str, workflow_id: &str) -> Result<Option<RunId>, Error>;
+    async fn open_run_for_workflow_id(
+        &self,
+        namespace: &str,
+        workflow_id: &str,
+    ) -> Result<Option<RunId>, Error>;
 
     /// Runs of a namespace, newest first, after `after` (a run id from the previous page).
-    async fn list_runs(&self, namespace: &str, filter: &RunFilter, after: Option<RunId>, limit: usize, now_ms: TimeMs) -> Result<Vec<Arc<RunState>>, Error>;
+    async fn list_runs(
+        &self,
+        namespace: &str,
+        filter: &RunFilter,
+        after: Option<RunId>,
+        limit: usize,
+        now_ms: TimeMs,
+    ) -> Result<Vec<Arc<RunState>>, Error>;
 
     /// Up to `limit` records from `from_seq`, verified against the chain; corruption is an
     /// error naming the run and seq, never a shorter page.
-    async fn read_history(&self, key: &RunKey, from_seq: u64, limit: usize) -> Result<Vec<EventRecord>, Error>;
+    async fn read_history(
+        &self,
+        key: &RunKey,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, Error>;
 
     /// Takes the next visible task of a queue and leases it.
-    async fn poll_task(&self, namespace: &str, queue: &str, kind: TaskKind, now_ms: TimeMs) -> Result<Option<Task>, Error>;
+    async fn poll_task(
+        &self,
+        namespace: &str,
+        queue: &str,
+        kind: TaskKind,
+        now_ms: TimeMs,
+    ) -> Result<Option<Task>, Error>;
 
     /// Returns a leased task to its queue (the server could not hand it out).
     async fn release_task(&self, task: &Task) -> Result<(), Error>;
 
     /// Sets the deadline of a leased activity attempt (start-to-close or heartbeat, whichever
     /// comes first); called on dispatch and on every heartbeat.
-    async fn set_attempt_deadline(&self, key: &RunKey, id: CommandSeq, attempt: u32, deadline_ms: TimeMs, timeout: TimeoutKind) -> Result<(), Error>;
+    async fn set_attempt_deadline(
+        &self,
+        key: &RunKey,
+        id: CommandSeq,
+        attempt: u32,
+        deadline_ms: TimeMs,
+        timeout: TimeoutKind,
+    ) -> Result<(), Error>;
 
     /// Removes and returns deadlines due at `now_ms`. A deadline whose event the server does
     /// not append comes back when the run's state next changes.
@@ -272,12 +305,19 @@ pub async fn inline_payload(store: &dyn Store, p: &Payload) -> Result<Payload, E
     match &p.blob {
         None => Ok(p.clone()),
         Some(b) => {
-            let data = store.get_blob(&b.hash).await?.ok_or_else(|| Error::Corrupt {
-                run: None,
-                seq: None,
-                detail: format!("blob {} is missing", hex::encode(b.hash)),
-            })?;
-            Ok(Payload { encoding: p.encoding.clone(), data, blob: None })
+            let data = store
+                .get_blob(&b.hash)
+                .await?
+                .ok_or_else(|| Error::Corrupt {
+                    run: None,
+                    seq: None,
+                    detail: format!("blob {} is missing", hex::encode(b.hash)),
+                })?;
+            Ok(Payload {
+                encoding: p.encoding.clone(),
+                data,
+                blob: None,
+            })
         }
     }
 }

@@ -504,9 +504,7 @@ impl WorkerService for WorkerApi {
                         act.attempt
                     )));
                 }
-                if failure.error_type == retry::CANCELLED_ERROR_TYPE
-                    && (act.cancel_requested || s.cancel_requested)
-                {
+                if failure.error_type == retry::CANCELLED_ERROR_TYPE && act.cancel_requested {
                     return Ok(Some(vec![Event::ActivityCancelled(
                         ev::ActivityCancelled { command_seq: id },
                     )]));
@@ -537,7 +535,9 @@ impl WorkerService for WorkerApi {
                 cancel_requested: true,
             }));
         };
-        let cancel_requested = !s.is_open() || s.cancel_requested || act.cancel_requested;
+        // A run's cancel request marked the activities open at that moment (see the state
+        // machine); activities scheduled after it, e.g. cleanup, run to completion.
+        let cancel_requested = !s.is_open() || act.cancel_requested;
         let now = self.core.now();
         if act.options.heartbeat_ms > 0 {
             // The next heartbeat is due within heartbeat_ms, but never past the attempt's own end.

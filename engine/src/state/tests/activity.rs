@@ -430,3 +430,24 @@ fn a_second_completion_of_an_activity_is_refused() {
         "not open",
     );
 }
+
+#[test]
+fn a_run_cancel_reaches_the_activities_open_then_not_later_cleanup() {
+    let mut r = Run::new();
+    r.task();
+    let before = r.schedule(Effect::Read);
+    let s = r.ok(Event::CancelRequested(CancelRequested {
+        reason: "user".into(),
+        identity: "cli".into(),
+    }));
+    assert!(s.cancel_requested);
+    assert!(s.activities[&before].cancel_requested);
+    r.task();
+    let cleanup = r.schedule(Effect::Write);
+    let s = &r.state;
+    assert!(s.activities[&before].cancel_requested);
+    assert!(
+        !s.activities[&cleanup].cancel_requested,
+        "cleanup scheduled after the cancel runs"
+    );
+}

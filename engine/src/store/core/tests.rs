@@ -272,3 +272,30 @@ fn ten_thousand_runs_with_tasks_and_timers() {
     assert_eq!(due.len(), 5_000);
     assert_eq!(core.next_wakeup_ms(), Some(T + 5_000));
 }
+
+#[test]
+fn workflow_tasks_started_before_an_open_are_due_at_once() {
+    let mut core = Core::new();
+    let mut r = Run::start(1, "wid", "q");
+    let s = r.schedule_wt(0);
+    core.upsert(s);
+    let started = r.apply(
+        T,
+        Event::WorkflowTaskStarted(event::WorkflowTaskStarted {
+            scheduled_seq: r.state.last_seq,
+            worker: "w".into(),
+        }),
+    );
+    let started_seq = started.last_seq;
+    core.upsert(started);
+    // In the same process the task has its full timeout.
+    assert!(core.take_due(T + 1, 10).is_empty());
+    core.expire_started_workflow_tasks();
+    assert_eq!(
+        core.take_due(T + 1, 10),
+        vec![DueTimer::WorkflowTask {
+            key: r.key(),
+            started_seq
+        }]
+    );
+}
