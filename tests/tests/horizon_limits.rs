@@ -202,6 +202,22 @@ async fn history_limits_refuse_clearly_and_change_nothing() -> Result<()> {
     );
     // Small appends still fit.
     client.signal(&run.run_id, "data", &"small").await?;
+    // A run at its limit can always be ended: closing appends are exempt.
+    let filler = "y".repeat(4_000);
+    let mut at_limit = false;
+    for _ in 0..20 {
+        if client.signal(&run.run_id, "data", &filler).await.is_err() {
+            at_limit = true;
+            break;
+        }
+    }
+    ensure!(at_limit, "the run never reached its byte limit");
+    client.terminate(&run.run_id, "at its limit").await?;
+    let ended = client.describe(&run.run_id).await?;
+    ensure!(
+        ended.status == pb::RunStatus::Terminated as i32,
+        "a run at its history limit could not be terminated: {ended:?}"
+    );
 
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(10), server).await???;

@@ -119,7 +119,11 @@ impl Inner {
         }
         let n = p.events.len() as u64;
         let events_max = self.options.history_events_max;
-        if next - 1 + n > events_max {
+        // An append that closes the run (complete, fail, continue-as-new, terminate, time out)
+        // is never refused by the limits: a run at its limit must still be able to end, and
+        // such an append is itself bounded (APPEND_EVENTS_MAX events, PAYLOAD_BYTES_MAX each).
+        let closes = p.events.iter().any(|(e, _)| e.is_terminal());
+        if !closes && next - 1 + n > events_max {
             return Err(Error::HistoryLimit {
                 run: key.clone(),
                 limit: format!("its limit of {events_max} events"),
@@ -181,7 +185,7 @@ impl Inner {
             prev = hash;
         }
         let bytes_max = self.options.history_bytes_max;
-        if bytes_after > bytes_max {
+        if !closes && bytes_after > bytes_max {
             return Err(Error::HistoryLimit {
                 run: key.clone(),
                 limit: format!("its limit of {bytes_max} bytes"),
