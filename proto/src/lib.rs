@@ -9,7 +9,8 @@ pub mod v1 {
     tonic::include_proto!("steadfast.v1");
 
     /// The encoded file descriptor set, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("steadfast_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("steadfast_descriptor");
 }
 
 pub use v1::*;

@@ -299,14 +299,15 @@ async fn run(a: RunArgs) -> Result<()> {
             }
             _ => {}
         }
-        if let Some(n) = a.crash_worker_after {
-            if !crashed && llm_recorded >= n {
-                crashed = true;
-                let pid = worker.0.as_ref().map(Child::id).unwrap_or(0);
-                worker.kill9();
-                bar.suspend(|| eprintln!("killed the worker (pid {pid}) with SIGKILL after {llm_recorded} recorded LLM results; starting a new worker"));
-                worker = spawn_worker(&addr, &data_dir)?;
-            }
+        if let Some(n) = a.crash_worker_after
+            && !crashed
+            && llm_recorded >= n
+        {
+            crashed = true;
+            let pid = worker.0.as_ref().map(Child::id).unwrap_or(0);
+            worker.kill9();
+            bar.suspend(|| eprintln!("killed the worker (pid {pid}) with SIGKILL after {llm_recorded} recorded LLM results; starting a new worker"));
+            worker = spawn_worker(&addr, &data_dir)?;
         }
     }
     bar.finish_and_clear();

@@ -331,10 +331,10 @@ async fn step_times(client: &Client, run_id: &str, steps: u32) -> Result<(f64, f
     let mut s = Box::pin(client.watch(run_id, 0));
     while let Some(ev) = s.next().await {
         let ev = ev?;
-        if let Some(e) = ev.event {
-            if let Some(A::ActivityCompleted(_)) = e.attributes {
-                times.push(e.time_ms);
-            }
+        if let Some(e) = ev.event
+            && let Some(A::ActivityCompleted(_)) = e.attributes
+        {
+            times.push(e.time_ms);
         }
     }
     if times.len() < 2000 {
