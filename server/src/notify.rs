@@ -6,15 +6,14 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use steadfast_engine::RunKey;
 use steadfast_engine::store::TaskKind;
-use tokio::sync::{Notify, broadcast};
-
-/// Capacity of the run-change broadcast; a lagging watcher re-reads from the store.
-const RUN_CHANGES_CAPACITY: usize = 4096;
+use tokio::sync::{Notify, watch};
 
 /// Queue and run wake-ups.
 pub struct Notifier {
     queues: Mutex<HashMap<(String, String, TaskKind), Arc<Notify>>>,
-    runs: broadcast::Sender<(RunKey, u64)>,
+    /// One channel per run that someone waits on (AwaitResult, WatchRun): an append wakes
+    /// only the waiters of its own run.
+    runs: Mutex<HashMap<RunKey, watch::Sender<u64>>>,
     timers: Notify,
 }
 
@@ -22,7 +21,7 @@ impl Default for Notifier {
     fn default() -> Self {
         Notifier {
             queues: Mutex::default(),
-            runs: broadcast::channel(RUN_CHANGES_CAPACITY).0,
+            runs: Mutex::default(),
             timers: Notify::new(),
         }
     }
@@ -51,12 +50,24 @@ impl Notifier {
 
     /// Announces that a run's history grew to `last_seq`.
     pub fn run_changed(&self, key: &RunKey, last_seq: u64) {
-        let _ = self.runs.send((key.clone(), last_seq));
+        if let Some(tx) = self.runs.lock().get(key) {
+            tx.send_replace(last_seq);
+        }
     }
 
-    /// Subscribes to run changes.
-    pub fn subscribe_runs(&self) -> broadcast::Receiver<(RunKey, u64)> {
-        self.runs.subscribe()
+    /// Follows one run's changes until the returned guard is dropped.
+    pub fn watch_run(&self, key: &RunKey) -> RunWatch<'_> {
+        let rx = self
+            .runs
+            .lock()
+            .entry(key.clone())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        RunWatch {
+            notifier: self,
+            key: key.clone(),
+            rx,
+        }
     }
 
     /// Wakes the timer loop (a new deadline may be earlier than the one it sleeps to).
@@ -67,5 +78,74 @@ impl Notifier {
     /// The timer loop's wake-up.
     pub fn timers(&self) -> &Notify {
         &self.timers
+    }
+}
+
+/// A subscription to one run's changes; the run's channel goes away with its last watcher.
+pub struct RunWatch<'a> {
+    notifier: &'a Notifier,
+    key: RunKey,
+    rx: watch::Receiver<u64>,
+}
+
+impl RunWatch<'_> {
+    /// Waits until the run's history passes `seen`, or the deadline.
+    pub async fn changed_after(&mut self, seen: u64, deadline: tokio::time::Instant) {
+        loop {
+            if *self.rx.borrow_and_update() > seen {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, self.rx.changed()).await {
+                Ok(Ok(())) => continue,
+                // Timed out, or the channel is gone: the caller re-reads the store.
+                _ => return,
+            }
+        }
+    }
+}
+
+impl Drop for RunWatch<'_> {
+    fn drop(&mut self) {
+        let mut runs = self.notifier.runs.lock();
+        // Our own receiver still counts here.
+        if runs
+            .get(&self.key)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            runs.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use steadfast_engine::RunId;
+
+    #[tokio::test]
+    async fn only_the_run_s_own_waiters_wake_and_channels_go_away() {
+        let n = Notifier::default();
+        let (a, b) = (
+            RunKey::new("ns", RunId::new_v7()),
+            RunKey::new("ns", RunId::new_v7()),
+        );
+        let mut wa = n.watch_run(&a);
+        n.run_changed(&b, 9);
+        let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(20);
+        wa.changed_after(0, soon).await;
+        assert_eq!(
+            *wa.rx.borrow(),
+            0,
+            "another run's change does not reach this watcher"
+        );
+        n.run_changed(&a, 3);
+        wa.changed_after(
+            2,
+            tokio::time::Instant::now() + std::time::Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(*wa.rx.borrow(), 3);
+        drop(wa);
+        assert!(n.runs.lock().is_empty(), "no channel is left behind");
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::Stream;
 use steadfast_engine::event::{self as ev, Event};
 use steadfast_engine::ids::RunKey;
-use steadfast_engine::state::{RunState, WorkflowTask};
+use steadfast_engine::state::RunState;
 use steadfast_engine::store::{self, RunFilter};
 use steadfast_engine::{RunId, RunStatus};
 use steadfast_proto::v1 as pb;
@@ -246,7 +246,7 @@ impl ClientService for ClientApi {
     ) -> Result<Response<pb::AwaitResultResponse>, Status> {
         let r = req.get_ref();
         let key = validate::run_key(&r.namespace, &r.run_id)?;
-        let mut changes = self.core.notify.subscribe_runs();
+        let mut changes = self.core.notify.watch_run(&key);
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(r.timeout_ms.min(AWAIT_MS_MAX));
         loop {
@@ -257,7 +257,7 @@ impl ClientService for ClientApi {
                     run: Some(run_info(&self.core, &s).await?),
                 }));
             }
-            wait_for_change(&mut changes, &key, s.last_seq, deadline).await;
+            changes.changed_after(s.last_seq, deadline).await;
         }
     }
 
@@ -379,7 +379,7 @@ impl ClientService for ClientApi {
         let core = self.core.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
-            let mut changes = core.notify.subscribe_runs();
+            let mut changes = core.notify.watch_run(&key);
             let mut after = r.after_seq;
             loop {
                 let s = match core.state(&key).await {
@@ -415,7 +415,7 @@ impl ClientService for ClientApi {
                 }
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
                 tokio::select! {
-                    _ = wait_for_change(&mut changes, &key, after, deadline) => {}
+                    _ = changes.changed_after(after, deadline) => {}
                     _ = tx.closed() => return,
                 }
             }
@@ -462,27 +462,4 @@ pub fn closed_check(s: &RunState, what: &str) -> Result<(), Status> {
         )));
     }
     Ok(())
-}
-
-/// Waits until `key`'s history passes `seen`, or the deadline.
-pub async fn wait_for_change(
-    changes: &mut tokio::sync::broadcast::Receiver<(RunKey, u64)>,
-    key: &RunKey,
-    seen: u64,
-    deadline: tokio::time::Instant,
-) {
-    loop {
-        match tokio::time::timeout_at(deadline, changes.recv()).await {
-            Err(_) => return,
-            Ok(Ok((k, seq))) if &k == key && seq > seen => return,
-            Ok(Ok(_)) => continue,
-            // Lagged or closed: re-read from the store.
-            Ok(Err(_)) => return,
-        }
-    }
-}
-
-/// Whether the code of a run has a task pending or running.
-pub fn task_pending(s: &RunState) -> bool {
-    s.workflow_task != WorkflowTask::Idle
 }

@@ -175,6 +175,10 @@ struct Row(String, String, String);
 #[tokio::main]
 async fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--profile-seq N`: only N sequential activities in one run, for a profiler.
+    if let Some(n) = std::env::args().skip_while(|a| a != "--profile-seq").nth(1) {
+        return profile_seq(n.parse()?).await;
+    }
     let scale = |full: usize, small: usize| if quick { small } else { full };
     let tmp = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -296,6 +300,22 @@ async fn main() -> Result<()> {
     for r in rows {
         println!("| {} | {} | {} |", r.0, r.1, r.2);
     }
+    Ok(())
+}
+
+async fn profile_seq(n: u32) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let server = start_server(tmp.path(), port)?;
+    eprintln!("server pid {}", server.child.id());
+    let client = Client::connect(server.addr.as_str()).await?;
+    let w = worker(&server.addr);
+    tokio::spawn(async move {
+        let _ = w.run().await;
+    });
+    let t = Instant::now();
+    drive(&client, 1, 1, "bench.seq", serde_json::json!(n)).await?;
+    println!("{:.3} ms per step", t.elapsed().as_secs_f64() * 1e3 / n as f64);
     Ok(())
 }
 
