@@ -7,9 +7,10 @@ use std::task::{self, Poll};
 use std::time::Instant;
 
 use anyhow::Context;
+use steadfast_engine::clock::Clock;
 use steadfast_engine::clock::SystemClock;
 use steadfast_engine::embedded::{EmbeddedOptions, EmbeddedStore};
-use steadfast_engine::store::Store;
+use steadfast_engine::store::{AppendRequest, Store};
 use steadfast_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -37,6 +38,29 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     tracing::info!(?report, "store open");
     let store = Arc::new(store);
+    // A crash between the two appends of a continue-as-new leaves a successor uncreated.
+    for (key, started) in store
+        .missing_successors()
+        .await
+        .context("looking for continued runs without a successor")?
+    {
+        let events = crate::service::successor_events(started);
+        let req = AppendRequest {
+            key: key.clone(),
+            expected_next_seq: 1,
+            events,
+            time_ms: SystemClock.now_ms(),
+            wait_durable: true,
+        };
+        match store.append(req).await {
+            Ok(_) => {
+                tracing::warn!(run = %key, "created the successor of a continue-as-new interrupted by a crash")
+            }
+            Err(e) => {
+                tracing::error!(run = %key, error = %e, "could not create the successor of a continued run")
+            }
+        }
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -25,6 +25,7 @@ mod indexer;
 mod keys;
 mod read;
 mod recover;
+mod repair;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};

@@ -11,6 +11,19 @@ use tonic::Status;
 
 use crate::core::{Core, status};
 
+/// The first events of the run that continues another one.
+pub fn successor_events(started: ev::RunStarted) -> Vec<Event> {
+    let queue = started.task_queue.clone();
+    vec![
+        Event::RunStarted(started),
+        Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
+            task_queue: queue,
+            attempt: 1,
+            not_before_ms: 0,
+        }),
+    ]
+}
+
 /// Starts the run that continues `old` (whose RunContinuedAsNew names its id).
 pub async fn continue_as_new(
     core: &Core,
@@ -21,15 +34,8 @@ pub async fn continue_as_new(
         .continued_to
         .ok_or_else(|| Status::internal("continued run has no successor id"))?;
     let key = RunKey::new(old.key.namespace.clone(), new_id);
-    let queue = started.task_queue.clone();
-    let events = vec![
-        Event::RunStarted(started),
-        Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
-            task_queue: queue,
-            attempt: 1,
-            not_before_ms: 0,
-        }),
-    ];
-    core.create(&key, events).await.map_err(status)?;
+    core.create(&key, successor_events(started))
+        .await
+        .map_err(status)?;
     Ok(new_id)
 }

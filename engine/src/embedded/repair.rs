@@ -1,0 +1,77 @@
+//! Repairs after a crash that fall between two appends.
+//!
+//! Continue-as-new is two appends: the old run's RunContinuedAsNew (which names the new run
+//! and holds its input), then the new run's RunStarted. A crash between them leaves a run
+//! that points at a successor that was never created; the old run's event holds everything
+//! needed to create it, so the server does that on start.
+
+use crate::embedded::keys::{self, BY_STATUS};
+use crate::embedded::{EmbeddedStore, sled_err};
+use crate::event::{Event, RunStarted};
+use crate::ids::{RunId, RunKey};
+use crate::state::RunStatus;
+use crate::store::{Error, Store};
+
+impl EmbeddedStore {
+    /// Runs continued as new whose successor does not exist, with the RunStarted that
+    /// creates it (same workflow type, id, queue, timeout and budget; the continued input;
+    /// `continued_from` the old run).
+    pub async fn missing_successors(&self) -> Result<Vec<(RunKey, RunStarted)>, Error> {
+        let mut continued = Vec::new();
+        for item in self.inner.db.scan_prefix([BY_STATUS]) {
+            let (k, _) = item.map_err(sled_err)?;
+            // x | ns len | ns | status | run id (16)
+            let Some(&n) = k.get(1) else { continue };
+            let n = n as usize;
+            if k.len() != 2 + n + 1 + 16 || k[2 + n] != keys::status_code(RunStatus::ContinuedAsNew)
+            {
+                continue;
+            }
+            let (Ok(ns), Ok(id)) = (
+                std::str::from_utf8(&k[2..2 + n]),
+                uuid::Uuid::from_slice(&k[3 + n..]),
+            ) else {
+                continue;
+            };
+            continued.push(RunKey::new(ns, RunId(id)));
+        }
+        let mut out = Vec::new();
+        for key in continued {
+            let Some(old) = self.run_state(&key).await? else {
+                continue;
+            };
+            let Some(new_id) = old.continued_to else {
+                continue;
+            };
+            let new_key = RunKey::new(key.namespace.clone(), new_id);
+            if self.run_state(&new_key).await?.is_some() {
+                continue;
+            }
+            let last = self.read_history(&key, old.last_seq, 1).await?;
+            let Some(Event::RunContinuedAsNew(c)) = last.first().map(|r| &r.event) else {
+                return Err(Error::Corrupt {
+                    run: Some(key.clone()),
+                    seq: Some(old.last_seq),
+                    detail: "a run continued as new does not end with RunContinuedAsNew".into(),
+                });
+            };
+            out.push((
+                new_key,
+                RunStarted {
+                    workflow_type: old.workflow_type.clone(),
+                    workflow_id: old.workflow_id.clone(),
+                    task_queue: old.task_queue.clone(),
+                    input: c.input.clone(),
+                    run_timeout_ms: old.run_timeout_ms,
+                    budget: old.budget,
+                    continued_from: Some(key.run_id),
+                    identity: "continue-as-new (repaired after a restart)".into(),
+                    random_seed: u64::from_le_bytes(
+                        new_id.as_bytes()[8..].try_into().expect("8 bytes"),
+                    ),
+                },
+            ));
+        }
+        Ok(out)
+    }
+}

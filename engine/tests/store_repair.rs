@@ -1,0 +1,163 @@
+//! A crash between the two appends of a continue-as-new: the old run names a successor that
+//! was never created. `EmbeddedStore::missing_successors` finds it, across a reopen, with
+//! everything needed to create it.
+
+use steadfast_engine::embedded::{EmbeddedOptions, EmbeddedStore};
+use steadfast_engine::event::*;
+use steadfast_engine::payload::Payload;
+use steadfast_engine::store::{AppendRequest, Store};
+use steadfast_engine::{Event, RunId, RunKey};
+
+fn started(workflow_id: &str) -> Event {
+    Event::RunStarted(RunStarted {
+        workflow_type: "agent".into(),
+        workflow_id: workflow_id.into(),
+        task_queue: "q".into(),
+        input: Payload::json(b"{\"turn\":0}".to_vec()),
+        run_timeout_ms: 60_000,
+        budget: Budget {
+            max_tokens: 500,
+            ..Default::default()
+        },
+        continued_from: None,
+        identity: "test".into(),
+        random_seed: 7,
+    })
+}
+
+async fn append(store: &EmbeddedStore, key: &RunKey, next: u64, events: Vec<Event>) {
+    store
+        .append(AppendRequest {
+            key: key.clone(),
+            expected_next_seq: next,
+            events,
+            time_ms: 1_000,
+            wait_durable: true,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_continued_run_without_its_successor_is_found_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = RunKey::new("default", RunId::new_v7());
+    let new_id = RunId::new_v7();
+    {
+        let (store, _) = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        append(
+            &store,
+            &old,
+            1,
+            vec![
+                started("w1"),
+                Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
+                    task_queue: "q".into(),
+                    attempt: 1,
+                    not_before_ms: 0,
+                }),
+            ],
+        )
+        .await;
+        append(
+            &store,
+            &old,
+            3,
+            vec![Event::WorkflowTaskStarted(WorkflowTaskStarted {
+                scheduled_seq: 2,
+                worker: "w".into(),
+            })],
+        )
+        .await;
+        append(
+            &store,
+            &old,
+            4,
+            vec![
+                Event::WorkflowTaskCompleted(WorkflowTaskCompleted {
+                    started_seq: 3,
+                    worker: "w".into(),
+                }),
+                Event::RunContinuedAsNew(RunContinuedAsNew {
+                    command_seq: 1,
+                    new_run_id: new_id,
+                    input: Payload::json(b"{\"turn\":1}".to_vec()),
+                }),
+            ],
+        )
+        .await;
+        // Another run that continued properly is not reported.
+        let ok_old = RunKey::new("other-ns", RunId::new_v7());
+        let ok_new = RunId::new_v7();
+        append(
+            &store,
+            &ok_old,
+            1,
+            vec![
+                started("w2"),
+                Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
+                    task_queue: "q".into(),
+                    attempt: 1,
+                    not_before_ms: 0,
+                }),
+            ],
+        )
+        .await;
+        append(
+            &store,
+            &ok_old,
+            3,
+            vec![Event::WorkflowTaskStarted(WorkflowTaskStarted {
+                scheduled_seq: 2,
+                worker: "w".into(),
+            })],
+        )
+        .await;
+        append(
+            &store,
+            &ok_old,
+            4,
+            vec![
+                Event::WorkflowTaskCompleted(WorkflowTaskCompleted {
+                    started_seq: 3,
+                    worker: "w".into(),
+                }),
+                Event::RunContinuedAsNew(RunContinuedAsNew {
+                    command_seq: 1,
+                    new_run_id: ok_new,
+                    input: Payload::json(b"1".to_vec()),
+                }),
+            ],
+        )
+        .await;
+        append(
+            &store,
+            &RunKey::new("other-ns", ok_new),
+            1,
+            vec![started("w2")],
+        )
+        .await;
+        // The crash: the successor of `old` is never created.
+        store.close().await.unwrap();
+    }
+    let (store, _) = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let missing = store.missing_successors().await.unwrap();
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    let (key, s) = &missing[0];
+    assert_eq!(key, &RunKey::new("default", new_id));
+    assert_eq!(
+        (
+            s.workflow_type.as_str(),
+            s.workflow_id.as_str(),
+            s.task_queue.as_str()
+        ),
+        ("agent", "w1", "q")
+    );
+    assert_eq!(s.input.data, b"{\"turn\":1}");
+    assert_eq!(s.continued_from, Some(old.run_id));
+    assert_eq!((s.run_timeout_ms, s.budget.max_tokens), (60_000, 500));
+    // Once created, it is no longer missing.
+    append(&store, key, 1, vec![Event::RunStarted(s.clone())]).await;
+    assert!(store.missing_successors().await.unwrap().is_empty());
+    store.close().await.unwrap();
+}
