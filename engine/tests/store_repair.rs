@@ -38,6 +38,42 @@ async fn append(store: &EmbeddedStore, key: &RunKey, next: u64, events: Vec<Even
         .unwrap();
 }
 
+/// Starts `key`, runs one workflow task and ends it with continue-as-new to `new_id`.
+async fn continued(
+    store: &EmbeddedStore,
+    key: &RunKey,
+    workflow_id: &str,
+    new_id: RunId,
+    input: &[u8],
+) {
+    let scheduled = Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
+        task_queue: "q".into(),
+        attempt: 1,
+        not_before_ms: 0,
+    });
+    append(store, key, 1, vec![started(workflow_id), scheduled]).await;
+    append(
+        store,
+        key,
+        3,
+        vec![Event::WorkflowTaskStarted(WorkflowTaskStarted {
+            scheduled_seq: 2,
+            worker: "w".into(),
+        })],
+    )
+    .await;
+    let completed = Event::WorkflowTaskCompleted(WorkflowTaskCompleted {
+        started_seq: 3,
+        worker: "w".into(),
+    });
+    let cont = Event::RunContinuedAsNew(RunContinuedAsNew {
+        command_seq: 1,
+        new_run_id: new_id,
+        input: Payload::json(input.to_vec()),
+    });
+    append(store, key, 4, vec![completed, cont]).await;
+}
+
 #[tokio::test]
 async fn a_continued_run_without_its_successor_is_found_across_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -45,91 +81,11 @@ async fn a_continued_run_without_its_successor_is_found_across_a_reopen() {
     let new_id = RunId::new_v7();
     {
         let (store, _) = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
-        append(
-            &store,
-            &old,
-            1,
-            vec![
-                started("w1"),
-                Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
-                    task_queue: "q".into(),
-                    attempt: 1,
-                    not_before_ms: 0,
-                }),
-            ],
-        )
-        .await;
-        append(
-            &store,
-            &old,
-            3,
-            vec![Event::WorkflowTaskStarted(WorkflowTaskStarted {
-                scheduled_seq: 2,
-                worker: "w".into(),
-            })],
-        )
-        .await;
-        append(
-            &store,
-            &old,
-            4,
-            vec![
-                Event::WorkflowTaskCompleted(WorkflowTaskCompleted {
-                    started_seq: 3,
-                    worker: "w".into(),
-                }),
-                Event::RunContinuedAsNew(RunContinuedAsNew {
-                    command_seq: 1,
-                    new_run_id: new_id,
-                    input: Payload::json(b"{\"turn\":1}".to_vec()),
-                }),
-            ],
-        )
-        .await;
+        continued(&store, &old, "w1", new_id, b"{\"turn\":1}").await;
         // Another run that continued properly is not reported.
         let ok_old = RunKey::new("other-ns", RunId::new_v7());
         let ok_new = RunId::new_v7();
-        append(
-            &store,
-            &ok_old,
-            1,
-            vec![
-                started("w2"),
-                Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
-                    task_queue: "q".into(),
-                    attempt: 1,
-                    not_before_ms: 0,
-                }),
-            ],
-        )
-        .await;
-        append(
-            &store,
-            &ok_old,
-            3,
-            vec![Event::WorkflowTaskStarted(WorkflowTaskStarted {
-                scheduled_seq: 2,
-                worker: "w".into(),
-            })],
-        )
-        .await;
-        append(
-            &store,
-            &ok_old,
-            4,
-            vec![
-                Event::WorkflowTaskCompleted(WorkflowTaskCompleted {
-                    started_seq: 3,
-                    worker: "w".into(),
-                }),
-                Event::RunContinuedAsNew(RunContinuedAsNew {
-                    command_seq: 1,
-                    new_run_id: ok_new,
-                    input: Payload::json(b"1".to_vec()),
-                }),
-            ],
-        )
-        .await;
+        continued(&store, &ok_old, "w2", ok_new, b"1").await;
         append(
             &store,
             &RunKey::new("other-ns", ok_new),
