@@ -305,7 +305,9 @@ async fn main() -> Result<()> {
 
 async fn profile_seq(n: u32) -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let server = start_server(tmp.path(), port)?;
     eprintln!("server pid {}", server.child.id());
     let client = Client::connect(server.addr.as_str()).await?;
@@ -315,7 +317,10 @@ async fn profile_seq(n: u32) -> Result<()> {
     });
     let t = Instant::now();
     drive(&client, 1, 1, "bench.seq", serde_json::json!(n)).await?;
-    println!("{:.3} ms per step", t.elapsed().as_secs_f64() * 1e3 / n as f64);
+    println!(
+        "{:.3} ms per step",
+        t.elapsed().as_secs_f64() * 1e3 / n as f64
+    );
     Ok(())
 }
 
