@@ -175,40 +175,38 @@ async fn back_off(
     }
 }
 
-async fn poll_workflow_tasks(
+/// The loop every poller runs: take a slot (bounded concurrency), long-poll, hand the task to
+/// `handle` on its own task (which frees the slot when done), back off while the server is
+/// unreachable. `poll` returns `None` for an empty poll (the long poll timed out).
+async fn poll_loop<T, P, PFut, H, HFut>(
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
-) {
+    poll: P,
+    handle: H,
+) where
+    P: Fn(&Shared) -> PFut,
+    PFut: Future<Output = Result<Option<T>, tonic::Status>>,
+    H: Fn(Arc<Shared>, T) -> HFut,
+    HFut: Future<Output = ()> + Send + 'static,
+{
     let mut backoff = Backoff::default();
     loop {
         let slot = tokio::select! {
             s = Arc::clone(&slots).acquire_owned() => match s { Ok(s) => s, Err(_) => return },
             _ = stopped(&mut stop) => return,
         };
-        let mut req = tonic::Request::new(pb::PollWorkflowTaskRequest {
-            namespace: shared.options.namespace.clone(),
-            task_queue: shared.options.task_queue.clone(),
-            worker_id: shared.options.worker_id.clone(),
-            workflow_types: shared.workflow_types.clone(),
-            poll_timeout_ms: shared.options.poll_timeout.as_millis() as u64,
-        });
-        req.set_timeout(shared.options.poll_timeout + POLL_SLACK);
-        let mut service = shared.worker.clone();
         let polled = tokio::select! {
-            r = service.poll_workflow_task(req) => r,
+            r = poll(&shared) => r,
             _ = stopped(&mut stop) => return,
         };
         match polled {
-            Ok(resp) => {
+            Ok(None) => poll_succeeded(&shared, &mut backoff),
+            Ok(Some(task)) => {
                 poll_succeeded(&shared, &mut backoff);
-                let task = resp.into_inner();
-                if task.task_token.is_empty() {
-                    continue;
-                }
-                let shared = Arc::clone(&shared);
+                let work = handle(Arc::clone(&shared), task);
                 tokio::spawn(async move {
-                    handle_workflow_task(&shared, task).await;
+                    work.await;
                     drop(slot);
                 });
             }
@@ -220,6 +218,31 @@ async fn poll_workflow_tasks(
             }
         }
     }
+}
+
+async fn poll_workflow_tasks(
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+) {
+    let poll = |shared: &Shared| {
+        let mut req = tonic::Request::new(pb::PollWorkflowTaskRequest {
+            namespace: shared.options.namespace.clone(),
+            task_queue: shared.options.task_queue.clone(),
+            worker_id: shared.options.worker_id.clone(),
+            workflow_types: shared.workflow_types.clone(),
+            poll_timeout_ms: shared.options.poll_timeout.as_millis() as u64,
+        });
+        req.set_timeout(shared.options.poll_timeout + POLL_SLACK);
+        let mut service = shared.worker.clone();
+        async move {
+            let task = service.poll_workflow_task(req).await?.into_inner();
+            Ok((!task.task_token.is_empty()).then_some(task))
+        }
+    };
+    let handle =
+        |shared: Arc<Shared>, task| async move { handle_workflow_task(&shared, task).await };
+    poll_loop(shared, slots, stop, poll, handle).await;
 }
 
 async fn handle_workflow_task(shared: &Shared, task: pb::PollWorkflowTaskResponse) {
@@ -327,14 +350,9 @@ where
 async fn poll_activity_tasks(
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = Backoff::default();
-    loop {
-        let slot = tokio::select! {
-            s = Arc::clone(&slots).acquire_owned() => match s { Ok(s) => s, Err(_) => return },
-            _ = stopped(&mut stop) => return,
-        };
+    let poll = |shared: &Shared| {
         let mut req = tonic::Request::new(pb::PollActivityTaskRequest {
             namespace: shared.options.namespace.clone(),
             task_queue: shared.options.task_queue.clone(),
@@ -344,29 +362,13 @@ async fn poll_activity_tasks(
         });
         req.set_timeout(shared.options.poll_timeout + POLL_SLACK);
         let mut service = shared.worker.clone();
-        let polled = tokio::select! {
-            r = service.poll_activity_task(req) => r,
-            _ = stopped(&mut stop) => return,
-        };
-        match polled {
-            Ok(resp) => {
-                poll_succeeded(&shared, &mut backoff);
-                let task = resp.into_inner();
-                if task.task_token.is_empty() {
-                    continue;
-                }
-                let shared = Arc::clone(&shared);
-                tokio::spawn(async move {
-                    run_attempt(&shared.worker, &shared.runtime, &shared.activities, task).await;
-                    drop(slot);
-                });
-            }
-            Err(status) => {
-                drop(slot);
-                if !back_off(&shared, &mut backoff, &status, &mut stop).await {
-                    return;
-                }
-            }
+        async move {
+            let task = service.poll_activity_task(req).await?.into_inner();
+            Ok((!task.task_token.is_empty()).then_some(task))
         }
-    }
+    };
+    let handle = |shared: Arc<Shared>, task| async move {
+        run_attempt(&shared.worker, &shared.runtime, &shared.activities, task).await
+    };
+    poll_loop(shared, slots, stop, poll, handle).await;
 }
