@@ -104,6 +104,19 @@ impl Core {
         &self,
         key: &RunKey,
         wait_durable: bool,
+        decide: impl FnMut(&RunState, i64) -> Decision,
+    ) -> Result<Option<Appended>, Status> {
+        self.update_with(key, wait_durable, true, decide).await
+    }
+
+    /// [`Core::update`], optionally without waking activity pollers for the activities the
+    /// append schedules: the caller hands them out itself (eager dispatch) and wakes pollers
+    /// for the rest with [`Core::activities_ready`].
+    pub async fn update_with(
+        &self,
+        key: &RunKey,
+        wait_durable: bool,
+        wake_activity_pollers: bool,
         mut decide: impl FnMut(&RunState, i64) -> Decision,
     ) -> Result<Option<Appended>, Status> {
         for _ in 0..UPDATE_ATTEMPTS_MAX {
@@ -133,7 +146,7 @@ impl Core {
             };
             match self.store.append(req).await {
                 Ok(a) => {
-                    self.after_append(&a);
+                    self.after_append_with(&a, wake_activity_pollers);
                     return Ok(Some(a));
                 }
                 Err(store::Error::Conflict { .. }) => continue,
@@ -174,6 +187,25 @@ impl Core {
 
     /// Wakes pollers, watchers and the timer loop after an append.
     pub fn after_append(&self, a: &Appended) {
+        self.after_append_with(a, true)
+    }
+
+    /// Wakes one activity poller per activity scheduled in `a` except those in `taken`.
+    pub fn activities_ready(&self, a: &Appended, taken: &[u32]) {
+        for r in &a.records {
+            if let Event::ActivityScheduled(e) = &r.event
+                && !taken.contains(&e.command_seq)
+            {
+                self.notify.task_ready(
+                    &a.state.key.namespace,
+                    &e.options.task_queue,
+                    TaskKind::Activity,
+                );
+            }
+        }
+    }
+
+    fn after_append_with(&self, a: &Appended, wake_activity_pollers: bool) {
         let s = &a.state;
         for r in &a.records {
             match &r.event {
@@ -181,7 +213,7 @@ impl Core {
                     self.notify
                         .task_ready(&s.key.namespace, &e.task_queue, TaskKind::Workflow)
                 }
-                Event::ActivityScheduled(e) => self.notify.task_ready(
+                Event::ActivityScheduled(e) if wake_activity_pollers => self.notify.task_ready(
                     &s.key.namespace,
                     &e.options.task_queue,
                     TaskKind::Activity,

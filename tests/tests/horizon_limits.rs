@@ -74,6 +74,7 @@ fn complete(
         task_token: task.task_token.clone(),
         commands,
         worker_id: "limits-test".into(),
+        ..Default::default()
     }
 }
 

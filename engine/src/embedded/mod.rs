@@ -458,6 +458,10 @@ impl Store for EmbeddedStore {
             .poll(namespace, queue, kind, now_ms))
     }
 
+    async fn take_task(&self, task: &Task, now_ms: TimeMs) -> Result<bool, Error> {
+        Ok(self.inner.head.lock().core.take(task, now_ms))
+    }
+
     async fn release_task(&self, task: &Task) -> Result<(), Error> {
         self.inner.head.lock().core.release(task);
         Ok(())

@@ -258,6 +258,39 @@ impl Core {
         Some(slot.task(&key))
     }
 
+    /// Leases one specific task if it is offered and visible at `now_ms` (eager dispatch: the
+    /// server hands it to the worker whose completion scheduled it). False when it is not
+    /// offered (already taken, not visible yet, parked).
+    pub fn take(&mut self, task: &Task, now_ms: TimeMs) -> bool {
+        self.observe(now_ms);
+        let (key, slot) = Slot::of(task);
+        let Some(run) = self.runs.get_mut(key) else {
+            return false;
+        };
+        if run.leases.contains(&slot) {
+            return false;
+        }
+        let Some((q, visible, _)) = run.ready.iter().find(|(_, _, s)| *s == slot).cloned() else {
+            return false;
+        };
+        if visible > now_ms {
+            return false;
+        }
+        let entry = (visible, key.clone(), slot);
+        let Some(set) = self.queues.get_mut(&q) else {
+            return false;
+        };
+        if !set.remove(&entry) {
+            return false;
+        }
+        if set.is_empty() {
+            self.queues.remove(&q);
+        }
+        self.visibility.remove(&entry);
+        run.leases.insert(slot);
+        true
+    }
+
     /// Returns a leased task to its queue, if the run's state still offers it.
     pub fn release(&mut self, task: &Task) {
         let (key, slot) = Slot::of(task);

@@ -266,6 +266,10 @@ pub trait Store: Send + Sync + 'static {
         now_ms: TimeMs,
     ) -> Result<Option<Task>, Error>;
 
+    /// Leases one specific task if it is offered and visible (eager dispatch); false when it
+    /// is not offered (taken by a poller, not visible yet, parked).
+    async fn take_task(&self, task: &Task, now_ms: TimeMs) -> Result<bool, Error>;
+
     /// Returns a leased task to its queue (the server could not hand it out).
     async fn release_task(&self, task: &Task) -> Result<(), Error>;
 

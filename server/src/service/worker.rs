@@ -22,6 +22,8 @@ const POLL_MS_DEFAULT: u64 = 20_000;
 const POLL_MS_MAX: u64 = 60_000;
 /// Re-check queues at least this often (tasks become visible by time, e.g. after backoff).
 const POLL_RECHECK_MS: u64 = 100;
+/// Most activity attempts handed back in one workflow task completion (eager dispatch).
+const EAGER_ACTIVITIES_MAX: u32 = 16;
 /// Heartbeat details are recorded in the history at most this often per activity.
 const HEARTBEAT_RECORD_INTERVAL_MS: i64 = 1_000;
 
@@ -303,6 +305,55 @@ impl WorkerApi {
         }))
     }
 
+    /// Eager dispatch: hands the worker that completed a workflow task the activities its
+    /// commands scheduled, when it runs their type on the run's queue and has room. Each is
+    /// taken from its queue first, so a poller can never get the same attempt.
+    async fn eager_activities(
+        &self,
+        appended: &steadfast_engine::store::Appended,
+        r: &pb::CompleteWorkflowTaskRequest,
+    ) -> Result<Vec<pb::PollActivityTaskResponse>, Status> {
+        let mut out = Vec::new();
+        let slots = r.eager_activity_slots.min(EAGER_ACTIVITIES_MAX) as usize;
+        let s = &appended.state;
+        for rec in &appended.records {
+            if out.len() >= slots {
+                break;
+            }
+            let Event::ActivityScheduled(a) = &rec.event else {
+                continue;
+            };
+            if a.options.task_queue != s.task_queue
+                || !r.eager_activity_types.iter().any(|t| t == &a.activity_type)
+            {
+                continue;
+            }
+            let task = Task::Activity {
+                key: s.key.clone(),
+                id: a.command_seq,
+                attempt: 1,
+            };
+            if !self
+                .core
+                .store
+                .take_task(&task, self.core.now())
+                .await
+                .map_err(status)?
+            {
+                continue;
+            }
+            match self
+                .start_activity_task(s.key.clone(), a.command_seq, 1, &r.worker_id)
+                .await?
+            {
+                Some(t) => out.push(t),
+                // Parked on its budget or moved on; if still offered, pollers get it back.
+                None => self.core.store.release_task(&task).await.map_err(status)?,
+            }
+        }
+        Ok(out)
+    }
+
     fn duration_ms(&self, key: &RunKey, id: u32, attempt: u32, now: i64) -> u64 {
         self.core
             .dispatched
@@ -350,9 +401,10 @@ impl WorkerService for WorkerApi {
         let r = req.get_ref();
         let (key, started_seq) = parse_wf_token(&r.task_token)?;
         let mut new_run: Option<ev::RunStarted> = None;
+        let eager = r.eager_activity_slots > 0;
         let appended = self
             .core
-            .update(&key, true, |s, now| {
+            .update_with(&key, true, !eager, |s, now| {
                 match &s.workflow_task {
                     WorkflowTask::Started { started_seq: q, .. } if *q == started_seq => {}
                     _ => return Err(Status::failed_precondition(format!("workflow task {started_seq} of run {} is no longer open (it timed out or the run ended)", key.run_id))),
@@ -378,7 +430,25 @@ impl WorkerService for WorkerApi {
         if let (Some(a), Some(started)) = (&appended, new_run) {
             crate::service::continue_as_new(&self.core, &a.state, started).await?;
         }
-        Ok(Response::new(pb::CompleteWorkflowTaskResponse {}))
+        let activity_tasks = match &appended {
+            Some(a) if eager => {
+                let tasks = self.eager_activities(a, r).await;
+                if let Ok(t) = &tasks {
+                    tracing::debug!(run = %key, handed_out = t.len(), "eager activity dispatch");
+                }
+                // Pollers are woken for whatever was not handed out here, even on an error.
+                let taken: Vec<u32> = tasks
+                    .as_ref()
+                    .map(|t| t.iter().map(|t| t.activity_id).collect())
+                    .unwrap_or_default();
+                self.core.activities_ready(a, &taken);
+                tasks?
+            }
+            _ => Vec::new(),
+        };
+        Ok(Response::new(pb::CompleteWorkflowTaskResponse {
+            activity_tasks,
+        }))
     }
 
     async fn fail_workflow_task(

@@ -54,7 +54,10 @@ fn start_server(dir: &Path, port: u16) -> Result<Server> {
             "--data-dir",
         ])
         .arg(dir)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("STEADFAST_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;

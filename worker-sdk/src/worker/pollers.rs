@@ -23,6 +23,8 @@ use crate::workflow::{self, Registry, command_kind};
 const POLLERS_MAX: usize = 8;
 /// Slack over the poll timeout before a poll that got no answer counts as lost.
 const POLL_SLACK: Duration = Duration::from_secs(10);
+/// Most activity slots offered with one workflow task completion (eager dispatch).
+const EAGER_SLOTS_MAX: usize = 8;
 
 struct Shared {
     /// Set while polls fail, so that an outage is logged once, not once per poller.
@@ -35,6 +37,8 @@ struct Shared {
     runtime: RuntimeConfig,
     workflow_types: Vec<String>,
     activity_types: Vec<String>,
+    /// Slots of running activity attempts, shared by the pollers and eager dispatch.
+    act_slots: Arc<Semaphore>,
 }
 
 pub(super) async fn run(
@@ -71,6 +75,7 @@ pub(super) async fn run(
         },
         workflow_types,
         activity_types,
+        act_slots: Arc::new(Semaphore::new(options.max_concurrent_activities.max(1))),
         options,
     });
     tracing::info!(
@@ -85,9 +90,7 @@ pub(super) async fn run(
     let wf_slots = Arc::new(Semaphore::new(
         shared.options.max_concurrent_workflow_tasks.max(1),
     ));
-    let act_slots = Arc::new(Semaphore::new(
-        shared.options.max_concurrent_activities.max(1),
-    ));
+    let act_slots = Arc::clone(&shared.act_slots);
     let mut loops = tokio::task::JoinSet::new();
     if !shared.workflow_types.is_empty() {
         for _ in 0..shared
@@ -245,7 +248,7 @@ async fn poll_workflow_tasks(
     poll_loop(shared, slots, stop, poll, handle).await;
 }
 
-async fn handle_workflow_task(shared: &Shared, task: pb::PollWorkflowTaskResponse) {
+async fn handle_workflow_task(shared: &Arc<Shared>, task: pb::PollWorkflowTaskResponse) {
     let span = tracing::debug_span!(
         "workflow_task",
         run = %task.run_id,
@@ -256,7 +259,7 @@ async fn handle_workflow_task(shared: &Shared, task: pb::PollWorkflowTaskRespons
     advance_workflow(shared, task).instrument(span).await;
 }
 
-async fn advance_workflow(shared: &Shared, task: pb::PollWorkflowTaskResponse) {
+async fn advance_workflow(shared: &Arc<Shared>, task: pb::PollWorkflowTaskResponse) {
     let run_id = task.run_id.clone();
     let token = task.task_token.clone();
     let first_seq = task.first_seq;
@@ -285,17 +288,46 @@ async fn advance_workflow(shared: &Shared, task: pb::PollWorkflowTaskResponse) {
         Outcome::Completed(commands) => {
             let kinds: Vec<&str> = commands.iter().map(command_kind).collect();
             tracing::debug!(commands = ?kinds, "workflow task completed");
+            // Eager dispatch: offer free activity slots; the server hands back the attempts
+            // these commands schedule, saving each one an activity poll.
+            let mut permits = Vec::new();
+            if !shared.activity_types.is_empty() {
+                while permits.len() < EAGER_SLOTS_MAX {
+                    match Arc::clone(&shared.act_slots).try_acquire_owned() {
+                        Ok(p) => permits.push(p),
+                        Err(_) => break,
+                    }
+                }
+            }
             let req = pb::CompleteWorkflowTaskRequest {
                 namespace: shared.options.namespace.clone(),
                 task_token: token,
                 commands,
                 worker_id: shared.options.worker_id.clone(),
+                eager_activity_types: if permits.is_empty() {
+                    Vec::new()
+                } else {
+                    shared.activity_types.clone()
+                },
+                eager_activity_slots: permits.len() as u32,
             };
             let sent = with_retries(shared, |mut w| {
                 let req = req.clone();
-                async move { w.complete_workflow_task(req).await.map(|_| ()) }
+                async move { w.complete_workflow_task(req).await.map(|r| r.into_inner()) }
             })
             .await;
+            if let Ok(resp) = &sent {
+                for task in resp.activity_tasks.iter().cloned() {
+                    let Some(permit) = permits.pop() else { break };
+                    let shared = Arc::clone(shared);
+                    tokio::spawn(async move {
+                        run_attempt(&shared.worker, &shared.runtime, &shared.activities, task)
+                            .await;
+                        drop(permit);
+                    });
+                }
+            }
+            drop(permits);
             if let Err(s) = sent {
                 // The server did not take the commands: the cached instance is ahead of the
                 // history. Drop it; the next task replays.
@@ -330,10 +362,10 @@ async fn advance_workflow(shared: &Shared, task: pb::PollWorkflowTaskResponse) {
 }
 
 /// Calls the server, retrying transient errors (a restart) for up to the report timeout.
-async fn with_retries<F, Fut>(shared: &Shared, call: F) -> Result<(), tonic::Status>
+async fn with_retries<T, F, Fut>(shared: &Shared, call: F) -> Result<T, tonic::Status>
 where
     F: Fn(WorkerServiceClient<Channel>) -> Fut,
-    Fut: Future<Output = Result<(), tonic::Status>>,
+    Fut: Future<Output = Result<T, tonic::Status>>,
 {
     let give_up_at = tokio::time::Instant::now() + shared.options.report_timeout;
     let mut backoff = Backoff::default();

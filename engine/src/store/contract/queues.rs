@@ -308,3 +308,69 @@ pub async fn activity_backoff_and_budget<S: Store>(store: S) {
         "a closed activity is gone, even when released"
     );
 }
+
+/// Eager dispatch: a specific visible task can be taken once; a taken task is not offered to
+/// pollers; a task not yet visible, or already leased, cannot be taken.
+pub async fn take_a_specific_task<S: Store>(store: S) {
+    let ns = DEFAULT_NAMESPACE;
+    let mut r = RunDriver::start(&store, "eager", "wq").await;
+    r.run_workflow_task(&store).await;
+    let id = r.next_command();
+    r.append(
+        &store,
+        vec![fixtures::activity(id, "aq", ActivityOptions::default())],
+    )
+    .await;
+    let task = Task::Activity {
+        key: r.key.clone(),
+        id,
+        attempt: 1,
+    };
+    assert!(
+        store.take_task(&task, T0).await.unwrap(),
+        "a visible task can be taken"
+    );
+    assert!(!store.take_task(&task, T0).await.unwrap(), "not twice");
+    assert_eq!(
+        store
+            .poll_task(ns, "aq", TaskKind::Activity, T0)
+            .await
+            .unwrap(),
+        None,
+        "a taken task is leased"
+    );
+    store.release_task(&task).await.unwrap();
+    assert_eq!(
+        store
+            .poll_task(ns, "aq", TaskKind::Activity, T0)
+            .await
+            .unwrap(),
+        Some(task.clone()),
+        "released, it is offered again"
+    );
+    assert!(
+        !store.take_task(&task, T0).await.unwrap(),
+        "a polled task cannot be taken"
+    );
+    r.append(
+        &store,
+        vec![fixtures::activity_failed(id, 1, Some(T0 + 500))],
+    )
+    .await;
+    let second = Task::Activity {
+        key: r.key.clone(),
+        id,
+        attempt: 2,
+    };
+    assert!(
+        !store.take_task(&second, T0 + 499).await.unwrap(),
+        "not before it is visible"
+    );
+    assert!(store.take_task(&second, T0 + 500).await.unwrap());
+    let unknown = Task::Activity {
+        key: r.key.clone(),
+        id: id + 100,
+        attempt: 1,
+    };
+    assert!(!store.take_task(&unknown, T0 + 500).await.unwrap());
+}
