@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use crate::embedded::codec::{KIND_APPEND, KIND_BLOB, Rec, encode_append, encode_blob};
 use crate::embedded::indexer::{AppendOp, Op};
-use crate::embedded::{Head, Inner, RunHead, keys, log_err, sled_err};
+use crate::embedded::{Head, Inner, PendingAppend, RunHead, keys, log_err, sled_err};
 use crate::event::{Event, EventRecord, genesis_hash, record_hash};
 use crate::log::Durable;
 use crate::payload::{BlobRef, Hash, INLINE_BYTES_MAX, PAYLOAD_BYTES_MAX};
@@ -102,8 +102,8 @@ impl Inner {
         p: Prepared,
     ) -> Result<(Durable, Appended), Error> {
         let key = &req.key;
-        let (base, bytes_before) = match head.runs.get(key) {
-            Some(r) => (Some(Arc::clone(&r.state)), r.history_bytes),
+        let (base, bytes_before) = match head.runs.get(key).and_then(|r| r.latest()) {
+            Some((s, b)) => (Some(s), b),
             None => match self.load_state(key)? {
                 Some(s) => (Some(Arc::new(s.state)), s.history_bytes),
                 None => (None, 0),
@@ -129,13 +129,17 @@ impl Inner {
                 limit: format!("its limit of {events_max} events"),
             });
         }
-        if let (1, Some((Event::RunStarted(a), _))) = (next, p.events.first())
-            && let Some(run_id) = head
-                .core
-                .open_run_for_workflow_id(&key.namespace, &a.workflow_id)
+        let started_workflow_id = match (next, p.events.first()) {
+            (1, Some((Event::RunStarted(a), _))) if !a.workflow_id.is_empty() => {
+                Some(a.workflow_id.clone())
+            }
+            _ => None,
+        };
+        if let Some(wid) = &started_workflow_id
+            && let Some(run_id) = head.open_or_pending_run(&key.namespace, wid)
         {
             return Err(Error::WorkflowIdInUse {
-                workflow_id: a.workflow_id.clone(),
+                workflow_id: wid.clone(),
                 run_id,
             });
         }
@@ -218,10 +222,11 @@ impl Inner {
         let first_blob_lsn = lsn - blobs.len() as u64;
         let mut ops = Vec::with_capacity(blobs.len() + 1);
         for (i, (hash, data)) in blobs.into_iter().enumerate() {
+            let blob_lsn = first_blob_lsn + i as u64;
             backlog += data.len() as u64;
-            head.blobs.insert(hash, Arc::clone(&data));
+            head.blobs.insert(hash, (blob_lsn, Arc::clone(&data)));
             ops.push(Op::Blob {
-                lsn: first_blob_lsn + i as u64,
+                lsn: blob_lsn,
                 hash,
                 data,
             });
@@ -231,12 +236,22 @@ impl Inner {
         let run = head
             .runs
             .entry(key.clone())
-            .or_insert_with(|| RunHead::new(Arc::clone(&state), 0));
-        run.state = Arc::clone(&state);
-        run.history_bytes = bytes_after;
-        run.tail.extend(recs.iter().cloned());
+            .or_insert_with(RunHead::unpublished);
+        run.latest = Some((Arc::clone(&state), bytes_after));
+        run.pending += 1;
         run.unindexed += 1;
-        head.core.upsert(Arc::clone(&state));
+        if let Some(wid) = &started_workflow_id {
+            head.pending_workflow_ids
+                .insert((key.namespace.clone(), wid.clone()), key.run_id);
+        }
+        head.pending.push_back(PendingAppend {
+            lsn,
+            key: key.clone(),
+            state: Arc::clone(&state),
+            history_bytes: bytes_after,
+            recs: recs.clone(),
+            started_workflow_id,
+        });
         ops.push(Op::Append(AppendOp {
             lsn,
             key: key.clone(),

@@ -220,7 +220,9 @@ impl Indexer {
         self.applied_lsn = max_lsn;
         self.since_checkpoint += bytes;
 
-        let mut head = self.inner.head.lock();
+        // Publishing first puts every durable record (all of these are) into the tails, so
+        // that the ones now in sled can leave them.
+        let mut head = self.inner.head();
         for op in ops {
             match op {
                 Op::Append(a) => {
@@ -231,7 +233,7 @@ impl Indexer {
                                 r.tail.pop_front();
                             }
                             r.unindexed = r.unindexed.saturating_sub(1);
-                            r.unindexed == 0 && !r.state.is_open()
+                            r.settled()
                         }
                         None => false,
                     };

@@ -122,13 +122,26 @@ pub struct EmbeddedStore {
     indexer: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// The head of a run that is open, or closed and not yet fully indexed.
+/// The head of a run that is open, or closed and not yet fully indexed, or has appends
+/// that are not durable yet.
+///
+/// Two views: `state`/`tail` are what readers, pollers and the timer loop see, and hold only
+/// durable records; `latest` is what appenders build on (expected-seq ordering), including
+/// appends whose batch is not synced yet. Appends move from one to the other in
+/// [`Head::publish`], in log order, once the log's durable lsn covers them.
 pub(crate) struct RunHead {
-    state: Arc<RunState>,
-    /// Size of the history (encoded records plus referred blobs), against HISTORY_BYTES_MAX.
+    /// The state after the last durable (published) append; `None` while the run's first
+    /// append is not durable yet.
+    state: Option<Arc<RunState>>,
+    /// Size of the history (encoded records plus referred blobs) at `state`.
     history_bytes: u64,
-    /// Encoded records not yet in sled, oldest first, contiguous up to `state.last_seq`.
+    /// Durable records not yet in sled, oldest first, contiguous up to `state.last_seq`.
     tail: VecDeque<Arc<codec::Rec>>,
+    /// The state and size after every submitted append, durable or not, while some are not
+    /// published yet.
+    latest: Option<(Arc<RunState>, u64)>,
+    /// Appends submitted and not yet published.
+    pending: u32,
     /// Appends sent to the indexer and not yet applied.
     unindexed: u32,
 }
@@ -136,22 +149,112 @@ pub(crate) struct RunHead {
 impl RunHead {
     fn new(state: Arc<RunState>, history_bytes: u64) -> RunHead {
         RunHead {
-            state,
+            state: Some(state),
             history_bytes,
             tail: VecDeque::new(),
+            latest: None,
+            pending: 0,
             unindexed: 0,
         }
     }
+
+    fn unpublished() -> RunHead {
+        RunHead {
+            state: None,
+            history_bytes: 0,
+            tail: VecDeque::new(),
+            latest: None,
+            pending: 0,
+            unindexed: 0,
+        }
+    }
+
+    /// What the next append builds on: the latest state, durable or not.
+    fn latest(&self) -> Option<(Arc<RunState>, u64)> {
+        match &self.latest {
+            Some((s, b)) => Some((Arc::clone(s), *b)),
+            None => self
+                .state
+                .as_ref()
+                .map(|s| (Arc::clone(s), self.history_bytes)),
+        }
+    }
+
+    /// Whether the head can be dropped: closed, durable, published and in sled.
+    fn settled(&self) -> bool {
+        self.pending == 0
+            && self.unindexed == 0
+            && self.state.as_ref().is_some_and(|s| !s.is_open())
+    }
+}
+
+/// An append whose records are submitted to the log and not yet published to readers.
+pub(crate) struct PendingAppend {
+    /// Its log record's lsn: published once the log's durable lsn reaches it.
+    lsn: u64,
+    key: RunKey,
+    state: Arc<RunState>,
+    history_bytes: u64,
+    recs: Vec<Arc<codec::Rec>>,
+    /// The workflow id this append opened (RunStarted), reserved until published.
+    started_workflow_id: Option<String>,
 }
 
 /// Everything under the store lock.
 pub(crate) struct Head {
     core: Core,
     runs: HashMap<RunKey, RunHead>,
-    /// Blobs submitted to the log and not yet in sled.
-    blobs: HashMap<Hash, Arc<Vec<u8>>>,
+    /// Appends not yet durable, in lsn order (they are submitted under this lock).
+    pending: VecDeque<PendingAppend>,
+    /// Workflow ids of runs whose RunStarted is submitted and not yet durable: a second start
+    /// must not slip in before the first is published.
+    pending_workflow_ids: HashMap<(String, String), RunId>,
+    /// Blobs submitted to the log and not yet in sled, with the lsn of their record: served
+    /// only once that lsn is durable.
+    blobs: HashMap<Hash, (u64, Arc<Vec<u8>>)>,
     /// The indexer's queue; `None` once closed.
     tx: Option<std::sync::mpsc::Sender<Op>>,
+}
+
+impl Head {
+    /// Publishes every pending append whose log record is durable (`lsn <= durable_lsn`):
+    /// from now on readers, pollers and timers see it. Called under the lock by every path
+    /// that reads or dispatches, so that nothing unsynced is ever shown and everything synced
+    /// is shown promptly.
+    pub(crate) fn publish(&mut self, durable_lsn: u64) {
+        while self.pending.front().is_some_and(|p| p.lsn <= durable_lsn) {
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
+            if let Some(wid) = p.started_workflow_id {
+                let k = (p.key.namespace.clone(), wid);
+                if self.pending_workflow_ids.get(&k) == Some(&p.key.run_id) {
+                    self.pending_workflow_ids.remove(&k);
+                }
+            }
+            let run = self
+                .runs
+                .entry(p.key.clone())
+                .or_insert_with(RunHead::unpublished);
+            run.state = Some(Arc::clone(&p.state));
+            run.history_bytes = p.history_bytes;
+            run.tail.extend(p.recs);
+            run.pending = run.pending.saturating_sub(1);
+            if run.pending == 0 {
+                run.latest = None;
+            }
+            self.core.upsert(p.state);
+        }
+    }
+
+    /// The open run of a workflow id, counting starts that are not durable yet (for the
+    /// uniqueness check of appenders only).
+    fn open_or_pending_run(&self, namespace: &str, workflow_id: &str) -> Option<RunId> {
+        self.pending_workflow_ids
+            .get(&(namespace.to_string(), workflow_id.to_string()))
+            .copied()
+            .or_else(|| self.core.open_run_for_workflow_id(namespace, workflow_id))
+    }
 }
 
 pub(crate) struct Inner {
@@ -271,16 +374,47 @@ impl Inner {
             .map_err(|_| Error::Unavailable("the indexer thread stopped".into()))?
     }
 
+    /// Locks the head after publishing every append that became durable: the one way in
+    /// for readers, pollers and the timer loop (nothing unsynced is ever shown).
+    pub(crate) fn head(&self) -> parking_lot::MutexGuard<'_, Head> {
+        let mut head = self.head.lock();
+        head.publish(self.log.durable_lsn());
+        head
+    }
+
+    /// Waits until everything submitted to the log so far is durable, and publishes it.
+    async fn barrier(&self) -> Result<(), Error> {
+        let ticket = self.log.submit(Vec::new()).map_err(log_err)?;
+        ticket.wait().await.map_err(log_err)?;
+        drop(self.head());
+        Ok(())
+    }
+
     async fn append(&self, mut req: AppendRequest) -> Result<Appended, Error> {
         self.check_failed()?;
         let prepared = append::prepare(&mut req)?;
         self.wait_backlog().await?;
-        let (durable, appended) = {
-            let mut head = self.head.lock();
-            self.commit(&mut head, &req, prepared)?
+        let committed = {
+            let mut head = self.head();
+            self.commit(&mut head, &req, prepared)
+        };
+        let (durable, appended) = match committed {
+            Ok(c) => c,
+            // A refusal that an unsynced append may explain (it moved the run on, or holds the
+            // workflow id) is answered only once that append is durable and published: the
+            // caller then re-reads a state that a crash cannot take back.
+            Err(e @ (Error::Conflict { .. } | Error::WorkflowIdInUse { .. })) => {
+                let unsynced = !self.head.lock().pending.is_empty();
+                if unsynced {
+                    self.barrier().await?;
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
         };
         if req.wait_durable {
             durable.wait().await.map_err(log_err)?;
+            drop(self.head());
         }
         Ok(appended)
     }
@@ -297,7 +431,7 @@ impl Inner {
         let hash = *blake3::hash(&data).as_bytes();
         let record = codec::encode_blob(&hash, &data);
         let durable = {
-            let mut head = self.head.lock();
+            let mut head = self.head();
             if self.blob_known(&head, &hash)? {
                 // Stored or on its way: wait for whatever wrote it to be durable.
                 self.log.submit(Vec::new()).map_err(log_err)?
@@ -311,7 +445,8 @@ impl Inner {
                     .submit(vec![(codec::KIND_BLOB, record)])
                     .map_err(log_err)?;
                 let data = Arc::new(data);
-                head.blobs.insert(hash, Arc::clone(&data));
+                head.blobs
+                    .insert(hash, (durable.last_lsn(), Arc::clone(&data)));
                 if tx
                     .send(Op::Blob {
                         lsn: durable.last_lsn(),
@@ -459,11 +594,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn take_task(&self, task: &Task, now_ms: TimeMs) -> Result<bool, Error> {
-        Ok(self.inner.head.lock().core.take(task, now_ms))
+        Ok(self.inner.head().core.take(task, now_ms))
     }
 
     async fn release_task(&self, task: &Task) -> Result<(), Error> {
-        self.inner.head.lock().core.release(task);
+        self.inner.head().core.release(task);
         Ok(())
     }
 
@@ -476,8 +611,7 @@ impl Store for EmbeddedStore {
         timeout: TimeoutKind,
     ) -> Result<(), Error> {
         self.inner
-            .head
-            .lock()
+            .head()
             .core
             .set_attempt_deadline(key, id, attempt, deadline_ms, timeout);
         Ok(())
@@ -485,11 +619,11 @@ impl Store for EmbeddedStore {
 
     async fn take_due_timers(&self, now_ms: TimeMs, limit: usize) -> Result<Vec<DueTimer>, Error> {
         self.inner.check_failed()?;
-        Ok(self.inner.head.lock().core.take_due(now_ms, limit))
+        Ok(self.inner.head().core.take_due(now_ms, limit))
     }
 
     async fn next_wakeup_ms(&self) -> Result<Option<TimeMs>, Error> {
-        Ok(self.inner.head.lock().core.next_wakeup_ms())
+        Ok(self.inner.head().core.next_wakeup_ms())
     }
 
     async fn put_blob(&self, data: Vec<u8>) -> Result<Hash, Error> {
@@ -510,7 +644,7 @@ impl Store for EmbeddedStore {
         StoreStats {
             records: self.inner.records.load(Ordering::Relaxed),
             syncs: self.inner.log.stats().syncs,
-            open_runs: self.inner.head.lock().core.len() as u64,
+            open_runs: self.inner.head().core.len() as u64,
         }
     }
 }

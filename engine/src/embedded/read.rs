@@ -44,8 +44,8 @@ impl Inner {
     }
 
     pub(crate) fn run_state(&self, key: &RunKey) -> Result<Option<Arc<RunState>>, Error> {
-        if let Some(r) = self.head.lock().runs.get(key) {
-            return Ok(Some(Arc::clone(&r.state)));
+        if let Some(s) = self.head().runs.get(key).and_then(|r| r.state.clone()) {
+            return Ok(Some(s));
         }
         Ok(self.load_state(key)?.map(|s| Arc::new(s.state)))
     }
@@ -59,14 +59,15 @@ impl Inner {
         let from = from_seq.max(1);
         let limit = limit.min(READ_HISTORY_PAGE_MAX) as u64;
         // The tail first, then sled (see the module doc).
-        let snapshot = self.head.lock().runs.get(key).map(|r| {
+        let snapshot = self.head().runs.get(key).and_then(|r| {
+            let state = r.state.as_ref()?;
             let tail: Vec<Arc<Rec>> = r
                 .tail
                 .iter()
                 .filter(|t| t.seq + 1 >= from)
                 .cloned()
                 .collect();
-            (r.state.last_seq, r.state.last_hash, tail)
+            Some((state.last_seq, state.last_hash, tail))
         });
         let (last_seq, last_hash, tail) = match snapshot {
             Some(s) => s,
@@ -167,7 +168,7 @@ impl Inner {
         };
         // Open runs are all in memory.
         if filter.waiting.is_some() || filter.status == Some(RunStatus::Running) {
-            let head = self.head.lock();
+            let head = self.head();
             return Ok(head
                 .core
                 .open_runs_desc(namespace, after)
@@ -222,7 +223,11 @@ impl Inner {
     }
 
     pub(crate) fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, Error> {
-        if let Some(b) = self.head.lock().blobs.get(hash) {
+        if let Some((lsn, b)) = self.head().blobs.get(hash) {
+            // A blob whose record is not durable yet is not shown.
+            if *lsn > self.log.durable_lsn() {
+                return Ok(None);
+            }
             return Ok(Some(b.as_ref().clone()));
         }
         let Some(v) = self.db.get(keys::blob(hash)).map_err(sled_err)? else {

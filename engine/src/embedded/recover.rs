@@ -123,6 +123,8 @@ pub(crate) fn open(
         head: Mutex::new(Head {
             core,
             runs,
+            pending: Default::default(),
+            pending_workflow_ids: HashMap::new(),
             blobs: HashMap::new(),
             tx: Some(tx),
         }),
