@@ -168,6 +168,13 @@ pub(crate) fn encode_append<'a>(
 }
 
 /// Decodes an append record (hashes as stored, not yet verified).
+/// The run key bytes of an append record (`RunKey::to_bytes`), without decoding the rest:
+/// for finding one run's records in a pass over the log.
+pub(crate) fn append_run_key(data: &[u8]) -> Option<&[u8]> {
+    let ns_len = *data.get(1)? as usize;
+    data.get(1..1 + 1 + ns_len + 16)
+}
+
 pub(crate) fn decode_append(data: &[u8]) -> Result<(RunKey, Vec<Rec>), Malformed> {
     let mut r = Reader { b: data };
     r.version("append record")?;

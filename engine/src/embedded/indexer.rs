@@ -18,7 +18,7 @@ use std::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
 use crate::embedded::codec::{Rec, encode_chunk};
-use crate::embedded::{Inner, keys, log_err, sled_err};
+use crate::embedded::{Inner, keys, log_err, rebuild, sled_err};
 use crate::ids::RunKey;
 use crate::payload::Hash;
 use crate::state::{RunState, RunStatus};
@@ -65,6 +65,20 @@ pub(crate) enum Op {
     Sync(oneshot::Sender<Result<(), Error>>),
     /// Make sled durable up to everything queued before, then checkpoint the log.
     Checkpoint(oneshot::Sender<Result<u64, Error>>),
+    /// Rebuild a run's read models from the log (a read found them damaged).
+    RepairRun(RunKey, oneshot::Sender<Result<bool, Error>>),
+    /// Rewrite a blob from the log (a read found it damaged).
+    RepairBlob(Hash, oneshot::Sender<Result<bool, Error>>),
+}
+
+impl Op {
+    /// Whether someone waits for this operation's answer (it ends the gathering).
+    fn is_control(&self) -> bool {
+        matches!(
+            self,
+            Op::Sync(_) | Op::Checkpoint(_) | Op::RepairRun(..) | Op::RepairBlob(..)
+        )
+    }
 }
 
 pub(crate) struct Indexer {
@@ -95,7 +109,7 @@ impl Indexer {
                 std::time::Instant::now() + std::time::Duration::from_millis(INDEX_GATHER_MS);
             let mut ops = vec![first];
             while ops.len() < INDEX_BATCH_OPS_MAX
-                && !matches!(ops.last(), Some(Op::Sync(_) | Op::Checkpoint(_)))
+                && !ops.last().is_some_and(Op::is_control)
             {
                 let left = until.saturating_duration_since(std::time::Instant::now());
                 match rx.recv_timeout(left) {
@@ -111,6 +125,27 @@ impl Indexer {
                     }
                     Op::Checkpoint(reply) => {
                         let r = self.flush(&mut data).and_then(|()| self.checkpoint());
+                        let _ = reply.send(r);
+                    }
+                    Op::RepairRun(key, reply) => {
+                        let r = self.flush(&mut data).and_then(|()| {
+                            let scan = |from: u64,
+                                        f: &mut dyn FnMut(&crate::log::Record) -> Result<(), Error>| {
+                                self.inner.scan_log(from, f)
+                            };
+                            rebuild::rebuild_run(&self.inner.db, &key, self.applied_lsn, &scan)
+                                .map(|s| s.is_some())
+                        });
+                        let _ = reply.send(r);
+                    }
+                    Op::RepairBlob(hash, reply) => {
+                        let r = self.flush(&mut data).and_then(|()| {
+                            let scan = |from: u64,
+                                        f: &mut dyn FnMut(&crate::log::Record) -> Result<(), Error>| {
+                                self.inner.scan_log(from, f)
+                            };
+                            rebuild::rebuild_blob(&self.inner.db, &hash, &scan)
+                        });
                         let _ = reply.send(r);
                     }
                     op => data.push(op),
@@ -198,7 +233,7 @@ impl Indexer {
                     bytes += data.len() as u64;
                     batch.insert(keys::blob(hash), data.as_slice());
                 }
-                Op::Sync(_) | Op::Checkpoint(_) => {}
+                _ => {}
             }
         }
         let mut chunks = 0;
@@ -215,7 +250,7 @@ impl Indexer {
         let mut writes: Vec<StateWrite<'_>> = states.into_values().collect();
         writes.sort_by(|a, b| a.state.key.cmp(&b.state.key));
         write_states(&mut batch, &writes);
-        batch.insert(keys::META_INDEXED_LSN, &max_lsn.to_be_bytes());
+        batch.insert(keys::META_INDEXED_LSN, &keys::indexed_lsn_value(max_lsn));
         self.inner.db.apply_batch(batch).map_err(sled_err)?;
         self.applied_lsn = max_lsn;
         self.since_checkpoint += bytes;
@@ -244,7 +279,7 @@ impl Indexer {
                 Op::Blob { hash, .. } => {
                     head.blobs.remove(hash);
                 }
-                Op::Sync(_) | Op::Checkpoint(_) => {}
+                _ => {}
             }
         }
         Ok(())

@@ -3,13 +3,16 @@
 //!
 //! ```text
 //! e | run key | first seq u64 BE        -> chunk of consecutive events (codec.rs)
-//! s | run key                          -> lsn u64 BE | history bytes u64 BE | msgpack RunState
+//! s | run key                          -> version u8 = 2 | crc32 u32 BE | lsn u64 BE
+//!                                         | history bytes u64 BE | msgpack RunState
+//!                                         (the crc covers everything after it)
 //! o | run key                          -> ()                      open runs
 //! x | ns len u8 | ns | status u8 | run id -> ()                   runs by status
 //! t | ns len u8 | ns | type len u16 BE | type | run id -> ()      runs by workflow type
 //! w | ns len u8 | ns | workflow id     -> run id                  workflow id -> open run
 //! b | blake3 hash                      -> blob bytes
-//! m | name                             -> value                   meta (indexed_lsn)
+//! m | name                             -> value                   meta (indexed_lsn:
+//!                                         lsn u64 BE | crc32 u32 BE of the lsn)
 //! ```
 //! A run key is `RunKey::to_bytes` (`ns len u8 | ns | run id`), so every per-run table sorts
 //! by namespace, then run id (= creation time, UUIDv7).
@@ -104,6 +107,17 @@ pub(crate) fn blob(hash: &Hash) -> Vec<u8> {
     with_prefix(BLOB, &[hash])
 }
 
+/// Every status, for clearing a run's index entries whatever its status was.
+pub(crate) const ALL_STATUSES: [RunStatus; 7] = [
+    RunStatus::Running,
+    RunStatus::Completed,
+    RunStatus::Failed,
+    RunStatus::Cancelled,
+    RunStatus::Terminated,
+    RunStatus::TimedOut,
+    RunStatus::ContinuedAsNew,
+];
+
 /// A stable one-byte code per status (stored in index keys: never reuse a number).
 pub(crate) fn status_code(s: RunStatus) -> u8 {
     match s {
@@ -137,16 +151,43 @@ pub(crate) struct StoredState {
     pub state: RunState,
 }
 
+/// Version byte of an `s` value. Never reuse a retired number (1 was the unversioned,
+/// unchecked layout `lsn | history bytes | state`).
+const STATE_VERSION: u8 = 2;
+/// Bytes before the msgpack state: version, crc, lsn, history bytes.
+const STATE_HEADER_BYTES: usize = 1 + 4 + 8 + 8;
+
 /// The value of an `s` entry.
 pub(crate) fn state_value(lsn: u64, history_bytes: u64, state: &RunState) -> Vec<u8> {
     let mut v = Vec::with_capacity(256);
+    v.push(STATE_VERSION);
+    v.extend_from_slice(&[0; 4]);
     v.extend_from_slice(&lsn.to_be_bytes());
     v.extend_from_slice(&history_bytes.to_be_bytes());
     // Plain data always encodes; an error here would be a bug in RunState's Serialize.
     if let Err(e) = rmp_serde::encode::write(&mut v, state) {
         tracing::error!(error = %e, "run state does not encode");
     }
+    let crc = crc32fast::hash(&v[5..]);
+    v[1..5].copy_from_slice(&crc.to_be_bytes());
     v
+}
+
+/// The value of `m indexed_lsn`.
+pub(crate) fn indexed_lsn_value(lsn: u64) -> [u8; 12] {
+    let mut v = [0u8; 12];
+    v[..8].copy_from_slice(&lsn.to_be_bytes());
+    let crc = crc32fast::hash(&v[..8]);
+    v[8..].copy_from_slice(&crc.to_be_bytes());
+    v
+}
+
+/// Decodes `m indexed_lsn`; `None` when damaged.
+pub(crate) fn decode_indexed_lsn(v: &[u8]) -> Option<u64> {
+    let lsn: [u8; 8] = v.get(..8)?.try_into().ok()?;
+    let crc: [u8; 4] = v.get(8..12)?.try_into().ok()?;
+    (v.len() == 12 && crc32fast::hash(&lsn) == u32::from_be_bytes(crc))
+        .then(|| u64::from_be_bytes(lsn))
 }
 
 /// Decodes an `s` entry of `key`.
@@ -156,16 +197,26 @@ pub(crate) fn decode_state(key: &RunKey, v: &[u8]) -> Result<StoredState, Error>
         seq: None,
         detail,
     };
-    if v.len() < 16 {
+    if v.len() < STATE_HEADER_BYTES {
         return Err(corrupt(format!("stored run state is {} bytes", v.len())));
     }
-    let lsn = u64::from_be_bytes(v[..8].try_into().map_err(|_| corrupt("state lsn".into()))?);
+    if v[0] != STATE_VERSION {
+        return Err(corrupt(format!(
+            "stored run state has format version {}, expected {STATE_VERSION}",
+            v[0]
+        )));
+    }
+    let crc = u32::from_be_bytes(v[1..5].try_into().map_err(|_| corrupt("state crc".into()))?);
+    if crc32fast::hash(&v[5..]) != crc {
+        return Err(corrupt("stored run state fails its checksum".into()));
+    }
+    let lsn = u64::from_be_bytes(v[5..13].try_into().map_err(|_| corrupt("state lsn".into()))?);
     let history_bytes = u64::from_be_bytes(
-        v[8..16]
+        v[13..21]
             .try_into()
             .map_err(|_| corrupt("state size".into()))?,
     );
-    let mut state: RunState = rmp_serde::from_slice(&v[16..])
+    let mut state: RunState = rmp_serde::from_slice(&v[STATE_HEADER_BYTES..])
         .map_err(|e| corrupt(format!("stored run state does not decode: {e}")))?;
     state.history_bytes = history_bytes;
     if state.key != *key {

@@ -24,6 +24,7 @@ mod codec;
 mod indexer;
 mod keys;
 mod read;
+mod rebuild;
 mod recover;
 mod repair;
 
@@ -58,6 +59,9 @@ pub const SLED_DIR: &str = "sled";
 /// Bytes queued for the indexer beyond which appends wait for it (bounds memory when sled
 /// cannot keep up with the log).
 pub const INDEX_BACKLOG_BYTES_MAX: u64 = 64 << 20;
+
+/// Damaged runs one `list_runs` call rebuilds from the log before it gives up.
+const LIST_REPAIRS_MAX: usize = 8;
 
 /// How to open an [`EmbeddedStore`].
 #[derive(Debug, Clone)]
@@ -110,6 +114,9 @@ pub struct OpenReport {
     pub runs_open: u64,
     /// The log's checkpoint lsn at open.
     pub checkpoint_lsn: u64,
+    /// Why the read models (sled) were dropped and rebuilt from the log at open, if they
+    /// were (missing, damaged, or not matching the log).
+    pub read_models_rebuilt: Option<String>,
     /// Time from the call to serving.
     pub elapsed: Duration,
 }
@@ -374,6 +381,41 @@ impl Inner {
             .map_err(|_| Error::Unavailable("the indexer thread stopped".into()))?
     }
 
+    /// Calls `f` with every durable log record from `from` on, in lsn order, verified.
+    pub(crate) fn scan_log(
+        &self,
+        from: u64,
+        f: &mut dyn FnMut(&log::Record) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        for r in self.log.read_from(from).map_err(log_err)? {
+            f(&r.map_err(log_err)?)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `read`; if it finds the run's read models damaged, rebuilds them from the log and
+    /// runs it once more. A refusal stands only when the log cannot answer either.
+    async fn repairing<T>(
+        &self,
+        key: &RunKey,
+        read: impl Fn() -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        match read() {
+            Err(e @ Error::Corrupt { .. }) => {
+                tracing::warn!(run = %key, error = %e, "damaged read models; rebuilding the run from the log");
+                match self.ask(|tx| Op::RepairRun(key.clone(), tx)).await {
+                    Ok(true) => read(),
+                    Ok(false) => Err(e),
+                    Err(r) => {
+                        tracing::error!(run = %key, error = %r, "rebuilding a run from the log failed");
+                        Err(e)
+                    }
+                }
+            }
+            r => r,
+        }
+    }
+
     /// Locks the head after publishing every append that became durable: the one way in
     /// for readers, pollers and the timer loop (nothing unsynced is ever shown).
     pub(crate) fn head(&self) -> parking_lot::MutexGuard<'_, Head> {
@@ -536,7 +578,9 @@ impl Store for EmbeddedStore {
 
     async fn run_state(&self, key: &RunKey) -> Result<Option<Arc<RunState>>, Error> {
         self.inner.check_failed()?;
-        self.inner.run_state(key)
+        self.inner
+            .repairing(key, || self.inner.run_state(key))
+            .await
     }
 
     async fn open_run_for_workflow_id(
@@ -562,9 +606,24 @@ impl Store for EmbeddedStore {
         now_ms: TimeMs,
     ) -> Result<Vec<Arc<RunState>>, Error> {
         self.inner.check_failed()?;
-        self.inner
-            .list_runs(namespace, filter, after, limit, now_ms)
-            .await
+        // A damaged run state met on the way is rebuilt from the log and the page read again
+        // (a bounded number of times: each try repairs a different run or fails).
+        let mut tries = 0;
+        loop {
+            let r = self
+                .inner
+                .list_runs(namespace, filter, after, limit, now_ms)
+                .await;
+            match r {
+                Err(Error::Corrupt { run: Some(ref key), .. }) if tries < LIST_REPAIRS_MAX => {
+                    tries += 1;
+                    if !self.inner.ask(|tx| Op::RepairRun(key.clone(), tx)).await? {
+                        return r;
+                    }
+                }
+                r => return r,
+            }
+        }
     }
 
     async fn read_history(
@@ -574,7 +633,9 @@ impl Store for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<EventRecord>, Error> {
         self.inner.check_failed()?;
-        self.inner.read_history(key, from_seq, limit)
+        self.inner
+            .repairing(key, || self.inner.read_history(key, from_seq, limit))
+            .await
     }
 
     async fn poll_task(
@@ -632,7 +693,15 @@ impl Store for EmbeddedStore {
 
     async fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, Error> {
         self.inner.check_failed()?;
-        self.inner.get_blob(hash)
+        match self.inner.get_blob(hash) {
+            Err(e @ Error::Corrupt { .. }) => {
+                match self.inner.ask(|tx| Op::RepairBlob(*hash, tx)).await {
+                    Ok(true) => self.inner.get_blob(hash),
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        }
     }
 
     async fn checkpoint(&self) -> Result<u64, Error> {

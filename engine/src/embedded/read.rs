@@ -31,16 +31,10 @@ fn corrupt(key: &RunKey, seq: u64, detail: impl Into<String>) -> Error {
 }
 
 impl Inner {
-    /// A run's state from sled, with its lsn and history size.
+    /// A run's state from sled, with its lsn and history size, verified (see
+    /// [`load_verified`]).
     pub(crate) fn load_state(&self, key: &RunKey) -> Result<Option<StoredState>, Error> {
-        match self
-            .db
-            .get(keys::state(&key.to_bytes()))
-            .map_err(sled_err)?
-        {
-            None => Ok(None),
-            Some(v) => keys::decode_state(key, &v).map(Some),
-        }
+        load_verified(&self.db, key)
     }
 
     pub(crate) fn run_state(&self, key: &RunKey) -> Result<Option<Arc<RunState>>, Error> {
@@ -245,6 +239,41 @@ impl Inner {
         }
         Ok(Some(v.to_vec()))
     }
+}
+
+/// A run's state from sled, checked: its own checksum, and its last seq and hash against the
+/// end of the run's stored chain (the last chunk, whose hashes verify along it). So a state
+/// that is damaged, or older or newer than the events beside it, is never served.
+pub(crate) fn load_verified(db: &sled::Db, key: &RunKey) -> Result<Option<StoredState>, Error> {
+    let run = key.to_bytes();
+    let Some(v) = db.get(keys::state(&run)).map_err(sled_err)? else {
+        return Ok(None);
+    };
+    let stored = keys::decode_state(key, &v)?;
+    let last_seq = stored.state.last_seq;
+    let last = db
+        .range(keys::chunk(&run, 0)..=keys::chunk(&run, u64::MAX))
+        .next_back()
+        .transpose()
+        .map_err(sled_err)?;
+    let Some((k, v)) = last else {
+        return Err(corrupt(key, last_seq, "the run state has no stored events"));
+    };
+    let first_seq = keys::chunk_seq(&run, &k)
+        .ok_or_else(|| corrupt(key, last_seq, "malformed event key in the read models"))?;
+    let chunk = decode_chunk(key, first_seq, &v)?;
+    let end = chunk.recs.last().map(|(_, r)| (r.seq, r.hash));
+    if end != Some((last_seq, stored.state.last_hash)) {
+        return Err(corrupt(
+            key,
+            last_seq,
+            format!(
+                "the run state (last seq {last_seq}) does not match the stored chain, which ends at seq {}",
+                end.map_or(0, |(s, _)| s)
+            ),
+        ));
+    }
+    Ok(Some(stored))
 }
 
 /// Records `lo..=hi` of a run from sled, verified, with the hash before `lo`. Fails, naming

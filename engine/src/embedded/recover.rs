@@ -54,7 +54,6 @@ pub(crate) fn open(
         .cache_capacity(options.sled_cache_bytes)
         .flush_every_ms(options.sled_flush_every_ms)
         .segment_size(options.sled_segment_bytes);
-    let db = open_sled(&config)?;
     let log_config = LogConfig {
         segment_bytes: options.log_segment_bytes,
         max_batch_bytes: options.log_max_batch_bytes,
@@ -64,57 +63,31 @@ pub(crate) fn open(
     if let Some(t) = &recovery.torn_tail {
         tracing::warn!(segment = %t.segment.display(), offset = t.offset, records = t.records_cut, "cut a torn log tail (never acknowledged)");
     }
-    let log_end = recovery
-        .records
-        .last()
-        .map_or(0, |r| r.lsn)
-        .max(recovery.checkpoint_lsn);
-    let indexed = indexed_lsn(&db)?;
-    if indexed > log_end {
-        return Err(lost_from_log(&db, log_end, indexed));
-    }
-    if indexed < recovery.checkpoint_lsn {
-        return Err(corrupt(
-            None,
-            None,
-            format!(
-                "the read models (sled) end at lsn {indexed} but the log checkpoint says they hold lsn ..={}: sled lost checkpointed data",
-                recovery.checkpoint_lsn
-            ),
-        ));
-    }
-    let mut replay = Replay {
-        db: &db,
-        runs: HashMap::new(),
-        batch: sled::Batch::default(),
-    };
-    for r in &recovery.records {
-        replay.record(r)?;
-    }
-    let records_replayed = recovery.records.len() as u64;
-    replay.finish(log_end.max(indexed))?;
+    let log_end = recovery.last_lsn;
+    let source = LogSource { log: &log };
 
-    let mut core = Core::new();
-    let mut runs = HashMap::new();
-    for item in db.scan_prefix([keys::OPEN]) {
-        let (k, _) = item.map_err(sled_err)?;
-        let key = RunKey::from_bytes(&k[1..])
-            .ok_or_else(|| corrupt(None, None, "malformed key in the open-runs index"))?;
-        let v = db
-            .get(keys::state(&k[1..]))
-            .map_err(sled_err)?
-            .ok_or_else(|| corrupt(Some(&key), None, "an open run has no stored state"))?;
-        let stored = keys::decode_state(&key, &v)?;
-        if !stored.state.is_open() {
-            continue;
+    // sled is a cache of the log: whatever state it is in — stale, damaged, deleted — the
+    // store opens with every durable record. First try to bring it up to date from where it
+    // says it is; if anything in it does not add up, drop it and rebuild it from the log.
+    let mut rebuilt = None;
+    let (db, replayed, core, runs) = match open_sled(&config)
+        .and_then(|db| catch_up(db, &source, log_end).map_err(Failure::into_error))
+    {
+        Ok(ok) => ok,
+        Err(Error::Corrupt { run, seq, detail }) if !sled_outranks_log(&detail) => {
+            tracing::warn!(run = ?run, seq, detail = %detail, "the read models (sled) do not match the log; rebuilding them from the log");
+            rebuilt = Some(detail);
+            wipe_sled(&sled_dir)?;
+            let db = open_sled(&config)?;
+            catch_up(db, &source, log_end).map_err(Failure::into_error)?
         }
-        let state = Arc::new(stored.state);
-        core.upsert(Arc::clone(&state));
-        runs.insert(key, RunHead::new(state, stored.history_bytes));
-    }
-    core.expire_started_workflow_tasks();
+        Err(e) => return Err(e),
+    };
     let runs_open = core.len() as u64;
     let (tx, rx) = std::sync::mpsc::channel();
+    let indexed = indexed_lsn(&db)
+        .map_err(Failure::into_error)?
+        .unwrap_or(0);
     let inner = Arc::new(Inner {
         dir: dir.to_path_buf(),
         options,
@@ -140,16 +113,18 @@ pub(crate) fn open(
         .spawn(move || indexer.run(rx))
         .map_err(|e| Error::Unavailable(format!("spawn the indexer thread: {e}")))?;
     let report = OpenReport {
-        records_replayed,
+        records_replayed: replayed,
         torn_tail: recovery.torn_tail,
         runs_open,
         checkpoint_lsn: recovery.checkpoint_lsn,
+        read_models_rebuilt: rebuilt,
         elapsed: t0.elapsed(),
     };
     inner.records.store(0, Ordering::Relaxed);
     tracing::info!(
-        records_replayed,
+        records_replayed = replayed,
         runs_open,
+        rebuilt = report.read_models_rebuilt.is_some(),
         elapsed_ms = report.elapsed.as_millis() as u64,
         "embedded store open"
     );
@@ -160,6 +135,144 @@ pub(crate) fn open(
         },
         report,
     ))
+}
+
+/// Why bringing sled up to date failed: its own damage (rebuild it) or the log's (refuse).
+enum Failure {
+    /// sled is damaged, stale in a way replay cannot fix, or does not match the log.
+    Sled(Error),
+    /// The log cannot give what is needed: nothing to rebuild from.
+    Log(Error),
+}
+
+impl Failure {
+    fn into_error(self) -> Error {
+        match self {
+            Failure::Sled(e) => e,
+            Failure::Log(e) => match e {
+                Error::Corrupt { run, seq, detail } => Error::Corrupt {
+                    run,
+                    seq,
+                    detail: format!("{LOG_FAILURE_MARK}{detail}"),
+                },
+                e => e,
+            },
+        }
+    }
+}
+
+/// Marks errors that rebuilding sled cannot fix (they come from the log).
+const LOG_FAILURE_MARK: &str = "the log: ";
+
+fn sled_outranks_log(detail: &str) -> bool {
+    detail.starts_with(LOG_FAILURE_MARK)
+}
+
+/// Where replay reads the log from.
+struct LogSource<'a> {
+    log: &'a Log,
+}
+
+impl LogSource<'_> {
+    /// Calls `f` with every durable log record from `from` on, in lsn order, each frame
+    /// verified as it is read (bounded memory: the log streams).
+    fn for_each(
+        &self,
+        from: u64,
+        mut f: impl FnMut(&Record) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let first = self.log.first_lsn();
+        if from < first {
+            return Err(Failure::Log(corrupt(
+                None,
+                None,
+                format!(
+                    "the read models need the log from lsn {from}, but it holds records only from lsn {first} (a data directory written by a version that deleted checkpointed log segments: its read models cannot be rebuilt)"
+                ),
+            )));
+        }
+        let reader = self
+            .log
+            .read_from(from)
+            .map_err(|e| Failure::Log(log_err(e)))?;
+        for r in reader {
+            let r = r.map_err(|e| Failure::Log(log_err(e)))?;
+            f(&r)?;
+        }
+        Ok(())
+    }
+}
+
+/// Brings `db` up to the log's end and loads the open runs, verifying each against its
+/// chain. Any mismatch is [`Failure::Sled`].
+fn catch_up(
+    db: sled::Db,
+    log: &LogSource<'_>,
+    log_end: u64,
+) -> Result<(sled::Db, u64, Core, HashMap<RunKey, RunHead>), Failure> {
+    let indexed = match indexed_lsn(&db)? {
+        Some(l) => l,
+        // No marker: a new (or wiped) sled must be empty; anything else lost its marker.
+        None if db.is_empty() => 0,
+        None => {
+            return Err(Failure::Sled(corrupt(
+                None,
+                None,
+                "the read models (sled) hold data but no indexed lsn",
+            )));
+        }
+    };
+    if indexed > log_end {
+        return Err(Failure::Log(lost_from_log(&db, log_end, indexed)));
+    }
+    let mut replay = Replay {
+        db: &db,
+        runs: HashMap::new(),
+        batch: sled::Batch::default(),
+        batch_records: 0,
+    };
+    let mut replayed = 0u64;
+    log.for_each(indexed + 1, |r| {
+        replay.record(r).map_err(Failure::Sled)?;
+        replayed += 1;
+        if replay.batch_records >= REPLAY_FLUSH_EVENTS {
+            replay.flush(r.lsn).map_err(Failure::Sled)?;
+        }
+        Ok(())
+    })?;
+    replay.flush(log_end.max(indexed)).map_err(Failure::Sled)?;
+
+    let mut core = Core::new();
+    let mut runs = HashMap::new();
+    for item in db.scan_prefix([keys::OPEN]) {
+        let (k, _) = item.map_err(|e| Failure::Sled(sled_err(e)))?;
+        let key = RunKey::from_bytes(&k[1..]).ok_or_else(|| {
+            Failure::Sled(corrupt(None, None, "malformed key in the open-runs index"))
+        })?;
+        let stored = read::load_verified(&db, &key)
+            .map_err(Failure::Sled)?
+            .ok_or_else(|| Failure::Sled(corrupt(Some(&key), None, "an open run has no stored state")))?;
+        if !stored.state.is_open() {
+            continue;
+        }
+        let state = Arc::new(stored.state);
+        core.upsert(Arc::clone(&state));
+        runs.insert(key, RunHead::new(state, stored.history_bytes));
+    }
+    core.expire_started_workflow_tasks();
+    Ok((db, replayed, core, runs))
+}
+
+/// Deletes the whole sled directory (it is rebuilt from the log).
+fn wipe_sled(sled_dir: &Path) -> Result<(), Error> {
+    match std::fs::remove_dir_all(sled_dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Unavailable(format!(
+            "remove the damaged read models at {}: {e}",
+            sled_dir.display()
+        ))),
+    }
 }
 
 /// How long open waits for a previous handle of the same sled directory to let go of its
@@ -200,14 +313,20 @@ fn open_sled(config: &sled::Config) -> Result<sled::Db, Error> {
     }
 }
 
-fn indexed_lsn(db: &sled::Db) -> Result<u64, Error> {
-    match db.get(keys::META_INDEXED_LSN).map_err(sled_err)? {
-        None => Ok(0),
-        Some(v) => v
-            .as_ref()
-            .try_into()
-            .map(u64::from_be_bytes)
-            .map_err(|_| corrupt(None, None, "malformed indexed_lsn in the read models")),
+/// sled's marker "every log record up to here is applied"; `None` when absent.
+fn indexed_lsn(db: &sled::Db) -> Result<Option<u64>, Failure> {
+    match db
+        .get(keys::META_INDEXED_LSN)
+        .map_err(|e| Failure::Sled(sled_err(e)))?
+    {
+        None => Ok(None),
+        Some(v) => keys::decode_indexed_lsn(&v).map(Some).ok_or_else(|| {
+            Failure::Sled(corrupt(
+                None,
+                None,
+                "the indexed lsn of the read models fails its checksum",
+            ))
+        }),
     }
 }
 
@@ -265,6 +384,8 @@ fn lost_from_log(db: &sled::Db, log_end: u64, indexed: u64) -> Error {
 
 /// Sled records fetched ahead during replay, per run.
 const REPLAY_PREFETCH_EVENTS: u64 = 256;
+/// Events re-applied between two sled batches during replay (bounds memory of a rebuild).
+const REPLAY_FLUSH_EVENTS: usize = 65_536;
 
 /// One run during replay.
 struct ReplayRun {
@@ -286,6 +407,8 @@ struct Replay<'a> {
     db: &'a sled::Db,
     runs: HashMap<RunKey, ReplayRun>,
     batch: sled::Batch,
+    /// Events added to `batch` since the last flush.
+    batch_records: usize,
 }
 
 impl Replay<'_> {
@@ -294,6 +417,7 @@ impl Replay<'_> {
             KIND_BLOB => {
                 let (hash, data) = decode_blob(&r.data)
                     .map_err(|e| corrupt(None, None, format!("log record lsn {}: {e}", r.lsn)))?;
+                self.batch_records += 1 + data.len() / 1024;
                 self.batch.insert(keys::blob(&hash), data);
                 Ok(())
             }
@@ -403,20 +527,20 @@ impl Replay<'_> {
                     .sum();
                 run.history_bytes += rec.attrs.len() as u64 + blobs;
                 run.new.push((lsn, rec));
+                self.batch_records += 1;
             }
         }
         Ok(())
     }
 
-    /// Writes the re-applied records, the changed states and their indexes in one batch.
-    fn finish(self, indexed_lsn: u64) -> Result<(), Error> {
-        let Replay {
-            db,
-            runs,
-            mut batch,
-        } = self;
+    /// Writes the re-applied records, the changed states and their indexes, and the indexed
+    /// lsn, in one atomic batch; then forgets what it wrote (closed runs entirely), so that a
+    /// rebuild of any size runs in bounded memory and a crash midway resumes from here.
+    fn flush(&mut self, indexed_lsn: u64) -> Result<(), Error> {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.batch_records = 0;
         let mut changed: Vec<(&RunKey, &ReplayRun)> =
-            runs.iter().filter(|(_, r)| !r.new.is_empty()).collect();
+            self.runs.iter().filter(|(_, r)| !r.new.is_empty()).collect();
         changed.sort_by(|a, b| a.0.cmp(b.0));
         for (key, r) in &changed {
             let recs: Vec<(u64, &Rec)> = r.new.iter().map(|(l, rec)| (*l, rec)).collect();
@@ -434,14 +558,17 @@ impl Replay<'_> {
             })
             .collect();
         write_states(&mut batch, &writes);
-        batch.insert(keys::META_INDEXED_LSN, &indexed_lsn.to_be_bytes());
-        db.apply_batch(batch).map_err(sled_err)
+        batch.insert(keys::META_INDEXED_LSN, &keys::indexed_lsn_value(indexed_lsn));
+        self.db.apply_batch(batch).map_err(sled_err)?;
+        self.runs.retain(|_, r| {
+            r.new.clear();
+            r.prev_status = r.state.as_ref().map(|s| s.status);
+            r.state.as_ref().is_some_and(|s| s.is_open())
+        });
+        Ok(())
     }
 }
 
 fn load(db: &sled::Db, key: &RunKey) -> Result<Option<StoredState>, Error> {
-    match db.get(keys::state(&key.to_bytes())).map_err(sled_err)? {
-        None => Ok(None),
-        Some(v) => keys::decode_state(key, &v).map(Some),
-    }
+    read::load_verified(db, key)
 }
