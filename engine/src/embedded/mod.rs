@@ -86,6 +86,10 @@ pub struct EmbeddedOptions {
     /// Most bytes one history may hold, as counted in [`RunState::history_bytes`]
     /// ([`crate::store::HISTORY_BYTES_MAX`]; smaller only in tests of the refusal).
     pub history_bytes_max: u64,
+    /// The file system the log runs on (the OS's; tests simulate power cuts with
+    /// [`crate::log::sim::SimVfs`]). sled always runs on the OS's.
+    #[doc(hidden)]
+    pub log_vfs: Option<Arc<dyn crate::log::vfs::Vfs>>,
 }
 
 impl Default for EmbeddedOptions {
@@ -99,6 +103,7 @@ impl Default for EmbeddedOptions {
             sled_flush_every_ms: Some(1_000),
             history_events_max: crate::store::HISTORY_EVENTS_MAX,
             history_bytes_max: crate::store::HISTORY_BYTES_MAX,
+            log_vfs: None,
         }
     }
 }

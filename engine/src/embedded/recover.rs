@@ -54,11 +54,14 @@ pub(crate) fn open(
         .cache_capacity(options.sled_cache_bytes)
         .flush_every_ms(options.sled_flush_every_ms)
         .segment_size(options.sled_segment_bytes);
-    let log_config = LogConfig {
+    let mut log_config = LogConfig {
         segment_bytes: options.log_segment_bytes,
         max_batch_bytes: options.log_max_batch_bytes,
         ..LogConfig::new(dir.join(LOG_DIR))
     };
+    if let Some(vfs) = &options.log_vfs {
+        log_config.vfs = Arc::clone(vfs);
+    }
     let (log, recovery) = Log::open(log_config).map_err(log_err)?;
     if let Some(t) = &recovery.torn_tail {
         tracing::warn!(segment = %t.segment.display(), offset = t.offset, records = t.records_cut, "cut a torn log tail (never acknowledged)");
