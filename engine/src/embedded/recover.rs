@@ -64,11 +64,7 @@ pub(crate) fn open(
     if let Some(t) = &recovery.torn_tail {
         tracing::warn!(segment = %t.segment.display(), offset = t.offset, records = t.records_cut, "cut a torn log tail (never acknowledged)");
     }
-    let log_end = recovery
-        .records
-        .last()
-        .map_or(0, |r| r.lsn)
-        .max(recovery.checkpoint_lsn);
+    let log_end = recovery.last_lsn.max(recovery.checkpoint_lsn);
     let indexed = indexed_lsn(&db)?;
     if indexed > log_end {
         return Err(lost_from_log(&db, log_end, indexed));
@@ -88,10 +84,14 @@ pub(crate) fn open(
         runs: HashMap::new(),
         batch: sled::Batch::default(),
     };
-    for r in &recovery.records {
-        replay.record(r)?;
+    let mut records_replayed = 0u64;
+    for r in log
+        .read_from(recovery.checkpoint_lsn + 1)
+        .map_err(log_err)?
+    {
+        replay.record(&r.map_err(log_err)?)?;
+        records_replayed += 1;
     }
-    let records_replayed = recovery.records.len() as u64;
     replay.finish(log_end.max(indexed))?;
 
     let mut core = Core::new();
