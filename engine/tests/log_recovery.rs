@@ -8,8 +8,33 @@ use std::path::{Path, PathBuf};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use steadfast_engine::log::{
-    self, FRAME_HEADER_BYTES, Log, LogConfig, Lsn, Record, SEGMENT_HEADER_BYTES, frame_bytes,
+    self, FRAME_HEADER_BYTES, Log, LogConfig, Lsn, Record, SEGMENT_HEADER_BYTES, TornTail,
+    frame_bytes,
 };
+
+/// What open reported, with every record read back (each frame verified).
+#[derive(Debug)]
+struct Opened {
+    records: Vec<Record>,
+    torn_tail: Option<TornTail>,
+    checkpoint_lsn: Lsn,
+    first_lsn: Lsn,
+}
+
+/// Opens the log and reads it all: damage anywhere, found at open or by the reader, is an
+/// error here.
+fn open_all(cfg: LogConfig) -> Result<(Log, Opened), log::Error> {
+    let (log, r) = Log::open(cfg)?;
+    let records = log.read_from(1)?.collect::<Result<Vec<_>, _>>()?;
+    assert_eq!(r.last_lsn, records.last().map_or(0, |r| r.lsn));
+    let opened = Opened {
+        records,
+        torn_tail: r.torn_tail,
+        checkpoint_lsn: r.checkpoint_lsn,
+        first_lsn: r.first_lsn,
+    };
+    Ok((log, opened))
+}
 
 fn config(dir: &Path, segment_bytes: u64) -> LogConfig {
     LogConfig {
@@ -122,7 +147,7 @@ fn frames(dir: &Path) -> Vec<FrameLoc> {
 fn log_round_trip_in_order_with_lsns() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(1);
-    let (log, rec) = Log::open(LogConfig::new(dir.path())).unwrap();
+    let (log, rec) = open_all(LogConfig::new(dir.path())).unwrap();
     assert!(rec.records.is_empty() && rec.torn_tail.is_none() && rec.checkpoint_lsn == 0);
     let mut want = append(&log, &random_batches(&mut rng, 20, 5, 300));
     want.extend(append(
@@ -132,14 +157,14 @@ fn log_round_trip_in_order_with_lsns() {
     assert_eq!(log.last_lsn(), want.len() as Lsn);
     log.close().unwrap();
 
-    let (log, rec) = Log::open(LogConfig::new(dir.path())).unwrap();
+    let (log, rec) = open_all(LogConfig::new(dir.path())).unwrap();
     assert_eq!(rec.records, want);
     assert!(rec.torn_tail.is_none());
     assert_eq!(log.last_lsn(), want.len() as Lsn);
     want.extend(append(&log, &random_batches(&mut rng, 5, 3, 50)));
     drop(log); // Drop, like close, drains and stops the writer.
 
-    let (_log, rec) = Log::open(LogConfig::new(dir.path())).unwrap();
+    let (_log, rec) = open_all(LogConfig::new(dir.path())).unwrap();
     assert_eq!(rec.records, want);
     let lsns: Vec<Lsn> = rec.records.iter().map(|r| r.lsn).collect();
     assert_eq!(lsns, (1..=want.len() as Lsn).collect::<Vec<_>>());
@@ -154,7 +179,7 @@ fn log_round_trip_across_segment_rolls() {
         max_batch_bytes: 512,
         ..LogConfig::new(dir.path())
     };
-    let (log, _) = Log::open(cfg.clone()).unwrap();
+    let (log, _) = open_all(cfg.clone()).unwrap();
     // Some submissions exceed a batch and a segment's room: they are split across syncs.
     let mut want = append(&log, &random_batches(&mut rng, 60, 12, 200));
     let stats = log.stats();
@@ -167,82 +192,94 @@ fn log_round_trip_across_segment_rolls() {
         stats.segments_created + 1
     );
 
-    let (log, rec) = Log::open(cfg.clone()).unwrap();
+    let (log, rec) = open_all(cfg.clone()).unwrap();
     assert_eq!(rec.records, want);
     want.extend(append(&log, &random_batches(&mut rng, 20, 12, 200)));
     log.close().unwrap();
-    let (_log, rec) = Log::open(cfg).unwrap();
+    let (_log, rec) = open_all(cfg).unwrap();
     assert_eq!(rec.records, want);
 }
 
 #[test]
-fn log_checkpoint_drops_old_segments_and_records() {
+fn log_checkpoint_keeps_every_segment() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(3);
     let cfg = config(dir.path(), 1024);
-    let (log, _) = Log::open(cfg.clone()).unwrap();
+    let (log, _) = open_all(cfg.clone()).unwrap();
     let want = append(&log, &random_batches(&mut rng, 80, 3, 60));
     let n = want.len() as Lsn;
     let upto = n * 2 / 3;
     let before = segment_files(dir.path());
+    assert!(before.len() >= 3);
     log.checkpoint(upto).unwrap();
-    let after = segment_files(dir.path());
-    assert!(after.len() < before.len() && !after.is_empty());
-    let firsts: Vec<Lsn> = after
-        .iter()
-        .map(|p| p.file_stem().unwrap().to_str().unwrap().parse().unwrap())
-        .collect();
-    // The first kept segment holds lsn upto + 1 (or records after it): nothing wholly
-    // covered is kept, nothing needed is gone.
-    assert!(firsts[0] <= upto + 1, "{firsts:?}");
-    assert!(firsts.get(1).is_none_or(|&f| f > upto + 1), "{firsts:?}");
-    for gone in before.iter().filter(|p| !after.contains(p)) {
-        let first: Lsn = gone.file_stem().unwrap().to_str().unwrap().parse().unwrap();
-        assert!(first <= upto);
-    }
+    assert_eq!(
+        segment_files(dir.path()),
+        before,
+        "a checkpoint deletes nothing"
+    );
     let more = append(&log, &random_batches(&mut rng, 5, 3, 60));
     log.close().unwrap();
 
-    let (log, rec) = Log::open(cfg.clone()).unwrap();
-    assert_eq!(rec.checkpoint_lsn, upto);
-    let expect: Vec<Record> = want
-        .into_iter()
-        .chain(more)
-        .filter(|r| r.lsn > upto)
-        .collect();
-    assert_eq!(rec.records, expect);
-    // Checkpointing everything keeps the segment being written; the log continues.
+    let (log, rec) = open_all(cfg.clone()).unwrap();
+    assert_eq!((rec.checkpoint_lsn, rec.first_lsn), (upto, 1));
+    let all: Vec<Record> = want.into_iter().chain(more).collect();
+    assert_eq!(rec.records, all);
+    // Reading from the checkpoint on yields exactly the records after it.
+    let suffix: Vec<Record> = log
+        .read_from(upto + 1)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(suffix, all[upto as usize..].to_vec());
     log.checkpoint(log.durable_lsn()).unwrap();
-    assert_eq!(segment_files(dir.path()).len(), 1);
     let last = append(&log, &[vec![(9, b"after".to_vec())]]);
     log.close().unwrap();
-    let (_log, rec) = Log::open(cfg).unwrap();
-    assert_eq!(rec.records, last);
+    let (_log, rec) = open_all(cfg).unwrap();
+    assert_eq!(rec.records, [all, last].concat());
+    assert!(segment_files(dir.path()).len() >= before.len());
 }
 
+/// The old code deleted the segments a checkpoint covered (and open finished an interrupted
+/// deletion). Such a directory still opens; the log starts where its first segment does.
 #[test]
-fn log_interrupted_checkpoint_deletion_is_finished_on_open() {
+fn log_written_by_the_old_code_opens() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(4);
     let cfg = config(dir.path(), 1024);
-    let (log, _) = Log::open(cfg.clone()).unwrap();
+    let (log, _) = open_all(cfg.clone()).unwrap();
     let want = append(&log, &random_batches(&mut rng, 40, 3, 60));
-    log.close().unwrap();
-    // A checkpoint file written, but the crash came before any segment was deleted.
-    let copy = copy_dir(dir.path());
-    let (log, _) = Log::open(config(copy.path(), 1024)).unwrap();
     log.checkpoint(30).unwrap();
     log.close().unwrap();
-    std::fs::copy(
-        copy.path().join("checkpoint"),
-        dir.path().join("checkpoint"),
-    )
-    .unwrap();
-    let n_before = segment_files(dir.path()).len();
-    let (_log, rec) = Log::open(cfg).unwrap();
-    assert_eq!(rec.checkpoint_lsn, 30);
-    assert_eq!(rec.records, want[30..].to_vec());
-    assert!(segment_files(dir.path()).len() < n_before);
+    // A deletion interrupted before it began: everything is still there.
+    let (log, rec) = open_all(cfg.clone()).unwrap();
+    assert_eq!((rec.checkpoint_lsn, rec.first_lsn), (30, 1));
+    assert_eq!(rec.records, want);
+    drop(log);
+    // What the old checkpoint left: the segments wholly covered by lsn ..=30 deleted.
+    let segs = segment_files(dir.path());
+    let firsts: Vec<Lsn> = segs
+        .iter()
+        .map(|p| p.file_stem().unwrap().to_str().unwrap().parse().unwrap())
+        .collect();
+    let covered = firsts.windows(2).take_while(|w| w[1] <= 31).count();
+    assert!(covered >= 1, "{firsts:?}");
+    for p in &segs[..covered] {
+        std::fs::remove_file(p).unwrap();
+    }
+    let (log, rec) = open_all(cfg.clone()).unwrap();
+    let first = firsts[covered];
+    assert!(first > 1 && first <= 31, "{firsts:?}");
+    assert_eq!((rec.checkpoint_lsn, rec.first_lsn), (30, first));
+    assert_eq!(log.first_lsn(), first);
+    // Reading from before the first record starts at the first record.
+    assert_eq!(rec.records, want[first as usize - 1..].to_vec());
+    let more = append(&log, &[vec![(5, b"new".to_vec())]]);
+    log.close().unwrap();
+    let (_log, rec) = open_all(cfg).unwrap();
+    assert_eq!(
+        rec.records,
+        [want[first as usize - 1..].to_vec(), more].concat()
+    );
 }
 
 /// Builds a log of acknowledged batches plus one final multi-record batch; returns the
@@ -250,7 +287,7 @@ fn log_interrupted_checkpoint_deletion_is_finished_on_open() {
 fn log_with_final_batch(seed: u64) -> (tempfile::TempDir, Vec<Record>, PathBuf, usize, usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
-    let (log, _) = Log::open(config(dir.path(), 8192)).unwrap();
+    let (log, _) = open_all(config(dir.path(), 8192)).unwrap();
     let earlier = append(&log, &random_batches(&mut rng, 6, 4, 40));
     let before = log.stats().bytes_written as usize;
     let sizes = [0usize, 1, 13, 40, 7, 100];
@@ -275,10 +312,10 @@ fn log_with_final_batch(seed: u64) -> (tempfile::TempDir, Vec<Record>, PathBuf, 
 
 /// After a torn tail was cut, the log takes new appends and a further open sees them.
 fn appends_after_recovery_work(dir: &Path, mut expect: Vec<Record>) {
-    let (log, _) = Log::open(config(dir, 8192)).unwrap();
+    let (log, _) = open_all(config(dir, 8192)).unwrap();
     expect.extend(append(&log, &[vec![(7, b"new".to_vec()), (8, vec![])]]));
     log.close().unwrap();
-    let (_log, rec) = Log::open(config(dir, 8192)).unwrap();
+    let (_log, rec) = open_all(config(dir, 8192)).unwrap();
     assert!(rec.torn_tail.is_none());
     assert_eq!(rec.records, expect);
 }
@@ -291,7 +328,7 @@ fn log_torn_final_batch_is_cut_at_every_byte() {
         let copy = copy_dir(dir.path());
         let seg_copy = copy.path().join(seg.file_name().unwrap());
         std::fs::write(&seg_copy, &full[..cut]).unwrap();
-        let (log, rec) = Log::open(config(copy.path(), 8192))
+        let (log, rec) = open_all(config(copy.path(), 8192))
             .unwrap_or_else(|e| panic!("cut at {cut}: open failed: {e}"));
         assert_eq!(rec.records, earlier, "cut at {cut}");
         // Zeros are unwritten space; any nonzero byte of the final batch is a torn tail.
@@ -316,7 +353,7 @@ fn log_garbage_or_zeros_after_the_tail() {
     let (dir, earlier, seg, start, end) = log_with_final_batch(6);
     let full = std::fs::read(&seg).unwrap();
     let whole = copy_dir(dir.path());
-    let (log, rec) = Log::open(config(whole.path(), 8192)).unwrap();
+    let (log, rec) = open_all(config(whole.path(), 8192)).unwrap();
     let all = rec.records;
     assert_eq!(all[..earlier.len()], earlier[..]);
     assert_eq!(all.len(), earlier.len() + 6);
@@ -330,13 +367,14 @@ fn log_garbage_or_zeros_after_the_tail() {
     let mut bytes = full.clone();
     bytes.extend(vec![0u8; 4096]);
     std::fs::write(&p, &bytes).unwrap();
-    let (log, rec) = Log::open(config(copy.path(), 8192)).unwrap();
+    let (log, rec) = open_all(config(copy.path(), 8192)).unwrap();
     assert_eq!((rec.records.clone(), rec.torn_tail), (all.clone(), None));
     drop(log);
     appends_after_recovery_work(copy.path(), all.clone());
 
-    // Garbage right after the last whole batch, and garbage beyond the preallocated end.
-    for at in [end, full.len()] {
+    // Garbage right after the last whole batch, and garbage ending exactly where one batch
+    // (4096 bytes here) from there ends: a torn batch whose headers are all lost.
+    for at in [end, end + 4096 - garbage.len()] {
         let copy = copy_dir(dir.path());
         let p = copy.path().join(seg.file_name().unwrap());
         let mut bytes = full.clone();
@@ -344,13 +382,27 @@ fn log_garbage_or_zeros_after_the_tail() {
         bytes.extend(&garbage);
         bytes.resize(bytes.len().max(full.len()), 0);
         std::fs::write(&p, &bytes).unwrap();
-        let (log, rec) = Log::open(config(copy.path(), 8192)).unwrap();
+        let (log, rec) = open_all(config(copy.path(), 8192)).unwrap();
         assert_eq!(rec.records, all, "garbage at {at}");
         let torn = rec.torn_tail.expect("garbage reported");
         assert_eq!((torn.offset as usize, torn.records_cut), (end, 0));
         assert_eq!(torn.bytes_cut as usize, at + garbage.len() - end);
         drop(log);
         appends_after_recovery_work(copy.path(), all.clone());
+    }
+    // Garbage beyond the preallocated end, far past where one batch after the last whole
+    // one could reach: no torn write explains it. (The old code cut it as a torn tail.)
+    let copy = copy_dir(dir.path());
+    let p = copy.path().join(seg.file_name().unwrap());
+    let mut bytes = full.clone();
+    bytes.extend(&garbage);
+    std::fs::write(&p, &bytes).unwrap();
+    match open_all(config(copy.path(), 8192)) {
+        Err(e @ log::Error::Corrupt { .. }) => {
+            assert!(e.to_string().contains("beyond the"), "{e}");
+        }
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("garbage far beyond the tail was cut as a torn write"),
     }
     assert!(start < end);
 }
@@ -367,7 +419,7 @@ fn log_bit_flip_in_final_batch_is_a_torn_tail() {
         let bit = rng.gen_range(start * 8..end * 8);
         bytes[bit / 8] ^= 1 << (bit % 8);
         std::fs::write(&p, &bytes).unwrap();
-        let (_log, rec) = Log::open(config(copy.path(), 8192))
+        let (_log, rec) = open_all(config(copy.path(), 8192))
             .unwrap_or_else(|e| panic!("seed {s} bit {bit}: {e}"));
         assert_eq!(rec.records, earlier, "seed {s} bit {bit}");
         assert_eq!(rec.torn_tail.expect("torn").offset as usize, start);
@@ -378,7 +430,7 @@ fn log_bit_flip_in_final_batch_is_a_torn_tail() {
 fn log_bit_flips_before_the_final_batch_are_corruption() {
     let base = tempfile::tempdir().unwrap();
     let cfg = config(base.path(), 1024);
-    let (log, _) = Log::open(cfg).unwrap();
+    let (log, _) = open_all(cfg).unwrap();
     append(
         &log,
         &random_batches(&mut StdRng::seed_from_u64(8), 30, 4, 50),
@@ -400,11 +452,12 @@ fn log_bit_flips_before_the_final_batch_are_corruption() {
         bytes[f.start + bit / 8] ^= 1 << (bit % 8);
         std::fs::write(&p, &bytes).unwrap();
         let ctx = format!("TEST_SEED={s} iteration {i}: frame {f:?} bit {bit}");
-        match Log::open(config(copy.path(), 1024)) {
+        match open_all(config(copy.path(), 1024)) {
             Err(log::Error::Corrupt {
                 segment,
                 offset,
                 detail,
+                ..
             }) => {
                 assert_eq!(segment, p, "{ctx}: {detail}");
                 assert_eq!(offset as usize, f.start, "{ctx}: {detail}");
@@ -418,7 +471,7 @@ fn log_bit_flips_before_the_final_batch_are_corruption() {
 #[test]
 fn log_structural_damage_is_corruption() {
     let base = tempfile::tempdir().unwrap();
-    let (log, _) = Log::open(config(base.path(), 1024)).unwrap();
+    let (log, _) = open_all(config(base.path(), 1024)).unwrap();
     append(
         &log,
         &random_batches(&mut StdRng::seed_from_u64(9), 30, 4, 50),
@@ -433,7 +486,7 @@ fn log_structural_damage_is_corruption() {
     assert!(segs.len() >= 3);
     let name = |i: usize| segs[i].file_name().unwrap().to_owned();
     let expect_corrupt =
-        |copy: &tempfile::TempDir, seg: &std::ffi::OsStr, what: &str| match Log::open(config(
+        |copy: &tempfile::TempDir, seg: &std::ffi::OsStr, what: &str| match open_all(config(
             copy.path(),
             1024,
         )) {
@@ -511,7 +564,7 @@ fn log_structural_damage_is_corruption() {
 #[test]
 fn log_arbitrary_segment_bytes_never_panic() {
     let base = tempfile::tempdir().unwrap();
-    let (log, _) = Log::open(config(base.path(), 1024)).unwrap();
+    let (log, _) = open_all(config(base.path(), 1024)).unwrap();
     append(
         &log,
         &random_batches(&mut StdRng::seed_from_u64(10), 20, 4, 50),
@@ -535,7 +588,7 @@ fn log_arbitrary_segment_bytes_never_panic() {
         }
         std::fs::write(&p, &bytes).unwrap();
         // Any outcome but a panic (and no acknowledged record changed) is acceptable.
-        if let Ok((_log, rec)) = Log::open(config(c.path(), 1024)) {
+        if let Ok((_log, rec)) = open_all(config(c.path(), 1024)) {
             for (j, r) in rec.records.iter().enumerate() {
                 assert_eq!(r.lsn, j as Lsn + 1, "TEST_SEED={s} iteration {i}");
             }

@@ -112,17 +112,18 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Checks only the header checksum and length at the start of `buf`: the cheap test of
-/// "could a real frame start here?". Returns the frame length if plausible.
-pub(crate) fn plausible_header(buf: &[u8], max_frame_bytes: usize) -> Option<usize> {
+/// The lsn and batch named by a frame header at the start of `buf` whose header checksum
+/// verifies and whose length is possible, even if the frame runs past `buf`: what recovery
+/// needs to tell a frame of a later batch from a piece of the torn one.
+pub(crate) fn plausible_frame(buf: &[u8], max_frame_bytes: usize) -> Option<(Lsn, u64)> {
     if buf.len() < FRAME_HEADER_BYTES {
         return None;
     }
     let len = u32_at(buf, 4) as usize;
-    if len < FRAME_HEADER_BYTES || len > max_frame_bytes || len > buf.len() {
+    if !(FRAME_HEADER_BYTES..=max_frame_bytes).contains(&len) {
         return None;
     }
-    (crc32fast::hash(&buf[4..28]) == u32_at(buf, 28)).then_some(len)
+    (crc32fast::hash(&buf[4..28]) == u32_at(buf, 28)).then(|| (u64_at(buf, 8), u64_at(buf, 16)))
 }
 
 /// Decodes the frame at the start of `buf` (the rest of the segment). Never panics and never
@@ -282,8 +283,13 @@ mod tests {
     fn lengths_are_capped() {
         let buf = one(9, &[1u8; 100], false);
         assert!(matches!(decode(&buf, 64), Decoded::Bad(_)));
-        assert_eq!(plausible_header(&buf, 64), None);
-        assert_eq!(plausible_header(&buf, MAX), Some(132));
+        assert_eq!(plausible_frame(&buf, 64), None);
+        assert_eq!(plausible_frame(&buf, MAX), Some((9, 7)));
+        // A header is a header even when its frame runs past the bytes at hand.
+        assert_eq!(plausible_frame(&buf[..40], MAX), Some((9, 7)));
+        let mut flipped = buf.clone();
+        flipped[20] ^= 1;
+        assert_eq!(plausible_frame(&flipped, MAX), None);
         assert!(matches!(decode(&[0u8; 64], MAX), Decoded::End));
     }
 
@@ -299,7 +305,7 @@ mod tests {
                 b[4..8].copy_from_slice(&len.to_le_bytes());
             }
             let _ = decode(&b, MAX);
-            let _ = plausible_header(&b, MAX);
+            let _ = plausible_frame(&b, MAX);
         }
     }
 }

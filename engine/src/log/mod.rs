@@ -1,5 +1,5 @@
 //! The append-only segment log with group commit: the durability boundary of the embedded
-//! store (promises C1 and C2 in DESIGN.md).
+//! store (promises C1 and C2 in DESIGN.md), and the record of every event it keeps.
 //!
 //! The log knows nothing of events. A record is an opaque byte string with a `u8` kind tag,
 //! numbered by a global [`Lsn`] (1, 2, 3, ...). Callers [`Log::submit`] records and get a
@@ -8,14 +8,36 @@
 //!
 //! On disk: a directory of preallocated segment files `{first_lsn:020}.seg` (layout in
 //! `segment.rs`) holding checksummed frames (layout in `frame.rs`), a `checkpoint` file
-//! (`checkpoint.rs`) and a `LOCK` file. [`Log::open`] verifies every frame after the
-//! checkpoint, cuts a torn last batch (the only thing a crash can leave half-written) and
-//! refuses everything else as [`Error::Corrupt`] (`recovery.rs`).
+//! (`checkpoint.rs`) and a `LOCK` file.
+//!
+//! **The log keeps everything.** No segment is ever deleted by the log; a checkpoint is only
+//! a durable hint from the owner ("my read models cover lsn ..=N", given back in
+//! [`Recovery::checkpoint_lsn`]). A log written by an older version, which deleted
+//! checkpointed segments, still opens: [`Recovery::first_lsn`] says where its records start.
+//!
+//! **Opening is cheap and reading streams.** [`Log::open`] checks every segment header
+//! (names, checksums, growing lsns and batches) and verifies every frame of the last segment
+//! in bounded memory; it cuts a torn last batch (the only thing a crash can leave
+//! half-written) and refuses everything else as [`Error::Corrupt`] (`recovery.rs`). Records
+//! are read with [`Log::read_from`], an iterator that finds its start segment by binary
+//! search, verifies every frame it passes (so damage in older segments shows when they are
+//! read), yields only records durable when it was made, and may run while the writer
+//! appends.
+//!
+//! **All file I/O goes through [`vfs::Vfs`]** ([`LogConfig::vfs`], the OS by default). The
+//! hidden `sim::SimVfs` keeps synced and unsynced state apart and can cut the power at any
+//! I/O; `engine/tests/log_powercut.rs` uses it to check that no acknowledged record is ever
+//! lost.
 
 mod checkpoint;
 mod frame;
+mod reader;
 mod recovery;
 mod segment;
+#[doc(hidden)]
+pub mod sim;
+pub mod vfs;
+mod walk;
 mod writer;
 
 use std::collections::VecDeque;
@@ -28,9 +50,11 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
 pub use frame::{FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES, frame_bytes};
+pub use reader::LogReader;
 pub use segment::SEGMENT_HEADER_BYTES;
 
 use segment::{DirLock, SegmentHeader, SegmentMeta, io_err};
+use vfs::{OsVfs, Vfs};
 use writer::{Counters, Pending, Queue, Shared, State, Writer};
 
 /// A record's position in the log: global, gapless, starting at 1. 0 means "none".
@@ -64,6 +88,8 @@ pub struct LogConfig {
     /// Upper bound of encoded bytes submitted but not yet written; beyond it `submit`
     /// answers [`Error::Backpressure`]. At least `max_batch_bytes`.
     pub max_pending_bytes: usize,
+    /// The file system the log runs on: [`vfs::OsVfs`] unless a test simulates one.
+    pub vfs: Arc<dyn Vfs>,
 }
 
 impl LogConfig {
@@ -74,6 +100,7 @@ impl LogConfig {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
+            vfs: Arc::new(OsVfs),
         }
     }
 
@@ -130,13 +157,18 @@ pub struct Record {
     pub data: Vec<u8>,
 }
 
-/// What [`Log::open`] found.
+/// What [`Log::open`] found. Read the records with [`Log::read_from`].
 #[derive(Debug)]
 pub struct Recovery {
-    /// Every valid record with `lsn > checkpoint_lsn`, in lsn order.
-    pub records: Vec<Record>,
-    /// The lsn up to which records are covered elsewhere (0 if never checkpointed).
+    /// The owner's last checkpoint hint: its read models cover lsn ..=this (0 if never
+    /// checkpointed). The log holds every record from [`Recovery::first_lsn`] on regardless.
     pub checkpoint_lsn: Lsn,
+    /// The lsn of the log's first record: 1, unless the log was written by a version that
+    /// deleted checkpointed segments (then at most `checkpoint_lsn + 1`). For a log without
+    /// records, the lsn the first record will get.
+    pub first_lsn: Lsn,
+    /// The lsn of the last record after recovery (0 if none): everything up to it is durable.
+    pub last_lsn: Lsn,
     /// The incomplete last batch that was cut off, if any. Its records were never
     /// acknowledged (a ticket resolves only after its whole batch is synced).
     pub torn_tail: Option<TornTail>,
@@ -191,12 +223,14 @@ pub enum Error {
     },
     /// The log on disk is damaged in a way a crash cannot explain. Needs an operator: the
     /// log refuses to open rather than silently serve or skip records.
-    #[error("[SF-LOG-002] corrupt log file {} at offset {offset}: {detail}", .segment.display())]
+    #[error("[SF-LOG-002] corrupt log file {} at offset {offset}{}: {detail}", .segment.display(), lsn_note(*.lsn))]
     Corrupt {
         /// The segment (or checkpoint) file.
         segment: PathBuf,
         /// Byte offset of the damage in that file.
         offset: u64,
+        /// The lsn of the damaged record, when the log can tell (the one expected there).
+        lsn: Option<Lsn>,
         /// What was wrong, and the nearest good lsn when known.
         detail: String,
     },
@@ -240,6 +274,10 @@ pub enum Error {
         /// The log directory.
         dir: PathBuf,
     },
+}
+
+fn lsn_note(lsn: Option<Lsn>) -> String {
+    lsn.map_or_else(String::new, |l| format!(" (record lsn {l})"))
 }
 
 impl Error {
@@ -322,15 +360,23 @@ impl Log {
     pub fn open(config: LogConfig) -> Result<(Log, Recovery), Error> {
         let limits = config.limits()?;
         let dir = config.dir;
-        if !dir.exists() {
-            std::fs::create_dir_all(&dir).map_err(io_err("create log directory", &dir))?;
+        let vfs = config.vfs;
+        if !vfs.exists(&dir).map_err(io_err("stat", &dir))? {
+            vfs.create_dir_all(&dir)
+                .map_err(io_err("create log directory", &dir))?;
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                segment::fsync_dir(parent)?;
+                segment::fsync_dir(&*vfs, parent)?;
             }
         }
-        let lock = segment::lock_dir(&dir)?;
-        let checkpoint_lsn = checkpoint::read(&dir)?;
-        let recovered = recovery::recover(&dir, checkpoint_lsn, limits.segment_bytes)?;
+        let lock = segment::lock_dir(&*vfs, &dir)?;
+        let checkpoint_lsn = checkpoint::read(&*vfs, &dir)?;
+        let recovered = recovery::recover(
+            &*vfs,
+            &dir,
+            checkpoint_lsn,
+            limits.segment_bytes,
+            limits.batch_bytes,
+        )?;
         let mut segments = recovered.segments;
         let tail = match recovered.tail {
             Some(tail) => tail,
@@ -339,7 +385,7 @@ impl Log {
                     first_lsn: recovered.next_lsn,
                     first_batch: recovered.next_batch,
                 };
-                let (file, path) = segment::create(&dir, header, limits.segment_bytes)?;
+                let (file, path) = segment::create(&*vfs, &dir, header, limits.segment_bytes)?;
                 segments.push(SegmentMeta {
                     first_lsn: header.first_lsn,
                     path: path.clone(),
@@ -365,6 +411,7 @@ impl Log {
             segments: Mutex::new(segments),
             limits,
             dir: dir.clone(),
+            vfs,
         });
         let writer = Writer::new(Arc::clone(&shared), tail, recovered.next_batch);
         let handle = std::thread::Builder::new()
@@ -378,8 +425,9 @@ impl Log {
             _lock: lock,
         };
         let recovery = Recovery {
-            records: recovered.records,
             checkpoint_lsn,
+            first_lsn: recovered.first_lsn,
+            last_lsn: recovered.next_lsn - 1,
             torn_tail: recovered.torn_tail,
         };
         Ok((log, recovery))
@@ -433,10 +481,10 @@ impl Log {
         Ok(Durable { last_lsn, rx })
     }
 
-    /// Durably records that every record with `lsn <= upto` is covered elsewhere, then
-    /// deletes the segments whose records are all `<= upto` (never the one being written).
-    /// A checkpoint at or below the current one is a no-op; one beyond the durable lsn is
-    /// refused.
+    /// Durably records the owner's hint "my read models cover every record with
+    /// `lsn <= upto`", given back by the next [`Log::open`] as [`Recovery::checkpoint_lsn`].
+    /// Deletes nothing: the log keeps every record. A checkpoint at or below the current one
+    /// is a no-op; one beyond the durable lsn is refused.
     pub fn checkpoint(&self, upto: Lsn) -> Result<(), Error> {
         let mut current = self.checkpoint_lsn.lock();
         if upto <= *current {
@@ -446,29 +494,44 @@ impl Log {
         if upto > durable {
             return Err(Error::CheckpointBeyondDurable { upto, durable });
         }
-        checkpoint::write(&self.shared.dir, upto)?;
+        checkpoint::write(&*self.shared.vfs, &self.shared.dir, upto)?;
         *current = upto;
-        let doomed: Vec<SegmentMeta> = {
-            let mut segments = self.shared.segments.lock();
-            let n = segments
-                .windows(2)
-                .take_while(|w| w[1].first_lsn <= upto + 1)
-                .count();
-            segments.drain(..n).collect()
-        };
-        // Oldest first: a crash midway leaves a contiguous suffix, which open accepts.
-        for s in &doomed {
-            std::fs::remove_file(&s.path).map_err(io_err("remove segment", &s.path))?;
-        }
-        if !doomed.is_empty() {
-            segment::fsync_dir(&self.shared.dir)?;
-        }
-        tracing::debug!(
-            checkpoint_lsn = upto,
-            segments_deleted = doomed.len(),
-            "log checkpoint"
-        );
+        tracing::debug!(checkpoint_lsn = upto, "log checkpoint");
         Ok(())
+    }
+
+    /// Streams every record with `lsn >= from_lsn` (from [`Log::first_lsn`] if earlier) up
+    /// to the durable lsn at the time of this call, in order, verifying every frame it reads
+    /// (see [`LogReader`]). Usable while the writer appends. Errors only if the log directory
+    /// cannot be read; damage is reported by the iterator as [`Error::Corrupt`].
+    ///
+    /// ```no_run
+    /// # fn f(log: &steadfast_engine::log::Log) -> Result<(), steadfast_engine::log::Error> {
+    /// for record in log.read_from(1)? {
+    ///     let record = record?;
+    ///     println!("lsn {} kind {} {} bytes", record.lsn, record.kind, record.data.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn read_from(&self, from_lsn: Lsn) -> Result<LogReader, Error> {
+        // The durable lsn first: every record up to it is in a segment listed by then.
+        let upto = self.durable_lsn();
+        let segments = self.shared.segments.lock().clone();
+        Ok(LogReader::new(
+            Arc::clone(&self.shared.vfs),
+            &segments,
+            from_lsn,
+            upto,
+        ))
+    }
+
+    /// The lsn of the log's first record (see [`Recovery::first_lsn`]).
+    pub fn first_lsn(&self) -> Lsn {
+        self.shared
+            .segments
+            .lock()
+            .first()
+            .map_or(1, |s| s.first_lsn)
     }
 
     /// The lsn given to the last submitted record (durable or not); 0 for an empty log.

@@ -1,5 +1,7 @@
-//! Recovery on open: verify every frame after the checkpoint, cut a torn last batch, and
-//! refuse anything else that is wrong.
+//! Recovery on open: check every segment header, verify every frame of the last segment,
+//! cut a torn last batch, and refuse anything else that is wrong. Frames of earlier (sealed)
+//! segments are verified when they are read ([`crate::log::LogReader`]), so opening costs
+//! one header per segment plus one pass over the last segment, in bounded memory.
 //!
 //! Why only the last batch can be torn: the writer starts batch n+1 only after batch n was
 //! written and fdatasync'ed, and a new segment is created (and its directory entry synced)
@@ -11,23 +13,28 @@
 //! frame of a *later* batch after the damage is not: that batch was only written once the
 //! damaged one had been synced.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+//!
+//! What a torn last batch may look like, and so what is cut: bytes from the batch's start,
+//! spanning at most `max_batch_bytes` (the writer never writes more in one batch), in which
+//! frames may be intact, damaged or missing. Beyond that region every byte must be zero, and
+//! no frame header after the damage whose header checksum verifies may name another batch.
+//! Anything else is [`Error::Corrupt`]: damage that spans acknowledged batches, even at the
+//! very end of the log, is never cut as if it were a torn write. (So do not lower
+//! `max_batch_bytes` across a crash: a torn batch written under the larger limit could be
+//! refused.)
+
 use std::path::{Path, PathBuf};
 
 use crate::log::checkpoint::CHECKPOINT_FILE;
-use crate::log::frame::{self, Decoded, FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES};
-use crate::log::segment::{self, SEGMENT_HEADER_BYTES, SegmentMeta, io_err};
-use crate::log::{Error, Lsn, MAX_BATCH_BYTES, MAX_SEGMENT_BYTES, Record, TornTail};
-
-/// The largest lsn or batch number a segment header may claim (far beyond any real log).
-const MAX_LSN: u64 = u64::MAX >> 1;
-/// Zeros written per call when cutting a torn tail.
-const ZERO_CHUNK_BYTES: usize = 1 << 20;
+use crate::log::frame::{self, FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES};
+use crate::log::segment::{self, SegmentHeader, SegmentMeta, io_err};
+use crate::log::vfs::{OpenMode, Vfs, VfsFile};
+use crate::log::walk::{Cursor, Step, Walk, corrupt};
+use crate::log::{Error, Lsn, MAX_BATCH_BYTES, TornTail};
 
 /// Where the writer continues: the last segment and the offset after its last whole batch.
 pub(crate) struct Tail {
-    pub file: File,
+    pub file: Box<dyn VfsFile>,
     pub path: PathBuf,
     pub offset: u64,
     pub capacity: u64,
@@ -35,325 +42,193 @@ pub(crate) struct Tail {
 
 /// Everything open learns from the directory.
 pub(crate) struct Recovered {
-    pub records: Vec<Record>,
     pub torn_tail: Option<TornTail>,
     pub segments: Vec<SegmentMeta>,
     /// `None` when the log has no segment yet.
     pub tail: Option<Tail>,
+    pub first_lsn: Lsn,
     pub next_lsn: Lsn,
     pub next_batch: u64,
 }
 
-/// A batch whose last frame has not been seen yet.
-#[derive(Debug, Clone, Copy)]
-struct OpenBatch {
-    batch: u64,
-    start: usize,
-    first_lsn: Lsn,
-    records_len: usize,
+/// What the bytes after the point where the walk of the last segment stopped hold.
+struct AfterStop {
+    /// One past the last nonzero byte (at least the stop offset).
+    extent_end: u64,
+    /// The first nonzero byte beyond the region a torn batch may span.
+    beyond: Option<u64>,
+    /// A frame header (offset, lsn, batch) of a batch other than the torn one.
+    foreign: Option<(u64, Lsn, u64)>,
+    /// Frame headers of the torn batch after the damage.
+    torn_headers: usize,
 }
 
-/// Where and why the frame walk of one segment stopped.
-struct Stop {
-    pos: usize,
-    open: Option<OpenBatch>,
-    bad: Option<String>,
-}
-
-struct Scan {
-    checkpoint_lsn: Lsn,
-    records: Vec<Record>,
-    next_lsn: Lsn,
-    /// The batch number the next batch must carry; known once a segment header was read.
-    next_batch: u64,
-}
-
-fn corrupt(segment: &Path, offset: usize, detail: String) -> Error {
-    Error::Corrupt {
-        segment: segment.to_path_buf(),
-        offset: offset as u64,
-        detail,
-    }
-}
-
-impl Scan {
-    /// Best-effort pointer to the nearest good record, for error messages.
-    fn near(&self) -> String {
-        match self.next_lsn.checked_sub(1) {
-            Some(l) if l > 0 => format!(" (last good record before it: lsn {l})"),
-            _ => " (no good record before it)".to_string(),
+/// Scans from `walk.pos` to the end of the file: every aligned offset is tested for a
+/// frame header (nothing after the damage is trusted to say where the next frame starts;
+/// the header checksum makes each test O(1)), and every byte for being zero.
+fn scan_after_stop(
+    cur: &mut Cursor,
+    walk: &Walk,
+    torn_batch: u64,
+    region_end: u64,
+) -> Result<AfterStop, Error> {
+    let mut out = AfterStop {
+        extent_end: walk.pos,
+        beyond: None,
+        foreign: None,
+        torn_headers: 0,
+    };
+    let mut y = walk.pos;
+    while y < cur.len {
+        let w = cur.window(y, FRAME_HEADER_BYTES)?;
+        if w.is_empty() {
+            break;
         }
-    }
-
-    /// Checks the header of `seg` and walks its frames until the end of data or a bad frame.
-    /// Frames that verify but break the lsn/batch sequence are corruption right away.
-    fn walk(&mut self, seg: &SegmentMeta, buf: &[u8], first: bool) -> Result<Stop, Error> {
-        let header = segment::decode_header(buf).map_err(|d| corrupt(&seg.path, 0, d))?;
-        if header.first_lsn != seg.first_lsn {
-            return Err(corrupt(
-                &seg.path,
-                0,
-                format!(
-                    "header says first lsn {} but the file name says {}",
-                    header.first_lsn, seg.first_lsn
-                ),
-            ));
-        }
-        // Bounds keep every later `+ 1` on lsns and batch numbers from overflowing, whatever
-        // a (checksummed but hostile) header says.
-        for (what, n) in [("lsn", header.first_lsn), ("batch", header.first_batch)] {
-            if !(1..=MAX_LSN).contains(&n) {
-                return Err(corrupt(
-                    &seg.path,
-                    0,
-                    format!("segment header has first {what} {n}, outside 1..={MAX_LSN}"),
-                ));
-            }
-        }
-        if first {
-            self.next_lsn = header.first_lsn;
-            self.next_batch = header.first_batch;
-        } else if header.first_lsn != self.next_lsn || header.first_batch != self.next_batch {
-            return Err(corrupt(
-                &seg.path,
-                0,
-                format!(
-                    "segment starts at lsn {} batch {}, expected lsn {} batch {}: \
-                     a segment is missing or was truncated{}",
-                    header.first_lsn,
-                    header.first_batch,
-                    self.next_lsn,
-                    self.next_batch,
-                    self.near()
-                ),
-            ));
-        }
-        let mut pos = SEGMENT_HEADER_BYTES;
-        let mut open: Option<OpenBatch> = None;
-        loop {
-            let (h, payload, size) = match frame::decode(&buf[pos..], MAX_BATCH_BYTES) {
-                Decoded::End => {
-                    return Ok(Stop {
-                        pos,
-                        open,
-                        bad: None,
-                    });
+        let step = w.len().min(FRAME_ALIGN_BYTES);
+        if let Some(q) = w[..step].iter().rposition(|&b| b != 0) {
+            out.extent_end = y + q as u64 + 1;
+            if out.beyond.is_none() {
+                let first = y + w[..step].iter().position(|&b| b != 0).expect("some") as u64;
+                let last = y + q as u64;
+                if last >= region_end {
+                    out.beyond = Some(first.max(region_end));
                 }
-                Decoded::Bad(d) => {
-                    return Ok(Stop {
-                        pos,
-                        open,
-                        bad: Some(d),
-                    });
-                }
-                Decoded::Invalid(d) => return Err(corrupt(&seg.path, pos, d + &self.near())),
-                Decoded::Frame {
-                    header,
-                    payload,
-                    size,
-                } => (header, payload, size),
-            };
-            let batch = open.map_or(self.next_batch, |o| o.batch);
-            if h.lsn != self.next_lsn || h.batch != batch {
-                return Err(corrupt(
-                    &seg.path,
-                    pos,
-                    format!(
-                        "intact frame has lsn {} batch {}, expected lsn {} batch {}{}",
-                        h.lsn,
-                        h.batch,
-                        self.next_lsn,
-                        batch,
-                        self.near()
-                    ),
-                ));
-            }
-            if open.is_none() {
-                open = Some(OpenBatch {
-                    batch,
-                    start: pos,
-                    first_lsn: h.lsn,
-                    records_len: self.records.len(),
-                });
-            }
-            if h.lsn > self.checkpoint_lsn {
-                self.records.push(Record {
-                    lsn: h.lsn,
-                    kind: h.kind,
-                    data: payload.to_vec(),
-                });
-            }
-            self.next_lsn += 1;
-            pos += size;
-            if h.last_in_batch {
-                open = None;
-                self.next_batch = batch + 1;
             }
         }
+        if y > walk.pos
+            && let Some((lsn, batch)) = frame::plausible_frame(w, MAX_BATCH_BYTES)
+        {
+            if batch == torn_batch {
+                out.torn_headers += 1;
+            } else if out.foreign.is_none() {
+                out.foreign = Some((y, lsn, batch));
+            }
+        }
+        y += FRAME_ALIGN_BYTES as u64;
     }
-
-    /// A segment that is not the last one must end cleanly: whole batches, then zeros.
-    fn check_sealed(&self, seg: &SegmentMeta, buf: &[u8], stop: Stop) -> Result<(), Error> {
-        if let Some(d) = stop.bad {
-            return Err(corrupt(
-                &seg.path,
-                stop.pos,
-                format!("{d} in a sealed (not last) segment{}", self.near()),
-            ));
-        }
-        if let Some(o) = stop.open {
-            return Err(corrupt(
-                &seg.path,
-                stop.pos,
-                format!(
-                    "sealed segment ends inside batch {} (begun at offset {}){}",
-                    o.batch,
-                    o.start,
-                    self.near()
-                ),
-            ));
-        }
-        if let Some(q) = buf[stop.pos..].iter().position(|&b| b != 0) {
-            return Err(corrupt(
-                &seg.path,
-                stop.pos,
-                format!(
-                    "zero frame length (end of data) in a sealed segment, but nonzero bytes \
-                     follow at offset {}: a frame was lost{}",
-                    stop.pos + q,
-                    self.near()
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Decides whether the last segment ends in a torn batch (returned, and dropped from
-    /// `records`) or in corruption. `None` when it ends cleanly.
-    fn check_tail(
-        &mut self,
-        seg: &SegmentMeta,
-        buf: &[u8],
-        stop: &Stop,
-    ) -> Result<Option<(usize, usize, usize)>, Error> {
-        let torn_batch = stop.open.map_or(self.next_batch, |o| o.batch);
-        let cut = stop.open.map_or(stop.pos, |o| o.start);
-        let extent_end = buf
-            .iter()
-            .rposition(|&b| b != 0)
-            .map_or(0, |p| p + 1)
-            .max(stop.pos);
-        if stop.bad.is_none() && stop.open.is_none() && extent_end == stop.pos {
-            return Ok(None);
-        }
-        let what = stop.bad.as_deref().unwrap_or("end of data inside a batch");
-        let mut records_cut = stop
-            .open
-            .map_or(0, |o| (self.next_lsn - o.first_lsn) as usize);
-        let mut y = stop.pos + FRAME_ALIGN_BYTES;
-        // Step every aligned offset: nothing after the damage is trusted to say where the
-        // next frame starts. The header checksum makes each step O(1).
-        while y < extent_end && y + FRAME_HEADER_BYTES <= buf.len() {
-            let intact =
-                frame::plausible_header(&buf[y..], MAX_BATCH_BYTES).and_then(
-                    |_| match frame::decode(&buf[y..], MAX_BATCH_BYTES) {
-                        Decoded::Frame { header, .. } => Some(header),
-                        _ => None,
-                    },
-                );
-            if let Some(h) = intact {
-                if h.batch != torn_batch {
-                    return Err(corrupt(
-                        &seg.path,
-                        stop.pos,
-                        format!(
-                            "{what} at offset {}, but an intact frame of batch {} (lsn {}) \
-                             follows at offset {y}: damage before the last batch{}",
-                            stop.pos,
-                            h.batch,
-                            h.lsn,
-                            self.near()
-                        ),
-                    ));
-                }
-                records_cut += 1;
-            }
-            y += FRAME_ALIGN_BYTES;
-        }
-        if let Some(o) = stop.open {
-            self.records.truncate(o.records_len);
-            self.next_lsn = o.first_lsn;
-        }
-        Ok(Some((cut, extent_end - cut, records_cut)))
-    }
+    Ok(out)
 }
 
-fn read_segment(seg: &SegmentMeta) -> Result<Vec<u8>, Error> {
-    let len = std::fs::metadata(&seg.path)
-        .map_err(io_err("stat segment", &seg.path))?
-        .len();
-    if len > MAX_SEGMENT_BYTES {
+/// Decides whether the last segment ends in a torn batch (returned as cut offset, bytes,
+/// records) or in corruption. `None` when it ends cleanly. On a cut, `walk` is moved back
+/// to the torn batch's start.
+fn check_tail(
+    cur: &mut Cursor,
+    walk: &mut Walk,
+    stopped: &Step,
+    batch_bytes: usize,
+) -> Result<Option<(u64, u64, usize)>, Error> {
+    let torn_batch = walk.open.map_or(walk.next_batch, |o| o.batch);
+    let cut = walk.open.map_or(walk.pos, |o| o.start);
+    let region_end = cut + batch_bytes as u64;
+    let after = scan_after_stop(cur, walk, torn_batch, region_end)?;
+    let bad = match stopped {
+        Step::Bad(d) => Some(d.as_str()),
+        _ => None,
+    };
+    if bad.is_none() && walk.open.is_none() && after.extent_end == walk.pos {
+        return Ok(None);
+    }
+    let what = bad.unwrap_or("end of data inside a batch");
+    let damaged_lsn = Some(walk.next_lsn);
+    if let Some((y, lsn, batch)) = after.foreign {
         return Err(corrupt(
-            &seg.path,
-            0,
-            format!("segment file of {len} bytes exceeds the limit of {MAX_SEGMENT_BYTES}"),
+            &cur.path,
+            walk.pos,
+            damaged_lsn,
+            format!(
+                "{what} at offset {}, but a frame header of batch {batch} (lsn {lsn}) follows \
+                 at offset {y}, and only the last batch ({torn_batch}) can be torn: damage \
+                 to acknowledged records{}",
+                walk.pos,
+                walk.near()
+            ),
         ));
     }
-    std::fs::read(&seg.path).map_err(io_err("read segment", &seg.path))
-}
-
-fn zero_range(file: &File, path: &Path, from: u64, len: u64) -> Result<(), Error> {
-    let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(len as usize)];
-    let mut done = 0u64;
-    while done < len {
-        let n = (len - done).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..n], from + done)
-            .map_err(io_err("cut torn tail", path))?;
-        done += n as u64;
+    if let Some(at) = after.beyond {
+        return Err(corrupt(
+            &cur.path,
+            walk.pos,
+            damaged_lsn,
+            format!(
+                "{what} at offset {}, and nonzero bytes at offset {at}, beyond the \
+                 {batch_bytes} bytes one batch may span from its start at offset {cut}: \
+                 damage a torn write cannot explain{}",
+                walk.pos,
+                walk.near()
+            ),
+        ));
     }
-    file.sync_data().map_err(io_err("fdatasync", path))
+    let mut records_cut = after.torn_headers;
+    if let Some(o) = walk.open {
+        records_cut += (walk.next_lsn - o.first_lsn) as usize;
+        walk.next_lsn = o.first_lsn;
+        walk.open = None;
+    }
+    walk.pos = cut;
+    Ok(Some((cut, after.extent_end - cut, records_cut)))
 }
 
-/// Scans `dir` after `checkpoint_lsn`, repairs a torn tail, and says where writing resumes.
+/// Checks the headers of all segments: names, checksums, and lsns and batches that grow.
+/// Returns them with the header of each.
+fn check_headers(vfs: &dyn Vfs, segments: &[SegmentMeta]) -> Result<Vec<SegmentHeader>, Error> {
+    let mut headers: Vec<SegmentHeader> = Vec::with_capacity(segments.len());
+    for seg in segments {
+        let mut cur = Cursor::open(vfs, &seg.path, OpenMode::Read)?;
+        let h = cur.header(seg.first_lsn)?;
+        if let Some(p) = headers.last()
+            && (h.first_lsn <= p.first_lsn || h.first_batch <= p.first_batch)
+        {
+            return Err(corrupt(
+                &seg.path,
+                0,
+                Some(h.first_lsn),
+                format!(
+                    "segment starts at lsn {} batch {}, not after the previous segment's \
+                     start at lsn {} batch {}",
+                    h.first_lsn, h.first_batch, p.first_lsn, p.first_batch
+                ),
+            ));
+        }
+        headers.push(h);
+    }
+    Ok(headers)
+}
+
+/// Recovers `dir`: see the module docs. `checkpoint_lsn` is the owner's hint; the log must
+/// reach it, and may start after lsn 1 only if the hint covers what is missing (a log
+/// written by a version that deleted checkpointed segments).
 pub(crate) fn recover(
+    vfs: &dyn Vfs,
     dir: &Path,
     checkpoint_lsn: Lsn,
     segment_bytes: u64,
+    batch_bytes: usize,
 ) -> Result<Recovered, Error> {
-    let mut segments = segment::list(dir)?;
+    let segments = segment::list(vfs, dir)?;
     if segments.is_empty() {
         if checkpoint_lsn > 0 {
             return Err(corrupt(
                 &dir.join(CHECKPOINT_FILE),
                 0,
+                None,
                 format!("checkpoint covers lsn 1..={checkpoint_lsn} but the log has no segment"),
             ));
         }
         return Ok(Recovered {
-            records: Vec::new(),
             torn_tail: None,
             segments,
             tail: None,
+            first_lsn: 1,
             next_lsn: 1,
             next_batch: 1,
         });
-    }
-    // Segments wholly covered by the checkpoint (a deletion interrupted by a crash); never
-    // the last one, which says where the log continues.
-    let covered = segments
-        .windows(2)
-        .take_while(|w| w[1].first_lsn <= checkpoint_lsn.saturating_add(1))
-        .count();
-    if covered > 0 {
-        for s in segments.drain(..covered) {
-            std::fs::remove_file(&s.path).map_err(io_err("remove segment", &s.path))?;
-        }
-        segment::fsync_dir(dir)?;
     }
     if segments[0].first_lsn > checkpoint_lsn.saturating_add(1) {
         return Err(corrupt(
             &segments[0].path,
             0,
+            None,
             format!(
                 "first segment starts at lsn {} but the checkpoint covers only lsn ..={}: \
                  the records in between are missing",
@@ -361,48 +236,37 @@ pub(crate) fn recover(
             ),
         ));
     }
-    let mut scan = Scan {
-        checkpoint_lsn,
-        records: Vec::new(),
-        next_lsn: 0,
-        next_batch: 0,
-    };
+    let headers = check_headers(vfs, &segments)?;
     let last = segments.len() - 1;
-    let mut torn = None;
-    let mut tail_offset = 0;
-    for (i, seg) in segments.iter().enumerate() {
-        let buf = read_segment(seg)?;
-        let stop = scan.walk(seg, &buf, i == 0)?;
-        if i < last {
-            scan.check_sealed(seg, &buf, stop)?;
-            continue;
+    let meta = &segments[last];
+    let mut cur = Cursor::open(vfs, &meta.path, OpenMode::ReadWrite)?;
+    let mut walk = Walk::new(headers[last]);
+    let stopped = loop {
+        match walk.step(&mut cur, false)? {
+            Step::Frame { .. } => {}
+            stopped => break stopped,
         }
-        tail_offset = stop.pos;
-        if let Some((cut, bytes_cut, records_cut)) = scan.check_tail(seg, &buf, &stop)? {
-            tail_offset = cut;
-            torn = Some(TornTail {
-                segment: seg.path.clone(),
-                offset: cut as u64,
-                bytes_cut: bytes_cut as u64,
-                records_cut,
-            });
-        }
-    }
-    let last_lsn = scan.next_lsn - 1;
+    };
+    let torn = check_tail(&mut cur, &mut walk, &stopped, batch_bytes)?.map(
+        |(offset, bytes_cut, records_cut)| TornTail {
+            segment: meta.path.clone(),
+            offset,
+            bytes_cut,
+            records_cut,
+        },
+    );
+    let last_lsn = walk.next_lsn - 1;
     if checkpoint_lsn > last_lsn {
         return Err(corrupt(
             &dir.join(CHECKPOINT_FILE),
             0,
+            None,
             format!("checkpoint covers lsn ..={checkpoint_lsn} but the log ends at lsn {last_lsn}"),
         ));
     }
 
-    let path = segments[last].path.clone();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("open segment", &path))?;
+    let path = meta.path.clone();
+    let file = cur.file;
     if let Some(t) = &torn {
         tracing::warn!(
             segment = %t.segment.display(),
@@ -411,33 +275,34 @@ pub(crate) fn recover(
             records_cut = t.records_cut,
             "log: cutting a torn last batch (never acknowledged)"
         );
-        zero_range(&file, &path, t.offset, t.bytes_cut)?;
+        segment::write_zeros(&*file, &path, t.offset, t.bytes_cut)?;
+        file.sync_data().map_err(io_err("fdatasync", &path))?;
     }
-    let mut capacity = file.metadata().map_err(io_err("stat", &path))?.len();
+    let mut capacity = cur.len;
     if capacity < segment_bytes {
         // Truncated by hand or by an older config: preallocate again before writing into it.
-        segment::preallocate(&file, segment_bytes, &path)?;
+        segment::preallocate(&*file, segment_bytes, &path)?;
         file.sync_all().map_err(io_err("fsync segment", &path))?;
         capacity = segment_bytes;
     }
     tracing::info!(
         segments = segments.len(),
-        records = scan.records.len(),
+        first_lsn = segments[0].first_lsn,
         checkpoint_lsn,
         last_lsn,
         "log recovered"
     );
     Ok(Recovered {
-        records: scan.records,
         torn_tail: torn,
+        first_lsn: segments[0].first_lsn,
         segments,
         tail: Some(Tail {
             file,
             path,
-            offset: tail_offset as u64,
+            offset: walk.pos,
             capacity,
         }),
-        next_lsn: scan.next_lsn,
-        next_batch: scan.next_batch,
+        next_lsn: walk.next_lsn,
+        next_batch: walk.next_batch,
     })
 }

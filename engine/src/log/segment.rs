@@ -21,11 +21,10 @@
 //! then the directory is fsynced; so a `.seg` file always has a valid header, and a leftover
 //! `.seg.tmp` is an interrupted creation that open deletes.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::log::vfs::{OpenMode, Vfs, VfsFile, VfsLock};
 use crate::log::{Error, Lsn};
 
 /// Bytes of the header at the start of every segment file.
@@ -109,64 +108,81 @@ pub(crate) fn decode_header(b: &[u8]) -> Result<SegmentHeader, String> {
 }
 
 /// Makes the directory entries of `dir` (creations, renames, deletions) durable.
-pub(crate) fn fsync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
+pub(crate) fn fsync_dir(vfs: &dyn Vfs, dir: &Path) -> Result<(), Error> {
+    vfs.sync_dir(dir).map_err(io_err("fsync directory", dir))
 }
 
-/// Reserves `len` bytes for `file` so that later writes inside it do not change its size.
-/// Unwritten space reads as zeros.
-pub(crate) fn preallocate(file: &File, len: u64, path: &Path) -> Result<(), Error> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let len = libc::off_t::try_from(len)
-            .map_err(|_| io_err("preallocate", path)(io::Error::other("length overflows off_t")))?;
-        // SAFETY: the fd is valid for the life of `file`; fallocate reads no memory of ours.
-        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        // Filesystems without fallocate: fall back to extending the size (sparse zeros).
-        if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
-            return Err(io_err("preallocate", path)(err));
-        }
-    }
-    if file.metadata().map_err(io_err("stat", path))?.len() < len {
-        file.set_len(len).map_err(io_err("extend", path))?;
+/// How a new segment gets its space. See the module docs for the measurements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prealloc {
+    /// Write zeros over the whole segment once, at creation.
+    ZeroFill,
+    /// `fallocate` (unwritten extents, converted by the first write into each).
+    #[allow(dead_code)]
+    Fallocate,
+}
+
+/// The strategy new segments use.
+pub(crate) const PREALLOC: Prealloc = Prealloc::ZeroFill;
+/// Zeros written per call when zero-filling a segment or cutting a torn tail.
+pub(crate) const ZERO_CHUNK_BYTES: usize = 1 << 20;
+
+/// Writes zeros over `from..from + len` of `file` (not synced).
+pub(crate) fn write_zeros(
+    file: &dyn VfsFile,
+    path: &Path,
+    from: u64,
+    len: u64,
+) -> Result<(), Error> {
+    let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(len as usize)];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], from + done)
+            .map_err(io_err("write zeros", path))?;
+        done += n as u64;
     }
     Ok(())
 }
 
+/// Makes `file` at least `len` bytes of durable-once-synced zeros beyond its data, so that
+/// later writes inside it change neither its size nor its extents.
+pub(crate) fn preallocate(file: &dyn VfsFile, len: u64, path: &Path) -> Result<(), Error> {
+    let have = file.len().map_err(io_err("stat", path))?;
+    if have >= len {
+        return Ok(());
+    }
+    match PREALLOC {
+        Prealloc::ZeroFill => write_zeros(file, path, have, len - have),
+        Prealloc::Fallocate => file.preallocate(len).map_err(io_err("preallocate", path)),
+    }
+}
+
 /// Creates segment `first_lsn` durably (see the module docs) and returns it open for writing.
 pub(crate) fn create(
+    vfs: &dyn Vfs,
     dir: &Path,
     header: SegmentHeader,
     segment_bytes: u64,
-) -> Result<(File, PathBuf), Error> {
+) -> Result<(Box<dyn VfsFile>, PathBuf), Error> {
     let path = segment_path(dir, header.first_lsn);
     let tmp = path.with_extension("seg.tmp");
-    if path.exists() {
+    if vfs.exists(&path).map_err(io_err("stat", &path))? {
         return Err(io_err("create segment", &path)(io::Error::new(
             io::ErrorKind::AlreadyExists,
             "segment file already exists",
         )));
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
+    let file = vfs
+        .open(&tmp, OpenMode::CreateTruncate)
         .map_err(io_err("create segment", &tmp))?;
-    preallocate(&file, segment_bytes, &tmp)?;
+    preallocate(&*file, segment_bytes, &tmp)?;
     file.write_all_at(&encode_header(header), 0)
         .map_err(io_err("write segment header", &tmp))?;
     file.sync_all().map_err(io_err("fsync segment", &tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io_err("rename segment", &tmp))?;
-    fsync_dir(dir)?;
+    vfs.rename(&tmp, &path)
+        .map_err(io_err("rename segment", &tmp))?;
+    fsync_dir(vfs, dir)?;
     tracing::debug!(
         first_lsn = header.first_lsn,
         segment_bytes,
@@ -177,17 +193,15 @@ pub(crate) fn create(
 
 /// Lists the segments of `dir` sorted by first lsn, deleting interrupted creations
 /// (`*.seg.tmp`). A `.seg` file whose name is not a segment name is corruption.
-pub(crate) fn list(dir: &Path) -> Result<Vec<SegmentMeta>, Error> {
+pub(crate) fn list(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<SegmentMeta>, Error> {
     let mut segments = Vec::new();
     let mut removed_tmp = false;
-    for entry in std::fs::read_dir(dir).map_err(io_err("list directory", dir))? {
-        let entry = entry.map_err(io_err("list directory", dir))?;
-        let path = entry.path();
+    for path in vfs.list(dir).map_err(io_err("list directory", dir))? {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
         if name.ends_with(TMP_SUFFIX) {
-            std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            vfs.remove(&path).map_err(io_err("remove", &path))?;
             removed_tmp = true;
             continue;
         }
@@ -200,53 +214,42 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<SegmentMeta>, Error> {
             .ok_or_else(|| Error::Corrupt {
                 segment: path.clone(),
                 offset: 0,
+                lsn: None,
                 detail: "not a segment file name (expected 20 digits + .seg)".into(),
             })?;
         segments.push(SegmentMeta { first_lsn, path });
     }
     if removed_tmp {
-        fsync_dir(dir)?;
+        fsync_dir(vfs, dir)?;
     }
     segments.sort_by_key(|s| s.first_lsn);
     Ok(segments)
 }
 
-/// An exclusive advisory lock on the log directory, held while the log is open, so that two
+/// An exclusive lock on the log directory, held while the log is open, so that two
 /// writers can never interleave in one log.
 #[derive(Debug)]
 pub(crate) struct DirLock {
-    _file: File,
+    _lock: Box<dyn VfsLock>,
 }
 
 pub(crate) const LOCK_FILE: &str = "LOCK";
 
-pub(crate) fn lock_dir(dir: &Path) -> Result<DirLock, Error> {
-    use std::os::fd::AsRawFd;
+pub(crate) fn lock_dir(vfs: &dyn Vfs, dir: &Path) -> Result<DirLock, Error> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io_err("open lock file", &path))?;
-    // SAFETY: valid fd owned by `file`; flock touches no memory of ours.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(Error::Locked {
-                dir: dir.to_path_buf(),
-            });
-        }
-        return Err(io_err("lock", &path)(err));
+    match vfs.lock(&path) {
+        Ok(lock) => Ok(DirLock { _lock: lock }),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Error::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(e) => Err(io_err("lock", &path)(e)),
     }
-    Ok(DirLock { _file: file })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::vfs::OsVfs;
 
     #[test]
     fn header_round_trip_and_flips() {
@@ -272,7 +275,7 @@ mod tests {
         }
         std::fs::write(dir.path().join("00000000000000000009.seg.tmp"), b"x").unwrap();
         std::fs::write(dir.path().join("checkpoint"), b"x").unwrap();
-        let l: Vec<_> = list(dir.path())
+        let l: Vec<_> = list(&OsVfs, dir.path())
             .unwrap()
             .iter()
             .map(|s| s.first_lsn)
@@ -280,15 +283,21 @@ mod tests {
         assert_eq!(l, vec![2, 30, 100]);
         assert!(!dir.path().join("00000000000000000009.seg.tmp").exists());
         std::fs::write(dir.path().join("junk.seg"), b"").unwrap();
-        assert!(matches!(list(dir.path()), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            list(&OsVfs, dir.path()),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]
     fn lock_is_exclusive() {
         let dir = tempfile::tempdir().unwrap();
-        let a = lock_dir(dir.path()).unwrap();
-        assert!(matches!(lock_dir(dir.path()), Err(Error::Locked { .. })));
+        let a = lock_dir(&OsVfs, dir.path()).unwrap();
+        assert!(matches!(
+            lock_dir(&OsVfs, dir.path()),
+            Err(Error::Locked { .. })
+        ));
         drop(a);
-        lock_dir(dir.path()).unwrap();
+        lock_dir(&OsVfs, dir.path()).unwrap();
     }
 }

@@ -13,8 +13,6 @@
 //! data is written that never reaches the disk, so retrying could acknowledge lost data.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +23,7 @@ use tokio::sync::oneshot;
 use crate::log::frame::{self, FrameHeader, frame_bytes};
 use crate::log::recovery::Tail;
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, SegmentHeader, SegmentMeta, io_err};
+use crate::log::vfs::{Vfs, VfsFile};
 use crate::log::{Error, Limits, LogStats, Lsn};
 
 pub(crate) type TicketSender = oneshot::Sender<Result<Lsn, Error>>;
@@ -96,6 +95,7 @@ pub(crate) struct Shared {
     pub segments: Mutex<Vec<SegmentMeta>>,
     pub limits: Limits,
     pub dir: PathBuf,
+    pub vfs: Arc<dyn Vfs>,
 }
 
 impl Shared {
@@ -117,7 +117,7 @@ impl Shared {
 /// The writer thread's own state: the segment being written and where.
 pub(crate) struct Writer {
     shared: Arc<Shared>,
-    file: File,
+    file: Box<dyn VfsFile>,
     path: PathBuf,
     offset: u64,
     capacity: u64,
@@ -261,7 +261,8 @@ impl Writer {
             first_batch: self.next_batch,
         };
         let segment_bytes = self.shared.limits.segment_bytes;
-        let (file, path) = segment::create(&self.shared.dir, header, segment_bytes)?;
+        let (file, path) =
+            segment::create(&*self.shared.vfs, &self.shared.dir, header, segment_bytes)?;
         self.shared.segments.lock().push(SegmentMeta {
             first_lsn,
             path: path.clone(),
