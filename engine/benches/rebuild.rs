@@ -125,7 +125,9 @@ fn main() -> anyhow::Result<()> {
     let rebuild = t.elapsed();
     drop(store);
     let n = runs * EVENTS_PER_RUN;
-    println!("| events | runs | write s | log B/event | sled B/event | reopen (sled intact) | rebuild (sled deleted) | rebuild events/s |");
+    println!(
+        "| events | runs | write s | log B/event | sled B/event | reopen (sled intact) | rebuild (sled deleted) | rebuild events/s |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     println!(
         "| {n} | {runs} | {write_secs:.1} | {:.0} | {:.0} | {} ms ({} records replayed) | {} ms ({} records) | {:.0} |",

@@ -75,7 +75,12 @@ fn terminated() -> Event {
     })
 }
 
-async fn append(store: &EmbeddedStore, key: &RunKey, next: u64, events: Vec<Event>) -> Vec<EventRecord> {
+async fn append(
+    store: &EmbeddedStore,
+    key: &RunKey,
+    next: u64,
+    events: Vec<Event>,
+) -> Vec<EventRecord> {
     store
         .append(AppendRequest {
             key: key.clone(),
@@ -118,8 +123,15 @@ async fn check(store: &EmbeddedStore, model: &Model, what: &str) {
         let state = store.run_state(key).await.unwrap().unwrap();
         assert_eq!(state.last_seq, want.len() as u64, "{what}: state of {key}");
         let wid = format!("w-{}", key.run_id);
-        let open = store.open_run_for_workflow_id("default", &wid).await.unwrap();
-        assert_eq!(open.is_some(), state.is_open(), "{what}: workflow id of {key}");
+        let open = store
+            .open_run_for_workflow_id("default", &wid)
+            .await
+            .unwrap();
+        assert_eq!(
+            open.is_some(),
+            state.is_open(),
+            "{what}: workflow id of {key}"
+        );
     }
     let mut listed = 0;
     let mut after = None;

@@ -158,7 +158,11 @@ async fn load(store: Arc<EmbeddedStore>, seen: Arc<Mutex<Seen>>, rng: &mut StdRn
                 match store.append(req).await {
                     Ok(a) => {
                         next += a.records.len() as u64;
-                        seen.lock().acked.entry(key.clone()).or_default().extend(a.records);
+                        seen.lock()
+                            .acked
+                            .entry(key.clone())
+                            .or_default()
+                            .extend(a.records);
                     }
                     // The power is gone: nothing after this is acknowledged.
                     Err(_) => return,
@@ -249,8 +253,9 @@ async fn one_cut(seed: u64, totals: &mut Totals) {
         }
     }
 
-    let (store, _) = EmbeddedStore::open(dir.path(), options(&image))
-        .unwrap_or_else(|e| panic!("cut {seed}: the store did not reopen after the power cut: {e}"));
+    let (store, _) = EmbeddedStore::open(dir.path(), options(&image)).unwrap_or_else(|e| {
+        panic!("cut {seed}: the store did not reopen after the power cut: {e}")
+    });
     let seen = seen.lock();
     for (key, acked) in &seen.acked {
         totals.acked_events += acked.len() as u64;
@@ -269,7 +274,10 @@ async fn one_cut(seed: u64, totals: &mut Totals) {
     }
     for (key, served) in &seen.served {
         totals.served_events += served.len() as u64;
-        let got = store.read_history(key, 1, 100_000).await.unwrap_or_default();
+        let got = store
+            .read_history(key, 1, 100_000)
+            .await
+            .unwrap_or_default();
         if got.len() < served.len() || got[..served.len()] != served[..] {
             totals.served_then_lost += 1;
             panic!(
@@ -291,7 +299,12 @@ async fn one_cut(seed: u64, totals: &mut Totals) {
                 wait_durable: true,
             })
             .await
-            .unwrap_or_else(|e| panic!("cut {seed}: append after the cut ({} acked): {e}", acked.len()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cut {seed}: append after the cut ({} acked): {e}",
+                    acked.len()
+                )
+            });
     }
     totals.cuts += 1;
 }

@@ -108,9 +108,7 @@ impl Indexer {
             let until =
                 std::time::Instant::now() + std::time::Duration::from_millis(INDEX_GATHER_MS);
             let mut ops = vec![first];
-            while ops.len() < INDEX_BATCH_OPS_MAX
-                && !ops.last().is_some_and(Op::is_control)
-            {
+            while ops.len() < INDEX_BATCH_OPS_MAX && !ops.last().is_some_and(Op::is_control) {
                 let left = until.saturating_duration_since(std::time::Instant::now());
                 match rx.recv_timeout(left) {
                     Ok(op) => ops.push(op),
@@ -130,7 +128,10 @@ impl Indexer {
                     Op::RepairRun(key, reply) => {
                         let r = self.flush(&mut data).and_then(|()| {
                             let scan = |from: u64,
-                                        f: &mut dyn FnMut(&crate::log::Record) -> Result<(), Error>| {
+                                        f: &mut dyn FnMut(
+                                &crate::log::Record,
+                            )
+                                -> Result<(), Error>| {
                                 self.inner.scan_log(from, f)
                             };
                             rebuild::rebuild_run(&self.inner.db, &key, self.applied_lsn, &scan)
@@ -141,7 +142,10 @@ impl Indexer {
                     Op::RepairBlob(hash, reply) => {
                         let r = self.flush(&mut data).and_then(|()| {
                             let scan = |from: u64,
-                                        f: &mut dyn FnMut(&crate::log::Record) -> Result<(), Error>| {
+                                        f: &mut dyn FnMut(
+                                &crate::log::Record,
+                            )
+                                -> Result<(), Error>| {
                                 self.inner.scan_log(from, f)
                             };
                             rebuild::rebuild_blob(&self.inner.db, &hash, &scan)

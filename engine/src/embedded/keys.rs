@@ -206,11 +206,19 @@ pub(crate) fn decode_state(key: &RunKey, v: &[u8]) -> Result<StoredState, Error>
             v[0]
         )));
     }
-    let crc = u32::from_be_bytes(v[1..5].try_into().map_err(|_| corrupt("state crc".into()))?);
+    let crc = u32::from_be_bytes(
+        v[1..5]
+            .try_into()
+            .map_err(|_| corrupt("state crc".into()))?,
+    );
     if crc32fast::hash(&v[5..]) != crc {
         return Err(corrupt("stored run state fails its checksum".into()));
     }
-    let lsn = u64::from_be_bytes(v[5..13].try_into().map_err(|_| corrupt("state lsn".into()))?);
+    let lsn = u64::from_be_bytes(
+        v[5..13]
+            .try_into()
+            .map_err(|_| corrupt("state lsn".into()))?,
+    );
     let history_bytes = u64::from_be_bytes(
         v[13..21]
             .try_into()

@@ -620,7 +620,9 @@ impl Store for EmbeddedStore {
                 .list_runs(namespace, filter, after, limit, now_ms)
                 .await;
             match r {
-                Err(Error::Corrupt { run: Some(ref key), .. }) if tries < LIST_REPAIRS_MAX => {
+                Err(Error::Corrupt {
+                    run: Some(ref key), ..
+                }) if tries < LIST_REPAIRS_MAX => {
                     tries += 1;
                     if !self.inner.ask(|tx| Op::RepairRun(key.clone(), tx)).await? {
                         return r;

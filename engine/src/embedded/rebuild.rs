@@ -16,7 +16,9 @@
 
 use std::sync::Arc;
 
-use crate::embedded::codec::{KIND_APPEND, KIND_BLOB, Rec, append_run_key, decode_append, decode_blob};
+use crate::embedded::codec::{
+    KIND_APPEND, KIND_BLOB, Rec, append_run_key, decode_append, decode_blob,
+};
 use crate::embedded::indexer::{StateWrite, write_chunks, write_states};
 use crate::embedded::{keys, sled_err};
 use crate::event::genesis_hash;
@@ -81,9 +83,7 @@ pub(crate) fn rebuild_run(
             ));
         }
         prev = rec.hash;
-        let mut record = rec
-            .to_record()
-            .map_err(|e| corrupt(key, Some(seq), e))?;
+        let mut record = rec.to_record().map_err(|e| corrupt(key, Some(seq), e))?;
         match &mut state {
             None => {
                 state = Some(

@@ -88,9 +88,7 @@ pub(crate) fn open(
     };
     let runs_open = core.len() as u64;
     let (tx, rx) = std::sync::mpsc::channel();
-    let indexed = indexed_lsn(&db)
-        .map_err(Failure::into_error)?
-        .unwrap_or(0);
+    let indexed = indexed_lsn(&db).map_err(Failure::into_error)?.unwrap_or(0);
     let inner = Arc::new(Inner {
         dir: dir.to_path_buf(),
         options,
@@ -254,7 +252,9 @@ fn catch_up(
         })?;
         let stored = read::load_verified(&db, &key)
             .map_err(Failure::Sled)?
-            .ok_or_else(|| Failure::Sled(corrupt(Some(&key), None, "an open run has no stored state")))?;
+            .ok_or_else(|| {
+                Failure::Sled(corrupt(Some(&key), None, "an open run has no stored state"))
+            })?;
         if !stored.state.is_open() {
             continue;
         }
@@ -542,8 +542,11 @@ impl Replay<'_> {
     fn flush(&mut self, indexed_lsn: u64) -> Result<(), Error> {
         let mut batch = std::mem::take(&mut self.batch);
         self.batch_records = 0;
-        let mut changed: Vec<(&RunKey, &ReplayRun)> =
-            self.runs.iter().filter(|(_, r)| !r.new.is_empty()).collect();
+        let mut changed: Vec<(&RunKey, &ReplayRun)> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| !r.new.is_empty())
+            .collect();
         changed.sort_by(|a, b| a.0.cmp(b.0));
         for (key, r) in &changed {
             let recs: Vec<(u64, &Rec)> = r.new.iter().map(|(l, rec)| (*l, rec)).collect();
@@ -561,7 +564,10 @@ impl Replay<'_> {
             })
             .collect();
         write_states(&mut batch, &writes);
-        batch.insert(keys::META_INDEXED_LSN, &keys::indexed_lsn_value(indexed_lsn));
+        batch.insert(
+            keys::META_INDEXED_LSN,
+            &keys::indexed_lsn_value(indexed_lsn),
+        );
         self.db.apply_batch(batch).map_err(sled_err)?;
         self.runs.retain(|_, r| {
             r.new.clear();
