@@ -7,6 +7,8 @@
 //!   | count varint | count x (kind varint | hash [32] | attrs len varint | attrs)
 //! log record kind 2, blob (written before the first append that refers to it):
 //!   version u8 = 1 | blake3 hash [32] | data
+//! log record kind 3, drop (retention: these runs' histories are gone from here on):
+//!   version u8 = 1 | count varint | count x (run key len varint | run key)
 //! sled chunk (consecutive events of one run; key `e | run key | first seq BE`):
 //!   version u8 = 1 | prev hash [32] | end hash [32] | first lsn varint | count varint
 //!   | count x (lsn delta varint | time delta zigzag varint | kind varint | attrs len varint | attrs)
@@ -23,6 +25,8 @@ use crate::payload::Hash;
 pub(crate) const KIND_APPEND: u8 = 1;
 /// Log record kind of a blob.
 pub(crate) const KIND_BLOB: u8 = 2;
+/// Log record kind of a retention drop (runs whose history is gone from now on).
+pub(crate) const KIND_DROP: u8 = 3;
 
 const VERSION: u8 = 1;
 
@@ -229,6 +233,36 @@ pub(crate) fn decode_blob(data: &[u8]) -> Result<(Hash, &[u8]), Malformed> {
         ));
     }
     Ok((hash, r.b))
+}
+
+// --- drop records ---
+
+/// Encodes a drop record: these runs are dropped by retention.
+pub(crate) fn encode_drop(keys: &[RunKey]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + keys.len() * 40);
+    out.push(VERSION);
+    put_varint(&mut out, keys.len() as u64);
+    for k in keys {
+        let b = k.to_bytes();
+        put_varint(&mut out, b.len() as u64);
+        out.extend_from_slice(&b);
+    }
+    out
+}
+
+/// The runs of a drop record.
+pub(crate) fn decode_drop(data: &[u8]) -> Result<Vec<RunKey>, Malformed> {
+    let mut r = Reader { b: data };
+    r.version("drop record")?;
+    let n = r.varint("count")?;
+    let mut keys = Vec::with_capacity((n as usize).min(data.len()));
+    for _ in 0..n {
+        let len = r.varint("run key length")? as usize;
+        let b = r.bytes(len, "run key")?;
+        keys.push(RunKey::from_bytes(b).ok_or("malformed run key in a drop record")?);
+    }
+    r.end("the drop record")?;
+    Ok(keys)
 }
 
 // --- sled chunks ---

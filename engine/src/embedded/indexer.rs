@@ -18,7 +18,7 @@ use std::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
 use crate::embedded::codec::{Rec, encode_chunk};
-use crate::embedded::{Inner, keys, log_err, rebuild, sled_err};
+use crate::embedded::{Inner, keys, log_err, read, rebuild, retention, sled_err};
 use crate::ids::RunKey;
 use crate::payload::Hash;
 use crate::state::{RunState, RunStatus};
@@ -65,6 +65,8 @@ pub(crate) enum Op {
     Sync(oneshot::Sender<Result<(), Error>>),
     /// Make sled durable up to everything queued before, then checkpoint the log.
     Checkpoint(oneshot::Sender<Result<u64, Error>>),
+    /// Remove dropped runs (retention) once their drop record (at `lsn`) is durable.
+    Drop { lsn: u64, keys: Arc<Vec<RunKey>> },
     /// Rebuild a run's read models from the log (a read found them damaged).
     RepairRun(RunKey, oneshot::Sender<Result<bool, Error>>),
     /// Rewrite a blob from the log (a read found it damaged).
@@ -124,6 +126,14 @@ impl Indexer {
                     Op::Checkpoint(reply) => {
                         let r = self.flush(&mut data).and_then(|()| self.checkpoint());
                         let _ = reply.send(r);
+                    }
+                    Op::Drop { lsn, keys } => {
+                        let r = self
+                            .flush(&mut data)
+                            .and_then(|()| self.drop_runs(lsn, &keys));
+                        if let Err(e) = r {
+                            self.inner.fail(&e.to_string());
+                        }
                     }
                     Op::RepairRun(key, reply) => {
                         let r = self.flush(&mut data).and_then(|()| {
@@ -289,6 +299,29 @@ impl Indexer {
         Ok(())
     }
 
+    /// Removes everything sled holds for runs dropped by retention, in one batch that also
+    /// moves the indexed lsn past the drop record.
+    fn drop_runs(&mut self, lsn: u64, dropped: &[RunKey]) -> Result<(), Error> {
+        self.inner.check_failed()?;
+        let log = &self.inner.log;
+        if log.durable_lsn() < lsn {
+            log.submit(Vec::new())
+                .map_err(log_err)?
+                .wait_blocking()
+                .map_err(log_err)?;
+        }
+        let db = &self.inner.db;
+        let mut batch = sled::Batch::default();
+        for key in dropped {
+            let stored = read::load_verified(db, key).ok().flatten();
+            retention::remove_run(db, &mut batch, key, stored.as_ref())?;
+        }
+        batch.insert(keys::META_INDEXED_LSN, &keys::indexed_lsn_value(lsn));
+        db.apply_batch(batch).map_err(sled_err)?;
+        self.applied_lsn = lsn;
+        Ok(())
+    }
+
     /// sled flushed and its files fsynced, then the log checkpointed at the applied lsn.
     fn checkpoint(&mut self) -> Result<u64, Error> {
         self.inner.check_failed()?;
@@ -357,6 +390,12 @@ pub(crate) fn write_states(batch: &mut sled::Batch, writes: &[StateWrite<'_>]) {
         if !s.is_open() && changed {
             batch.remove(keys::open(&s.key.to_bytes()));
             batch.remove(keys::workflow_id(&s.key.namespace, &s.workflow_id));
+        }
+        if !s.is_open()
+            && w.prev_status.is_none_or(|p| !p.is_closed())
+            && let Some(ms) = s.closed_ms
+        {
+            batch.insert(keys::closed(ms, &s.key), &[]);
         }
     }
     for w in writes {

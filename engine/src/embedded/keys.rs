@@ -10,6 +10,7 @@
 //! x | ns len u8 | ns | status u8 | run id -> ()                   runs by status
 //! t | ns len u8 | ns | type len u16 BE | type | run id -> ()      runs by workflow type
 //! w | ns len u8 | ns | workflow id     -> run id                  workflow id -> open run
+//! c | closed ms (i64 BE, sign bit flipped) | run key -> ()       closed runs by close time
 //! b | blake3 hash                      -> blob bytes
 //! m | name                             -> value                   meta (indexed_lsn:
 //!                                         lsn u64 BE | crc32 u32 BE of the lsn)
@@ -29,6 +30,7 @@ pub(crate) const BY_STATUS: u8 = b'x';
 pub(crate) const BY_TYPE: u8 = b't';
 pub(crate) const WORKFLOW_ID: u8 = b'w';
 pub(crate) const BLOB: u8 = b'b';
+pub(crate) const CLOSED: u8 = b'c';
 /// `m indexed_lsn`: every log record up to this lsn is applied to sled.
 pub(crate) const META_INDEXED_LSN: &[u8] = b"mindexed_lsn";
 
@@ -100,6 +102,26 @@ pub(crate) fn state_prefix(namespace: &str) -> Vec<u8> {
 /// `w | ns | workflow id`.
 pub(crate) fn workflow_id(namespace: &str, workflow_id: &str) -> Vec<u8> {
     with_prefix(WORKFLOW_ID, &[&ns_part(namespace), workflow_id.as_bytes()])
+}
+
+/// An i64 as 8 bytes that sort like the numbers (sign bit flipped, big-endian).
+fn ordered_i64(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// `c | closed ms | run` (retention's index of closed runs).
+pub(crate) fn closed(closed_ms: i64, key: &RunKey) -> Vec<u8> {
+    with_prefix(CLOSED, &[&ordered_i64(closed_ms), &key.to_bytes()])
+}
+
+/// The upper bound (exclusive) of `c` keys of runs closed before `ms`.
+pub(crate) fn closed_before(ms: i64) -> Vec<u8> {
+    with_prefix(CLOSED, &[&ordered_i64(ms)])
+}
+
+/// The run key of a `c` entry.
+pub(crate) fn closed_run(k: &[u8]) -> Option<RunKey> {
+    RunKey::from_bytes(k.get(9..)?)
 }
 
 /// `b | hash`.

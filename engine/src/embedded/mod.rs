@@ -27,6 +27,7 @@ mod read;
 mod rebuild;
 mod recover;
 mod repair;
+mod retention;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -714,6 +715,15 @@ impl Store for EmbeddedStore {
     async fn checkpoint(&self) -> Result<u64, Error> {
         self.inner.check_failed()?;
         self.inner.ask(Op::Checkpoint).await
+    }
+
+    async fn drop_closed_before(
+        &self,
+        closed_before_ms: TimeMs,
+        limit: usize,
+    ) -> Result<usize, Error> {
+        self.inner.check_failed()?;
+        self.inner.drop_closed_before(closed_before_ms, limit).await
     }
 
     fn stats(&self) -> StoreStats {

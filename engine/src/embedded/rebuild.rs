@@ -17,10 +17,10 @@
 use std::sync::Arc;
 
 use crate::embedded::codec::{
-    KIND_APPEND, KIND_BLOB, Rec, append_run_key, decode_append, decode_blob,
+    KIND_APPEND, KIND_BLOB, KIND_DROP, Rec, append_run_key, decode_append, decode_blob, decode_drop,
 };
 use crate::embedded::indexer::{StateWrite, write_chunks, write_states};
-use crate::embedded::{keys, sled_err};
+use crate::embedded::{keys, retention, sled_err};
 use crate::event::genesis_hash;
 use crate::ids::RunKey;
 use crate::log::Record;
@@ -51,8 +51,22 @@ pub(crate) fn rebuild_run(
 ) -> Result<Option<Arc<RunState>>, Error> {
     let run = key.to_bytes();
     let mut recs: Vec<(u64, Rec)> = Vec::new();
+    let mut dropped = false;
     scan(1, &mut |r: &Record| {
-        if r.lsn > upto_lsn || r.kind != KIND_APPEND || append_run_key(&r.data) != Some(&run[..]) {
+        if r.lsn > upto_lsn {
+            return Ok(());
+        }
+        if r.kind == KIND_DROP {
+            let keys = decode_drop(&r.data)
+                .map_err(|e| corrupt(key, None, format!("log record lsn {}: {e}", r.lsn)))?;
+            if keys.contains(key) {
+                // Retention dropped the run: its earlier records do not come back.
+                recs.clear();
+                dropped = true;
+            }
+            return Ok(());
+        }
+        if r.kind != KIND_APPEND || append_run_key(&r.data) != Some(&run[..]) {
             return Ok(());
         }
         let (_, got) = decode_append(&r.data)
@@ -61,6 +75,12 @@ pub(crate) fn rebuild_run(
         Ok(())
     })?;
     if recs.is_empty() {
+        if dropped {
+            let mut batch = sled::Batch::default();
+            let stored = crate::embedded::read::load_verified(db, key).ok().flatten();
+            retention::remove_run(db, &mut batch, key, stored.as_ref())?;
+            db.apply_batch(batch).map_err(sled_err)?;
+        }
         return Ok(None);
     }
     let mut prev = genesis_hash(key);

@@ -17,13 +17,13 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::embedded::codec::{
-    KIND_APPEND, KIND_BLOB, Rec, decode_append, decode_blob, decode_chunk,
+    KIND_APPEND, KIND_BLOB, KIND_DROP, Rec, decode_append, decode_blob, decode_chunk, decode_drop,
 };
 use crate::embedded::indexer::{Indexer, StateWrite, write_chunks, write_states};
 use crate::embedded::keys::{self, StoredState};
 use crate::embedded::{
     EmbeddedOptions, EmbeddedStore, Head, Inner, LOG_DIR, OpenReport, RunHead, SLED_DIR, log_err,
-    read, sled_err,
+    read, retention, sled_err,
 };
 use crate::event::genesis_hash;
 use crate::ids::RunKey;
@@ -425,6 +425,20 @@ impl Replay<'_> {
                 Ok(())
             }
             KIND_APPEND => self.append(r),
+            KIND_DROP => {
+                let dropped = decode_drop(&r.data)
+                    .map_err(|e| corrupt(None, None, format!("log record lsn {}: {e}", r.lsn)))?;
+                // Everything before the drop goes to sled first, then the runs leave it.
+                self.flush(r.lsn - 1)?;
+                let mut batch = sled::Batch::default();
+                for key in &dropped {
+                    self.runs.remove(key);
+                    let stored = load(self.db, key).ok().flatten();
+                    retention::remove_run(self.db, &mut batch, key, stored.as_ref())?;
+                }
+                batch.insert(keys::META_INDEXED_LSN, &keys::indexed_lsn_value(r.lsn));
+                self.db.apply_batch(batch).map_err(sled_err)
+            }
             k => Err(corrupt(
                 None,
                 None,

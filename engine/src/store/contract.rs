@@ -7,6 +7,7 @@
 mod fixtures;
 mod history;
 mod queues;
+mod retention;
 mod size;
 mod timers;
 
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use crate::store::Store;
 
 pub use fixtures::{RunDriver, T0};
+pub use retention::closed_runs_are_dropped_for_good;
 
 /// A backend under test: makes fresh stores and restarts them.
 #[async_trait]
@@ -44,6 +46,7 @@ pub async fn run_all<B: Backend>(backend: &mut B) {
     timers::deadlines_of_activities_runs_and_tasks(backend.fresh().await).await;
     reopen_keeps_everything(backend).await;
     size::history_bytes_are_counted(backend).await;
+    retention::closed_runs_are_dropped_for_good(backend).await;
 }
 
 /// Runs the suite's one slow test: the history event limit (100,000 events).

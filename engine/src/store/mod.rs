@@ -297,8 +297,18 @@ pub trait Store: Send + Sync + 'static {
     /// A blob by hash.
     async fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, Error>;
 
-    /// Makes the read models durable and drops the log they cover; returns the covered lsn.
+    /// Makes the read models durable and records how far they reach (so that an open replays
+    /// less of the log); returns that position. Never deletes history.
     async fn checkpoint(&self) -> Result<u64, Error>;
+
+    /// Retention: drops up to `limit` runs that closed before `closed_before_ms` (never an
+    /// open run), durably, so that no restart or rebuild brings them back; returns how many.
+    /// A dropped run reads as not found.
+    async fn drop_closed_before(
+        &self,
+        closed_before_ms: TimeMs,
+        limit: usize,
+    ) -> Result<usize, Error>;
 
     /// Counters.
     fn stats(&self) -> StoreStats;
