@@ -15,6 +15,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Where to listen.
     pub listen: SocketAddr,
+    /// How long closed runs are kept before retention drops them; `None` keeps them.
+    pub retention: Option<std::time::Duration>,
 }
 
 impl Default for ServerConfig {
@@ -22,6 +24,7 @@ impl Default for ServerConfig {
         ServerConfig {
             data_dir: DEFAULT_DATA_DIR.into(),
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            retention: None,
         }
     }
 }

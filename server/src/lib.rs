@@ -5,6 +5,7 @@
 //! - [`service`]: ClientService, WorkerService, AdminService.
 //! - [`commands`]: workflow commands -> events, validated against the run state.
 //! - [`timers`]: deadlines -> events.
+//! - [`retention`]: closed runs past the retention period are dropped.
 
 // tonic::Status (176 bytes) is the error type of every gRPC handler and of the helpers that
 // build one; boxing it everywhere would only add noise.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod convert;
 pub mod core;
 pub mod notify;
+pub mod retention;
 pub mod retry;
 pub mod server;
 pub mod service;

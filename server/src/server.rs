@@ -68,7 +68,13 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %config.data_dir.display(), ms = started.elapsed().as_millis() as u64, "serving");
     // Tests and scripts read this line to learn the port when --listen uses port 0.
     eprintln!("steadfast server listening on {addr}");
+    let retention = config
+        .retention
+        .map(|period| tokio::spawn(crate::retention::run(store.clone(), period, SystemClock)));
     serve(store.clone(), listener, shutdown_signal()).await?;
+    if let Some(task) = retention {
+        task.abort();
+    }
     tracing::info!("shutting down: closing the store");
     if let Err(e) = store.close().await {
         tracing::warn!(error = %e, "closing the store failed; the log will be replayed on open");

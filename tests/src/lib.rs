@@ -167,11 +167,17 @@ pub struct Server {
 impl Server {
     /// Starts a server on a free loopback port (or `port` when given, e.g. for a restart).
     pub fn start(data_dir: &Path, port: Option<u16>) -> Result<Server> {
+        Server::start_with(data_dir, port, &[])
+    }
+
+    /// [`Server::start`] with more `steadfast server` flags (e.g. `["--retention", "1s"]`).
+    pub fn start_with(data_dir: &Path, port: Option<u16>, extra: &[&str]) -> Result<Server> {
         let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
         let mut cmd = Command::new(bin("steadfast"));
         cmd.args(["server", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &listen])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if std::env::var_os("RUST_LOG").is_none() {

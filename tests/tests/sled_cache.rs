@@ -19,7 +19,11 @@ const RUNS: usize = 2_000;
 const RUNS_AFTER: usize = 200;
 const IN_FLIGHT: usize = 64;
 
-async fn hello_runs(client: &Client, n: usize, tag: &str) -> Result<Vec<(String, serde_json::Value)>> {
+async fn hello_runs(
+    client: &Client,
+    n: usize,
+    tag: &str,
+) -> Result<Vec<(String, serde_json::Value)>> {
     let results = futures::stream::iter(0..n)
         .map(|i| {
             let client = client.clone();
@@ -97,7 +101,9 @@ fn deleting_sled_after_a_checkpoint_loses_nothing() -> Result<()> {
     let client = rt.block_on(Client::connect(server.url().as_str()))?;
     let after = rt.block_on(snapshot(&client, &runs))?;
     for (run, want) in &before {
-        let got = after.get(run).context("a run is missing after the rebuild")?;
+        let got = after
+            .get(run)
+            .context("a run is missing after the rebuild")?;
         ensure!(
             got == want,
             "run {run} differs after sled was deleted: status/result/history {:?} vs {:?}",
@@ -106,7 +112,10 @@ fn deleting_sled_after_a_checkpoint_loses_nothing() -> Result<()> {
         );
     }
     let (code, out, _) = cli(&server.url(), &["run", "list"])?;
-    ensure!(code == 0 && !out.trim().is_empty(), "run list after the rebuild: {out}");
+    ensure!(
+        code == 0 && !out.trim().is_empty(),
+        "run list after the rebuild: {out}"
+    );
     // The rebuilt server keeps working.
     let _worker = start_hello_worker(&server.url())?;
     let more = rt.block_on(hello_runs(&client, 20, "later"))?;

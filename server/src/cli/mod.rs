@@ -163,6 +163,11 @@ enum Command {
         /// Where to listen.
         #[arg(long, default_value = DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
+        /// Keep closed runs this long after they close, then drop them (their histories,
+        /// states and index entries); open runs are never dropped. `0` keeps everything.
+        /// A duration: 90s, 12h, 30d.
+        #[arg(long, env = "STEADFAST_RETENTION", default_value = "0", value_parser = parse::duration_ms)]
+        retention: u64,
     },
     /// Start runs, follow them, operate on them.
     #[command(subcommand, after_help = EXIT_CODES)]
@@ -209,7 +214,11 @@ async fn dispatch(cli: Cli) -> Outcome {
     } = cli;
     let connect = || client::Conn::connect(&addr, &namespace);
     match command {
-        Command::Server { data_dir, listen } => {
+        Command::Server {
+            data_dir,
+            listen,
+            retention,
+        } => {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -218,9 +227,14 @@ async fn dispatch(cli: Cli) -> Outcome {
                 .with_writer(std::io::stderr)
                 .with_ansi(false)
                 .try_init();
-            crate::server::run(ServerConfig { data_dir, listen })
-                .await
-                .map_err(|e| Exit::error(format!("server stopped: {e:#}")))
+            let retention = (retention > 0).then(|| std::time::Duration::from_millis(retention));
+            crate::server::run(ServerConfig {
+                data_dir,
+                listen,
+                retention,
+            })
+            .await
+            .map_err(|e| Exit::error(format!("server stopped: {e:#}")))
         }
         // Offline replay needs no server.
         Command::History(history::HistoryCmd::Replay(args)) if args.file.is_some() => {
