@@ -65,7 +65,9 @@ pub struct WorkflowInstance {
     last_seq: u64,
     /// Seq of the WorkflowTaskStarted the code was last polled at.
     last_task_started: u64,
-    /// Between a WorkflowTaskCompleted and the first event that is not a command event.
+    /// Between a WorkflowTaskCompleted and the next WorkflowTaskStarted: the commands of the
+    /// completed task are recorded in there, possibly interleaved with events the server
+    /// added in reaction to them.
     in_command_block: bool,
     /// Commands the history confirmed, kept only when asked (the replayer's report).
     confirmed: Option<Vec<pb::Command>>,
@@ -185,17 +187,21 @@ impl WorkflowInstance {
             polled_last = false;
             let Some(attributes) = event.attributes else {
                 // An event kind this SDK does not know: nothing to resolve.
-                self.end_command_block()?;
                 continue;
             };
             if let Some(seq) = command_seq(&attributes) {
                 self.match_command(seq, &attributes)?;
                 continue;
             }
-            self.end_command_block()?;
+            // A non-command event does not end the command block: the server may record its
+            // own reaction to a command (an activity no worker holds is cancelled at once)
+            // between that command's event and the next one. Such events are results, applied
+            // in history order; the code sees them at the next task start, as it did live.
             match attributes {
                 Ev::RunStarted(started) => self.start(started)?,
                 Ev::WorkflowTaskStarted(_) => {
+                    // No command of the previous task can come after the next task started.
+                    self.end_command_block()?;
                     while next_completed < completed.len() && completed[next_completed] < event.seq
                     {
                         next_completed += 1;
@@ -308,7 +314,8 @@ impl WorkflowInstance {
         }
     }
 
-    /// The commands of a task directly follow its WorkflowTaskCompleted; when they end,
+    /// The commands of a task follow its WorkflowTaskCompleted (in seq order, possibly
+    /// interleaved with server-made events); when the next task starts or the history ends,
     /// every command the code issued in that task must have been recorded.
     fn end_command_block(&mut self) -> Result<(), Error> {
         if !std::mem::take(&mut self.in_command_block) {

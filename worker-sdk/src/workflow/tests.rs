@@ -146,6 +146,14 @@ fn registry() -> Registry {
         let _: () = ctx.activity("b", &()).await?;
         Ok(())
     });
+    r.register_workflow("collect", |ctx: WorkflowContext, _: ()| async move {
+        let a = ctx.activity::<String>("a", &());
+        ctx.progress(0, 1, "started");
+        let first: String = ctx.wait_signal("s").await?;
+        let second: String = ctx.wait_signal("s").await?;
+        let a = a.await?;
+        Ok::<_, WorkflowError>(format!("{a}:{first}{second}"))
+    });
     r.declare_activity_effect("a", Effect::Write);
     r
 }
@@ -550,4 +558,67 @@ fn a_gap_in_the_events_is_refused() {
     let mut instance = WorkflowInstance::new(std::sync::Arc::new(registry()), "r");
     let err = instance.activate(h.events_after(1)).unwrap_err();
     assert!(matches!(err, Error::BadHistory(_)), "{err}");
+}
+
+#[test]
+fn server_events_between_a_tasks_command_events_are_results_in_history_order() {
+    use pb::history_event::Attributes as Ev;
+    let signal = |v: &str| {
+        Ev::SignalReceived(pb::SignalReceived {
+            name: "s".into(),
+            input: Some(payload::encode(&v).unwrap()),
+            ..Default::default()
+        })
+    };
+    let mut run = TestRun::new(registry(), "collect", &());
+    // The server records results (an eager activity result, signals) between this task's
+    // command events.
+    let mut live = run
+        .step_with(|c| match c.seq {
+            1 => vec![
+                signal("x"),
+                Ev::ActivityCompleted(pb::ActivityCompleted {
+                    command_seq: 1,
+                    attempt: 1,
+                    result: Some(payload::encode(&"A").unwrap()),
+                    ..Default::default()
+                }),
+            ],
+            2 => vec![signal("y")],
+            _ => Vec::new(),
+        })
+        .unwrap();
+    assert_eq!(
+        show(&live),
+        ["1:activity(a,null)", "2:progress(0/1)", "3:wait(s)"]
+    );
+    let c = run.step().unwrap();
+    assert_eq!(
+        show(&c),
+        ["4:complete(\"A:xy\")"],
+        "signals taken in history order"
+    );
+    live.extend(c);
+    assert_replays_identically(&run, &live);
+
+    // Interleaving does not hide a command the history lacks: seq 2 is missing.
+    let mut h = HistoryBuilder::new("collect", &());
+    h.start_task();
+    let mut commands = live[..3].to_vec();
+    commands.remove(1);
+    h.complete_task_with(&commands, |c| {
+        if c.seq == 1 {
+            vec![signal("x")]
+        } else {
+            Vec::new()
+        }
+    })
+    .start_task();
+    let err = Replayer::new(registry())
+        .replay(h.events().to_vec())
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Nondeterminism { seq: 2, history, code } if history == "nothing" && code == "ReportProgress"),
+        "{err}"
+    );
 }
