@@ -55,6 +55,7 @@ pub(super) async fn run(
         Arc::new(workflows),
         options.workflow_threads,
         options.cache_size,
+        options.activation_timeout,
     )?;
     let client = Client::with_channel(config.clone(), channel.clone());
     let shared = Arc::new(Shared {

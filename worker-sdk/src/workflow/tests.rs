@@ -622,3 +622,101 @@ fn server_events_between_a_tasks_command_events_are_results_in_history_order() {
         "{err}"
     );
 }
+
+/// Panics when dropped: user Drop code inside a workflow future.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("boom in Drop");
+        }
+    }
+}
+
+fn guarded_registry() -> Registry {
+    let mut r = registry();
+    r.register_workflow("drop_panics", |ctx: WorkflowContext, _: ()| async move {
+        let _guard = PanicsOnDrop;
+        let _: () = ctx.activity("a", &()).await?;
+        Ok::<_, WorkflowError>(())
+    });
+    r.register_workflow("long_panic", |_: WorkflowContext, _: ()| async move {
+        if true {
+            panic!("{}", "x".repeat(10_000));
+        }
+        Ok::<_, WorkflowError>(())
+    });
+    r.register_workflow("foreign", |ctx: WorkflowContext, _: ()| async move {
+        ctx.progress(0, 1, "about to wait on the wrong thing");
+        let (_tx, rx) = futures::channel::oneshot::channel::<()>();
+        let _ = rx.await;
+        Ok::<_, WorkflowError>(())
+    });
+    r.register_workflow("forever", |_: WorkflowContext, _: ()| async move {
+        futures::future::pending::<()>().await;
+        Ok::<_, WorkflowError>(())
+    });
+    r.register_workflow("unordered", |ctx: WorkflowContext, _: ()| async move {
+        // FuturesUnordered polls only woken futures: blocked on SDK futures all the same.
+        use futures::StreamExt;
+        let mut all: futures::stream::FuturesUnordered<_> =
+            (0..3u32).map(|i| ctx.activity::<u32>("a", &i)).collect();
+        let mut sum = 0;
+        while let Some(r) = all.next().await {
+            sum += r?;
+        }
+        Ok::<_, WorkflowError>(sum)
+    });
+    r
+}
+
+#[test]
+fn panics_in_drop_of_workflow_futures_are_caught() {
+    // Evicting a cached instance drops its future: the panic stays inside the SDK.
+    let mut run = TestRun::new(guarded_registry(), "drop_panics", &());
+    run.step().unwrap();
+    drop(run);
+
+    // The future is dropped when the workflow returns: reported as a panic.
+    let mut run = TestRun::new(guarded_registry(), "drop_panics", &());
+    run.step().unwrap();
+    run.history().activity_completed(1, &());
+    let err = run.step().unwrap_err();
+    assert!(
+        matches!(&err, Error::Panic { message } if message == "boom in Drop"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_long_panic_message_is_truncated() {
+    let mut run = TestRun::new(guarded_registry(), "long_panic", &());
+    let Error::Panic { message } = run.step().unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(message.chars().count(), PANIC_MESSAGE_CHARS_MAX + 3);
+    assert!(message.ends_with("x..."));
+}
+
+#[test]
+fn awaiting_a_future_that_is_not_the_sdks_is_reported() {
+    for name in ["foreign", "forever"] {
+        let mut run = TestRun::new(guarded_registry(), name, &());
+        let err = run.step().unwrap_err();
+        assert_eq!(err, Error::ForeignAwait, "{name}");
+        assert!(err.to_string().starts_with("[STF-WT005]"), "{err}");
+        assert_eq!(err.fail_cause(), pb::WorkflowTaskFailCause::WorkflowBlocked);
+    }
+    // Blocked on SDK futures that a combinator does not re-poll: not reported.
+    let mut run = TestRun::new(guarded_registry(), "unordered", &());
+    let mut live = run.step().unwrap();
+    assert_eq!(live.len(), 3);
+    run.history().activity_completed(2, &20u32);
+    live.extend(run.step().unwrap());
+    run.history()
+        .activity_completed(1, &10u32)
+        .activity_completed(3, &30u32);
+    let c = run.step().unwrap();
+    assert_eq!(show(&c), ["4:complete(60)"]);
+}
