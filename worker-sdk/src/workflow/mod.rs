@@ -29,6 +29,7 @@ mod error;
 mod instance;
 mod options;
 mod registry;
+mod select;
 mod state;
 
 pub use awaitables::{ActivityFuture, Cancelled, SignalFuture, SignalWithTimeout, Timer};
@@ -39,6 +40,7 @@ pub use instance::{MAX_POLLS_PER_ACTIVATION, PANIC_MESSAGE_CHARS_MAX, WorkflowIn
 pub(crate) use instance::{PollClock, panic_error};
 pub use options::{ActivityOptions, RetryPolicy, WaitSignalOptions};
 pub use registry::Registry;
+pub use select::{Either, Select2, SelectAll, select_all, select2};
 
 #[cfg(test)]
 mod tests;

@@ -720,3 +720,48 @@ fn awaiting_a_future_that_is_not_the_sdks_is_reported() {
     let c = run.step().unwrap();
     assert_eq!(show(&c), ["4:complete(60)"]);
 }
+
+async fn race(ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
+    let models = ["m0", "m1", "m2"].map(|m| ctx.activity::<String>(m, &()));
+    let (first, index, rest) = select_all(models).await;
+    assert_eq!(rest.len(), 2);
+    let pair = select2(
+        ctx.activity::<String>("p", &()),
+        ctx.activity::<String>("q", &()),
+    );
+    let second = match pair.await {
+        Either::Left((p, _)) => format!("p={}", p?),
+        Either::Right((q, _)) => format!("q={}", q?),
+    };
+    Ok(format!("{index}:{} {second}", first?))
+}
+
+#[test]
+fn deterministic_select_takes_the_first_written_ready_branch_on_replay() {
+    let mut r = registry();
+    r.register_workflow("race", race);
+    let mut run = TestRun::new(r, "race", &());
+    let mut live = run.step().unwrap();
+    assert_eq!(live.len(), 3);
+    // All three ready in one activation, recorded last-first: the first written wins.
+    run.history()
+        .activity_completed(3, &"c")
+        .activity_completed(2, &"b")
+        .activity_completed(1, &"a");
+    let c = run.step().unwrap();
+    assert_eq!(show(&c), ["4:activity(p,null)", "5:activity(q,null)"]);
+    live.extend(c);
+    run.history()
+        .activity_completed(5, &"Q")
+        .activity_completed(4, &"P");
+    let c = run.step().unwrap();
+    assert_eq!(show(&c), ["6:complete(\"0:a p=P\")"]);
+    live.extend(c);
+    let mut replayer = registry();
+    replayer.register_workflow("race", race);
+    let outcome = Replayer::new(replayer)
+        .replay(run.events().to_vec())
+        .expect("replay");
+    assert_eq!(outcome.confirmed, live, "the same branches on replay");
+    assert!(outcome.finished && outcome.commands.is_empty());
+}
