@@ -190,6 +190,9 @@ pub fn fail_cause_from(c: i32) -> ev::WorkflowTaskFailCause {
         pb::WorkflowTaskFailCause::WorkflowPanic => C::WorkflowPanic,
         pb::WorkflowTaskFailCause::UnknownWorkflowType => C::UnknownWorkflowType,
         pb::WorkflowTaskFailCause::BadCommand => C::BadCommand,
+        // Until the engine has causes of their own; the message carries the precise code.
+        pb::WorkflowTaskFailCause::CompletionRefused => C::BadCommand,
+        pb::WorkflowTaskFailCause::WorkflowBlocked => C::WorkflowPanic,
     }
 }
 

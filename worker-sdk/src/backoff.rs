@@ -38,23 +38,59 @@ impl Backoff {
 }
 
 /// Whether a gRPC error means "try again later" (the server is down, restarting or busy),
-/// as opposed to a refusal that a retry would only repeat.
+/// as opposed to a refusal that a retry would only repeat. RESOURCE_EXHAUSTED is transient
+/// only when it names no limit: "the limit is 1000", "[STF-LIMIT]" or "too large" will be
+/// refused again however long one waits.
 pub(crate) fn is_transient(status: &tonic::Status) -> bool {
     use tonic::Code;
-    matches!(
-        status.code(),
+    match status.code() {
         Code::Unavailable
-            | Code::Unknown
-            | Code::DeadlineExceeded
-            | Code::Aborted
-            | Code::Cancelled
-            | Code::ResourceExhausted
-    )
+        | Code::Unknown
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::Cancelled => true,
+        Code::ResourceExhausted => !names_a_limit(status.message()),
+        _ => false,
+    }
+}
+
+/// Whether a RESOURCE_EXHAUSTED message is about a fixed limit rather than momentary load.
+fn names_a_limit(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("limit") || m.contains("too large") || m.contains("stf-limit")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_no_retry_fixes_are_not_transient() {
+        use tonic::{Code, Status};
+        for transient in [
+            Status::unavailable("connection refused"),
+            Status::deadline_exceeded("poll"),
+            Status::aborted("conflict"),
+            Status::resource_exhausted("server busy, try again"),
+        ] {
+            assert!(is_transient(&transient), "{transient:?}");
+        }
+        for permanent in [
+            Status::invalid_argument("activity 1 is not open"),
+            Status::failed_precondition("workflow task 7 is no longer open"),
+            Status::out_of_range("duration"),
+            Status::resource_exhausted("1001 commands in one task; the limit is 1000"),
+            Status::resource_exhausted(
+                "commands[0].input is 3145728 bytes; the limit is 2097152 bytes",
+            ),
+            Status::resource_exhausted("[STF-LIMIT] history of run r holds 100000 events"),
+            Status::resource_exhausted("grpc: message length too large"),
+            Status::new(Code::PermissionDenied, "no"),
+            Status::not_found("run"),
+        ] {
+            assert!(!is_transient(&permanent), "{permanent:?}");
+        }
+    }
 
     #[test]
     fn grows_to_the_cap_and_resets() {

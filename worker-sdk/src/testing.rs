@@ -113,6 +113,18 @@ impl HistoryBuilder {
     /// WorkflowTaskCompleted of the task in flight, then the events of its commands, as
     /// the server appends them in one write.
     pub fn complete_task(&mut self, commands: &[pb::Command]) -> &mut Self {
+        self.complete_task_with(commands, |_| Vec::new())
+    }
+
+    /// Like [`HistoryBuilder::complete_task`], with the events the server adds in reaction
+    /// to a command (`react`) recorded right after that command's event, in the same write:
+    /// e.g. ActivityCancelled after the ActivityCancelRequested of an activity no worker
+    /// holds.
+    pub fn complete_task_with(
+        &mut self,
+        commands: &[pb::Command],
+        mut react: impl FnMut(&pb::Command) -> Vec<Ev>,
+    ) -> &mut Self {
         self.push(Ev::WorkflowTaskCompleted(pb::WorkflowTaskCompleted {
             started_seq: self.last_task_started,
             worker: "test-worker".into(),
@@ -120,8 +132,27 @@ impl HistoryBuilder {
         for c in commands {
             let fire_at = self.time_ms;
             self.push(command_event(c, fire_at));
+            for reaction in react(c) {
+                self.push(reaction);
+            }
         }
         self
+    }
+
+    /// WorkflowTaskTimedOut of the task in flight (e.g. its worker or the server went away).
+    pub fn task_timed_out(&mut self) -> &mut Self {
+        self.push(Ev::WorkflowTaskTimedOut(pb::WorkflowTaskTimedOut {
+            started_seq: self.last_task_started,
+        }))
+    }
+
+    /// ActivityStarted of activity `seq` (recorded before a `write` attempt runs).
+    pub fn activity_started(&mut self, seq: u32) -> &mut Self {
+        self.push(Ev::ActivityStarted(pb::ActivityStarted {
+            command_seq: seq,
+            attempt: 1,
+            worker: "test-worker".into(),
+        }))
     }
 
     /// WorkflowTaskFailed of the task in flight.
@@ -342,10 +373,19 @@ impl TestRun {
     /// One workflow task: start it, activate the instance with the new events, record the
     /// returned commands. Returns them.
     pub fn step(&mut self) -> Result<Vec<pb::Command>, crate::workflow::Error> {
+        self.step_with(|_| Vec::new())
+    }
+
+    /// Like [`TestRun::step`], with the server's reactions to the task's commands recorded
+    /// between them ([`HistoryBuilder::complete_task_with`]).
+    pub fn step_with(
+        &mut self,
+        react: impl FnMut(&pb::Command) -> Vec<Ev>,
+    ) -> Result<Vec<pb::Command>, crate::workflow::Error> {
         self.history.start_task();
         let delta = self.history.events_after(self.instance.last_seq());
         let commands = self.instance.activate(delta)?;
-        self.history.complete_task(&commands);
+        self.history.complete_task_with(&commands, react);
         Ok(commands)
     }
 }

@@ -492,3 +492,96 @@ async fn nondeterministic_code_holds_the_run_until_fixed_code_polls() {
     let _ = stop.send(());
     v1.await.unwrap().unwrap();
 }
+
+/// Reports `n` progress steps in one task: over the server's per-task command limit when
+/// `n` is large, a refusal no retry fixes.
+async fn chatty(ctx: WorkflowContext, n: u64) -> Result<u64, WorkflowError> {
+    for i in 0..n.min(CHATTY_FIXED_MAX) {
+        ctx.progress(i, n, "step");
+    }
+    Ok(n)
+}
+
+/// What the fixed `chatty` caps its progress reports at.
+const CHATTY_FIXED_MAX: u64 = 5_000;
+
+fn chatty_worker(
+    server: &Server,
+    cap: u64,
+) -> (
+    tokio::task::JoinHandle<Result<(), steadfast_sdk::worker::Error>>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let mut w = Worker::new(server.url(), WorkerOptions::new("refused"));
+    w.register_workflow("chatty", move |ctx: WorkflowContext, n: u64| {
+        chatty(ctx, n.min(cap))
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(w.run_until(async {
+        let _ = rx.await;
+    }));
+    (handle, tx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_completion_is_reported_typed_and_fixed_code_continues() {
+    use steadfast_proto::v1::EventKind;
+    use steadfast_proto::v1::history_event::Attributes;
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let client = server.client().await;
+    let opts = StartOptions {
+        task_queue: Some("refused".into()),
+        ..Default::default()
+    };
+    // 2,000 commands in one task: refused (RESOURCE_EXHAUSTED naming the limit), which is
+    // not transient: the worker reports it at once instead of retrying or timing out.
+    let (bad, stop) = chatty_worker(&server, CHATTY_FIXED_MAX);
+    let run = client
+        .start_workflow("chatty", &2_000u64, opts)
+        .await
+        .unwrap();
+    let failed = tokio::time::timeout(
+        Duration::from_secs(30),
+        wait_for(&client, &run.run_id, EventKind::WorkflowTaskFailed),
+    )
+    .await
+    .expect("the refusal is reported well before the task timeout loop");
+    let Some(Attributes::WorkflowTaskFailed(f)) = failed.attributes else {
+        panic!("{failed:?}")
+    };
+    assert!(
+        f.message.starts_with(
+            "[STF-WT002] the server refused the task's completion: ResourceExhausted:"
+        ),
+        "{}",
+        f.message
+    );
+    assert!(f.message.contains("limit"), "{}", f.message);
+    // The wire carries COMPLETION_REFUSED; a server whose engine has no such cause yet
+    // records it as BAD_COMMAND (the message carries the precise code either way).
+    assert!(
+        matches!(
+            f.cause(),
+            steadfast_proto::v1::WorkflowTaskFailCause::CompletionRefused
+                | steadfast_proto::v1::WorkflowTaskFailCause::BadCommand
+        ),
+        "{:?}",
+        f.cause()
+    );
+    let _ = stop.send(());
+    bad.await.unwrap().unwrap();
+    assert_eq!(
+        client.describe(&run.run_id).await.unwrap().status(),
+        steadfast_proto::v1::RunStatus::Running,
+        "held, not failed"
+    );
+
+    // Fixed code (fewer reports per task) continues the run.
+    let (good, stop) = chatty_worker(&server, 100);
+    let result: u64 = run.result(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(result, 100);
+    let _ = stop.send(());
+    good.await.unwrap().unwrap();
+}

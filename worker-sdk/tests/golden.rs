@@ -9,10 +9,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::future::{Either, select};
+use steadfast_proto::v1 as pb;
+use steadfast_proto::v1::command::Command as Cmd;
+use steadfast_proto::v1::history_event::Attributes as Ev;
 use steadfast_sdk::replay::{Replayer, encode_history, load_history};
-use steadfast_sdk::testing::TestRun;
+use steadfast_sdk::testing::{START_MS, TestRun};
 use steadfast_sdk::workflow::{Registry, WaitSignalOptions};
-use steadfast_sdk::{Effect, WorkflowContext, WorkflowError};
+use steadfast_sdk::{ActivityError, Effect, WorkflowContext, WorkflowError};
 
 async fn triage(ctx: WorkflowContext, ticket: String) -> Result<String, WorkflowError> {
     let label: String = ctx.activity("classify", &ticket).await?;
@@ -51,11 +54,38 @@ async fn patient(ctx: WorkflowContext, _: ()) -> Result<u64, WorkflowError> {
     }
 }
 
+/// Asks a slow model; if it has not answered within 30 s, cancels it and asks a fast one,
+/// in the same task: CancelActivity, ScheduleActivity and ReportProgress in one completion.
+async fn fallback(ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
+    let slow = ctx.activity::<String>("slow_model", &());
+    let slow_id = slow.id();
+    let deadline = ctx.sleep(Duration::from_secs(30));
+    match select(slow, deadline).await {
+        Either::Left((answer, deadline)) => {
+            deadline.cancel();
+            Ok(answer?)
+        }
+        Either::Right(((), slow)) => {
+            ctx.cancel_activity(slow_id);
+            let fast = ctx.activity::<String>("fast_model", &());
+            ctx.progress(1, 2, "fell back to the fast model");
+            let slow = match slow.await {
+                Err(ActivityError::Cancelled) => "cancelled".to_owned(),
+                other => format!("{other:?}"),
+            };
+            let fast = fast.await?;
+            Ok(format!("{fast} (slow model: {slow})"))
+        }
+    }
+}
+
 fn registry() -> Registry {
     let mut r = Registry::new();
     r.register_workflow("triage", triage);
     r.register_workflow("patient", patient);
+    r.register_workflow("fallback", fallback);
     r.declare_activity_effect("send_reply", Effect::Write);
+    r.declare_activity_effect("slow_model", Effect::Write);
     r.declare_activity_effect("search_kb", Effect::Read);
     r
 }
@@ -103,11 +133,76 @@ fn record(name: &str) -> Vec<steadfast_proto::v1::HistoryEvent> {
             run.step().unwrap();
             run.events().to_vec()
         }
-        other => panic!("no recording named {other}"),
+        other => record_interleaved(other).0,
     }
 }
 
-const NAMES: [&str; 3] = ["triage_sent", "triage_timed_out", "patient_cancelled"];
+/// The server's reaction to a command when the cancelled activity is held by no worker
+/// (queued, backing off, or dispatched before a restart): ActivityCancelled, recorded
+/// right after ActivityCancelRequested, between the task's own command events.
+fn cancelled_at_once(c: &pb::Command) -> Vec<Ev> {
+    match &c.command {
+        Some(Cmd::CancelActivity(a)) => vec![Ev::ActivityCancelled(pb::ActivityCancelled {
+            command_seq: a.activity_id,
+        })],
+        _ => Vec::new(),
+    }
+}
+
+/// Runs of `fallback` whose cancellation the server confirmed inside the command block, as
+/// observed: `WorkflowTaskCompleted, ActivityCancelRequested, ActivityCancelled,
+/// ActivityScheduled, ProgressReported, WorkflowTaskScheduled`. Returns the history and
+/// the commands the code issued live.
+fn record_interleaved(name: &str) -> (Vec<pb::HistoryEvent>, Vec<pb::Command>) {
+    let mut run = TestRun::new(registry(), "fallback", &());
+    let mut live = run.step().unwrap();
+    match name {
+        // Nobody polled the activity before its deadline: it is still queued.
+        "fallback_cancel_queued" => {}
+        // Its first attempt failed; the second waits for its backoff to pass.
+        "fallback_cancel_backing_off" => {
+            run.history()
+                .activity_failed(1, "model overloaded", START_MS + 60_000);
+            live.extend(run.step().unwrap());
+        }
+        // A worker held the attempt, then the server restarted: the task in flight timed
+        // out, and no worker holds the attempt any more as far as the server knows.
+        "fallback_cancel_after_restart" => {
+            run.history()
+                .activity_started(1)
+                .start_task()
+                .task_timed_out();
+        }
+        other => panic!("no recording named {other}"),
+    }
+    run.history().advance(30_000).timer_fired(2);
+    let c = run.step_with(cancelled_at_once).unwrap();
+    assert_eq!(
+        c.len(),
+        3,
+        "cancel, schedule and progress in one task: {c:?}"
+    );
+    live.extend(c);
+    run.history().activity_completed(4, &"fast answer");
+    live.extend(run.step().unwrap());
+    assert!(run.instance().is_finished());
+    (run.events().to_vec(), live)
+}
+
+const INTERLEAVED: [&str; 3] = [
+    "fallback_cancel_queued",
+    "fallback_cancel_backing_off",
+    "fallback_cancel_after_restart",
+];
+
+const NAMES: [&str; 6] = [
+    "triage_sent",
+    "triage_timed_out",
+    "patient_cancelled",
+    INTERLEAVED[0],
+    INTERLEAVED[1],
+    INTERLEAVED[2],
+];
 
 fn path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -131,6 +226,51 @@ fn golden_histories_replay_without_new_commands() {
         assert!(outcome.finished, "{name}: the recorded run finished");
         assert!(outcome.commands.is_empty(), "{name}: nothing re-sent");
     }
+}
+
+#[test]
+fn interleaved_server_events_replay_as_the_run_went_live() {
+    for name in INTERLEAVED {
+        let events = load_history(path(name))
+            .unwrap_or_else(|e| panic!("{e} (regenerate with STEADFAST_UPDATE_GOLDEN=1)"));
+        // The stored history has the server's confirmation between two command events.
+        let kinds: Vec<pb::EventKind> = events.iter().map(|e| e.kind()).collect();
+        let at = kinds
+            .iter()
+            .position(|k| *k == pb::EventKind::ActivityCancelRequested)
+            .unwrap_or_else(|| panic!("{name}: no cancel request"));
+        assert_eq!(
+            kinds[at - 1..at + 4],
+            [
+                pb::EventKind::WorkflowTaskCompleted,
+                pb::EventKind::ActivityCancelRequested,
+                pb::EventKind::ActivityCancelled,
+                pb::EventKind::ActivityScheduled,
+                pb::EventKind::ProgressReported,
+            ],
+            "{name}"
+        );
+        let (recorded, live) = record_interleaved(name);
+        assert_eq!(
+            recorded, events,
+            "{name}: the stored history is what the run records"
+        );
+        let outcome = Replayer::new(registry())
+            .replay(events)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(outcome.confirmed, live, "{name}: the same commands as live");
+        assert!(outcome.commands.is_empty(), "{name}: nothing re-sent");
+        assert!(outcome.finished, "{name}");
+    }
+    // The result the workflow saw, live and on replay: the cancellation, then the answer.
+    let (events, _) = record_interleaved(INTERLEAVED[0]);
+    let Some(Ev::RunCompleted(done)) = events.last().and_then(|e| e.attributes.clone()) else {
+        panic!("the run completed")
+    };
+    assert_eq!(
+        done.result.unwrap().data,
+        br#""fast answer (slow model: cancelled)""#
+    );
 }
 
 #[test]

@@ -187,6 +187,14 @@ async fn heartbeat<T: ActivityTransport>(
             tracing::debug!(code = ?s.code(), "heartbeat failed; the server may be restarting");
             false
         }
+        // Details over a limit lose that heartbeat, not the attempt.
+        Ok(Err(s)) if s.code() == tonic::Code::ResourceExhausted => {
+            tracing::warn!(
+                message = s.message(),
+                "heartbeat refused; its details are dropped"
+            );
+            false
+        }
         // The server no longer knows this attempt (closed, superseded, bad token): stop.
         Ok(Err(s)) => {
             tracing::debug!(code = ?s.code(), message = s.message(), "heartbeat refused; stopping the attempt");

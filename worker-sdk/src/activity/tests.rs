@@ -23,6 +23,7 @@ struct FakeServer {
     calls: Arc<Mutex<Vec<Call>>>,
     cancel: Arc<AtomicBool>,
     unavailable_reports: Arc<AtomicU32>,
+    details_over_limit: Arc<AtomicBool>,
 }
 
 impl FakeServer {
@@ -48,6 +49,11 @@ impl ActivityTransport for FakeServer {
     ) -> Result<pb::HeartbeatActivityTaskResponse, tonic::Status> {
         let details = req.details.map(|d| String::from_utf8(d.data).unwrap());
         self.calls.lock().push(Call::Heartbeat(details));
+        if self.details_over_limit.load(Ordering::SeqCst) {
+            return Err(tonic::Status::resource_exhausted(
+                "details are 70000 bytes; the limit is 65536 bytes",
+            ));
+        }
         Ok(pb::HeartbeatActivityTaskResponse {
             cancel_requested: self.cancel.load(Ordering::SeqCst),
         })
@@ -228,6 +234,39 @@ async fn heartbeats_keep_coming_while_the_activity_runs() {
         .filter(|c| matches!(c, Call::Heartbeat(_)))
         .count();
     assert!(beats >= 3, "{:?}", server.calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeat_details_over_a_limit_do_not_stop_the_attempt() {
+    let server = FakeServer::default();
+    server.details_over_limit.store(true, Ordering::SeqCst);
+    let mut a = Activities::new();
+    a.register(
+        "ticks",
+        Effect::Read,
+        |ctx: ActivityContext, (): ()| async move {
+            // Longer than the cancel grace: a stopped attempt would be reported cancelled.
+            for i in 0..10 {
+                ctx.heartbeat(i);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok(7u32)
+        },
+    );
+    run_attempt(&server, &config(), &a, task("ticks", &())).await;
+    let calls = server.calls();
+    assert!(
+        calls
+            .iter()
+            .filter(|c| matches!(c, Call::Heartbeat(_)))
+            .count()
+            >= 3,
+        "{calls:?}"
+    );
+    assert!(
+        matches!(calls.last(), Some(Call::Complete(r, _)) if r == "7"),
+        "{calls:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

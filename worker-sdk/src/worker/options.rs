@@ -32,6 +32,11 @@ pub struct WorkerOptions {
     pub report_timeout: Duration,
     /// On shutdown, how long to wait for in-flight tasks before giving up on them.
     pub shutdown_timeout: Duration,
+    /// How long workflow code may run without yielding (one poll) before its task fails
+    /// with `[STF-WT004]` and the thread that runs it is abandoned (the run is then
+    /// quarantined on this worker). Deterministic workflow code takes microseconds per
+    /// poll; keep this well under the server's workflow task timeout.
+    pub activation_timeout: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -49,6 +54,7 @@ impl Default for WorkerOptions {
             cancel_grace: Duration::from_secs(5),
             report_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
+            activation_timeout: Duration::from_secs(2),
         }
     }
 }

@@ -55,6 +55,7 @@ pub(super) async fn run(
         Arc::new(workflows),
         options.workflow_threads,
         options.cache_size,
+        options.activation_timeout,
     )?;
     let client = Client::with_channel(config.clone(), channel.clone());
     let shared = Arc::new(Shared {
@@ -301,7 +302,7 @@ async fn advance_workflow(shared: &Arc<Shared>, task: pb::PollWorkflowTaskRespon
             }
             let req = pb::CompleteWorkflowTaskRequest {
                 namespace: shared.options.namespace.clone(),
-                task_token: token,
+                task_token: token.clone(),
                 commands,
                 worker_id: shared.options.worker_id.clone(),
                 eager_activity_types: if permits.is_empty() {
@@ -328,36 +329,51 @@ async fn advance_workflow(shared: &Arc<Shared>, task: pb::PollWorkflowTaskRespon
                 }
             }
             drop(permits);
-            if let Err(s) = sent {
-                // The server did not take the commands: the cached instance is ahead of the
-                // history. Drop it; the next task replays.
-                tracing::warn!(code = ?s.code(), message = s.message(), "workflow task completion refused");
-                shared.threads.evict(&run_id);
+            match sent {
+                Ok(_) => {}
+                // Gone already (the run closed, the task timed out): nothing to report.
+                Err(s) if s.code() == tonic::Code::NotFound || is_transient(&s) => {
+                    tracing::warn!(code = ?s.code(), message = s.message(), "workflow task completion not recorded; the task will be offered again");
+                    shared.threads.evict(&run_id);
+                }
+                Err(s) => {
+                    // A refusal that a retry would only repeat: report it, typed, so that the
+                    // run shows it waits on its own code, instead of letting the task time out
+                    // and loop. The cached instance is ahead of the history: drop it.
+                    shared.threads.evict(&run_id);
+                    report_failure(shared, token, &workflow::Error::completion_refused(&s)).await;
+                }
             }
         }
         Outcome::Failed(e) => {
-            tracing::warn!(error = %e, "workflow task failed; the run is held until its code succeeds");
             shared.threads.evict(&run_id);
-            let req = pb::FailWorkflowTaskRequest {
-                namespace: shared.options.namespace.clone(),
-                task_token: token,
-                cause: e.fail_cause() as i32,
-                message: e.to_string(),
-                worker_id: shared.options.worker_id.clone(),
-            };
-            let sent = with_retries(shared, |mut w| {
-                let req = req.clone();
-                async move { w.fail_workflow_task(req).await.map(|_| ()) }
-            })
-            .await;
-            if let Err(s) = sent {
-                tracing::warn!(code = ?s.code(), message = s.message(), "workflow task failure not recorded");
-            }
+            report_failure(shared, token, &e).await;
         }
         Outcome::NeedHistory(_) => {
             tracing::warn!("the workflow thread asked for history twice; task left to time out");
             shared.threads.evict(&run_id);
         }
+    }
+}
+
+/// Reports a workflow task that produced no completion (or whose completion was refused)
+/// with FailWorkflowTask: the server holds the run and offers the task again later.
+async fn report_failure(shared: &Shared, token: String, e: &workflow::Error) {
+    tracing::warn!(error = %e, "workflow task failed; the run is held until its code succeeds");
+    let req = pb::FailWorkflowTaskRequest {
+        namespace: shared.options.namespace.clone(),
+        task_token: token,
+        cause: e.fail_cause() as i32,
+        message: e.to_string(),
+        worker_id: shared.options.worker_id.clone(),
+    };
+    let sent = with_retries(shared, |mut w| {
+        let req = req.clone();
+        async move { w.fail_workflow_task(req).await.map(|_| ()) }
+    })
+    .await;
+    if let Err(s) = sent {
+        tracing::warn!(code = ?s.code(), message = s.message(), "workflow task failure not recorded");
     }
 }
 

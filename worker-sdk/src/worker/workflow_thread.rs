@@ -6,13 +6,21 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use lru::LruCache;
+use parking_lot::Mutex;
 use steadfast_proto::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::workflow::{self, Registry, WorkflowInstance};
+use crate::workflow::{self, PollClock, Registry, WorkflowInstance};
+
+/// Runs whose code a watchdog had to abandon, remembered so that their tasks are failed at
+/// once instead of costing this worker another spinning thread each.
+const QUARANTINE_MAX: usize = 1024;
 
 /// What a workflow thread answers for one task.
 #[derive(Debug)]
@@ -26,50 +34,83 @@ pub(crate) enum Outcome {
     Failed(workflow::Error),
 }
 
+/// A task and the events before it; taken by the thread that runs it, or back by its
+/// waiter when that thread was abandoned before it got there.
+type Input = Arc<Mutex<Option<(pb::PollWorkflowTaskResponse, Option<Vec<pb::HistoryEvent>>)>>>;
+
 enum Job {
     Activate {
-        task: pb::PollWorkflowTaskResponse,
-        /// Events 1..first_seq-1, when the caller fetched them.
-        earlier: Option<Vec<pb::HistoryEvent>>,
+        /// Unique per job, to tell which one a thread is running.
+        id: u64,
+        input: Input,
         reply: oneshot::Sender<Outcome>,
     },
     Evict(String),
 }
 
+/// One workflow thread as its callers see it: where to send jobs, what it runs now.
+#[derive(Clone)]
+struct Lane {
+    jobs: mpsc::UnboundedSender<Job>,
+    /// The job being run (0: none).
+    running: Arc<AtomicU64>,
+    clock: Arc<PollClock>,
+    /// Bumped when the thread is abandoned and replaced.
+    generation: u64,
+}
+
 /// Handles to the workflow threads.
+///
+/// The watchdog: workflow code that does not yield cannot be interrupted (no preemption in
+/// Rust, and killing a thread is not safe), and a check on return never runs if it never
+/// returns. So the waiter of a task watches the thread's [`PollClock`]; when one poll of
+/// workflow code has run longer than the bound, it answers [`workflow::Error::DidNotYield`]
+/// itself and replaces the thread: the stuck thread is abandoned (it exits if the code
+/// ever returns), its other cached runs are replayed elsewhere, its queued jobs are resent.
+/// A run abandoned once is quarantined on this worker, so that a spinning workflow costs
+/// one thread, not one per retry.
 #[derive(Clone)]
 pub(crate) struct WorkflowThreads {
-    senders: Arc<Vec<mpsc::UnboundedSender<Job>>>,
+    lanes: Arc<Vec<Mutex<Lane>>>,
+    registry: Arc<Registry>,
+    per_thread: NonZeroUsize,
+    activation_timeout: Duration,
+    next_job: Arc<AtomicU64>,
+    quarantined: Arc<Mutex<LruCache<String, ()>>>,
 }
 
 impl WorkflowThreads {
-    /// Starts `threads` threads sharing `cache_size` cached instances.
+    /// Starts `threads` threads sharing `cache_size` cached instances; workflow code that
+    /// runs longer than `activation_timeout` without yielding is abandoned.
     pub(crate) fn start(
         registry: Arc<Registry>,
         threads: usize,
         cache_size: usize,
+        activation_timeout: Duration,
     ) -> std::io::Result<Self> {
         let threads = threads.max(1);
         let per_thread =
             NonZeroUsize::new(cache_size.div_ceil(threads).max(1)).unwrap_or(NonZeroUsize::MIN);
-        let mut senders = Vec::with_capacity(threads);
+        let mut lanes = Vec::with_capacity(threads);
         for i in 0..threads {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let registry = Arc::clone(&registry);
-            std::thread::Builder::new()
-                .name(format!("steadfast-wf-{i}"))
-                .spawn(move || Cache::new(registry, per_thread).serve(rx))?;
-            senders.push(tx);
+            lanes.push(Mutex::new(spawn_lane(&registry, per_thread, i, 0)?));
         }
         Ok(WorkflowThreads {
-            senders: Arc::new(senders),
+            lanes: Arc::new(lanes),
+            registry,
+            per_thread,
+            activation_timeout,
+            next_job: Arc::new(AtomicU64::new(1)),
+            quarantined: Arc::new(Mutex::new(LruCache::new(
+                NonZeroUsize::new(QUARANTINE_MAX).unwrap_or(NonZeroUsize::MIN),
+            ))),
         })
     }
 
-    fn sender(&self, run_id: &str) -> &mpsc::UnboundedSender<Job> {
+    fn lane_index(&self, run_id: &str) -> usize {
         let mut h = DefaultHasher::new();
         run_id.hash(&mut h);
-        &self.senders[(h.finish() % self.senders.len() as u64) as usize]
+        (h.finish() % self.lanes.len() as u64) as usize
     }
 
     /// Advances the run of `task`; `earlier` holds the events before `task.first_seq` when
@@ -79,38 +120,116 @@ impl WorkflowThreads {
         task: pb::PollWorkflowTaskResponse,
         earlier: Option<Vec<pb::HistoryEvent>>,
     ) -> Outcome {
-        let (reply, answer) = oneshot::channel();
         let run_id = task.run_id.clone();
-        if self
-            .sender(&run_id)
-            .send(Job::Activate {
-                task,
-                earlier,
-                reply,
-            })
-            .is_err()
-        {
-            return Outcome::Failed(workflow::Error::Panic {
-                message: "the workflow thread is gone".into(),
-            });
+        let limit_ms = u64::try_from(self.activation_timeout.as_millis()).unwrap_or(u64::MAX);
+        if self.quarantined.lock().contains(&run_id) {
+            return Outcome::Failed(workflow::Error::DidNotYield { limit_ms });
         }
-        answer.await.unwrap_or_else(|_| {
-            Outcome::Failed(workflow::Error::Panic {
-                message: "the workflow thread dropped the task".into(),
-            })
-        })
+        let index = self.lane_index(&run_id);
+        let id = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let input: Input = Arc::new(Mutex::new(Some((task, earlier))));
+        // Often enough to notice a stuck thread well within the bound.
+        let tick = (self.activation_timeout / 4).max(Duration::from_millis(10));
+        'send: loop {
+            let lane = self.lanes[index].lock().clone();
+            let (reply, mut answer) = oneshot::channel();
+            let job = Job::Activate {
+                id,
+                input: Arc::clone(&input),
+                reply,
+            };
+            if lane.jobs.send(job).is_err() {
+                return Outcome::Failed(workflow::Error::Panic {
+                    message: "the workflow thread is gone".into(),
+                });
+            }
+            loop {
+                match tokio::time::timeout(tick, &mut answer).await {
+                    Ok(Ok(outcome)) => return outcome,
+                    Ok(Err(_)) => {
+                        return Outcome::Failed(workflow::Error::Panic {
+                            message: "the workflow thread dropped the task".into(),
+                        });
+                    }
+                    Err(_) => {}
+                }
+                if lane.running.load(Ordering::Acquire) == id
+                    && lane
+                        .clock
+                        .running_for()
+                        .is_some_and(|t| t > self.activation_timeout)
+                {
+                    self.abandon(index, lane.generation, &run_id);
+                    return Outcome::Failed(workflow::Error::DidNotYield { limit_ms });
+                }
+                if self.lanes[index].lock().generation != lane.generation {
+                    // The thread was abandoned while this job waited in its queue: take the
+                    // job back and send it to the new thread (unless it already runs there).
+                    if input.lock().is_some() {
+                        continue 'send;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replaces lane `index`'s thread, if it is still the one of `generation`.
+    fn abandon(&self, index: usize, generation: u64, run_id: &str) {
+        self.quarantined.lock().put(run_id.to_owned(), ());
+        let mut lane = self.lanes[index].lock();
+        if lane.generation != generation {
+            return;
+        }
+        match spawn_lane(&self.registry, self.per_thread, index, generation + 1) {
+            Ok(fresh) => {
+                tracing::error!(run = %run_id, thread = index, "workflow code did not yield; its thread is abandoned and replaced");
+                *lane = fresh;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot replace an abandoned workflow thread");
+            }
+        }
     }
 
     /// Drops the cached instance of `run_id`, e.g. after its completion was refused.
     pub(crate) fn evict(&self, run_id: &str) {
-        let _ = self.sender(run_id).send(Job::Evict(run_id.to_owned()));
+        let lane = self.lanes[self.lane_index(run_id)].lock().clone();
+        let _ = lane.jobs.send(Job::Evict(run_id.to_owned()));
     }
+}
+
+fn spawn_lane(
+    registry: &Arc<Registry>,
+    capacity: NonZeroUsize,
+    index: usize,
+    generation: u64,
+) -> std::io::Result<Lane> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let running = Arc::new(AtomicU64::new(0));
+    let clock = Arc::new(PollClock::new());
+    let registry = Arc::clone(registry);
+    let thread_clock = Arc::clone(&clock);
+    let thread_running = Arc::clone(&running);
+    std::thread::Builder::new()
+        .name(format!("steadfast-wf-{index}.{generation}"))
+        .spawn(move || {
+            let mut cache = Cache::new(registry, capacity);
+            cache.clock = Some(thread_clock);
+            cache.serve(rx, &thread_running)
+        })?;
+    Ok(Lane {
+        jobs: tx,
+        running,
+        clock,
+        generation,
+    })
 }
 
 /// One thread's instances.
 pub(crate) struct Cache {
     registry: Arc<Registry>,
     instances: LruCache<String, WorkflowInstance>,
+    clock: Option<Arc<PollClock>>,
 }
 
 impl Cache {
@@ -118,18 +237,28 @@ impl Cache {
         Cache {
             registry,
             instances: LruCache::new(capacity),
+            clock: None,
         }
     }
 
-    fn serve(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    fn serve(mut self, mut jobs: mpsc::UnboundedReceiver<Job>, running: &AtomicU64) {
         while let Some(job) = jobs.blocking_recv() {
             match job {
-                Job::Activate {
-                    task,
-                    earlier,
-                    reply,
-                } => {
-                    let outcome = self.activate(task, earlier);
+                Job::Activate { id, input, reply } => {
+                    // Taken back by its waiter when this thread was abandoned meanwhile.
+                    let Some((task, earlier)) = input.lock().take() else {
+                        continue;
+                    };
+                    running.store(id, Ordering::Release);
+                    let run_id = task.run_id.clone();
+                    // Workflow code is already guarded; this keeps the thread, and the
+                    // other runs it holds, alive whatever else panics.
+                    let outcome = catch_unwind(AssertUnwindSafe(|| self.activate(task, earlier)))
+                        .unwrap_or_else(|p| {
+                            self.instances.pop(&run_id);
+                            Outcome::Failed(workflow::panic_error(&*p))
+                        });
+                    running.store(0, Ordering::Release);
                     let _ = reply.send(outcome);
                 }
                 Job::Evict(run_id) => {
@@ -187,7 +316,11 @@ impl Cache {
     }
 
     fn fresh(&self, run_id: &str) -> WorkflowInstance {
-        WorkflowInstance::new(Arc::clone(&self.registry), run_id)
+        let mut instance = WorkflowInstance::new(Arc::clone(&self.registry), run_id);
+        if let Some(clock) = &self.clock {
+            instance.set_poll_clock(Arc::clone(clock));
+        }
+        instance
     }
 }
 

@@ -36,6 +36,33 @@ pub enum Error {
     /// The events handed to the instance are not a valid continuation of what it has seen.
     #[error("[STF-WF005] bad history: {0}")]
     BadHistory(String),
+    /// The server refused the task's completion for a reason no retry fixes (a limit, a
+    /// command about something that is not open, a bad name). The run is held, offered again
+    /// later, and continues once fixed code or a raised limit lets it.
+    #[error("[STF-WT002] the server refused the task's completion: {code}: {message}")]
+    CompletionRefused {
+        /// The gRPC status code name (e.g. "InvalidArgument").
+        code: String,
+        /// The start of the server's message ([`REFUSAL_MESSAGE_CHARS_MAX`] characters).
+        message: String,
+    },
+    /// The workflow code ran for longer than the activation bound without yielding
+    /// ([`crate::WorkerOptions::activation_timeout`]): a loop that never awaits, or a
+    /// blocking call. The thread that ran it is abandoned.
+    #[error(
+        "[STF-WT004] workflow code did not yield within {limit_ms} ms in one activation (a loop without .await, or a blocking call)"
+    )]
+    DidNotYield {
+        /// The bound, in milliseconds.
+        limit_ms: u64,
+    },
+    /// The workflow is blocked, but on nothing the SDK can ever wake: no SDK future
+    /// (activity, timer, signal, cancellation) was pending when it stopped, so it awaits
+    /// something else (a tokio timer, a channel, `pending()`).
+    #[error(
+        "[STF-WT005] workflow code awaits a future that is not the SDK's and can never be woken; await only the futures of WorkflowContext (and join/select over them)"
+    )]
+    ForeignAwait,
     /// The instance advanced over a workflow task that then failed or timed out; it must be
     /// rebuilt from the full history. Handled inside the worker; never reported.
     #[error("cached instance is stale: workflow task started at seq {0} did not complete")]
@@ -48,9 +75,35 @@ impl Error {
         match self {
             Error::Nondeterminism { .. } => pb::WorkflowTaskFailCause::Nondeterminism,
             Error::Panic { .. } | Error::Livelock(_) => pb::WorkflowTaskFailCause::WorkflowPanic,
+            Error::DidNotYield { .. } | Error::ForeignAwait => {
+                pb::WorkflowTaskFailCause::WorkflowBlocked
+            }
+            Error::CompletionRefused { .. } => pb::WorkflowTaskFailCause::CompletionRefused,
             Error::UnknownWorkflowType(_) => pb::WorkflowTaskFailCause::UnknownWorkflowType,
             Error::BadHistory(_) | Error::Stale(_) => pb::WorkflowTaskFailCause::Unspecified,
         }
+    }
+}
+
+/// The longest prefix of a server's refusal message quoted in
+/// [`Error::CompletionRefused`] (it may quote a name or a size; it never holds a payload).
+pub const REFUSAL_MESSAGE_CHARS_MAX: usize = 200;
+
+impl Error {
+    /// The error a refused CompleteWorkflowTask is reported with.
+    pub fn completion_refused(status: &tonic::Status) -> Self {
+        Error::CompletionRefused {
+            code: format!("{:?}", status.code()),
+            message: short(status.message(), REFUSAL_MESSAGE_CHARS_MAX),
+        }
+    }
+}
+
+/// At most `max` characters of `s`, with an ellipsis when cut.
+pub(crate) fn short(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some((cut, _)) => format!("{}...", &s[..cut]),
     }
 }
 

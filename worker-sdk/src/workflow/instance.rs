@@ -29,6 +29,48 @@ use crate::{ActivityError, payload};
 /// Polls of the workflow future in one activation before it counts as a livelock.
 pub const MAX_POLLS_PER_ACTIVATION: usize = 100_000;
 
+/// The longest prefix of a panic message reported ([`Error::Panic`]).
+pub const PANIC_MESSAGE_CHARS_MAX: usize = 500;
+
+/// When the poll of workflow code in progress on a thread began, for a watchdog on another
+/// thread: ms since `base`, plus one; 0 while no workflow code runs.
+#[derive(Debug)]
+pub(crate) struct PollClock {
+    base: std::time::Instant,
+    since: std::sync::atomic::AtomicU64,
+}
+
+impl PollClock {
+    pub(crate) fn new() -> Self {
+        PollClock {
+            base: std::time::Instant::now(),
+            since: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    fn enter(&self) {
+        self.since.store(self.now(), Ordering::Release);
+    }
+
+    fn leave(&self) {
+        self.since.store(0, Ordering::Release);
+    }
+
+    /// How long the workflow code now running has run without yielding.
+    pub(crate) fn running_for(&self) -> Option<std::time::Duration> {
+        match self.since.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(std::time::Duration::from_millis(
+                self.now().saturating_sub(since),
+            )),
+        }
+    }
+}
+
 /// What a history says where it has no command.
 const NOTHING: &str = "nothing";
 
@@ -65,13 +107,26 @@ pub struct WorkflowInstance {
     last_seq: u64,
     /// Seq of the WorkflowTaskStarted the code was last polled at.
     last_task_started: u64,
-    /// Between a WorkflowTaskCompleted and the first event that is not a command event.
+    /// Between a WorkflowTaskCompleted and the next WorkflowTaskStarted: the commands of the
+    /// completed task are recorded in there, possibly interleaved with events the server
+    /// added in reaction to them.
     in_command_block: bool,
     /// Commands the history confirmed, kept only when asked (the replayer's report).
     confirmed: Option<Vec<pb::Command>>,
     /// Set by the first error; the instance must be dropped.
     failed: Option<Error>,
     polls: u64,
+    clock: Option<Arc<PollClock>>,
+}
+
+impl Drop for WorkflowInstance {
+    fn drop(&mut self) {
+        // The workflow future's destructors are user code (Drop of whatever it holds): a
+        // panic there must not take the workflow thread, and its other runs, down with it.
+        if let Some(running) = self.running.take() {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(running)));
+        }
+    }
 }
 
 impl WorkflowInstance {
@@ -91,7 +146,13 @@ impl WorkflowInstance {
             confirmed: None,
             failed: None,
             polls: 0,
+            clock: None,
         }
+    }
+
+    /// Marks every poll of the workflow code on `clock`, for a watchdog on another thread.
+    pub(crate) fn set_poll_clock(&mut self, clock: Arc<PollClock>) {
+        self.clock = Some(clock);
     }
 
     /// Keeps every command the history confirms, for [`WorkflowInstance::confirmed_commands`].
@@ -185,17 +246,21 @@ impl WorkflowInstance {
             polled_last = false;
             let Some(attributes) = event.attributes else {
                 // An event kind this SDK does not know: nothing to resolve.
-                self.end_command_block()?;
                 continue;
             };
             if let Some(seq) = command_seq(&attributes) {
                 self.match_command(seq, &attributes)?;
                 continue;
             }
-            self.end_command_block()?;
+            // A non-command event does not end the command block: the server may record its
+            // own reaction to a command (an activity no worker holds is cancelled at once)
+            // between that command's event and the next one. Such events are results, applied
+            // in history order; the code sees them at the next task start, as it did live.
             match attributes {
                 Ev::RunStarted(started) => self.start(started)?,
                 Ev::WorkflowTaskStarted(_) => {
+                    // No command of the previous task can come after the next task started.
+                    self.end_command_block()?;
                     while next_completed < completed.len() && completed[next_completed] < event.seq
                     {
                         next_completed += 1;
@@ -255,12 +320,8 @@ impl WorkflowInstance {
             workflow_type: started.workflow_type,
             state: RunState::new(started.random_seed, Arc::clone(self.registry.effects())).into(),
         });
-        let future =
-            catch_unwind(AssertUnwindSafe(|| f(ctx.clone(), started.input))).map_err(|p| {
-                Error::Panic {
-                    message: panic_message(&*p),
-                }
-            })?;
+        let future = catch_unwind(AssertUnwindSafe(|| f(ctx.clone(), started.input)))
+            .map_err(|p| panic_error(&*p))?;
         self.running = Some(Running {
             ctx,
             future: Some(future),
@@ -308,7 +369,8 @@ impl WorkflowInstance {
         }
     }
 
-    /// The commands of a task directly follow its WorkflowTaskCompleted; when they end,
+    /// The commands of a task follow its WorkflowTaskCompleted (in seq order, possibly
+    /// interleaved with server-made events); when the next task starts or the history ends,
     /// every command the code issued in that task must have been recorded.
     fn end_command_block(&mut self) -> Result<(), Error> {
         if !std::mem::take(&mut self.in_command_block) {
@@ -381,22 +443,32 @@ impl WorkflowInstance {
         for _ in 0..MAX_POLLS_PER_ACTIVATION {
             self.flag.0.store(false, Ordering::Release);
             self.polls += 1;
-            match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
+            if let Some(c) = &self.clock {
+                c.enter();
+            }
+            let polled = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
+            if let Some(c) = &self.clock {
+                c.leave();
+            }
+            match polled {
                 Ok(Poll::Ready(outcome)) => {
-                    running.future = None;
+                    // Dropped here, inside the guard: the future's destructors are user code.
+                    let done = running.future.take();
+                    catch_unwind(AssertUnwindSafe(move || drop(done)))
+                        .map_err(|p| panic_error(&*p))?;
                     finish(&running.ctx, outcome);
                     return Ok(());
                 }
                 Ok(Poll::Pending) => {
-                    if !self.flag.0.load(Ordering::Acquire) {
-                        return Ok(());
+                    if self.flag.0.load(Ordering::Acquire) {
+                        continue;
                     }
+                    if !running.ctx.state().can_be_woken() {
+                        return Err(Error::ForeignAwait);
+                    }
+                    return Ok(());
                 }
-                Err(p) => {
-                    return Err(Error::Panic {
-                        message: panic_message(&*p),
-                    });
-                }
+                Err(p) => return Err(panic_error(&*p)),
             }
         }
         Err(Error::Livelock(MAX_POLLS_PER_ACTIVATION))
@@ -448,12 +520,17 @@ fn finish(ctx: &WorkflowContext, outcome: Result<pb::Payload, WorkflowError>) {
     state.issue(command);
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_owned()
+/// The error for a panic in workflow code, with its message cut to
+/// [`PANIC_MESSAGE_CHARS_MAX`] characters.
+pub(crate) fn panic_error(p: &(dyn std::any::Any + Send)) -> Error {
+    let message = if let Some(s) = p.downcast_ref::<&str>() {
+        s
     } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
+        s.as_str()
     } else {
-        "(a non-string panic payload)".to_owned()
+        "(a non-string panic payload)"
+    };
+    Error::Panic {
+        message: super::error::short(message, PANIC_MESSAGE_CHARS_MAX),
     }
 }

@@ -29,15 +29,18 @@ mod error;
 mod instance;
 mod options;
 mod registry;
+mod select;
 mod state;
 
 pub use awaitables::{ActivityFuture, Cancelled, SignalFuture, SignalWithTimeout, Timer};
 pub use commands::command_kind;
 pub use context::WorkflowContext;
-pub use error::{Error, WorkflowError};
-pub use instance::{MAX_POLLS_PER_ACTIVATION, WorkflowInstance};
+pub use error::{Error, REFUSAL_MESSAGE_CHARS_MAX, WorkflowError};
+pub use instance::{MAX_POLLS_PER_ACTIVATION, PANIC_MESSAGE_CHARS_MAX, WorkflowInstance};
+pub(crate) use instance::{PollClock, panic_error};
 pub use options::{ActivityOptions, RetryPolicy, WaitSignalOptions};
 pub use registry::Registry;
+pub use select::{Either, Select2, SelectAll, select_all, select2};
 
 #[cfg(test)]
 mod tests;

@@ -248,6 +248,20 @@ impl RunState {
         self.cancel_requested
     }
 
+    /// Whether some SDK future waits with a registered waker, i.e. whether an event in the
+    /// history can still wake the workflow. A workflow that blocks while this is false
+    /// awaits something else, which nothing will ever wake ([`super::Error::ForeignAwait`]).
+    /// O(live futures), checked once per blocked activation.
+    pub(crate) fn can_be_woken(&self) -> bool {
+        let registered = |slot: &Slot<_>| matches!(slot, Slot::Waiting(Some(_)));
+        !self.cancel_wakers.is_empty() && !self.cancel_requested
+            || self.slots.values().any(registered)
+            || self
+                .signal_slots
+                .values()
+                .any(|s| matches!(s, Slot::Waiting(Some(_))))
+    }
+
     pub(crate) fn poll_cancelled(&mut self, cx: &Context<'_>) -> Poll<()> {
         if self.cancel_requested {
             return Poll::Ready(());

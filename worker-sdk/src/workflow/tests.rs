@@ -146,6 +146,14 @@ fn registry() -> Registry {
         let _: () = ctx.activity("b", &()).await?;
         Ok(())
     });
+    r.register_workflow("collect", |ctx: WorkflowContext, _: ()| async move {
+        let a = ctx.activity::<String>("a", &());
+        ctx.progress(0, 1, "started");
+        let first: String = ctx.wait_signal("s").await?;
+        let second: String = ctx.wait_signal("s").await?;
+        let a = a.await?;
+        Ok::<_, WorkflowError>(format!("{a}:{first}{second}"))
+    });
     r.declare_activity_effect("a", Effect::Write);
     r
 }
@@ -550,4 +558,210 @@ fn a_gap_in_the_events_is_refused() {
     let mut instance = WorkflowInstance::new(std::sync::Arc::new(registry()), "r");
     let err = instance.activate(h.events_after(1)).unwrap_err();
     assert!(matches!(err, Error::BadHistory(_)), "{err}");
+}
+
+#[test]
+fn server_events_between_a_tasks_command_events_are_results_in_history_order() {
+    use pb::history_event::Attributes as Ev;
+    let signal = |v: &str| {
+        Ev::SignalReceived(pb::SignalReceived {
+            name: "s".into(),
+            input: Some(payload::encode(&v).unwrap()),
+            ..Default::default()
+        })
+    };
+    let mut run = TestRun::new(registry(), "collect", &());
+    // The server records results (an eager activity result, signals) between this task's
+    // command events.
+    let mut live = run
+        .step_with(|c| match c.seq {
+            1 => vec![
+                signal("x"),
+                Ev::ActivityCompleted(pb::ActivityCompleted {
+                    command_seq: 1,
+                    attempt: 1,
+                    result: Some(payload::encode(&"A").unwrap()),
+                    ..Default::default()
+                }),
+            ],
+            2 => vec![signal("y")],
+            _ => Vec::new(),
+        })
+        .unwrap();
+    assert_eq!(
+        show(&live),
+        ["1:activity(a,null)", "2:progress(0/1)", "3:wait(s)"]
+    );
+    let c = run.step().unwrap();
+    assert_eq!(
+        show(&c),
+        ["4:complete(\"A:xy\")"],
+        "signals taken in history order"
+    );
+    live.extend(c);
+    assert_replays_identically(&run, &live);
+
+    // Interleaving does not hide a command the history lacks: seq 2 is missing.
+    let mut h = HistoryBuilder::new("collect", &());
+    h.start_task();
+    let mut commands = live[..3].to_vec();
+    commands.remove(1);
+    h.complete_task_with(&commands, |c| {
+        if c.seq == 1 {
+            vec![signal("x")]
+        } else {
+            Vec::new()
+        }
+    })
+    .start_task();
+    let err = Replayer::new(registry())
+        .replay(h.events().to_vec())
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Nondeterminism { seq: 2, history, code } if history == "nothing" && code == "ReportProgress"),
+        "{err}"
+    );
+}
+
+/// Panics when dropped: user Drop code inside a workflow future.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("boom in Drop");
+        }
+    }
+}
+
+fn guarded_registry() -> Registry {
+    let mut r = registry();
+    r.register_workflow("drop_panics", |ctx: WorkflowContext, _: ()| async move {
+        let _guard = PanicsOnDrop;
+        let _: () = ctx.activity("a", &()).await?;
+        Ok::<_, WorkflowError>(())
+    });
+    r.register_workflow("long_panic", |_: WorkflowContext, _: ()| async move {
+        if true {
+            panic!("{}", "x".repeat(10_000));
+        }
+        Ok::<_, WorkflowError>(())
+    });
+    r.register_workflow("foreign", |ctx: WorkflowContext, _: ()| async move {
+        ctx.progress(0, 1, "about to wait on the wrong thing");
+        let (_tx, rx) = futures::channel::oneshot::channel::<()>();
+        let _ = rx.await;
+        Ok::<_, WorkflowError>(())
+    });
+    r.register_workflow("forever", |_: WorkflowContext, _: ()| async move {
+        futures::future::pending::<()>().await;
+        Ok::<_, WorkflowError>(())
+    });
+    r.register_workflow("unordered", |ctx: WorkflowContext, _: ()| async move {
+        // FuturesUnordered polls only woken futures: blocked on SDK futures all the same.
+        use futures::StreamExt;
+        let mut all: futures::stream::FuturesUnordered<_> =
+            (0..3u32).map(|i| ctx.activity::<u32>("a", &i)).collect();
+        let mut sum = 0;
+        while let Some(r) = all.next().await {
+            sum += r?;
+        }
+        Ok::<_, WorkflowError>(sum)
+    });
+    r
+}
+
+#[test]
+fn panics_in_drop_of_workflow_futures_are_caught() {
+    // Evicting a cached instance drops its future: the panic stays inside the SDK.
+    let mut run = TestRun::new(guarded_registry(), "drop_panics", &());
+    run.step().unwrap();
+    drop(run);
+
+    // The future is dropped when the workflow returns: reported as a panic.
+    let mut run = TestRun::new(guarded_registry(), "drop_panics", &());
+    run.step().unwrap();
+    run.history().activity_completed(1, &());
+    let err = run.step().unwrap_err();
+    assert!(
+        matches!(&err, Error::Panic { message } if message == "boom in Drop"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_long_panic_message_is_truncated() {
+    let mut run = TestRun::new(guarded_registry(), "long_panic", &());
+    let Error::Panic { message } = run.step().unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(message.chars().count(), PANIC_MESSAGE_CHARS_MAX + 3);
+    assert!(message.ends_with("x..."));
+}
+
+#[test]
+fn awaiting_a_future_that_is_not_the_sdks_is_reported() {
+    for name in ["foreign", "forever"] {
+        let mut run = TestRun::new(guarded_registry(), name, &());
+        let err = run.step().unwrap_err();
+        assert_eq!(err, Error::ForeignAwait, "{name}");
+        assert!(err.to_string().starts_with("[STF-WT005]"), "{err}");
+        assert_eq!(err.fail_cause(), pb::WorkflowTaskFailCause::WorkflowBlocked);
+    }
+    // Blocked on SDK futures that a combinator does not re-poll: not reported.
+    let mut run = TestRun::new(guarded_registry(), "unordered", &());
+    let mut live = run.step().unwrap();
+    assert_eq!(live.len(), 3);
+    run.history().activity_completed(2, &20u32);
+    live.extend(run.step().unwrap());
+    run.history()
+        .activity_completed(1, &10u32)
+        .activity_completed(3, &30u32);
+    let c = run.step().unwrap();
+    assert_eq!(show(&c), ["4:complete(60)"]);
+}
+
+async fn race(ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
+    let models = ["m0", "m1", "m2"].map(|m| ctx.activity::<String>(m, &()));
+    let (first, index, rest) = select_all(models).await;
+    assert_eq!(rest.len(), 2);
+    let pair = select2(
+        ctx.activity::<String>("p", &()),
+        ctx.activity::<String>("q", &()),
+    );
+    let second = match pair.await {
+        Either::Left((p, _)) => format!("p={}", p?),
+        Either::Right((q, _)) => format!("q={}", q?),
+    };
+    Ok(format!("{index}:{} {second}", first?))
+}
+
+#[test]
+fn deterministic_select_takes_the_first_written_ready_branch_on_replay() {
+    let mut r = registry();
+    r.register_workflow("race", race);
+    let mut run = TestRun::new(r, "race", &());
+    let mut live = run.step().unwrap();
+    assert_eq!(live.len(), 3);
+    // All three ready in one activation, recorded last-first: the first written wins.
+    run.history()
+        .activity_completed(3, &"c")
+        .activity_completed(2, &"b")
+        .activity_completed(1, &"a");
+    let c = run.step().unwrap();
+    assert_eq!(show(&c), ["4:activity(p,null)", "5:activity(q,null)"]);
+    live.extend(c);
+    run.history()
+        .activity_completed(5, &"Q")
+        .activity_completed(4, &"P");
+    let c = run.step().unwrap();
+    assert_eq!(show(&c), ["6:complete(\"0:a p=P\")"]);
+    live.extend(c);
+    let mut replayer = registry();
+    replayer.register_workflow("race", race);
+    let outcome = Replayer::new(replayer)
+        .replay(run.events().to_vec())
+        .expect("replay");
+    assert_eq!(outcome.confirmed, live, "the same branches on replay");
+    assert!(outcome.finished && outcome.commands.is_empty());
 }
