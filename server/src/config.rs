@@ -15,6 +15,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Where to listen.
     pub listen: SocketAddr,
+    /// The key that signs task tokens; `None` = `<data_dir>/token.key`, generated once.
+    /// Nodes that share one key accept each other's tokens.
+    pub token_key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -22,6 +25,7 @@ impl Default for ServerConfig {
         ServerConfig {
             data_dir: DEFAULT_DATA_DIR.into(),
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            token_key_file: None,
         }
     }
 }

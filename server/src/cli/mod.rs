@@ -163,6 +163,10 @@ enum Command {
         /// Where to listen.
         #[arg(long, default_value = DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
+        /// The key that signs task tokens (32 bytes, or 64 hex digits). Default: generated
+        /// once into <data-dir>/token.key. Give every node the same file to share tokens.
+        #[arg(long, env = "STEADFAST_TOKEN_KEY_FILE")]
+        token_key_file: Option<std::path::PathBuf>,
     },
     /// Start runs, follow them, operate on them.
     #[command(subcommand, after_help = EXIT_CODES)]
@@ -209,7 +213,11 @@ async fn dispatch(cli: Cli) -> Outcome {
     } = cli;
     let connect = || client::Conn::connect(&addr, &namespace);
     match command {
-        Command::Server { data_dir, listen } => {
+        Command::Server {
+            data_dir,
+            listen,
+            token_key_file,
+        } => {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -218,9 +226,13 @@ async fn dispatch(cli: Cli) -> Outcome {
                 .with_writer(std::io::stderr)
                 .with_ansi(false)
                 .try_init();
-            crate::server::run(ServerConfig { data_dir, listen })
-                .await
-                .map_err(|e| Exit::error(format!("server stopped: {e:#}")))
+            crate::server::run(ServerConfig {
+                data_dir,
+                listen,
+                token_key_file,
+            })
+            .await
+            .map_err(|e| Exit::error(format!("server stopped: {e:#}")))
         }
         // Offline replay needs no server.
         Command::History(history::HistoryCmd::Replay(args)) if args.file.is_some() => {
