@@ -301,7 +301,9 @@ impl WorkerApi {
     ) -> Result<Option<pb::PollActivityTaskResponse>, Status> {
         let s = match self.core.state(&key).await {
             Ok(s) => s,
-            Err(_) => return Ok(None),
+            Err(e) if e.code() == tonic::Code::NotFound => return Ok(None),
+            // The caller gives the task back: an unreadable state must not keep it leased.
+            Err(e) => return Err(e),
         };
         let Some(act) = s
             .activities
