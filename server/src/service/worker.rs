@@ -1,11 +1,10 @@
 //! WorkerService: long-poll task dispatch, command validation, activity results.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use steadfast_engine::event::{self as ev, Effect, Event, TimeoutKind};
 use steadfast_engine::ids::RunKey;
-use steadfast_engine::state::{ActivityPhase, ActivityState, RunState, WorkflowTask};
+use steadfast_engine::state::{ActivityPhase, WorkflowTask};
 use steadfast_engine::store::{Task, TaskKind};
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::worker_service_server::WorkerService;
@@ -19,18 +18,16 @@ use crate::service::poll_filter::WorkerRuns;
 use crate::token::{RecordRef, TaskToken, TokenKey};
 use crate::validate;
 
-/// Default and longest long-poll.
-const POLL_MS_DEFAULT: u64 = 20_000;
-const POLL_MS_MAX: u64 = 60_000;
-/// Re-check queues at least this often (tasks become visible by time, e.g. after backoff).
-const POLL_RECHECK_MS: u64 = 100;
+mod fence;
+mod queue;
+
+use fence::current_attempt;
+use queue::poll_deadline;
+
 /// Most activity attempts handed back in one workflow task completion (eager dispatch).
 const EAGER_ACTIVITIES_MAX: u32 = 16;
 /// Heartbeat details are recorded in the history at most this often per activity.
 const HEARTBEAT_RECORD_INTERVAL_MS: i64 = 1_000;
-/// Most tasks of other types one poll steps over (leasing them for a moment) before it waits:
-/// a queue shared by workers of different types is served, at a bounded cost per poll.
-const POLL_SKIP_MAX: usize = 64;
 
 /// The worker service.
 pub struct WorkerApi {
@@ -45,173 +42,7 @@ impl WorkerApi {
     }
 }
 
-/// An activity attempt, as its token names it.
-struct AttemptRef {
-    key: RunKey,
-    id: u32,
-    scheduled: RecordRef,
-    attempt: u32,
-}
-
-fn poll_deadline(ms: u64) -> tokio::time::Instant {
-    let ms = if ms == 0 {
-        POLL_MS_DEFAULT
-    } else {
-        ms.min(POLL_MS_MAX)
-    };
-    tokio::time::Instant::now() + Duration::from_millis(ms)
-}
-
 impl WorkerApi {
-    /// Opens a token and checks that it belongs to the request's namespace.
-    fn open_token(&self, text: &str, namespace: &str) -> Result<TaskToken, Status> {
-        let token = TaskToken::open(text, &self.tokens)?;
-        let ns = validate::namespace(namespace)?;
-        if token.key().namespace != ns {
-            return Err(Status::invalid_argument(
-                "task_token was given out in another namespace than this request's: send the request in the namespace the task came from",
-            ));
-        }
-        Ok(token)
-    }
-
-    fn workflow_token(&self, text: &str, namespace: &str) -> Result<(RunKey, RecordRef), Status> {
-        match self.open_token(text, namespace)? {
-            TaskToken::Workflow { key, started } => Ok((key, started)),
-            TaskToken::Activity { .. } => Err(Status::invalid_argument(
-                "task_token is an activity task's token; this call takes a workflow task's",
-            )),
-        }
-    }
-
-    fn activity_token(&self, text: &str, namespace: &str) -> Result<AttemptRef, Status> {
-        match self.open_token(text, namespace)? {
-            TaskToken::Activity {
-                key,
-                activity_id,
-                scheduled,
-                attempt,
-            } => Ok(AttemptRef {
-                key,
-                id: activity_id,
-                scheduled,
-                attempt,
-            }),
-            TaskToken::Workflow { .. } => Err(Status::invalid_argument(
-                "task_token is a workflow task's token; this call takes an activity task's",
-            )),
-        }
-    }
-
-    /// Checks that the record a token names is in the history as it was handed out: same
-    /// seq, same hash. A seq that now holds another record (the server lost the one handed
-    /// out, or the history was replaced) makes the task stale.
-    async fn check_record(&self, key: &RunKey, rec: RecordRef, what: &str) -> Result<(), Status> {
-        let page = self
-            .core
-            .store
-            .read_history(key, rec.seq, 1)
-            .await
-            .map_err(status)?;
-        match page.first() {
-            Some(r) if r.seq == rec.seq && r.hash == rec.hash => Ok(()),
-            _ => Err(Status::failed_precondition(format!(
-                "the {what} at seq {} of run {} that this task_token names is not in the history: the task is stale (the server lost it in a crash, or the history was replaced); drop it",
-                rec.seq, key.run_id
-            ))),
-        }
-    }
-
-    /// Takes the next task of a queue that `runs` takes, waiting until one comes or the
-    /// deadline passes.
-    async fn next_task(
-        &self,
-        ns: &str,
-        queue: &str,
-        kind: TaskKind,
-        runs: &WorkerRuns,
-        deadline: tokio::time::Instant,
-    ) -> Result<Option<Task>, Status> {
-        let notify = self.core.notify.queue(ns, queue, kind);
-        let mut skipped_before: Vec<Task> = Vec::new();
-        loop {
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let (found, skipped) = self.sweep(ns, queue, kind, runs).await?;
-            if found.is_some() {
-                return Ok(found);
-            }
-            // A wake-up this poller took for a task it does not run is passed on, once per
-            // task, to a poller that may run it.
-            if skipped.iter().any(|t| !skipped_before.contains(t)) {
-                notify.notify_one();
-            }
-            skipped_before = skipped;
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            let recheck = (now + Duration::from_millis(POLL_RECHECK_MS)).min(deadline);
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep_until(recheck) => {}
-            }
-        }
-    }
-
-    /// Takes the first visible task that `runs` takes, stepping over (and giving back) at most
-    /// [`POLL_SKIP_MAX`] of other types. Returns it and the tasks stepped over.
-    async fn sweep(
-        &self,
-        ns: &str,
-        queue: &str,
-        kind: TaskKind,
-        runs: &WorkerRuns,
-    ) -> Result<(Option<Task>, Vec<Task>), Status> {
-        let mut skipped = Vec::new();
-        let found = loop {
-            if skipped.len() >= POLL_SKIP_MAX {
-                break Ok(None);
-            }
-            let task = match self
-                .core
-                .store
-                .poll_task(ns, queue, kind, self.core.now())
-                .await
-            {
-                Ok(Some(t)) => t,
-                Ok(None) => break Ok(None),
-                Err(e) => break Err(status(e)),
-            };
-            if runs.takes_any() {
-                break Ok(Some(task));
-            }
-            let type_name = match self.core.store.run_state(task_key(&task)).await {
-                Ok(Some(s)) => task_type(&s, &task),
-                // Gone or unreadable: hand it on, the start finds out and drops it.
-                _ => None,
-            };
-            match type_name {
-                Some(t) if !runs.takes(&t) => skipped.push(task),
-                _ => break Ok(Some(task)),
-            }
-        };
-        for t in &skipped {
-            self.core.store.release_task(t).await.map_err(status)?;
-        }
-        Ok((found?, skipped))
-    }
-
-    /// Gives a task back to its queue after an error, so that the error does not keep it
-    /// leased (and away from every worker) until the run changes or the server restarts.
-    async fn release_after_error(&self, task: &Task, e: Status) -> Status {
-        if let Err(re) = self.core.store.release_task(task).await {
-            tracing::warn!(error = %re, "could not release a task after an error");
-        }
-        e
-    }
-
     /// Starts a polled workflow task: records WorkflowTaskStarted and builds the response.
     async fn start_workflow_task(
         &self,
@@ -508,46 +339,6 @@ impl WorkerApi {
             .map(|t| now.saturating_sub(t).max(0) as u64)
             .unwrap_or(0)
     }
-}
-
-fn task_key(t: &Task) -> &RunKey {
-    match t {
-        Task::Workflow { key, .. } | Task::Activity { key, .. } => key,
-    }
-}
-
-/// The workflow or activity type of a task, when the state still has it.
-fn task_type(s: &RunState, t: &Task) -> Option<String> {
-    match t {
-        Task::Workflow { .. } => Some(s.workflow_type.clone()),
-        Task::Activity { id, .. } => s.activities.get(id).map(|a| a.activity_type.clone()),
-    }
-}
-
-fn open_activity(s: &RunState, id: u32) -> Result<&ActivityState, Status> {
-    s.activities.get(&id).ok_or_else(|| Status::not_found(format!("activity {id} of run {} is already closed (its result was recorded or it was cancelled)", s.key.run_id)))
-}
-
-/// The activity a token names, when the attempt it names is the current one. A superseded
-/// attempt is refused: only the current attempt's outcome is recorded.
-fn current_attempt<'s>(s: &'s RunState, a: &AttemptRef) -> Result<&'s ActivityState, Status> {
-    if !s.is_open() {
-        return Err(Status::not_found(format!("run {} is closed", s.key.run_id)));
-    }
-    let act = open_activity(s, a.id)?;
-    if act.scheduled_seq != a.scheduled.seq {
-        return Err(Status::failed_precondition(format!(
-            "activity {} of run {} is not the one this task_token names (scheduled at seq {}, not {}); drop this task",
-            a.id, s.key.run_id, act.scheduled_seq, a.scheduled.seq
-        )));
-    }
-    if act.attempt != a.attempt {
-        return Err(Status::failed_precondition(format!(
-            "attempt {} of activity {} is superseded: attempt {} is current, and only its outcome is recorded",
-            a.attempt, a.id, act.attempt
-        )));
-    }
-    Ok(act)
 }
 
 #[tonic::async_trait]
