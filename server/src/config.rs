@@ -17,6 +17,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// How long closed runs are kept before retention drops them; `None` keeps them.
     pub retention: Option<std::time::Duration>,
+    /// The key that signs task tokens; `None` = `<data_dir>/token.key`, generated once.
+    /// Nodes that share one key accept each other's tokens.
+    pub token_key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -25,6 +28,7 @@ impl Default for ServerConfig {
             data_dir: DEFAULT_DATA_DIR.into(),
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             retention: None,
+            token_key_file: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - [`commands`]: workflow commands -> events, validated against the run state.
 //! - [`timers`]: deadlines -> events.
 //! - [`retention`]: closed runs past the retention period are dropped.
+//! - [`token`]: signed task tokens, and the key that signs them.
 
 // tonic::Status (176 bytes) is the error type of every gRPC handler and of the helpers that
 // build one; boxing it everywhere would only add noise.
@@ -22,6 +23,7 @@ pub mod retry;
 pub mod server;
 pub mod service;
 pub mod timers;
+pub mod token;
 pub mod validate;
 
 pub use config::ServerConfig;

@@ -20,6 +20,7 @@ use crate::config::ServerConfig;
 use crate::core::Core;
 use crate::service::{admin::AdminApi, client::ClientApi, worker::WorkerApi};
 use crate::timers;
+use crate::token::TokenKey;
 
 /// Largest request accepted (bytes). Payload limits are checked separately with clearer
 /// messages; this only bounds what is decoded at all.
@@ -37,6 +38,12 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let (store, report) = EmbeddedStore::open(&config.data_dir, EmbeddedOptions::default())
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     tracing::info!(?report, "store open");
+    let token_key = match &config.token_key_file {
+        Some(path) => TokenKey::load(path),
+        None => TokenKey::load_or_create(&config.data_dir),
+    }
+    .context("cannot load the task token key")?;
+    tracing::info!(fingerprint = %token_key.fingerprint(), "task token key loaded");
     let store = Arc::new(store);
     // A crash between the two appends of a continue-as-new leaves a successor uncreated.
     for (key, started) in store
@@ -71,7 +78,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let retention = config
         .retention
         .map(|period| tokio::spawn(crate::retention::run(store.clone(), period, SystemClock)));
-    serve(store.clone(), listener, shutdown_signal()).await?;
+    serve_with_key(store.clone(), listener, shutdown_signal(), token_key).await?;
     if let Some(task) = retention {
         task.abort();
     }
@@ -82,11 +89,23 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves the API over `store` on `listener` until `shutdown` resolves.
+/// Serves the API over `store` on `listener` until `shutdown` resolves, signing task tokens
+/// with a random key (tokens do not outlive this call; for tests and embedding).
 pub async fn serve(
     store: Arc<dyn Store>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    serve_with_key(store, listener, shutdown, TokenKey::random()).await
+}
+
+/// Serves the API over `store` on `listener` until `shutdown` resolves, signing task tokens
+/// with `token_key`.
+pub async fn serve_with_key(
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    token_key: TokenKey,
 ) -> anyhow::Result<()> {
     let core = Core::new(store, Arc::new(SystemClock));
     let timer_task = tokio::spawn(timers::run(core.clone()));
@@ -106,8 +125,11 @@ pub async fn serve(
             .max_decoding_message_size(REQUEST_BYTES_MAX),
     );
     let worker = TooLarge(
-        pb::worker_service_server::WorkerServiceServer::new(WorkerApi::new(core.clone()))
-            .max_decoding_message_size(REQUEST_BYTES_MAX),
+        pb::worker_service_server::WorkerServiceServer::new(WorkerApi::new(
+            core.clone(),
+            token_key,
+        ))
+        .max_decoding_message_size(REQUEST_BYTES_MAX),
     );
     let admin = TooLarge(
         pb::admin_service_server::AdminServiceServer::new(AdminApi::new(core.clone()))

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use steadfast_engine::event::{self as ev, Effect, Event, TimeoutKind};
+use steadfast_engine::event::{self as ev, Event, TimeoutKind};
 use steadfast_engine::state::{ActivityPhase, WorkflowTask};
 use steadfast_engine::store::DueTimer;
 use tonic::Status;
@@ -81,8 +81,10 @@ async fn fire(core: &Core, d: &DueTimer) -> Result<(), Status> {
                     return Ok(None);
                 };
                 Ok(Some(vec![match &act.phase {
-                    // A write whose worker went silent: its outcome is unknown; never retried blindly.
-                    ActivityPhase::Started { .. } if act.options.effect == Effect::Write => {
+                    // A write whose worker went silent: its outcome is unknown; never retried
+                    // blindly. Only writes are recorded as started, by the effect the running
+                    // worker declared (which may differ from the one in the schedule options).
+                    ActivityPhase::Started { .. } => {
                         Event::ActivityOutcomeUnknown(ev::ActivityOutcomeUnknown {
                             command_seq: *id,
                             attempt: *attempt,

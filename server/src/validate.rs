@@ -1,5 +1,6 @@
 //! Request validation: every bad request gets a status whose message says what to fix (C5).
 
+use steadfast_engine::event::Effect;
 use steadfast_engine::ids::{DEFAULT_NAMESPACE, NAME_LEN_MAX};
 use steadfast_engine::payload::{ENCODING_JSON, PAYLOAD_BYTES_MAX, Payload};
 use steadfast_engine::{RunId, RunKey};
@@ -36,6 +37,39 @@ pub fn name(field: &str, v: &str) -> Result<(), Status> {
         )));
     }
     Ok(())
+}
+
+/// Most workflow or activity types one poll may name.
+pub const POLL_TYPES_MAX: usize = 1_000;
+
+/// The type names of a poll: at most [`POLL_TYPES_MAX`], each a valid name.
+pub fn type_names<'a>(
+    field: &str,
+    names: impl ExactSizeIterator<Item = &'a str>,
+) -> Result<(), Status> {
+    if names.len() > POLL_TYPES_MAX {
+        return Err(Status::invalid_argument(format!(
+            "{field} names {} types; the limit is {POLL_TYPES_MAX}",
+            names.len()
+        )));
+    }
+    for (i, n) in names.enumerate() {
+        name(&format!("{field}[{i}]"), n)?;
+    }
+    Ok(())
+}
+
+/// The effect a worker declares for an activity: UNSPECIFIED is `write`, the safe default
+/// (a lost attempt waits for reconciliation instead of being repeated).
+pub fn declared_effect(field: &str, v: i32) -> Result<Effect, Status> {
+    match pb::Effect::try_from(v) {
+        Ok(pb::Effect::Read) => Ok(Effect::Read),
+        Ok(pb::Effect::Idempotent) => Ok(Effect::Idempotent),
+        Ok(pb::Effect::Write | pb::Effect::Unspecified) => Ok(Effect::Write),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "{field} is {v}, not an Effect: use EFFECT_READ (1), EFFECT_IDEMPOTENT (2) or EFFECT_WRITE (3)"
+        ))),
+    }
 }
 
 /// An optional name: empty is fine.
@@ -105,6 +139,27 @@ mod tests {
         );
         assert!(run_id("nope").unwrap_err().message().contains("not a UUID"));
         assert!(run_id(&RunId::new_v7().to_string()).is_ok());
+    }
+
+    #[test]
+    fn poll_types_and_effects() {
+        let many: Vec<String> = (0..=POLL_TYPES_MAX).map(|i| i.to_string()).collect();
+        let e = type_names("activity_types", many.iter().map(String::as_str)).unwrap_err();
+        assert!(e.message().contains("limit is 1000"), "{}", e.message());
+        let e = type_names("activity_types", ["ok", ""].into_iter()).unwrap_err();
+        assert!(
+            e.message().contains("activity_types[1] is empty"),
+            "{}",
+            e.message()
+        );
+        assert_eq!(declared_effect("e", 0).unwrap(), Effect::Write);
+        assert_eq!(declared_effect("e", 1).unwrap(), Effect::Read);
+        assert_eq!(declared_effect("e", 2).unwrap(), Effect::Idempotent);
+        assert_eq!(declared_effect("e", 3).unwrap(), Effect::Write);
+        assert_eq!(
+            declared_effect("e", 9).unwrap_err().code(),
+            Code::InvalidArgument
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod raw;
 pub mod side;
 
 /// Where the workspace's binaries are (target/debug), after building them once.
@@ -137,6 +138,11 @@ impl Proc {
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Takes its stdout, when it was spawned with `Stdio::piped()`.
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.as_mut().and_then(|c| c.stdout.take())
     }
 
     /// Its pid.

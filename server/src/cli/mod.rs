@@ -168,6 +168,10 @@ enum Command {
         /// A duration: 90s, 12h, 30d.
         #[arg(long, env = "STEADFAST_RETENTION", default_value = "0", value_parser = parse::duration_ms)]
         retention: u64,
+        /// The key that signs task tokens (32 bytes, or 64 hex digits). Default: generated
+        /// once into <data-dir>/token.key. Give every node the same file to share tokens.
+        #[arg(long, env = "STEADFAST_TOKEN_KEY_FILE")]
+        token_key_file: Option<std::path::PathBuf>,
     },
     /// Start runs, follow them, operate on them.
     #[command(subcommand, after_help = EXIT_CODES)]
@@ -218,6 +222,7 @@ async fn dispatch(cli: Cli) -> Outcome {
             data_dir,
             listen,
             retention,
+            token_key_file,
         } => {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(
@@ -232,6 +237,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                 data_dir,
                 listen,
                 retention,
+                token_key_file,
             })
             .await
             .map_err(|e| Exit::error(format!("server stopped: {e:#}")))

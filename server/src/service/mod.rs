@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod poll_filter;
 pub mod worker;
 
 use steadfast_engine::event::{self as ev, Event};

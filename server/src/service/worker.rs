@@ -1,11 +1,10 @@
 //! WorkerService: long-poll task dispatch, command validation, activity results.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use steadfast_engine::event::{self as ev, Effect, Event, TimeoutKind};
 use steadfast_engine::ids::RunKey;
-use steadfast_engine::state::{ActivityPhase, RunState, WorkflowTask};
+use steadfast_engine::state::{ActivityPhase, WorkflowTask};
 use steadfast_engine::store::{Task, TaskKind};
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::worker_service_server::WorkerService;
@@ -15,13 +14,16 @@ use crate::commands;
 use crate::convert;
 use crate::core::{Core, Sticky, status};
 use crate::retry;
+use crate::service::poll_filter::WorkerRuns;
+use crate::token::{RecordRef, TaskToken, TokenKey};
 use crate::validate;
 
-/// Default and longest long-poll.
-const POLL_MS_DEFAULT: u64 = 20_000;
-const POLL_MS_MAX: u64 = 60_000;
-/// Re-check queues at least this often (tasks become visible by time, e.g. after backoff).
-const POLL_RECHECK_MS: u64 = 100;
+mod fence;
+mod queue;
+
+use fence::current_attempt;
+use queue::poll_deadline;
+
 /// Most activity attempts handed back in one workflow task completion (eager dispatch).
 const EAGER_ACTIVITIES_MAX: u32 = 16;
 /// Heartbeat details are recorded in the history at most this often per activity.
@@ -30,97 +32,17 @@ const HEARTBEAT_RECORD_INTERVAL_MS: i64 = 1_000;
 /// The worker service.
 pub struct WorkerApi {
     core: Arc<Core>,
+    tokens: TokenKey,
 }
 
 impl WorkerApi {
-    /// Over `core`.
-    pub fn new(core: Arc<Core>) -> WorkerApi {
-        WorkerApi { core }
+    /// Over `core`, signing task tokens with `tokens`.
+    pub fn new(core: Arc<Core>, tokens: TokenKey) -> WorkerApi {
+        WorkerApi { core, tokens }
     }
-}
-
-fn wf_token(key: &RunKey, started_seq: u64) -> String {
-    format!("w|{}|{}|{}", key.run_id, started_seq, key.namespace)
-}
-
-fn act_token(key: &RunKey, id: u32, attempt: u32) -> String {
-    format!("a|{}|{}|{}|{}", key.run_id, id, attempt, key.namespace)
-}
-
-fn bad_token() -> Status {
-    Status::invalid_argument("task_token is not one this server gave out")
-}
-
-fn parse_wf_token(t: &str) -> Result<(RunKey, u64), Status> {
-    let mut p = t.splitn(4, '|');
-    let (Some("w"), Some(run), Some(seq), Some(ns)) = (p.next(), p.next(), p.next(), p.next())
-    else {
-        return Err(bad_token());
-    };
-    Ok((
-        validate::run_key(ns, run).map_err(|_| bad_token())?,
-        seq.parse().map_err(|_| bad_token())?,
-    ))
-}
-
-fn parse_act_token(t: &str) -> Result<(RunKey, u32, u32), Status> {
-    let mut p = t.splitn(5, '|');
-    let (Some("a"), Some(run), Some(id), Some(att), Some(ns)) =
-        (p.next(), p.next(), p.next(), p.next(), p.next())
-    else {
-        return Err(bad_token());
-    };
-    Ok((
-        validate::run_key(ns, run).map_err(|_| bad_token())?,
-        id.parse().map_err(|_| bad_token())?,
-        att.parse().map_err(|_| bad_token())?,
-    ))
-}
-
-fn poll_deadline(ms: u64) -> tokio::time::Instant {
-    let ms = if ms == 0 {
-        POLL_MS_DEFAULT
-    } else {
-        ms.min(POLL_MS_MAX)
-    };
-    tokio::time::Instant::now() + Duration::from_millis(ms)
 }
 
 impl WorkerApi {
-    /// Takes the next task of a queue, waiting until one comes or the deadline passes.
-    async fn next_task(
-        &self,
-        ns: &str,
-        queue: &str,
-        kind: TaskKind,
-        deadline: tokio::time::Instant,
-    ) -> Result<Option<Task>, Status> {
-        let notify = self.core.notify.queue(ns, queue, kind);
-        loop {
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(t) = self
-                .core
-                .store
-                .poll_task(ns, queue, kind, self.core.now())
-                .await
-                .map_err(status)?
-            {
-                return Ok(Some(t));
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            let recheck = (now + Duration::from_millis(POLL_RECHECK_MS)).min(deadline);
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep_until(recheck) => {}
-            }
-        }
-    }
-
     /// Starts a polled workflow task: records WorkflowTaskStarted and builds the response.
     async fn start_workflow_task(
         &self,
@@ -128,9 +50,12 @@ impl WorkerApi {
         scheduled_seq: u64,
         worker: &str,
     ) -> Result<Option<pb::PollWorkflowTaskResponse>, Status> {
+        // Durable before it is handed out: a WorkflowTaskStarted lost in a crash would let its
+        // seq (and a different `now()`) be given out again, and the old worker's completion
+        // would be taken for the new task's.
         let appended = self
             .core
-            .update(&key, false, |s, _| match &s.workflow_task {
+            .update(&key, true, |s, _| match &s.workflow_task {
                 WorkflowTask::Scheduled {
                     scheduled_seq: q, ..
                 } if *q == scheduled_seq && s.is_open() => {
@@ -146,11 +71,26 @@ impl WorkerApi {
             .await;
         let appended = match appended {
             Ok(Some(a)) => a,
-            // The task moved on (stale queue entry) or the run vanished: nothing to hand out.
-            Ok(None) | Err(_) => return Ok(None),
+            // The task moved on (stale queue entry): nothing to hand out.
+            Ok(None) => return Ok(None),
+            Err(e) if e.code() == tonic::Code::NotFound => return Ok(None),
+            Err(e) => return Err(e),
         };
         let s = &appended.state;
-        let started_seq = s.last_seq;
+        let Some(started) = appended
+            .records
+            .iter()
+            .find(|r| matches!(r.event, Event::WorkflowTaskStarted(_)))
+            .map(|r| RecordRef {
+                seq: r.seq,
+                hash: r.hash,
+            })
+        else {
+            return Err(Status::internal(
+                "the append did not record WorkflowTaskStarted",
+            ));
+        };
+        let started_seq = started.seq;
         let first_seq = {
             let sticky = self.core.sticky.lock();
             match sticky.get(&key) {
@@ -167,7 +107,11 @@ impl WorkerApi {
             },
         );
         Ok(Some(pb::PollWorkflowTaskResponse {
-            task_token: wf_token(&key, started_seq),
+            task_token: TaskToken::Workflow {
+                key: key.clone(),
+                started,
+            }
+            .seal(&self.tokens),
             run_id: key.run_id.to_string(),
             workflow_type: s.workflow_type.clone(),
             events: events.iter().map(convert::event).collect(),
@@ -184,10 +128,13 @@ impl WorkerApi {
         id: u32,
         attempt: u32,
         worker: &str,
+        runs: &WorkerRuns,
     ) -> Result<Option<pb::PollActivityTaskResponse>, Status> {
         let s = match self.core.state(&key).await {
             Ok(s) => s,
-            Err(_) => return Ok(None),
+            Err(e) if e.code() == tonic::Code::NotFound => return Ok(None),
+            // The caller gives the task back: an unreadable state must not keep it leased.
+            Err(e) => return Err(e),
         };
         let Some(act) = s
             .activities
@@ -229,7 +176,9 @@ impl WorkerApi {
             tracing::info!(run = %key, activity = id, dimension = hit.dimension.as_str(), "run parked on its budget");
             return Ok(None);
         }
-        if act.options.effect == Effect::Write {
+        // The effect the running worker declares counts, not the one the workflow assumed.
+        let effect = runs.effect(&act.activity_type);
+        if effect == Effect::Write {
             // Recorded durably before the tool runs: if this attempt is lost, the run waits
             // for reconciliation instead of repeating a write blindly.
             let started = self
@@ -280,8 +229,19 @@ impl WorkerApi {
             .core
             .history(&key, act.scheduled_seq, act.scheduled_seq)
             .await?;
-        let input = match scheduled.first().map(|r| &r.event) {
-            Some(Event::ActivityScheduled(a)) => convert::payload(&a.input),
+        let (input, scheduled) = match scheduled.first() {
+            Some(
+                r @ steadfast_engine::EventRecord {
+                    event: Event::ActivityScheduled(a),
+                    ..
+                },
+            ) => (
+                convert::payload(&a.input),
+                RecordRef {
+                    seq: r.seq,
+                    hash: r.hash,
+                },
+            ),
             _ => {
                 return Err(Status::data_loss(format!(
                     "run {key}: ActivityScheduled of activity {id} is missing at seq {}",
@@ -290,7 +250,13 @@ impl WorkerApi {
             }
         };
         Ok(Some(pb::PollActivityTaskResponse {
-            task_token: act_token(&key, id, attempt),
+            task_token: TaskToken::Activity {
+                key: key.clone(),
+                activity_id: id,
+                scheduled,
+                attempt,
+            }
+            .seal(&self.tokens),
             run_id: key.run_id.to_string(),
             activity_id: id,
             activity_type: act.activity_type.clone(),
@@ -315,6 +281,12 @@ impl WorkerApi {
     ) -> Result<Vec<pb::PollActivityTaskResponse>, Status> {
         let mut out = Vec::new();
         let slots = r.eager_activity_slots.min(EAGER_ACTIVITIES_MAX) as usize;
+        let runs = WorkerRuns::activities(
+            "eager_activity_types",
+            &r.eager_activity_types,
+            "eager_activities",
+            &r.eager_activities,
+        )?;
         let s = &appended.state;
         for rec in &appended.records {
             if out.len() >= slots {
@@ -324,7 +296,8 @@ impl WorkerApi {
                 continue;
             };
             if a.options.task_queue != s.task_queue
-                || !r.eager_activity_types.iter().any(|t| t == &a.activity_type)
+                || runs.takes_any()
+                || !runs.takes(&a.activity_type)
             {
                 continue;
             }
@@ -342,10 +315,14 @@ impl WorkerApi {
             {
                 continue;
             }
-            match self
-                .start_activity_task(s.key.clone(), a.command_seq, 1, &r.worker_id)
-                .await?
-            {
+            let started = self
+                .start_activity_task(s.key.clone(), a.command_seq, 1, &r.worker_id, &runs)
+                .await;
+            let started = match started {
+                Ok(t) => t,
+                Err(e) => return Err(self.release_after_error(&task, e).await),
+            };
+            match started {
                 Some(t) => out.push(t),
                 // Parked on its budget or moved on; if still offered, pollers get it back.
                 None => self.core.store.release_task(&task).await.map_err(status)?,
@@ -364,10 +341,6 @@ impl WorkerApi {
     }
 }
 
-fn open_activity(s: &RunState, id: u32) -> Result<&steadfast_engine::state::ActivityState, Status> {
-    s.activities.get(&id).ok_or_else(|| Status::not_found(format!("activity {id} of run {} is already closed (its result was recorded or it was cancelled)", s.key.run_id)))
-}
-
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
     async fn poll_workflow_task(
@@ -378,17 +351,22 @@ impl WorkerService for WorkerApi {
         let ns = validate::namespace(&r.namespace)?;
         validate::name("task_queue", &r.task_queue)?;
         validate::name("worker_id", &r.worker_id)?;
+        let runs = WorkerRuns::workflows(&r.workflow_types)?;
         let deadline = poll_deadline(r.poll_timeout_ms);
         while let Some(task) = self
-            .next_task(&ns, &r.task_queue, TaskKind::Workflow, deadline)
+            .next_task(&ns, &r.task_queue, TaskKind::Workflow, &runs, deadline)
             .await?
         {
-            if let Task::Workflow { key, scheduled_seq } = task
-                && let Some(resp) = self
-                    .start_workflow_task(key, scheduled_seq, &r.worker_id)
-                    .await?
+            let Task::Workflow { key, scheduled_seq } = &task else {
+                continue;
+            };
+            match self
+                .start_workflow_task(key.clone(), *scheduled_seq, &r.worker_id)
+                .await
             {
-                return Ok(Response::new(resp));
+                Ok(Some(resp)) => return Ok(Response::new(resp)),
+                Ok(None) => {}
+                Err(e) => return Err(self.release_after_error(&task, e).await),
             }
         }
         Ok(Response::new(pb::PollWorkflowTaskResponse::default()))
@@ -399,7 +377,10 @@ impl WorkerService for WorkerApi {
         req: Request<pb::CompleteWorkflowTaskRequest>,
     ) -> Result<Response<pb::CompleteWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
-        let (key, started_seq) = parse_wf_token(&r.task_token)?;
+        let (key, started) = self.workflow_token(&r.task_token, &r.namespace)?;
+        self.check_record(&key, started, "WorkflowTaskStarted")
+            .await?;
+        let started_seq = started.seq;
         let mut new_run: Option<ev::RunStarted> = None;
         let eager = r.eager_activity_slots > 0;
         let appended = self
@@ -456,7 +437,10 @@ impl WorkerService for WorkerApi {
         req: Request<pb::FailWorkflowTaskRequest>,
     ) -> Result<Response<pb::FailWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
-        let (key, started_seq) = parse_wf_token(&r.task_token)?;
+        let (key, started) = self.workflow_token(&r.task_token, &r.namespace)?;
+        self.check_record(&key, started, "WorkflowTaskStarted")
+            .await?;
+        let started_seq = started.seq;
         self.core.sticky.lock().remove(&key);
         self.core
             .update(&key, true, |s, now| {
@@ -505,17 +489,27 @@ impl WorkerService for WorkerApi {
         let ns = validate::namespace(&r.namespace)?;
         validate::name("task_queue", &r.task_queue)?;
         validate::name("worker_id", &r.worker_id)?;
+        let runs = WorkerRuns::activities(
+            "activity_types",
+            &r.activity_types,
+            "activities",
+            &r.activities,
+        )?;
         let deadline = poll_deadline(r.poll_timeout_ms);
         while let Some(task) = self
-            .next_task(&ns, &r.task_queue, TaskKind::Activity, deadline)
+            .next_task(&ns, &r.task_queue, TaskKind::Activity, &runs, deadline)
             .await?
         {
-            if let Task::Activity { key, id, attempt } = task
-                && let Some(resp) = self
-                    .start_activity_task(key, id, attempt, &r.worker_id)
-                    .await?
+            let Task::Activity { key, id, attempt } = &task else {
+                continue;
+            };
+            match self
+                .start_activity_task(key.clone(), *id, *attempt, &r.worker_id, &runs)
+                .await
             {
-                return Ok(Response::new(resp));
+                Ok(Some(resp)) => return Ok(Response::new(resp)),
+                Ok(None) => {}
+                Err(e) => return Err(self.release_after_error(&task, e).await),
             }
         }
         Ok(Response::new(pb::PollActivityTaskResponse::default()))
@@ -526,15 +520,15 @@ impl WorkerService for WorkerApi {
         req: Request<pb::CompleteActivityTaskRequest>,
     ) -> Result<Response<pb::CompleteActivityTaskResponse>, Status> {
         let r = req.get_ref();
-        let (key, id, attempt) = parse_act_token(&r.task_token)?;
+        let a = self.activity_token(&r.task_token, &r.namespace)?;
         let result = validate::payload("result", r.result.as_ref())?;
+        self.check_record(&a.key, a.scheduled, "ActivityScheduled")
+            .await?;
+        let (key, id, attempt) = (a.key.clone(), a.id, a.attempt);
         let duration_ms = self.duration_ms(&key, id, attempt, self.core.now());
         self.core
             .update(&key, true, |s, _| {
-                if !s.is_open() {
-                    return Err(Status::not_found(format!("run {} is closed", key.run_id)));
-                }
-                open_activity(s, id)?;
+                current_attempt(s, &a)?;
                 Ok(Some(vec![Event::ActivityCompleted(
                     ev::ActivityCompleted {
                         command_seq: id,
@@ -555,25 +549,19 @@ impl WorkerService for WorkerApi {
         req: Request<pb::FailActivityTaskRequest>,
     ) -> Result<Response<pb::FailActivityTaskResponse>, Status> {
         let r = req.get_ref();
-        let (key, id, attempt) = parse_act_token(&r.task_token)?;
+        let a = self.activity_token(&r.task_token, &r.namespace)?;
         let failure = r
             .failure
             .as_ref()
             .map(convert::failure_from)
             .unwrap_or_default();
+        self.check_record(&a.key, a.scheduled, "ActivityScheduled")
+            .await?;
+        let (key, id, attempt) = (a.key.clone(), a.id, a.attempt);
         let duration_ms = self.duration_ms(&key, id, attempt, self.core.now());
         self.core
             .update(&key, true, |s, now| {
-                if !s.is_open() {
-                    return Err(Status::not_found(format!("run {} is closed", key.run_id)));
-                }
-                let act = open_activity(s, id)?;
-                if act.attempt != attempt {
-                    return Err(Status::failed_precondition(format!(
-                        "attempt {attempt} of activity {id} is stale (attempt {} is current)",
-                        act.attempt
-                    )));
-                }
+                let act = current_attempt(s, &a)?;
                 if failure.error_type == retry::CANCELLED_ERROR_TYPE && act.cancel_requested {
                     return Ok(Some(vec![Event::ActivityCancelled(
                         ev::ActivityCancelled { command_seq: id },
@@ -597,13 +585,21 @@ impl WorkerService for WorkerApi {
         req: Request<pb::HeartbeatActivityTaskRequest>,
     ) -> Result<Response<pb::HeartbeatActivityTaskResponse>, Status> {
         let r = req.get_ref();
-        let (key, id, attempt) = parse_act_token(&r.task_token)?;
+        let a = self.activity_token(&r.task_token, &r.namespace)?;
+        self.check_record(&a.key, a.scheduled, "ActivityScheduled")
+            .await?;
+        let (key, id, attempt) = (a.key.clone(), a.id, a.attempt);
         let s = self.core.state(&key).await?;
-        let Some(act) = s.activities.get(&id).filter(|a| a.attempt == attempt) else {
-            // Closed, or superseded by a newer attempt: this attempt should stop.
-            return Ok(Response::new(pb::HeartbeatActivityTaskResponse {
-                cancel_requested: true,
-            }));
+        let act = match current_attempt(&s, &a) {
+            Ok(act) => act,
+            // Closed (recorded, cancelled, or the run ended): this attempt should stop.
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                return Ok(Response::new(pb::HeartbeatActivityTaskResponse {
+                    cancel_requested: true,
+                }));
+            }
+            // Superseded: refused, and the worker stops it.
+            Err(e) => return Err(e),
         };
         // A run's cancel request marked the activities open at that moment (see the state
         // machine); activities scheduled after it, e.g. cleanup, run to completion.

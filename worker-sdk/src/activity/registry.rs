@@ -74,6 +74,20 @@ impl Activities {
         self.map.iter().map(|(n, (e, _))| (n.as_str(), *e))
     }
 
+    /// What a worker declares to the server when it polls: each activity with its effect,
+    /// sorted by name.
+    pub(crate) fn declarations(&self) -> Vec<pb::ActivityDeclaration> {
+        let mut d: Vec<pb::ActivityDeclaration> = self
+            .effects()
+            .map(|(name, effect)| pb::ActivityDeclaration {
+                activity_type: name.to_string(),
+                effect: pb::Effect::from(effect) as i32,
+            })
+            .collect();
+        d.sort_by(|a, b| a.activity_type.cmp(&b.activity_type));
+        d
+    }
+
     /// Whether nothing is registered.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()

@@ -37,6 +37,10 @@ struct Shared {
     runtime: RuntimeConfig,
     workflow_types: Vec<String>,
     activity_types: Vec<String>,
+    /// The activities this worker runs with their effects, sent with every activity poll
+    /// and eager offer: the server believes the effect declared by the worker that runs an
+    /// attempt (an undeclared one is a `write`).
+    declarations: Vec<pb::ActivityDeclaration>,
     /// Slots of running activity attempts, shared by the pollers and eager dispatch.
     act_slots: Arc<Semaphore>,
 }
@@ -51,6 +55,7 @@ pub(super) async fn run(
     let channel = config.endpoint()?.connect_lazy();
     let workflow_types = workflows.workflow_types();
     let activity_types = activities.names();
+    let declarations = activities.declarations();
     let threads = WorkflowThreads::start(
         Arc::new(workflows),
         options.workflow_threads,
@@ -76,6 +81,7 @@ pub(super) async fn run(
         },
         workflow_types,
         activity_types,
+        declarations,
         act_slots: Arc::new(Semaphore::new(options.max_concurrent_activities.max(1))),
         options,
     });
@@ -311,6 +317,11 @@ async fn advance_workflow(shared: &Arc<Shared>, task: pb::PollWorkflowTaskRespon
                     shared.activity_types.clone()
                 },
                 eager_activity_slots: permits.len() as u32,
+                eager_activities: if permits.is_empty() {
+                    Vec::new()
+                } else {
+                    shared.declarations.clone()
+                },
             };
             let sent = with_retries(shared, |mut w| {
                 let req = req.clone();
@@ -407,6 +418,7 @@ async fn poll_activity_tasks(
             worker_id: shared.options.worker_id.clone(),
             activity_types: shared.activity_types.clone(),
             poll_timeout_ms: shared.options.poll_timeout.as_millis() as u64,
+            activities: shared.declarations.clone(),
         });
         req.set_timeout(shared.options.poll_timeout + POLL_SLACK);
         let mut service = shared.worker.clone();

@@ -1,0 +1,119 @@
+//! What a task token is checked against before a worker is believed: the request's
+//! namespace, the record it names (same seq, same hash) and, for activities, the current
+//! attempt. The format and signature are [`crate::token`]'s.
+
+use steadfast_engine::ids::RunKey;
+use steadfast_engine::state::{ActivityState, RunState};
+use tonic::Status;
+
+use super::WorkerApi;
+use crate::core::status;
+use crate::token::{RecordRef, TaskToken};
+use crate::validate;
+
+/// An activity attempt, as its token names it.
+pub(super) struct AttemptRef {
+    pub(super) key: RunKey,
+    pub(super) id: u32,
+    pub(super) scheduled: RecordRef,
+    pub(super) attempt: u32,
+}
+
+impl WorkerApi {
+    /// Opens a token and checks that it belongs to the request's namespace.
+    fn open_token(&self, text: &str, namespace: &str) -> Result<TaskToken, Status> {
+        let token = TaskToken::open(text, &self.tokens)?;
+        let ns = validate::namespace(namespace)?;
+        if token.key().namespace != ns {
+            return Err(Status::invalid_argument(
+                "task_token was given out in another namespace than this request's: send the request in the namespace the task came from",
+            ));
+        }
+        Ok(token)
+    }
+
+    pub(super) fn workflow_token(
+        &self,
+        text: &str,
+        namespace: &str,
+    ) -> Result<(RunKey, RecordRef), Status> {
+        match self.open_token(text, namespace)? {
+            TaskToken::Workflow { key, started } => Ok((key, started)),
+            TaskToken::Activity { .. } => Err(Status::invalid_argument(
+                "task_token is an activity task's token; this call takes a workflow task's",
+            )),
+        }
+    }
+
+    pub(super) fn activity_token(&self, text: &str, namespace: &str) -> Result<AttemptRef, Status> {
+        match self.open_token(text, namespace)? {
+            TaskToken::Activity {
+                key,
+                activity_id,
+                scheduled,
+                attempt,
+            } => Ok(AttemptRef {
+                key,
+                id: activity_id,
+                scheduled,
+                attempt,
+            }),
+            TaskToken::Workflow { .. } => Err(Status::invalid_argument(
+                "task_token is a workflow task's token; this call takes an activity task's",
+            )),
+        }
+    }
+
+    /// Checks that the record a token names is in the history as it was handed out: same
+    /// seq, same hash. A seq that now holds another record (the server lost the one handed
+    /// out, or the history was replaced) makes the task stale.
+    pub(super) async fn check_record(
+        &self,
+        key: &RunKey,
+        rec: RecordRef,
+        what: &str,
+    ) -> Result<(), Status> {
+        let page = self
+            .core
+            .store
+            .read_history(key, rec.seq, 1)
+            .await
+            .map_err(status)?;
+        match page.first() {
+            Some(r) if r.seq == rec.seq && r.hash == rec.hash => Ok(()),
+            _ => Err(Status::failed_precondition(format!(
+                "the {what} at seq {} of run {} that this task_token names is not in the history: the task is stale (the server lost it in a crash, or the history was replaced); drop it",
+                rec.seq, key.run_id
+            ))),
+        }
+    }
+}
+
+fn open_activity(s: &RunState, id: u32) -> Result<&ActivityState, Status> {
+    s.activities.get(&id).ok_or_else(|| Status::not_found(format!("activity {id} of run {} is already closed (its result was recorded or it was cancelled)", s.key.run_id)))
+}
+
+/// The activity a token names, when the attempt it names is the current one. A superseded
+/// attempt is refused: only the current attempt's outcome is recorded.
+pub(super) fn current_attempt<'s>(
+    s: &'s RunState,
+    a: &AttemptRef,
+) -> Result<&'s ActivityState, Status> {
+    if !s.is_open() {
+        return Err(Status::not_found(format!("run {} is closed", s.key.run_id)));
+    }
+    let act = open_activity(s, a.id)?;
+    if act.scheduled_seq != a.scheduled.seq {
+        return Err(Status::failed_precondition(format!(
+            "activity {} of run {} is not the one this task_token names (scheduled at seq {}, not {}); drop this task",
+            a.id, s.key.run_id, act.scheduled_seq, a.scheduled.seq
+        )));
+    }
+    if act.attempt != a.attempt {
+        return Err(Status::failed_precondition(format!(
+            "attempt {} of activity {} is superseded: attempt {} is current, and only its outcome is recorded",
+            a.attempt, a.id, act.attempt
+        )));
+    }
+    Ok(act)
+}
