@@ -23,7 +23,7 @@ use crate::embedded::indexer::{Indexer, StateWrite, write_chunks, write_states};
 use crate::embedded::keys::{self, StoredState};
 use crate::embedded::{
     EmbeddedOptions, EmbeddedStore, Head, Inner, LOG_DIR, OpenReport, RunHead, SLED_DIR, log_err,
-    read, retention, sled_err,
+    log_err_named, read, retention, sled_err,
 };
 use crate::event::genesis_hash;
 use crate::ids::RunKey;
@@ -179,6 +179,7 @@ impl LogSource<'_> {
     /// verified as it is read (bounded memory: the log streams).
     fn for_each(
         &self,
+        db: &sled::Db,
         from: u64,
         mut f: impl FnMut(&Record) -> Result<(), Failure>,
     ) -> Result<(), Failure> {
@@ -197,7 +198,7 @@ impl LogSource<'_> {
             .read_from(from)
             .map_err(|e| Failure::Log(log_err(e)))?;
         for r in reader {
-            let r = r.map_err(|e| Failure::Log(log_err(e)))?;
+            let r = r.map_err(|e| Failure::Log(log_err_named(db, e)))?;
             f(&r)?;
         }
         Ok(())
@@ -233,7 +234,7 @@ fn catch_up(
         batch_records: 0,
     };
     let mut replayed = 0u64;
-    log.for_each(indexed + 1, |r| {
+    log.for_each(&db, indexed + 1, |r| {
         replay.record(r).map_err(Failure::Sled)?;
         replayed += 1;
         if replay.batch_records >= REPLAY_FLUSH_EVENTS {
