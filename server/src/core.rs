@@ -10,7 +10,7 @@ use steadfast_engine::clock::Clock;
 use steadfast_engine::event::{Event, WorkflowTaskScheduled};
 use steadfast_engine::payload::Payload;
 use steadfast_engine::state::{ActivityPhase, ApplyError, RunState};
-use steadfast_engine::store::{self, AppendRequest, Appended, Store, TaskKind};
+use steadfast_engine::store::{self, AppendRequest, Appended, RequestKey, Store, TaskKind};
 use steadfast_engine::{EventRecord, RunKey};
 use tonic::Status;
 
@@ -24,7 +24,7 @@ pub fn status(e: store::Error) -> Status {
     use store::Error as E;
     match e {
         E::Conflict { .. } => Status::aborted(e.to_string()),
-        E::WorkflowIdInUse { .. } => Status::already_exists(e.to_string()),
+        E::WorkflowIdInUse { .. } | E::Duplicate { .. } => Status::already_exists(e.to_string()),
         E::NotFound(k) => Status::not_found(format!(
             "run {} not found in namespace {:?}",
             k.run_id, k.namespace
@@ -34,6 +34,26 @@ pub fn status(e: store::Error) -> Status {
         E::Invalid(_) => Status::invalid_argument(e.to_string()),
         E::Corrupt { .. } => Status::data_loss(e.to_string()),
         E::Unavailable(_) => Status::unavailable(e.to_string()),
+    }
+}
+
+/// Why [`Core::update_once`] appended nothing.
+#[derive(Debug)]
+pub enum Updated {
+    /// Refused; the status says why.
+    Refused(Status),
+    /// The request id was used before: the first request appended to `run_id` at `seq`.
+    Duplicate {
+        /// The run.
+        run_id: steadfast_engine::ids::RunId,
+        /// The first seq of the first request's append.
+        seq: u64,
+    },
+}
+
+impl From<Status> for Updated {
+    fn from(s: Status) -> Updated {
+        Updated::Refused(s)
     }
 }
 
@@ -117,8 +137,37 @@ impl Core {
         key: &RunKey,
         wait_durable: bool,
         wake_activity_pollers: bool,
-        mut decide: impl FnMut(&RunState, i64) -> Decision,
+        decide: impl FnMut(&RunState, i64) -> Decision,
     ) -> Result<Option<Appended>, Status> {
+        self.update_request(key, wait_durable, wake_activity_pollers, None, decide)
+            .await
+            .map_err(|e| match e {
+                Updated::Refused(s) => s,
+                Updated::Duplicate { .. } => Status::internal("a duplicate without a request id"),
+            })
+    }
+
+    /// [`Core::update`] at most once per request id ([`Store::append_once`]): a retry of the
+    /// same request within the window appends nothing and is told so
+    /// ([`Updated::Duplicate`]), so the caller can answer what the first one answered.
+    pub async fn update_once(
+        &self,
+        key: &RunKey,
+        request: RequestKey,
+        decide: impl FnMut(&RunState, i64) -> Decision,
+    ) -> Result<Option<Appended>, Updated> {
+        self.update_request(key, true, true, Some(request), decide)
+            .await
+    }
+
+    async fn update_request(
+        &self,
+        key: &RunKey,
+        wait_durable: bool,
+        wake_activity_pollers: bool,
+        request: Option<RequestKey>,
+        mut decide: impl FnMut(&RunState, i64) -> Decision,
+    ) -> Result<Option<Appended>, Updated> {
         for _ in 0..UPDATE_ATTEMPTS_MAX {
             let state = self.state(key).await?;
             let now = self.now();
@@ -144,18 +193,25 @@ impl Core {
                 time_ms: now,
                 wait_durable,
             };
-            match self.store.append(req).await {
+            let appended = match &request {
+                Some(q) => self.store.append_once(req, q.clone()).await,
+                None => self.store.append(req).await,
+            };
+            match appended {
                 Ok(a) => {
                     self.after_append_with(&a, wake_activity_pollers);
                     return Ok(Some(a));
                 }
                 Err(store::Error::Conflict { .. }) => continue,
-                Err(e) => return Err(status(e)),
+                Err(store::Error::Duplicate { run_id, seq }) => {
+                    return Err(Updated::Duplicate { run_id, seq });
+                }
+                Err(e) => return Err(Updated::Refused(status(e))),
             }
         }
-        Err(Status::aborted(format!(
+        Err(Updated::Refused(Status::aborted(format!(
             "run {key} is changing too fast; try again"
-        )))
+        ))))
     }
 
     /// Whether activity `id` of `s` is open and no worker holds it: queued, backing off
@@ -171,8 +227,14 @@ impl Core {
         })
     }
 
-    /// Creates a run (the events must begin with RunStarted).
-    pub async fn create(&self, key: &RunKey, events: Vec<Event>) -> Result<Appended, store::Error> {
+    /// Creates a run (the events must begin with RunStarted), at most once per request id
+    /// when one is given.
+    pub async fn create(
+        &self,
+        key: &RunKey,
+        events: Vec<Event>,
+        request: Option<RequestKey>,
+    ) -> Result<Appended, store::Error> {
         let req = AppendRequest {
             key: key.clone(),
             expected_next_seq: 1,
@@ -180,7 +242,10 @@ impl Core {
             time_ms: self.now(),
             wait_durable: true,
         };
-        let a = self.store.append(req).await?;
+        let a = match request {
+            Some(q) => self.store.append_once(req, q).await?,
+            None => self.store.append(req).await?,
+        };
         self.after_append(&a);
         Ok(a)
     }

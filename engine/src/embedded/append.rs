@@ -7,12 +7,15 @@ use std::sync::atomic::Ordering;
 
 use crate::embedded::codec::{KIND_APPEND, KIND_BLOB, Rec, encode_append, encode_blob};
 use crate::embedded::indexer::{AppendOp, Op};
+use crate::embedded::keys::RequestHit;
 use crate::embedded::{Head, Inner, PendingAppend, RunHead, keys, log_err, sled_err};
 use crate::event::{Event, EventRecord, genesis_hash, record_hash};
 use crate::log::Durable;
 use crate::payload::{BlobRef, Hash, INLINE_BYTES_MAX, PAYLOAD_BYTES_MAX};
 use crate::state::RunState;
-use crate::store::{APPEND_EVENTS_MAX, AppendRequest, Appended, Error};
+use crate::store::{
+    APPEND_EVENTS_MAX, AppendRequest, Appended, Error, REQUEST_DEDUP_WINDOW_MS, RequestKey,
+};
 
 /// Longest namespace accepted (its length is one byte of the run key).
 pub(crate) const NAMESPACE_LEN_MAX: usize = 255;
@@ -100,8 +103,18 @@ impl Inner {
         head: &mut Head,
         req: &AppendRequest,
         p: Prepared,
+        request: Option<RequestKey>,
     ) -> Result<(Durable, Appended), Error> {
         let key = &req.key;
+        if let Some(q) = &request
+            && let Some(hit) = self.request_hit(head, &key.namespace, q)?
+            && req.time_ms.saturating_sub(hit.time_ms) <= REQUEST_DEDUP_WINDOW_MS
+        {
+            return Err(Error::Duplicate {
+                run_id: hit.run_id,
+                seq: hit.seq,
+            });
+        }
         let (base, bytes_before) = match head.runs.get(key).and_then(|r| r.latest()) {
             Some((s, b)) => (Some(s), b),
             None => match self.load_state(key)? {
@@ -213,7 +226,7 @@ impl Inner {
         }
         log_records.push((
             KIND_APPEND,
-            encode_append(key, recs.iter().map(|r| r.as_ref())),
+            encode_append(key, recs.iter().map(|r| r.as_ref()), request.as_ref()),
         ));
         let durable = self.log.submit(log_records).map_err(log_err)?;
         let lsn = durable.last_lsn();
@@ -244,6 +257,16 @@ impl Inner {
             head.pending_workflow_ids
                 .insert((key.namespace.clone(), wid.clone()), key.run_id);
         }
+        if let Some(q) = &request {
+            head.requests.insert(
+                (key.namespace.clone(), q.clone()),
+                RequestHit {
+                    run_id: key.run_id,
+                    seq: next,
+                    time_ms: req.time_ms,
+                },
+            );
+        }
         head.pending.push_back(PendingAppend {
             lsn,
             key: key.clone(),
@@ -261,6 +284,7 @@ impl Inner {
             prev_status,
             history_bytes: bytes_after,
             backlog,
+            request: request.map(|q| (q, req.time_ms)),
         }));
         self.backlog_bytes.fetch_add(backlog, Ordering::Relaxed);
         for op in ops {
@@ -271,6 +295,24 @@ impl Inner {
         }
         self.records.fetch_add(n, Ordering::Relaxed);
         Ok((durable, Appended { records, state }))
+    }
+
+    /// What an earlier append with this request id led to, if any (not yet in sled, or in
+    /// sled's index).
+    fn request_hit(
+        &self,
+        head: &Head,
+        namespace: &str,
+        q: &RequestKey,
+    ) -> Result<Option<RequestHit>, Error> {
+        if let Some(hit) = head.requests.get(&(namespace.to_string(), q.clone())) {
+            return Ok(Some(*hit));
+        }
+        match self.db.get(keys::request(namespace, q)).map_err(sled_err)? {
+            None => Ok(None),
+            // A damaged entry cannot prove a duplicate; the append goes ahead.
+            Some(v) => Ok(keys::decode_request_value(&v)),
+        }
     }
 
     /// Whether a blob is stored or on its way (its log record was submitted).

@@ -2,7 +2,8 @@
 //! event copies in sled. Both are versioned; a retired version number is never reused.
 //!
 //! ```text
-//! log record kind 1, append (one append = one log record, so it is atomic in the log):
+//! log record kind 1, append (one append = one log record, so it is atomic in the log);
+//! version 2 appends `| request kind u8 | id len varint | id` (the caller's request id):
 //!   version u8 = 1 | run key (RunKey::to_bytes) | first seq varint | time_ms zigzag varint
 //!   | count varint | count x (kind varint | hash [32] | attrs len varint | attrs)
 //! log record kind 2, blob (written before the first append that refers to it):
@@ -20,6 +21,7 @@
 use crate::event::{Event, EventKind, EventRecord, TimeMs, record_hash};
 use crate::ids::RunKey;
 use crate::payload::Hash;
+use crate::store::{RequestKey, RequestKind};
 
 /// Log record kind of an append (events of one run).
 pub(crate) const KIND_APPEND: u8 = 1;
@@ -29,6 +31,8 @@ pub(crate) const KIND_BLOB: u8 = 2;
 pub(crate) const KIND_DROP: u8 = 3;
 
 const VERSION: u8 = 1;
+/// Version of an append record that also carries the caller's request id (deduplication).
+const APPEND_VERSION_REQUEST: u8 = 2;
 
 /// One stored event: the bytes its hash covers, and its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,11 +157,17 @@ impl<'a> Reader<'a> {
 pub(crate) fn encode_append<'a>(
     key: &RunKey,
     recs: impl ExactSizeIterator<Item = &'a Rec> + Clone,
+    request: Option<&RequestKey>,
 ) -> Vec<u8> {
     let size: usize = recs.clone().map(|r| r.attrs.len() + 40).sum();
     let mut out = Vec::with_capacity(32 + key.namespace.len() + size);
     let first = recs.clone().next();
-    out.push(VERSION);
+    // Version 2 only when the append carries a request id: plain appends keep version 1.
+    out.push(if request.is_some() {
+        APPEND_VERSION_REQUEST
+    } else {
+        VERSION
+    });
     out.extend_from_slice(&key.to_bytes());
     put_varint(&mut out, first.map_or(0, |r| r.seq));
     put_varint(&mut out, zigzag(first.map_or(0, |r| r.time_ms)));
@@ -168,10 +178,14 @@ pub(crate) fn encode_append<'a>(
         put_varint(&mut out, r.attrs.len() as u64);
         out.extend_from_slice(&r.attrs);
     }
+    if let Some(q) = request {
+        out.push(q.kind.code());
+        put_varint(&mut out, q.id.len() as u64);
+        out.extend_from_slice(q.id.as_bytes());
+    }
     out
 }
 
-/// Decodes an append record (hashes as stored, not yet verified).
 /// The run key bytes of an append record (`RunKey::to_bytes`), without decoding the rest:
 /// for finding one run's records in a pass over the log.
 pub(crate) fn append_run_key(data: &[u8]) -> Option<&[u8]> {
@@ -179,9 +193,26 @@ pub(crate) fn append_run_key(data: &[u8]) -> Option<&[u8]> {
     data.get(1..1 + 1 + ns_len + 16)
 }
 
+/// Decodes an append record (hashes as stored, not yet verified).
+#[cfg(test)]
 pub(crate) fn decode_append(data: &[u8]) -> Result<(RunKey, Vec<Rec>), Malformed> {
+    decode_append_request(data).map(|(k, r, _)| (k, r))
+}
+
+/// Decodes an append record with the request id it carries, if any.
+pub(crate) fn decode_append_request(
+    data: &[u8],
+) -> Result<(RunKey, Vec<Rec>, Option<RequestKey>), Malformed> {
     let mut r = Reader { b: data };
-    r.version("append record")?;
+    let version = match r.bytes(1, "append record")? {
+        [v @ (VERSION | APPEND_VERSION_REQUEST)] => *v,
+        [v] => {
+            return Err(format!(
+                "append record version {v} (this build reads {VERSION} and {APPEND_VERSION_REQUEST})"
+            ));
+        }
+        _ => return Err("empty append record".into()),
+    };
     let ns_len = *r.b.first().ok_or("append record ends before its run")? as usize;
     let key_bytes = r.bytes(1 + ns_len + 16, "run key")?;
     let key = RunKey::from_bytes(key_bytes).ok_or("malformed run key")?;
@@ -206,8 +237,20 @@ pub(crate) fn decode_append(data: &[u8]) -> Result<(RunKey, Vec<Rec>), Malformed
             attrs,
         });
     }
+    let request = if version == APPEND_VERSION_REQUEST {
+        let code = r.bytes(1, "request kind")?[0];
+        let kind =
+            RequestKind::from_code(code).ok_or_else(|| format!("unknown request kind {code}"))?;
+        let len = r.varint("request id length")? as usize;
+        let id = std::str::from_utf8(r.bytes(len, "request id")?)
+            .map_err(|_| "request id is not UTF-8".to_string())?
+            .to_string();
+        Some(RequestKey { kind, id })
+    } else {
+        None
+    };
     r.end("the append record")?;
-    Ok((key, recs))
+    Ok((key, recs, request))
 }
 
 // --- blob records ---

@@ -22,7 +22,7 @@ use crate::embedded::{Inner, keys, log_err, read, rebuild, retention, sled_err};
 use crate::ids::RunKey;
 use crate::payload::Hash;
 use crate::state::{RunState, RunStatus};
-use crate::store::Error;
+use crate::store::{Error, RequestKey};
 
 /// Most queued operations applied in one sled batch.
 pub(crate) const INDEX_BATCH_OPS_MAX: usize = 16_384;
@@ -49,6 +49,8 @@ pub(crate) struct AppendOp {
     pub history_bytes: u64,
     /// Bytes this append added to the indexer backlog.
     pub backlog: u64,
+    /// The request id it carries, with the append's time (deduplication index).
+    pub request: Option<(RequestKey, i64)>,
 }
 
 /// Work for the indexer.
@@ -229,6 +231,17 @@ impl Indexer {
                         bytes += r.attrs.len() as u64;
                         run.1.push((a.lsn, r));
                     }
+                    if let Some((q, time_ms)) = &a.request {
+                        let hit = keys::RequestHit {
+                            run_id: a.key.run_id,
+                            seq: a.recs.first().map_or(0, |r| r.seq),
+                            time_ms: *time_ms,
+                        };
+                        batch.insert(
+                            keys::request(&a.key.namespace, q),
+                            &keys::request_value(&hit),
+                        );
+                    }
                     states
                         .entry(&a.key)
                         .and_modify(|w| {
@@ -288,6 +301,9 @@ impl Indexer {
                     };
                     if done {
                         head.runs.remove(&a.key);
+                    }
+                    if let Some((q, _)) = &a.request {
+                        head.requests.remove(&(a.key.namespace.clone(), q.clone()));
                     }
                 }
                 Op::Blob { hash, .. } => {

@@ -11,6 +11,8 @@
 //! t | ns len u8 | ns | type len u16 BE | type | run id -> ()      runs by workflow type
 //! w | ns len u8 | ns | workflow id     -> run id                  workflow id -> open run
 //! c | closed ms (i64 BE, sign bit flipped) | run key -> ()       closed runs by close time
+//! q | ns len u8 | ns | kind u8 | request id -> run id | first seq u64 BE | time ms i64 BE
+//!                                                              request ids (deduplication)
 //! b | blake3 hash                      -> blob bytes
 //! m | name                             -> value                   meta (indexed_lsn:
 //!                                         lsn u64 BE | crc32 u32 BE of the lsn)
@@ -31,6 +33,7 @@ pub(crate) const BY_TYPE: u8 = b't';
 pub(crate) const WORKFLOW_ID: u8 = b'w';
 pub(crate) const BLOB: u8 = b'b';
 pub(crate) const CLOSED: u8 = b'c';
+pub(crate) const REQUEST: u8 = b'q';
 /// `m indexed_lsn`: every log record up to this lsn is applied to sled.
 pub(crate) const META_INDEXED_LSN: &[u8] = b"mindexed_lsn";
 
@@ -122,6 +125,43 @@ pub(crate) fn closed_before(ms: i64) -> Vec<u8> {
 /// The run key of a `c` entry.
 pub(crate) fn closed_run(k: &[u8]) -> Option<RunKey> {
     RunKey::from_bytes(k.get(9..)?)
+}
+
+/// `q | ns | kind | request id`.
+pub(crate) fn request(namespace: &str, q: &crate::store::RequestKey) -> Vec<u8> {
+    with_prefix(
+        REQUEST,
+        &[&ns_part(namespace), &[q.kind.code()], q.id.as_bytes()],
+    )
+}
+
+/// What a request id led to: the run, the first seq of its append, the append's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RequestHit {
+    pub run_id: RunId,
+    pub seq: u64,
+    pub time_ms: i64,
+}
+
+/// The value of a `q` entry.
+pub(crate) fn request_value(hit: &RequestHit) -> [u8; 32] {
+    let mut v = [0u8; 32];
+    v[..16].copy_from_slice(hit.run_id.as_bytes());
+    v[16..24].copy_from_slice(&hit.seq.to_be_bytes());
+    v[24..].copy_from_slice(&hit.time_ms.to_be_bytes());
+    v
+}
+
+/// Decodes a `q` value; `None` when malformed.
+pub(crate) fn decode_request_value(v: &[u8]) -> Option<RequestHit> {
+    if v.len() != 32 {
+        return None;
+    }
+    Some(RequestHit {
+        run_id: RunId(uuid::Uuid::from_slice(&v[..16]).ok()?),
+        seq: u64::from_be_bytes(v[16..24].try_into().ok()?),
+        time_ms: i64::from_be_bytes(v[24..].try_into().ok()?),
+    })
 }
 
 /// `b | hash`.

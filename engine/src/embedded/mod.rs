@@ -47,7 +47,8 @@ use crate::payload::Hash;
 use crate::state::RunState;
 use crate::store::core::Core;
 use crate::store::{
-    AppendRequest, Appended, DueTimer, Error, RunFilter, Store, StoreStats, Task, TaskKind,
+    AppendRequest, Appended, DueTimer, Error, RequestKey, RunFilter, Store, StoreStats, Task,
+    TaskKind,
 };
 
 use indexer::Op;
@@ -222,6 +223,8 @@ pub(crate) struct Head {
     /// Workflow ids of runs whose RunStarted is submitted and not yet durable: a second start
     /// must not slip in before the first is published.
     pending_workflow_ids: HashMap<(String, String), RunId>,
+    /// Request ids of appends not yet in sled (pending or published), for deduplication.
+    requests: HashMap<(String, RequestKey), keys::RequestHit>,
     /// Blobs submitted to the log and not yet in sled, with the lsn of their record: served
     /// only once that lsn is durable.
     blobs: HashMap<Hash, (u64, Arc<Vec<u8>>)>,
@@ -471,20 +474,28 @@ impl Inner {
         Ok(())
     }
 
-    async fn append(&self, mut req: AppendRequest) -> Result<Appended, Error> {
+    async fn append(
+        &self,
+        mut req: AppendRequest,
+        request: Option<RequestKey>,
+    ) -> Result<Appended, Error> {
         self.check_failed()?;
         let prepared = append::prepare(&mut req)?;
         self.wait_backlog().await?;
         let committed = {
             let mut head = self.head();
-            self.commit(&mut head, &req, prepared)
+            self.commit(&mut head, &req, prepared, request)
         };
         let (durable, appended) = match committed {
             Ok(c) => c,
             // A refusal that an unsynced append may explain (it moved the run on, or holds the
             // workflow id) is answered only once that append is durable and published: the
             // caller then re-reads a state that a crash cannot take back.
-            Err(e @ (Error::Conflict { .. } | Error::WorkflowIdInUse { .. })) => {
+            Err(
+                e @ (Error::Conflict { .. }
+                | Error::WorkflowIdInUse { .. }
+                | Error::Duplicate { .. }),
+            ) => {
                 let unsynced = !self.head.lock().pending.is_empty();
                 if unsynced {
                     self.barrier().await?;
@@ -612,7 +623,22 @@ impl std::fmt::Debug for EmbeddedStore {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn append(&self, req: AppendRequest) -> Result<Appended, Error> {
-        self.inner.append(req).await
+        self.inner.append(req, None).await
+    }
+
+    async fn append_once(
+        &self,
+        req: AppendRequest,
+        request: RequestKey,
+    ) -> Result<Appended, Error> {
+        if request.id.is_empty() || request.id.len() > crate::store::REQUEST_ID_BYTES_MAX {
+            return Err(Error::Invalid(format!(
+                "a request id must be 1..={} bytes, not {}",
+                crate::store::REQUEST_ID_BYTES_MAX,
+                request.id.len()
+            )));
+        }
+        self.inner.append(req, Some(request)).await
     }
 
     async fn run_state(&self, key: &RunKey) -> Result<Option<Arc<RunState>>, Error> {

@@ -17,7 +17,8 @@
 use std::sync::Arc;
 
 use crate::embedded::codec::{
-    KIND_APPEND, KIND_BLOB, KIND_DROP, Rec, append_run_key, decode_append, decode_blob, decode_drop,
+    KIND_APPEND, KIND_BLOB, KIND_DROP, Rec, append_run_key, decode_append_request, decode_blob,
+    decode_drop,
 };
 use crate::embedded::indexer::{StateWrite, write_chunks, write_states};
 use crate::embedded::{keys, retention, sled_err};
@@ -52,6 +53,7 @@ pub(crate) fn rebuild_run(
     let run = key.to_bytes();
     let mut recs: Vec<(u64, Rec)> = Vec::new();
     let mut dropped = false;
+    let mut requests = Vec::new();
     scan(1, &mut |r: &Record| {
         if r.lsn > upto_lsn {
             return Ok(());
@@ -62,6 +64,7 @@ pub(crate) fn rebuild_run(
             if keys.contains(key) {
                 // Retention dropped the run: its earlier records do not come back.
                 recs.clear();
+                requests.clear();
                 dropped = true;
             }
             return Ok(());
@@ -69,8 +72,11 @@ pub(crate) fn rebuild_run(
         if r.kind != KIND_APPEND || append_run_key(&r.data) != Some(&run[..]) {
             return Ok(());
         }
-        let (_, got) = decode_append(&r.data)
+        let (_, got, request) = decode_append_request(&r.data)
             .map_err(|e| corrupt(key, None, format!("log record lsn {}: {e}", r.lsn)))?;
+        if let (Some(q), Some(first)) = (request, got.first()) {
+            requests.push((q, first.seq, first.time_ms));
+        }
         recs.extend(got.into_iter().map(|rec| (r.lsn, rec)));
         Ok(())
     })?;
@@ -144,6 +150,14 @@ pub(crate) fn rebuild_run(
         .is_some_and(|v| v.as_ref() == key.run_id.as_bytes());
     if points_here && !state.is_open() {
         batch.remove(wid);
+    }
+    for (q, seq, time_ms) in &requests {
+        let hit = keys::RequestHit {
+            run_id: key.run_id,
+            seq: *seq,
+            time_ms: *time_ms,
+        };
+        batch.insert(keys::request(&key.namespace, q), &keys::request_value(&hit));
     }
     let with_lsn: Vec<(u64, &Rec)> = recs.iter().map(|(l, r)| (*l, r)).collect();
     write_chunks(&mut batch, &run, genesis_hash(key), &with_lsn);

@@ -17,7 +17,8 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::embedded::codec::{
-    KIND_APPEND, KIND_BLOB, KIND_DROP, Rec, decode_append, decode_blob, decode_chunk, decode_drop,
+    KIND_APPEND, KIND_BLOB, KIND_DROP, Rec, decode_append_request, decode_blob, decode_chunk,
+    decode_drop,
 };
 use crate::embedded::indexer::{Indexer, StateWrite, write_chunks, write_states};
 use crate::embedded::keys::{self, StoredState};
@@ -99,6 +100,7 @@ pub(crate) fn open(
             runs,
             pending: Default::default(),
             pending_workflow_ids: HashMap::new(),
+            requests: HashMap::new(),
             blobs: HashMap::new(),
             tx: Some(tx),
         }),
@@ -450,8 +452,18 @@ impl Replay<'_> {
 
     fn append(&mut self, r: &Record) -> Result<(), Error> {
         let lsn = r.lsn;
-        let (key, recs) = decode_append(&r.data)
+        let (key, recs, request) = decode_append_request(&r.data)
             .map_err(|e| corrupt(None, None, format!("log record lsn {lsn}: {e}")))?;
+        // The deduplication index is rebuilt with the records (idempotent if sled has it).
+        if let (Some(q), Some(first)) = (&request, recs.first()) {
+            let hit = keys::RequestHit {
+                run_id: key.run_id,
+                seq: first.seq,
+                time_ms: first.time_ms,
+            };
+            self.batch
+                .insert(keys::request(&key.namespace, q), &keys::request_value(&hit));
+        }
         if !self.runs.contains_key(&key) {
             let loaded = load(self.db, &key)?;
             let prev_status = loaded.as_ref().map(|s| s.state.status);

@@ -7,6 +7,7 @@
 mod fixtures;
 mod history;
 mod queues;
+mod requests;
 mod retention;
 mod size;
 mod timers;
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use crate::store::Store;
 
 pub use fixtures::{RunDriver, T0};
+pub use requests::request_ids_deduplicate_durably;
 pub use retention::closed_runs_are_dropped_for_good;
 
 /// A backend under test: makes fresh stores and restarts them.
@@ -47,6 +49,7 @@ pub async fn run_all<B: Backend>(backend: &mut B) {
     reopen_keeps_everything(backend).await;
     size::history_bytes_are_counted(backend).await;
     retention::closed_runs_are_dropped_for_good(backend).await;
+    requests::request_ids_deduplicate_durably(backend).await;
 }
 
 /// Runs the suite's one slow test: the history event limit (100,000 events).

@@ -58,6 +58,15 @@ pub enum Error {
         /// Its open run.
         run_id: RunId,
     },
+    /// The request id was already used by an earlier append (within
+    /// [`REQUEST_DEDUP_WINDOW_MS`]): nothing was written; answer what the first one answered.
+    #[error("request id already used by run {run_id} (seq {seq})")]
+    Duplicate {
+        /// The run the first request appended to (or created).
+        run_id: RunId,
+        /// The first seq the first request's append got.
+        seq: u64,
+    },
     /// No such run.
     #[error("run {0} not found")]
     NotFound(RunKey),
@@ -113,6 +122,49 @@ pub struct AppendRequest {
     /// loss in a crash is harmless (e.g. WorkflowTaskStarted: a later durable append implies
     /// it, and if none follows the task is simply offered again).
     pub wait_durable: bool,
+}
+
+/// How long a request id deduplicates: a retry of a start or a signal with the same
+/// request id within this window gets the first answer and writes nothing.
+pub const REQUEST_DEDUP_WINDOW_MS: TimeMs = 24 * 3_600_000;
+/// Longest request id accepted, in bytes.
+pub const REQUEST_ID_BYTES_MAX: usize = 256;
+
+/// Which kind of request a request id deduplicates (each kind has its own ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RequestKind {
+    /// StartWorkflow (and the start of signal-with-start).
+    Start,
+    /// SignalRun.
+    Signal,
+}
+
+impl RequestKind {
+    /// Stable one-byte code (stored in log records and keys: never reuse a number).
+    pub fn code(self) -> u8 {
+        match self {
+            RequestKind::Start => 1,
+            RequestKind::Signal => 2,
+        }
+    }
+
+    /// The kind of a code.
+    pub fn from_code(code: u8) -> Option<RequestKind> {
+        match code {
+            1 => Some(RequestKind::Start),
+            2 => Some(RequestKind::Signal),
+            _ => None,
+        }
+    }
+}
+
+/// A caller's request id, scoped by the run's namespace and the kind of request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestKey {
+    /// Start or signal.
+    pub kind: RequestKind,
+    /// The caller's id (non-empty, at most [`REQUEST_ID_BYTES_MAX`] bytes).
+    pub id: String,
 }
 
 /// What an append wrote.
@@ -227,6 +279,13 @@ pub trait Store: Send + Sync + 'static {
     /// chained, written and, with `wait_durable`, synced before this returns. A RunStarted with
     /// a workflow id that has an open run is refused with [`Error::WorkflowIdInUse`].
     async fn append(&self, req: AppendRequest) -> Result<Appended, Error>;
+
+    /// [`Store::append`], at most once per request id: if an append with the same request
+    /// (kind and id, in the run's namespace) was made within [`REQUEST_DEDUP_WINDOW_MS`] of
+    /// `req.time_ms`, nothing is written and [`Error::Duplicate`] names it. The request id is
+    /// stored with the append, atomically and durably, so this holds across restarts.
+    async fn append_once(&self, req: AppendRequest, request: RequestKey)
+    -> Result<Appended, Error>;
 
     /// The run's current state.
     async fn run_state(&self, key: &RunKey) -> Result<Option<Arc<RunState>>, Error>;

@@ -8,14 +8,14 @@ use futures::Stream;
 use steadfast_engine::event::{self as ev, Event};
 use steadfast_engine::ids::RunKey;
 use steadfast_engine::state::RunState;
-use steadfast_engine::store::{self, RunFilter};
+use steadfast_engine::store::{self, RequestKey, RequestKind, RunFilter};
 use steadfast_engine::{RunId, RunStatus};
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::client_service_server::ClientService;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::core::{Core, status};
+use crate::core::{Core, Updated, status};
 use crate::validate;
 
 /// Longest AwaitResult wait.
@@ -83,6 +83,7 @@ pub async fn start(
     validate::opt_name("workflow_id", &r.workflow_id)?;
     validate::opt_name("task_queue", &r.task_queue)?;
     validate::opt_name("identity", &r.identity)?;
+    validate::opt_name("request_id", &r.request_id)?;
     let input = validate::payload("input", r.input.as_ref())?;
     if !r.workflow_id.is_empty()
         && let Some(id) = core
@@ -128,9 +129,15 @@ pub async fn start(
             not_before_ms: 0,
         }),
     ];
-    match core.create(&key, events).await {
+    let request = (!r.request_id.is_empty()).then(|| RequestKey {
+        kind: RequestKind::Start,
+        id: r.request_id.clone(),
+    });
+    match core.create(&key, events, request).await {
         Ok(_) => Ok((run_id, true)),
         Err(store::Error::WorkflowIdInUse { run_id, .. }) => Ok((run_id, false)),
+        // A retry of a start that created a run: the first answer.
+        Err(store::Error::Duplicate { run_id, .. }) => Ok((run_id, true)),
         Err(e) => Err(status(e)),
     }
 }
@@ -319,6 +326,7 @@ impl ClientService for ClientApi {
         let r = req.get_ref();
         let ns = validate::namespace(&r.namespace)?;
         validate::name("signal_name", &r.signal_name)?;
+        validate::opt_name("request_id", &r.request_id)?;
         let input = validate::payload("input", r.input.as_ref())?;
         let (run_id, started) = if !r.run_id.is_empty() {
             (validate::run_id(&r.run_id)?, false)
@@ -350,17 +358,28 @@ impl ClientService for ClientApi {
             return Err(Status::invalid_argument("give run_id or workflow_id"));
         };
         let key = RunKey::new(ns, run_id);
-        self.core
-            .update(&key, true, |s, _| {
-                closed_check(s, "signal")?;
-                Ok(Some(vec![Event::SignalReceived(ev::SignalReceived {
-                    name: r.signal_name.clone(),
-                    input: input.clone(),
-                    identity: r.identity.clone(),
-                    request_id: r.request_id.clone(),
-                })]))
-            })
-            .await?;
+        let decide = |s: &RunState, _| {
+            closed_check(s, "signal")?;
+            Ok(Some(vec![Event::SignalReceived(ev::SignalReceived {
+                name: r.signal_name.clone(),
+                input: input.clone(),
+                identity: r.identity.clone(),
+                request_id: r.request_id.clone(),
+            })]))
+        };
+        if r.request_id.is_empty() {
+            self.core.update(&key, true, decide).await?;
+        } else {
+            let request = RequestKey {
+                kind: RequestKind::Signal,
+                id: r.request_id.clone(),
+            };
+            match self.core.update_once(&key, request, decide).await {
+                // A retry of a delivered signal: delivered once, answered like the first.
+                Ok(_) | Err(Updated::Duplicate { .. }) => {}
+                Err(Updated::Refused(s)) => return Err(s),
+            }
+        }
         Ok(Response::new(pb::SignalRunResponse {
             run_id: run_id.to_string(),
             started,

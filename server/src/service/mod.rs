@@ -35,7 +35,7 @@ pub async fn continue_as_new(
         .continued_to
         .ok_or_else(|| Status::internal("continued run has no successor id"))?;
     let key = RunKey::new(old.key.namespace.clone(), new_id);
-    core.create(&key, successor_events(started))
+    core.create(&key, successor_events(started), None)
         .await
         .map_err(status)?;
     Ok(new_id)

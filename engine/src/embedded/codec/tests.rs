@@ -47,7 +47,7 @@ fn varints_round_trip() {
 fn append_round_trip_and_damage() {
     let k = key();
     let rs = recs(&k, 5, 1_700_000_000_123);
-    let enc = encode_append(&k, rs.iter());
+    let enc = encode_append(&k, rs.iter(), None);
     assert_eq!(decode_append(&enc).unwrap(), (k.clone(), rs.clone()));
     for cut in 0..enc.len() {
         assert!(decode_append(&enc[..cut]).is_err(), "cut at {cut}");
