@@ -595,3 +595,186 @@ fn log_arbitrary_segment_bytes_never_panic() {
         }
     }
 }
+
+/// A one-segment log whose batches are given; returns the directory, the records, the
+/// segment and each batch's (start, end) offsets.
+fn log_of_batches(
+    batches: &[Vec<(u8, Vec<u8>)>],
+    segment_bytes: u64,
+    max_batch_bytes: usize,
+) -> (
+    tempfile::TempDir,
+    LogConfig,
+    Vec<Record>,
+    PathBuf,
+    Vec<(usize, usize)>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes,
+        max_batch_bytes,
+        ..LogConfig::new(dir.path())
+    };
+    let (log, _) = open_all(cfg.clone()).unwrap();
+    let records = append(&log, batches);
+    log.close().unwrap();
+    let segs = segment_files(dir.path());
+    assert_eq!(segs.len(), 1);
+    let fr = frames(dir.path());
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut last_batch = None;
+    for f in &fr {
+        if last_batch == Some(f.batch) {
+            spans.last_mut().unwrap().1 = f.start + f.size;
+        } else {
+            spans.push((f.start, f.start + f.size));
+            last_batch = Some(f.batch);
+        }
+    }
+    assert_eq!(spans.len(), batches.len(), "one batch per submission");
+    (dir, cfg, records, segs[0].clone(), spans)
+}
+
+fn expect_corrupt_at(cfg: LogConfig, seg: &Path, offset: usize, lsn: Lsn, what: &str) {
+    match open_all(cfg) {
+        Err(e @ log::Error::Corrupt { .. }) => {
+            let log::Error::Corrupt {
+                segment,
+                offset: o,
+                lsn: l,
+                ..
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!(segment.file_name(), seg.file_name(), "{what}: {e}");
+            assert_eq!((*o as usize, *l), (offset, Some(lsn)), "{what}: {e}");
+            assert!(e.to_string().contains(&format!("lsn {lsn}")), "{e}");
+        }
+        Err(e) => panic!("{what}: wrong error {e}"),
+        Ok((_, rec)) => panic!("{what}: opened, torn tail {:?}", rec.torn_tail),
+    }
+}
+
+/// Damage at the very end of the log that spans two acknowledged batches is corruption,
+/// not a torn write: only the last batch can be torn.
+#[test]
+fn log_damage_across_two_acknowledged_batches_at_the_end_is_refused() {
+    let s = seed();
+    let mut rng = StdRng::seed_from_u64(s);
+    let mut garbage = |n: usize| -> Vec<u8> { (0..n).map(|_| rng.gen_range(1..=255)).collect() };
+
+    // Small batches: the second-to-last one wholly garbage, the last one's payload damaged
+    // but its header intact. The old code (which looked only for wholly intact frames
+    // after the damage) cut both as one torn tail.
+    let batches: Vec<Vec<(u8, Vec<u8>)>> = (0..6u8).map(|i| vec![(i, vec![i; 100])]).collect();
+    let (dir, cfg, records, seg, spans) = log_of_batches(&batches, 8192, 4096);
+    let (a, b) = spans[4];
+    let (c, _) = spans[5];
+    assert_eq!(b, c);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[a..b].copy_from_slice(&garbage(b - a));
+    bytes[c + FRAME_HEADER_BYTES..c + FRAME_HEADER_BYTES + 8].copy_from_slice(&garbage(8));
+    std::fs::write(&seg, &bytes).unwrap();
+    expect_corrupt_at(
+        cfg.clone(),
+        &seg,
+        a,
+        records[4].lsn,
+        "header of the last batch",
+    );
+    drop(dir);
+
+    // Big batches, both wholly garbage: no header survives, but the damage spans more than
+    // one batch may.
+    let batches: Vec<Vec<(u8, Vec<u8>)>> = (0..4u8)
+        .map(|i| (0..3).map(|_| (i, vec![i; 900])).collect())
+        .collect();
+    let (dir, cfg, records, seg, spans) = log_of_batches(&batches, 32768, 4096);
+    let (a, _) = spans[2];
+    let (_, d) = spans[3];
+    assert!(d - a > 4096, "two batches exceed one batch's bytes");
+    let good = std::fs::read(&seg).unwrap();
+    let mut bytes = good.clone();
+    bytes[a..d].copy_from_slice(&garbage(d - a));
+    std::fs::write(&seg, &bytes).unwrap();
+    let first_damaged = records.iter().find(|r| r.kind == 2).unwrap().lsn;
+    expect_corrupt_at(cfg.clone(), &seg, a, first_damaged, "span of two batches");
+    // The same garbage over the last batch alone is a torn write, and is cut.
+    let (c, _) = spans[3];
+    bytes[a..c].copy_from_slice(&good[a..c]);
+    std::fs::write(&seg, &bytes).unwrap();
+    let (_log, rec) = open_all(cfg).unwrap();
+    assert_eq!(rec.records, records[..9].to_vec());
+    assert_eq!(rec.torn_tail.unwrap().offset as usize, c);
+    drop(dir);
+}
+
+/// A torn last batch leaves any subset of its pages on disk, each page old, new, or a
+/// prefix of its 512-byte sectors new: every such image is cut back to the batch before.
+#[test]
+fn log_torn_last_batch_any_subset_of_pages_is_cut() {
+    const PAGE: usize = 4096;
+    const SECTOR: usize = 512;
+    let mut batches: Vec<Vec<(u8, Vec<u8>)>> = (0..5u8).map(|i| vec![(i, vec![i; 300])]).collect();
+    // The last batch: 14 records of ~1 KiB, spanning four or five pages.
+    batches.push((0..14u8).map(|i| (9, vec![i ^ 0x5a; 1000])).collect());
+    let (dir, cfg, records, seg, spans) = log_of_batches(&batches, 65536, 16384);
+    let (start, end) = *spans.last().unwrap();
+    assert!(end - start > 3 * PAGE);
+    let earlier = records[..5].to_vec();
+    let new = std::fs::read(&seg).unwrap();
+    let mut old = new.clone();
+    old[start..end].fill(0);
+    let s = seed();
+    let mut rng = StdRng::seed_from_u64(s);
+    let pages: Vec<usize> = (start / PAGE..end.div_ceil(PAGE)).collect();
+    let mut outcomes = std::collections::HashSet::new();
+    for i in 0..150 {
+        let mut img = old.clone();
+        for &p in &pages {
+            let keep = match rng.gen_range(0..3) {
+                0 => 0,
+                1 => PAGE,
+                _ => rng.gen_range(1..PAGE / SECTOR) * SECTOR,
+            };
+            let from = p * PAGE;
+            let to = (from + keep).min(new.len());
+            img[from..to].copy_from_slice(&new[from..to]);
+        }
+        let c = copy_dir(dir.path());
+        let p = c.path().join(seg.file_name().unwrap());
+        std::fs::write(&p, &img).unwrap();
+        let ctx = format!("TEST_SEED={s} image {i}");
+        let (log, rec) = open_all(LogConfig {
+            dir: c.path().to_path_buf(),
+            ..cfg.clone()
+        })
+        .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+        if img[start..end] == new[start..end] {
+            assert_eq!(rec.records, records, "{ctx}: all pages kept");
+            outcomes.insert("whole");
+        } else if img[start..end].iter().all(|&b| b == 0) {
+            assert_eq!(
+                (rec.records.clone(), rec.torn_tail),
+                (earlier.clone(), None)
+            );
+            outcomes.insert("none");
+        } else {
+            assert_eq!(rec.records, earlier, "{ctx}");
+            let torn = rec.torn_tail.unwrap_or_else(|| panic!("{ctx}: not cut"));
+            assert_eq!(torn.offset as usize, start, "{ctx}");
+            assert!(torn.records_cut <= 14, "{ctx}");
+            outcomes.insert("cut");
+        }
+        let more = append(&log, &[vec![(1, b"after".to_vec())]]);
+        drop(log);
+        let (_log, rec) = open_all(LogConfig {
+            dir: c.path().to_path_buf(),
+            ..cfg.clone()
+        })
+        .unwrap();
+        assert_eq!(rec.records.last(), more.last(), "{ctx}");
+    }
+    assert!(outcomes.contains("cut"), "{outcomes:?}");
+}

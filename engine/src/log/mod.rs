@@ -64,7 +64,7 @@ pub type Lsn = u64;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 /// Smallest accepted `segment_bytes`; small values are for tests.
 pub const MIN_SEGMENT_BYTES: u64 = 512;
-/// Largest accepted `segment_bytes`, and the largest segment file open will read.
+/// Largest accepted `segment_bytes`.
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 /// Default upper bound of one write + sync.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 4 << 20;
