@@ -151,7 +151,13 @@ fn copy_dir(src: &Path, dst: &Path) {
         if e.file_type().unwrap().is_dir() {
             copy_dir(&e.path(), &to);
         } else if e.file_name() != "LOCK" {
-            std::fs::copy(e.path(), &to).unwrap();
+            // The store may be running (a crash image): a file it removed between the listing
+            // and the copy is simply not in the image.
+            match std::fs::copy(e.path(), &to) {
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => panic!("copy {}: {err}", e.path().display()),
+            }
         }
     }
 }

@@ -68,7 +68,13 @@ fn copy_dir(src: &Path, dst: &Path) {
         if e.file_type().unwrap().is_dir() {
             copy_dir(&e.path(), &to);
         } else if e.file_name() != "LOCK" {
-            std::fs::copy(e.path(), &to).unwrap();
+            // The store may be running (a crash image): a file it removed between the listing
+            // and the copy is simply not in the image.
+            match std::fs::copy(e.path(), &to) {
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => panic!("copy {}: {err}", e.path().display()),
+            }
         }
     }
 }
@@ -108,7 +114,10 @@ async fn random_operations_match_the_model() {
         match rng.gen_range(0..100) {
             // A new run.
             0..=9 => {
-                let key = RunKey::new("default", RunId::new_v7());
+                let key = RunKey::new(
+                    "default",
+                    RunId(uuid::Builder::from_random_bytes(rng.r#gen()).into_uuid()),
+                );
                 let a = store
                     .append(AppendRequest {
                         key: key.clone(),
@@ -224,11 +233,17 @@ async fn random_operations_match_the_model() {
                     .read_history(key, from, limit)
                     .await
                     .unwrap_or_else(|e| panic!("step {step}: {e}"));
+                // Events appended without waiting are shown only once durable: the page may
+                // stop short of them (a later durable operation makes them visible).
+                let visible_min = h.len() - m.pending.get(key).copied().unwrap_or(0);
                 let lo = (from as usize - 1).min(h.len());
-                assert_eq!(
-                    got,
-                    h[lo..(lo + limit).min(h.len())],
-                    "step {step}: page {from}+{limit} of {key}"
+                let want = &h[lo..(lo + limit).min(h.len())];
+                let want_min = (lo + limit).min(visible_min).saturating_sub(lo);
+                assert!(
+                    got.len() >= want_min && got[..] == want[..got.len()],
+                    "step {step}: page {from}+{limit} of {key}: got {} events, want {want_min}..={} of {want:?}",
+                    got.len(),
+                    want.len()
                 );
                 for r in &got {
                     if let Event::SignalReceived(s) = &r.event {
@@ -237,11 +252,18 @@ async fn random_operations_match_the_model() {
                     }
                 }
                 let state = store.run_state(key).await.unwrap().unwrap();
-                assert_eq!(state.last_seq, h.len() as u64);
-                assert_eq!(
-                    state.status == RunStatus::Running,
-                    !m.closed.get(key).copied().unwrap_or(false)
+                assert!(
+                    (visible_min as u64..=h.len() as u64).contains(&state.last_seq),
+                    "step {step}: state at seq {}, history {visible_min}..={}",
+                    state.last_seq,
+                    h.len()
                 );
+                if state.last_seq == h.len() as u64 {
+                    assert_eq!(
+                        state.status == RunStatus::Running,
+                        !m.closed.get(key).copied().unwrap_or(false)
+                    );
+                }
             }
             // Blobs.
             80..=85 => {
@@ -266,7 +288,13 @@ async fn random_operations_match_the_model() {
                     .list_runs("default", &RunFilter::default(), None, 1_000, time)
                     .await
                     .unwrap();
-                assert_eq!(all.len(), m.runs.len(), "step {step}");
+                let unsynced = m.pending.len();
+                assert!(
+                    all.len() <= m.runs.len() && all.len() + unsynced >= m.runs.len(),
+                    "step {step}: {} runs listed of {} ({unsynced} with unsynced appends)",
+                    all.len(),
+                    m.runs.len()
+                );
                 let running = store
                     .list_runs(
                         "default",
@@ -280,7 +308,13 @@ async fn random_operations_match_the_model() {
                     )
                     .await
                     .unwrap();
-                assert_eq!(running.len(), open.len(), "step {step}");
+                assert!(
+                    running.len() <= open.len() + unsynced
+                        && running.len() + unsynced >= open.len(),
+                    "step {step}: {} running listed, {} open ({unsynced} with unsynced appends)",
+                    running.len(),
+                    open.len()
+                );
             }
             // Restarts: clean, dropped (sled flushed, no checkpoint), crash image.
             93..=99 => {
