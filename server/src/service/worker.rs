@@ -409,20 +409,10 @@ impl WorkerService for WorkerApi {
                     WorkflowTask::Started { started_seq: q, .. } if *q == started_seq => {}
                     _ => return Err(Status::failed_precondition(format!("workflow task {started_seq} of run {} is no longer open (it timed out or the run ended)", key.run_id))),
                 }
-                let mut events = vec![Event::WorkflowTaskCompleted(ev::WorkflowTaskCompleted { started_seq, worker: r.worker_id.clone() })];
-                let (cmd_events, continued) = commands::to_events(s, &r.commands, now)?;
-                for e in cmd_events {
-                    // An activity that no worker holds has nothing to stop: its cancellation
-                    // is confirmed at once (a running one hears of it through its heartbeat).
-                    let confirm = match &e {
-                        Event::ActivityCancelRequested(c) => self.core.is_undispatched(s, c.activity_id).then_some(c.activity_id),
-                        _ => None,
-                    };
-                    events.push(e);
-                    if let Some(id) = confirm {
-                        events.push(Event::ActivityCancelled(ev::ActivityCancelled { command_seq: id }));
-                    }
-                }
+                // An activity that no worker holds has nothing to stop: its cancellation is
+                // confirmed at once, after the task's command events (a running one hears of
+                // it through its heartbeat).
+                let (events, continued) = commands::task_completion(s, started_seq, &r.worker_id, &r.commands, now, |s, id| self.core.is_undispatched(s, id))?;
                 new_run = continued;
                 Ok(Some(events))
             })
