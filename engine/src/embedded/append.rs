@@ -12,6 +12,7 @@ use crate::event::{Event, EventRecord, genesis_hash, record_hash};
 use crate::log::Durable;
 use crate::payload::{BlobRef, Hash, INLINE_BYTES_MAX, PAYLOAD_BYTES_MAX};
 use crate::state::RunState;
+use crate::store::limits::HistoryLimits;
 use crate::store::{APPEND_EVENTS_MAX, AppendRequest, Appended, Error};
 
 /// Longest namespace accepted (its length is one byte of the run key).
@@ -118,17 +119,6 @@ impl Inner {
             });
         }
         let n = p.events.len() as u64;
-        let events_max = self.options.history_events_max;
-        // An append that closes the run (complete, fail, continue-as-new, terminate, time out)
-        // is never refused by the limits: a run at its limit must still be able to end, and
-        // such an append is itself bounded (APPEND_EVENTS_MAX events, PAYLOAD_BYTES_MAX each).
-        let closes = p.events.iter().any(|(e, _)| e.is_terminal());
-        if !closes && next - 1 + n > events_max {
-            return Err(Error::HistoryLimit {
-                run: key.clone(),
-                limit: format!("its limit of {events_max} events"),
-            });
-        }
         if let (1, Some((Event::RunStarted(a), _))) = (next, p.events.first())
             && let Some(run_id) = head
                 .core
@@ -184,13 +174,17 @@ impl Inner {
             records.push(rec);
             prev = hash;
         }
-        let bytes_max = self.options.history_bytes_max;
-        if !closes && bytes_after > bytes_max {
-            return Err(Error::HistoryLimit {
+        // What is refused near and past the limits is the policy's decision (store::limits).
+        let limits = HistoryLimits {
+            events_max: self.options.history_events_max,
+            bytes_max: self.options.history_bytes_max,
+        };
+        limits
+            .check(next - 1 + n, bytes_after, records.iter().map(|r| &r.event))
+            .map_err(|hit| Error::HistoryLimit {
                 run: key.clone(),
-                limit: format!("its limit of {bytes_max} bytes"),
-            });
-        }
+                limit: hit.0,
+            })?;
         let mut state =
             state.ok_or_else(|| Error::Invalid("an append needs at least one event".into()))?;
         state.history_bytes = bytes_after;
