@@ -15,6 +15,11 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Most events one history may hold (the store's hard limit; see
+    /// `steadfast_engine::store::limits` for what is refused near it).
+    pub history_events_max: u64,
+    /// Most bytes one history may hold.
+    pub history_bytes_max: u64,
 }
 
 impl Default for ServerConfig {
@@ -22,6 +27,8 @@ impl Default for ServerConfig {
         ServerConfig {
             data_dir: DEFAULT_DATA_DIR.into(),
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            history_events_max: steadfast_engine::store::HISTORY_EVENTS_MAX,
+            history_bytes_max: steadfast_engine::store::HISTORY_BYTES_MAX,
         }
     }
 }

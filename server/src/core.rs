@@ -10,6 +10,7 @@ use steadfast_engine::clock::Clock;
 use steadfast_engine::event::{Event, WorkflowTaskScheduled};
 use steadfast_engine::payload::Payload;
 use steadfast_engine::state::{ActivityPhase, ApplyError, RunState};
+use steadfast_engine::store::limits::HistoryLimits;
 use steadfast_engine::store::{self, AppendRequest, Appended, Store, TaskKind};
 use steadfast_engine::{EventRecord, RunKey};
 use tonic::Status;
@@ -60,15 +61,27 @@ pub struct Core {
     pub dispatched: Mutex<HashMap<(RunKey, u32, u32), i64>>,
     /// Last time heartbeat details were recorded per activity (rate limit).
     pub heartbeat_recorded: Mutex<HashMap<(RunKey, u32), i64>>,
+    /// The history limits the store enforces (to warn workflows before them).
+    pub limits: HistoryLimits,
 }
 
 /// A decision about a run: `Ok(None)` means "nothing to append".
 pub type Decision = Result<Option<Vec<Event>>, Status>;
 
 impl Core {
-    /// A core over `store`.
+    /// A core over `store`, whose history limits are the defaults.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Arc<Core> {
+        Core::with_limits(store, clock, HistoryLimits::default())
+    }
+
+    /// A core over `store`, which enforces `limits`.
+    pub fn with_limits(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        limits: HistoryLimits,
+    ) -> Arc<Core> {
         Arc::new(Core {
+            limits,
             store,
             clock,
             notify: Notifier::default(),
@@ -156,6 +169,13 @@ impl Core {
         Err(Status::aborted(format!(
             "run {key} is changing too fast; try again"
         )))
+    }
+
+    /// Whether the run should continue as new: its history is past the soft limit, where new
+    /// activities, timers and signal waits are refused ([`steadfast_engine::store::limits`]).
+    pub fn continue_as_new_suggested(&self, s: &RunState) -> bool {
+        self.limits
+            .continue_as_new_suggested(s.last_seq, s.history_bytes)
     }
 
     /// Whether activity `id` of `s` is open and no worker holds it: queued, backing off

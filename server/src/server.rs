@@ -10,6 +10,7 @@ use anyhow::Context;
 use steadfast_engine::clock::Clock;
 use steadfast_engine::clock::SystemClock;
 use steadfast_engine::embedded::{EmbeddedOptions, EmbeddedStore};
+use steadfast_engine::store::limits::HistoryLimits;
 use steadfast_engine::store::{AppendRequest, Store};
 use steadfast_proto::v1 as pb;
 use tokio::net::TcpListener;
@@ -34,7 +35,16 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let (store, report) = EmbeddedStore::open(&config.data_dir, EmbeddedOptions::default())
+    let options = EmbeddedOptions {
+        history_events_max: config.history_events_max,
+        history_bytes_max: config.history_bytes_max,
+        ..EmbeddedOptions::default()
+    };
+    let limits = HistoryLimits {
+        events_max: config.history_events_max,
+        bytes_max: config.history_bytes_max,
+    };
+    let (store, report) = EmbeddedStore::open(&config.data_dir, options)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     tracing::info!(?report, "store open");
     let store = Arc::new(store);
@@ -68,7 +78,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %config.data_dir.display(), ms = started.elapsed().as_millis() as u64, "serving");
     // Tests and scripts read this line to learn the port when --listen uses port 0.
     eprintln!("steadfast server listening on {addr}");
-    serve(store.clone(), listener, shutdown_signal()).await?;
+    serve_with(store.clone(), listener, shutdown_signal(), limits).await?;
     tracing::info!("shutting down: closing the store");
     if let Err(e) = store.close().await {
         tracing::warn!(error = %e, "closing the store failed; the log will be replayed on open");
@@ -76,13 +86,25 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves the API over `store` on `listener` until `shutdown` resolves.
+/// Serves the API over `store` on `listener` until `shutdown` resolves, with the default
+/// history limits.
 pub async fn serve(
     store: Arc<dyn Store>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let core = Core::new(store, Arc::new(SystemClock));
+    serve_with(store, listener, shutdown, HistoryLimits::default()).await
+}
+
+/// [`serve`], with the history limits the store was opened with (the server tells workflow
+/// tasks when their run is past the soft limit).
+pub async fn serve_with(
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    limits: HistoryLimits,
+) -> anyhow::Result<()> {
+    let core = Core::with_limits(store, Arc::new(SystemClock), limits);
     let timer_task = tokio::spawn(timers::run(core.clone()));
     let (mut health, health_service) = tonic_health::server::health_reporter();
     health

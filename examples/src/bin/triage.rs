@@ -367,7 +367,11 @@ fn main() -> Result<()> {
                 .with_writer(std::io::stderr)
                 .init();
             rt.block_on(steadfast_server::server::run(
-                steadfast_server::ServerConfig { data_dir, listen },
+                steadfast_server::ServerConfig {
+                    data_dir,
+                    listen,
+                    ..Default::default()
+                },
             ))
         }
         None => rt.block_on(run(args.run)),

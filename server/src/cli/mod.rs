@@ -163,6 +163,16 @@ enum Command {
         /// Where to listen.
         #[arg(long, default_value = DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
+        /// Most events one run's history may hold. Past 90% of it no new activities, timers
+        /// or signal waits are accepted and workflow tasks say `continue_as_new_suggested`;
+        /// past it only what the run needs to end or continue as new (10% more at most),
+        /// then only appends that close the run.
+        #[arg(long, env = "STEADFAST_HISTORY_EVENTS_MAX", default_value_t = steadfast_engine::store::HISTORY_EVENTS_MAX, value_parser = clap::value_parser!(u64).range(10..))]
+        history_events_max: u64,
+        /// Most bytes one run's history may hold (payloads included); refused as for
+        /// --history-events-max.
+        #[arg(long, env = "STEADFAST_HISTORY_BYTES_MAX", default_value_t = steadfast_engine::store::HISTORY_BYTES_MAX, value_parser = clap::value_parser!(u64).range(4096..))]
+        history_bytes_max: u64,
     },
     /// Start runs, follow them, operate on them.
     #[command(subcommand, after_help = EXIT_CODES)]
@@ -209,7 +219,12 @@ async fn dispatch(cli: Cli) -> Outcome {
     } = cli;
     let connect = || client::Conn::connect(&addr, &namespace);
     match command {
-        Command::Server { data_dir, listen } => {
+        Command::Server {
+            data_dir,
+            listen,
+            history_events_max,
+            history_bytes_max,
+        } => {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -218,9 +233,14 @@ async fn dispatch(cli: Cli) -> Outcome {
                 .with_writer(std::io::stderr)
                 .with_ansi(false)
                 .try_init();
-            crate::server::run(ServerConfig { data_dir, listen })
-                .await
-                .map_err(|e| Exit::error(format!("server stopped: {e:#}")))
+            crate::server::run(ServerConfig {
+                data_dir,
+                listen,
+                history_events_max,
+                history_bytes_max,
+            })
+            .await
+            .map_err(|e| Exit::error(format!("server stopped: {e:#}")))
         }
         // Offline replay needs no server.
         Command::History(history::HistoryCmd::Replay(args)) if args.file.is_some() => {

@@ -174,6 +174,7 @@ impl WorkerApi {
             first_seq,
             workflow_id: s.workflow_id.clone(),
             namespace: key.namespace.clone(),
+            continue_as_new_suggested: self.core.continue_as_new_suggested(s),
         }))
     }
 
