@@ -1,6 +1,6 @@
 //! Activity retry decisions and option defaults, as pure functions of time.
 
-use steadfast_engine::event::{ActivityOptions, Failure, TimeMs};
+use steadfast_engine::event::{ActivityOptions, Failure, TimeMs, TimeoutKind};
 use steadfast_engine::state::ActivityState;
 
 /// Start-to-close timeout when none is given.
@@ -30,6 +30,34 @@ pub fn with_defaults(mut o: ActivityOptions, run_queue: &str) -> ActivityOptions
         o.retry.maximum_interval_ms = o.retry.initial_interval_ms.saturating_mul(100);
     }
     o
+}
+
+/// `t` plus `ms`, saturating. Durations are u64 on the wire; a cast to i64 wrapped huge ones
+/// into the past, so an attempt timed out at once and was retried forever (issue 10).
+pub fn after_ms(t: TimeMs, ms: u64) -> TimeMs {
+    t.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// The deadline of an attempt that started at `started`, seen at `now` (its hand-out or a
+/// heartbeat): start-to-close, capped by schedule-to-close, or the next heartbeat when that
+/// comes first.
+pub fn attempt_deadline(
+    act: &ActivityState,
+    started: TimeMs,
+    now: TimeMs,
+) -> (TimeMs, TimeoutKind) {
+    let o = &act.options;
+    let mut end = after_ms(started, o.start_to_close_ms);
+    if o.schedule_to_close_ms > 0 {
+        end = end.min(after_ms(act.scheduled_ms, o.schedule_to_close_ms));
+    }
+    if o.heartbeat_ms > 0 {
+        let next = after_ms(now, o.heartbeat_ms);
+        if next < end {
+            return (next, TimeoutKind::Heartbeat);
+        }
+    }
+    (end, TimeoutKind::StartToClose)
 }
 
 /// Delay before attempt `attempt + 1` after attempt `attempt` failed.
@@ -67,13 +95,8 @@ pub fn next_attempt_at(
     if o.retry.maximum_attempts > 0 && attempt >= o.retry.maximum_attempts {
         return None;
     }
-    let at = now.saturating_add(backoff_ms(o, attempt) as i64);
-    if o.schedule_to_close_ms > 0
-        && at
-            >= act
-                .scheduled_ms
-                .saturating_add(o.schedule_to_close_ms as i64)
-    {
+    let at = after_ms(now, backoff_ms(o, attempt));
+    if o.schedule_to_close_ms > 0 && at >= after_ms(act.scheduled_ms, o.schedule_to_close_ms) {
         return None;
     }
     Some(at)
@@ -106,6 +129,58 @@ mod tests {
         assert_eq!(backoff_ms(&a.options, 3), 4_000);
         assert_eq!(backoff_ms(&a.options, 40), 100_000);
         assert_eq!(next_attempt_at(&a, 1, None, 10), Some(1_010));
+    }
+
+    #[test]
+    fn huge_durations_saturate_instead_of_wrapping_into_the_past() {
+        let now = 1_700_000_000_000;
+        assert_eq!(after_ms(now, u64::MAX), i64::MAX);
+        assert_eq!(after_ms(now, 5), now + 5);
+        let mut a = act(ActivityOptions {
+            start_to_close_ms: u64::MAX,
+            schedule_to_close_ms: u64::MAX,
+            ..Default::default()
+        });
+        assert_eq!(
+            attempt_deadline(&a, now, now),
+            (i64::MAX, TimeoutKind::StartToClose),
+            "before: now + (u64::MAX as i64) = now - 1, timed out at once"
+        );
+        a.options.heartbeat_ms = u64::MAX;
+        assert_eq!(attempt_deadline(&a, now, now).0, i64::MAX);
+        a.options.heartbeat_ms = 1_000;
+        assert_eq!(
+            attempt_deadline(&a, now, now + 10),
+            (now + 1_010, TimeoutKind::Heartbeat)
+        );
+        // A huge retry interval backs off (far) into the future, never into the past.
+        a.options.schedule_to_close_ms = 0;
+        a.options.retry.initial_interval_ms = u64::MAX;
+        a.options.retry.maximum_interval_ms = u64::MAX;
+        let at = next_attempt_at(&a, 1, None, now).unwrap();
+        assert!(at > now, "{at}");
+    }
+
+    #[test]
+    fn deadlines_of_ordinary_attempts() {
+        let now = 10_000;
+        let mut a = act(ActivityOptions {
+            start_to_close_ms: 5_000,
+            schedule_to_close_ms: 3_000,
+            ..Default::default()
+        });
+        assert_eq!(
+            attempt_deadline(&a, now, now),
+            (3_000, TimeoutKind::StartToClose),
+            "schedule-to-close caps it"
+        );
+        a.options.schedule_to_close_ms = 0;
+        a.options.heartbeat_ms = 1_000;
+        assert_eq!(
+            attempt_deadline(&a, now, now + 4_500),
+            (15_000, TimeoutKind::StartToClose),
+            "the next heartbeat would come after the end"
+        );
     }
 
     #[test]
