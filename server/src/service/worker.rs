@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use steadfast_engine::event::{self as ev, Effect, Event, TimeoutKind};
+use steadfast_engine::event::{self as ev, Effect, Event};
 use steadfast_engine::ids::RunKey;
 use steadfast_engine::state::{ActivityPhase, RunState, WorkflowTask};
 use steadfast_engine::store::{Task, TaskKind};
@@ -253,20 +253,7 @@ impl WorkerApi {
                 return Ok(None);
             }
         }
-        let mut deadline = now.saturating_add(act.options.start_to_close_ms as i64);
-        let mut kind = TimeoutKind::StartToClose;
-        if act.options.schedule_to_close_ms > 0 {
-            deadline = deadline.min(
-                act.scheduled_ms
-                    .saturating_add(act.options.schedule_to_close_ms as i64),
-            );
-        }
-        if act.options.heartbeat_ms > 0
-            && now.saturating_add(act.options.heartbeat_ms as i64) < deadline
-        {
-            deadline = now.saturating_add(act.options.heartbeat_ms as i64);
-            kind = TimeoutKind::Heartbeat;
-        }
+        let (deadline, kind) = retry::attempt_deadline(act, now, now);
         self.core
             .store
             .set_attempt_deadline(&key, id, attempt, deadline, kind)
@@ -609,19 +596,7 @@ impl WorkerService for WorkerApi {
                 .get(&(key.clone(), id, attempt))
                 .copied()
                 .unwrap_or(now);
-            let mut end = started.saturating_add(act.options.start_to_close_ms as i64);
-            if act.options.schedule_to_close_ms > 0 {
-                end = end.min(
-                    act.scheduled_ms
-                        .saturating_add(act.options.schedule_to_close_ms as i64),
-                );
-            }
-            let next = now.saturating_add(act.options.heartbeat_ms as i64);
-            let (deadline, kind) = if next < end {
-                (next, TimeoutKind::Heartbeat)
-            } else {
-                (end, TimeoutKind::StartToClose)
-            };
+            let (deadline, kind) = retry::attempt_deadline(act, started, now);
             self.core
                 .store
                 .set_attempt_deadline(&key, id, attempt, deadline, kind)
