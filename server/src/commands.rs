@@ -18,6 +18,48 @@ use crate::validate;
 /// Most commands in one workflow task.
 pub const COMMANDS_PER_TASK_MAX: usize = 1_000;
 
+/// Error type of an attempt whose result was over `PAYLOAD_BYTES_MAX` or not valid JSON.
+pub const RESULT_REFUSED_ERROR_TYPE: &str = "ResultRefused";
+
+/// The event that records a worker's result for attempt `attempt` of activity `id`:
+/// ActivityCompleted, or, when the result cannot be stored (over the payload limit, or not
+/// valid JSON), a final ActivityFailed with the non-retryable error `[STF-PAYLOAD]`. Refusing
+/// the request instead dropped the result: the attempt timed out and ran again, forever, since
+/// the same code returns the same result (issue 10).
+pub fn activity_result_event(
+    id: u32,
+    attempt: u32,
+    result: Option<&pb::Payload>,
+    usage: Option<&pb::Usage>,
+    duration_ms: u64,
+) -> Event {
+    match validate::payload("result", result) {
+        Ok(result) => Event::ActivityCompleted(ev::ActivityCompleted {
+            command_seq: id,
+            attempt,
+            result,
+            duration_ms,
+            usage: usage.map(convert::usage_from),
+            reconciled: false,
+        }),
+        Err(refused) => Event::ActivityFailed(ev::ActivityFailed {
+            command_seq: id,
+            attempt,
+            failure: ev::Failure {
+                message: format!(
+                    "[STF-PAYLOAD] the activity's {}; a retry would return it again, so the activity fails",
+                    refused.message()
+                ),
+                error_type: RESULT_REFUSED_ERROR_TYPE.into(),
+                non_retryable: true,
+                details: String::new(),
+            },
+            retry_at_ms: None,
+            duration_ms,
+        }),
+    }
+}
+
 fn bad(seq: u32, msg: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("command seq {seq}: {msg}"))
 }
@@ -374,6 +416,41 @@ mod tests {
             "a command event after a reaction: {:?}",
             kinds(events)
         );
+    }
+
+    #[test]
+    fn an_unstorable_result_fails_the_activity_for_good() {
+        let big = pb::Payload {
+            encoding: "binary/plain".into(),
+            data: vec![0; steadfast_engine::payload::PAYLOAD_BYTES_MAX + 1],
+        };
+        let bad_json = pb::Payload {
+            encoding: String::new(),
+            data: b"{nope".to_vec(),
+        };
+        for p in [big, bad_json] {
+            let Event::ActivityFailed(f) = activity_result_event(1, 2, Some(&p), None, 7) else {
+                panic!("not a failure");
+            };
+            assert_eq!((f.command_seq, f.attempt, f.retry_at_ms), (1, 2, None));
+            assert!(f.failure.non_retryable);
+            assert_eq!(f.failure.error_type, RESULT_REFUSED_ERROR_TYPE);
+            assert!(
+                f.failure
+                    .message
+                    .starts_with("[STF-PAYLOAD] the activity's result is"),
+                "{}",
+                f.failure.message
+            );
+        }
+        let ok = pb::Payload {
+            encoding: String::new(),
+            data: b"1".to_vec(),
+        };
+        assert!(matches!(
+            activity_result_event(1, 1, Some(&ok), None, 0),
+            Event::ActivityCompleted(_)
+        ));
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //! - `sleeper` `{ms}`: one durable timer.
 //! - `tool_call` `{tool, hang_ms, hang_attempts, start_to_close_ms, task_queue,
 //!   retry_initial_ms, max_attempts}`: one call of activity `tool` (`write_tool`, `idem_tool`,
-//!   `read_tool` or `flaky`); returns `{"tool": <result>}` or `{"error": <failure message>}`;
+//!   `read_tool`, `flaky` or `huge_result`, which returns 3 MiB); returns `{"tool": <result>}` or `{"error": <failure message>}`;
 //!   cancelled, it ends with `{"tool": <name>, "cancelled": true}`.
 //! - `cancel_pending` `{delay_ms}`: calls `flaky`, and `delay_ms` later (while it backs off)
 //!   cancels it; returns `{"cancelled": <activity id>}`.
@@ -401,6 +401,12 @@ async fn tool(ctx: ActivityContext, input: ToolInput) -> Result<Value, ActivityE
     }))
 }
 
+/// Returns 3 MiB, over the server's 2 MiB payload limit.
+async fn huge_result(ctx: ActivityContext, _input: ToolInput) -> Result<Value, ActivityError> {
+    record_start(&ctx, json!({}))?;
+    Ok(Value::String("x".repeat(3 * 1024 * 1024)))
+}
+
 /// Always fails (retryably): the run waits on its retry backoff.
 async fn flaky(ctx: ActivityContext, _input: ToolInput) -> Result<Value, ActivityError> {
     record_start(&ctx, json!({}))?;
@@ -527,6 +533,7 @@ async fn main() -> anyhow::Result<()> {
         .register_activity("idem_tool", Effect::Idempotent, tool)
         .register_activity("read_tool", Effect::Read, tool)
         .register_activity("flaky", Effect::Idempotent, flaky)
+        .register_activity("huge_result", Effect::Read, huge_result)
         .register_activity("work", Effect::Read, work);
     eprintln!(
         "agent-worker polling {} pid {}",
