@@ -505,24 +505,21 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::CompleteActivityTaskResponse>, Status> {
         let r = req.get_ref();
         let (key, id, attempt) = parse_act_token(&r.task_token)?;
-        let result = validate::payload("result", r.result.as_ref())?;
         let duration_ms = self.duration_ms(&key, id, attempt, self.core.now());
+        let event = commands::activity_result_event(
+            id,
+            attempt,
+            r.result.as_ref(),
+            r.usage.as_ref(),
+            duration_ms,
+        );
         self.core
             .update(&key, true, |s, _| {
                 if !s.is_open() {
                     return Err(Status::not_found(format!("run {} is closed", key.run_id)));
                 }
                 open_activity(s, id)?;
-                Ok(Some(vec![Event::ActivityCompleted(
-                    ev::ActivityCompleted {
-                        command_seq: id,
-                        attempt,
-                        result: result.clone(),
-                        duration_ms,
-                        usage: r.usage.as_ref().map(convert::usage_from),
-                        reconciled: false,
-                    },
-                )]))
+                Ok(Some(vec![event.clone()]))
             })
             .await?;
         Ok(Response::new(pb::CompleteActivityTaskResponse {}))
