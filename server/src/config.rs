@@ -20,6 +20,8 @@ pub struct ServerConfig {
     pub history_events_max: u64,
     /// Most bytes one history may hold.
     pub history_bytes_max: u64,
+    /// Longest delay before a held run's workflow task is offered again.
+    pub held_backoff_max_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -29,6 +31,7 @@ impl Default for ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             history_events_max: steadfast_engine::store::HISTORY_EVENTS_MAX,
             history_bytes_max: steadfast_engine::store::HISTORY_BYTES_MAX,
+            held_backoff_max_ms: crate::retry::HELD_BACKOFF_MAX_MS_DEFAULT,
         }
     }
 }

@@ -63,25 +63,46 @@ pub struct Core {
     pub heartbeat_recorded: Mutex<HashMap<(RunKey, u32), i64>>,
     /// The history limits the store enforces (to warn workflows before them).
     pub limits: HistoryLimits,
+    /// Longest delay before a held run's workflow task is offered again.
+    pub held_backoff_max_ms: u64,
+}
+
+/// Server settings that change how runs are driven (flags and env of `steadfast server`).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// The history limits the store was opened with.
+    pub limits: HistoryLimits,
+    /// Longest delay before a held run's workflow task is offered again.
+    pub held_backoff_max_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            limits: HistoryLimits::default(),
+            held_backoff_max_ms: crate::retry::HELD_BACKOFF_MAX_MS_DEFAULT,
+        }
+    }
 }
 
 /// A decision about a run: `Ok(None)` means "nothing to append".
 pub type Decision = Result<Option<Vec<Event>>, Status>;
 
 impl Core {
-    /// A core over `store`, whose history limits are the defaults.
+    /// A core over `store`, with the default settings.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Arc<Core> {
-        Core::with_limits(store, clock, HistoryLimits::default())
+        Core::with_settings(store, clock, Settings::default())
     }
 
-    /// A core over `store`, which enforces `limits`.
-    pub fn with_limits(
+    /// A core over `store` with `settings`.
+    pub fn with_settings(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        limits: HistoryLimits,
+        settings: Settings,
     ) -> Arc<Core> {
         Arc::new(Core {
-            limits,
+            limits: settings.limits,
+            held_backoff_max_ms: settings.held_backoff_max_ms,
             store,
             clock,
             notify: Notifier::default(),

@@ -32,6 +32,21 @@ pub fn with_defaults(mut o: ActivityOptions, run_queue: &str) -> ActivityOptions
     o
 }
 
+/// Default of the longest delay before a held run's workflow task is offered again
+/// (`steadfast server --held-run-backoff-max-ms`).
+pub const HELD_BACKOFF_MAX_MS_DEFAULT: u64 = 10_000;
+/// First delay before a held run's workflow task is offered again.
+pub const HELD_BACKOFF_FIRST_MS: i64 = 250;
+
+/// Delay before workflow task attempt `attempt` of a held run (its code failed the previous
+/// one): doubling from [`HELD_BACKOFF_FIRST_MS`], at most `max_ms`.
+pub fn held_task_delay_ms(attempt: u32, max_ms: u64) -> i64 {
+    let doublings = attempt.clamp(1, 40) - 1;
+    HELD_BACKOFF_FIRST_MS
+        .saturating_mul(1i64 << doublings)
+        .min(i64::try_from(max_ms).unwrap_or(i64::MAX))
+}
+
 /// `t` plus `ms`, saturating. Durations are u64 on the wire; a cast to i64 wrapped huge ones
 /// into the past, so an attempt timed out at once and was retried forever (issue 10).
 pub fn after_ms(t: TimeMs, ms: u64) -> TimeMs {
@@ -159,6 +174,15 @@ mod tests {
         a.options.retry.maximum_interval_ms = u64::MAX;
         let at = next_attempt_at(&a, 1, None, now).unwrap();
         assert!(at > now, "{at}");
+    }
+
+    #[test]
+    fn held_runs_back_off_up_to_the_setting() {
+        let d: Vec<i64> = (1..=8).map(|a| held_task_delay_ms(a, 10_000)).collect();
+        assert_eq!(d, [250, 500, 1_000, 2_000, 4_000, 8_000, 10_000, 10_000]);
+        assert_eq!(held_task_delay_ms(12, 600_000), 512_000);
+        assert_eq!(held_task_delay_ms(u32::MAX, u64::MAX), 250 << 39);
+        assert_eq!(held_task_delay_ms(0, 100), 100);
     }
 
     #[test]

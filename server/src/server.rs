@@ -18,7 +18,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codegen::{Service, http};
 
 use crate::config::ServerConfig;
-use crate::core::Core;
+use crate::core::{Core, Settings};
 use crate::service::{admin::AdminApi, client::ClientApi, worker::WorkerApi};
 use crate::timers;
 
@@ -40,9 +40,12 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         history_bytes_max: config.history_bytes_max,
         ..EmbeddedOptions::default()
     };
-    let limits = HistoryLimits {
-        events_max: config.history_events_max,
-        bytes_max: config.history_bytes_max,
+    let settings = Settings {
+        limits: HistoryLimits {
+            events_max: config.history_events_max,
+            bytes_max: config.history_bytes_max,
+        },
+        held_backoff_max_ms: config.held_backoff_max_ms,
     };
     let (store, report) = EmbeddedStore::open(&config.data_dir, options)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
@@ -78,7 +81,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %config.data_dir.display(), ms = started.elapsed().as_millis() as u64, "serving");
     // Tests and scripts read this line to learn the port when --listen uses port 0.
     eprintln!("steadfast server listening on {addr}");
-    serve_with(store.clone(), listener, shutdown_signal(), limits).await?;
+    serve_with(store.clone(), listener, shutdown_signal(), settings).await?;
     tracing::info!("shutting down: closing the store");
     if let Err(e) = store.close().await {
         tracing::warn!(error = %e, "closing the store failed; the log will be replayed on open");
@@ -93,18 +96,18 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    serve_with(store, listener, shutdown, HistoryLimits::default()).await
+    serve_with(store, listener, shutdown, Settings::default()).await
 }
 
-/// [`serve`], with the history limits the store was opened with (the server tells workflow
-/// tasks when their run is past the soft limit).
+/// [`serve`], with `settings` (their history limits must be those the store was opened with:
+/// the server tells workflow tasks when their run is past the soft limit).
 pub async fn serve_with(
     store: Arc<dyn Store>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
-    limits: HistoryLimits,
+    settings: Settings,
 ) -> anyhow::Result<()> {
-    let core = Core::with_limits(store, Arc::new(SystemClock), limits);
+    let core = Core::with_settings(store, Arc::new(SystemClock), settings);
     let timer_task = tokio::spawn(timers::run(core.clone()));
     let (mut health, health_service) = tonic_health::server::health_reporter();
     health

@@ -173,6 +173,10 @@ enum Command {
         /// --history-events-max.
         #[arg(long, env = "STEADFAST_HISTORY_BYTES_MAX", default_value_t = steadfast_engine::store::HISTORY_BYTES_MAX, value_parser = clap::value_parser!(u64).range(4096..))]
         history_bytes_max: u64,
+        /// Longest delay, in ms, before the workflow task of a held run (its code failed the
+        /// last one, e.g. [STF-ND001]) is offered again; the delay doubles from 250 ms.
+        #[arg(long, env = "STEADFAST_HELD_RUN_BACKOFF_MAX_MS", default_value_t = crate::retry::HELD_BACKOFF_MAX_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(250..))]
+        held_run_backoff_max_ms: u64,
     },
     /// Start runs, follow them, operate on them.
     #[command(subcommand, after_help = EXIT_CODES)]
@@ -224,6 +228,7 @@ async fn dispatch(cli: Cli) -> Outcome {
             listen,
             history_events_max,
             history_bytes_max,
+            held_run_backoff_max_ms,
         } => {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(
@@ -238,6 +243,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                 listen,
                 history_events_max,
                 history_bytes_max,
+                held_backoff_max_ms: held_run_backoff_max_ms,
             })
             .await
             .map_err(|e| Exit::error(format!("server stopped: {e:#}")))

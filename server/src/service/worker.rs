@@ -455,7 +455,7 @@ impl WorkerService for WorkerApi {
                 }
                 let attempt = attempt + 1;
                 // Held, not failed: offered again with a growing delay so fixed code can pick it up.
-                let delay = (250i64 << (attempt.min(8) - 1)).min(10_000);
+                let delay = retry::held_task_delay_ms(attempt, self.core.held_backoff_max_ms);
                 Ok(Some(vec![
                     Event::WorkflowTaskFailed(ev::WorkflowTaskFailed {
                         started_seq,
