@@ -20,6 +20,13 @@ pub struct ServerConfig {
     /// The key that signs task tokens; `None` = `<data_dir>/token.key`, generated once.
     /// Nodes that share one key accept each other's tokens.
     pub token_key_file: Option<PathBuf>,
+    /// Most events one history may hold (the store's hard limit; see
+    /// `steadfast_engine::store::limits` for what is refused near it).
+    pub history_events_max: u64,
+    /// Most bytes one history may hold.
+    pub history_bytes_max: u64,
+    /// Longest delay before a held run's workflow task is offered again.
+    pub held_backoff_max_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -29,6 +36,9 @@ impl Default for ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             retention: None,
             token_key_file: None,
+            history_events_max: steadfast_engine::store::HISTORY_EVENTS_MAX,
+            history_bytes_max: steadfast_engine::store::HISTORY_BYTES_MAX,
+            held_backoff_max_ms: crate::retry::HELD_BACKOFF_MAX_MS_DEFAULT,
         }
     }
 }

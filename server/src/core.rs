@@ -10,6 +10,7 @@ use steadfast_engine::clock::Clock;
 use steadfast_engine::event::{Event, WorkflowTaskScheduled};
 use steadfast_engine::payload::Payload;
 use steadfast_engine::state::{ActivityPhase, ApplyError, RunState};
+use steadfast_engine::store::limits::HistoryLimits;
 use steadfast_engine::store::{self, AppendRequest, Appended, RequestKey, Store, TaskKind};
 use steadfast_engine::{EventRecord, RunKey};
 use tonic::Status;
@@ -80,15 +81,48 @@ pub struct Core {
     pub dispatched: Mutex<HashMap<(RunKey, u32, u32), i64>>,
     /// Last time heartbeat details were recorded per activity (rate limit).
     pub heartbeat_recorded: Mutex<HashMap<(RunKey, u32), i64>>,
+    /// The history limits the store enforces (to warn workflows before them).
+    pub limits: HistoryLimits,
+    /// Longest delay before a held run's workflow task is offered again.
+    pub held_backoff_max_ms: u64,
+}
+
+/// Server settings that change how runs are driven (flags and env of `steadfast server`).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// The history limits the store was opened with.
+    pub limits: HistoryLimits,
+    /// Longest delay before a held run's workflow task is offered again.
+    pub held_backoff_max_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            limits: HistoryLimits::default(),
+            held_backoff_max_ms: crate::retry::HELD_BACKOFF_MAX_MS_DEFAULT,
+        }
+    }
 }
 
 /// A decision about a run: `Ok(None)` means "nothing to append".
 pub type Decision = Result<Option<Vec<Event>>, Status>;
 
 impl Core {
-    /// A core over `store`.
+    /// A core over `store`, with the default settings.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Arc<Core> {
+        Core::with_settings(store, clock, Settings::default())
+    }
+
+    /// A core over `store` with `settings`.
+    pub fn with_settings(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+    ) -> Arc<Core> {
         Arc::new(Core {
+            limits: settings.limits,
+            held_backoff_max_ms: settings.held_backoff_max_ms,
             store,
             clock,
             notify: Notifier::default(),
@@ -212,6 +246,13 @@ impl Core {
         Err(Updated::Refused(Status::aborted(format!(
             "run {key} is changing too fast; try again"
         ))))
+    }
+
+    /// Whether the run should continue as new: its history is past the soft limit, where new
+    /// activities, timers and signal waits are refused ([`steadfast_engine::store::limits`]).
+    pub fn continue_as_new_suggested(&self, s: &RunState) -> bool {
+        self.limits
+            .continue_as_new_suggested(s.last_seq, s.history_bytes)
     }
 
     /// Whether activity `id` of `s` is open and no worker holds it: queued, backing off

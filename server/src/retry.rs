@@ -1,6 +1,6 @@
 //! Activity retry decisions and option defaults, as pure functions of time.
 
-use steadfast_engine::event::{ActivityOptions, Failure, TimeMs};
+use steadfast_engine::event::{ActivityOptions, Failure, TimeMs, TimeoutKind};
 use steadfast_engine::state::ActivityState;
 
 /// Start-to-close timeout when none is given.
@@ -30,6 +30,49 @@ pub fn with_defaults(mut o: ActivityOptions, run_queue: &str) -> ActivityOptions
         o.retry.maximum_interval_ms = o.retry.initial_interval_ms.saturating_mul(100);
     }
     o
+}
+
+/// Default of the longest delay before a held run's workflow task is offered again
+/// (`steadfast server --held-run-backoff-max-ms`).
+pub const HELD_BACKOFF_MAX_MS_DEFAULT: u64 = 10_000;
+/// First delay before a held run's workflow task is offered again.
+pub const HELD_BACKOFF_FIRST_MS: i64 = 250;
+
+/// Delay before workflow task attempt `attempt` of a held run (its code failed the previous
+/// one): doubling from [`HELD_BACKOFF_FIRST_MS`], at most `max_ms`.
+pub fn held_task_delay_ms(attempt: u32, max_ms: u64) -> i64 {
+    let doublings = attempt.clamp(1, 40) - 1;
+    HELD_BACKOFF_FIRST_MS
+        .saturating_mul(1i64 << doublings)
+        .min(i64::try_from(max_ms).unwrap_or(i64::MAX))
+}
+
+/// `t` plus `ms`, saturating. Durations are u64 on the wire; a cast to i64 wrapped huge ones
+/// into the past, so an attempt timed out at once and was retried forever (issue 10).
+pub fn after_ms(t: TimeMs, ms: u64) -> TimeMs {
+    t.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// The deadline of an attempt that started at `started`, seen at `now` (its hand-out or a
+/// heartbeat): start-to-close, capped by schedule-to-close, or the next heartbeat when that
+/// comes first.
+pub fn attempt_deadline(
+    act: &ActivityState,
+    started: TimeMs,
+    now: TimeMs,
+) -> (TimeMs, TimeoutKind) {
+    let o = &act.options;
+    let mut end = after_ms(started, o.start_to_close_ms);
+    if o.schedule_to_close_ms > 0 {
+        end = end.min(after_ms(act.scheduled_ms, o.schedule_to_close_ms));
+    }
+    if o.heartbeat_ms > 0 {
+        let next = after_ms(now, o.heartbeat_ms);
+        if next < end {
+            return (next, TimeoutKind::Heartbeat);
+        }
+    }
+    (end, TimeoutKind::StartToClose)
 }
 
 /// Delay before attempt `attempt + 1` after attempt `attempt` failed.
@@ -67,13 +110,8 @@ pub fn next_attempt_at(
     if o.retry.maximum_attempts > 0 && attempt >= o.retry.maximum_attempts {
         return None;
     }
-    let at = now.saturating_add(backoff_ms(o, attempt) as i64);
-    if o.schedule_to_close_ms > 0
-        && at
-            >= act
-                .scheduled_ms
-                .saturating_add(o.schedule_to_close_ms as i64)
-    {
+    let at = after_ms(now, backoff_ms(o, attempt));
+    if o.schedule_to_close_ms > 0 && at >= after_ms(act.scheduled_ms, o.schedule_to_close_ms) {
         return None;
     }
     Some(at)
@@ -106,6 +144,67 @@ mod tests {
         assert_eq!(backoff_ms(&a.options, 3), 4_000);
         assert_eq!(backoff_ms(&a.options, 40), 100_000);
         assert_eq!(next_attempt_at(&a, 1, None, 10), Some(1_010));
+    }
+
+    #[test]
+    fn huge_durations_saturate_instead_of_wrapping_into_the_past() {
+        let now = 1_700_000_000_000;
+        assert_eq!(after_ms(now, u64::MAX), i64::MAX);
+        assert_eq!(after_ms(now, 5), now + 5);
+        let mut a = act(ActivityOptions {
+            start_to_close_ms: u64::MAX,
+            schedule_to_close_ms: u64::MAX,
+            ..Default::default()
+        });
+        assert_eq!(
+            attempt_deadline(&a, now, now),
+            (i64::MAX, TimeoutKind::StartToClose),
+            "before: now + (u64::MAX as i64) = now - 1, timed out at once"
+        );
+        a.options.heartbeat_ms = u64::MAX;
+        assert_eq!(attempt_deadline(&a, now, now).0, i64::MAX);
+        a.options.heartbeat_ms = 1_000;
+        assert_eq!(
+            attempt_deadline(&a, now, now + 10),
+            (now + 1_010, TimeoutKind::Heartbeat)
+        );
+        // A huge retry interval backs off (far) into the future, never into the past.
+        a.options.schedule_to_close_ms = 0;
+        a.options.retry.initial_interval_ms = u64::MAX;
+        a.options.retry.maximum_interval_ms = u64::MAX;
+        let at = next_attempt_at(&a, 1, None, now).unwrap();
+        assert!(at > now, "{at}");
+    }
+
+    #[test]
+    fn held_runs_back_off_up_to_the_setting() {
+        let d: Vec<i64> = (1..=8).map(|a| held_task_delay_ms(a, 10_000)).collect();
+        assert_eq!(d, [250, 500, 1_000, 2_000, 4_000, 8_000, 10_000, 10_000]);
+        assert_eq!(held_task_delay_ms(12, 600_000), 512_000);
+        assert_eq!(held_task_delay_ms(u32::MAX, u64::MAX), 250 << 39);
+        assert_eq!(held_task_delay_ms(0, 100), 100);
+    }
+
+    #[test]
+    fn deadlines_of_ordinary_attempts() {
+        let now = 10_000;
+        let mut a = act(ActivityOptions {
+            start_to_close_ms: 5_000,
+            schedule_to_close_ms: 3_000,
+            ..Default::default()
+        });
+        assert_eq!(
+            attempt_deadline(&a, now, now),
+            (3_000, TimeoutKind::StartToClose),
+            "schedule-to-close caps it"
+        );
+        a.options.schedule_to_close_ms = 0;
+        a.options.heartbeat_ms = 1_000;
+        assert_eq!(
+            attempt_deadline(&a, now, now + 4_500),
+            (15_000, TimeoutKind::StartToClose),
+            "the next heartbeat would come after the end"
+        );
     }
 
     #[test]

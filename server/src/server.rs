@@ -10,6 +10,7 @@ use anyhow::Context;
 use steadfast_engine::clock::Clock;
 use steadfast_engine::clock::SystemClock;
 use steadfast_engine::embedded::{EmbeddedOptions, EmbeddedStore};
+use steadfast_engine::store::limits::HistoryLimits;
 use steadfast_engine::store::{AppendRequest, Store};
 use steadfast_proto::v1 as pb;
 use tokio::net::TcpListener;
@@ -17,7 +18,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codegen::{Service, http};
 
 use crate::config::ServerConfig;
-use crate::core::Core;
+use crate::core::{Core, Settings};
 use crate::service::{admin::AdminApi, client::ClientApi, worker::WorkerApi};
 use crate::timers;
 use crate::token::TokenKey;
@@ -35,7 +36,19 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let (store, report) = EmbeddedStore::open(&config.data_dir, EmbeddedOptions::default())
+    let options = EmbeddedOptions {
+        history_events_max: config.history_events_max,
+        history_bytes_max: config.history_bytes_max,
+        ..EmbeddedOptions::default()
+    };
+    let settings = Settings {
+        limits: HistoryLimits {
+            events_max: config.history_events_max,
+            bytes_max: config.history_bytes_max,
+        },
+        held_backoff_max_ms: config.held_backoff_max_ms,
+    };
+    let (store, report) = EmbeddedStore::open(&config.data_dir, options)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     tracing::info!(?report, "store open");
     let token_key = match &config.token_key_file {
@@ -78,7 +91,14 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let retention = config
         .retention
         .map(|period| tokio::spawn(crate::retention::run(store.clone(), period, SystemClock)));
-    serve_with_key(store.clone(), listener, shutdown_signal(), token_key).await?;
+    serve_with(
+        store.clone(),
+        listener,
+        shutdown_signal(),
+        settings,
+        token_key,
+    )
+    .await?;
     if let Some(task) = retention {
         task.abort();
     }
@@ -89,25 +109,35 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves the API over `store` on `listener` until `shutdown` resolves, signing task tokens
-/// with a random key (tokens do not outlive this call; for tests and embedding).
+/// Serves the API over `store` on `listener` until `shutdown` resolves, with the default
+/// history limits, signing task tokens with a random key (tokens do not outlive this call; for
+/// tests and embedding).
 pub async fn serve(
     store: Arc<dyn Store>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    serve_with_key(store, listener, shutdown, TokenKey::random()).await
+    serve_with(
+        store,
+        listener,
+        shutdown,
+        Settings::default(),
+        TokenKey::random(),
+    )
+    .await
 }
 
-/// Serves the API over `store` on `listener` until `shutdown` resolves, signing task tokens
+/// [`serve`], with `settings` (their history limits must be those the store was opened with:
+/// the server tells workflow tasks when their run is past the soft limit), signing task tokens
 /// with `token_key`.
-pub async fn serve_with_key(
+pub async fn serve_with(
     store: Arc<dyn Store>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
+    settings: Settings,
     token_key: TokenKey,
 ) -> anyhow::Result<()> {
-    let core = Core::new(store, Arc::new(SystemClock));
+    let core = Core::with_settings(store, Arc::new(SystemClock), settings);
     let timer_task = tokio::spawn(timers::run(core.clone()));
     let (mut health, health_service) = tonic_health::server::health_reporter();
     health

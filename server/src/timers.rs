@@ -2,6 +2,7 @@
 //! workflow task timed out, run timed out). Deadlines live in the store's projections, so
 //! they survive a restart; this loop only acts on them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,16 +19,75 @@ const DUE_BATCH_MAX: usize = 512;
 /// Longest sleep between rounds (a safety net; wake-ups normally come from appends).
 const IDLE_WAKE_MS: u64 = 200;
 
+/// First delay before a deadline whose event could not be appended is tried again.
+const REFIRE_DELAY_MS_MIN: i64 = 100;
+/// Longest delay between two tries of one deadline.
+const REFIRE_DELAY_MS_MAX: i64 = 10_000;
+
+/// Deadlines whose event could not be appended (store unavailable, too many conflicting
+/// writers, a limit), tried again with a growing delay. The store hands a deadline out once;
+/// before, a failed one was dropped until the run's state next changed, which for a run
+/// waiting only on that deadline was never (issue 10). Memory only: after a restart every
+/// deadline is derived again from the run states.
+#[derive(Debug, Default)]
+struct Refire {
+    /// Deadline -> (when to try again, the delay that led there).
+    due: BTreeMap<DueTimer, (i64, i64)>,
+}
+
+impl Refire {
+    /// `d` failed at `now`: try again after a delay that doubles with each failure.
+    fn failed(&mut self, d: DueTimer, now: i64) {
+        let delay = self.due.get(&d).map_or(REFIRE_DELAY_MS_MIN, |(_, last)| {
+            last.saturating_mul(2).min(REFIRE_DELAY_MS_MAX)
+        });
+        self.due.insert(d, (now.saturating_add(delay), delay));
+    }
+
+    /// `d` was applied (or is moot): forget it.
+    fn done(&mut self, d: &DueTimer) {
+        self.due.remove(d);
+    }
+
+    /// The deadlines to try again at `now` (they stay here until [`Refire::done`]).
+    fn take_due(&self, now: i64) -> Vec<DueTimer> {
+        self.due
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(d, _)| d.clone())
+            .collect()
+    }
+
+    fn next_ms(&self) -> Option<i64> {
+        self.due.values().map(|(at, _)| *at).min()
+    }
+}
+
+/// Whether a failure to fire a deadline may succeed later (the run vanishing may not).
+fn worth_retrying(e: &Status) -> bool {
+    e.code() != tonic::Code::NotFound
+}
+
 /// Runs until the task is dropped.
 pub async fn run(core: Arc<Core>) {
+    let mut refire = Refire::default();
     loop {
         let now = core.now();
         match core.store.take_due_timers(now, DUE_BATCH_MAX).await {
-            Ok(due) => {
+            Ok(mut due) => {
                 let n = due.len();
+                due.extend(refire.take_due(now));
                 for d in due {
-                    if let Err(e) = fire(&core, &d).await {
-                        tracing::debug!(timer = ?d, error = %e.message(), "deadline not applied (the run moved on)");
+                    match fire(&core, &d).await {
+                        Ok(()) => refire.done(&d),
+                        Err(e) if worth_retrying(&e) => {
+                            tracing::warn!(timer = ?d, code = ?e.code(), error = %e.message(), "deadline not applied; trying again later");
+                            refire.failed(d, core.now());
+                        }
+                        Err(e) => {
+                            tracing::debug!(timer = ?d, error = %e.message(), "deadline not applied (the run is gone)");
+                            refire.done(&d);
+                        }
                     }
                 }
                 if n > 0 {
@@ -40,9 +100,14 @@ pub async fn run(core: Arc<Core>) {
             }
             Err(e) => tracing::error!(error = %e, "timer index unavailable"),
         }
-        let sleep_ms = match core.store.next_wakeup_ms().await {
-            Ok(Some(t)) => (t - core.now()).clamp(0, IDLE_WAKE_MS as i64) as u64,
-            _ => IDLE_WAKE_MS,
+        let next: Option<i64> = core.store.next_wakeup_ms().await.unwrap_or_default();
+        let next = match (next, refire.next_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let sleep_ms = match next {
+            Some(t) => t.saturating_sub(core.now()).clamp(0, IDLE_WAKE_MS as i64) as u64,
+            None => IDLE_WAKE_MS,
         };
         let by_time = tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => true,
@@ -81,6 +146,11 @@ async fn fire(core: &Core, d: &DueTimer) -> Result<(), Status> {
                     return Ok(None);
                 };
                 Ok(Some(vec![match &act.phase {
+                    // Cancelling, and the attempt ran out of time or no worker is known to
+                    // hold it (the store makes such an attempt due at once): it is cancelled.
+                    ActivityPhase::Ready { .. } if act.cancel_requested => {
+                        Event::ActivityCancelled(ev::ActivityCancelled { command_seq: *id })
+                    }
                     // A write whose worker went silent: its outcome is unknown; never retried
                     // blindly. Only writes are recorded as started, by the effect the running
                     // worker declared (which may differ from the one in the schedule options).
@@ -145,3 +215,7 @@ async fn fire(core: &Core, d: &DueTimer) -> Result<(), Status> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "timers_tests.rs"]
+mod tests;

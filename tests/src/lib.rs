@@ -168,6 +168,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Its data dir.
     pub data_dir: PathBuf,
+    /// Extra flags of `steadfast server`, kept for restarts.
+    pub args: Vec<String>,
 }
 
 impl Server {
@@ -176,14 +178,14 @@ impl Server {
         Server::start_with(data_dir, port, &[])
     }
 
-    /// [`Server::start`] with more `steadfast server` flags (e.g. `["--retention", "1s"]`).
-    pub fn start_with(data_dir: &Path, port: Option<u16>, extra: &[&str]) -> Result<Server> {
+    /// [`Server::start`] with extra flags (e.g. `["--history-events-max", "40"]`).
+    pub fn start_with(data_dir: &Path, port: Option<u16>, args: &[&str]) -> Result<Server> {
         let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
         let mut cmd = Command::new(bin("steadfast"));
         cmd.args(["server", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &listen])
-            .args(extra)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if std::env::var_os("RUST_LOG").is_none() {
@@ -215,6 +217,7 @@ impl Server {
             proc,
             addr,
             data_dir: data_dir.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         })
     }
 
@@ -236,7 +239,8 @@ impl Server {
         let mut last = None;
         // The port can take a moment to be free again after a kill.
         for _ in 0..50 {
-            match Server::start(&self.data_dir, Some(port)) {
+            let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+            match Server::start_with(&self.data_dir, Some(port), &args) {
                 Ok(s) => {
                     *self = s;
                     return Ok(());

@@ -13,6 +13,7 @@ use crate::event::{Event, EventRecord, genesis_hash, record_hash};
 use crate::log::Durable;
 use crate::payload::{BlobRef, Hash, INLINE_BYTES_MAX, PAYLOAD_BYTES_MAX};
 use crate::state::RunState;
+use crate::store::limits::HistoryLimits;
 use crate::store::{
     APPEND_EVENTS_MAX, AppendRequest, Appended, Error, REQUEST_DEDUP_WINDOW_MS, RequestKey,
 };
@@ -131,17 +132,6 @@ impl Inner {
             });
         }
         let n = p.events.len() as u64;
-        let events_max = self.options.history_events_max;
-        // An append that closes the run (complete, fail, continue-as-new, terminate, time out)
-        // is never refused by the limits: a run at its limit must still be able to end, and
-        // such an append is itself bounded (APPEND_EVENTS_MAX events, PAYLOAD_BYTES_MAX each).
-        let closes = p.events.iter().any(|(e, _)| e.is_terminal());
-        if !closes && next - 1 + n > events_max {
-            return Err(Error::HistoryLimit {
-                run: key.clone(),
-                limit: format!("its limit of {events_max} events"),
-            });
-        }
         let started_workflow_id = match (next, p.events.first()) {
             (1, Some((Event::RunStarted(a), _))) if !a.workflow_id.is_empty() => {
                 Some(a.workflow_id.clone())
@@ -201,13 +191,17 @@ impl Inner {
             records.push(rec);
             prev = hash;
         }
-        let bytes_max = self.options.history_bytes_max;
-        if !closes && bytes_after > bytes_max {
-            return Err(Error::HistoryLimit {
+        // What is refused near and past the limits is the policy's decision (store::limits).
+        let limits = HistoryLimits {
+            events_max: self.options.history_events_max,
+            bytes_max: self.options.history_bytes_max,
+        };
+        limits
+            .check(next - 1 + n, bytes_after, records.iter().map(|r| &r.event))
+            .map_err(|hit| Error::HistoryLimit {
                 run: key.clone(),
-                limit: format!("its limit of {bytes_max} bytes"),
-            });
-        }
+                limit: hit.0,
+            })?;
         let mut state =
             state.ok_or_else(|| Error::Invalid("an append needs at least one event".into()))?;
         state.history_bytes = bytes_after;

@@ -265,7 +265,17 @@ impl RunState {
                 self.retry_or_close(a.command_seq, a.attempt, a.retry_at_ms);
             }
             Event::ActivityCancelRequested(a) => {
-                self.activity_mut(rec, a.activity_id)?.cancel_requested = true;
+                // Cancelling an activity that already closed (its result raced the cancel) is
+                // a no-op: the workflow gets the result it already has in the history. It
+                // must still name an earlier command, or it is not a cancel of anything.
+                if self.activities.contains_key(&a.activity_id) {
+                    self.activity_mut(rec, a.activity_id)?.cancel_requested = true;
+                } else if a.activity_id >= a.command_seq {
+                    return Err(illegal(
+                        rec,
+                        format!("activity {} is not open", a.activity_id),
+                    ));
+                }
             }
             Event::ActivityCancelled(a) => {
                 self.activity_mut(rec, a.command_seq)?;
@@ -313,7 +323,9 @@ impl RunState {
                 self.unseen_events = true;
             }
             Event::TimerCancelled(a) => {
-                if self.timers.remove(&a.timer_id).is_none() {
+                // Cancelling a timer that already fired (or was cancelled) is a no-op: the
+                // workflow sees the TimerFired it raced with. It must name an earlier command.
+                if self.timers.remove(&a.timer_id).is_none() && a.timer_id >= a.command_seq {
                     return Err(illegal(rec, format!("timer {} is not open", a.timer_id)));
                 }
             }

@@ -372,7 +372,10 @@ impl RunState {
 
     /// When the run timeout elapses, if it has one.
     pub fn run_deadline_ms(&self) -> Option<TimeMs> {
-        (self.run_timeout_ms > 0)
-            .then(|| self.started_ms.saturating_add(self.run_timeout_ms as i64))
+        // Saturating: `as i64` wrapped a huge timeout into the past (timed out at once).
+        (self.run_timeout_ms > 0).then(|| {
+            self.started_ms
+                .saturating_add(i64::try_from(self.run_timeout_ms).unwrap_or(i64::MAX))
+        })
     }
 }

@@ -467,6 +467,21 @@ fn derive(
                     attempt: a.attempt,
                 };
                 leasable.insert(slot);
+                if a.cancel_requested && !attempt_deadlines.contains_key(&(id, a.attempt)) {
+                    // Cancelling, and no worker is known to hold the attempt (none was handed
+                    // out by this process, e.g. after a restart): it is never offered and
+                    // nothing will report on it, so it is due now and the server confirms the
+                    // cancellation. Without this the workflow waited forever (issue 10).
+                    timers.push((
+                        0,
+                        DueTimer::ActivityAttempt {
+                            key: key.clone(),
+                            id,
+                            attempt: a.attempt,
+                            timeout: TimeoutKind::StartToClose,
+                        },
+                    ));
+                }
                 if !a.cancel_requested && s.budget_exceeded.is_none() {
                     let queue = if a.options.task_queue.is_empty() {
                         &s.task_queue

@@ -16,6 +16,7 @@
 #[doc(hidden)]
 pub mod contract;
 pub mod core;
+pub mod limits;
 
 use std::sync::Arc;
 
@@ -26,11 +27,11 @@ use crate::ids::{RunId, RunKey};
 use crate::payload::{Hash, Payload};
 use crate::state::{ApplyError, RunState, RunStatus};
 
-/// Most events one history may hold; past it, appends are refused (use continue-as-new).
+/// Most events one history may hold; how appends are refused near and past it (new work at
+/// 90%, all but what a run needs to finish past it) is [`limits`]' policy.
 pub const HISTORY_EVENTS_MAX: u64 = 100_000;
 /// Most bytes one history may hold ([`RunState::history_bytes`]: attrs as stored, plus the
-/// length of every blob an event refers to); past it, appends are refused (use
-/// continue-as-new).
+/// length of every blob an event refers to); refused as for [`HISTORY_EVENTS_MAX`].
 pub const HISTORY_BYTES_MAX: u64 = 256 * 1024 * 1024;
 /// Most events in one append.
 pub const APPEND_EVENTS_MAX: usize = 1_000;

@@ -172,6 +172,20 @@ enum Command {
         /// once into <data-dir>/token.key. Give every node the same file to share tokens.
         #[arg(long, env = "STEADFAST_TOKEN_KEY_FILE")]
         token_key_file: Option<std::path::PathBuf>,
+        /// Most events one run's history may hold. Past 90% of it no new activities, timers
+        /// or signal waits are accepted and workflow tasks say `continue_as_new_suggested`;
+        /// past it only what the run needs to end or continue as new (10% more at most),
+        /// then only appends that close the run.
+        #[arg(long, env = "STEADFAST_HISTORY_EVENTS_MAX", default_value_t = steadfast_engine::store::HISTORY_EVENTS_MAX, value_parser = clap::value_parser!(u64).range(10..))]
+        history_events_max: u64,
+        /// Most bytes one run's history may hold (payloads included); refused as for
+        /// --history-events-max.
+        #[arg(long, env = "STEADFAST_HISTORY_BYTES_MAX", default_value_t = steadfast_engine::store::HISTORY_BYTES_MAX, value_parser = clap::value_parser!(u64).range(4096..))]
+        history_bytes_max: u64,
+        /// Longest delay, in ms, before the workflow task of a held run (its code failed the
+        /// last one, e.g. [STF-ND001]) is offered again; the delay doubles from 250 ms.
+        #[arg(long, env = "STEADFAST_HELD_RUN_BACKOFF_MAX_MS", default_value_t = crate::retry::HELD_BACKOFF_MAX_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(250..))]
+        held_run_backoff_max_ms: u64,
     },
     /// Start runs, follow them, operate on them.
     #[command(subcommand, after_help = EXIT_CODES)]
@@ -223,6 +237,9 @@ async fn dispatch(cli: Cli) -> Outcome {
             listen,
             retention,
             token_key_file,
+            history_events_max,
+            history_bytes_max,
+            held_run_backoff_max_ms,
         } => {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(
@@ -238,6 +255,9 @@ async fn dispatch(cli: Cli) -> Outcome {
                 listen,
                 retention,
                 token_key_file,
+                history_events_max,
+                history_bytes_max,
+                held_backoff_max_ms: held_run_backoff_max_ms,
             })
             .await
             .map_err(|e| Exit::error(format!("server stopped: {e:#}")))

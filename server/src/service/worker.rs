@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use steadfast_engine::event::{self as ev, Effect, Event, TimeoutKind};
+use steadfast_engine::event::{self as ev, Effect, Event};
 use steadfast_engine::ids::RunKey;
 use steadfast_engine::state::{ActivityPhase, WorkflowTask};
 use steadfast_engine::store::{Task, TaskKind};
@@ -118,6 +118,7 @@ impl WorkerApi {
             first_seq,
             workflow_id: s.workflow_id.clone(),
             namespace: key.namespace.clone(),
+            continue_as_new_suggested: self.core.continue_as_new_suggested(s),
         }))
     }
 
@@ -201,20 +202,7 @@ impl WorkerApi {
                 return Ok(None);
             }
         }
-        let mut deadline = now.saturating_add(act.options.start_to_close_ms as i64);
-        let mut kind = TimeoutKind::StartToClose;
-        if act.options.schedule_to_close_ms > 0 {
-            deadline = deadline.min(
-                act.scheduled_ms
-                    .saturating_add(act.options.schedule_to_close_ms as i64),
-            );
-        }
-        if act.options.heartbeat_ms > 0
-            && now.saturating_add(act.options.heartbeat_ms as i64) < deadline
-        {
-            deadline = now.saturating_add(act.options.heartbeat_ms as i64);
-            kind = TimeoutKind::Heartbeat;
-        }
+        let (deadline, kind) = retry::attempt_deadline(act, now, now);
         self.core
             .store
             .set_attempt_deadline(&key, id, attempt, deadline, kind)
@@ -390,20 +378,10 @@ impl WorkerService for WorkerApi {
                     WorkflowTask::Started { started_seq: q, .. } if *q == started_seq => {}
                     _ => return Err(Status::failed_precondition(format!("workflow task {started_seq} of run {} is no longer open (it timed out or the run ended)", key.run_id))),
                 }
-                let mut events = vec![Event::WorkflowTaskCompleted(ev::WorkflowTaskCompleted { started_seq, worker: r.worker_id.clone() })];
-                let (cmd_events, continued) = commands::to_events(s, &r.commands, now)?;
-                for e in cmd_events {
-                    // An activity that no worker holds has nothing to stop: its cancellation
-                    // is confirmed at once (a running one hears of it through its heartbeat).
-                    let confirm = match &e {
-                        Event::ActivityCancelRequested(c) => self.core.is_undispatched(s, c.activity_id).then_some(c.activity_id),
-                        _ => None,
-                    };
-                    events.push(e);
-                    if let Some(id) = confirm {
-                        events.push(Event::ActivityCancelled(ev::ActivityCancelled { command_seq: id }));
-                    }
-                }
+                // An activity that no worker holds has nothing to stop: its cancellation is
+                // confirmed at once, after the task's command events (a running one hears of
+                // it through its heartbeat).
+                let (events, continued) = commands::task_completion(s, started_seq, &r.worker_id, &r.commands, now, |s, id| self.core.is_undispatched(s, id))?;
                 new_run = continued;
                 Ok(Some(events))
             })
@@ -461,7 +439,7 @@ impl WorkerService for WorkerApi {
                 }
                 let attempt = attempt + 1;
                 // Held, not failed: offered again with a growing delay so fixed code can pick it up.
-                let delay = (250i64 << (attempt.min(8) - 1)).min(10_000);
+                let delay = retry::held_task_delay_ms(attempt, self.core.held_backoff_max_ms);
                 Ok(Some(vec![
                     Event::WorkflowTaskFailed(ev::WorkflowTaskFailed {
                         started_seq,
@@ -521,24 +499,21 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::CompleteActivityTaskResponse>, Status> {
         let r = req.get_ref();
         let a = self.activity_token(&r.task_token, &r.namespace)?;
-        let result = validate::payload("result", r.result.as_ref())?;
         self.check_record(&a.key, a.scheduled, "ActivityScheduled")
             .await?;
         let (key, id, attempt) = (a.key.clone(), a.id, a.attempt);
         let duration_ms = self.duration_ms(&key, id, attempt, self.core.now());
+        let event = commands::activity_result_event(
+            id,
+            attempt,
+            r.result.as_ref(),
+            r.usage.as_ref(),
+            duration_ms,
+        );
         self.core
             .update(&key, true, |s, _| {
                 current_attempt(s, &a)?;
-                Ok(Some(vec![Event::ActivityCompleted(
-                    ev::ActivityCompleted {
-                        command_seq: id,
-                        attempt,
-                        result: result.clone(),
-                        duration_ms,
-                        usage: r.usage.as_ref().map(convert::usage_from),
-                        reconciled: false,
-                    },
-                )]))
+                Ok(Some(vec![event.clone()]))
             })
             .await?;
         Ok(Response::new(pb::CompleteActivityTaskResponse {}))
@@ -614,19 +589,7 @@ impl WorkerService for WorkerApi {
                 .get(&(key.clone(), id, attempt))
                 .copied()
                 .unwrap_or(now);
-            let mut end = started.saturating_add(act.options.start_to_close_ms as i64);
-            if act.options.schedule_to_close_ms > 0 {
-                end = end.min(
-                    act.scheduled_ms
-                        .saturating_add(act.options.schedule_to_close_ms as i64),
-                );
-            }
-            let next = now.saturating_add(act.options.heartbeat_ms as i64);
-            let (deadline, kind) = if next < end {
-                (next, TimeoutKind::Heartbeat)
-            } else {
-                (end, TimeoutKind::StartToClose)
-            };
+            let (deadline, kind) = retry::attempt_deadline(act, started, now);
             self.core
                 .store
                 .set_attempt_deadline(&key, id, attempt, deadline, kind)

@@ -22,10 +22,16 @@
 //! - `sleeper` `{ms}`: one durable timer.
 //! - `tool_call` `{tool, hang_ms, hang_attempts, start_to_close_ms, task_queue,
 //!   retry_initial_ms, max_attempts}`: one call of activity `tool` (`write_tool`, `idem_tool`,
-//!   `read_tool` or `flaky`); returns `{"tool": <result>}` or `{"error": <failure message>}`;
+//!   `read_tool`, `flaky` or `huge_result`, which returns 3 MiB); returns `{"tool": <result>}` or `{"error": <failure message>}`;
 //!   cancelled, it ends with `{"tool": <name>, "cancelled": true}`.
 //! - `cancel_pending` `{delay_ms}`: calls `flaky`, and `delay_ms` later (while it backs off)
 //!   cancels it; returns `{"cancelled": <activity id>}`.
+//! - `cancel_then_continue` `{mode}`: schedules one activity (`queued`: `read_tool` on a queue
+//!   nobody polls; `backoff`: `flaky`, which then waits 10 minutes to retry; `running`:
+//!   `read_tool` hanging 10 minutes on its first attempt), waits for signal `go`, then in one
+//!   workflow task cancels it, schedules `read_tool` and reports progress; returns
+//!   `{"cancelled": <id>, "next": <read_tool's result>}` (issue 10: the server's confirmation
+//!   of the cancel used to split that task's commands, and replay reported [STF-ND001]).
 //! - `steps` `{n, step_ms, slow_step, slow_ms, gate_at}`: `n` `work` steps, each reported with
 //!   `ctx.progress` and followed by a partial result `{"done": [...]}`; step `slow_step` takes
 //!   `slow_ms`; before step `gate_at` it waits for signal `go`. On a cancellation it ends
@@ -325,6 +331,64 @@ async fn cancel_pending(
     }
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CancelThenContinueInput {
+    mode: String,
+}
+
+async fn cancel_then_continue(
+    ctx: WorkflowContext,
+    input: CancelThenContinueInput,
+) -> Result<Value, WorkflowError> {
+    let quick = ToolInput {
+        hang_ms: 0,
+        hang_attempts: 0,
+    };
+    let (name, call, options) = match input.mode.as_str() {
+        "queued" => (
+            "read_tool",
+            &quick,
+            ActivityOptions::default().task_queue("nobody-polls-this"),
+        ),
+        "backoff" => (
+            "flaky",
+            &quick,
+            ActivityOptions::default().retry(retry(600_000, 0)),
+        ),
+        "running" => (
+            "read_tool",
+            &ToolInput {
+                hang_ms: 600_000,
+                hang_attempts: 1,
+            },
+            ActivityOptions::default(),
+        ),
+        other => {
+            return Err(WorkflowError::failed(format!(
+                "mode {other:?}: use queued, backoff or running"
+            )));
+        }
+    };
+    let first = ctx.activity::<Value>(name, call).options(options);
+    let id = first.id();
+    let _go: Value = ctx.wait_signal("go").await?;
+    // One workflow task: CancelActivity, ScheduleActivity, ReportProgress.
+    ctx.cancel_activity(id);
+    let next = ctx.activity::<Value>("read_tool", &quick);
+    ctx.progress(1, 2, "cancelled the first activity");
+    match first.await {
+        Err(ActivityError::Cancelled) => {}
+        other => {
+            return Err(WorkflowError::failed(format!(
+                "expected a cancellation, got {other:?}"
+            )));
+        }
+    }
+    let next = next.await?;
+    Ok(json!({ "cancelled": id, "next": next }))
+}
+
 /// A tool: hangs for `hang_ms` on its first `hang_attempts` attempts (so that a test can kill
 /// its worker mid-attempt), then answers with who ran it.
 async fn tool(ctx: ActivityContext, input: ToolInput) -> Result<Value, ActivityError> {
@@ -335,6 +399,12 @@ async fn tool(ctx: ActivityContext, input: ToolInput) -> Result<Value, ActivityE
     Ok(json!({
         "attempt": ctx.attempt(), "key": ctx.idempotency_key(), "pid": std::process::id(),
     }))
+}
+
+/// Returns 3 MiB, over the server's 2 MiB payload limit.
+async fn huge_result(ctx: ActivityContext, _input: ToolInput) -> Result<Value, ActivityError> {
+    record_start(&ctx, json!({}))?;
+    Ok(Value::String("x".repeat(3 * 1024 * 1024)))
 }
 
 /// Always fails (retryably): the run waits on its retry backoff.
@@ -457,11 +527,13 @@ async fn main() -> anyhow::Result<()> {
         .register_workflow("tool_call", tool_call)
         .register_workflow("steps", steps)
         .register_workflow("cancel_pending", cancel_pending)
+        .register_workflow("cancel_then_continue", cancel_then_continue)
         .register_activity("llm", Effect::Read, llm)
         .register_activity("write_tool", Effect::Write, tool)
         .register_activity("idem_tool", Effect::Idempotent, tool)
         .register_activity("read_tool", Effect::Read, tool)
         .register_activity("flaky", Effect::Idempotent, flaky)
+        .register_activity("huge_result", Effect::Read, huge_result)
         .register_activity("work", Effect::Read, work);
     eprintln!(
         "agent-worker polling {} pid {}",

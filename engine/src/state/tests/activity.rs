@@ -359,6 +359,40 @@ fn activity_cancel_requested_then_cancelled() {
 }
 
 #[test]
+fn cancelling_a_closed_activity_is_a_no_op() {
+    // The activity completed while the task that cancels it was open: the cancel is accepted
+    // (the history keeps its command seq) and the workflow gets the recorded result.
+    let mut r = Run::new();
+    r.task();
+    let id = r.schedule(Effect::Read);
+    r.ok(completed(id, 1, None));
+    let started = r.open_task();
+    r.ok(Event::WorkflowTaskCompleted(WorkflowTaskCompleted {
+        started_seq: started,
+        worker: "w1".into(),
+    }));
+    let before = r.state.clone();
+    let cs = r.cmd();
+    let s = r.ok(Event::ActivityCancelRequested(ActivityCancelRequested {
+        command_seq: cs,
+        activity_id: id,
+    }));
+    assert!(s.activities.is_empty());
+    assert_eq!(s.unseen_events, before.unseen_events);
+    assert_eq!(s.next_command_seq, cs + 1);
+    // Nothing was cancelled, so nothing can be confirmed as cancelled.
+    let n = r.state.last_seq + 1;
+    assert_illegal(
+        &r.err(Event::ActivityCancelled(ActivityCancelled {
+            command_seq: id,
+        })),
+        n,
+        EventKind::ActivityCancelled,
+        "not open",
+    );
+}
+
+#[test]
 fn events_for_unknown_activities_are_refused() {
     let mut r = Run::new();
     r.task();

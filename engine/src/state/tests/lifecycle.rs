@@ -389,3 +389,12 @@ fn status_names_round_trip() {
     }
     assert_eq!(RunStatus::parse("done"), None);
 }
+
+#[test]
+fn a_huge_run_timeout_saturates_instead_of_passing_at_once() {
+    // Before, `u64::MAX as i64` was -1: the run's deadline was before its start and the run
+    // timed out at once.
+    let mut a = started(Budget::default());
+    a.run_timeout_ms = u64::MAX;
+    assert_eq!(Run::with(a).state.run_deadline_ms(), Some(i64::MAX));
+}

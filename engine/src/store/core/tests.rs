@@ -299,3 +299,35 @@ fn workflow_tasks_started_before_an_open_are_due_at_once() {
         }]
     );
 }
+
+#[test]
+fn a_cancelled_activity_no_worker_holds_is_due_at_once() {
+    let mut core = Core::new();
+    let mut r = Run::start(1, "w", "q");
+    core.upsert(r.activity(1, "aq"));
+    core.upsert(r.activity(2, "aq"));
+    // Attempt 1 of activity 2 is held by a worker (its deadline is known); activity 1's
+    // worker, if any, talked to a previous server process.
+    core.set_attempt_deadline(&r.key(), 2, 1, T + 60_000, TimeoutKind::StartToClose);
+    for id in [1, 2] {
+        core.upsert(r.apply(
+            T,
+            Event::ActivityCancelRequested(event::ActivityCancelRequested {
+                command_seq: r.state.next_command_seq,
+                activity_id: id,
+            }),
+        ));
+    }
+    assert_eq!(core.poll("ns", "aq", TaskKind::Activity, i64::MAX), None);
+    assert_eq!(
+        core.take_due(T, 10),
+        vec![DueTimer::ActivityAttempt {
+            key: r.key(),
+            id: 1,
+            attempt: 1,
+            timeout: TimeoutKind::StartToClose,
+        }],
+        "the unheld one is due now; the held one at its own deadline"
+    );
+    assert_eq!(core.next_wakeup_ms(), Some(T + 60_000));
+}
