@@ -256,8 +256,12 @@ async fn one_cut(seed: u64, totals: &mut Totals) {
     let (store, _) = EmbeddedStore::open(dir.path(), options(&image)).unwrap_or_else(|e| {
         panic!("cut {seed}: the store did not reopen after the power cut: {e}")
     });
-    let seen = seen.lock();
-    for (key, acked) in &seen.acked {
+    // A copy: the lock is not held across the awaits below.
+    let (acked_all, served_all) = {
+        let s = seen.lock();
+        (s.acked.clone(), s.served.clone())
+    };
+    for (key, acked) in &acked_all {
         totals.acked_events += acked.len() as u64;
         let got = store
             .read_history(key, 1, 100_000)
@@ -272,7 +276,7 @@ async fn one_cut(seed: u64, totals: &mut Totals) {
             );
         }
     }
-    for (key, served) in &seen.served {
+    for (key, served) in &served_all {
         totals.served_events += served.len() as u64;
         let got = store
             .read_history(key, 1, 100_000)
@@ -288,7 +292,7 @@ async fn one_cut(seed: u64, totals: &mut Totals) {
         }
     }
     // It keeps working after the cut.
-    if let Some((key, acked)) = seen.acked.iter().next() {
+    if let Some((key, acked)) = acked_all.iter().next() {
         let got = store.read_history(key, 1, 100_000).await.unwrap();
         store
             .append(AppendRequest {

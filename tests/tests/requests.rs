@@ -13,7 +13,6 @@ fn start_req(request_id: &str) -> pb::StartWorkflowRequest {
         input: Some(pb::Payload {
             encoding: "json".into(),
             data: b"{}".to_vec(),
-            ..Default::default()
         }),
         request_id: request_id.into(),
         ..Default::default()
@@ -27,7 +26,6 @@ fn signal_req(run_id: &str, request_id: &str) -> pb::SignalRunRequest {
         input: Some(pb::Payload {
             encoding: "json".into(),
             data: b"true".to_vec(),
-            ..Default::default()
         }),
         request_id: request_id.into(),
         ..Default::default()
