@@ -117,3 +117,69 @@ async fn a_continued_run_without_its_successor_is_found_across_a_reopen() {
     assert!(store.missing_successors().await.unwrap().is_empty());
     store.close().await.unwrap();
 }
+
+/// ContinueAsNew racing a start: between the old run's RunContinuedAsNew and its successor's
+/// RunStarted, another start took the workflow id. The successor is then created closed
+/// (RunStarted + RunFailed): the store accepts it without the uniqueness check (a closed run
+/// never holds the id), the open run keeps the id — also after a rebuild from the log — and
+/// the continued run no longer counts as missing its successor.
+#[tokio::test]
+async fn a_successor_created_closed_leaves_the_workflow_id_to_the_open_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = RunKey::new("default", RunId::new_v7());
+    let new_id = RunId::new_v7();
+    let holder = RunKey::new("default", RunId::new_v7());
+    {
+        let (store, _) = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        continued(&store, &old, "agent-1", new_id, b"{\"turn\":1}").await;
+        append(&store, &holder, 1, vec![started("agent-1")]).await;
+        let successor = RunKey::new("default", new_id);
+        let refused = store
+            .append(AppendRequest {
+                key: successor.clone(),
+                expected_next_seq: 1,
+                events: vec![started("agent-1")],
+                time_ms: 1_000,
+                wait_durable: true,
+            })
+            .await;
+        assert!(matches!(
+            refused,
+            Err(steadfast_engine::store::Error::WorkflowIdInUse { run_id, .. }) if run_id == holder.run_id
+        ));
+        let failed = Event::RunFailed(RunFailed {
+            command_seq: 0,
+            failure: Failure {
+                message: "workflow id taken".into(),
+                error_type: "WorkflowIdTaken".into(),
+                non_retryable: true,
+                details: String::new(),
+            },
+        });
+        append(&store, &successor, 1, vec![started("agent-1"), failed]).await;
+        assert_eq!(
+            store
+                .open_run_for_workflow_id("default", "agent-1")
+                .await
+                .unwrap(),
+            Some(holder.run_id)
+        );
+        store.close().await.unwrap();
+    }
+    for rebuild in [false, true] {
+        if rebuild {
+            std::fs::remove_dir_all(dir.path().join("sled")).unwrap();
+        }
+        let (store, _) = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        assert_eq!(
+            store
+                .open_run_for_workflow_id("default", "agent-1")
+                .await
+                .unwrap(),
+            Some(holder.run_id),
+            "rebuild: {rebuild}"
+        );
+        assert!(store.missing_successors().await.unwrap().is_empty());
+        store.close().await.unwrap();
+    }
+}

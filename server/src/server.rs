@@ -10,8 +10,8 @@ use anyhow::Context;
 use steadfast_engine::clock::Clock;
 use steadfast_engine::clock::SystemClock;
 use steadfast_engine::embedded::{EmbeddedOptions, EmbeddedStore};
+use steadfast_engine::store::Store;
 use steadfast_engine::store::limits::HistoryLimits;
-use steadfast_engine::store::{AppendRequest, Store};
 use steadfast_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -64,15 +64,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .await
         .context("looking for continued runs without a successor")?
     {
-        let events = crate::service::successor_events(started);
-        let req = AppendRequest {
-            key: key.clone(),
-            expected_next_seq: 1,
-            events,
-            time_ms: SystemClock.now_ms(),
-            wait_durable: true,
-        };
-        match store.append(req).await {
+        match crate::service::create_successor(store.as_ref(), &key, started, SystemClock.now_ms())
+            .await
+        {
             Ok(_) => {
                 tracing::warn!(run = %key, "created the successor of a continue-as-new interrupted by a crash")
             }

@@ -181,6 +181,13 @@ async fn patient(ctx: WorkflowContext, (): ()) -> Result<String, WorkflowError> 
     ctx.set_partial_result(&"started")?;
     futures::pin_mut!(work);
     match futures::future::select(&mut work, ctx.cancelled()).await {
+        // The run's cancel can reach the activity before the workflow sees it (an activity no
+        // worker holds yet is cancelled at once, in the same batch): that is a clean stop too.
+        futures::future::Either::Left((Err(_), _)) if ctx.is_cancel_requested() => {
+            Err(WorkflowError::Cancelled {
+                partial: Some("stopped cleanly".into()),
+            })
+        }
         futures::future::Either::Left((r, _)) => Ok(r?),
         futures::future::Either::Right(_) => {
             ctx.cancel_activity(id);

@@ -132,8 +132,13 @@ impl Inner {
             });
         }
         let n = p.events.len() as u64;
+        // A run created closed (e.g. the successor of a continue-as-new whose workflow id
+        // another start took meanwhile) never holds its workflow id: no uniqueness check.
+        let created_closed = p.events.iter().any(|(e, _)| e.is_terminal());
         let started_workflow_id = match (next, p.events.first()) {
-            (1, Some((Event::RunStarted(a), _))) if !a.workflow_id.is_empty() => {
+            (1, Some((Event::RunStarted(a), _)))
+                if !a.workflow_id.is_empty() && !created_closed =>
+            {
                 Some(a.workflow_id.clone())
             }
             _ => None,

@@ -403,7 +403,9 @@ pub(crate) fn write_states(batch: &mut sled::Batch, writes: &[StateWrite<'_>]) {
         if let (true, Some(p)) = (changed, w.prev_status) {
             batch.remove(keys::by_status(&s.key, p));
         }
-        if !s.is_open() && changed {
+        // Only a run that was open held the workflow id's entry; a run created closed never
+        // did, and must not remove the entry of the open run that has the id.
+        if !s.is_open() && changed && w.prev_status.is_some() {
             batch.remove(keys::open(&s.key.to_bytes()));
             batch.remove(keys::workflow_id(&s.key.namespace, &s.workflow_id));
         }
