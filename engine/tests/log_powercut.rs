@@ -13,8 +13,8 @@
 //! may then be missing (only from sealed segments); every other one must be there.
 //!
 //! `TEST_SEED=...` replays the workload, the crash points and the crash images (the thread
-//! interleaving of the submitters is the one thing a seed cannot pin). `POWERCUT_CUTS=10000`
-//! runs the long form (default 300). Last long run (debug build, 2 shared cores):
+//! interleaving of the submitters and the compactor is the one thing a seed cannot pin).
+//! `POWERCUT_CUTS=10000` runs the long form (default 300). Last long run (debug build, 2 shared cores):
 //! `TEST_SEED=9658102932588493829`: 10000 cuts, 1597868 acknowledged records checked
 //! (3982955 records verified in all, 672 torn tails cut), lost = 0, in 535.8 s.
 //! With the compactor (`POWERCUT_CUTS=3000`, `TEST_SEED=13164121771773776472`): 3000 cuts,
