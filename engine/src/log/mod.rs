@@ -24,12 +24,21 @@
 //! read), yields only records durable when it was made, and may run while the writer
 //! appends.
 //!
+//! **Space comes back only through compaction.** [`Log::compact`] rewrites one sealed
+//! segment with only the records its owner keeps, under their original lsns and batch
+//! numbers, and replaces the old file crash-safely (write `*.seg.compact`, fsync, rename,
+//! fsync the directory; `compact.rs`). A compacted segment (header version 2, `segment.rs`)
+//! says which lsn range it covers, so gaps are legal there and continuity is still checked
+//! at its ends; everywhere else lsns stay consecutive. [`Log::segments`] and
+//! [`Log::segment_of`] tell the owner which segment holds what, so it can pick sparse ones.
+//!
 //! **All file I/O goes through [`vfs::Vfs`]** ([`LogConfig::vfs`], the OS by default). The
 //! hidden `sim::SimVfs` keeps synced and unsynced state apart and can cut the power at any
 //! I/O; `engine/tests/log_powercut.rs` uses it to check that no acknowledged record is ever
 //! lost.
 
 mod checkpoint;
+mod compact;
 mod frame;
 mod reader;
 mod recovery;
@@ -49,6 +58,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
+pub use compact::{CompactReport, SegmentInfo};
 pub use frame::{FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES, frame_bytes};
 pub use reader::LogReader;
 pub use segment::SEGMENT_HEADER_BYTES;
@@ -57,7 +67,8 @@ use segment::{DirLock, SegmentHeader, SegmentMeta, io_err};
 use vfs::{OsVfs, Vfs};
 use writer::{Counters, Pending, Queue, Shared, State, Writer};
 
-/// A record's position in the log: global, gapless, starting at 1. 0 means "none".
+/// A record's position in the log: global, starting at 1, given without gaps; only a
+/// compacted segment has gaps (the records compaction dropped). 0 means "none".
 pub type Lsn = u64;
 
 /// Default size of a segment file (preallocated when created).
@@ -274,6 +285,26 @@ pub enum Error {
         /// The log directory.
         dir: PathBuf,
     },
+    /// [`Log::compact`] was given a lsn that is not the first lsn of a segment. A caller
+    /// bug: take it from [`Log::segments`] or [`Log::segment_of`].
+    #[error(
+        "[SF-LOG-010] no log segment starts at lsn {first_lsn}: compact takes a segment's \
+         first lsn (see Log::segments or Log::segment_of)"
+    )]
+    NoSuchSegment {
+        /// The lsn given.
+        first_lsn: Lsn,
+    },
+    /// [`Log::compact`] was asked to compact the segment being written. Only sealed
+    /// segments can be compacted; wait until the log has rolled past it.
+    #[error(
+        "[SF-LOG-011] log segment {first_lsn} is the one being written: only sealed \
+         segments (all but the last) can be compacted"
+    )]
+    SegmentNotSealed {
+        /// The segment's first lsn.
+        first_lsn: Lsn,
+    },
 }
 
 fn lsn_note(lsn: Option<Lsn>) -> String {
@@ -293,6 +324,8 @@ impl Error {
             Error::Config(_) => "SF-LOG-007",
             Error::CheckpointBeyondDurable { .. } => "SF-LOG-008",
             Error::Locked { .. } => "SF-LOG-009",
+            Error::NoSuchSegment { .. } => "SF-LOG-010",
+            Error::SegmentNotSealed { .. } => "SF-LOG-011",
         }
     }
 }
@@ -341,6 +374,8 @@ pub struct Log {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// The durable checkpoint lsn; the mutex also serializes `checkpoint` calls.
     checkpoint_lsn: Mutex<Lsn>,
+    /// Serializes `compact` calls.
+    compact_lock: Mutex<()>,
     _lock: DirLock,
 }
 
@@ -384,11 +419,14 @@ impl Log {
                 let header = SegmentHeader {
                     first_lsn: recovered.next_lsn,
                     first_batch: recovered.next_batch,
+                    covers: None,
                 };
                 let (file, path) = segment::create(&*vfs, &dir, header, limits.segment_bytes)?;
                 segments.push(SegmentMeta {
                     first_lsn: header.first_lsn,
                     path: path.clone(),
+                    bytes: limits.segment_bytes,
+                    compacted: false,
                 });
                 recovery::Tail {
                     file,
@@ -422,6 +460,7 @@ impl Log {
             shared,
             writer: Mutex::new(Some(handle)),
             checkpoint_lsn: Mutex::new(checkpoint_lsn),
+            compact_lock: Mutex::new(()),
             _lock: lock,
         };
         let recovery = Recovery {

@@ -13,7 +13,12 @@ use crate::log::{Error, Lsn, Record};
 /// Memory is bounded by one read chunk (1 MiB) or one frame, whichever is larger.
 ///
 /// It reads only frames that were durable when it was made, so it can run while the writer
-/// appends; it never sees a record that a crash could still take back.
+/// appends; it never sees a record that a crash could still take back. It opens each
+/// segment file when it gets there and keeps it open: a segment compacted meanwhile
+/// ([`crate::log::Log::compact`]) is read as the reader finds it, the old file if it had
+/// opened it already (an open file outlives the rename that replaces it), the new one
+/// otherwise. In a compacted segment, lsns have gaps: records that compaction dropped
+/// are not yielded.
 pub struct LogReader {
     vfs: Arc<dyn Vfs>,
     /// The segments from the one holding `from_lsn` on.
@@ -97,6 +102,11 @@ impl LogReader {
             let walk = self.walk.as_mut().expect("set with the cursor");
             match walk.step(cur, true)? {
                 Step::Frame { header, payload } => {
+                    // Only possible in a compacted segment (where lsns jump), and only if
+                    // it was compacted after this reader was made: still never past `upto`.
+                    if header.lsn > self.upto {
+                        return Ok(None);
+                    }
                     if header.lsn >= self.from_lsn {
                         return Ok(Some(Record {
                             lsn: header.lsn,
@@ -106,7 +116,9 @@ impl LogReader {
                     }
                 }
                 stopped => {
-                    if self.seg + 1 < self.segments.len() {
+                    // A compacted segment is sealed even when it was the last one listed
+                    // (compacted after this reader was made): it ends at its range's end.
+                    if self.seg + 1 < self.segments.len() || walk.covers.is_some() {
                         walk.seal(cur, stopped)?;
                     } else if let Step::Bad(d) = stopped {
                         // The last segment, before the durable lsn: this was verified at

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use crate::log::checkpoint::CHECKPOINT_FILE;
 use crate::log::frame::{self, FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES};
-use crate::log::segment::{self, SegmentHeader, SegmentMeta, io_err};
+use crate::log::segment::{self, Covers, SegmentHeader, SegmentMeta, io_err};
 use crate::log::vfs::{OpenMode, Vfs, VfsFile};
 use crate::log::walk::{Cursor, Step, Walk, corrupt};
 use crate::log::{Error, Lsn, MAX_BATCH_BYTES, TornTail};
@@ -169,13 +169,32 @@ fn check_tail(
     Ok(Some((cut, after.extent_end - cut, records_cut)))
 }
 
-/// Checks the headers of all segments: names, checksums, and lsns and batches that grow.
-/// Returns them with the header of each.
-fn check_headers(vfs: &dyn Vfs, segments: &[SegmentMeta]) -> Result<Vec<SegmentHeader>, Error> {
+/// Checks the headers of all segments: names, checksums, lsns and batches that grow, and
+/// that a compacted segment's range ends exactly where the next segment starts (a
+/// compacted segment is never the last one). Returns the header of each, and fills in each
+/// segment's size and kind.
+fn check_headers(vfs: &dyn Vfs, segments: &mut [SegmentMeta]) -> Result<Vec<SegmentHeader>, Error> {
     let mut headers: Vec<SegmentHeader> = Vec::with_capacity(segments.len());
-    for seg in segments {
+    for seg in segments.iter_mut() {
         let mut cur = Cursor::open(vfs, &seg.path, OpenMode::Read)?;
         let h = cur.header(seg.first_lsn)?;
+        seg.bytes = cur.len;
+        seg.compacted = h.covers.is_some();
+        if let Some(c) = headers.last().and_then(|p| p.covers)
+            && (h.first_lsn != c.end_lsn || h.first_batch != c.end_batch)
+        {
+            return Err(corrupt(
+                &seg.path,
+                0,
+                Some(c.end_lsn),
+                format!(
+                    "segment starts at lsn {} batch {}, but the compacted segment before it \
+                     covers up to lsn {} batch {} (exclusive): a segment is missing or \
+                     misplaced",
+                    h.first_lsn, h.first_batch, c.end_lsn, c.end_batch
+                ),
+            ));
+        }
         if let Some(p) = headers.last()
             && (h.first_lsn <= p.first_lsn || h.first_batch <= p.first_batch)
         {
@@ -192,6 +211,20 @@ fn check_headers(vfs: &dyn Vfs, segments: &[SegmentMeta]) -> Result<Vec<SegmentH
         }
         headers.push(h);
     }
+    if let (Some(seg), Some(Covers { end_lsn, .. })) =
+        (segments.last(), headers.last().and_then(|h| h.covers))
+    {
+        return Err(corrupt(
+            &seg.path,
+            0,
+            Some(end_lsn),
+            format!(
+                "the last segment is a compacted one (covering up to lsn {end_lsn}), but only \
+                 sealed segments are compacted: the segment starting at lsn {end_lsn} is \
+                 missing"
+            ),
+        ));
+    }
     Ok(headers)
 }
 
@@ -205,7 +238,7 @@ pub(crate) fn recover(
     segment_bytes: u64,
     batch_bytes: usize,
 ) -> Result<Recovered, Error> {
-    let segments = segment::list(vfs, dir)?;
+    let mut segments = segment::list(vfs, dir)?;
     if segments.is_empty() {
         if checkpoint_lsn > 0 {
             return Err(corrupt(
@@ -236,7 +269,7 @@ pub(crate) fn recover(
             ),
         ));
     }
-    let headers = check_headers(vfs, &segments)?;
+    let headers = check_headers(vfs, &mut segments)?;
     let last = segments.len() - 1;
     let meta = &segments[last];
     let mut cur = Cursor::open(vfs, &meta.path, OpenMode::ReadWrite)?;
@@ -285,6 +318,7 @@ pub(crate) fn recover(
         file.sync_all().map_err(io_err("fsync segment", &path))?;
         capacity = segment_bytes;
     }
+    segments[last].bytes = capacity;
     tracing::info!(
         segments = segments.len(),
         first_lsn = segments[0].first_lsn,

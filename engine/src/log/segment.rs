@@ -4,22 +4,52 @@
 //! # Segment header layout
 //!
 //! Each segment file is `{first_lsn:020}.seg` and starts with a 64-byte header;
-//! frames follow from offset [`SEGMENT_HEADER_BYTES`]. Little-endian:
+//! frames follow from offset [`SEGMENT_HEADER_BYTES`]. Little-endian. Two versions exist;
+//! numbers are never reused.
 //!
 //! ```text
-//! offset size field
+//! offset size field        version 1: an appended segment
 //!      0    8 magic        b"SFLOGSEG"
-//!      8    4 version      SEGMENT_VERSION
+//!      8    4 version      1
 //!     12    4 reserved     0
 //!     16    8 first_lsn    lsn of the first frame this segment holds (= the file name)
 //!     24    8 first_batch  batch number of the first frame this segment holds
 //!     32    4 crc          crc32 of bytes 0..32
 //!     36   28 reserved     0
+//!
+//! offset size field        version 2: a compacted segment (written by `Log::compact`)
+//!      0    8 magic        b"SFLOGSEG"
+//!      8    4 version      2
+//!     12    4 reserved     0
+//!     16    8 first_lsn    first lsn of the range it covers (= the file name)
+//!     24    8 first_batch  first batch number of the range it covers
+//!     32    4 crc          crc32 of bytes 0..32 followed by bytes 36..64
+//!     36    8 end_lsn      first lsn after the range (= the next segment's first_lsn)
+//!     44    8 end_batch    first batch after the range (= the next segment's first_batch)
+//!     52   12 reserved     0
 //! ```
+//!
+//! A version 1 segment holds consecutive lsns and batches. A version 2 segment covers
+//! `[first_lsn, end_lsn)` and `[first_batch, end_batch)` but holds only the records kept by
+//! a compaction, with their original lsns and batch numbers: gaps are legal there and
+//! nowhere else. Inside it, kept records of one original batch stay together as one complete
+//! batch (the last-in-batch flag on the last one kept), lsns strictly increase, and batch
+//! numbers strictly increase from batch to batch. It may hold no frame at all (everything
+//! dropped): the header alone still says which range it covers, so the continuity check
+//! against the next segment (`end_lsn`/`end_batch` = its `first_lsn`/`first_batch`) still
+//! works. That is why an empty compacted segment is kept rather than deleted: the only
+//! other place the range could be recorded is the previous segment, and rewriting two files
+//! cannot be made atomic with one rename. A compacted segment is written sized exactly
+//! (header + frames, no zero tail): nothing is ever appended to it, so preallocating would
+//! only give back the space compaction is meant to reclaim. It is never the last segment
+//! (only sealed segments are compacted), and open refuses one that is.
 //!
 //! A segment is created as `*.seg.tmp`, preallocated, given its header, fsynced, renamed and
 //! then the directory is fsynced; so a `.seg` file always has a valid header, and a leftover
-//! `.seg.tmp` is an interrupted creation that open deletes.
+//! `.seg.tmp` is an interrupted creation that open deletes. A compaction writes
+//! `*.seg.compact` the same way and renames it over the old segment; a leftover
+//! `.seg.compact` is an interrupted compaction (the old segment is still in place), and open
+//! deletes it too.
 //!
 //! # Preallocation: zero-filled, not `fallocate`d
 //!
@@ -55,10 +85,13 @@ use crate::log::{Error, Lsn};
 /// Bytes of the header at the start of every segment file.
 pub const SEGMENT_HEADER_BYTES: usize = 64;
 const SEGMENT_MAGIC: &[u8; 8] = b"SFLOGSEG";
-/// The segment format version. Never reuse a retired number.
-const SEGMENT_VERSION: u32 = 1;
+/// The format version of an appended segment. Never reuse a retired number.
+const SEGMENT_VERSION_APPENDED: u32 = 1;
+/// The format version of a compacted segment (gaps allowed, range in the header).
+const SEGMENT_VERSION_COMPACTED: u32 = 2;
 const SEGMENT_SUFFIX: &str = ".seg";
 const TMP_SUFFIX: &str = ".seg.tmp";
+const COMPACT_SUFFIX: &str = ".seg.compact";
 /// Digits in a segment file name: enough for any u64.
 const NAME_DIGITS: usize = 20;
 
@@ -67,6 +100,10 @@ const NAME_DIGITS: usize = 20;
 pub(crate) struct SegmentMeta {
     pub first_lsn: Lsn,
     pub path: PathBuf,
+    /// The file's size as last seen (at open, creation or compaction).
+    pub bytes: u64,
+    /// Whether it is a compacted (version 2) segment.
+    pub compacted: bool,
 }
 
 /// The parsed segment header.
@@ -74,6 +111,16 @@ pub(crate) struct SegmentMeta {
 pub(crate) struct SegmentHeader {
     pub first_lsn: Lsn,
     pub first_batch: u64,
+    /// `Some` for a compacted segment: the end of the range it covers.
+    pub covers: Option<Covers>,
+}
+
+/// The end (exclusive) of the lsn and batch range a compacted segment covers: the next
+/// segment's first lsn and batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Covers {
+    pub end_lsn: Lsn,
+    pub end_batch: u64,
 }
 
 /// Wraps an `io::Error` with what was being done and to which path.
@@ -89,13 +136,37 @@ pub(crate) fn segment_path(dir: &Path, first_lsn: Lsn) -> PathBuf {
     dir.join(format!("{first_lsn:0NAME_DIGITS$}{SEGMENT_SUFFIX}"))
 }
 
+/// The path a compaction of `segment` writes before renaming it over `segment`.
+pub(crate) fn compact_path(segment: &Path) -> PathBuf {
+    segment.with_extension("seg.compact")
+}
+
+/// The header checksum: version 1 covers bytes 0..32, version 2 the whole header but the
+/// checksum itself (its range fields live past it).
+fn header_crc(b: &[u8], version: u32) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&b[0..32]);
+    if version == SEGMENT_VERSION_COMPACTED {
+        h.update(&b[36..SEGMENT_HEADER_BYTES]);
+    }
+    h.finalize()
+}
+
 pub(crate) fn encode_header(h: SegmentHeader) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut b = [0u8; SEGMENT_HEADER_BYTES];
+    let version = match h.covers {
+        None => SEGMENT_VERSION_APPENDED,
+        Some(_) => SEGMENT_VERSION_COMPACTED,
+    };
     b[0..8].copy_from_slice(SEGMENT_MAGIC);
-    b[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    b[8..12].copy_from_slice(&version.to_le_bytes());
     b[16..24].copy_from_slice(&h.first_lsn.to_le_bytes());
     b[24..32].copy_from_slice(&h.first_batch.to_le_bytes());
-    let crc = crc32fast::hash(&b[0..32]);
+    if let Some(c) = h.covers {
+        b[36..44].copy_from_slice(&c.end_lsn.to_le_bytes());
+        b[44..52].copy_from_slice(&c.end_batch.to_le_bytes());
+    }
+    let crc = header_crc(&b, version);
     b[32..36].copy_from_slice(&crc.to_le_bytes());
     b
 }
@@ -112,23 +183,57 @@ pub(crate) fn decode_header(b: &[u8]) -> Result<SegmentHeader, String> {
         return Err("bad segment magic".into());
     }
     let crc = u32::from_le_bytes(b[32..36].try_into().expect("4 bytes"));
-    if crc32fast::hash(&b[0..32]) != crc {
+    let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+    let known = [SEGMENT_VERSION_APPENDED, SEGMENT_VERSION_COMPACTED].contains(&version);
+    if header_crc(
+        b,
+        if known {
+            version
+        } else {
+            SEGMENT_VERSION_APPENDED
+        },
+    ) != crc
+    {
         return Err("segment header checksum mismatch".into());
     }
-    let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
-    if version != SEGMENT_VERSION {
+    if !known {
         return Err(format!("unknown segment version {version}"));
     }
+    let reserved_from = if version == SEGMENT_VERSION_COMPACTED {
+        52
+    } else {
+        36
+    };
     if b[12..16]
         .iter()
-        .chain(&b[36..SEGMENT_HEADER_BYTES])
+        .chain(&b[reserved_from..SEGMENT_HEADER_BYTES])
         .any(|&x| x != 0)
     {
         return Err("nonzero reserved bytes in segment header".into());
     }
+    let first_lsn = u64::from_le_bytes(b[16..24].try_into().expect("8 bytes"));
+    let first_batch = u64::from_le_bytes(b[24..32].try_into().expect("8 bytes"));
+    let covers = if version == SEGMENT_VERSION_COMPACTED {
+        let c = Covers {
+            end_lsn: u64::from_le_bytes(b[36..44].try_into().expect("8 bytes")),
+            end_batch: u64::from_le_bytes(b[44..52].try_into().expect("8 bytes")),
+        };
+        // A sealed segment held at least one record of at least one batch.
+        if c.end_lsn <= first_lsn || c.end_batch <= first_batch {
+            return Err(format!(
+                "compacted segment covers lsn {first_lsn}..{} batch {first_batch}..{}: an \
+                 empty or reversed range",
+                c.end_lsn, c.end_batch
+            ));
+        }
+        Some(c)
+    } else {
+        None
+    };
     Ok(SegmentHeader {
-        first_lsn: u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")),
-        first_batch: u64::from_le_bytes(b[24..32].try_into().expect("8 bytes")),
+        first_lsn,
+        first_batch,
+        covers,
     })
 }
 
@@ -217,7 +322,8 @@ pub(crate) fn create(
 }
 
 /// Lists the segments of `dir` sorted by first lsn, deleting interrupted creations
-/// (`*.seg.tmp`). A `.seg` file whose name is not a segment name is corruption.
+/// (`*.seg.tmp`) and compactions (`*.seg.compact`). `bytes` and `compacted` are left for
+/// the caller to fill in from each file. A `.seg` file whose name is not a segment name is corruption.
 pub(crate) fn list(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<SegmentMeta>, Error> {
     let mut segments = Vec::new();
     let mut removed_tmp = false;
@@ -225,7 +331,7 @@ pub(crate) fn list(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<SegmentMeta>, Error>
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        if name.ends_with(TMP_SUFFIX) {
+        if name.ends_with(TMP_SUFFIX) || name.ends_with(COMPACT_SUFFIX) {
             vfs.remove(&path).map_err(io_err("remove", &path))?;
             removed_tmp = true;
             continue;
@@ -242,7 +348,12 @@ pub(crate) fn list(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<SegmentMeta>, Error>
                 lsn: None,
                 detail: "not a segment file name (expected 20 digits + .seg)".into(),
             })?;
-        segments.push(SegmentMeta { first_lsn, path });
+        segments.push(SegmentMeta {
+            first_lsn,
+            path,
+            bytes: 0,
+            compacted: false,
+        });
     }
     if removed_tmp {
         fsync_dir(vfs, dir)?;
@@ -278,18 +389,39 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_flips() {
-        let h = SegmentHeader {
+        let appended = SegmentHeader {
             first_lsn: 123,
             first_batch: 45,
+            covers: None,
         };
-        let b = encode_header(h);
-        assert_eq!(decode_header(&b), Ok(h));
-        for bit in 0..SEGMENT_HEADER_BYTES * 8 {
-            let mut c = b;
-            c[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode_header(&c).is_err(), "bit {bit}");
+        let compacted = SegmentHeader {
+            covers: Some(Covers {
+                end_lsn: 200,
+                end_batch: 50,
+            }),
+            ..appended
+        };
+        for h in [appended, compacted] {
+            let b = encode_header(h);
+            assert_eq!(decode_header(&b), Ok(h));
+            for bit in 0..SEGMENT_HEADER_BYTES * 8 {
+                let mut c = b;
+                c[bit / 8] ^= 1 << (bit % 8);
+                assert!(decode_header(&c).is_err(), "{h:?} bit {bit}");
+            }
+            assert!(decode_header(&b[..10]).is_err());
         }
-        assert!(decode_header(&b[..10]).is_err());
+        // Version 1 bytes are unchanged by version 2's existence.
+        assert_eq!(&encode_header(appended)[8..12], &1u32.to_le_bytes());
+        assert_eq!(&encode_header(compacted)[8..12], &2u32.to_le_bytes());
+        let empty_range = SegmentHeader {
+            covers: Some(Covers {
+                end_lsn: 123,
+                end_batch: 50,
+            }),
+            ..appended
+        };
+        assert!(decode_header(&encode_header(empty_range)).is_err());
     }
 
     #[test]
@@ -299,6 +431,7 @@ mod tests {
             std::fs::write(segment_path(dir.path(), lsn), b"").unwrap();
         }
         std::fs::write(dir.path().join("00000000000000000009.seg.tmp"), b"x").unwrap();
+        std::fs::write(dir.path().join("00000000000000000002.seg.compact"), b"x").unwrap();
         std::fs::write(dir.path().join("checkpoint"), b"x").unwrap();
         let l: Vec<_> = list(&OsVfs, dir.path())
             .unwrap()
@@ -307,6 +440,7 @@ mod tests {
             .collect();
         assert_eq!(l, vec![2, 30, 100]);
         assert!(!dir.path().join("00000000000000000009.seg.tmp").exists());
+        assert!(!dir.path().join("00000000000000000002.seg.compact").exists());
         std::fs::write(dir.path().join("junk.seg"), b"").unwrap();
         assert!(matches!(
             list(&OsVfs, dir.path()),

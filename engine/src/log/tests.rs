@@ -247,6 +247,7 @@ fn intact_frames_out_of_sequence_are_corruption() {
     let header = SegmentHeader {
         first_lsn: 1,
         first_batch: 1,
+        covers: None,
     };
     type Frames<'a> = &'a [(Lsn, u64, bool)];
     let cases: [(Frames, &str); 4] = [
@@ -276,6 +277,7 @@ fn intact_frames_out_of_sequence_are_corruption() {
         let h = SegmentHeader {
             first_lsn,
             first_batch,
+            covers: None,
         };
         handmade_segment(dir.path(), first_lsn, h, &[(first_lsn, first_batch, true)]);
         let err = open_err(dir.path());

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::log::frame::{self, Decoded, FRAME_HEADER_BYTES, FrameHeader, align_up};
-use crate::log::segment::{self, SEGMENT_HEADER_BYTES, SegmentHeader, io_err};
+use crate::log::segment::{self, Covers, SEGMENT_HEADER_BYTES, SegmentHeader, io_err};
 use crate::log::vfs::{OpenMode, Vfs, VfsFile};
 use crate::log::{Error, Lsn, MAX_BATCH_BYTES};
 
@@ -85,13 +85,23 @@ impl Cursor {
         }
         // Bounds keep every later `+ 1` on lsns and batch numbers from overflowing, whatever
         // a (checksummed but hostile) header says.
-        for (what, n) in [("lsn", h.first_lsn), ("batch", h.first_batch)] {
+        let ends = h.covers.map_or([None, None], |c| {
+            [
+                Some(("end lsn", c.end_lsn)),
+                Some(("end batch", c.end_batch)),
+            ]
+        });
+        let fields = [
+            Some(("first lsn", h.first_lsn)),
+            Some(("first batch", h.first_batch)),
+        ];
+        for (what, n) in fields.into_iter().chain(ends).flatten() {
             if !(1..=MAX_LSN).contains(&n) {
                 return Err(corrupt(
                     &path,
                     0,
                     None,
-                    format!("segment header has first {what} {n}, outside 1..={MAX_LSN}"),
+                    format!("segment header has {what} {n}, outside 1..={MAX_LSN}"),
                 ));
             }
         }
@@ -120,14 +130,22 @@ pub(crate) enum Step {
     Bad(String),
 }
 
-/// Walks the frames of consecutive segments, checking lsn and batch continuity.
+/// Walks the frames of consecutive segments, checking lsn and batch continuity: exact in
+/// appended segments; in compacted ones (`covers`), strictly increasing inside the covered
+/// range, with whole batches.
 #[derive(Debug, Clone)]
 pub(crate) struct Walk {
+    /// The next lsn in an appended segment; the lowest one possible in a compacted one.
     pub next_lsn: Lsn,
+    /// Likewise for batch numbers.
     pub next_batch: u64,
     pub open: Option<OpenBatch>,
     /// The offset of the next frame in the current segment.
     pub pos: u64,
+    /// The range of the current segment if it is compacted (gaps legal).
+    pub covers: Option<Covers>,
+    /// The lsn of the last verified frame (or the one before the first segment walked).
+    last_good: Lsn,
 }
 
 impl Walk {
@@ -138,15 +156,30 @@ impl Walk {
             next_batch: h.first_batch,
             open: None,
             pos: SEGMENT_HEADER_BYTES as u64,
+            covers: h.covers,
+            last_good: h.first_lsn - 1,
         }
     }
 
     /// Best-effort pointer to the nearest good record, for error messages.
     pub fn near(&self) -> String {
-        match self.next_lsn.checked_sub(1) {
-            Some(l) if l > 0 => format!(" (last good record before it: lsn {l})"),
-            _ => " (no good record before it)".to_string(),
+        match self.last_good {
+            0 => " (no good record before it)".to_string(),
+            l => format!(" (last good record before it: lsn {l})"),
         }
+    }
+
+    /// The lsn of the record expected at `pos`, for naming damage: exact in an appended
+    /// segment; in a compacted one (with gaps) only what the damaged frame's own header
+    /// says, if that header verifies and names an lsn the segment may hold.
+    pub fn damaged_lsn(&self, cur: &mut Cursor) -> Result<Option<Lsn>, Error> {
+        let Some(c) = self.covers else {
+            return Ok(Some(self.next_lsn));
+        };
+        let w = cur.window(self.pos, FRAME_HEADER_BYTES)?;
+        Ok(frame::plausible_frame(w, MAX_BATCH_BYTES)
+            .map(|(lsn, _)| lsn)
+            .filter(|l| (self.next_lsn..c.end_lsn).contains(l)))
     }
 
     /// Moves on to the next segment, whose header must continue exactly where this one
@@ -169,6 +202,7 @@ impl Walk {
             ));
         }
         self.pos = SEGMENT_HEADER_BYTES as u64;
+        self.covers = h.covers;
         Ok(())
     }
 
@@ -193,7 +227,8 @@ impl Walk {
             Decoded::End => return Ok(Step::End),
             Decoded::Bad(d) => return Ok(Step::Bad(d)),
             Decoded::Invalid(d) => {
-                return Err(corrupt(&path, pos, Some(self.next_lsn), d + &self.near()));
+                let lsn = self.damaged_lsn(cur)?;
+                return Err(corrupt(&path, pos, lsn, d + &self.near()));
             }
             Decoded::Frame {
                 header,
@@ -205,21 +240,48 @@ impl Walk {
                 size,
             ),
         };
-        let batch = self.open.map_or(self.next_batch, |o| o.batch);
-        if h.lsn != self.next_lsn || h.batch != batch {
-            return Err(corrupt(
-                &path,
-                pos,
-                Some(self.next_lsn),
-                format!(
-                    "intact frame has lsn {} batch {}, expected lsn {} batch {}{}",
-                    h.lsn,
-                    h.batch,
-                    self.next_lsn,
-                    batch,
-                    self.near()
+        let batch = match (self.covers, self.open) {
+            (None, open) => open.map_or(self.next_batch, |o| o.batch),
+            (Some(_), Some(o)) => o.batch,
+            // A compacted segment: any later batch may come next.
+            (Some(_), None) => h.batch,
+        };
+        let in_sequence = match self.covers {
+            None => h.lsn == self.next_lsn && h.batch == batch,
+            Some(c) => {
+                (self.next_lsn..c.end_lsn).contains(&h.lsn)
+                    && h.batch == batch
+                    && (self.next_batch..c.end_batch).contains(&h.batch)
+            }
+        };
+        if !in_sequence {
+            let (lsn, detail) = match self.covers {
+                None => (
+                    Some(self.next_lsn),
+                    format!(
+                        "intact frame has lsn {} batch {}, expected lsn {} batch {}",
+                        h.lsn, h.batch, self.next_lsn, batch
+                    ),
                 ),
-            ));
+                Some(c) => (
+                    // It verifies, so it names itself, but out of order or out of range.
+                    Some(h.lsn),
+                    format!(
+                        "intact frame has lsn {} batch {}, but this compacted segment may \
+                         only hold lsn {}..{} and, next, {} (strictly increasing, whole \
+                         batches)",
+                        h.lsn,
+                        h.batch,
+                        self.next_lsn,
+                        c.end_lsn,
+                        self.open.map_or_else(
+                            || format!("batch {}..{}", self.next_batch, c.end_batch),
+                            |o| format!("more of batch {}", o.batch)
+                        ),
+                    ),
+                ),
+            };
+            return Err(corrupt(&path, pos, lsn, detail + &self.near()));
         }
         if self.open.is_none() {
             self.open = Some(OpenBatch {
@@ -228,7 +290,8 @@ impl Walk {
                 first_lsn: h.lsn,
             });
         }
-        self.next_lsn += 1;
+        self.next_lsn = h.lsn + 1;
+        self.last_good = h.lsn;
         self.pos += size as u64;
         if h.last_in_batch {
             self.open = None;
@@ -239,22 +302,29 @@ impl Walk {
 
     /// A segment that is followed by another must end after a whole batch, with only zeros
     /// after its data (the writer rolls when the next frame does not fit, so that rest is
-    /// smaller than one frame and cheap to check).
-    pub fn seal(&self, cur: &mut Cursor, stopped: Step) -> Result<(), Error> {
+    /// smaller than one frame and cheap to check; a compacted segment has no such rest).
+    /// After a compacted segment the walk continues at the end of the range it covers.
+    pub fn seal(&mut self, cur: &mut Cursor, stopped: Step) -> Result<(), Error> {
         let path = cur.path.clone();
         if let Step::Bad(d) = stopped {
+            let lsn = self.damaged_lsn(cur)?;
+            let what = if self.covers.is_some() {
+                "compacted"
+            } else {
+                "sealed (not last)"
+            };
             return Err(corrupt(
                 &path,
                 self.pos,
-                Some(self.next_lsn),
-                format!("{d} in a sealed (not last) segment{}", self.near()),
+                lsn,
+                format!("{d} in a {what} segment{}", self.near()),
             ));
         }
         if let Some(o) = self.open {
             return Err(corrupt(
                 &path,
                 self.pos,
-                Some(self.next_lsn),
+                self.covers.is_none().then_some(self.next_lsn),
                 format!(
                     "sealed segment ends inside batch {} (begun at offset {}){}",
                     o.batch,
@@ -273,7 +343,7 @@ impl Walk {
                 return Err(corrupt(
                     &path,
                     self.pos,
-                    Some(self.next_lsn),
+                    self.covers.is_none().then_some(self.next_lsn),
                     format!(
                         "zero frame length (end of data) in a sealed segment, but nonzero \
                          bytes follow at offset {}: a frame was lost{}",
@@ -283,6 +353,10 @@ impl Walk {
                 ));
             }
             at += w.len() as u64;
+        }
+        if let Some(c) = self.covers {
+            self.next_lsn = c.end_lsn;
+            self.next_batch = c.end_batch;
         }
         Ok(())
     }

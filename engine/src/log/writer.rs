@@ -259,6 +259,7 @@ impl Writer {
         let header = SegmentHeader {
             first_lsn,
             first_batch: self.next_batch,
+            covers: None,
         };
         let segment_bytes = self.shared.limits.segment_bytes;
         let (file, path) =
@@ -266,6 +267,8 @@ impl Writer {
         self.shared.segments.lock().push(SegmentMeta {
             first_lsn,
             path: path.clone(),
+            bytes: segment_bytes,
+            compacted: false,
         });
         self.shared
             .stats
