@@ -328,13 +328,26 @@ impl Indexer {
         }
         let db = &self.inner.db;
         let mut batch = sled::Batch::default();
+        let mut dead = HashMap::new();
         for key in dropped {
             let stored = read::load_verified(db, key).ok().flatten();
+            retention::count_dead(db, log, key, &mut dead)?;
+            batch.insert(keys::dropped(&key.to_bytes()), &lsn.to_be_bytes());
             retention::remove_run(db, &mut batch, key, stored.as_ref())?;
         }
+        retention::add_dead(db, &mut batch, &dead)?;
         batch.insert(keys::META_INDEXED_LSN, &keys::indexed_lsn_value(lsn));
         db.apply_batch(batch).map_err(sled_err)?;
         self.applied_lsn = lsn;
+        // Space comes back once a segment is mostly garbage.
+        let fraction = self.inner.options.compact_dead_fraction;
+        if fraction > 0.0 {
+            let reclaimed = retention::compact_sparse(db, log, fraction)?;
+            self.inner
+                .index
+                .reclaimed_bytes
+                .fetch_add(reclaimed, Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -13,6 +13,8 @@
 //! c | closed ms (i64 BE, sign bit flipped) | run key -> ()       closed runs by close time
 //! q | ns len u8 | ns | kind u8 | request id -> run id | first seq u64 BE | time ms i64 BE
 //!                                                              request ids (deduplication)
+//! d | run key                          -> drop record lsn u64 BE  runs dropped by retention
+//! g | segment first lsn u64 BE         -> dead bytes u64 BE       retention's garbage per log segment
 //! b | blake3 hash                      -> blob bytes
 //! m | name                             -> value                   meta (indexed_lsn:
 //!                                         lsn u64 BE | crc32 u32 BE of the lsn)
@@ -34,6 +36,8 @@ pub(crate) const WORKFLOW_ID: u8 = b'w';
 pub(crate) const BLOB: u8 = b'b';
 pub(crate) const CLOSED: u8 = b'c';
 pub(crate) const REQUEST: u8 = b'q';
+pub(crate) const DROPPED: u8 = b'd';
+pub(crate) const DEAD: u8 = b'g';
 /// `m indexed_lsn`: every log record up to this lsn is applied to sled.
 pub(crate) const META_INDEXED_LSN: &[u8] = b"mindexed_lsn";
 
@@ -125,6 +129,21 @@ pub(crate) fn closed_before(ms: i64) -> Vec<u8> {
 /// The run key of a `c` entry.
 pub(crate) fn closed_run(k: &[u8]) -> Option<RunKey> {
     RunKey::from_bytes(k.get(9..)?)
+}
+
+/// `d | run` (a run retention dropped, with the lsn of its drop record).
+pub(crate) fn dropped(run: &[u8]) -> Vec<u8> {
+    with_prefix(DROPPED, &[run])
+}
+
+/// `g | segment first lsn` (bytes of dropped runs' records in that log segment).
+pub(crate) fn dead(segment_first_lsn: u64) -> Vec<u8> {
+    with_prefix(DEAD, &[&segment_first_lsn.to_be_bytes()])
+}
+
+/// A u64 stored big-endian; `None` when malformed.
+pub(crate) fn decode_u64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
 }
 
 /// `q | ns | kind | request id`.

@@ -92,6 +92,9 @@ pub struct EmbeddedOptions {
     /// [`crate::log::sim::SimVfs`]). sled always runs on the OS's.
     #[doc(hidden)]
     pub log_vfs: Option<Arc<dyn crate::log::vfs::Vfs>>,
+    /// A sealed log segment is rewritten (compacted) once the records of runs dropped by
+    /// retention make up at least this fraction of it; 0 turns compaction off.
+    pub compact_dead_fraction: f64,
 }
 
 impl Default for EmbeddedOptions {
@@ -106,6 +109,7 @@ impl Default for EmbeddedOptions {
             history_events_max: crate::store::HISTORY_EVENTS_MAX,
             history_bytes_max: crate::store::HISTORY_BYTES_MAX,
             log_vfs: None,
+            compact_dead_fraction: 0.5,
         }
     }
 }
@@ -293,6 +297,7 @@ pub(crate) struct IndexCounters {
     pub events: AtomicU64,
     pub chunks: AtomicU64,
     pub checkpoints: AtomicU64,
+    pub reclaimed_bytes: AtomicU64,
 }
 
 /// What the indexer did since open (for benchmarks and logs).
@@ -306,6 +311,8 @@ pub struct IndexStats {
     pub chunks: u64,
     /// Checkpoints taken.
     pub checkpoints: u64,
+    /// Log bytes given back by compaction.
+    pub reclaimed_bytes: u64,
     /// Bytes queued for the indexer now.
     pub backlog_bytes: u64,
 }
@@ -586,6 +593,7 @@ impl EmbeddedStore {
             events: get(&c.events),
             chunks: get(&c.chunks),
             checkpoints: get(&c.checkpoints),
+            reclaimed_bytes: get(&c.reclaimed_bytes),
             backlog_bytes: get(&self.inner.backlog_bytes),
         }
     }

@@ -231,9 +231,11 @@ fn catch_up(
     }
     let mut replay = Replay {
         db: &db,
+        log: log.log,
         runs: HashMap::new(),
         batch: sled::Batch::default(),
         batch_records: 0,
+        orphans: HashMap::new(),
     };
     let mut replayed = 0u64;
     log.for_each(&db, indexed + 1, |r| {
@@ -244,6 +246,22 @@ fn catch_up(
         }
         Ok(())
     })?;
+    if let Some((key, (lsn, seq))) = replay.orphans.iter().min_by_key(|(_, (l, _))| *l) {
+        let e = corrupt(
+            Some(key),
+            Some(*seq),
+            format!(
+                "the log continues a history at lsn {lsn} whose seq 1..{seq} is neither in the read models nor earlier in the log, and no drop record explains it"
+            ),
+        );
+        // Replaying onto an existing sled, the start may be what sled lost: rebuild from the
+        // whole log. From scratch, the log itself lacks it.
+        return Err(if indexed > 0 {
+            Failure::Sled(e)
+        } else {
+            Failure::Log(e)
+        });
+    }
     replay.flush(log_end.max(indexed)).map_err(Failure::Sled)?;
 
     let mut core = Core::new();
@@ -411,10 +429,15 @@ struct ReplayRun {
 
 struct Replay<'a> {
     db: &'a sled::Db,
+    /// For counting dropped runs' records per log segment.
+    log: &'a Log,
     runs: HashMap<RunKey, ReplayRun>,
     batch: sled::Batch,
     /// Events added to `batch` since the last flush.
     batch_records: usize,
+    /// Runs met mid-history with no earlier record: (lsn, seq) of the first record seen.
+    /// Legal only for runs a later drop record names (compaction removed their start).
+    orphans: HashMap<RunKey, (u64, u64)>,
 }
 
 impl Replay<'_> {
@@ -434,11 +457,16 @@ impl Replay<'_> {
                 // Everything before the drop goes to sled first, then the runs leave it.
                 self.flush(r.lsn - 1)?;
                 let mut batch = sled::Batch::default();
+                let mut dead = HashMap::new();
                 for key in &dropped {
                     self.runs.remove(key);
+                    self.orphans.remove(key);
                     let stored = load(self.db, key).ok().flatten();
+                    retention::count_dead(self.db, self.log, key, &mut dead)?;
+                    batch.insert(keys::dropped(&key.to_bytes()), &r.lsn.to_be_bytes());
                     retention::remove_run(self.db, &mut batch, key, stored.as_ref())?;
                 }
+                retention::add_dead(self.db, &mut batch, &dead)?;
                 batch.insert(keys::META_INDEXED_LSN, &keys::indexed_lsn_value(r.lsn));
                 self.db.apply_batch(batch).map_err(sled_err)
             }
@@ -464,8 +492,19 @@ impl Replay<'_> {
             self.batch
                 .insert(keys::request(&key.namespace, q), &keys::request_value(&hit));
         }
+        if self.orphans.contains_key(&key) {
+            return Ok(());
+        }
         if !self.runs.contains_key(&key) {
             let loaded = load(self.db, &key)?;
+            // A run retention dropped whose first records compaction already removed: its
+            // remaining records are skipped until the drop record (later in the log) names
+            // it. If none does, the history really lost its start (checked at the end).
+            if loaded.is_none() && recs.first().is_some_and(|r| r.seq != 1) {
+                let seq = recs.first().map_or(0, |r| r.seq);
+                self.orphans.insert(key, (lsn, seq));
+                return Ok(());
+            }
             let prev_status = loaded.as_ref().map(|s| s.state.status);
             let (state, history_bytes) =
                 loaded.map_or((None, 0), |s| (Some(s.state), s.history_bytes));
