@@ -341,7 +341,7 @@ pub(crate) fn log_err_named(db: &sled::Db, e: log::Error) -> Error {
         Some((run, seq)) => Error::Corrupt {
             run: Some(run),
             seq: Some(seq),
-            detail: format!("{e} (the record held this run's event at seq {seq})"),
+            detail: format!("{e} (the record holds this run's events from seq {seq})"),
         },
         None => log_err(e),
     }

@@ -63,7 +63,17 @@ pub(crate) fn open(
     if let Some(vfs) = &options.log_vfs {
         log_config.vfs = Arc::clone(vfs);
     }
-    let (log, recovery) = Log::open(log_config).map_err(log_err)?;
+    let (log, recovery) = match Log::open(log_config) {
+        Ok(opened) => opened,
+        // Damage the log finds at open: name the run and seq if the read models know which
+        // event sat at the damaged lsn.
+        Err(e) => {
+            return Err(match open_sled(&config) {
+                Ok(db) => log_err_named(&db, e),
+                Err(_) => log_err(e),
+            });
+        }
+    };
     if let Some(t) = &recovery.torn_tail {
         tracing::warn!(segment = %t.segment.display(), offset = t.offset, records = t.records_cut, "cut a torn log tail (never acknowledged)");
     }
