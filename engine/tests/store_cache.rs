@@ -5,25 +5,17 @@
 //! Seeded: each test prints its seed; `TEST_SEED=<n>` replays one.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use steadfast_engine::embedded::{EmbeddedOptions, EmbeddedStore};
-use steadfast_engine::event::{self, Budget, Event, EventRecord};
-use steadfast_engine::ids::{RunId, RunKey};
-use steadfast_engine::payload::Payload;
+use steadfast_engine::event::{Event, EventRecord};
+use steadfast_engine::ids::RunKey;
 use steadfast_engine::state::RunStatus;
 use steadfast_engine::store::{AppendRequest, RunFilter, Store};
 
-fn seed(test: &str) -> u64 {
-    let s = std::env::var("TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("{test}: seed {s} (replay with TEST_SEED={s})");
-    s
-}
+mod support;
+use support::{copy_dir, run_id, seed, signal, started, terminated};
 
 fn options() -> EmbeddedOptions {
     EmbeddedOptions {
@@ -34,46 +26,6 @@ fn options() -> EmbeddedOptions {
 }
 
 type Model = BTreeMap<RunKey, Vec<EventRecord>>;
-
-fn run_id(rng: &mut StdRng) -> RunId {
-    RunId(uuid::Builder::from_random_bytes(rng.r#gen()).into_uuid())
-}
-
-fn started(workflow_id: String) -> Event {
-    Event::RunStarted(event::RunStarted {
-        workflow_type: "wf".into(),
-        workflow_id,
-        task_queue: "q".into(),
-        input: Payload::json(b"{}".to_vec()),
-        run_timeout_ms: 0,
-        budget: Budget::default(),
-        continued_from: None,
-        identity: "cache".into(),
-        random_seed: 1,
-    })
-}
-
-fn signal(rng: &mut StdRng) -> Event {
-    let len = if rng.gen_bool(0.1) {
-        rng.gen_range(600..2_000)
-    } else {
-        rng.gen_range(0..100)
-    };
-    let data: Vec<u8> = (0..len).map(|_| rng.gen_range(b'a'..=b'z')).collect();
-    Event::SignalReceived(event::SignalReceived {
-        name: "s".into(),
-        input: Payload::json(data),
-        identity: "c".into(),
-        request_id: String::new(),
-    })
-}
-
-fn terminated() -> Event {
-    Event::RunTerminated(event::RunTerminated {
-        reason: "done".into(),
-        identity: "cache".into(),
-    })
-}
 
 async fn append(
     store: &EmbeddedStore,
@@ -99,7 +51,7 @@ async fn write_runs(store: &EmbeddedStore, rng: &mut StdRng, model: &mut Model, 
     for i in 0..runs {
         let key = RunKey::new("default", run_id(rng));
         let wid = format!("w-{}", key.run_id);
-        let mut recs = append(store, &key, 1, vec![started(wid)]).await;
+        let mut recs = append(store, &key, 1, vec![started(&wid)]).await;
         for _ in 0..rng.gen_range(1..6) {
             let next = recs.len() as u64 + 1;
             recs.extend(append(store, &key, next, vec![signal(rng)]).await);
@@ -160,19 +112,6 @@ async fn check(store: &EmbeddedStore, model: &Model, what: &str) {
         .filter(|h| matches!(h.last().map(|r| &r.event), Some(Event::RunTerminated(_))))
         .count();
     assert_eq!(closed.len(), want, "{what}: terminated runs listed");
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else if e.file_name() != "LOCK" {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
 }
 
 /// A checkpoint (and a clean close, which checkpoints) keeps the log: deleting the whole

@@ -10,19 +10,13 @@ use std::path::Path;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use steadfast_engine::embedded::{EmbeddedOptions, EmbeddedStore};
-use steadfast_engine::event::{self, Budget, Event, EventRecord};
+use steadfast_engine::event::{self, Event, EventRecord};
 use steadfast_engine::ids::{RunId, RunKey};
 use steadfast_engine::payload::Payload;
 use steadfast_engine::store::{AppendRequest, Error, Store};
 
-fn seed() -> u64 {
-    let s = std::env::var("TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("store_compaction: seed {s} (replay with TEST_SEED={s})");
-    s
-}
+mod support;
+use support::{seed, started};
 
 fn options() -> EmbeddedOptions {
     EmbeddedOptions {
@@ -39,20 +33,6 @@ fn log_bytes(dir: &Path) -> u64 {
         .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
         .map(|e| e.metadata().unwrap().len())
         .sum()
-}
-
-fn started() -> Event {
-    Event::RunStarted(event::RunStarted {
-        workflow_type: "wf".into(),
-        workflow_id: String::new(),
-        task_queue: "q".into(),
-        input: Payload::json(b"{}".to_vec()),
-        run_timeout_ms: 0,
-        budget: Budget::default(),
-        continued_from: None,
-        identity: "compaction".into(),
-        random_seed: 1,
-    })
 }
 
 fn signal(rng: &mut StdRng) -> Event {
@@ -89,7 +69,7 @@ async fn append(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_runs_give_their_log_space_back() {
-    let mut rng = StdRng::seed_from_u64(seed());
+    let mut rng = StdRng::seed_from_u64(seed("store_compaction"));
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = EmbeddedStore::open(dir.path(), options()).unwrap();
     // 60 runs closed early (to be dropped) interleaved with 15 that stay (5 open).
@@ -102,7 +82,7 @@ async fn dropped_runs_give_their_log_space_back() {
         );
         let old = i % 5 != 0;
         let t = if old { 1_000 } else { 50_000 };
-        let mut h = append(&store, &key, 1, vec![started()], t).await;
+        let mut h = append(&store, &key, 1, vec![started("")], t).await;
         for _ in 0..8 {
             let next = h.len() as u64 + 1;
             h.extend(append(&store, &key, next, vec![signal(&mut rng)], t).await);

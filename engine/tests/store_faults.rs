@@ -10,25 +10,12 @@ use std::path::{Path, PathBuf};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use steadfast_engine::embedded::{EmbeddedOptions, EmbeddedStore};
-use steadfast_engine::event::{self, Budget, Event, EventRecord};
-use steadfast_engine::ids::{RunId, RunKey};
-use steadfast_engine::payload::Payload;
+use steadfast_engine::event::EventRecord;
+use steadfast_engine::ids::RunKey;
 use steadfast_engine::store::{AppendRequest, Error, Store};
 
-fn seed(test: &str) -> u64 {
-    let s = std::env::var("TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("{test}: seed {s} (replay with TEST_SEED={s})");
-    s
-}
-
-/// A run id from the test's seed (not from the clock or the OS), so that `TEST_SEED` replays
-/// the same keys, the same sled layout and the same damage sites.
-fn seeded_run_id(rng: &mut StdRng) -> RunId {
-    RunId(uuid::Builder::from_random_bytes(rng.r#gen()).into_uuid())
-}
+mod support;
+use support::{copy_dir, files_under, run_id, seed, signal, started};
 
 /// Small segments so that histories span several of them.
 fn options() -> EmbeddedOptions {
@@ -42,36 +29,6 @@ fn options() -> EmbeddedOptions {
 /// What was acknowledged: every run's records.
 type Model = BTreeMap<RunKey, Vec<EventRecord>>;
 
-fn started() -> Event {
-    Event::RunStarted(event::RunStarted {
-        workflow_type: "wf".into(),
-        workflow_id: String::new(),
-        task_queue: "q".into(),
-        input: Payload::json(b"{}".to_vec()),
-        run_timeout_ms: 0,
-        budget: Budget::default(),
-        continued_from: None,
-        identity: "faults".into(),
-        random_seed: 1,
-    })
-}
-
-/// A signal whose payload is sometimes large enough to become a blob.
-fn signal(rng: &mut StdRng) -> Event {
-    let len = if rng.gen_bool(0.15) {
-        rng.gen_range(600..3_000)
-    } else {
-        rng.gen_range(0..200)
-    };
-    let data: Vec<u8> = (0..len).map(|_| rng.gen_range(b'a'..=b'z')).collect();
-    Event::SignalReceived(event::SignalReceived {
-        name: "s".into(),
-        input: Payload::json(data),
-        identity: "f".into(),
-        request_id: String::new(),
-    })
-}
-
 /// Appends (durably) to `runs` new runs, `appends` times each in random order.
 async fn write_histories(
     store: &EmbeddedStore,
@@ -81,12 +38,12 @@ async fn write_histories(
 ) -> Model {
     let mut model = Model::new();
     for _ in 0..runs {
-        let key = RunKey::new("default", seeded_run_id(rng));
+        let key = RunKey::new("default", run_id(rng));
         let a = store
             .append(AppendRequest {
                 key: key.clone(),
                 expected_next_seq: 1,
-                events: vec![started()],
+                events: vec![started("")],
                 time_ms: 1_000,
                 wait_durable: true,
             })
@@ -143,25 +100,6 @@ async fn verify(store: &EmbeddedStore, model: &Model, what: &str) -> usize {
     refused
 }
 
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else if e.file_name() != "LOCK" {
-            // The store may be running (a crash image): a file it removed between the listing
-            // and the copy is simply not in the image.
-            match std::fs::copy(e.path(), &to) {
-                Ok(_) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => panic!("copy {}: {err}", e.path().display()),
-            }
-        }
-    }
-}
-
 fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut s: Vec<PathBuf> = std::fs::read_dir(dir.join("log"))
         .unwrap()
@@ -177,17 +115,6 @@ fn data_end(seg: &Path) -> u64 {
     let b = std::fs::read(seg).unwrap();
     let last = b.iter().rposition(|&x| x != 0).map_or(0, |i| i + 1);
     (last as u64).div_ceil(8) * 8
-}
-
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            files_under(&e.path(), out);
-        } else {
-            out.push(e.path());
-        }
-    }
 }
 
 /// Histories acknowledged, the store dropped without a checkpoint (sled flushed, as at any

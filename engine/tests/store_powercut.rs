@@ -15,27 +15,19 @@
 //! Seeded: prints `TEST_SEED=...`; every cut's seed derives from it.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use steadfast_engine::embedded::{EmbeddedOptions, EmbeddedStore};
-use steadfast_engine::event::{self, Budget, Event, EventRecord};
+use steadfast_engine::event::{self, Event, EventRecord};
 use steadfast_engine::ids::{RunId, RunKey};
 use steadfast_engine::log::sim::SimVfs;
-use steadfast_engine::payload::Payload;
 use steadfast_engine::store::{AppendRequest, Store};
 
-fn seed() -> u64 {
-    let s = std::env::var("TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("store_powercut: seed {s} (replay with TEST_SEED={s})");
-    s
-}
+mod support;
+use support::{copy_dir, files_under, seed, signal, started};
 
 fn options(vfs: &SimVfs) -> EmbeddedOptions {
     EmbeddedOptions {
@@ -47,35 +39,6 @@ fn options(vfs: &SimVfs) -> EmbeddedOptions {
         log_vfs: Some(Arc::new(vfs.clone())),
         ..EmbeddedOptions::default()
     }
-}
-
-fn started() -> Event {
-    Event::RunStarted(event::RunStarted {
-        workflow_type: "wf".into(),
-        workflow_id: String::new(),
-        task_queue: "q".into(),
-        input: Payload::json(b"{}".to_vec()),
-        run_timeout_ms: 0,
-        budget: Budget::default(),
-        continued_from: None,
-        identity: "powercut".into(),
-        random_seed: 1,
-    })
-}
-
-fn signal(rng: &mut StdRng) -> Event {
-    let len = if rng.gen_bool(0.1) {
-        rng.gen_range(600..1_500)
-    } else {
-        rng.gen_range(0..120)
-    };
-    let data: Vec<u8> = (0..len).map(|_| rng.gen_range(b'a'..=b'z')).collect();
-    Event::SignalReceived(event::SignalReceived {
-        name: "s".into(),
-        input: Payload::json(data),
-        identity: "p".into(),
-        request_id: String::new(),
-    })
 }
 
 /// What clients were told: acknowledged records, and what readers were shown, per run.
@@ -99,31 +62,6 @@ struct Totals {
     dropped_checked: u64,
 }
 
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
-}
-
-fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                files_under(&e.path(), out);
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-}
-
 /// Appends until the simulated power cut (or `appends` are done); records what was
 /// acknowledged. A reader task reads every run back meanwhile, recording what it was shown.
 async fn load(store: Arc<EmbeddedStore>, seen: Arc<Mutex<Seen>>, rng: &mut StdRng, appends: usize) {
@@ -145,7 +83,7 @@ async fn load(store: Arc<EmbeddedStore>, seen: Arc<Mutex<Seen>>, rng: &mut StdRn
             let mut next = 1u64;
             for n in 0..appends {
                 let events = if next == 1 {
-                    vec![started()]
+                    vec![started("")]
                 } else {
                     (0..rng.gen_range(1..4)).map(|_| signal(&mut rng)).collect()
                 };
@@ -353,7 +291,7 @@ async fn one_cut(seed: u64, totals: &mut Totals) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_cuts_lose_nothing_acknowledged_or_shown() {
-    let base = seed();
+    let base = seed("store_powercut");
     let cuts: u64 = std::env::var("POWERCUT_CUTS")
         .ok()
         .and_then(|s| s.parse().ok())
