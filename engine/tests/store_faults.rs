@@ -415,13 +415,23 @@ async fn log_damage_is_named_by_run_and_seq() {
     copy_dir(pristine.path(), work.path());
     let target = work.path().join("log").join(seg.file_name().unwrap());
     let mut bytes = std::fs::read(&target).unwrap();
-    // The first frame's payload (segment header 64 B, frame header 32 B): its header still
+    // The payload of the first append record (kind 1) of the segment (segment header 64 B,
+    // frames: len u32 LE at +4, kind at +24, 32-byte header, 8-aligned): its header still
     // verifies, so the log knows the lsn; later batches follow, so it is not a torn tail.
     assert!(
         data_end(&target) > 4096,
         "the last segment holds several batches"
     );
-    bytes[64 + 32 + 3] ^= 0x10;
+    let mut at = 64usize;
+    let frame = loop {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        assert!(len > 0, "no append record in the last segment");
+        if bytes[at + 24] == 1 {
+            break at;
+        }
+        at += len.div_ceil(8) * 8;
+    };
+    bytes[frame + 32 + 3] ^= 0x10;
     std::fs::write(&target, &bytes).unwrap();
     match EmbeddedStore::open(work.path(), options()) {
         Err(Error::Corrupt {

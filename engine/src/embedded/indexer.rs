@@ -239,7 +239,7 @@ impl Indexer {
                         };
                         batch.insert(
                             keys::request(&a.key.namespace, q),
-                            &keys::request_value(&hit),
+                            &keys::request_value(&hit)[..],
                         );
                     }
                     states

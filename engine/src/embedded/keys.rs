@@ -11,7 +11,7 @@
 //! t | ns len u8 | ns | type len u16 BE | type | run id -> ()      runs by workflow type
 //! w | ns len u8 | ns | workflow id     -> run id                  workflow id -> open run
 //! c | closed ms (i64 BE, sign bit flipped) | run key -> ()       closed runs by close time
-//! q | ns len u8 | ns | kind u8 | request id -> run id | first seq u64 BE | time ms i64 BE
+//! q | ns len u8 | ns | kind u8 | request id -> run id | first seq u64 BE | time ms i64 BE | crc32
 //!                                                              request ids (deduplication)
 //! d | run key                          -> drop record lsn u64 BE  runs dropped by retention
 //! g | segment first lsn u64 BE         -> dead bytes u64 BE       retention's garbage per log segment
@@ -162,24 +162,26 @@ pub(crate) struct RequestHit {
     pub time_ms: i64,
 }
 
-/// The value of a `q` entry.
-pub(crate) fn request_value(hit: &RequestHit) -> [u8; 32] {
-    let mut v = [0u8; 32];
+/// The value of a `q` entry: run id | seq BE | time BE | crc32 BE of the 32 bytes before.
+pub(crate) fn request_value(hit: &RequestHit) -> [u8; 36] {
+    let mut v = [0u8; 36];
     v[..16].copy_from_slice(hit.run_id.as_bytes());
     v[16..24].copy_from_slice(&hit.seq.to_be_bytes());
-    v[24..].copy_from_slice(&hit.time_ms.to_be_bytes());
+    v[24..32].copy_from_slice(&hit.time_ms.to_be_bytes());
+    let crc = crc32fast::hash(&v[..32]);
+    v[32..].copy_from_slice(&crc.to_be_bytes());
     v
 }
 
-/// Decodes a `q` value; `None` when malformed.
+/// Decodes a `q` value; `None` when malformed or damaged (its checksum fails).
 pub(crate) fn decode_request_value(v: &[u8]) -> Option<RequestHit> {
-    if v.len() != 32 {
+    if v.len() != 36 || crc32fast::hash(&v[..32]).to_be_bytes() != v[32..36] {
         return None;
     }
     Some(RequestHit {
         run_id: RunId(uuid::Uuid::from_slice(&v[..16]).ok()?),
         seq: u64::from_be_bytes(v[16..24].try_into().ok()?),
-        time_ms: i64::from_be_bytes(v[24..].try_into().ok()?),
+        time_ms: i64::from_be_bytes(v[24..32].try_into().ok()?),
     })
 }
 

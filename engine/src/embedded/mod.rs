@@ -682,18 +682,22 @@ impl Store for EmbeddedStore {
         // A damaged run state met on the way is rebuilt from the log and the page read again
         // (a bounded number of times: each try repairs a different run or fails).
         let mut tries = 0;
+        let mut bogus = std::collections::HashSet::new();
         loop {
             let r = self
                 .inner
-                .list_runs(namespace, filter, after, limit, now_ms)
+                .list_runs(namespace, filter, after, limit, now_ms, &bogus)
                 .await;
             match r {
                 Err(Error::Corrupt {
                     run: Some(ref key), ..
                 }) if tries < LIST_REPAIRS_MAX => {
                     tries += 1;
+                    // The log has no such run: the index entry itself is damaged; leave it
+                    // out of the answer (the log is the record).
                     if !self.inner.ask(|tx| Op::RepairRun(key.clone(), tx)).await? {
-                        return r;
+                        tracing::warn!(run = %key, "an index entry names a run the log does not hold; ignored");
+                        bogus.insert(key.clone());
                     }
                 }
                 r => return r,

@@ -147,6 +147,7 @@ impl Inner {
         after: Option<RunId>,
         limit: usize,
         now_ms: TimeMs,
+        bogus: &std::collections::HashSet<RunKey>,
     ) -> Result<Vec<Arc<RunState>>, Error> {
         let limit = limit.min(LIST_RUNS_PAGE_MAX);
         let matches = |s: &RunState| {
@@ -196,6 +197,9 @@ impl Inner {
                 continue;
             };
             let key = RunKey::new(namespace, run_id);
+            if bogus.contains(&key) {
+                continue;
+            }
             let state = if is_state {
                 Some(Arc::new(keys::decode_state(&key, &v)?.state))
             } else {

@@ -157,7 +157,10 @@ pub(crate) fn rebuild_run(
             seq: *seq,
             time_ms: *time_ms,
         };
-        batch.insert(keys::request(&key.namespace, q), &keys::request_value(&hit));
+        batch.insert(
+            keys::request(&key.namespace, q),
+            &keys::request_value(&hit)[..],
+        );
     }
     let with_lsn: Vec<(u64, &Rec)> = recs.iter().map(|(l, r)| (*l, r)).collect();
     write_chunks(&mut batch, &run, genesis_hash(key), &with_lsn);

@@ -499,8 +499,10 @@ impl Replay<'_> {
                 seq: first.seq,
                 time_ms: first.time_ms,
             };
-            self.batch
-                .insert(keys::request(&key.namespace, q), &keys::request_value(&hit));
+            self.batch.insert(
+                keys::request(&key.namespace, q),
+                &keys::request_value(&hit)[..],
+            );
         }
         if self.orphans.contains_key(&key) {
             return Ok(());
