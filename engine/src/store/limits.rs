@@ -28,6 +28,11 @@ pub const SOFT_LIMIT_PERCENT: u64 = 90;
 /// How far past the hard limit what a run needs to finish is still accepted, in percent of
 /// the hard limit.
 pub const FINISH_RESERVE_PERCENT: u64 = 10;
+/// The finishing reserve is at least this many events, whatever the limit: finishing one open
+/// task and one outstanding activity (a write's start, its outcome, the task's completion,
+/// scheduled and started, the continue-as-new) takes several events, which 10% of a small
+/// limit does not leave.
+pub const FINISH_RESERVE_EVENTS_MIN: u64 = 32;
 
 /// What an event does to a run, as far as the limits care. Ordered from the first refused to
 /// the last.
@@ -134,8 +139,9 @@ impl HistoryLimits {
 
     /// Past this many events only appends that close the run are accepted.
     pub fn reserve_events(&self) -> u64 {
-        self.events_max
-            .saturating_add(percent(self.events_max, FINISH_RESERVE_PERCENT))
+        self.events_max.saturating_add(
+            percent(self.events_max, FINISH_RESERVE_PERCENT).max(FINISH_RESERVE_EVENTS_MIN),
+        )
     }
 
     /// Past this many bytes only appends that close the run are accepted.
@@ -241,10 +247,16 @@ mod tests {
 
     #[test]
     fn thresholds() {
+        // 10% of 100 events is below the minimum reserve of 32 events.
         assert_eq!(
             (L.soft_events(), L.events_max, L.reserve_events()),
-            (90, 100, 110)
+            (90, 100, 100 + FINISH_RESERVE_EVENTS_MIN)
         );
+        let big = HistoryLimits {
+            events_max: 100_000,
+            bytes_max: 1 << 20,
+        };
+        assert_eq!(big.reserve_events(), 110_000, "10% once that is more");
         assert_eq!((L.soft_bytes(), L.reserve_bytes()), (9_000, 11_000));
         let huge = HistoryLimits {
             events_max: u64::MAX,
@@ -278,9 +290,10 @@ mod tests {
     #[test]
     fn what_a_run_needs_to_finish_is_accepted_past_the_hard_limit() {
         // The task that would continue as new can start, and results still arrive.
+        let reserve = L.reserve_events();
         for e in [task_started(), completed()] {
-            assert!(L.check(110, 11_000, [&e]).is_ok(), "{:?}", e.kind());
-            assert!(L.check(111, 0, [&e]).is_err(), "{:?}", e.kind());
+            assert!(L.check(reserve, 11_000, [&e]).is_ok(), "{:?}", e.kind());
+            assert!(L.check(reserve + 1, 0, [&e]).is_err(), "{:?}", e.kind());
         }
     }
 
