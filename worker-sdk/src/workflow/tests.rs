@@ -765,3 +765,70 @@ fn deterministic_select_takes_the_first_written_ready_branch_on_replay() {
     assert_eq!(outcome.confirmed, live, "the same branches on replay");
     assert!(outcome.finished && outcome.commands.is_empty());
 }
+
+/// Sleeps in a loop and continues as new once told to, carrying its step count.
+async fn long_loop(ctx: WorkflowContext, steps: u32) -> Result<(), WorkflowError> {
+    let mut steps = steps;
+    loop {
+        if ctx.continue_as_new_suggested() {
+            return Err(WorkflowError::continue_as_new(&steps));
+        }
+        ctx.sleep(Duration::from_millis(1)).await;
+        steps += 1;
+    }
+}
+
+fn loop_registry(after_events: u64) -> Registry {
+    let mut r = Registry::new();
+    r.register_workflow("long_loop", long_loop);
+    r.continue_as_new_after_events(after_events);
+    r
+}
+
+#[test]
+fn continue_as_new_suggested_follows_the_history_length_and_replays_the_same() {
+    assert_eq!(
+        Registry::new().continue_as_new_threshold(),
+        CONTINUE_AS_NEW_AFTER_EVENTS_DEFAULT
+    );
+    // Each loop step is a task (scheduled, started, completed), a TimerStarted and its
+    // TimerFired: tasks start at seqs 3, 8, 13, 18, 23...
+    let mut run = TestRun::new(loop_registry(20), "long_loop", &0u32);
+    let mut live = Vec::new();
+    let mut started_at = Vec::new();
+    loop {
+        let c = run.step().unwrap();
+        started_at.push(run.events().len() as u64 - 1 - c.len() as u64);
+        live.extend(c.clone());
+        if run.instance().is_finished() {
+            assert_eq!(show(&c), ["5:continue_as_new"]);
+            break;
+        }
+        assert!(started_at.len() < 10, "never told to continue as new");
+        let timer = c[0].seq;
+        run.history().advance(1).timer_fired(timer);
+    }
+    // Told at the first task whose history had 20 events or more, not before.
+    assert_eq!(started_at, [3, 8, 13, 18, 23]);
+    // The carried step count: 4 sleeps before the task at seq 23.
+    let Some(Cmd::ContinueAsNew(can)) = &live.last().unwrap().command else {
+        unreachable!()
+    };
+    assert_eq!(can.input.as_ref().unwrap().data, b"4");
+
+    // A cold replay of the whole history answers the same at every task, so it confirms
+    // every command and sends none.
+    let outcome = Replayer::new(loop_registry(20))
+        .replay(run.events().to_vec())
+        .expect("replay");
+    assert!(outcome.commands.is_empty());
+    assert_eq!(outcome.confirmed, live);
+    assert!(outcome.finished);
+
+    // The threshold is part of what the code decides: another one is another path, and
+    // replay says so instead of silently taking it.
+    let err = Replayer::new(loop_registry(10))
+        .replay(run.events().to_vec())
+        .unwrap_err();
+    assert!(err.to_string().starts_with("[STF-ND001]"), "{err}");
+}
