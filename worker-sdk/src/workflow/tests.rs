@@ -832,3 +832,66 @@ fn continue_as_new_suggested_follows_the_history_length_and_replays_the_same() {
         .unwrap_err();
     assert!(err.to_string().starts_with("[STF-ND001]"), "{err}");
 }
+
+/// A history of `three_steps` whose first task scheduled "a" with `options`.
+fn history_scheduling_a_with(options: Option<pb::ActivityOptions>) -> Vec<pb::HistoryEvent> {
+    let mut h = HistoryBuilder::new("three_steps", &"in");
+    h.start_task();
+    h.complete_task(&[pb::Command {
+        seq: 1,
+        command: Some(Cmd::ScheduleActivity(pb::ScheduleActivityCommand {
+            activity_type: "a".into(),
+            input: Some(payload::encode(&"in").unwrap()),
+            options,
+        })),
+    }]);
+    h.events().to_vec()
+}
+
+fn with_effect(effect: pb::Effect) -> Option<pb::ActivityOptions> {
+    Some(pb::ActivityOptions {
+        effect: effect as i32,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn another_effect_for_a_scheduled_activity_is_nondeterminism_naming_both() {
+    // Recorded as `read`; this code declares "a" as `write` (see `registry`).
+    let err = Replayer::new(registry())
+        .replay(history_scheduling_a_with(with_effect(pb::Effect::Read)))
+        .unwrap_err();
+    let Error::Nondeterminism { seq, history, code } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(*seq, 1);
+    assert!(history.ends_with(", effect=read)"), "{history}");
+    assert!(code.ends_with(", effect=write)"), "{code}");
+    assert!(err.to_string().starts_with("[STF-ND001]"), "{err}");
+
+    // The same effect replays; so does a history that recorded no options (it says nothing
+    // about the effect).
+    for ok in [with_effect(pb::Effect::Write), None] {
+        Replayer::new(registry())
+            .replay(history_scheduling_a_with(ok))
+            .expect("same effect");
+    }
+
+    // Unspecified (a type this worker does not declare) is what the server records as
+    // idempotent: the two match, and differ from read and write.
+    let undeclared = Registry::new();
+    let mut r = undeclared.clone();
+    r.register_workflow("three_steps", three_steps);
+    Replayer::new(r.clone())
+        .replay(history_scheduling_a_with(with_effect(
+            pb::Effect::Idempotent,
+        )))
+        .expect("unspecified is idempotent");
+    let err = Replayer::new(r)
+        .replay(history_scheduling_a_with(with_effect(pb::Effect::Write)))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("effect=write") && err.to_string().contains("effect=idempotent"),
+        "{err}"
+    );
+}
