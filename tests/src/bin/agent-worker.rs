@@ -22,7 +22,8 @@
 //! - `sleeper` `{ms}`: one durable timer.
 //! - `tool_call` `{tool, hang_ms, hang_attempts, start_to_close_ms, task_queue,
 //!   retry_initial_ms, max_attempts}`: one call of activity `tool` (`write_tool`, `idem_tool`,
-//!   `read_tool`, `flaky` or `huge_result`, which returns 3 MiB); returns `{"tool": <result>}` or `{"error": <failure message>}`;
+//!   `read_tool`, `flaky`, `huge_result`, which returns 3 MiB, or `oversized_result`, which
+//!   returns 9 MiB, over the server's 8 MiB request limit); returns `{"tool": <result>}` or `{"error": <failure message>}`;
 //!   cancelled, it ends with `{"tool": <name>, "cancelled": true}`.
 //! - `cancel_pending` `{delay_ms}`: calls `flaky`, and `delay_ms` later (while it backs off)
 //!   cancels it; returns `{"cancelled": <activity id>}`.
@@ -407,6 +408,13 @@ async fn huge_result(ctx: ActivityContext, _input: ToolInput) -> Result<Value, A
     Ok(Value::String("x".repeat(3 * 1024 * 1024)))
 }
 
+/// Returns 9 MiB, over the server's 8 MiB gRPC request limit: the completion cannot even be
+/// received, so the SDK reports the attempt failed ([STF-PAYLOAD]).
+async fn oversized_result(ctx: ActivityContext, _input: ToolInput) -> Result<Value, ActivityError> {
+    record_start(&ctx, json!({}))?;
+    Ok(Value::String("x".repeat(9 * 1024 * 1024)))
+}
+
 /// Always fails (retryably): the run waits on its retry backoff.
 async fn flaky(ctx: ActivityContext, _input: ToolInput) -> Result<Value, ActivityError> {
     record_start(&ctx, json!({}))?;
@@ -534,6 +542,7 @@ async fn main() -> anyhow::Result<()> {
         .register_activity("read_tool", Effect::Read, tool)
         .register_activity("flaky", Effect::Idempotent, flaky)
         .register_activity("huge_result", Effect::Read, huge_result)
+        .register_activity("oversized_result", Effect::Read, oversized_result)
         .register_activity("work", Effect::Read, work);
     eprintln!(
         "agent-worker polling {} pid {}",

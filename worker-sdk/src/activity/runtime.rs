@@ -204,7 +204,59 @@ async fn heartbeat<T: ActivityTransport>(
     }
 }
 
-/// Reports the outcome, retrying while the server is unreachable.
+/// Error type of an attempt whose result the server refused to even receive (the request
+/// was over its size limit); the same type the server gives results over its payload limit.
+pub const RESULT_REFUSED_ERROR_TYPE: &str = "ResultRefused";
+
+/// The failure reported instead of a result the server refused for its size: a request
+/// over the server's limit is refused before anything is recorded, so without it the
+/// attempt would time out and run again, and return the same result again, forever.
+/// `None` when the refusal is not about size.
+pub(crate) fn oversized_result_failure(
+    result: &pb::Payload,
+    refusal: &tonic::Status,
+) -> Option<ActivityError> {
+    let code = refusal.code();
+    let message = refusal.message();
+    let about_size = matches!(
+        code,
+        tonic::Code::ResourceExhausted | tonic::Code::OutOfRange
+    ) && message.to_ascii_lowercase().contains("too large");
+    if !about_size {
+        return None;
+    }
+    // tonic says "... found N bytes, the limit is: M bytes"; name M when it is there.
+    let limit = message
+        .split("the limit is")
+        .nth(1)
+        .and_then(|rest| {
+            let digits: String = rest
+                .trim_start_matches([':', ' '])
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse::<u64>().ok()
+        })
+        .map_or_else(
+            || "the server's request limit".to_owned(),
+            |m| format!("{m} bytes per request"),
+        );
+    let who = if code == tonic::Code::OutOfRange && message.contains("encoded") {
+        "this worker's"
+    } else {
+        "the server's"
+    };
+    Some(
+        ActivityError::non_retryable(format!(
+            "[STF-PAYLOAD] the activity's result is {} bytes; the limit is {limit} ({who} gRPC message limit), so it cannot be recorded and a retry would return it again: store large results elsewhere and return a reference",
+            result.data.len()
+        ))
+        .with_type(RESULT_REFUSED_ERROR_TYPE),
+    )
+}
+
+/// Reports the outcome, retrying while the server is unreachable. A result refused for its
+/// size is reported as a non-retryable `[STF-PAYLOAD]` failure instead.
 async fn report<T: ActivityTransport>(
     transport: &T,
     config: &RuntimeConfig,
@@ -212,6 +264,7 @@ async fn report<T: ActivityTransport>(
     outcome: Result<pb::Payload, ActivityError>,
     usage: Option<pb::Usage>,
 ) {
+    let mut outcome = outcome;
     let give_up_at = Instant::now() + config.report_timeout;
     let mut backoff = Backoff::default();
     loop {
@@ -248,6 +301,27 @@ async fn report<T: ActivityTransport>(
             }
             Err(s) if is_transient(&s) && Instant::now() < give_up_at => {
                 tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(s) if outcome.is_ok() => {
+                let failure = outcome
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| oversized_result_failure(r, &s));
+                match failure {
+                    Some(f) => {
+                        let bytes = outcome.as_ref().map_or(0, |r| r.data.len());
+                        tracing::warn!(
+                            result_bytes = bytes,
+                            code = ?s.code(),
+                            "activity result refused for its size; reporting the attempt failed ([STF-PAYLOAD])"
+                        );
+                        outcome = Err(f);
+                    }
+                    None => {
+                        tracing::warn!(code = ?s.code(), message = s.message(), "activity outcome not recorded");
+                        return;
+                    }
+                }
             }
             Err(s) => {
                 tracing::warn!(code = ?s.code(), message = s.message(), "activity outcome not recorded");

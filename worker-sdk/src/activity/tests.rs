@@ -16,6 +16,7 @@ enum Call {
     Heartbeat(Option<String>),
     Complete(String, Option<pb::Usage>),
     Fail(pb::Failure),
+    Refused(usize),
 }
 
 #[derive(Clone, Default)]
@@ -24,6 +25,9 @@ struct FakeServer {
     cancel: Arc<AtomicBool>,
     unavailable_reports: Arc<AtomicU32>,
     details_over_limit: Arc<AtomicBool>,
+    /// Completions whose result is over this many bytes are refused as the server refuses
+    /// a request over its gRPC limit (0: no limit).
+    request_bytes_max: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeServer {
@@ -61,6 +65,14 @@ impl ActivityTransport for FakeServer {
 
     async fn complete(&self, req: pb::CompleteActivityTaskRequest) -> Result<(), tonic::Status> {
         self.outage()?;
+        let limit = self.request_bytes_max.load(Ordering::SeqCst);
+        let len = req.result.as_ref().map_or(0, |r| r.data.len());
+        if limit > 0 && len > limit {
+            self.calls.lock().push(Call::Refused(len));
+            return Err(tonic::Status::resource_exhausted(format!(
+                "Error, decoded message length too large: found {len} bytes, the limit is: {limit} bytes"
+            )));
+        }
         let result = String::from_utf8(req.result.unwrap().data).unwrap();
         self.calls.lock().push(Call::Complete(result, req.usage));
         Ok(())
@@ -142,6 +154,11 @@ fn activities() -> Activities {
         |_ctx: ActivityContext, (): ()| async move {
             Err::<(), _>(ActivityError::non_retryable("card declined").with_type("Declined"))
         },
+    );
+    a.register(
+        "huge",
+        Effect::Read,
+        |_ctx: ActivityContext, n: usize| async move { Ok("x".repeat(n)) },
     );
     a.register(
         "panics",
@@ -296,4 +313,66 @@ async fn failures_panics_and_unknown_types_are_reported() {
         (f.r#type.as_str(), f.non_retryable),
         ("steadfast.DecodeError", true)
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_result_refused_for_its_size_is_reported_as_a_final_named_failure() {
+    let server = FakeServer::default();
+    server.request_bytes_max.store(1000, Ordering::SeqCst);
+    run_attempt(&server, &config(), &activities(), task("huge", &2000usize)).await;
+    let calls = server.calls();
+    let [Call::Refused(2002), Call::Fail(f)] = calls.as_slice() else {
+        panic!("{calls:?}")
+    };
+    assert!(f.non_retryable, "{f:?}");
+    assert_eq!(f.r#type, runtime::RESULT_REFUSED_ERROR_TYPE);
+    assert!(
+        f.message.starts_with(
+            "[STF-PAYLOAD] the activity's result is 2002 bytes; the limit is 1000 bytes per request"
+        ),
+        "{}",
+        f.message
+    );
+
+    // Under the limit it is completed as usual; other refusals are not turned into failures.
+    let server = FakeServer::default();
+    server.request_bytes_max.store(1000, Ordering::SeqCst);
+    run_attempt(&server, &config(), &activities(), task("huge", &10usize)).await;
+    assert!(matches!(server.calls().as_slice(), [Call::Complete(..)]));
+}
+
+#[test]
+fn only_size_refusals_become_payload_failures() {
+    let result = pb::Payload {
+        data: vec![b'x'; 10],
+        ..Default::default()
+    };
+    for (status, named) in [
+        (
+            tonic::Status::out_of_range(
+                "Error, encoded message length too large: found 70000000 bytes, the limit is: 67108864 bytes",
+            ),
+            Some("the limit is 67108864 bytes per request (this worker's"),
+        ),
+        (
+            tonic::Status::resource_exhausted("request too large"),
+            Some("the limit is the server's request limit (the server's"),
+        ),
+        (
+            tonic::Status::invalid_argument("activity 1 is not open"),
+            None,
+        ),
+        (
+            tonic::Status::resource_exhausted("[STF-LIMIT] history holds 100000 events"),
+            None,
+        ),
+        (tonic::Status::failed_precondition("stale token"), None),
+    ] {
+        let got = runtime::oversized_result_failure(&result, &status).map(|e| e.to_failure());
+        match (got, named) {
+            (Some(f), Some(text)) => assert!(f.message.contains(text), "{}", f.message),
+            (None, None) => {}
+            (got, _) => panic!("{status:?} gave {got:?}"),
+        }
+    }
 }

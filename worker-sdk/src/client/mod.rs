@@ -223,6 +223,7 @@ impl Client {
     ) -> Result<O, Error> {
         let deadline = Instant::now() + timeout;
         let mut run_id = run_id.to_owned();
+        let mut following = false;
         let mut backoff = Backoff::default();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -235,7 +236,10 @@ impl Client {
                 Ok(r) => r.into_inner(),
                 Err(s) => {
                     let e = Error::from(s);
-                    if e.is_retryable() && Instant::now() < deadline {
+                    // A successor is created just after its predecessor records the
+                    // hand-over, so for a moment the name it gave is not found yet.
+                    let successor_pending = following && matches!(e, Error::NotFound(_));
+                    if (e.is_retryable() || successor_pending) && Instant::now() < deadline {
                         tokio::time::sleep(backoff.next_delay().min(left)).await;
                         continue;
                     }
@@ -258,6 +262,7 @@ impl Client {
                 }
                 // Continued as new: follow the chain.
                 run_id = successor;
+                following = true;
                 continue;
             }
             if Instant::now() >= deadline {

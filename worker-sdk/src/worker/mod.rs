@@ -118,6 +118,13 @@ impl Worker {
         self
     }
 
+    /// From which history length workflow code is told to continue as new. See
+    /// [`Registry::continue_as_new_after_events`].
+    pub fn continue_as_new_after_events(&mut self, events: u64) -> &mut Self {
+        self.workflows.continue_as_new_after_events(events);
+        self
+    }
+
     /// The registered workflows (e.g. for a [`crate::replay::Replayer`] of the same code).
     pub fn registry(&self) -> &Registry {
         &self.workflows

@@ -274,6 +274,7 @@ impl Cache {
         earlier: Option<Vec<pb::HistoryEvent>>,
     ) -> Outcome {
         let run_id = task.run_id.clone();
+        let server_suggests = task.continue_as_new_suggested;
         if !self.registry.has_workflow(&task.workflow_type) {
             self.instances.pop(&run_id);
             return Outcome::Failed(workflow::Error::UnknownWorkflowType(task.workflow_type));
@@ -296,6 +297,18 @@ impl Cache {
             }
         };
         let events_in = events.len();
+        let started_seq = events.last().map_or(0, |e| e.seq);
+        let threshold = self.registry.continue_as_new_threshold();
+        if server_suggests && started_seq < threshold {
+            // The server's flag is not in the history, so the code is not shown it (a replay
+            // could not show it the same); the operator can align the two.
+            tracing::warn!(
+                run = %run_id,
+                history_events = started_seq,
+                continue_as_new_after_events = threshold,
+                "the server suggests continue-as-new (past 90% of its history limits) before this worker's threshold; lower Worker::continue_as_new_after_events"
+            );
+        }
         match instance.activate(events) {
             Ok(commands) => {
                 tracing::debug!(run = %run_id, events = events_in, commands = commands.len(), "workflow activated");

@@ -4,7 +4,7 @@
 //!
 //! | command             | event                   | checked                 |
 //! |---------------------|-------------------------|-------------------------|
-//! | ScheduleActivity    | ActivityScheduled       | type, blake3 of input   |
+//! | ScheduleActivity    | ActivityScheduled       | type, blake3 of input, effect |
 //! | StartTimer          | TimerStarted            | kind (fire_at unknowable)|
 //! | CancelTimer         | TimerCancelled          | timer id                |
 //! | WaitSignal          | SignalWaitStarted       | signal name             |
@@ -46,6 +46,9 @@ pub(crate) fn matches(cmd: &Cmd, ev: &Ev) -> bool {
         (Cmd::ScheduleActivity(c), Ev::ActivityScheduled(e)) => {
             c.activity_type == e.activity_type
                 && data_of(c.input.as_ref()) == data_of(e.input.as_ref())
+                && e.options.as_ref().is_none_or(|recorded| {
+                    effect_name(c.options.as_ref()) == effect_name(Some(recorded))
+                })
         }
         (Cmd::StartTimer(_), Ev::TimerStarted(_)) => true,
         (Cmd::CancelTimer(c), Ev::TimerCancelled(e)) => c.timer_id == e.timer_id,
@@ -61,13 +64,29 @@ pub(crate) fn matches(cmd: &Cmd, ev: &Ev) -> bool {
     }
 }
 
+/// The effect an activity's options stand for, as the server resolves it: unspecified (an
+/// activity type this worker does not know) is recorded as idempotent, so the two match.
+/// The effect decides what a lost attempt does (`write` waits for reconciliation, the others
+/// retry), so code that now declares another effect for an activity the history scheduled
+/// would change how that recorded activity is treated: it is nondeterminism, not a detail.
+fn effect_name(options: Option<&pb::ActivityOptions>) -> &'static str {
+    match options.map_or(pb::Effect::Unspecified, |o| o.effect()) {
+        pb::Effect::Read => "read",
+        pb::Effect::Write => "write",
+        pb::Effect::Idempotent | pb::Effect::Unspecified => "idempotent",
+    }
+}
+
 /// How a command event is named in errors; payloads appear as hashes only.
 pub(crate) fn describe_event(ev: &Ev) -> String {
     match ev {
         Ev::ActivityScheduled(e) => format!(
-            "ActivityScheduled(type={}, input=blake3:{})",
+            "ActivityScheduled(type={}, input=blake3:{}, effect={})",
             e.activity_type,
-            short_hash(data_of(e.input.as_ref()))
+            short_hash(data_of(e.input.as_ref())),
+            e.options
+                .as_ref()
+                .map_or("not recorded", |o| effect_name(Some(o)))
         ),
         Ev::TimerStarted(e) => format!("TimerStarted(fire_at_ms={})", e.fire_at_ms),
         Ev::TimerCancelled(e) => format!("TimerCancelled(timer_id={})", e.timer_id),
@@ -92,9 +111,10 @@ pub(crate) fn describe_command(cmd: &pb::Command) -> String {
     };
     match c {
         Cmd::ScheduleActivity(c) => format!(
-            "ScheduleActivity(type={}, input=blake3:{})",
+            "ScheduleActivity(type={}, input=blake3:{}, effect={})",
             c.activity_type,
-            short_hash(data_of(c.input.as_ref()))
+            short_hash(data_of(c.input.as_ref())),
+            effect_name(c.options.as_ref())
         ),
         Cmd::StartTimer(c) => format!("StartTimer(duration_ms={})", c.duration_ms),
         Cmd::CancelTimer(c) => format!("CancelTimer(timer_id={})", c.timer_id),

@@ -207,6 +207,28 @@ impl WorkflowContext {
         uuid::Builder::from_random_bytes(bytes).into_uuid()
     }
 
+    /// Whether this run should continue as new: its history had at least
+    /// [`super::Registry::continue_as_new_after_events`] events (default
+    /// [`super::CONTINUE_AS_NEW_AFTER_EVENTS_DEFAULT`]) when the current workflow task
+    /// started. Deterministic: derived from the history, so every replay of a task gets the
+    /// answer the task got live. Check it between steps of a long loop and return
+    /// [`WorkflowError::continue_as_new`] with the state to carry over.
+    ///
+    /// The server also computes a suggestion (past 90% of its history limits, events or
+    /// bytes) and sends it with each task; it is not in the history, so the code is not shown
+    /// it. A worker that receives it while this answers false logs a warning naming this
+    /// setting.
+    pub fn continue_as_new_suggested(&self) -> bool {
+        let state = self.state();
+        state.history_events >= state.continue_as_new_after_events
+    }
+
+    /// The history length the code sees: events in the history when the current workflow
+    /// task started (the same on every replay).
+    pub fn history_length(&self) -> u64 {
+        self.state().history_events
+    }
+
     /// Whether a cancellation of this run was requested (a CancelRequested event).
     pub fn is_cancel_requested(&self) -> bool {
         self.state().cancel_requested()

@@ -318,7 +318,12 @@ impl WorkflowInstance {
             run_id: self.run_id.clone(),
             workflow_id,
             workflow_type: started.workflow_type,
-            state: RunState::new(started.random_seed, Arc::clone(self.registry.effects())).into(),
+            state: RunState::new(
+                started.random_seed,
+                Arc::clone(self.registry.effects()),
+                self.registry.continue_as_new_threshold(),
+            )
+            .into(),
         });
         let future = catch_unwind(AssertUnwindSafe(|| f(ctx.clone(), started.input)))
             .map_err(|p| panic_error(&*p))?;
@@ -435,7 +440,11 @@ impl WorkflowInstance {
                 "the history does not start with RunStarted".into(),
             ));
         };
-        running.ctx.state().now_ms = time_ms;
+        {
+            let mut state = running.ctx.state();
+            state.now_ms = time_ms;
+            state.history_events = task_started;
+        }
         let Some(future) = running.future.as_mut() else {
             return Ok(());
         };

@@ -39,7 +39,7 @@ pub use error::{Error, REFUSAL_MESSAGE_CHARS_MAX, WorkflowError};
 pub use instance::{MAX_POLLS_PER_ACTIVATION, PANIC_MESSAGE_CHARS_MAX, WorkflowInstance};
 pub(crate) use instance::{PollClock, panic_error};
 pub use options::{ActivityOptions, RetryPolicy, WaitSignalOptions};
-pub use registry::Registry;
+pub use registry::{CONTINUE_AS_NEW_AFTER_EVENTS_DEFAULT, Registry};
 pub use select::{Either, Select2, SelectAll, select_all, select2};
 
 #[cfg(test)]

@@ -25,16 +25,52 @@ pub(crate) type WorkflowFn = Arc<
 /// Workflow types by name, plus the effect of each known activity type (filled into the
 /// ScheduleActivity commands workflow code issues). The [`crate::Worker`] holds one; the
 /// [`crate::replay::Replayer`] takes one.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Registry {
     workflows: HashMap<String, WorkflowFn>,
     effects: Arc<HashMap<String, Effect>>,
+    continue_as_new_after_events: u64,
+}
+
+/// The history length from which [`WorkflowContext::continue_as_new_suggested`] answers
+/// true by default: 80% of the server's default `--history-events-max` (100,000), so a
+/// workflow told to continue as new still has room to finish its step before the server's
+/// soft limit (90%) refuses new activities, timers and signal waits.
+pub const CONTINUE_AS_NEW_AFTER_EVENTS_DEFAULT: u64 = 80_000;
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            workflows: HashMap::new(),
+            effects: Arc::default(),
+            continue_as_new_after_events: CONTINUE_AS_NEW_AFTER_EVENTS_DEFAULT,
+        }
+    }
 }
 
 impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// From which history length (events, counted at the start of each workflow task)
+    /// [`WorkflowContext::continue_as_new_suggested`] answers true. Default
+    /// [`CONTINUE_AS_NEW_AFTER_EVENTS_DEFAULT`]; set it below 90% of the server's
+    /// `--history-events-max` when that is not the default.
+    ///
+    /// The answer is derived from the history, not taken from the server's
+    /// `continue_as_new_suggested` flag, because that flag is not recorded in the history: a
+    /// replay of an older task could not know what it said then. Changing this value changes
+    /// what the code decides, like a code change: runs that already read the answer may
+    /// fail replay with `[STF-ND001]`.
+    pub fn continue_as_new_after_events(&mut self, events: u64) -> &mut Self {
+        self.continue_as_new_after_events = events;
+        self
+    }
+
+    pub(crate) fn continue_as_new_threshold(&self) -> u64 {
+        self.continue_as_new_after_events
     }
 
     /// Registers workflow type `name`: an async fn of a context and a JSON-decoded input.

@@ -99,12 +99,22 @@ pub(crate) struct RunState {
     cancel_requested: bool,
     cancel_wakers: Vec<Waker>,
     pub(crate) now_ms: i64,
+    /// Events in the history when the current workflow task started (its
+    /// WorkflowTaskStarted seq): the history length the code sees, the same on every replay.
+    pub(crate) history_events: u64,
+    /// From this history length on, the code is told to continue as new
+    /// ([`super::Registry::continue_as_new_after_events`]).
+    pub(crate) continue_as_new_after_events: u64,
     pub(crate) rng: SplitMix64,
     effects: Arc<HashMap<String, Effect>>,
 }
 
 impl RunState {
-    pub(crate) fn new(seed: u64, effects: Arc<HashMap<String, Effect>>) -> Self {
+    pub(crate) fn new(
+        seed: u64,
+        effects: Arc<HashMap<String, Effect>>,
+        continue_as_new_after_events: u64,
+    ) -> Self {
         RunState {
             next_seq: 1,
             pending: VecDeque::new(),
@@ -115,6 +125,8 @@ impl RunState {
             cancel_requested: false,
             cancel_wakers: Vec::new(),
             now_ms: 0,
+            history_events: 0,
+            continue_as_new_after_events,
             rng: SplitMix64(seed),
             effects,
         }

@@ -11,6 +11,9 @@ use crate::replay::Replayer;
 use crate::testing::{HistoryBuilder, START_MS, TestRun};
 use crate::{ActivityError, Effect, payload};
 
+#[path = "tests_history.rs"]
+mod history_decisions;
+
 /// Commands in a compact, comparable form: "1:activity(a,\"x\")".
 fn show(commands: &[pb::Command]) -> Vec<String> {
     commands
