@@ -47,6 +47,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             bytes_max: config.history_bytes_max,
         },
         held_backoff_max_ms: config.held_backoff_max_ms,
+        workflow_task_timeout_ms: config.workflow_task_timeout_ms,
     };
     let (store, report) = EmbeddedStore::open(&config.data_dir, options)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;

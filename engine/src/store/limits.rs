@@ -217,6 +217,7 @@ mod tests {
         Event::WorkflowTaskStarted(ev::WorkflowTaskStarted {
             scheduled_seq: 1,
             worker: "w".into(),
+            timeout_ms: 0,
         })
     }
 
