@@ -155,12 +155,11 @@ pub async fn serve_with(
         pb::client_service_server::ClientServiceServer::new(ClientApi::new(core.clone()))
             .max_decoding_message_size(REQUEST_BYTES_MAX),
     );
+    let worker_api = WorkerApi::new(core.clone(), token_key);
+    let sessions = worker_api.sessions();
     let worker = TooLarge(
-        pb::worker_service_server::WorkerServiceServer::new(WorkerApi::new(
-            core.clone(),
-            token_key,
-        ))
-        .max_decoding_message_size(REQUEST_BYTES_MAX),
+        pb::worker_service_server::WorkerServiceServer::new(worker_api)
+            .max_decoding_message_size(REQUEST_BYTES_MAX),
     );
     let admin = TooLarge(
         pb::admin_service_server::AdminServiceServer::new(AdminApi::new(core.clone()))
@@ -182,6 +181,8 @@ pub async fn serve_with(
     let result = tokio::select! {
         r = &mut server => r,
         _ = shutdown => {
+            // Worker sessions end because this server stops, not because the workers died.
+            sessions.close();
             let _ = stop_tx.send(());
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
                 Ok(r) => r,

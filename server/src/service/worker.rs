@@ -21,7 +21,7 @@ use crate::validate;
 mod dispatch;
 mod fence;
 mod queue;
-mod session;
+pub mod session;
 
 use fence::current_attempt;
 use queue::poll_deadline;
@@ -46,6 +46,12 @@ impl WorkerApi {
             tokens,
             sessions: Arc::default(),
         }
+    }
+
+    /// The worker sessions, for the server to [`session::Sessions::close`] them when it
+    /// shuts down.
+    pub fn sessions(&self) -> Arc<session::Sessions> {
+        self.sessions.clone()
     }
 }
 

@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::Stream;
@@ -48,9 +49,17 @@ pub type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::WorkerSessionEvent
 #[derive(Default)]
 pub struct Sessions {
     open: Mutex<HashMap<(String, String), usize>>,
+    /// Set when this server shuts down: its streams end because it stops, not because the
+    /// workers died, so nothing is given back (the workers open sessions with the next one).
+    closing: AtomicBool,
 }
 
 impl Sessions {
+    /// The server is shutting down: sessions that end from now on give nothing back.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
     fn opened(&self, ns: &str, worker: &str) {
         *self
             .open
@@ -92,7 +101,9 @@ struct SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        if !self.sessions.closed(&self.namespace, &self.worker) {
+        if !self.sessions.closed(&self.namespace, &self.worker)
+            || self.sessions.closing.load(Ordering::SeqCst)
+        {
             return;
         }
         let (core, sessions) = (self.core.clone(), self.sessions.clone());
@@ -102,7 +113,7 @@ impl Drop for SessionGuard {
         };
         rt.spawn(async move {
             tokio::time::sleep(Duration::from_millis(SESSION_GRACE_MS)).await;
-            if sessions.is_open(&ns, &worker) {
+            if sessions.is_open(&ns, &worker) || sessions.closing.load(Ordering::SeqCst) {
                 return;
             }
             match give_back(&core, &ns, &worker).await {
@@ -221,5 +232,120 @@ fn held_by(s: &RunState, worker: &str, out: &mut Vec<DueTimer>) {
                 timeout: TimeoutKind::Heartbeat,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use steadfast_engine::EventRecord;
+    use steadfast_engine::event::{self as ev, ActivityOptions, Effect, Event};
+    use steadfast_engine::ids::RunKey;
+    use steadfast_engine::payload::Payload;
+
+    #[test]
+    fn a_worker_is_gone_only_when_its_last_session_ends() {
+        let s = Sessions::default();
+        s.opened("ns", "w");
+        s.opened("ns", "w");
+        assert!(
+            !s.closed("ns", "w"),
+            "another stream of the same worker is open"
+        );
+        assert!(s.is_open("ns", "w"));
+        assert!(s.closed("ns", "w"));
+        assert!(!s.is_open("ns", "w"));
+        assert!(!s.is_open("other", "w"), "sessions are per namespace");
+    }
+
+    fn rec(seq: u64, event: Event) -> EventRecord {
+        EventRecord {
+            seq,
+            time_ms: 1_000,
+            hash: [0; 32],
+            event,
+        }
+    }
+
+    #[test]
+    fn what_a_worker_held_is_read_from_the_durable_starts() {
+        let key = RunKey::new("ns", RunId(uuid::Uuid::from_u128(1)));
+        let mut s = RunState::start(
+            key.clone(),
+            &rec(
+                1,
+                Event::RunStarted(ev::RunStarted {
+                    workflow_type: "wf".into(),
+                    workflow_id: "w".into(),
+                    task_queue: "q".into(),
+                    input: Payload::default(),
+                    run_timeout_ms: 0,
+                    budget: Default::default(),
+                    continued_from: None,
+                    identity: String::new(),
+                    random_seed: 0,
+                }),
+            ),
+        )
+        .unwrap();
+        let events = [
+            Event::ActivityScheduled(ev::ActivityScheduled {
+                command_seq: 1,
+                activity_type: "t".into(),
+                input: Payload::default(),
+                options: ActivityOptions::default(),
+            }),
+            Event::ActivityScheduled(ev::ActivityScheduled {
+                command_seq: 2,
+                activity_type: "t".into(),
+                input: Payload::default(),
+                options: ActivityOptions::default(),
+            }),
+            Event::ActivityStarted(ev::ActivityStarted {
+                command_seq: 1,
+                attempt: 1,
+                worker: "dead".into(),
+                effect: Effect::Read,
+            }),
+            Event::ActivityStarted(ev::ActivityStarted {
+                command_seq: 2,
+                attempt: 1,
+                worker: "alive".into(),
+                effect: Effect::Write,
+            }),
+            Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
+                task_queue: "q".into(),
+                attempt: 1,
+                not_before_ms: 0,
+            }),
+            Event::WorkflowTaskStarted(ev::WorkflowTaskStarted {
+                scheduled_seq: 6,
+                worker: "dead".into(),
+                timeout_ms: 0,
+            }),
+        ];
+        for (i, e) in events.into_iter().enumerate() {
+            s.apply(&rec(2 + i as u64, e)).unwrap();
+        }
+        let mut due = Vec::new();
+        held_by(&s, "dead", &mut due);
+        assert_eq!(
+            due,
+            vec![
+                DueTimer::WorkflowTask {
+                    key: key.clone(),
+                    started_seq: 7
+                },
+                DueTimer::ActivityAttempt {
+                    key,
+                    id: 1,
+                    attempt: 1,
+                    timeout: TimeoutKind::Heartbeat
+                },
+            ]
+        );
+        due.clear();
+        held_by(&s, "someone-else", &mut due);
+        assert!(due.is_empty());
     }
 }
