@@ -407,6 +407,10 @@ impl RunState {
     /// dispatches cannot cross a ceiling by N calls. Runs without token or cost ceilings
     /// are never held here.
     pub fn reservation_block(&self, id: CommandSeq) -> Option<BudgetDimension> {
+        // Checked first: without these ceilings nothing is counted (O(1) per activity).
+        if self.budget.max_tokens == 0 && self.budget.max_cost_micros == 0 {
+            return None;
+        }
         let in_flight = self
             .activities
             .iter()
