@@ -43,6 +43,7 @@ fn events() -> Vec<Event> {
         Event::WorkflowTaskStarted(WorkflowTaskStarted {
             scheduled_seq: 2,
             worker: "w1".into(),
+            timeout_ms: 0,
         }),
         Event::WorkflowTaskCompleted(WorkflowTaskCompleted {
             started_seq: 3,

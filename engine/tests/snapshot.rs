@@ -142,6 +142,7 @@ fn wft_started(scheduled_seq: u64) -> Event {
     Event::WorkflowTaskStarted(WorkflowTaskStarted {
         scheduled_seq,
         worker: "worker-1".into(),
+        timeout_ms: 0,
     })
 }
 
@@ -252,6 +253,7 @@ fn main_history() -> History {
             command_seq: 1,
             attempt: 1,
             worker: "worker-2".into(),
+            effect: Effect::Write,
         }),
         /* 18 */
         Event::ActivityProgress(ActivityProgress {
@@ -284,6 +286,7 @@ fn main_history() -> History {
             failure: failure("rate limited", "RateLimit", false),
             retry_at_ms: Some(T0 + 23_000),
             duration_ms: 812,
+            usage: None,
         }),
         /* 23 */
         Event::ActivityCompleted(ActivityCompleted {
@@ -440,9 +443,78 @@ fn terminal_histories() -> Vec<History> {
     ]
 }
 
+/// Fields appended after the first format, at values other than their defaults (at their
+/// defaults they are not written, and the histories above keep their bytes): the
+/// workflow-task timeout recorded with WorkflowTaskStarted, the declared effect of every
+/// ActivityStarted, the usage of a failed attempt.
+fn appended_fields_history() -> History {
+    let id = RunId(uuid::Uuid::from_u128(
+        0x0190_0000_0000_7000_8000_0000_0000_0000 | 7,
+    ));
+    let read = ActivityOptions {
+        task_queue: "tools".into(),
+        heartbeat_ms: 2_000,
+        effect: Effect::Read,
+        ..Default::default()
+    };
+    let events = vec![
+        started("appended-fields", Budget::default(), None),
+        wft_scheduled(1, 0),
+        Event::WorkflowTaskStarted(WorkflowTaskStarted {
+            scheduled_seq: 2,
+            worker: "worker-1".into(),
+            timeout_ms: 30_000,
+        }),
+        wft_completed(3),
+        Event::ActivityScheduled(ActivityScheduled {
+            command_seq: 1,
+            activity_type: "llm.chat".into(),
+            input: Payload::json(r#"{"prompt_hash":"ab12"}"#),
+            options: read,
+        }),
+        Event::ActivityStarted(ActivityStarted {
+            command_seq: 1,
+            attempt: 1,
+            worker: "worker-2".into(),
+            effect: Effect::Read,
+        }),
+        Event::ActivityFailed(ActivityFailed {
+            command_seq: 1,
+            attempt: 1,
+            failure: failure("context too long", "BadRequest", true),
+            retry_at_ms: None,
+            duration_ms: 950,
+            usage: Some(Usage {
+                input_tokens: 4_000,
+                output_tokens: 12,
+                cost_micros: 1_234,
+                model: "gpt-test".into(),
+            }),
+        }),
+        wft_scheduled(1, 0),
+        Event::WorkflowTaskStarted(WorkflowTaskStarted {
+            scheduled_seq: 8,
+            worker: "worker-1".into(),
+            timeout_ms: 0,
+        }),
+        wft_completed(9),
+        Event::RunCompleted(RunCompleted {
+            command_seq: 2,
+            result: Payload::json("null"),
+        }),
+    ];
+    History {
+        name: "appended_fields",
+        key: RunKey::new("default", id),
+        events,
+        status: RunStatus::Completed,
+    }
+}
+
 fn histories() -> Vec<History> {
     let mut all = vec![main_history()];
     all.extend(terminal_histories());
+    all.push(appended_fields_history());
     all
 }
 

@@ -59,6 +59,7 @@ async fn continued(
         vec![Event::WorkflowTaskStarted(WorkflowTaskStarted {
             scheduled_seq: 2,
             worker: "w".into(),
+            timeout_ms: 0,
         })],
     )
     .await;

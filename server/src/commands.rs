@@ -56,6 +56,7 @@ pub fn activity_result_event(
             },
             retry_at_ms: None,
             duration_ms,
+            usage: None,
         }),
     }
 }
@@ -317,6 +318,7 @@ mod tests {
             Event::WorkflowTaskStarted(ev::WorkflowTaskStarted {
                 scheduled_seq: 2,
                 worker: "w1".into(),
+                timeout_ms: 0,
             }),
             Event::WorkflowTaskCompleted(ev::WorkflowTaskCompleted {
                 started_seq: 3,
@@ -346,6 +348,7 @@ mod tests {
             Event::WorkflowTaskStarted(ev::WorkflowTaskStarted {
                 scheduled_seq: 8,
                 worker: "w1".into(),
+                timeout_ms: 0,
             }),
         ];
         let records: Vec<EventRecord> = events

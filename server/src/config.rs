@@ -27,6 +27,9 @@ pub struct ServerConfig {
     pub history_bytes_max: u64,
     /// Longest delay before a held run's workflow task is offered again.
     pub held_backoff_max_ms: u64,
+    /// How long a worker may hold a workflow task before it is timed out and offered again
+    /// (recorded with each WorkflowTaskStarted).
+    pub workflow_task_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +42,8 @@ impl Default for ServerConfig {
             history_events_max: steadfast_engine::store::HISTORY_EVENTS_MAX,
             history_bytes_max: steadfast_engine::store::HISTORY_BYTES_MAX,
             held_backoff_max_ms: crate::retry::HELD_BACKOFF_MAX_MS_DEFAULT,
+            workflow_task_timeout_ms:
+                steadfast_engine::store::core::WORKFLOW_TASK_TIMEOUT_MS_DEFAULT,
         }
     }
 }

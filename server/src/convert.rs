@@ -232,6 +232,7 @@ pub fn event(rec: &EventRecord) -> pb::HistoryEvent {
         Event::WorkflowTaskStarted(a) => A::WorkflowTaskStarted(pb::WorkflowTaskStarted {
             scheduled_seq: a.scheduled_seq,
             worker: a.worker.clone(),
+            timeout_ms: a.timeout_ms,
         }),
         Event::WorkflowTaskCompleted(a) => A::WorkflowTaskCompleted(pb::WorkflowTaskCompleted {
             started_seq: a.started_seq,
@@ -256,6 +257,7 @@ pub fn event(rec: &EventRecord) -> pb::HistoryEvent {
             command_seq: a.command_seq,
             attempt: a.attempt,
             worker: a.worker.clone(),
+            effect: effect(a.effect) as i32,
         }),
         Event::ActivityCompleted(a) => A::ActivityCompleted(pb::ActivityCompleted {
             command_seq: a.command_seq,
@@ -271,6 +273,7 @@ pub fn event(rec: &EventRecord) -> pb::HistoryEvent {
             failure: Some(failure(&a.failure)),
             retry_at_ms: a.retry_at_ms.unwrap_or(0),
             duration_ms: a.duration_ms,
+            usage: a.usage.as_ref().map(usage),
         }),
         Event::ActivityTimedOut(a) => A::ActivityTimedOut(pb::ActivityTimedOut {
             command_seq: a.command_seq,
@@ -420,6 +423,7 @@ pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
         A::WorkflowTaskStarted(a) => Event::WorkflowTaskStarted(ev::WorkflowTaskStarted {
             scheduled_seq: a.scheduled_seq,
             worker: a.worker.clone(),
+            timeout_ms: a.timeout_ms,
         }),
         A::WorkflowTaskCompleted(a) => Event::WorkflowTaskCompleted(ev::WorkflowTaskCompleted {
             started_seq: a.started_seq,
@@ -448,6 +452,11 @@ pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
             command_seq: a.command_seq,
             attempt: a.attempt,
             worker: a.worker.clone(),
+            // Unspecified: written before the field existed, when only writes were recorded.
+            effect: match pb::Effect::try_from(a.effect).unwrap_or(pb::Effect::Unspecified) {
+                pb::Effect::Unspecified => ev::Effect::Write,
+                _ => effect_from(a.effect),
+            },
         }),
         A::ActivityCompleted(a) => Event::ActivityCompleted(ev::ActivityCompleted {
             command_seq: a.command_seq,
@@ -463,6 +472,7 @@ pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
             failure: a.failure.as_ref().map(failure_from).unwrap_or_default(),
             retry_at_ms: (a.retry_at_ms != 0).then_some(a.retry_at_ms),
             duration_ms: a.duration_ms,
+            usage: a.usage.as_ref().map(usage_from),
         }),
         A::ActivityTimedOut(a) => Event::ActivityTimedOut(ev::ActivityTimedOut {
             command_seq: a.command_seq,

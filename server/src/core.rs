@@ -10,6 +10,7 @@ use steadfast_engine::clock::Clock;
 use steadfast_engine::event::{Event, WorkflowTaskScheduled};
 use steadfast_engine::payload::Payload;
 use steadfast_engine::state::{ActivityPhase, ApplyError, RunState};
+use steadfast_engine::store::core::WORKFLOW_TASK_TIMEOUT_MS_DEFAULT;
 use steadfast_engine::store::limits::HistoryLimits;
 use steadfast_engine::store::{self, AppendRequest, Appended, RequestKey, Store, TaskKind};
 use steadfast_engine::{EventRecord, RunKey};
@@ -77,14 +78,15 @@ pub struct Core {
     pub notify: Notifier,
     /// Which worker caches which run (an optimisation only: losing it costs a replay).
     pub sticky: Mutex<HashMap<RunKey, Sticky>>,
-    /// When each in-flight activity attempt was handed out, for durations.
-    pub dispatched: Mutex<HashMap<(RunKey, u32, u32), i64>>,
-    /// Last time heartbeat details were recorded per activity (rate limit).
+    /// Last time heartbeat details were recorded per activity (a rate limit only: losing it
+    /// records one more ActivityProgress).
     pub heartbeat_recorded: Mutex<HashMap<(RunKey, u32), i64>>,
     /// The history limits the store enforces (to warn workflows before them).
     pub limits: HistoryLimits,
     /// Longest delay before a held run's workflow task is offered again.
     pub held_backoff_max_ms: u64,
+    /// How long a worker may hold a workflow task; recorded with each WorkflowTaskStarted.
+    pub workflow_task_timeout_ms: u64,
 }
 
 /// Server settings that change how runs are driven (flags and env of `steadfast server`).
@@ -94,6 +96,8 @@ pub struct Settings {
     pub limits: HistoryLimits,
     /// Longest delay before a held run's workflow task is offered again.
     pub held_backoff_max_ms: u64,
+    /// How long a worker may hold a workflow task (`--workflow-task-timeout`).
+    pub workflow_task_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -101,6 +105,7 @@ impl Default for Settings {
         Settings {
             limits: HistoryLimits::default(),
             held_backoff_max_ms: crate::retry::HELD_BACKOFF_MAX_MS_DEFAULT,
+            workflow_task_timeout_ms: WORKFLOW_TASK_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -123,11 +128,11 @@ impl Core {
         Arc::new(Core {
             limits: settings.limits,
             held_backoff_max_ms: settings.held_backoff_max_ms,
+            workflow_task_timeout_ms: settings.workflow_task_timeout_ms,
             store,
             clock,
             notify: Notifier::default(),
             sticky: Mutex::default(),
-            dispatched: Mutex::default(),
             heartbeat_recorded: Mutex::default(),
         })
     }
@@ -258,14 +263,13 @@ impl Core {
     /// Whether activity `id` of `s` is open and no worker holds it: queued, backing off
     /// before a retry, or parked on the budget. A cancellation has nothing to stop there, so
     /// it is recorded at once instead of waiting for a heartbeat that will never come.
-    pub fn is_undispatched(&self, s: &RunState, id: u32) -> bool {
-        s.activities.get(&id).is_some_and(|a| {
-            matches!(a.phase, ActivityPhase::Ready { .. })
-                && !self
-                    .dispatched
-                    .lock()
-                    .contains_key(&(s.key.clone(), id, a.attempt))
-        })
+    /// Read from the durable state alone: every hand-out is recorded (ActivityStarted)
+    /// before the attempt leaves, so a Ready attempt is held by no worker, on any node and
+    /// after any restart.
+    pub fn is_undispatched(s: &RunState, id: u32) -> bool {
+        s.activities
+            .get(&id)
+            .is_some_and(|a| matches!(a.phase, ActivityPhase::Ready { .. }))
     }
 
     /// Creates a run (the events must begin with RunStarted), at most once per request id
@@ -347,18 +351,11 @@ impl Core {
         self.notify.run_changed(&s.key, s.last_seq);
     }
 
-    /// Drops what `dispatched` and `heartbeat_recorded` hold about attempts and activities
-    /// that this append ended, so that both hold only what is in flight (before, an attempt
-    /// that timed out, and every activity that heartbeated details, stayed there for good).
+    /// Drops what `heartbeat_recorded` holds about activities that this append ended, so
+    /// that it holds only what is in flight.
     fn forget_ended(&self, a: &Appended) {
         let s = &a.state;
-        let (attempts, activities) = ended(&a.records, s);
-        if !attempts.is_empty() {
-            let mut d = self.dispatched.lock();
-            for (id, attempt) in attempts {
-                d.remove(&(s.key.clone(), id, attempt));
-            }
-        }
+        let (_, activities) = ended(&a.records, s);
         if !activities.is_empty() {
             let mut h = self.heartbeat_recorded.lock();
             for id in activities {
@@ -368,7 +365,6 @@ impl Core {
         // A run that closed with attempts in flight (terminated, timed out, completed
         // without waiting for them): their workers may never report.
         if !s.is_open() && !s.activities.is_empty() {
-            self.dispatched.lock().retain(|(k, _, _), _| k != &s.key);
             self.heartbeat_recorded
                 .lock()
                 .retain(|(k, _), _| k != &s.key);

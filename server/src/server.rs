@@ -47,6 +47,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             bytes_max: config.history_bytes_max,
         },
         held_backoff_max_ms: config.held_backoff_max_ms,
+        workflow_task_timeout_ms: config.workflow_task_timeout_ms,
     };
     let (store, report) = EmbeddedStore::open(&config.data_dir, options)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
@@ -148,12 +149,11 @@ pub async fn serve_with(
         pb::client_service_server::ClientServiceServer::new(ClientApi::new(core.clone()))
             .max_decoding_message_size(REQUEST_BYTES_MAX),
     );
+    let worker_api = WorkerApi::new(core.clone(), token_key);
+    let sessions = worker_api.sessions();
     let worker = TooLarge(
-        pb::worker_service_server::WorkerServiceServer::new(WorkerApi::new(
-            core.clone(),
-            token_key,
-        ))
-        .max_decoding_message_size(REQUEST_BYTES_MAX),
+        pb::worker_service_server::WorkerServiceServer::new(worker_api)
+            .max_decoding_message_size(REQUEST_BYTES_MAX),
     );
     let admin = TooLarge(
         pb::admin_service_server::AdminServiceServer::new(AdminApi::new(core.clone()))
@@ -175,6 +175,8 @@ pub async fn serve_with(
     let result = tokio::select! {
         r = &mut server => r,
         _ = shutdown => {
+            // Worker sessions end because this server stops, not because the workers died.
+            sessions.close();
             let _ = stop_tx.send(());
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
                 Ok(r) => r,

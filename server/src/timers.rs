@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use steadfast_engine::event::{self as ev, Event, TimeoutKind};
+use steadfast_engine::event::{self as ev, Effect, Event, TimeoutKind};
 use steadfast_engine::state::{ActivityPhase, WorkflowTask};
 use steadfast_engine::store::DueTimer;
 use tonic::Status;
@@ -122,7 +122,9 @@ pub async fn run(core: Arc<Core>) {
     }
 }
 
-async fn fire(core: &Core, d: &DueTimer) -> Result<(), Status> {
+/// Appends the event a due deadline implies (nothing when the run moved on). Also used to time
+/// out at once what a gone worker held (`service::worker::session`).
+pub(crate) async fn fire(core: &Core, d: &DueTimer) -> Result<(), Status> {
     match d {
         DueTimer::Timer { key, id } => {
             core.update(key, true, |s, _| {
@@ -146,27 +148,36 @@ async fn fire(core: &Core, d: &DueTimer) -> Result<(), Status> {
                     return Ok(None);
                 };
                 Ok(Some(vec![match &act.phase {
-                    // Cancelling, and the attempt ran out of time or no worker is known to
-                    // hold it (the store makes such an attempt due at once): it is cancelled.
+                    // Cancelling, and no worker holds it (a Ready attempt was never handed
+                    // out: the store makes it due at once): it is cancelled.
                     ActivityPhase::Ready { .. } if act.cancel_requested => {
                         Event::ActivityCancelled(ev::ActivityCancelled { command_seq: *id })
                     }
+                    // No deadline runs for an attempt that was not handed out.
+                    ActivityPhase::Ready { .. } => return Ok(None),
                     // A write whose worker went silent: its outcome is unknown; never retried
-                    // blindly. Only writes are recorded as started, by the effect the running
-                    // worker declared (which may differ from the one in the schedule options).
+                    // blindly. The effect is the one the running worker declared when the
+                    // attempt started (which may differ from the one in the schedule options).
+                    ActivityPhase::Started {
+                        effect: Effect::Write,
+                        ..
+                    } => Event::ActivityOutcomeUnknown(ev::ActivityOutcomeUnknown {
+                        command_seq: *id,
+                        attempt: *attempt,
+                    }),
+                    // A read or idempotent attempt that was being cancelled: it is over.
+                    ActivityPhase::Started { .. } if act.cancel_requested => {
+                        Event::ActivityCancelled(ev::ActivityCancelled { command_seq: *id })
+                    }
                     ActivityPhase::Started { .. } => {
-                        Event::ActivityOutcomeUnknown(ev::ActivityOutcomeUnknown {
+                        Event::ActivityTimedOut(ev::ActivityTimedOut {
                             command_seq: *id,
                             attempt: *attempt,
+                            timeout: *timeout,
+                            retry_at_ms: retry::next_attempt_at(act, *attempt, None, now),
                         })
                     }
                     ActivityPhase::OutcomeUnknown { .. } => return Ok(None),
-                    _ => Event::ActivityTimedOut(ev::ActivityTimedOut {
-                        command_seq: *id,
-                        attempt: *attempt,
-                        timeout: *timeout,
-                        retry_at_ms: retry::next_attempt_at(act, *attempt, None, now),
-                    }),
                 }]))
             })
             .await?;
@@ -176,8 +187,23 @@ async fn fire(core: &Core, d: &DueTimer) -> Result<(), Status> {
                 let Some(act) = s.activities.get(id).filter(|_| s.is_open()) else {
                     return Ok(None);
                 };
-                if matches!(act.phase, ActivityPhase::OutcomeUnknown { .. }) {
-                    return Ok(None);
+                match act.phase {
+                    ActivityPhase::OutcomeUnknown { .. } => return Ok(None),
+                    // A write that a worker may be running, or may have done: its outcome is
+                    // unknown, so it waits for reconciliation; out of time never means "did
+                    // not happen".
+                    ActivityPhase::Started {
+                        effect: Effect::Write,
+                        ..
+                    } => {
+                        return Ok(Some(vec![Event::ActivityOutcomeUnknown(
+                            ev::ActivityOutcomeUnknown {
+                                command_seq: *id,
+                                attempt: act.attempt,
+                            },
+                        )]));
+                    }
+                    _ => {}
                 }
                 Ok(Some(vec![Event::ActivityTimedOut(ev::ActivityTimedOut {
                     command_seq: *id,

@@ -207,6 +207,7 @@ async fn a_timer_whose_fire_failed_still_fires() {
             ev::WorkflowTaskStarted {
                 scheduled_seq: 2,
                 worker: "w".into(),
+                timeout_ms: 0,
             },
         )]))
     })

@@ -154,6 +154,7 @@ impl Raw {
                     ..Default::default()
                 }),
                 worker_id: "raw-activity-worker".into(),
+                usage: None,
             })
             .await
             .map(|_| ())

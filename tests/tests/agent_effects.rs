@@ -199,11 +199,26 @@ fn lost_reads_and_idempotent_writes_are_retried_with_the_same_key() -> Result<()
             "attempt 1 timed out into a retry"
         );
         ensure!(
-            !events.iter().any(|e| matches!(
-                &e.attributes,
-                Some(A::ActivityOutcomeUnknown(_) | A::ActivityStarted(_))
-            )),
-            "only writes are recorded as started"
+            !events
+                .iter()
+                .any(|e| matches!(&e.attributes, Some(A::ActivityOutcomeUnknown(_)))),
+            "a lost read or idempotent attempt is retried, never waits for reconciliation"
+        );
+        // Every attempt is recorded as started before it runs (issue 9), with the effect its
+        // worker declared: not a write, so losing it meant a retry.
+        let started: Vec<_> = events
+            .iter()
+            .filter_map(|e| match &e.attributes {
+                Some(A::ActivityStarted(s)) => Some((s.attempt, s.effect)),
+                _ => None,
+            })
+            .collect();
+        ensure!(
+            started.len() == 2
+                && started
+                    .iter()
+                    .all(|(_, effect)| *effect != pb::Effect::Write as i32),
+            "run {run}: attempts 1 and 2 recorded as started, not as writes: {started:?}"
         );
     }
     Ok(())

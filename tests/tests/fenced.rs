@@ -427,15 +427,27 @@ fn write_declared_only_by_a_killed_tool_worker_waits_for_reconciliation() -> Res
             raw.history(NS, run).await
         })
     };
-    // Recorded as started before the write ran: the tool worker's declaration counted.
+    // Recorded as started before each ran (every attempt is, issue 9), with the effect the
+    // tool worker declared: that declaration, not the workflow's, decides what a loss means.
+    let started_effects = |h: &[pb::HistoryEvent]| -> Vec<i32> {
+        h.iter()
+            .filter_map(|e| match &e.attributes {
+                Some(pb::history_event::Attributes::ActivityStarted(s)) => Some(s.effect),
+                _ => None,
+            })
+            .collect()
+    };
     let h = history(&write_run)?;
     ensure!(
-        of_kind(&h, pb::EventKind::ActivityStarted).len() == 1,
-        "no ActivityStarted for the declared write"
+        started_effects(&h) == [pb::Effect::Write as i32],
+        "the declared write was not recorded as a started write: {:?}",
+        started_effects(&h)
     );
+    let h = history(&read_run)?;
     ensure!(
-        of_kind(&history(&read_run)?, pb::EventKind::ActivityStarted).is_empty(),
-        "a declared read was recorded as started"
+        started_effects(&h) == [pb::Effect::Read as i32],
+        "the declared read was not recorded as a started read: {:?}",
+        started_effects(&h)
     );
     writer.kill9();
     reader.kill9();

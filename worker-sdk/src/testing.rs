@@ -105,6 +105,7 @@ impl HistoryBuilder {
         self.push(Ev::WorkflowTaskStarted(pb::WorkflowTaskStarted {
             scheduled_seq,
             worker: "test-worker".into(),
+            ..Default::default()
         }));
         self.last_task_started = self.last_seq();
         self
@@ -146,12 +147,13 @@ impl HistoryBuilder {
         }))
     }
 
-    /// ActivityStarted of activity `seq` (recorded before a `write` attempt runs).
+    /// ActivityStarted of activity `seq` (recorded before any attempt runs).
     pub fn activity_started(&mut self, seq: u32) -> &mut Self {
         self.push(Ev::ActivityStarted(pb::ActivityStarted {
             command_seq: seq,
             attempt: 1,
             worker: "test-worker".into(),
+            ..Default::default()
         }))
     }
 
@@ -188,6 +190,7 @@ impl HistoryBuilder {
             }),
             retry_at_ms,
             duration_ms: 1,
+            ..Default::default()
         }))
     }
 

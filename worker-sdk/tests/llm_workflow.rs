@@ -109,6 +109,7 @@ fn a_final_llm_failure_reaches_the_workflow_typed() {
                 ),
                 retry_at_ms: 0,
                 duration_ms: 3,
+                usage: None,
             },
         ));
     let commands = run.step().unwrap();

@@ -2,7 +2,9 @@
 //!
 //! Encoding rule (pinned by the snapshot test): each struct is a msgpack array of its fields in
 //! declaration order. Fields are only ever appended, and every appended field carries
-//! `#[serde(default)]`, so records written by older versions keep decoding.
+//! `#[serde(default)]`, so records written by older versions keep decoding. An appended field
+//! is left out when it is at its default (`skip_serializing_if`; only ever on trailing
+//! fields), so records that do not use it keep the exact bytes of the older format.
 
 use serde::{Deserialize, Serialize};
 use serde_repr::{Deserialize_repr, Serialize_repr};
@@ -43,6 +45,25 @@ pub enum Effect {
     Idempotent = 2,
     /// Writes that must not be repeated blindly: a lost attempt waits for reconciliation.
     Write = 3,
+}
+
+impl Effect {
+    /// The effect of an ActivityStarted recorded before the field existed: only `write`
+    /// attempts were recorded then.
+    pub fn started_default() -> Effect {
+        Effect::Write
+    }
+
+    /// Whether `e` is [`Effect::started_default`] (then it is not written: a trailing field
+    /// at its default is left out, so records keep the older format's bytes).
+    pub fn is_started_default(e: &Effect) -> bool {
+        *e == Effect::Write
+    }
+}
+
+/// Whether a trailing field is at its default 0 (then it is not written).
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Options of one activity, as scheduled.
@@ -213,6 +234,13 @@ attrs! {
         pub scheduled_seq: u64,
         /// Worker id.
         pub worker: String,
+        /// How long the worker may hold the task before it is timed out (the server's
+        /// `--workflow-task-timeout` when it was handed out); 0 = the default,
+        /// [`crate::store::core::WORKFLOW_TASK_TIMEOUT_MS_DEFAULT`]. Recorded so that the
+        /// deadline is a function of the history, the same on every node and after a restart.
+        /// Not written when 0, so a record without it has the bytes of the older format.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub timeout_ms: u64,
     }
     /// The worker returned the task's commands; their events follow it.
     pub struct WorkflowTaskCompleted {
@@ -248,7 +276,10 @@ attrs! {
         /// Options.
         pub options: ActivityOptions,
     }
-    /// A `write` activity's attempt was handed to a worker (recorded before it runs).
+    /// An attempt was handed to a worker, recorded durably before it runs (every effect;
+    /// before the `effect` field existed only `write` attempts were recorded). Its record
+    /// time is when the attempt started: its start-to-close deadline is that time plus the
+    /// options' `start_to_close_ms`, and a worker's heartbeats never move it.
     pub struct ActivityStarted {
         /// Activity id.
         pub command_seq: CommandSeq,
@@ -256,6 +287,15 @@ attrs! {
         pub attempt: u32,
         /// Worker id.
         pub worker: String,
+        /// The effect the worker running the attempt declared: a lost `write` attempt waits
+        /// for reconciliation, others are retried. Absent in older records, which were all
+        /// `write` attempts. Not written for `write`, so such a record has the bytes of the
+        /// older format.
+        #[serde(
+            default = "Effect::started_default",
+            skip_serializing_if = "Effect::is_started_default"
+        )]
+        pub effect: Effect,
     }
     /// The activity's result.
     pub struct ActivityCompleted {
@@ -284,6 +324,10 @@ attrs! {
         pub retry_at_ms: Option<TimeMs>,
         /// Time of the attempt.
         pub duration_ms: u64,
+        /// What the failed attempt used (an LLM call that failed after generating); counted
+        /// in the run's usage and budget like a completion's. Not written when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub usage: Option<Usage>,
     }
     /// An attempt (or the whole activity) timed out.
     pub struct ActivityTimedOut {

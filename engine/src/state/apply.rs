@@ -177,6 +177,7 @@ impl RunState {
                         attempt: *attempt,
                         worker: a.worker.clone(),
                         since_ms: now,
+                        timeout_ms: a.timeout_ms,
                     };
                     self.unseen_events = false;
                 }
@@ -235,17 +236,14 @@ impl RunState {
                 act.phase = ActivityPhase::Started {
                     since_ms: now,
                     worker: a.worker.clone(),
+                    effect: a.effect,
                 };
             }
             Event::ActivityCompleted(a) => {
                 self.activity_mut(rec, a.command_seq)?;
                 self.activities.remove(&a.command_seq);
                 if let Some(u) = &a.usage {
-                    self.usage.input_tokens =
-                        self.usage.input_tokens.saturating_add(u.input_tokens);
-                    self.usage.output_tokens =
-                        self.usage.output_tokens.saturating_add(u.output_tokens);
-                    self.usage.cost_micros = self.usage.cost_micros.saturating_add(u.cost_micros);
+                    self.usage.add(u);
                     self.usage.llm_calls += 1;
                 }
                 self.unseen_events = true;
@@ -253,6 +251,10 @@ impl RunState {
             Event::ActivityFailed(a) => {
                 let act = self.activity_mut(rec, a.command_seq)?;
                 act.last_failure = Some(a.failure.clone());
+                // A failed LLM call may have generated (and been billed for) tokens.
+                if let Some(u) = &a.usage {
+                    self.usage.add(u);
+                }
                 self.retry_or_close(a.command_seq, a.attempt, a.retry_at_ms);
             }
             Event::ActivityTimedOut(a) => {
@@ -284,10 +286,18 @@ impl RunState {
             }
             Event::ActivityOutcomeUnknown(a) => {
                 let act = self.activity_mut(rec, a.command_seq)?;
-                if !matches!(act.phase, ActivityPhase::Started { .. }) {
+                // Only a lost `write` waits for reconciliation; a lost read or idempotent
+                // attempt times out and is retried with the same idempotency key.
+                if !matches!(
+                    act.phase,
+                    ActivityPhase::Started {
+                        effect: Effect::Write,
+                        ..
+                    }
+                ) {
                     return Err(illegal(
                         rec,
-                        format!("activity {} has no started attempt", a.command_seq),
+                        format!("activity {} has no started write attempt", a.command_seq),
                     ));
                 }
                 act.phase = ActivityPhase::OutcomeUnknown { since_ms: now };

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 pub use waiting::WaitingOn;
 
-use crate::event::{ActivityOptions, Budget, BudgetDimension, CommandSeq, Failure, TimeMs};
+use crate::event::{
+    ActivityOptions, Budget, BudgetDimension, CommandSeq, Effect, Failure, TimeMs, Usage,
+};
 use crate::ids::{RunId, RunKey};
 use crate::payload::{Hash, Payload};
 
@@ -101,6 +103,9 @@ pub enum WorkflowTask {
         worker: String,
         /// When it started.
         since_ms: TimeMs,
+        /// How long the worker may hold it (0 = the default); from WorkflowTaskStarted.
+        #[serde(default)]
+        timeout_ms: u64,
     },
 }
 
@@ -112,12 +117,16 @@ pub enum ActivityPhase {
         /// When it becomes visible to workers.
         visible_ms: TimeMs,
     },
-    /// A `write` attempt was handed out (recorded durably before it ran).
+    /// Attempt `attempt` was handed out (ActivityStarted, recorded durably before it ran):
+    /// a worker runs it. Its deadlines are functions of `since_ms` and the options.
     Started {
         /// When.
         since_ms: TimeMs,
         /// Worker id.
         worker: String,
+        /// The effect the worker declared: what happens if the attempt is lost.
+        #[serde(default = "Effect::started_default")]
+        effect: Effect,
     },
     /// A `write` attempt was lost; an operator must decide.
     OutcomeUnknown {
@@ -181,6 +190,13 @@ pub struct UsageTotals {
 }
 
 impl UsageTotals {
+    /// Adds what one attempt reported (a completed or a failed LLM call).
+    pub fn add(&mut self, u: &Usage) {
+        self.input_tokens = self.input_tokens.saturating_add(u.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(u.output_tokens);
+        self.cost_micros = self.cost_micros.saturating_add(u.cost_micros);
+    }
+
     /// Input + output tokens.
     pub fn tokens(&self) -> u64 {
         self.input_tokens.saturating_add(self.output_tokens)
@@ -365,6 +381,62 @@ impl RunState {
             let used = now_ms.saturating_sub(self.started_ms).max(0) as u64;
             if used >= b.max_duration_ms {
                 return hit(BudgetDimension::Duration, b.max_duration_ms, used);
+            }
+        }
+        None
+    }
+
+    /// Attempts handed out and not yet over (ActivityStarted recorded, no outcome yet).
+    pub fn attempts_in_flight(&self) -> u64 {
+        self.activities
+            .values()
+            .filter(|a| matches!(a.phase, ActivityPhase::Started { .. }))
+            .count() as u64
+    }
+
+    /// The token or cost ceiling that the attempts in flight have reserved, so that activity
+    /// `id` must wait for one of them to end before it is dispatched (it is not offered
+    /// meanwhile; the run is not parked: the ceiling is not crossed yet).
+    ///
+    /// Usage is known only once an attempt reports it, so a dispatch reserves an estimate:
+    /// the mean usage of the LLM calls completed so far, or, before any, all the room left.
+    /// A dispatch is allowed when nothing is in flight (below the ceiling, one attempt may
+    /// cross it by its own usage, as before) or when the used amount plus the estimate for
+    /// every attempt in flight and this one stays within the ceiling. So once used plus
+    /// reserved reaches a ceiling, at most one attempt is in flight, and N concurrent
+    /// dispatches cannot cross a ceiling by N calls. Runs without token or cost ceilings
+    /// are never held here.
+    pub fn reservation_block(&self, id: CommandSeq) -> Option<BudgetDimension> {
+        // Checked first: without these ceilings nothing is counted (O(1) per activity).
+        if self.budget.max_tokens == 0 && self.budget.max_cost_micros == 0 {
+            return None;
+        }
+        let in_flight = self
+            .activities
+            .iter()
+            .filter(|(i, a)| **i != id && matches!(a.phase, ActivityPhase::Started { .. }))
+            .count() as u64;
+        if in_flight == 0 {
+            return None;
+        }
+        let b = &self.budget;
+        let u = &self.usage;
+        let dims = [
+            (BudgetDimension::Tokens, b.max_tokens, u.tokens()),
+            (BudgetDimension::Cost, b.max_cost_micros, u.cost_micros),
+        ];
+        for (dimension, ceiling, used) in dims {
+            if ceiling == 0 {
+                continue;
+            }
+            let room = ceiling.saturating_sub(used);
+            let estimate = if u.llm_calls > 0 {
+                used.div_ceil(u.llm_calls)
+            } else {
+                room
+            };
+            if estimate.saturating_mul(in_flight + 1) > room {
+                return Some(dimension);
             }
         }
         None

@@ -144,6 +144,7 @@ impl Run {
         self.ok(Event::WorkflowTaskStarted(WorkflowTaskStarted {
             scheduled_seq,
             worker: "w1".into(),
+            timeout_ms: 0,
         }));
         self.ok(Event::WorkflowTaskCompleted(WorkflowTaskCompleted {
             started_seq,
@@ -163,6 +164,7 @@ impl Run {
         self.ok(Event::WorkflowTaskStarted(WorkflowTaskStarted {
             scheduled_seq,
             worker: "w1".into(),
+            timeout_ms: 0,
         }));
         started_seq
     }
@@ -240,6 +242,7 @@ fn failed(id: CommandSeq, attempt: u32, retry_at_ms: Option<TimeMs>) -> Event {
         failure: failure("nope"),
         retry_at_ms,
         duration_ms: 5,
+        usage: None,
     })
 }
 
@@ -257,6 +260,7 @@ fn write_started(id: CommandSeq, attempt: u32) -> Event {
         command_seq: id,
         attempt,
         worker: "w2".into(),
+        effect: Effect::Write,
     })
 }
 

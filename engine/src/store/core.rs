@@ -3,9 +3,16 @@
 //!
 //! Every backend keeps one [`Core`] and calls [`Core::upsert`] with a run's new state after
 //! each append (and for every open run after a restart). The queues and timers are functions
-//! of the states alone, so they are rebuilt exactly after a crash; only leases and the
-//! attempt deadlines set by [`Core::set_attempt_deadline`] live in memory (losing them means a
-//! task is offered again, see the module doc of [`crate::store`]).
+//! of the states alone, so they are rebuilt exactly after a crash. What lives only in memory
+//! may be lost without changing any outcome:
+//! - **leases**: a task taken by a poll is not offered again until it is released, its start
+//!   is recorded (the state moves on), or [`LEASE_MS`] pass. A lease only keeps two pollers
+//!   from racing for one task; the start itself is an append at the expected seq, so two
+//!   hand-outs of one task can never both be recorded, and a leaked lease expires.
+//! - **heartbeats**: the last heartbeat of a started attempt moves its heartbeat deadline
+//!   (never its start-to-close, which is the durable start time plus the options). After a
+//!   restart, the heartbeat deadline counts from when this table first saw the time (a grace
+//!   as long as one heartbeat interval).
 //!
 //! Cost: each change touches only the entries of one run, `O(k log n)` for a run with `k`
 //! open activities and timers among `n` entries. Iteration orders are deterministic
@@ -14,13 +21,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::event::{CommandSeq, TimeMs, TimeoutKind};
+use crate::event::{ActivityOptions, CommandSeq, TimeMs, TimeoutKind};
 use crate::ids::{RunId, RunKey};
 use crate::state::{ActivityPhase, RunState, WorkflowTask};
 use crate::store::{DueTimer, Task, TaskKind};
 
-/// How long a worker may hold a started workflow task before it is timed out.
-pub const WORKFLOW_TASK_TIMEOUT_MS: i64 = 10_000;
+/// How long a worker may hold a started workflow task before it is timed out, unless its
+/// WorkflowTaskStarted records another (`steadfast server --workflow-task-timeout`).
+pub const WORKFLOW_TASK_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// How long a task taken by a poll stays away from other pollers without its start being
+/// recorded. Starting a task takes one durable append; a lease older than this was leaked
+/// (an error path, a request dropped mid-way) and the task is offered again.
+pub const LEASE_MS: TimeMs = 10_000;
 
 /// Start-to-close timeout of an activity attempt that sets none (`start_to_close_ms == 0`).
 pub const ACTIVITY_START_TO_CLOSE_DEFAULT_MS: u64 = 60_000;
@@ -103,12 +116,13 @@ struct RunSlot {
     state: Arc<RunState>,
     /// Tasks the state makes ready (offered unless leased): queue, visible time, task.
     ready: Vec<(QueueKey, TimeMs, Slot)>,
-    /// Deadlines the state (and `attempt_deadlines`) imply.
+    /// Deadlines the state (and `heartbeats`) imply.
     timers: Vec<(TimeMs, DueTimer)>,
-    /// Tasks handed out and not yet released.
-    leases: BTreeSet<Slot>,
-    /// In-memory deadlines of leased attempts: (activity, attempt) -> (deadline, which).
-    attempt_deadlines: BTreeMap<(CommandSeq, u32), (TimeMs, TimeoutKind)>,
+    /// Tasks taken by a poll whose start is not recorded yet: slot -> lease expiry.
+    leases: BTreeMap<Slot, TimeMs>,
+    /// Heartbeat deadlines of started attempts that heartbeated: (activity, attempt) -> when
+    /// the next heartbeat is due.
+    heartbeats: BTreeMap<(CommandSeq, u32), TimeMs>,
 }
 
 /// The open-run table with its queues, leases and timers. Not synchronised: the backend
@@ -120,9 +134,14 @@ pub struct Core {
     /// Queue entries not yet visible when inserted, for [`Core::next_wakeup_ms`].
     visibility: BTreeSet<Entry>,
     timers: BTreeSet<(TimeMs, DueTimer)>,
+    /// Lease expiries, for [`Core::expire_leases`] and [`Core::next_wakeup_ms`].
+    lease_expiries: BTreeSet<Entry>,
     workflow_ids: BTreeMap<(String, String), RunId>,
     /// The latest `now_ms` seen; entries visible by then need no wakeup.
     now_seen_ms: TimeMs,
+    /// The first `now_ms` seen: the attempts started before it (by an earlier process) count
+    /// their heartbeat deadline from here.
+    opened_ms: Option<TimeMs>,
 }
 
 impl Core {
@@ -171,7 +190,7 @@ impl Core {
 
     /// Makes every workflow task that is started now due for its timeout at once. Called when a
     /// store opens: the worker that held such a task talked to the previous server process,
-    /// whose lease is gone, so waiting out WORKFLOW_TASK_TIMEOUT_MS would only delay the run.
+    /// whose lease is gone, so waiting out the workflow-task timeout would only delay the run.
     /// (If that worker is alive and completes first, its completion still counts; otherwise
     /// the timeout event makes the task offered again.)
     pub fn expire_started_workflow_tasks(&mut self) {
@@ -212,15 +231,24 @@ impl Core {
             state: Arc::clone(&state),
             ready: Vec::new(),
             timers: Vec::new(),
-            leases: BTreeSet::new(),
-            attempt_deadlines: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            heartbeats: BTreeMap::new(),
         });
         slot.state = state;
-        let (ready, timers) = derive(&slot.state, &mut slot.leases, &mut slot.attempt_deadlines);
+        let (ready, timers, dropped) = derive(
+            &slot.state,
+            &mut slot.leases,
+            &mut slot.heartbeats,
+            self.opened_ms,
+        );
+        for (slot_dropped, expiry) in dropped {
+            self.lease_expiries
+                .remove(&(expiry, key.clone(), slot_dropped));
+        }
         self.timers.extend(timers.iter().cloned());
         let offers: Vec<_> = ready
             .iter()
-            .filter(|(_, _, s)| !slot.leases.contains(s))
+            .filter(|(_, _, s)| !slot.leases.contains_key(s))
             .cloned()
             .collect();
         slot.ready = ready;
@@ -252,10 +280,44 @@ impl Core {
         }
         self.visibility.remove(&entry);
         let (_, key, slot) = entry;
-        if let Some(run) = self.runs.get_mut(&key) {
-            run.leases.insert(slot);
-        }
+        self.lease(&key, slot, now_ms);
         Some(slot.task(&key))
+    }
+
+    /// Leases `slot` of `key` until `now_ms + LEASE_MS`.
+    fn lease(&mut self, key: &RunKey, slot: Slot, now_ms: TimeMs) {
+        let Some(run) = self.runs.get_mut(key) else {
+            return;
+        };
+        let expiry = now_ms.saturating_add(LEASE_MS);
+        if let Some(old) = run.leases.insert(slot, expiry) {
+            self.lease_expiries.remove(&(old, key.clone(), slot));
+        }
+        self.lease_expiries.insert((expiry, key.clone(), slot));
+    }
+
+    /// Offers again every task whose lease expired by `now_ms` (a leak: a start is recorded
+    /// or given back well within [`LEASE_MS`]). Returns how many.
+    pub fn expire_leases(&mut self, now_ms: TimeMs) -> usize {
+        let mut n = 0;
+        while let Some((at, key, slot)) = self.lease_expiries.first().cloned() {
+            if at > now_ms {
+                break;
+            }
+            self.lease_expiries.pop_first();
+            let Some(run) = self.runs.get_mut(&key) else {
+                continue;
+            };
+            if run.leases.get(&slot) != Some(&at) {
+                continue;
+            }
+            run.leases.remove(&slot);
+            n += 1;
+            if let Some((q, visible, _)) = run.ready.iter().find(|(_, _, s)| *s == slot).cloned() {
+                self.offer(q, visible, key, slot);
+            }
+        }
+        n
     }
 
     /// Leases one specific task if it is offered and visible at `now_ms` (eager dispatch: the
@@ -267,7 +329,7 @@ impl Core {
         let Some(run) = self.runs.get_mut(key) else {
             return false;
         };
-        if run.leases.contains(&slot) {
+        if run.leases.contains_key(&slot) {
             return false;
         }
         let Some((q, visible, _)) = run.ready.iter().find(|(_, _, s)| *s == slot).cloned() else {
@@ -287,7 +349,7 @@ impl Core {
             self.queues.remove(&q);
         }
         self.visibility.remove(&entry);
-        run.leases.insert(slot);
+        self.lease(key, slot, now_ms);
         true
     }
 
@@ -297,16 +359,20 @@ impl Core {
         let Some(run) = self.runs.get_mut(key) else {
             return;
         };
-        if !run.leases.remove(&slot) {
+        let Some(expiry) = run.leases.remove(&slot) else {
             return;
-        }
+        };
+        self.lease_expiries.remove(&(expiry, key.clone(), slot));
         if let Some((q, visible, _)) = run.ready.iter().find(|(_, _, s)| *s == slot).cloned() {
             self.offer(q, visible, key.clone(), slot);
         }
     }
 
-    /// Sets the in-memory deadline of an activity attempt (replacing an earlier one). Ignored
-    /// when the attempt is no longer the activity's current one.
+    /// A heartbeat of a started attempt: its heartbeat deadline becomes `deadline_ms` (the
+    /// server passes the heartbeat's time plus the heartbeat interval, with
+    /// [`TimeoutKind::Heartbeat`]). Nothing else moves: start-to-close is the durable start
+    /// time plus the options, and a heartbeat never extends it. Ignored for another kind, an
+    /// attempt that is not the activity's current one, or one not recorded as started.
     pub fn set_attempt_deadline(
         &mut self,
         key: &RunKey,
@@ -315,32 +381,21 @@ impl Core {
         deadline_ms: TimeMs,
         timeout: TimeoutKind,
     ) {
+        if timeout != TimeoutKind::Heartbeat {
+            return;
+        }
         let Some(run) = self.runs.get_mut(key) else {
             return;
         };
-        let current = run.state.activities.get(&id).is_some_and(|a| {
-            a.attempt == attempt && !matches!(a.phase, ActivityPhase::OutcomeUnknown { .. })
+        let started = run.state.activities.get(&id).is_some_and(|a| {
+            a.attempt == attempt && matches!(a.phase, ActivityPhase::Started { .. })
         });
-        if !current {
+        if !started {
             return;
         }
-        let due = |t: TimeoutKind| DueTimer::ActivityAttempt {
-            key: key.clone(),
-            id,
-            attempt,
-            timeout: t,
-        };
-        if let Some((old_at, old_kind)) = run
-            .attempt_deadlines
-            .insert((id, attempt), (deadline_ms, timeout))
-        {
-            let old = (old_at, due(old_kind));
-            self.timers.remove(&old);
-            run.timers.retain(|t| *t != old);
-        }
-        let new = (deadline_ms, due(timeout));
-        run.timers.push(new.clone());
-        self.timers.insert(new);
+        run.heartbeats.insert((id, attempt), deadline_ms);
+        let state = Arc::clone(&run.state);
+        self.upsert(state);
     }
 
     /// Removes and returns up to `limit` deadlines due at `now_ms`, earliest first.
@@ -360,13 +415,16 @@ impl Core {
     }
 
     /// The earliest deadline, or the earliest time a task not yet visible becomes visible.
+    /// A lease expiring counts: its task is offered again then.
     pub fn next_wakeup_ms(&self) -> Option<TimeMs> {
-        let t = self.timers.first().map(|(at, _)| *at);
-        let v = self.visibility.first().map(|(at, _, _)| *at);
-        match (t, v) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.first().map(|(at, _)| *at),
+            self.visibility.first().map(|(at, _, _)| *at),
+            self.lease_expiries.first().map(|(at, _, _)| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Tasks ready (offered, not leased) in a queue at `now_ms`; for tests and metrics.
@@ -381,6 +439,26 @@ impl Core {
         while self.visibility.first().is_some_and(|e| e.0 <= now_ms) {
             self.visibility.pop_first();
         }
+        if self.opened_ms.is_none() {
+            self.opened_ms = Some(now_ms);
+            // Attempts started by an earlier process get their heartbeat deadline from now:
+            // their workers' heartbeats went to that process (a grace of one interval).
+            let started: Vec<Arc<RunState>> = self
+                .runs
+                .values()
+                .filter(|r| {
+                    r.state.activities.values().any(|a| {
+                        a.options.heartbeat_ms > 0
+                            && matches!(a.phase, ActivityPhase::Started { .. })
+                    })
+                })
+                .map(|r| Arc::clone(&r.state))
+                .collect();
+            for s in started {
+                self.upsert(s);
+            }
+        }
+        self.expire_leases(now_ms);
     }
 
     fn offer(&mut self, q: QueueKey, visible: TimeMs, key: RunKey, slot: Slot) {
@@ -413,19 +491,55 @@ impl Core {
     }
 }
 
-/// What a state implies: its ready tasks and its deadlines. Drops leases and attempt
-/// deadlines the state has moved past.
+/// The start-to-close timeout of an attempt with these options (0 = the default).
+pub fn start_to_close_ms(options: &ActivityOptions) -> u64 {
+    if options.start_to_close_ms > 0 {
+        options.start_to_close_ms
+    } else {
+        ACTIVITY_START_TO_CLOSE_DEFAULT_MS
+    }
+}
+
+/// When a started attempt's start-to-close passes: its durable start time plus the timeout.
+/// Nothing else moves it (not a heartbeat, not a restart).
+pub fn start_to_close_deadline(since_ms: TimeMs, options: &ActivityOptions) -> TimeMs {
+    since_ms.saturating_add(i64::try_from(start_to_close_ms(options)).unwrap_or(i64::MAX))
+}
+
+/// When a started workflow task times out: its durable start time plus the timeout recorded
+/// with it (0 = [`WORKFLOW_TASK_TIMEOUT_MS_DEFAULT`]).
+pub fn workflow_task_deadline(since_ms: TimeMs, timeout_ms: u64) -> TimeMs {
+    let t = if timeout_ms > 0 {
+        timeout_ms
+    } else {
+        WORKFLOW_TASK_TIMEOUT_MS_DEFAULT
+    };
+    since_ms.saturating_add(i64::try_from(t).unwrap_or(i64::MAX))
+}
+
+/// Leases a state no longer allows, with their expiry (to drop from the expiry index).
+type DroppedLeases = Vec<(Slot, TimeMs)>;
+
+/// What a state implies: its ready tasks and its deadlines. Drops leases and heartbeat
+/// deadlines the state has moved past (returning the dropped leases).
 fn derive(
     s: &RunState,
-    leases: &mut BTreeSet<Slot>,
-    attempt_deadlines: &mut BTreeMap<(CommandSeq, u32), (TimeMs, TimeoutKind)>,
-) -> (Vec<ReadyTask>, Vec<Deadline>) {
+    leases: &mut BTreeMap<Slot, TimeMs>,
+    heartbeats: &mut BTreeMap<(CommandSeq, u32), TimeMs>,
+    opened_ms: Option<TimeMs>,
+) -> (Vec<ReadyTask>, Vec<Deadline>, DroppedLeases) {
     let key = &s.key;
     let mut ready = Vec::new();
     let mut timers = Vec::new();
     // Tasks that may stay leased: the scheduled workflow task and every Ready attempt (also
-    // while parked on a budget or cancelling: the worker that holds it still holds it).
+    // while parked on a budget: the poll that took it is still deciding).
     let mut leasable = BTreeSet::new();
+    let attempt_timer = |id, attempt, timeout| DueTimer::ActivityAttempt {
+        key: key.clone(),
+        id,
+        attempt,
+        timeout,
+    };
     match &s.workflow_task {
         WorkflowTask::Idle => {}
         WorkflowTask::Scheduled {
@@ -447,10 +561,11 @@ fn derive(
         WorkflowTask::Started {
             started_seq,
             since_ms,
+            timeout_ms,
             ..
         } => {
             timers.push((
-                since_ms.saturating_add(WORKFLOW_TASK_TIMEOUT_MS),
+                workflow_task_deadline(*since_ms, *timeout_ms),
                 DueTimer::WorkflowTask {
                     key: key.clone(),
                     started_seq: *started_seq,
@@ -467,22 +582,14 @@ fn derive(
                     attempt: a.attempt,
                 };
                 leasable.insert(slot);
-                if a.cancel_requested && !attempt_deadlines.contains_key(&(id, a.attempt)) {
-                    // Cancelling, and no worker is known to hold the attempt (none was handed
-                    // out by this process, e.g. after a restart): it is never offered and
-                    // nothing will report on it, so it is due now and the server confirms the
-                    // cancellation. Without this the workflow waited forever (issue 10).
-                    timers.push((
-                        0,
-                        DueTimer::ActivityAttempt {
-                            key: key.clone(),
-                            id,
-                            attempt: a.attempt,
-                            timeout: TimeoutKind::StartToClose,
-                        },
-                    ));
-                }
-                if !a.cancel_requested && s.budget_exceeded.is_none() {
+                if a.cancel_requested {
+                    // Cancelling, and no worker holds the attempt (every hand-out is recorded
+                    // as ActivityStarted first): it is never offered and nothing will report
+                    // on it, so it is due now and the server confirms the cancellation.
+                    timers.push((0, attempt_timer(id, a.attempt, TimeoutKind::StartToClose)));
+                } else if s.budget_exceeded.is_none() && s.reservation_block(id).is_none() {
+                    // Parked on a budget, or waiting for attempts in flight to free the room
+                    // they reserved (RunState::reservation_block): not offered meanwhile.
                     let queue = if a.options.task_queue.is_empty() {
                         &s.task_queue
                     } else {
@@ -495,23 +602,25 @@ fn derive(
                     ));
                 }
             }
-            // Only `write` attempts are recorded as started; a lost one needs reconciliation.
             ActivityPhase::Started { since_ms, .. } => {
-                let stc = if a.options.start_to_close_ms > 0 {
-                    a.options.start_to_close_ms
-                } else {
-                    ACTIVITY_START_TO_CLOSE_DEFAULT_MS
-                };
-                let at = since_ms.saturating_add(i64::try_from(stc).unwrap_or(i64::MAX));
-                timers.push((
-                    at,
-                    DueTimer::ActivityAttempt {
-                        key: key.clone(),
-                        id,
-                        attempt: a.attempt,
-                        timeout: TimeoutKind::StartToClose,
-                    },
-                ));
+                let stc = start_to_close_deadline(*since_ms, &a.options);
+                timers.push((stc, attempt_timer(id, a.attempt, TimeoutKind::StartToClose)));
+                if a.options.heartbeat_ms > 0 {
+                    // The last heartbeat seen here, or the start, or (for an attempt started
+                    // by an earlier process) when this process first saw the time.
+                    let hb = i64::try_from(a.options.heartbeat_ms).unwrap_or(i64::MAX);
+                    let due = heartbeats
+                        .get(&(id, a.attempt))
+                        .copied()
+                        .unwrap_or_else(|| {
+                            (*since_ms)
+                                .max(opened_ms.unwrap_or(TimeMs::MAX))
+                                .saturating_add(hb)
+                        });
+                    if due < stc {
+                        timers.push((due, attempt_timer(id, a.attempt, TimeoutKind::Heartbeat)));
+                    }
+                }
             }
             // An operator decides; no deadline runs while the run waits for reconciliation.
             ActivityPhase::OutcomeUnknown { .. } => continue,
@@ -529,23 +638,19 @@ fn derive(
             ));
         }
     }
-    leases.retain(|l| leasable.contains(l));
-    attempt_deadlines.retain(|(id, attempt), _| {
+    let mut dropped = Vec::new();
+    leases.retain(|l, expiry| {
+        let keep = leasable.contains(l);
+        if !keep {
+            dropped.push((*l, *expiry));
+        }
+        keep
+    });
+    heartbeats.retain(|(id, attempt), _| {
         s.activities.get(id).is_some_and(|a| {
-            a.attempt == *attempt && !matches!(a.phase, ActivityPhase::OutcomeUnknown { .. })
+            a.attempt == *attempt && matches!(a.phase, ActivityPhase::Started { .. })
         })
     });
-    for ((id, attempt), (at, timeout)) in attempt_deadlines.iter() {
-        timers.push((
-            *at,
-            DueTimer::ActivityAttempt {
-                key: key.clone(),
-                id: *id,
-                attempt: *attempt,
-                timeout: *timeout,
-            },
-        ));
-    }
     for (id, at) in &s.timers {
         timers.push((
             *at,
@@ -558,7 +663,7 @@ fn derive(
     if let Some(at) = s.run_deadline_ms() {
         timers.push((at, DueTimer::Run { key: key.clone() }));
     }
-    (ready, timers)
+    (ready, timers, dropped)
 }
 
 #[cfg(test)]

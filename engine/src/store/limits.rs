@@ -223,6 +223,7 @@ mod tests {
         Event::WorkflowTaskStarted(ev::WorkflowTaskStarted {
             scheduled_seq: 1,
             worker: "w".into(),
+            timeout_ms: 0,
         })
     }
 

@@ -9,9 +9,11 @@
 //! scheduled" is in its queue's ready set; an activity in phase Ready is in its queue from its
 //! visible time; every deadline the state implies is in the timer index. So they are rebuilt
 //! from the history after a crash, and nothing about a run's correctness lives only in memory.
-//! What is held only in memory is the *lease* of a task handed to a worker: losing it after a
-//! crash means the task is offered again (activities are at-least-once; `write` activities
-//! record ActivityStarted durably before they are handed out, for exactly that reason).
+//! Every hand-out is recorded (WorkflowTaskStarted, ActivityStarted) before the task leaves, so
+//! what a worker holds and its deadlines are facts of the history. What is held only in memory
+//! is an optimisation: the *lease* of a task a poll took but has not started yet (it expires,
+//! see [`core::LEASE_MS`]), and the last heartbeat of a started attempt (after a restart its
+//! heartbeat deadline counts from the open).
 
 #[doc(hidden)]
 pub mod contract;
@@ -197,8 +199,8 @@ pub enum TaskKind {
     Activity,
 }
 
-/// A task taken from a queue. It is leased (not offered again) until the run's state moves on
-/// or it is released.
+/// A task taken from a queue. It is leased (not offered again) until the run's state moves on,
+/// it is released, or its lease expires ([`core::LEASE_MS`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Task {
     /// The run's scheduled workflow task.
@@ -333,8 +335,9 @@ pub trait Store: Send + Sync + 'static {
     /// Returns a leased task to its queue (the server could not hand it out).
     async fn release_task(&self, task: &Task) -> Result<(), Error>;
 
-    /// Sets the deadline of a leased activity attempt (start-to-close or heartbeat, whichever
-    /// comes first); called on dispatch and on every heartbeat.
+    /// A heartbeat of a started activity attempt: its heartbeat deadline becomes `deadline_ms`
+    /// (`timeout` = [`TimeoutKind::Heartbeat`]; other kinds are ignored). Start-to-close is the
+    /// durable start plus the options' timeout and is never moved.
     async fn set_attempt_deadline(
         &self,
         key: &RunKey,

@@ -47,6 +47,7 @@ impl Sim {
                 let e = Event::WorkflowTaskStarted(WorkflowTaskStarted {
                     scheduled_seq,
                     worker: "w1".into(),
+                    timeout_ms: 0,
                 });
                 (
                     self.rec(next, e),
@@ -117,6 +118,7 @@ impl Sim {
                         failure: failure(false),
                         retry_at_ms: Some(self.now),
                         duration_ms: 1,
+                        usage: None,
                     }),
                     2 => Event::ActivityTimedOut(ActivityTimedOut {
                         command_seq: id,
@@ -159,6 +161,7 @@ impl Sim {
                                 command_seq: id,
                                 attempt: a.attempt,
                                 worker: "w3".into(),
+                                effect: Effect::Write,
                             })
                         }
                     }

@@ -120,6 +120,7 @@ impl Sim {
             vec![Event::WorkflowTaskStarted(WorkflowTaskStarted {
                 scheduled_seq: seq,
                 worker: "w1".into(),
+                timeout_ms: 0,
             })],
             "task started",
         );
@@ -383,6 +384,7 @@ impl Sim {
                     command_seq: id,
                     attempt: a.attempt,
                     worker: "w2".into(),
+                    effect: Effect::Write,
                 })
             }
             // The timer loop confirms the cancel of an attempt no worker holds.
@@ -411,6 +413,7 @@ impl Sim {
                     failure: failure(!retry),
                     retry_at_ms: retry.then_some(retry_at),
                     duration_ms: 5,
+                    usage: None,
                 })
             }
             (_, 3) => {

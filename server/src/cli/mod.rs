@@ -186,6 +186,11 @@ enum Command {
         /// last one, e.g. [STF-ND001]) is offered again; the delay doubles from 250 ms.
         #[arg(long, env = "STEADFAST_HELD_RUN_BACKOFF_MAX_MS", default_value_t = crate::retry::HELD_BACKOFF_MAX_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(250..))]
         held_run_backoff_max_ms: u64,
+        /// How long a worker may hold a workflow task before it is timed out and offered to
+        /// another worker (a worker whose session ends gives its tasks back at once). A
+        /// duration: 500ms, 10s, 2m; at least 100ms.
+        #[arg(long, env = "STEADFAST_WORKFLOW_TASK_TIMEOUT", default_value = "10s", value_parser = parse::workflow_task_timeout_ms)]
+        workflow_task_timeout: u64,
     },
     /// Start runs, follow them, operate on them.
     #[command(subcommand, after_help = EXIT_CODES)]
@@ -240,6 +245,7 @@ async fn dispatch(cli: Cli) -> Outcome {
             history_events_max,
             history_bytes_max,
             held_run_backoff_max_ms,
+            workflow_task_timeout,
         } => {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(
@@ -258,6 +264,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                 history_events_max,
                 history_bytes_max,
                 held_backoff_max_ms: held_run_backoff_max_ms,
+                workflow_task_timeout_ms: workflow_task_timeout,
             })
             .await
             .map_err(|e| Exit::error(format!("server stopped: {e:#}")))

@@ -68,6 +68,20 @@ pub fn duration_ms(value: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{value:?} is too long a duration"))
 }
 
+/// Shortest `--workflow-task-timeout`: a workflow task needs a round trip and an activation.
+pub const WORKFLOW_TASK_TIMEOUT_MS_MIN: u64 = 100;
+
+/// `--workflow-task-timeout`: a [`duration_ms`] of at least [`WORKFLOW_TASK_TIMEOUT_MS_MIN`].
+pub fn workflow_task_timeout_ms(value: &str) -> Result<u64, String> {
+    let ms = duration_ms(value)?;
+    if ms < WORKFLOW_TASK_TIMEOUT_MS_MIN {
+        return Err(format!(
+            "{value:?} is too short for a workflow task timeout: give at least {WORKFLOW_TASK_TIMEOUT_MS_MIN}ms"
+        ));
+    }
+    Ok(ms)
+}
+
 /// A dollar amount (`1`, `0.25`, `$3.50`, at most 6 decimals) in millionths of a dollar,
 /// computed without floating point so that `0.000001` is exactly 1.
 pub fn usd_micros(value: &str) -> Result<u64, String> {
@@ -120,6 +134,15 @@ pub fn waiting(value: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workflow_task_timeouts_are_durations_of_at_least_100ms() {
+        assert_eq!(workflow_task_timeout_ms("10s"), Ok(10_000));
+        assert_eq!(workflow_task_timeout_ms("250ms"), Ok(250));
+        let e = workflow_task_timeout_ms("50ms").unwrap_err();
+        assert!(e.contains("at least 100ms"), "{e}");
+        assert!(workflow_task_timeout_ms("soon").is_err());
+    }
 
     #[test]
     fn json_is_checked_and_kept_verbatim() {

@@ -171,7 +171,9 @@ fn phase_json(a: &steadfast_engine::state::ActivityState, at_ms: i64) -> Value {
             json!({ "state": "backoff", "next_attempt_at": rfc3339_ms(*visible_ms) })
         }
         ActivityPhase::Ready { .. } => json!({ "state": "scheduled" }),
-        ActivityPhase::Started { since_ms, worker } => {
+        ActivityPhase::Started {
+            since_ms, worker, ..
+        } => {
             json!({ "state": "running", "since": rfc3339_ms(*since_ms), "worker": worker })
         }
         ActivityPhase::OutcomeUnknown { since_ms } => {

@@ -91,6 +91,7 @@ fn task(b: &mut Builder) {
     b.push(Event::WorkflowTaskStarted(ev::WorkflowTaskStarted {
         scheduled_seq: n,
         worker: "w1".into(),
+        timeout_ms: 0,
     }));
     b.push(Event::WorkflowTaskCompleted(ev::WorkflowTaskCompleted {
         started_seq: n + 1,

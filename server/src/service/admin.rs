@@ -97,7 +97,7 @@ impl AdminService for AdminApi {
                         usage: None,
                         reconciled: true,
                     }),
-                    Decision::Fail(f) => Event::ActivityFailed(ev::ActivityFailed { command_seq: id, attempt: act.attempt, failure: convert::failure_from(f), retry_at_ms: None, duration_ms: 0 }),
+                    Decision::Fail(f) => Event::ActivityFailed(ev::ActivityFailed { command_seq: id, attempt: act.attempt, failure: convert::failure_from(f), retry_at_ms: None, duration_ms: 0, usage: None }),
                 };
                 Ok(Some(vec![e]))
             })

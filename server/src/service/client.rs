@@ -47,29 +47,8 @@ pub async fn run_info(core: &Core, s: &RunState) -> Result<pb::RunInfo, Status> 
         },
         None => None,
     };
-    let mut info = convert::run_info(s, core.now(), result);
-    mark_running(core, s, &mut info);
-    Ok(info)
-}
-
-/// Only `write` attempts are recorded as started in the history, so the state alone says
-/// "scheduled" for a read or idempotent attempt that a worker is running. The server knows
-/// which attempts it handed out: say "running" for those, since their dispatch.
-fn mark_running(core: &Core, s: &RunState, info: &mut pb::RunInfo) {
-    use pb::waiting_on::What;
-    let dispatched = core.dispatched.lock();
-    if dispatched.is_empty() {
-        return;
-    }
-    for w in &mut info.waiting_on {
-        if let Some(What::Activity(a)) = &mut w.what
-            && a.state == "scheduled"
-            && let Some(at) = dispatched.get(&(s.key.clone(), a.activity_id, a.attempt))
-        {
-            a.state = "running".into();
-            a.since_ms = *at;
-        }
-    }
+    // "running" comes from the state: every hand-out is recorded (ActivityStarted).
+    Ok(convert::run_info(s, core.now(), result))
 }
 
 /// Starts a run (or returns the open run of its workflow id). Shared with signal-with-start.
@@ -290,7 +269,7 @@ impl ClientService for ClientApi {
                 events.extend(
                     s.activities
                         .keys()
-                        .filter(|id| self.core.is_undispatched(s, **id))
+                        .filter(|id| Core::is_undispatched(s, **id))
                         .map(|id| {
                             Event::ActivityCancelled(ev::ActivityCancelled { command_seq: *id })
                         }),

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use steadfast_engine::event::{self as ev, Effect, Event};
+use steadfast_engine::event::{self as ev, Event, TimeoutKind};
 use steadfast_engine::ids::RunKey;
-use steadfast_engine::state::{ActivityPhase, WorkflowTask};
+use steadfast_engine::state::{ActivityPhase, ActivityState, WorkflowTask};
 use steadfast_engine::store::{Task, TaskKind};
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::worker_service_server::WorkerService;
@@ -12,14 +12,16 @@ use tonic::{Request, Response, Status};
 
 use crate::commands;
 use crate::convert;
-use crate::core::{Core, Sticky, status};
+use crate::core::{Core, Sticky, simulate, status};
 use crate::retry;
 use crate::service::poll_filter::WorkerRuns;
 use crate::token::{RecordRef, TaskToken, TokenKey};
 use crate::validate;
 
+mod dispatch;
 mod fence;
 mod queue;
+pub mod session;
 
 use fence::current_attempt;
 use queue::poll_deadline;
@@ -33,12 +35,23 @@ const HEARTBEAT_RECORD_INTERVAL_MS: i64 = 1_000;
 pub struct WorkerApi {
     core: Arc<Core>,
     tokens: TokenKey,
+    sessions: Arc<session::Sessions>,
 }
 
 impl WorkerApi {
     /// Over `core`, signing task tokens with `tokens`.
     pub fn new(core: Arc<Core>, tokens: TokenKey) -> WorkerApi {
-        WorkerApi { core, tokens }
+        WorkerApi {
+            core,
+            tokens,
+            sessions: Arc::default(),
+        }
+    }
+
+    /// The worker sessions, for the server to [`session::Sessions::close`] them when it
+    /// shuts down.
+    pub fn sessions(&self) -> Arc<session::Sessions> {
+        self.sessions.clone()
     }
 }
 
@@ -63,6 +76,7 @@ impl WorkerApi {
                         ev::WorkflowTaskStarted {
                             scheduled_seq,
                             worker: worker.to_string(),
+                            timeout_ms: self.core.workflow_task_timeout_ms,
                         },
                     )]))
                 }
@@ -121,216 +135,20 @@ impl WorkerApi {
             continue_as_new_suggested: self.core.continue_as_new_suggested(s),
         }))
     }
-
-    /// Hands out a polled activity attempt, or parks the run on its budget.
-    async fn start_activity_task(
-        &self,
-        key: RunKey,
-        id: u32,
-        attempt: u32,
-        worker: &str,
-        runs: &WorkerRuns,
-    ) -> Result<Option<pb::PollActivityTaskResponse>, Status> {
-        let s = match self.core.state(&key).await {
-            Ok(s) => s,
-            Err(e) if e.code() == tonic::Code::NotFound => return Ok(None),
-            // The caller gives the task back: an unreadable state must not keep it leased.
-            Err(e) => return Err(e),
-        };
-        let Some(act) = s
-            .activities
-            .get(&id)
-            .filter(|a| a.attempt == attempt && matches!(a.phase, ActivityPhase::Ready { .. }))
-        else {
-            return Ok(None);
-        };
-        let now = self.core.now();
-        if let Some(hit) = s.budget_block(id, now) {
-            if s.budget_exceeded.is_none() {
-                self.core
-                    .update(&key, true, |s, now| {
-                        Ok(match (s.budget_exceeded, s.budget_block(id, now)) {
-                            (None, Some(h)) => {
-                                Some(vec![Event::BudgetExceeded(ev::BudgetExceeded {
-                                    dimension: h.dimension,
-                                    limit: h.limit,
-                                    used: h.used,
-                                })])
-                            }
-                            _ => None,
-                        })
-                    })
-                    .await?;
-            }
-            // No worker holds this attempt: drop the lease poll_task took, so that raising the
-            // budget (BudgetUpdated) offers it again. Without this it stayed leased until a
-            // server restart.
-            self.core
-                .store
-                .release_task(&Task::Activity {
-                    key: key.clone(),
-                    id,
-                    attempt,
-                })
-                .await
-                .map_err(status)?;
-            tracing::info!(run = %key, activity = id, dimension = hit.dimension.as_str(), "run parked on its budget");
-            return Ok(None);
-        }
-        // The effect the running worker declares counts, not the one the workflow assumed.
-        let effect = runs.effect(&act.activity_type);
-        if effect == Effect::Write {
-            // Recorded durably before the tool runs: if this attempt is lost, the run waits
-            // for reconciliation instead of repeating a write blindly.
-            let started = self
-                .core
-                .update(&key, true, |s, _| match s.activities.get(&id) {
-                    Some(a)
-                        if a.attempt == attempt
-                            && matches!(a.phase, ActivityPhase::Ready { .. }) =>
-                    {
-                        Ok(Some(vec![Event::ActivityStarted(ev::ActivityStarted {
-                            command_seq: id,
-                            attempt,
-                            worker: worker.to_string(),
-                        })]))
-                    }
-                    _ => Ok(None),
-                })
-                .await?;
-            if started.is_none() {
-                return Ok(None);
-            }
-        }
-        let (deadline, kind) = retry::attempt_deadline(act, now, now);
-        self.core
-            .store
-            .set_attempt_deadline(&key, id, attempt, deadline, kind)
-            .await
-            .map_err(status)?;
-        self.core.notify.timers_changed();
-        self.core
-            .dispatched
-            .lock()
-            .insert((key.clone(), id, attempt), now);
-        let scheduled = self
-            .core
-            .history(&key, act.scheduled_seq, act.scheduled_seq)
-            .await?;
-        let (input, scheduled) = match scheduled.first() {
-            Some(
-                r @ steadfast_engine::EventRecord {
-                    event: Event::ActivityScheduled(a),
-                    ..
-                },
-            ) => (
-                convert::payload(&a.input),
-                RecordRef {
-                    seq: r.seq,
-                    hash: r.hash,
-                },
-            ),
-            _ => {
-                return Err(Status::data_loss(format!(
-                    "run {key}: ActivityScheduled of activity {id} is missing at seq {}",
-                    act.scheduled_seq
-                )));
-            }
-        };
-        Ok(Some(pb::PollActivityTaskResponse {
-            task_token: TaskToken::Activity {
-                key: key.clone(),
-                activity_id: id,
-                scheduled,
-                attempt,
-            }
-            .seal(&self.tokens),
-            run_id: key.run_id.to_string(),
-            activity_id: id,
-            activity_type: act.activity_type.clone(),
-            input: Some(input),
-            attempt,
-            idempotency_key: format!("{}/{}/{}", key.namespace, key.run_id, id),
-            options: Some(convert::activity_options(&act.options)),
-            workflow_type: s.workflow_type.clone(),
-            workflow_id: s.workflow_id.clone(),
-            deadline_ms: deadline,
-            namespace: key.namespace.clone(),
-        }))
-    }
-
-    /// Eager dispatch: hands the worker that completed a workflow task the activities its
-    /// commands scheduled, when it runs their type on the run's queue and has room. Each is
-    /// taken from its queue first, so a poller can never get the same attempt.
-    async fn eager_activities(
-        &self,
-        appended: &steadfast_engine::store::Appended,
-        r: &pb::CompleteWorkflowTaskRequest,
-    ) -> Result<Vec<pb::PollActivityTaskResponse>, Status> {
-        let mut out = Vec::new();
-        let slots = r.eager_activity_slots.min(EAGER_ACTIVITIES_MAX) as usize;
-        let runs = WorkerRuns::activities(
-            "eager_activity_types",
-            &r.eager_activity_types,
-            "eager_activities",
-            &r.eager_activities,
-        )?;
-        let s = &appended.state;
-        for rec in &appended.records {
-            if out.len() >= slots {
-                break;
-            }
-            let Event::ActivityScheduled(a) = &rec.event else {
-                continue;
-            };
-            if a.options.task_queue != s.task_queue
-                || runs.takes_any()
-                || !runs.takes(&a.activity_type)
-            {
-                continue;
-            }
-            let task = Task::Activity {
-                key: s.key.clone(),
-                id: a.command_seq,
-                attempt: 1,
-            };
-            if !self
-                .core
-                .store
-                .take_task(&task, self.core.now())
-                .await
-                .map_err(status)?
-            {
-                continue;
-            }
-            let started = self
-                .start_activity_task(s.key.clone(), a.command_seq, 1, &r.worker_id, &runs)
-                .await;
-            let started = match started {
-                Ok(t) => t,
-                Err(e) => return Err(self.release_after_error(&task, e).await),
-            };
-            match started {
-                Some(t) => out.push(t),
-                // Parked on its budget or moved on; if still offered, pollers get it back.
-                None => self.core.store.release_task(&task).await.map_err(status)?,
-            }
-        }
-        Ok(out)
-    }
-
-    fn duration_ms(&self, key: &RunKey, id: u32, attempt: u32, now: i64) -> u64 {
-        self.core
-            .dispatched
-            .lock()
-            .remove(&(key.clone(), id, attempt))
-            .map(|t| now.saturating_sub(t).max(0) as u64)
-            .unwrap_or(0)
-    }
 }
 
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
+    type WorkerSessionStream = session::SessionStream;
+
+    async fn worker_session(
+        &self,
+        req: Request<pb::WorkerSessionRequest>,
+    ) -> Result<Response<Self::WorkerSessionStream>, Status> {
+        let stream = session::open(self.core.clone(), self.sessions.clone(), req.get_ref())?;
+        Ok(Response::new(stream))
+    }
+
     async fn poll_workflow_task(
         &self,
         req: Request<pb::PollWorkflowTaskRequest>,
@@ -370,7 +188,14 @@ impl WorkerService for WorkerApi {
             .await?;
         let started_seq = started.seq;
         let mut new_run: Option<ev::RunStarted> = None;
-        let eager = r.eager_activity_slots > 0;
+        let slots = r.eager_activity_slots.min(EAGER_ACTIVITIES_MAX) as usize;
+        let eager = slots > 0;
+        let eager_runs = WorkerRuns::activities(
+            "eager_activity_types",
+            &r.eager_activity_types,
+            "eager_activities",
+            &r.eager_activities,
+        )?;
         let appended = self
             .core
             .update_with(&key, true, !eager, |s, now| {
@@ -381,8 +206,16 @@ impl WorkerService for WorkerApi {
                 // An activity that no worker holds has nothing to stop: its cancellation is
                 // confirmed at once, after the task's command events (a running one hears of
                 // it through its heartbeat).
-                let (events, continued) = commands::task_completion(s, started_seq, &r.worker_id, &r.commands, now, |s, id| self.core.is_undispatched(s, id))?;
+                let (mut events, continued) = commands::task_completion(s, started_seq, &r.worker_id, &r.commands, now, Core::is_undispatched)?;
                 new_run = continued;
+                if eager {
+                    // The attempts this worker takes at once are recorded as started in the
+                    // same append as the completion: one sync, and no poller can get them.
+                    let after = simulate(s, &events, now)
+                        .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                    let starts = dispatch::eager_starts(&after, &events, slots, &r.worker_id, &eager_runs, now);
+                    events.extend(starts);
+                }
                 Ok(Some(events))
             })
             .await?;
@@ -391,17 +224,19 @@ impl WorkerService for WorkerApi {
         }
         let activity_tasks = match &appended {
             Some(a) if eager => {
-                let tasks = self.eager_activities(a, r).await;
-                if let Ok(t) = &tasks {
-                    tracing::debug!(run = %key, handed_out = t.len(), "eager activity dispatch");
-                }
-                // Pollers are woken for whatever was not handed out here, even on an error.
-                let taken: Vec<u32> = tasks
-                    .as_ref()
-                    .map(|t| t.iter().map(|t| t.activity_id).collect())
-                    .unwrap_or_default();
+                // Pollers are woken for what was not started here.
+                let taken: Vec<u32> = a
+                    .records
+                    .iter()
+                    .filter_map(|r| match &r.event {
+                        Event::ActivityStarted(e) => Some(e.command_seq),
+                        _ => None,
+                    })
+                    .collect();
                 self.core.activities_ready(a, &taken);
-                tasks?
+                let tasks = self.eager_tasks(a).await?;
+                tracing::debug!(run = %key, handed_out = tasks.len(), "eager activity dispatch");
+                tasks
             }
             _ => Vec::new(),
         };
@@ -478,13 +313,7 @@ impl WorkerService for WorkerApi {
             .next_task(&ns, &r.task_queue, TaskKind::Activity, &runs, deadline)
             .await?
         {
-            let Task::Activity { key, id, attempt } = &task else {
-                continue;
-            };
-            match self
-                .start_activity_task(key.clone(), *id, *attempt, &r.worker_id, &runs)
-                .await
-            {
+            match self.start_activity_task(&task, &r.worker_id, &runs).await {
                 Ok(Some(resp)) => return Ok(Response::new(resp)),
                 Ok(None) => {}
                 Err(e) => return Err(self.release_after_error(&task, e).await),
@@ -502,17 +331,16 @@ impl WorkerService for WorkerApi {
         self.check_record(&a.key, a.scheduled, "ActivityScheduled")
             .await?;
         let (key, id, attempt) = (a.key.clone(), a.id, a.attempt);
-        let duration_ms = self.duration_ms(&key, id, attempt, self.core.now());
-        let event = commands::activity_result_event(
-            id,
-            attempt,
-            r.result.as_ref(),
-            r.usage.as_ref(),
-            duration_ms,
-        );
+        let mut event =
+            commands::activity_result_event(id, attempt, r.result.as_ref(), r.usage.as_ref(), 0);
         self.core
-            .update(&key, true, |s, _| {
-                current_attempt(s, &a)?;
+            .update(&key, true, |s, now| {
+                let act = current_attempt(s, &a)?;
+                match &mut event {
+                    Event::ActivityCompleted(e) => e.duration_ms = attempt_duration_ms(act, now),
+                    Event::ActivityFailed(e) => e.duration_ms = attempt_duration_ms(act, now),
+                    _ => {}
+                }
                 Ok(Some(vec![event.clone()]))
             })
             .await?;
@@ -530,13 +358,14 @@ impl WorkerService for WorkerApi {
             .as_ref()
             .map(convert::failure_from)
             .unwrap_or_default();
+        let usage = r.usage.as_ref().map(convert::usage_from);
         self.check_record(&a.key, a.scheduled, "ActivityScheduled")
             .await?;
         let (key, id, attempt) = (a.key.clone(), a.id, a.attempt);
-        let duration_ms = self.duration_ms(&key, id, attempt, self.core.now());
         self.core
             .update(&key, true, |s, now| {
                 let act = current_attempt(s, &a)?;
+                let duration_ms = attempt_duration_ms(act, now);
                 if failure.error_type == retry::CANCELLED_ERROR_TYPE && act.cancel_requested {
                     return Ok(Some(vec![Event::ActivityCancelled(
                         ev::ActivityCancelled { command_seq: id },
@@ -549,6 +378,7 @@ impl WorkerService for WorkerApi {
                     failure: failure.clone(),
                     retry_at_ms,
                     duration_ms,
+                    usage: usage.clone(),
                 })]))
             })
             .await?;
@@ -581,18 +411,17 @@ impl WorkerService for WorkerApi {
         let cancel_requested = !s.is_open() || act.cancel_requested;
         let now = self.core.now();
         if act.options.heartbeat_ms > 0 {
-            // The next heartbeat is due within heartbeat_ms, but never past the attempt's own end.
-            let started = self
-                .core
-                .dispatched
-                .lock()
-                .get(&(key.clone(), id, attempt))
-                .copied()
-                .unwrap_or(now);
-            let (deadline, kind) = retry::attempt_deadline(act, started, now);
+            // Moves only the heartbeat deadline; start-to-close stays the durable start plus
+            // the timeout (the store never lets a heartbeat extend it).
             self.core
                 .store
-                .set_attempt_deadline(&key, id, attempt, deadline, kind)
+                .set_attempt_deadline(
+                    &key,
+                    id,
+                    attempt,
+                    retry::after_ms(now, act.options.heartbeat_ms),
+                    TimeoutKind::Heartbeat,
+                )
                 .await
                 .map_err(status)?;
         }
@@ -627,5 +456,13 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(pb::HeartbeatActivityTaskResponse {
             cancel_requested,
         }))
+    }
+}
+
+/// How long attempt `act` has run at `now`, from its durable start.
+fn attempt_duration_ms(act: &ActivityState, now: i64) -> u64 {
+    match &act.phase {
+        ActivityPhase::Started { since_ms, .. } => now.saturating_sub(*since_ms).max(0) as u64,
+        _ => 0,
     }
 }

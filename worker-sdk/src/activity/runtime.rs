@@ -287,6 +287,9 @@ async fn report<T: ActivityTransport>(
                         task_token: token.to_owned(),
                         failure: Some(e.to_failure()),
                         worker_id: config.worker_id.clone(),
+                        // A failed LLM call may have generated (and been billed for) tokens:
+                        // they count against the run's budget too.
+                        usage: usage.clone(),
                     })
                     .await
             }

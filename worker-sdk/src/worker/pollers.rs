@@ -93,6 +93,9 @@ pub(super) async fn run(
         "worker starting"
     );
 
+    // Open before any task is taken, and kept until every task in flight is done: while it is
+    // open the server knows this worker lives.
+    let session = tokio::spawn(keep_session(Arc::clone(&shared)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let wf_slots = Arc::new(Semaphore::new(
         shared.options.max_concurrent_workflow_tasks.max(1),
@@ -147,8 +150,43 @@ pub(super) async fn run(
             "worker stopped with tasks still in flight; the server will offer them again"
         );
     }
+    session.abort();
     tracing::info!(worker = %shared.options.worker_id, "worker stopped");
     Ok(())
+}
+
+/// Keeps this worker's session open (`WorkerSession`), opening it again after it breaks (a
+/// server restart, a network blip). The server learns from it that the worker lives: when the
+/// process dies its connection closes, and the server gives back the workflow tasks and
+/// activity attempts it held within about a second instead of waiting for their timeouts.
+async fn keep_session(shared: Arc<Shared>) {
+    let mut backoff = Backoff::default();
+    loop {
+        let req = pb::WorkerSessionRequest {
+            namespace: shared.options.namespace.clone(),
+            worker_id: shared.options.worker_id.clone(),
+            task_queues: vec![shared.options.task_queue.clone()],
+        };
+        match shared.worker.clone().worker_session(req).await {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                while let Ok(Some(_)) = stream.message().await {
+                    backoff = Backoff::default();
+                }
+                tracing::debug!(worker = %shared.options.worker_id, "worker session ended; opening it again");
+            }
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                tracing::info!(
+                    "the server has no worker sessions; a dead worker's tasks wait for their timeouts"
+                );
+                return;
+            }
+            Err(s) => {
+                tracing::debug!(code = ?s.code(), "worker session not opened; trying again");
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {

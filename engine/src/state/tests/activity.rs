@@ -39,7 +39,8 @@ fn write_activity_started_lost_reconciled_and_retried() {
         r.activity(id).phase,
         ActivityPhase::Started {
             since_ms: T0 + 10,
-            worker: "w2".into()
+            worker: "w2".into(),
+            effect: Effect::Write,
         }
     );
     assert_eq!(r.activity(id).attempt, 1);
@@ -127,7 +128,7 @@ fn activity_phase_transitions_out_of_order_are_refused() {
         &r.err(outcome_unknown(id, 1)),
         6,
         EventKind::ActivityOutcomeUnknown,
-        "no started attempt",
+        "no started write attempt",
     );
     assert_illegal(
         &r.err(reconciled(id)),
@@ -161,7 +162,7 @@ fn activity_phase_transitions_out_of_order_are_refused() {
         &r.err(outcome_unknown(id, 1)),
         8,
         EventKind::ActivityOutcomeUnknown,
-        "no started attempt",
+        "no started write attempt",
     );
     r.ok(reconciled(id));
     assert_illegal(
@@ -483,5 +484,55 @@ fn a_run_cancel_reaches_the_activities_open_then_not_later_cleanup() {
     assert!(
         !s.activities[&cleanup].cancel_requested,
         "cleanup scheduled after the cancel runs"
+    );
+}
+
+#[test]
+fn only_a_started_write_can_become_outcome_unknown() {
+    // A lost read or idempotent attempt times out and is retried with the same key; only
+    // a lost write waits for reconciliation.
+    for effect in [Effect::Read, Effect::Idempotent] {
+        let mut r = Run::new();
+        r.task();
+        let id = r.schedule(effect);
+        r.ok(Event::ActivityStarted(ActivityStarted {
+            command_seq: id,
+            attempt: 1,
+            worker: "w2".into(),
+            effect,
+        }));
+        assert_illegal(
+            &r.err(outcome_unknown(id, 1)),
+            r.state.last_seq + 1,
+            EventKind::ActivityOutcomeUnknown,
+            "no started write attempt",
+        );
+        assert_eq!(r.state.attempts_in_flight(), 1);
+    }
+}
+
+#[test]
+fn a_failed_attempt_counts_its_usage() {
+    let mut r = Run::new();
+    r.task();
+    let id = r.schedule(Effect::Read);
+    r.ok(Event::ActivityFailed(ActivityFailed {
+        command_seq: id,
+        attempt: 1,
+        failure: Failure::default(),
+        retry_at_ms: Some(T0 + 1_000),
+        duration_ms: 5,
+        usage: Some(Usage {
+            input_tokens: 100,
+            output_tokens: 20,
+            cost_micros: 7,
+            model: "m".into(),
+        }),
+    }));
+    assert_eq!(r.state.usage.tokens(), 120);
+    assert_eq!(r.state.usage.cost_micros, 7);
+    assert_eq!(
+        r.state.usage.llm_calls, 0,
+        "a failed call is not a completed one"
     );
 }

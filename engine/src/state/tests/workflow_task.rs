@@ -34,6 +34,7 @@ fn workflow_task_scheduled_started_completed() {
     let s = r.ok(Event::WorkflowTaskStarted(WorkflowTaskStarted {
         scheduled_seq: 2,
         worker: "w1".into(),
+        timeout_ms: 0,
     }));
     assert_eq!(
         s.workflow_task,
@@ -42,7 +43,8 @@ fn workflow_task_scheduled_started_completed() {
             started_seq: 3,
             attempt: 1,
             worker: "w1".into(),
-            since_ms: T0 + 2
+            since_ms: T0 + 2,
+            timeout_ms: 0,
         }
     );
     assert!(
@@ -171,6 +173,7 @@ fn second_workflow_task_while_one_is_pending_is_refused() {
     r.ok(Event::WorkflowTaskStarted(WorkflowTaskStarted {
         scheduled_seq: 2,
         worker: "w".into(),
+        timeout_ms: 0,
     }));
     assert_illegal(
         &r.err(sched()),
@@ -187,6 +190,7 @@ fn workflow_task_started_without_a_scheduled_task_is_refused() {
         Event::WorkflowTaskStarted(WorkflowTaskStarted {
             scheduled_seq,
             worker: "w".into(),
+            timeout_ms: 0,
         })
     };
     assert_illegal(
@@ -254,6 +258,7 @@ fn workflow_task_outcomes_need_the_started_task() {
     r.ok(Event::WorkflowTaskStarted(WorkflowTaskStarted {
         scheduled_seq: 2,
         worker: "w".into(),
+        timeout_ms: 0,
     }));
     for ev in outcomes(2) {
         let k = ev.kind();
@@ -396,6 +401,7 @@ fn command_events_while_a_workflow_task_is_open_are_refused() {
     r.ok(Event::WorkflowTaskStarted(WorkflowTaskStarted {
         scheduled_seq: 2,
         worker: "w".into(),
+        timeout_ms: 0,
     }));
     for ev in commands(1) {
         let k = ev.kind();

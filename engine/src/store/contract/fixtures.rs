@@ -114,6 +114,7 @@ impl RunDriver {
             vec![Event::WorkflowTaskStarted(event::WorkflowTaskStarted {
                 scheduled_seq,
                 worker: "w".into(),
+                timeout_ms: 0,
             })],
         )
         .await;
@@ -190,5 +191,6 @@ pub fn activity_failed(
         },
         retry_at_ms,
         duration_ms: 1,
+        usage: None,
     })
 }

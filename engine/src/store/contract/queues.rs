@@ -77,6 +77,7 @@ pub async fn workflow_task_lease_and_release<S: Store>(store: S) {
         vec![Event::WorkflowTaskStarted(event::WorkflowTaskStarted {
             scheduled_seq,
             worker: "w".into(),
+            timeout_ms: 0,
         })],
     )
     .await;

@@ -2,7 +2,7 @@
 
 use crate::event::{self, ActivityOptions, Effect, Event, TimeoutKind};
 use crate::store::contract::fixtures::{self, RunDriver, T0};
-use crate::store::core::{ACTIVITY_START_TO_CLOSE_DEFAULT_MS, WORKFLOW_TASK_TIMEOUT_MS};
+use crate::store::core::{ACTIVITY_START_TO_CLOSE_DEFAULT_MS, WORKFLOW_TASK_TIMEOUT_MS_DEFAULT};
 use crate::store::{DueTimer, Store};
 
 /// A timer is due at its time, taken once, and back after the run's state next changes if
@@ -79,8 +79,9 @@ pub async fn timers_fire_and_come_back<S: Store>(store: S) {
     );
 }
 
-/// Schedule-to-close, start-to-close of started `write` attempts, attempt deadlines set in
-/// memory, run deadlines and workflow-task timeouts are all in the index.
+/// Schedule-to-close, start-to-close of started attempts (from their durable start),
+/// heartbeat deadlines moved by heartbeats, run deadlines and workflow-task timeouts are all in
+/// the index.
 pub async fn deadlines_of_activities_runs_and_tasks<S: Store>(store: S) {
     let mut attrs = fixtures::started("deadlines", "q");
     attrs.run_timeout_ms = 500_000;
@@ -107,6 +108,7 @@ pub async fn deadlines_of_activities_runs_and_tasks<S: Store>(store: S) {
             "aq",
             ActivityOptions {
                 schedule_to_close_ms: 1_000,
+                heartbeat_ms: 300,
                 ..Default::default()
             },
         )],
@@ -125,32 +127,47 @@ pub async fn deadlines_of_activities_runs_and_tasks<S: Store>(store: S) {
         )],
     )
     .await;
+    // A deadline for an attempt that was never started is ignored: deadlines come from the
+    // durable start.
+    store
+        .set_attempt_deadline(&key, a, 1, T0 + 1, TimeoutKind::Heartbeat)
+        .await
+        .unwrap();
     r.time_ms = T0 + 10;
     r.append(
         &store,
-        vec![Event::ActivityStarted(event::ActivityStarted {
-            command_seq: w,
-            attempt: 1,
-            worker: "w".into(),
-        })],
+        vec![
+            Event::ActivityStarted(event::ActivityStarted {
+                command_seq: w,
+                attempt: 1,
+                worker: "w".into(),
+                effect: Effect::Write,
+            }),
+            Event::ActivityStarted(event::ActivityStarted {
+                command_seq: a,
+                attempt: 1,
+                worker: "w".into(),
+                effect: Effect::Read,
+            }),
+        ],
     )
     .await;
     store
-        .set_attempt_deadline(&key, a, 1, T0 + 300, TimeoutKind::Heartbeat)
+        .set_attempt_deadline(&key, a, 1, T0 + 400, TimeoutKind::Heartbeat)
         .await
         .unwrap();
     store
-        .set_attempt_deadline(&key, a, 1, T0 + 400, TimeoutKind::StartToClose)
+        .set_attempt_deadline(&key, a, 1, T0 + 5_000, TimeoutKind::StartToClose)
         .await
         .unwrap();
     store
-        .set_attempt_deadline(&key, a, 7, T0 + 1, TimeoutKind::StartToClose)
+        .set_attempt_deadline(&key, a, 7, T0 + 1, TimeoutKind::Heartbeat)
         .await
         .unwrap();
     assert_eq!(
         store.next_wakeup_ms().await.unwrap(),
         Some(T0 + 400),
-        "a later deadline replaces an earlier one; a stale attempt is ignored"
+        "a heartbeat moves the heartbeat deadline; start-to-close is not moved; a stale attempt is ignored"
     );
     let due = store.take_due_timers(T0 + 1_000, 10).await.unwrap();
     assert_eq!(
@@ -160,7 +177,7 @@ pub async fn deadlines_of_activities_runs_and_tasks<S: Store>(store: S) {
                 key: key.clone(),
                 id: a,
                 attempt: 1,
-                timeout: TimeoutKind::StartToClose
+                timeout: TimeoutKind::Heartbeat
             },
             DueTimer::ActivityScheduleToClose {
                 key: key.clone(),
@@ -172,12 +189,21 @@ pub async fn deadlines_of_activities_runs_and_tasks<S: Store>(store: S) {
     assert!(store.take_due_timers(stc - 1, 10).await.unwrap().is_empty());
     assert_eq!(
         store.take_due_timers(stc, 10).await.unwrap(),
-        vec![DueTimer::ActivityAttempt {
-            key: key.clone(),
-            id: w,
-            attempt: 1,
-            timeout: TimeoutKind::StartToClose
-        }]
+        vec![
+            DueTimer::ActivityAttempt {
+                key: key.clone(),
+                id: a,
+                attempt: 1,
+                timeout: TimeoutKind::StartToClose
+            },
+            DueTimer::ActivityAttempt {
+                key: key.clone(),
+                id: w,
+                attempt: 1,
+                timeout: TimeoutKind::StartToClose
+            },
+        ],
+        "start-to-close of both started attempts: the durable start plus the timeout"
     );
     // A new attempt drops the old attempt's deadline.
     store
@@ -202,10 +228,11 @@ pub async fn deadlines_of_activities_runs_and_tasks<S: Store>(store: S) {
         vec![Event::WorkflowTaskStarted(event::WorkflowTaskStarted {
             scheduled_seq,
             worker: "w".into(),
+            timeout_ms: 0,
         })],
     )
     .await;
-    let at = T0 + 100_000 + WORKFLOW_TASK_TIMEOUT_MS;
+    let at = T0 + 100_000 + WORKFLOW_TASK_TIMEOUT_MS_DEFAULT as i64;
     let due = store.take_due_timers(at - 1, 100).await.unwrap();
     assert!(!due.contains(&DueTimer::WorkflowTask {
         key: key.clone(),

@@ -1,7 +1,7 @@
 //! Unit tests of the projections, on hand-built states (no store).
 
 use super::*;
-use crate::event::{self, ActivityOptions, Budget, Event, EventRecord, record_hash};
+use crate::event::{self, ActivityOptions, Budget, Effect, Event, EventRecord, record_hash};
 use crate::payload::Payload;
 use crate::state::ActivityPhase;
 
@@ -74,16 +74,36 @@ impl Run {
     }
 
     fn activity(&mut self, id: u32, queue: &str) -> Arc<RunState> {
+        self.activity_with(
+            id,
+            ActivityOptions {
+                task_queue: queue.into(),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn activity_with(&mut self, id: u32, options: ActivityOptions) -> Arc<RunState> {
         let e = Event::ActivityScheduled(event::ActivityScheduled {
             command_seq: id,
             activity_type: "a".into(),
             input: Payload::json(b"1".to_vec()),
-            options: ActivityOptions {
-                task_queue: queue.into(),
-                ..Default::default()
-            },
+            options,
         });
         self.apply(T, e)
+    }
+
+    /// Records that attempt `attempt` of activity `id` was handed out at `at`.
+    fn started(&mut self, id: u32, attempt: u32, effect: Effect, at: TimeMs) -> Arc<RunState> {
+        self.apply(
+            at,
+            Event::ActivityStarted(event::ActivityStarted {
+                command_seq: id,
+                attempt,
+                worker: "w".into(),
+                effect,
+            }),
+        )
     }
 }
 
@@ -116,6 +136,7 @@ fn a_lease_survives_unrelated_changes_and_drops_when_the_task_moves_on() {
         Event::WorkflowTaskStarted(event::WorkflowTaskStarted {
             scheduled_seq: 2,
             worker: "w".into(),
+            timeout_ms: 0,
         }),
     ));
     core.release(&task);
@@ -201,6 +222,7 @@ fn an_outcome_unknown_write_has_no_deadline_and_is_not_offered() {
             command_seq: 1,
             attempt: 1,
             worker: "w".into(),
+            effect: Effect::Write,
         }),
     ));
     assert_eq!(
@@ -284,6 +306,7 @@ fn workflow_tasks_started_before_an_open_are_due_at_once() {
         Event::WorkflowTaskStarted(event::WorkflowTaskStarted {
             scheduled_seq: r.state.last_seq,
             worker: "w".into(),
+            timeout_ms: 0,
         }),
     );
     let started_seq = started.last_seq;
@@ -306,9 +329,8 @@ fn a_cancelled_activity_no_worker_holds_is_due_at_once() {
     let mut r = Run::start(1, "w", "q");
     core.upsert(r.activity(1, "aq"));
     core.upsert(r.activity(2, "aq"));
-    // Attempt 1 of activity 2 is held by a worker (its deadline is known); activity 1's
-    // worker, if any, talked to a previous server process.
-    core.set_attempt_deadline(&r.key(), 2, 1, T + 60_000, TimeoutKind::StartToClose);
+    // Attempt 1 of activity 2 was handed out (its start is recorded); activity 1 was not.
+    core.upsert(r.started(2, 1, Effect::Read, T));
     for id in [1, 2] {
         core.upsert(r.apply(
             T,
@@ -329,5 +351,207 @@ fn a_cancelled_activity_no_worker_holds_is_due_at_once() {
         }],
         "the unheld one is due now; the held one at its own deadline"
     );
-    assert_eq!(core.next_wakeup_ms(), Some(T + 60_000));
+    assert_eq!(
+        core.next_wakeup_ms(),
+        Some(T + ACTIVITY_START_TO_CLOSE_DEFAULT_MS as i64)
+    );
+}
+
+#[test]
+fn a_running_attempt_is_not_cancelled_at_once_after_a_restart() {
+    // A new table (a restarted process) over a state whose attempt was started and then
+    // asked to cancel: the worker may still be running it, so nothing is due before its
+    // heartbeat grace (from the open) or its start-to-close (from the durable start).
+    let mut r = Run::start(1, "w", "q");
+    r.activity_with(
+        1,
+        ActivityOptions {
+            task_queue: "aq".into(),
+            heartbeat_ms: 2_000,
+            start_to_close_ms: 30_000,
+            ..Default::default()
+        },
+    );
+    r.started(1, 1, Effect::Read, T);
+    let s = r.apply(
+        T + 5,
+        Event::ActivityCancelRequested(event::ActivityCancelRequested {
+            command_seq: r.state.next_command_seq,
+            activity_id: 1,
+        }),
+    );
+    let mut core = Core::new();
+    core.upsert(s);
+    core.expire_started_workflow_tasks();
+    let opened = T + 10_000;
+    assert!(
+        core.take_due(opened, 10).is_empty(),
+        "not cancelled at once"
+    );
+    assert_eq!(
+        core.next_wakeup_ms(),
+        Some(opened + 2_000),
+        "heartbeat grace from the open"
+    );
+    let hb = DueTimer::ActivityAttempt {
+        key: r.key(),
+        id: 1,
+        attempt: 1,
+        timeout: TimeoutKind::Heartbeat,
+    };
+    assert_eq!(core.take_due(opened + 2_000, 10), vec![hb]);
+}
+
+#[test]
+fn heartbeats_move_only_the_heartbeat_deadline_never_start_to_close() {
+    let mut core = Core::new();
+    let mut r = Run::start(1, "w", "q");
+    core.upsert(r.activity_with(
+        1,
+        ActivityOptions {
+            task_queue: "aq".into(),
+            heartbeat_ms: 1_000,
+            start_to_close_ms: 5_000,
+            ..Default::default()
+        },
+    ));
+    assert!(core.take_due(T, 10).is_empty());
+    core.upsert(r.started(1, 1, Effect::Idempotent, T));
+    assert_eq!(core.next_wakeup_ms(), Some(T + 1_000));
+    let stc = DueTimer::ActivityAttempt {
+        key: r.key(),
+        id: 1,
+        attempt: 1,
+        timeout: TimeoutKind::StartToClose,
+    };
+    // Heartbeats every 900 ms: the heartbeat deadline moves, start-to-close stays.
+    let mut now = T;
+    while now < T + 6_000 {
+        now += 900;
+        core.set_attempt_deadline(&r.key(), 1, 1, now + 1_000, TimeoutKind::Heartbeat);
+        // A caller cannot move start-to-close either.
+        core.set_attempt_deadline(&r.key(), 1, 1, now + 60_000, TimeoutKind::StartToClose);
+        let due = core.take_due(now, 10);
+        if now < T + 5_000 {
+            assert!(due.is_empty(), "{now}: {due:?}");
+        } else {
+            assert_eq!(due, vec![stc.clone()], "start-to-close at start + 5 s");
+            break;
+        }
+    }
+    assert!(now >= T + 5_000);
+    // A stale attempt's heartbeat is ignored.
+    core.set_attempt_deadline(&r.key(), 1, 7, T, TimeoutKind::Heartbeat);
+    assert!(core.take_due(now, 10).is_empty());
+}
+
+#[test]
+fn a_leaked_lease_expires_and_the_task_is_offered_again() {
+    let mut core = Core::new();
+    let mut r = Run::start(1, "w", "q");
+    core.upsert(r.activity(1, "aq"));
+    core.upsert(r.schedule_wt(0));
+    let wt = core.poll("ns", "q", TaskKind::Workflow, T).unwrap();
+    let at = core.poll("ns", "aq", TaskKind::Activity, T).unwrap();
+    // Nobody releases them (a leak).
+    assert_eq!(
+        core.poll("ns", "q", TaskKind::Workflow, T + LEASE_MS - 1),
+        None
+    );
+    assert_eq!(
+        core.poll("ns", "aq", TaskKind::Activity, T + LEASE_MS - 1),
+        None
+    );
+    assert_eq!(core.next_wakeup_ms(), Some(T + LEASE_MS));
+    assert_eq!(
+        core.poll("ns", "q", TaskKind::Workflow, T + LEASE_MS),
+        Some(wt.clone())
+    );
+    assert_eq!(
+        core.poll("ns", "aq", TaskKind::Activity, T + LEASE_MS),
+        Some(at.clone())
+    );
+    // A release after the task was taken again does not free the new lease early... and a
+    // release of the new lease gives it back once.
+    core.release(&at);
+    assert_eq!(
+        core.poll("ns", "aq", TaskKind::Activity, T + LEASE_MS),
+        Some(at)
+    );
+    // A lease whose task started (the state moved on) leaves no expiry behind.
+    let started = r.started(1, 1, Effect::Read, T + LEASE_MS);
+    core.upsert(started);
+    assert_eq!(
+        core.expire_leases(T + 10 * LEASE_MS),
+        1,
+        "only the workflow task's"
+    );
+    assert_eq!(core.poll("ns", "aq", TaskKind::Activity, i64::MAX), None);
+}
+
+#[test]
+fn the_workflow_task_timeout_is_the_one_recorded_with_its_start() {
+    let mut core = Core::new();
+    let mut r = Run::start(1, "w", "q");
+    core.upsert(r.schedule_wt(0));
+    let s = r.apply(
+        T,
+        Event::WorkflowTaskStarted(event::WorkflowTaskStarted {
+            scheduled_seq: r.state.last_seq,
+            worker: "w".into(),
+            timeout_ms: 2_500,
+        }),
+    );
+    let started_seq = s.last_seq;
+    core.upsert(s);
+    assert_eq!(core.next_wakeup_ms(), Some(T + 2_500));
+    assert_eq!(
+        core.take_due(T + 2_500, 10),
+        vec![DueTimer::WorkflowTask {
+            key: r.key(),
+            started_seq
+        }]
+    );
+}
+
+#[test]
+fn attempts_in_flight_reserve_token_room() {
+    let mut core = Core::new();
+    let mut r = Run::start(1, "w", "q");
+    r.state.budget.max_tokens = 1_000;
+    for id in 1..=3 {
+        core.upsert(r.activity(id, "aq"));
+    }
+    // Nothing in flight: one may go (it may cross the ceiling by its own usage only).
+    let first = core.poll("ns", "aq", TaskKind::Activity, T).unwrap();
+    core.upsert(r.started(1, 1, Effect::Read, T));
+    // No usage known yet: the attempt in flight reserves all the room; nothing else offered.
+    assert_eq!(core.poll("ns", "aq", TaskKind::Activity, T), None);
+    assert_eq!(
+        r.state.reservation_block(2),
+        Some(event::BudgetDimension::Tokens)
+    );
+    let done = r.apply(
+        T,
+        Event::ActivityCompleted(event::ActivityCompleted {
+            command_seq: 1,
+            attempt: 1,
+            result: Payload::default(),
+            duration_ms: 1,
+            usage: Some(event::Usage {
+                input_tokens: 100,
+                output_tokens: 0,
+                cost_micros: 0,
+                model: "m".into(),
+            }),
+            reconciled: false,
+        }),
+    );
+    core.upsert(done);
+    drop(first);
+    // 100 used, mean 100: room for 9 more at the mean, so two in flight fit.
+    let t2 = core.poll("ns", "aq", TaskKind::Activity, T).unwrap();
+    core.upsert(r.started(2, 1, Effect::Read, T));
+    let t3 = core.poll("ns", "aq", TaskKind::Activity, T);
+    assert!(t3.is_some(), "{t2:?} in flight, 100 + 2 x 100 <= 1,000");
 }
