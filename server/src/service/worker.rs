@@ -437,8 +437,10 @@ impl WorkerService for WorkerApi {
             };
             if due && !details.data.is_empty() {
                 let details = validate::payload("details", Some(details))?;
+                // Waited for like every record: no seq is ever given to a record a crash can
+                // take back (it would go to another event after the restart).
                 self.core
-                    .update(&key, false, |s, _| {
+                    .update(&key, true, |s, _| {
                         Ok(s.activities
                             .get(&id)
                             .filter(|a| a.attempt == attempt && s.is_open())
