@@ -21,6 +21,8 @@
 
 mod append;
 mod codec;
+mod errors;
+mod head;
 mod indexer;
 mod keys;
 mod read;
@@ -29,7 +31,6 @@ mod recover;
 mod repair;
 mod retention;
 
-use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,12 +46,14 @@ use crate::ids::{RunId, RunKey};
 use crate::log::{self, Log, TornTail};
 use crate::payload::Hash;
 use crate::state::RunState;
-use crate::store::core::Core;
+
 use crate::store::{
     AppendRequest, Appended, DueTimer, Error, RequestKey, RunFilter, Store, StoreStats, Task,
     TaskKind,
 };
 
+pub(crate) use errors::{log_err, log_err_named, sled_err};
+pub(crate) use head::{Head, PendingAppend, RunHead};
 use indexer::Op;
 pub use read::{LIST_RUNS_PAGE_MAX, READ_HISTORY_PAGE_MAX};
 
@@ -140,143 +143,6 @@ pub struct EmbeddedStore {
     indexer: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// The head of a run that is open, or closed and not yet fully indexed, or has appends
-/// that are not durable yet.
-///
-/// Two views: `state`/`tail` are what readers, pollers and the timer loop see, and hold only
-/// durable records; `latest` is what appenders build on (expected-seq ordering), including
-/// appends whose batch is not synced yet. Appends move from one to the other in
-/// [`Head::publish`], in log order, once the log's durable lsn covers them.
-pub(crate) struct RunHead {
-    /// The state after the last durable (published) append; `None` while the run's first
-    /// append is not durable yet.
-    state: Option<Arc<RunState>>,
-    /// Size of the history (encoded records plus referred blobs) at `state`.
-    history_bytes: u64,
-    /// Durable records not yet in sled, oldest first, contiguous up to `state.last_seq`.
-    tail: VecDeque<Arc<codec::Rec>>,
-    /// The state and size after every submitted append, durable or not, while some are not
-    /// published yet.
-    latest: Option<(Arc<RunState>, u64)>,
-    /// Appends submitted and not yet published.
-    pending: u32,
-    /// Appends sent to the indexer and not yet applied.
-    unindexed: u32,
-}
-
-impl RunHead {
-    fn new(state: Arc<RunState>, history_bytes: u64) -> RunHead {
-        RunHead {
-            state: Some(state),
-            history_bytes,
-            tail: VecDeque::new(),
-            latest: None,
-            pending: 0,
-            unindexed: 0,
-        }
-    }
-
-    fn unpublished() -> RunHead {
-        RunHead {
-            state: None,
-            history_bytes: 0,
-            tail: VecDeque::new(),
-            latest: None,
-            pending: 0,
-            unindexed: 0,
-        }
-    }
-
-    /// What the next append builds on: the latest state, durable or not.
-    fn latest(&self) -> Option<(Arc<RunState>, u64)> {
-        match &self.latest {
-            Some((s, b)) => Some((Arc::clone(s), *b)),
-            None => self
-                .state
-                .as_ref()
-                .map(|s| (Arc::clone(s), self.history_bytes)),
-        }
-    }
-
-    /// Whether the head can be dropped: closed, durable, published and in sled.
-    fn settled(&self) -> bool {
-        self.pending == 0
-            && self.unindexed == 0
-            && self.state.as_ref().is_some_and(|s| !s.is_open())
-    }
-}
-
-/// An append whose records are submitted to the log and not yet published to readers.
-pub(crate) struct PendingAppend {
-    /// Its log record's lsn: published once the log's durable lsn reaches it.
-    lsn: u64,
-    key: RunKey,
-    state: Arc<RunState>,
-    history_bytes: u64,
-    recs: Vec<Arc<codec::Rec>>,
-    /// The workflow id this append opened (RunStarted), reserved until published.
-    started_workflow_id: Option<String>,
-}
-
-/// Everything under the store lock.
-pub(crate) struct Head {
-    core: Core,
-    runs: HashMap<RunKey, RunHead>,
-    /// Appends not yet durable, in lsn order (they are submitted under this lock).
-    pending: VecDeque<PendingAppend>,
-    /// Workflow ids of runs whose RunStarted is submitted and not yet durable: a second start
-    /// must not slip in before the first is published.
-    pending_workflow_ids: HashMap<(String, String), RunId>,
-    /// Request ids of appends not yet in sled (pending or published), for deduplication.
-    requests: HashMap<(String, RequestKey), keys::RequestHit>,
-    /// Blobs submitted to the log and not yet in sled, with the lsn of their record: served
-    /// only once that lsn is durable.
-    blobs: HashMap<Hash, (u64, Arc<Vec<u8>>)>,
-    /// The indexer's queue; `None` once closed.
-    tx: Option<std::sync::mpsc::Sender<Op>>,
-}
-
-impl Head {
-    /// Publishes every pending append whose log record is durable (`lsn <= durable_lsn`):
-    /// from now on readers, pollers and timers see it. Called under the lock by every path
-    /// that reads or dispatches, so that nothing unsynced is ever shown and everything synced
-    /// is shown promptly.
-    pub(crate) fn publish(&mut self, durable_lsn: u64) {
-        while self.pending.front().is_some_and(|p| p.lsn <= durable_lsn) {
-            let Some(p) = self.pending.pop_front() else {
-                break;
-            };
-            if let Some(wid) = p.started_workflow_id {
-                let k = (p.key.namespace.clone(), wid);
-                if self.pending_workflow_ids.get(&k) == Some(&p.key.run_id) {
-                    self.pending_workflow_ids.remove(&k);
-                }
-            }
-            let run = self
-                .runs
-                .entry(p.key.clone())
-                .or_insert_with(RunHead::unpublished);
-            run.state = Some(Arc::clone(&p.state));
-            run.history_bytes = p.history_bytes;
-            run.tail.extend(p.recs);
-            run.pending = run.pending.saturating_sub(1);
-            if run.pending == 0 {
-                run.latest = None;
-            }
-            self.core.upsert(p.state);
-        }
-    }
-
-    /// The open run of a workflow id, counting starts that are not durable yet (for the
-    /// uniqueness check of appenders only).
-    fn open_or_pending_run(&self, namespace: &str, workflow_id: &str) -> Option<RunId> {
-        self.pending_workflow_ids
-            .get(&(namespace.to_string(), workflow_id.to_string()))
-            .copied()
-            .or_else(|| self.core.open_run_for_workflow_id(namespace, workflow_id))
-    }
-}
-
 pub(crate) struct Inner {
     dir: PathBuf,
     options: EmbeddedOptions,
@@ -315,63 +181,6 @@ pub struct IndexStats {
     pub reclaimed_bytes: u64,
     /// Bytes queued for the indexer now.
     pub backlog_bytes: u64,
-}
-
-pub(crate) fn log_err(e: log::Error) -> Error {
-    match e {
-        log::Error::Corrupt { .. } => Error::Corrupt {
-            run: None,
-            seq: None,
-            detail: e.to_string(),
-        },
-        // An append whose record exceeds what one log batch holds: a request too large.
-        log::Error::RecordTooLarge { .. } => Error::Invalid(e.to_string()),
-        e => Error::Unavailable(e.to_string()),
-    }
-}
-
-/// [`log_err`], naming the run and seq of the damaged record when the read models know
-/// which event sat at that lsn (a best-effort scan: this is the error path).
-pub(crate) fn log_err_named(db: &sled::Db, e: log::Error) -> Error {
-    let lsn = match &e {
-        log::Error::Corrupt { lsn: Some(l), .. } => *l,
-        _ => return log_err(e),
-    };
-    match event_at_lsn(db, lsn) {
-        Some((run, seq)) => Error::Corrupt {
-            run: Some(run),
-            seq: Some(seq),
-            detail: format!("{e} (the record holds this run's events from seq {seq})"),
-        },
-        None => log_err(e),
-    }
-}
-
-/// The run and seq of the event the log holds at `lsn`, if sled indexed it.
-fn event_at_lsn(db: &sled::Db, lsn: u64) -> Option<(RunKey, u64)> {
-    for item in db.scan_prefix([keys::EVENT]) {
-        let (k, v) = item.ok()?;
-        let key = RunKey::from_bytes(k.get(1..k.len().checked_sub(8)?)?)?;
-        let first_seq = keys::chunk_seq(&key.to_bytes(), &k)?;
-        let Ok(chunk) = codec::decode_chunk(&key, first_seq, &v) else {
-            continue;
-        };
-        if let Some((_, r)) = chunk.recs.iter().find(|(l, _)| *l == lsn) {
-            return Some((key, r.seq));
-        }
-    }
-    None
-}
-
-pub(crate) fn sled_err(e: sled::Error) -> Error {
-    match e {
-        sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => Error::Corrupt {
-            run: None,
-            seq: None,
-            detail: format!("read models (sled): {e}"),
-        },
-        e => Error::Unavailable(format!("read models (sled): {e}")),
-    }
 }
 
 impl Inner {
