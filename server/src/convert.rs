@@ -281,6 +281,11 @@ pub fn event(rec: &EventRecord) -> pb::HistoryEvent {
             timeout: timeout_kind(a.timeout) as i32,
             retry_at_ms: a.retry_at_ms.unwrap_or(0),
         }),
+        Event::ActivityUsageReported(a) => A::ActivityUsageReported(pb::ActivityUsageReported {
+            command_seq: a.command_seq,
+            attempt: a.attempt,
+            usage: Some(usage(&a.usage)),
+        }),
         Event::ActivityCancelRequested(a) => {
             A::ActivityCancelRequested(pb::ActivityCancelRequested {
                 command_seq: a.command_seq,
@@ -483,6 +488,11 @@ pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
                 _ => ev::TimeoutKind::StartToClose,
             },
             retry_at_ms: (a.retry_at_ms != 0).then_some(a.retry_at_ms),
+        }),
+        A::ActivityUsageReported(a) => Event::ActivityUsageReported(ev::ActivityUsageReported {
+            command_seq: a.command_seq,
+            attempt: a.attempt,
+            usage: a.usage.as_ref().map(usage_from).unwrap_or_default(),
         }),
         A::ActivityCancelRequested(a) => {
             Event::ActivityCancelRequested(ev::ActivityCancelRequested {
