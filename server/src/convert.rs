@@ -678,6 +678,7 @@ pub fn waiting(w: &WaitingOn) -> pb::WaitingOn {
         WaitingOn::WorkflowTask { held_reason } => What::WorkflowTask(pb::WaitWorkflowTask {
             held_reason: held_reason.clone().unwrap_or_default(),
         }),
+        WaitingOn::Idle => What::Idle(pb::WaitIdle {}),
     };
     pb::WaitingOn { what: Some(what) }
 }
