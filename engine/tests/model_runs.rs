@@ -10,12 +10,14 @@
 //!   to a clone taken before;
 //! - every open run is progressing or says what it waits on: `waiting_on(now)` is never empty,
 //!   names every open activity, timer and signal wait, the budget it is parked on and the
-//!   reason it is held, and no run is left with unseen events and no workflow task.
+//!   reason it is held, and no run is left with unseen events and no workflow task; an open
+//!   run with nothing else to name is `Idle` (its code waits for nothing the server tracks).
 //!
 //! When a run closes a new one starts (its successor, after continue-as-new). The workflow
 //! code is modelled like the SDK: a task whose commands would leave the run open with nothing
-//! open (the code awaits something that is not the SDK's) is failed with `[STF-WT005]`
-//! instead, because the state machine alone cannot tell that code from code that waits.
+//! open is either completed (the code waits only for a cancel or an untracked signal: the run
+//! is idle) or, as the SDK does for code that awaits a future that is not the SDK's, failed
+//! with `[STF-WT005]`.
 //!
 //! Prints its seed; `TEST_SEED=<n>` replays it. `MODEL_RUNS_STEPS=<n>` runs longer (default
 //! 5,000 steps).
@@ -433,6 +435,18 @@ impl Sim {
                 "{ctx}: pending task not named"
             );
         }
+        // Idle exactly when nothing else is named: never empty, never hiding a real wait.
+        let idle = waiting.contains(&WaitingOn::Idle);
+        let nothing_else = s.activities.is_empty()
+            && s.timers.is_empty()
+            && s.signal_waits.is_empty()
+            && s.budget_exceeded.is_none()
+            && s.held.is_none()
+            && s.workflow_task == WorkflowTask::Idle;
+        assert_eq!(idle, nothing_else, "{ctx}: idle in {waiting:?}");
+        if idle {
+            assert_eq!(waiting.len(), 1, "{ctx}: idle beside {waiting:?}");
+        }
         for w in &waiting {
             *self.cov.waiting.entry(w.category()).or_default() += 1;
         }
@@ -467,6 +481,7 @@ fn every_open_run_progresses_or_names_what_it_waits_on() {
             "budget",
             "reconciliation",
             "workflow_task",
+            "idle",
         ] {
             assert!(
                 c.waiting.contains_key(cat),

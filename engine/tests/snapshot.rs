@@ -511,10 +511,85 @@ fn appended_fields_history() -> History {
     }
 }
 
+/// Kinds added after the histories above were pinned, in a history of their own so that the
+/// older golden files keep their bytes: the late usage report of an attempt that timed out
+/// while it ran (ActivityUsageReported).
+fn late_usage_history() -> History {
+    let id = RunId(uuid::Uuid::from_u128(
+        0x0190_0000_0000_7000_8000_0000_0000_0000 | 8,
+    ));
+    let idempotent = ActivityOptions {
+        task_queue: "tools".into(),
+        start_to_close_ms: 1_000,
+        effect: Effect::Idempotent,
+        ..Default::default()
+    };
+    let started_attempt = |attempt| {
+        Event::ActivityStarted(ActivityStarted {
+            command_seq: 1,
+            attempt,
+            worker: "worker-2".into(),
+            effect: Effect::Idempotent,
+        })
+    };
+    let events = vec![
+        started("late-usage", Budget::default(), None),
+        wft_scheduled(1, 0),
+        wft_started(2),
+        wft_completed(3),
+        Event::ActivityScheduled(ActivityScheduled {
+            command_seq: 1,
+            activity_type: "llm.chat".into(),
+            input: Payload::json(r#"{"prompt_hash":"cd34"}"#),
+            options: idempotent,
+        }),
+        started_attempt(1),
+        Event::ActivityTimedOut(ActivityTimedOut {
+            command_seq: 1,
+            attempt: 1,
+            timeout: TimeoutKind::StartToClose,
+            retry_at_ms: Some(T0 + 2_000),
+        }),
+        Event::ActivityUsageReported(ActivityUsageReported {
+            command_seq: 1,
+            attempt: 1,
+            usage: Usage {
+                input_tokens: 2_000,
+                output_tokens: 150,
+                cost_micros: 870,
+                model: "gpt-test".into(),
+            },
+        }),
+        started_attempt(2),
+        Event::ActivityCompleted(ActivityCompleted {
+            command_seq: 1,
+            attempt: 2,
+            result: Payload::json(r#""ok""#),
+            duration_ms: 400,
+            usage: None,
+            reconciled: false,
+        }),
+        wft_scheduled(1, 0),
+        wft_started(11),
+        wft_completed(12),
+        Event::RunCompleted(RunCompleted {
+            command_seq: 2,
+            result: Payload::json("null"),
+        }),
+    ];
+    History {
+        name: "late_usage",
+        key: RunKey::new("default", id),
+        events,
+        status: RunStatus::Completed,
+    }
+}
+
 fn histories() -> Vec<History> {
     let mut all = vec![main_history()];
     all.extend(terminal_histories());
     all.push(appended_fields_history());
+    all.push(late_usage_history());
     all
 }
 
@@ -672,6 +747,7 @@ fn event_kind_discriminants_are_pinned() {
         (K::CancelRequested, "CancelRequested", 60),
         (K::BudgetUpdated, "BudgetUpdated", 61),
         (K::BudgetExceeded, "BudgetExceeded", 62),
+        (K::ActivityUsageReported, "ActivityUsageReported", 63),
         (K::RunCompleted, "RunCompleted", 70),
         (K::RunFailed, "RunFailed", 71),
         (K::RunCancelled, "RunCancelled", 72),

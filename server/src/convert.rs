@@ -281,6 +281,11 @@ pub fn event(rec: &EventRecord) -> pb::HistoryEvent {
             timeout: timeout_kind(a.timeout) as i32,
             retry_at_ms: a.retry_at_ms.unwrap_or(0),
         }),
+        Event::ActivityUsageReported(a) => A::ActivityUsageReported(pb::ActivityUsageReported {
+            command_seq: a.command_seq,
+            attempt: a.attempt,
+            usage: Some(usage(&a.usage)),
+        }),
         Event::ActivityCancelRequested(a) => {
             A::ActivityCancelRequested(pb::ActivityCancelRequested {
                 command_seq: a.command_seq,
@@ -484,6 +489,11 @@ pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
             },
             retry_at_ms: (a.retry_at_ms != 0).then_some(a.retry_at_ms),
         }),
+        A::ActivityUsageReported(a) => Event::ActivityUsageReported(ev::ActivityUsageReported {
+            command_seq: a.command_seq,
+            attempt: a.attempt,
+            usage: a.usage.as_ref().map(usage_from).unwrap_or_default(),
+        }),
         A::ActivityCancelRequested(a) => {
             Event::ActivityCancelRequested(ev::ActivityCancelRequested {
                 command_seq: a.command_seq,
@@ -668,6 +678,7 @@ pub fn waiting(w: &WaitingOn) -> pb::WaitingOn {
         WaitingOn::WorkflowTask { held_reason } => What::WorkflowTask(pb::WaitWorkflowTask {
             held_reason: held_reason.clone().unwrap_or_default(),
         }),
+        WaitingOn::Idle => What::Idle(pb::WaitIdle {}),
     };
     pb::WaitingOn { what: Some(what) }
 }

@@ -324,6 +324,7 @@ pub fn event_kind(attributes: &Ev) -> pb::EventKind {
         Ev::CancelRequested(_) => K::CancelRequested,
         Ev::BudgetUpdated(_) => K::BudgetUpdated,
         Ev::BudgetExceeded(_) => K::BudgetExceeded,
+        Ev::ActivityUsageReported(_) => K::ActivityUsageReported,
         Ev::RunCompleted(_) => K::RunCompleted,
         Ev::RunFailed(_) => K::RunFailed,
         Ev::RunCancelled(_) => K::RunCancelled,

@@ -340,6 +340,17 @@ attrs! {
         /// When the next attempt is due; `None` = final.
         pub retry_at_ms: Option<TimeMs>,
     }
+    /// What an attempt that had already timed out used, reported late by its worker (an LLM
+    /// call that did run). Counted in the run's usage and budget like a completion's; the
+    /// activity's outcome is unchanged. At most one per timed-out attempt.
+    pub struct ActivityUsageReported {
+        /// Activity id.
+        pub command_seq: CommandSeq,
+        /// The attempt that timed out.
+        pub attempt: u32,
+        /// What it used.
+        pub usage: Usage,
+    }
     /// The workflow asked to cancel an activity.
     pub struct ActivityCancelRequested {
         /// This command's seq.

@@ -124,6 +124,7 @@ events! {
     60 => CancelRequested,
     61 => BudgetUpdated,
     62 => BudgetExceeded,
+    63 => ActivityUsageReported,
     70 => RunCompleted,
     71 => RunFailed,
     72 => RunCancelled,

@@ -1,6 +1,6 @@
 //! The transitions. One arm per event kind; each checks legality before changing anything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::event::{Event, EventRecord, ReconcileDecision};
@@ -62,6 +62,7 @@ impl RunState {
             failure: None,
             continued_from: a.continued_from,
             continued_to: None,
+            timed_out_attempts: BTreeSet::new(),
             history_bytes: 0,
         })
     }
@@ -259,12 +260,35 @@ impl RunState {
             }
             Event::ActivityTimedOut(a) => {
                 let act = self.activity_mut(rec, a.command_seq)?;
+                // A worker may still be running it and report, late, what it used.
+                let was_running =
+                    act.attempt == a.attempt && matches!(act.phase, ActivityPhase::Started { .. });
                 act.last_failure = Some(Failure {
                     message: format!("{:?} timeout", a.timeout),
                     error_type: "Timeout".into(),
                     ..Default::default()
                 });
                 self.retry_or_close(a.command_seq, a.attempt, a.retry_at_ms);
+                if was_running {
+                    self.timed_out_attempts.insert((a.command_seq, a.attempt));
+                    if self.timed_out_attempts.len() > TIMED_OUT_ATTEMPTS_KEPT_MAX {
+                        self.timed_out_attempts.pop_first();
+                    }
+                }
+            }
+            Event::ActivityUsageReported(a) => {
+                // Only an attempt that timed out while it ran, once: the outcome of the
+                // activity is not touched, only the run's usage (and so its budget).
+                if !self.timed_out_attempts.remove(&(a.command_seq, a.attempt)) {
+                    return Err(illegal(
+                        rec,
+                        format!(
+                            "attempt {} of activity {} did not time out while running, or its usage was already reported",
+                            a.attempt, a.command_seq
+                        ),
+                    ));
+                }
+                self.usage.add(&a.usage);
             }
             Event::ActivityCancelRequested(a) => {
                 // Cancelling an activity that already closed (its result raced the cancel) is

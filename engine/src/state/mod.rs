@@ -10,7 +10,7 @@ mod waiting;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,10 @@ use crate::event::{
 };
 use crate::ids::{RunId, RunKey};
 use crate::payload::{Hash, Payload};
+
+/// How many timed-out attempts a run remembers as able to report their usage late: a bound on
+/// the state's size when workers die without ever reporting (the oldest are forgotten first).
+pub const TIMED_OUT_ATTEMPTS_KEPT_MAX: usize = 256;
 
 /// Where a run is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -297,6 +301,12 @@ pub struct RunState {
     pub continued_from: Option<RunId>,
     /// The run that continues this one.
     pub continued_to: Option<RunId>,
+    /// Attempts that timed out while a worker ran them and have not reported their usage yet
+    /// (ActivityUsageReported), as (activity, attempt): a late report of one of these is
+    /// counted once; any other late report is refused. The oldest are forgotten past
+    /// [`TIMED_OUT_ATTEMPTS_KEPT_MAX`]. Absent in states stored before it existed.
+    #[serde(default)]
+    pub timed_out_attempts: BTreeSet<(CommandSeq, u32)>,
     /// Size of the history as the store counts it against its byte limit
     /// ([`crate::store::HISTORY_BYTES_MAX`]): the stored attributes of every event plus the
     /// length of every blob an event refers to. Set by the store, not by `apply` (it depends
@@ -440,6 +450,12 @@ impl RunState {
             }
         }
         None
+    }
+
+    /// Whether attempt `attempt` of activity `id` timed out while it ran and may still report
+    /// what it used (one ActivityUsageReported, counted like a completion's usage).
+    pub fn accepts_late_usage(&self, id: CommandSeq, attempt: u32) -> bool {
+        self.is_open() && self.timed_out_attempts.contains(&(id, attempt))
     }
 
     /// When the run timeout elapses, if it has one.

@@ -6,6 +6,7 @@
 
 mod activity;
 mod lifecycle;
+mod usage;
 mod waits;
 mod workflow_task;
 

@@ -57,6 +57,11 @@ pub enum WaitingOn {
         /// Why the run is held, when it is.
         held_reason: Option<String>,
     },
+    /// Nothing the server tracks: the code has seen every event and waits for something it
+    /// issued no command for (only for a cancel, say, or a signal it never waited for with a
+    /// command). A signal or a cancel request wakes it; a cancel (if the code honours it) or a
+    /// terminate ends it. Named so that no open run waits on nothing (C6).
+    Idle,
 }
 
 impl WaitingOn {
@@ -69,12 +74,15 @@ impl WaitingOn {
             WaitingOn::Budget(_) => "budget",
             WaitingOn::Reconciliation { .. } => "reconciliation",
             WaitingOn::WorkflowTask { .. } => "workflow_task",
+            WaitingOn::Idle => "idle",
         }
     }
 }
 
 impl RunState {
-    /// What the run waits for at `now_ms`; empty when closed.
+    /// What the run waits for at `now_ms`; empty when closed. An open run names at least one
+    /// thing ([`WaitingOn::Idle`] when nothing else), except in the instant between events
+    /// its code has not seen and the workflow task the server schedules for them.
     pub fn waiting_on(&self, now_ms: TimeMs) -> Vec<WaitingOn> {
         let mut out = Vec::new();
         if !self.is_open() {
@@ -139,6 +147,11 @@ impl RunState {
                 choices: w.choices.clone(),
                 since_ms: w.since_ms,
             });
+        }
+        // With unseen events and no task the server schedules one in the same append, so
+        // that state is never what a reader sees; anything else with nothing listed is idle.
+        if out.is_empty() && !self.unseen_events {
+            out.push(WaitingOn::Idle);
         }
         out
     }

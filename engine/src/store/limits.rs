@@ -8,7 +8,7 @@
 //! |---|---|
 //! | up to the soft limit ([`SOFT_LIMIT_PERCENT`] of the hard one) | everything |
 //! | past the soft limit, up to the hard limit | everything but new work: ActivityScheduled, TimerStarted, SignalWaitStarted |
-//! | past the hard limit, up to the finishing reserve ([`FINISH_RESERVE_PERCENT`] more) | only what a run needs to end or continue as new: workflow-task events, outcomes of work already scheduled (completed, failed, timed out, cancelled, reconciled, timers fired), cancels and budget changes; no signals, progress or heartbeat details |
+//! | past the hard limit, up to the finishing reserve ([`FINISH_RESERVE_PERCENT`] more) | only what a run needs to end or continue as new: workflow-task events, outcomes of work already scheduled (completed, failed, timed out, cancelled, reconciled, timers fired), cancels and budget changes; no signals, progress, heartbeat details or late usage reports |
 //! | past the reserve | only appends that close the run |
 //!
 //! An append that closes the run (complete, fail, cancel, continue-as-new, terminate, time out)
@@ -56,6 +56,7 @@ pub fn class(e: &Event) -> Class {
         E::RunStarted(_)
         | E::SignalReceived(_)
         | E::ActivityProgress(_)
+        | E::ActivityUsageReported(_)
         | E::ProgressReported(_)
         | E::PartialResultRecorded(_) => Class::Input,
         E::WorkflowTaskScheduled(_)

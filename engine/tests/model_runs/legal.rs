@@ -294,6 +294,13 @@ impl Sim {
         }
         let m = &self.model;
         let nothing_open = m.acts.is_empty() && m.timers.is_empty() && m.waits.is_empty();
+        if !closes && nothing_open && self.rng.gen_bool(0.5) {
+            // The code awaits only what the server does not track (a cancel, or a signal it
+            // issued no wait for; or a raw-protocol worker): the task completes and the run
+            // is idle until a signal or a cancel request wakes it, or it is terminated.
+            self.append(events, "task completed, code idle");
+            return;
+        }
         if !closes && nothing_open {
             // The code is blocked on something that is not the SDK's: the SDK fails the task.
             self.model = saved;

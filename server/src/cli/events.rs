@@ -127,6 +127,9 @@ pub fn attributes_json(e: &pb::HistoryEvent) -> Value {
             "activity_id": a.command_seq, "attempt": a.attempt, "retry_at": retry_at(a.retry_at_ms),
             "timeout": enum_name(a.timeout, |t: pb::TimeoutKind| t.as_str_name().trim_start_matches("TIMEOUT_KIND_")),
         }),
+        A::ActivityUsageReported(a) => {
+            json!({ "activity_id": a.command_seq, "attempt": a.attempt, "usage": usage_json(&a.usage) })
+        }
         A::ActivityCancelRequested(a) => {
             json!({ "command_seq": a.command_seq, "activity_id": a.activity_id })
         }
@@ -274,6 +277,17 @@ pub fn summary(e: &pb::HistoryEvent) -> String {
                 .trim_start_matches("TIMEOUT_KIND_")),
             retry(a.retry_at_ms)
         ),
+        A::ActivityUsageReported(a) => {
+            let u = a.usage.clone().unwrap_or_default();
+            format!(
+                "#{} attempt {} (timed out) used {} tokens {} {}",
+                a.command_seq,
+                a.attempt,
+                u.input_tokens + u.output_tokens,
+                usd(u.cost_micros),
+                u.model
+            )
+        }
         A::ActivityCancelRequested(a) => format!("#{}", a.activity_id),
         A::ActivityCancelled(a) => format!("#{}", a.command_seq),
         A::ActivityOutcomeUnknown(a) => format!(
@@ -356,6 +370,16 @@ pub fn is_notable(e: &pb::HistoryEvent) -> bool {
 mod tests {
     use super::*;
 
+    fn completed_usage() -> Option<pb::Usage> {
+        Some(pb::Usage {
+            input_tokens: 100,
+            output_tokens: 20,
+            cost_micros: 1_500,
+            model: "m".into(),
+            ..Default::default()
+        })
+    }
+
     fn completed() -> pb::HistoryEvent {
         pb::HistoryEvent {
             seq: 7,
@@ -370,13 +394,7 @@ mod tests {
                     data: br#"{"label":"bug"}"#.to_vec(),
                 }),
                 duration_ms: 1_200,
-                usage: Some(pb::Usage {
-                    input_tokens: 100,
-                    output_tokens: 20,
-                    cost_micros: 1_500,
-                    model: "m".into(),
-                    ..Default::default()
-                }),
+                usage: completed_usage(),
                 reconciled: false,
             })),
         }
@@ -435,6 +453,25 @@ mod tests {
                 ..Default::default()
             }),
             "Unknown(999)"
+        );
+        let late = pb::HistoryEvent {
+            seq: 9,
+            time_ms: 1_000,
+            kind: pb::EventKind::ActivityUsageReported as i32,
+            attributes: Some(A::ActivityUsageReported(pb::ActivityUsageReported {
+                command_seq: 2,
+                attempt: 1,
+                usage: completed_usage(),
+            })),
+            ..Default::default()
+        };
+        assert_eq!(
+            line(&late),
+            "    9  1970-01-01T00:00:01.000Z  ActivityUsageReported   #2 attempt 1 (timed out) used 120 tokens $0.0015 m"
+        );
+        assert_eq!(
+            attributes_json(&late),
+            json!({"activity_id": 2, "attempt": 1, "usage": {"input_tokens": 100, "output_tokens": 20, "cost_micros": 1500, "model": "m"}})
         );
         let t = pb::HistoryEvent {
             kind: 74,

@@ -14,6 +14,7 @@ pub const WAITING_KINDS: &[&str] = &[
     "budget",
     "reconciliation",
     "workflow_task",
+    "idle",
 ];
 
 /// Reads a JSON argument: inline text, `@path` for a file, `-` for stdin. Returns the bytes
@@ -207,6 +208,7 @@ mod tests {
         assert_eq!(status("Completed"), Ok(RunStatus::Completed));
         assert!(status("done").is_err());
         assert_eq!(waiting("workflow-task").as_deref(), Ok("workflow_task"));
+        assert_eq!(waiting("Idle").as_deref(), Ok("idle"));
         assert!(waiting("human").unwrap_err().contains("signal"));
     }
 }

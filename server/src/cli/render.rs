@@ -36,6 +36,7 @@ pub fn waiting_json(w: &pb::WaitingOn) -> Value {
         Some(What::WorkflowTask(t)) => json!({
             "kind": "workflow_task", "held_reason": if t.held_reason.is_empty() { Value::Null } else { Value::from(t.held_reason.clone()) },
         }),
+        Some(What::Idle(_)) => json!({ "kind": "idle" }),
         None => json!({ "kind": "unknown" }),
     }
 }
@@ -68,6 +69,10 @@ pub fn waiting_short(w: &pb::WaitingOn) -> String {
             format!("held: {}", t.held_reason)
         }
         Some(What::WorkflowTask(_)) => "workflow task".into(),
+        Some(What::Idle(_)) => {
+            "idle: its code waits for nothing the server tracks (a cancel or terminate ends it)"
+                .into()
+        }
         None => "?".into(),
     }
 }
@@ -412,6 +417,21 @@ mod tests {
                 "since": "1970-01-01T00:00:02.000Z",
             })
         );
+    }
+
+    #[test]
+    fn an_idle_run_names_its_idleness() {
+        let mut run = signal_run();
+        run.waiting_on = vec![pb::WaitingOn {
+            what: Some(What::Idle(pb::WaitIdle {})),
+        }];
+        assert_eq!(run_json(&run)["waiting_on"][0], json!({ "kind": "idle" }));
+        let text = run_text(&run);
+        assert!(
+            text.contains("waiting on\n  - idle: its code waits for nothing the server tracks"),
+            "{text}"
+        );
+        assert!(waiting_summary(&run).starts_with("idle"));
     }
 
     #[test]

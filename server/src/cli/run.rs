@@ -118,7 +118,7 @@ pub struct ListArgs {
     #[arg(long = "type", value_name = "TYPE")]
     workflow_type: Option<String>,
     /// Only open runs waiting on: signal, activity, timer, budget, reconciliation,
-    /// workflow_task.
+    /// workflow_task, idle (code that waits for nothing the server tracks).
     #[arg(long, value_parser = parse::waiting)]
     waiting: Option<String>,
     /// Most runs to print (0 = all).

@@ -157,10 +157,10 @@ impl ClientService for ClientApi {
         let waiting = match r.waiting.as_str() {
             "" => None,
             w @ ("signal" | "activity" | "timer" | "budget" | "reconciliation"
-            | "workflow_task") => Some(w.to_string()),
+            | "workflow_task" | "idle") => Some(w.to_string()),
             w => {
                 return Err(Status::invalid_argument(format!(
-                    "waiting {w:?} is unknown: use signal, activity, timer, budget, reconciliation or workflow_task"
+                    "waiting {w:?} is unknown: use signal, activity, timer, budget, reconciliation, workflow_task or idle"
                 )));
             }
         };

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use steadfast_engine::event::{self as ev, Event, TimeoutKind};
 use steadfast_engine::ids::RunKey;
-use steadfast_engine::state::{ActivityPhase, ActivityState, WorkflowTask};
+use steadfast_engine::state::{ActivityPhase, ActivityState, RunState, WorkflowTask};
 use steadfast_engine::store::{Task, TaskKind};
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::worker_service_server::WorkerService;
@@ -333,9 +333,16 @@ impl WorkerService for WorkerApi {
         let (key, id, attempt) = (a.key.clone(), a.id, a.attempt);
         let mut event =
             commands::activity_result_event(id, attempt, r.result.as_ref(), r.usage.as_ref(), 0);
-        self.core
+        let usage = r.usage.as_ref().map(convert::usage_from);
+        let mut refused = None;
+        let appended = self
+            .core
             .update(&key, true, |s, now| {
-                let act = current_attempt(s, &a)?;
+                refused = None;
+                let act = match current_attempt(s, &a) {
+                    Ok(act) => act,
+                    Err(e) => return refuse_keeping_usage(s, &a, usage.as_ref(), e, &mut refused),
+                };
                 match &mut event {
                     Event::ActivityCompleted(e) => e.duration_ms = attempt_duration_ms(act, now),
                     Event::ActivityFailed(e) => e.duration_ms = attempt_duration_ms(act, now),
@@ -343,7 +350,8 @@ impl WorkerService for WorkerApi {
                 }
                 Ok(Some(vec![event.clone()]))
             })
-            .await?;
+            .await;
+        refused_after_usage(&key, appended, refused)?;
         Ok(Response::new(pb::CompleteActivityTaskResponse {}))
     }
 
@@ -362,9 +370,15 @@ impl WorkerService for WorkerApi {
         self.check_record(&a.key, a.scheduled, "ActivityScheduled")
             .await?;
         let (key, id, attempt) = (a.key.clone(), a.id, a.attempt);
-        self.core
+        let mut refused = None;
+        let appended = self
+            .core
             .update(&key, true, |s, now| {
-                let act = current_attempt(s, &a)?;
+                refused = None;
+                let act = match current_attempt(s, &a) {
+                    Ok(act) => act,
+                    Err(e) => return refuse_keeping_usage(s, &a, usage.as_ref(), e, &mut refused),
+                };
                 let duration_ms = attempt_duration_ms(act, now);
                 if failure.error_type == retry::CANCELLED_ERROR_TYPE && act.cancel_requested {
                     return Ok(Some(vec![Event::ActivityCancelled(
@@ -381,7 +395,8 @@ impl WorkerService for WorkerApi {
                     usage: usage.clone(),
                 })]))
             })
-            .await?;
+            .await;
+        refused_after_usage(&key, appended, refused)?;
         Ok(Response::new(pb::FailActivityTaskResponse {}))
     }
 
@@ -458,6 +473,46 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(pb::HeartbeatActivityTaskResponse {
             cancel_requested,
         }))
+    }
+}
+
+/// The decision for a report the fence refused (`e`): the attempt's late usage, when it timed
+/// out while it ran and reports usage (recorded, then `e` is still answered), else `e`.
+fn refuse_keeping_usage(
+    s: &RunState,
+    a: &fence::AttemptRef,
+    usage: Option<&ev::Usage>,
+    e: Status,
+    refused: &mut Option<Status>,
+) -> crate::core::Decision {
+    match fence::late_usage(s, a, usage) {
+        Some(late) => {
+            *refused = Some(e);
+            Ok(Some(vec![late]))
+        }
+        None => Err(e),
+    }
+}
+
+/// The answer to a report after [`refuse_keeping_usage`]: the fence's refusal even when the
+/// late usage was recorded (the attempt is still superseded), or the update's own outcome.
+fn refused_after_usage(
+    key: &RunKey,
+    appended: Result<Option<steadfast_engine::store::Appended>, Status>,
+    refused: Option<Status>,
+) -> Result<(), Status> {
+    match (appended, refused) {
+        (Ok(_), Some(refused)) => {
+            tracing::info!(run = %key, "late usage of a timed-out attempt recorded");
+            Err(refused)
+        }
+        (Err(e), Some(refused)) => {
+            // The usage could not be recorded (e.g. the history is past its hard limit): the
+            // reporter is still told its attempt is superseded, which is what it acts on.
+            tracing::warn!(run = %key, error = %e, "late usage of a timed-out attempt not recorded");
+            Err(refused)
+        }
+        (r, None) => r.map(|_| ()),
     }
 }
 

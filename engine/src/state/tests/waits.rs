@@ -136,7 +136,7 @@ fn signal_received_before_the_wait_satisfies_it() {
         r.state.signal_waits.is_empty(),
         "the buffered signal answers the wait at once"
     );
-    assert!(r.state.waiting_on(T0).is_empty());
+    assert_eq!(r.state.waiting_on(T0), vec![WaitingOn::Idle]);
     // The next wait of that name is not satisfied by the same signal.
     r.wait_signal("approve");
     assert_eq!(r.state.signal_waits.len(), 1);
@@ -487,4 +487,50 @@ fn a_fresh_run_waits_on_nothing_until_its_task_is_scheduled() {
         r.state.needs_workflow_task(),
         "the server schedules it; waiting_on reports pending tasks only"
     );
+}
+
+#[test]
+fn an_open_run_whose_code_waits_for_nothing_tracked_is_idle() {
+    let mut r = Run::new();
+    // The code completes its first task with no command: it awaits only a cancel, or a signal
+    // it never issued a wait for.
+    r.task();
+    assert!(r.state.is_open() && !r.state.needs_workflow_task());
+    let w = r.state.waiting_on(T0);
+    assert_eq!(w, vec![WaitingOn::Idle]);
+    assert_eq!(w[0].category(), "idle");
+
+    // Idle only when nothing else is named: a timer replaces it...
+    r.open_task();
+    r.ok(Event::WorkflowTaskCompleted(WorkflowTaskCompleted {
+        started_seq: r.state.last_seq,
+        worker: "w1".into(),
+    }));
+    let timer = r.timer(T0 + 5);
+    assert_eq!(
+        r.state.waiting_on(T0),
+        vec![WaitingOn::Timer {
+            id: timer,
+            fire_at_ms: T0 + 5
+        }]
+    );
+    // ...and a signal wakes the code: its task is named, not idleness.
+    r.ok(Event::SignalReceived(SignalReceived {
+        name: "poke".into(),
+        input: Payload::json("null"),
+        identity: "op".into(),
+        request_id: String::new(),
+    }));
+    r.ok(Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
+        task_queue: "agents".into(),
+        attempt: 1,
+        not_before_ms: 0,
+    }));
+    assert!(!r.state.waiting_on(T0).contains(&WaitingOn::Idle));
+    // A closed run waits on nothing at all.
+    r.ok(Event::RunTerminated(RunTerminated {
+        reason: "stop".into(),
+        identity: "op".into(),
+    }));
+    assert!(r.state.waiting_on(T0).is_empty());
 }

@@ -60,7 +60,11 @@ fn workflow_task_scheduled_started_completed() {
     assert_eq!(s.workflow_task, WorkflowTask::Idle);
     assert!(!s.unseen_events);
     assert!(!s.needs_workflow_task());
-    assert!(s.waiting_on(T0).is_empty());
+    assert_eq!(
+        s.waiting_on(T0),
+        vec![WaitingOn::Idle],
+        "open, its code waits for nothing tracked: named, not empty"
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! namespace, the record it names (same seq, same hash) and, for activities, the current
 //! attempt. The format and signature are [`crate::token`]'s.
 
+use steadfast_engine::event::{self as ev, Event, Usage};
 use steadfast_engine::ids::RunKey;
 use steadfast_engine::state::{ActivityState, RunState};
 use tonic::Status;
@@ -116,4 +117,19 @@ pub(super) fn current_attempt<'s>(
         )));
     }
     Ok(act)
+}
+
+/// What the report of a refused attempt still records: the usage of an attempt that timed
+/// out while it ran (an LLM call that did run and was billed), once, as
+/// ActivityUsageReported. The activity's outcome is not touched, and the reporter is still
+/// told its attempt is superseded. `None` for any other refused report, or without usage.
+pub(super) fn late_usage(s: &RunState, a: &AttemptRef, usage: Option<&Usage>) -> Option<Event> {
+    let usage = usage?;
+    s.accepts_late_usage(a.id, a.attempt).then(|| {
+        Event::ActivityUsageReported(ev::ActivityUsageReported {
+            command_seq: a.id,
+            attempt: a.attempt,
+            usage: usage.clone(),
+        })
+    })
 }
