@@ -72,7 +72,7 @@ async fn dropped_runs_give_their_log_space_back() {
     let mut rng = StdRng::seed_from_u64(seed("store_compaction"));
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = EmbeddedStore::open(dir.path(), options()).unwrap();
-    // 60 runs closed early (to be dropped) interleaved with 15 that stay (5 open).
+    // 60 runs closed early (to be dropped), then 15 that stay (5 open).
     let mut keep: BTreeMap<RunKey, Vec<EventRecord>> = BTreeMap::new();
     let mut doomed = Vec::new();
     for i in 0..75 {
@@ -80,7 +80,9 @@ async fn dropped_runs_give_their_log_space_back() {
             "default",
             RunId(uuid::Builder::from_random_bytes(rng.r#gen()).into_uuid()),
         );
-        let old = i % 5 != 0;
+        // The runs to drop first, so that whole sealed segments become garbage (compaction
+        // rewrites a segment once half of it is), then the runs that stay.
+        let old = i < 60;
         let t = if old { 1_000 } else { 50_000 };
         let mut h = append(&store, &key, 1, vec![started("")], t).await;
         for _ in 0..8 {
@@ -119,9 +121,12 @@ async fn dropped_runs_give_their_log_space_back() {
         "log {before} B -> {after} B after dropping {dropped} of 75 runs ({} B reclaimed)",
         stats.reclaimed_bytes
     );
+    // The dropped runs' records fill the first segments completely: those are rewritten to
+    // almost nothing (~73% of the log goes in practice; how much of the mixed segment after
+    // them goes depends on the seeded payload sizes, hence the 60% bound).
     assert!(
-        after * 2 < before,
-        "the log should have shrunk by more than half: {before} -> {after}"
+        after * 10 <= before * 4 && stats.reclaimed_bytes > 0,
+        "the log should have shrunk by at least 60%: {before} -> {after}"
     );
     let check = |store: EmbeddedStore, what: &'static str| {
         let keep = keep.clone();
