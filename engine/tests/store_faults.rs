@@ -406,7 +406,12 @@ async fn log_damage_is_named_by_run_and_seq() {
     let pristine = tempfile::tempdir().unwrap();
     let model = {
         let (store, _) = EmbeddedStore::open(pristine.path(), options()).unwrap();
-        let m = write_histories(&store, &mut rng, 3, 40).await;
+        let mut m = write_histories(&store, &mut rng, 3, 40).await;
+        // The last segment may have just rolled: write until it holds several batches, so
+        // that the damaged record has acknowledged batches after it.
+        while data_end(&segments(pristine.path()).pop().unwrap()) < 8192 {
+            m.extend(write_histories(&store, &mut rng, 1, 10).await);
+        }
         store.close().await.unwrap();
         m
     };
