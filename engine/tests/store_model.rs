@@ -4,7 +4,6 @@
 //! replays one, `MODEL_STEPS=<n>` runs longer.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -14,6 +13,9 @@ use steadfast_engine::ids::{RunId, RunKey};
 use steadfast_engine::payload::{Hash, Payload};
 use steadfast_engine::state::RunStatus;
 use steadfast_engine::store::{AppendRequest, Error, RunFilter, Store, inline_payload};
+
+mod support;
+use support::copy_dir;
 
 fn options() -> EmbeddedOptions {
     // Small segments and frequent automatic checkpoints, so that both happen mid-test.
@@ -58,25 +60,6 @@ fn data(rng: &mut StdRng) -> Vec<u8> {
         rng.gen_range(0..300)
     };
     (0..len).map(|_| rng.r#gen()).collect()
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else if e.file_name() != "LOCK" {
-            // The store may be running (a crash image): a file it removed between the listing
-            // and the copy is simply not in the image.
-            match std::fs::copy(e.path(), &to) {
-                Ok(_) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => panic!("copy {}: {err}", e.path().display()),
-            }
-        }
-    }
 }
 
 async fn check_run(store: &EmbeddedStore, key: &RunKey, want: &[EventRecord], step: usize) {
