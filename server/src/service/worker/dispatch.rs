@@ -49,10 +49,15 @@ pub(super) fn start_attempt(
             && matches!(a.phase, ActivityPhase::Ready { .. })
             && !a.cancel_requested
     });
-    if !s.is_open() || !ready || s.budget_exceeded.is_some() {
+    if !s.is_open() || !ready {
         return Start::Gone;
     }
     if let Some(hit) = s.budget_block(id, now) {
+        // Parked once is enough; an activity within the budget still starts even when a
+        // later one parked the run first (concurrent polls may decide in either order).
+        if s.budget_exceeded.is_some() {
+            return Start::Gone;
+        }
         return Start::Park(Event::BudgetExceeded(ev::BudgetExceeded {
             dimension: hit.dimension,
             limit: hit.limit,
@@ -351,6 +356,32 @@ mod tests {
         );
         assert_eq!(
             start_attempt(&s, 1, 1, "w", Effect::Read, 1_000),
+            Start::Gone
+        );
+    }
+
+    /// Concurrent polls decide in any order: when the poll holding activity 2 parks the run
+    /// first, activity 1 (within the budget) still starts, and 3 does not park it again.
+    #[test]
+    fn a_run_parked_by_a_later_activity_still_starts_one_within_the_budget() {
+        let mut s = run(
+            3,
+            Budget {
+                max_activities: 1,
+                ..Default::default()
+            },
+        );
+        let park = start_attempt(&s, 2, 1, "w", Effect::Read, 1_000);
+        let Start::Park(e) = park else {
+            panic!("{park:?}")
+        };
+        apply(&mut s, &e);
+        assert!(matches!(
+            start_attempt(&s, 1, 1, "w", Effect::Read, 1_000),
+            Start::Started(_)
+        ));
+        assert_eq!(
+            start_attempt(&s, 3, 1, "w", Effect::Read, 1_000),
             Start::Gone
         );
     }
