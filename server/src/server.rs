@@ -134,6 +134,10 @@ pub async fn serve_with(
 ) -> anyhow::Result<()> {
     let core = Core::with_settings(store, Arc::new(SystemClock), settings);
     let timer_task = tokio::spawn(timers::run(core.clone()));
+    let changes_task = core
+        .store
+        .changes()
+        .map(|rx| tokio::spawn(forward_changes(core.clone(), rx)));
     let (mut health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<pb::client_service_server::ClientServiceServer<ClientApi>>()
@@ -188,7 +192,37 @@ pub async fn serve_with(
         }
     };
     timer_task.abort();
+    if let Some(task) = changes_task {
+        task.abort();
+    }
     result.context("gRPC server")
+}
+
+/// Wakes this node's long polls, watchers and timer loop for changes other nodes made.
+async fn forward_changes(
+    core: Arc<Core>,
+    mut rx: tokio::sync::broadcast::Receiver<steadfast_engine::store::Change>,
+) {
+    use steadfast_engine::store::Change;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match rx.recv().await {
+            Ok(Change::TaskReady {
+                namespace,
+                queue,
+                kind,
+            }) => core.notify.task_ready(&namespace, &queue, kind),
+            Ok(Change::RunChanged { key, last_seq }) => core.notify.run_changed(&key, last_seq),
+            Ok(Change::Timers) => core.notify.timers_changed(),
+            // Missed some: wake everyone once; they re-read the store.
+            Err(RecvError::Lagged(n)) => {
+                tracing::debug!(missed = n, "change notifications lagged");
+                core.notify.wake_all_queues();
+                core.notify.timers_changed();
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 /// A service whose requests too large to decode are refused with RESOURCE_EXHAUSTED, as gRPC

@@ -375,6 +375,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counters.
     fn stats(&self) -> StoreStats;
+
+    /// Changes written by *other* processes sharing this store (other server nodes), for
+    /// waking long polls, watchers and the timer loop here; `None` for a store only this
+    /// process writes (the server wakes itself after its own appends). Best effort: a missed
+    /// change costs a poll interval, never an outcome (pollers and the timer loop re-check).
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
+}
+
+/// A change another node made (see [`Store::changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A task may have become ready in this queue.
+    TaskReady {
+        /// Namespace.
+        namespace: String,
+        /// Queue.
+        queue: String,
+        /// Which kind of queue.
+        kind: TaskKind,
+    },
+    /// A run's history grew to `last_seq`.
+    RunChanged {
+        /// The run.
+        key: RunKey,
+        /// Its last seq.
+        last_seq: u64,
+    },
+    /// The timer index changed (a new or earlier deadline).
+    Timers,
 }
 
 /// Resolves a payload that refers to a blob into an inline one.
