@@ -178,7 +178,7 @@ impl Core {
         wake_activity_pollers: bool,
         decide: impl FnMut(&RunState, i64) -> Decision,
     ) -> Result<Option<Appended>, Status> {
-        self.update_request(key, wait_durable, wake_activity_pollers, None, decide)
+        self.update_request(key, wait_durable, wake_activity_pollers, None, None, decide)
             .await
             .map_err(|e| match e {
                 Updated::Refused(s) => s,
@@ -195,8 +195,26 @@ impl Core {
         request: RequestKey,
         decide: impl FnMut(&RunState, i64) -> Decision,
     ) -> Result<Option<Appended>, Updated> {
-        self.update_request(key, true, true, Some(request), decide)
+        self.update_request(key, true, true, Some(request), None, decide)
             .await
+    }
+
+    /// [`Core::update`] with the records stamped `time_ms` instead of now (and `decide` given
+    /// that time): a held run's transient workflow-task attempt records, when it completes,
+    /// the WorkflowTaskStarted its worker was sent at hand-out, and the code's `now()` was
+    /// that time. Durable before it returns.
+    pub async fn update_stamped(
+        &self,
+        key: &RunKey,
+        time_ms: i64,
+        decide: impl FnMut(&RunState, i64) -> Decision,
+    ) -> Result<Option<Appended>, Status> {
+        self.update_request(key, true, true, None, Some(time_ms), decide)
+            .await
+            .map_err(|e| match e {
+                Updated::Refused(s) => s,
+                Updated::Duplicate { .. } => Status::internal("a duplicate without a request id"),
+            })
     }
 
     async fn update_request(
@@ -205,11 +223,12 @@ impl Core {
         wait_durable: bool,
         wake_activity_pollers: bool,
         request: Option<RequestKey>,
+        stamp: Option<i64>,
         mut decide: impl FnMut(&RunState, i64) -> Decision,
     ) -> Result<Option<Appended>, Updated> {
         for _ in 0..UPDATE_ATTEMPTS_MAX {
             let state = self.state(key).await?;
-            let now = self.now();
+            let now = stamp.unwrap_or_else(|| self.now());
             let Some(mut events) = decide(&state, now)? else {
                 return Ok(None);
             };

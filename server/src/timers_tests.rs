@@ -125,6 +125,17 @@ impl Store for Flaky {
     async fn release_task(&self, task: &store::Task) -> Result<(), store::Error> {
         self.inner.release_task(task).await
     }
+    async fn defer_task(
+        &self,
+        task: &store::Task,
+        until_ms: i64,
+        attempt: u32,
+    ) -> Result<bool, store::Error> {
+        self.inner.defer_task(task, until_ms, attempt).await
+    }
+    async fn task_attempt(&self, task: &store::Task) -> Result<Option<u32>, store::Error> {
+        self.inner.task_attempt(task).await
+    }
     async fn set_attempt_deadline(
         &self,
         key: &RunKey,

@@ -10,9 +10,10 @@
 //! Wire format (version 1), base64url without padding:
 //!
 //! ```text
-//! version u8 = 1 | kind u8 (1 workflow, 2 activity) | namespace: len u16 BE + bytes
-//! | run id 16 bytes | record seq u64 BE | record hash 32 bytes
+//! version u8 = 1 | kind u8 (1 workflow, 2 activity, 3 transient workflow attempt)
+//! | namespace: len u16 BE + bytes | run id 16 bytes | record seq u64 BE | record hash 32 bytes
 //! | (activity only) activity id u32 BE | attempt u32 BE
+//! | (transient only) last seq seen u64 BE | hand-out time i64 BE | attempt u32 BE
 //! | MAC: blake3::keyed_hash(key, everything before it), 32 bytes
 //! ```
 //!
@@ -40,6 +41,7 @@ pub const TOKEN_CHARS_MAX: usize = 1024;
 const MAC_BYTES: usize = 32;
 const KIND_WORKFLOW: u8 = 1;
 const KIND_ACTIVITY: u8 = 2;
+const KIND_TRANSIENT: u8 = 3;
 
 /// The secret that signs tokens. Its `Debug` shows a fingerprint, never the key.
 #[derive(Clone)]
@@ -172,6 +174,22 @@ pub enum TaskToken {
         /// The WorkflowTaskStarted record.
         started: RecordRef,
     },
+    /// A transient attempt of a held run's workflow task (no WorkflowTaskStarted recorded for
+    /// it): `scheduled` is the task's WorkflowTaskScheduled; the worker was sent the history
+    /// up to `seen_seq` and a WorkflowTaskStarted at `seen_seq + 1` stamped `issued_ms`, which
+    /// a completion records as sent.
+    TransientWorkflow {
+        /// The run.
+        key: RunKey,
+        /// The WorkflowTaskScheduled record.
+        scheduled: RecordRef,
+        /// The last seq of the history the worker was sent.
+        seen_seq: u64,
+        /// When it was handed out: the time of the WorkflowTaskStarted the worker was sent.
+        issued_ms: i64,
+        /// The attempt (the store's, [`steadfast_engine::store::Store::task_attempt`]).
+        attempt: u32,
+    },
     /// One attempt of an activity: `scheduled` is its ActivityScheduled.
     Activity {
         /// The run.
@@ -223,7 +241,9 @@ impl TaskToken {
     /// The run the token is about.
     pub fn key(&self) -> &RunKey {
         match self {
-            TaskToken::Workflow { key, .. } | TaskToken::Activity { key, .. } => key,
+            TaskToken::Workflow { key, .. }
+            | TaskToken::TransientWorkflow { key, .. }
+            | TaskToken::Activity { key, .. } => key,
         }
     }
 
@@ -238,6 +258,10 @@ impl TaskToken {
             }
             TaskToken::Activity { key, scheduled, .. } => {
                 b.push(KIND_ACTIVITY);
+                (key, scheduled)
+            }
+            TaskToken::TransientWorkflow { key, scheduled, .. } => {
+                b.push(KIND_TRANSIENT);
                 (key, scheduled)
             }
         };
@@ -255,6 +279,17 @@ impl TaskToken {
         } = self
         {
             b.extend_from_slice(&activity_id.to_be_bytes());
+            b.extend_from_slice(&attempt.to_be_bytes());
+        }
+        if let TaskToken::TransientWorkflow {
+            seen_seq,
+            issued_ms,
+            attempt,
+            ..
+        } = self
+        {
+            b.extend_from_slice(&seen_seq.to_be_bytes());
+            b.extend_from_slice(&issued_ms.to_be_bytes());
             b.extend_from_slice(&attempt.to_be_bytes());
         }
         let mac = k.mac(&b);
@@ -314,6 +349,13 @@ fn parse_body(b: &[u8]) -> Result<TaskToken, TokenError> {
             activity_id: u32::from_be_bytes(r.array()?),
             attempt: u32::from_be_bytes(r.array()?),
         },
+        KIND_TRANSIENT => TaskToken::TransientWorkflow {
+            key,
+            scheduled: record,
+            seen_seq: u64::from_be_bytes(r.array()?),
+            issued_ms: i64::from_be_bytes(r.array()?),
+            attempt: u32::from_be_bytes(r.array()?),
+        },
         _ => return Err(TokenError::Malformed("unknown task kind")),
     };
     if !r.0.is_empty() {
@@ -371,7 +413,17 @@ mod tests {
                 hash: [1; 32],
             },
         };
-        for t in [wf, activity()] {
+        let transient = TaskToken::TransientWorkflow {
+            key: RunKey::new("default", RunId::new_v7()),
+            scheduled: RecordRef {
+                seq: 6,
+                hash: [2; 32],
+            },
+            seen_seq: 41,
+            issued_ms: 1_700_000_000_123,
+            attempt: 9,
+        };
+        for t in [wf, transient, activity()] {
             let s = t.seal(&k);
             assert!(s.len() < TOKEN_CHARS_MAX);
             assert!(

@@ -551,6 +551,14 @@ impl Store for EmbeddedStore {
         Ok(())
     }
 
+    async fn defer_task(&self, task: &Task, until_ms: TimeMs, attempt: u32) -> Result<bool, Error> {
+        Ok(self.inner.head().core.defer(task, until_ms, attempt))
+    }
+
+    async fn task_attempt(&self, task: &Task) -> Result<Option<u32>, Error> {
+        Ok(self.inner.head().core.attempt(task))
+    }
+
     async fn set_attempt_deadline(
         &self,
         key: &RunKey,

@@ -197,9 +197,11 @@ impl RunState {
             Event::WorkflowTaskFailed(a) => {
                 self.expect_started(rec, a.started_seq)?;
                 self.workflow_task = WorkflowTask::Idle;
+                let recorded = self.held.as_ref().map_or(0, |h| h.recorded);
                 self.held = Some(Held {
                     cause: format!("{:?}", a.cause),
                     message: a.message.clone(),
+                    recorded: recorded.saturating_add(1),
                 });
                 self.unseen_events = true;
             }

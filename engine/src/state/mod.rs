@@ -227,7 +227,19 @@ pub struct Held {
     pub cause: String,
     /// Details.
     pub message: String,
+    /// Failed workflow tasks recorded since the run's code last completed one. A held run's
+    /// later attempts are transient (recorded only when one completes), so this stays small:
+    /// the server records a failure again only when its cause differs from the one shown,
+    /// and at most [`HELD_FAILURES_RECORDED_MAX`] times. 0 in states stored before it existed.
+    #[serde(default)]
+    pub recorded: u32,
 }
+
+/// Most failed workflow tasks the server records for one held run between two completed
+/// tasks (the first failure, then one per change of cause): past it, failures of the
+/// transient attempts are not recorded, whatever their cause, so that a run whose code
+/// alternates between two errors does not grow its history per retry.
+pub const HELD_FAILURES_RECORDED_MAX: u32 = 4;
 
 /// A budget ceiling that was hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

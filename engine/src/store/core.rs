@@ -123,6 +123,9 @@ struct RunSlot {
     /// Heartbeat deadlines of started attempts that heartbeated: (activity, attempt) -> when
     /// the next heartbeat is due.
     heartbeats: BTreeMap<(CommandSeq, u32), TimeMs>,
+    /// The attempt recorded with the last [`Core::defer`] of a task the state still offers
+    /// (a held run's transient workflow-task attempts, which the history does not count).
+    attempts: BTreeMap<Slot, u32>,
 }
 
 /// The open-run table with its queues, leases and timers. Not synchronised: the backend
@@ -233,6 +236,7 @@ impl Core {
             timers: Vec::new(),
             leases: BTreeMap::new(),
             heartbeats: BTreeMap::new(),
+            attempts: BTreeMap::new(),
         });
         slot.state = state;
         let (ready, timers, dropped) = derive(
@@ -241,6 +245,11 @@ impl Core {
             &mut slot.heartbeats,
             self.opened_ms,
         );
+        // An attempt number lives as long as the task it counts: while its lease may.
+        let leases = &slot.leases;
+        let offered: BTreeSet<Slot> = ready.iter().map(|(_, _, s)| *s).collect();
+        slot.attempts
+            .retain(|s, _| offered.contains(s) || leases.contains_key(s));
         for (slot_dropped, expiry) in dropped {
             self.lease_expiries
                 .remove(&(expiry, key.clone(), slot_dropped));
@@ -351,6 +360,46 @@ impl Core {
         self.visibility.remove(&entry);
         self.lease(key, slot, now_ms);
         true
+    }
+
+    /// Keeps a task away from pollers until `until_ms` (whether it is offered or leased now)
+    /// and records `attempt` as its current attempt ([`Core::attempt`]). This is a lease with
+    /// another expiry: when it passes the task is offered again; a release offers it at once;
+    /// the state moving past the task drops it with its attempt. False, and nothing changes,
+    /// when the state does not offer the task (it moved on, or the run closed).
+    pub fn defer(&mut self, task: &Task, until_ms: TimeMs, attempt: u32) -> bool {
+        let (key, slot) = Slot::of(task);
+        let Some(run) = self.runs.get_mut(key) else {
+            return false;
+        };
+        let Some((q, visible, _)) = run.ready.iter().find(|(_, _, s)| *s == slot).cloned() else {
+            return false;
+        };
+        run.attempts.insert(slot, attempt);
+        match run.leases.insert(slot, until_ms) {
+            Some(old) => {
+                self.lease_expiries.remove(&(old, key.clone(), slot));
+            }
+            None => {
+                let entry = (visible, key.clone(), slot);
+                self.visibility.remove(&entry);
+                if let Some(set) = self.queues.get_mut(&q) {
+                    set.remove(&entry);
+                    if set.is_empty() {
+                        self.queues.remove(&q);
+                    }
+                }
+            }
+        }
+        self.lease_expiries.insert((until_ms, key.clone(), slot));
+        true
+    }
+
+    /// The attempt recorded by the last [`Core::defer`] of `task`, while the state still
+    /// offers it; `None` when it was never deferred (or the table was rebuilt since).
+    pub fn attempt(&self, task: &Task) -> Option<u32> {
+        let (key, slot) = Slot::of(task);
+        self.runs.get(key)?.attempts.get(&slot).copied()
     }
 
     /// Returns a leased task to its queue, if the run's state still offers it.

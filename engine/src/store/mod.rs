@@ -335,6 +335,20 @@ pub trait Store: Send + Sync + 'static {
     /// Returns a leased task to its queue (the server could not hand it out).
     async fn release_task(&self, task: &Task) -> Result<(), Error>;
 
+    /// Keeps a task away from pollers: it is not offered before `until_ms`, whether it is
+    /// offered or leased now (a lease with that expiry; [`Store::release_task`] offers it at
+    /// once). Records `attempt` as the task's current attempt, read back with
+    /// [`Store::task_attempt`]. Both live as long as the run's state offers the task and may
+    /// be lost in a restart (the task is then offered at once, with no attempt): the server
+    /// uses them for a held run's transient workflow-task attempts, which the history does
+    /// not count. Returns false, changing nothing, when the state does not offer the task.
+    async fn defer_task(&self, task: &Task, until_ms: TimeMs, attempt: u32) -> Result<bool, Error>;
+
+    /// The attempt recorded by the last [`Store::defer_task`] of `task`, while the run's state
+    /// still offers the task; `None` when it was never deferred, the state moved past it, or
+    /// the store was reopened since.
+    async fn task_attempt(&self, task: &Task) -> Result<Option<u32>, Error>;
+
     /// A heartbeat of a started activity attempt: its heartbeat deadline becomes `deadline_ms`
     /// (`timeout` = [`TimeoutKind::Heartbeat`]; other kinds are ignored). Start-to-close is the
     /// durable start plus the options' timeout and is never moved.

@@ -22,8 +22,9 @@ mod dispatch;
 mod fence;
 mod queue;
 pub mod session;
+mod transient;
 
-use fence::current_attempt;
+use fence::{WorkflowTaskRef, current_attempt};
 use queue::poll_deadline;
 
 /// Most activity attempts handed back in one workflow task completion (eager dispatch).
@@ -63,6 +64,15 @@ impl WorkerApi {
         scheduled_seq: u64,
         worker: &str,
     ) -> Result<Option<pb::PollWorkflowTaskResponse>, Status> {
+        // A held run's later attempts are transient: nothing is recorded until one completes.
+        match self.core.state(&key).await {
+            Ok(s) if transient::is_transient(&s, scheduled_seq) => {
+                return self.start_transient_task(&s, scheduled_seq, worker).await;
+            }
+            Ok(_) => {}
+            Err(e) if e.code() == tonic::Code::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
         // Durable before it is handed out: a WorkflowTaskStarted lost in a crash would let its
         // seq (and a different `now()`) be given out again, and the old worker's completion
         // would be taken for the new task's.
@@ -183,7 +193,12 @@ impl WorkerService for WorkerApi {
         req: Request<pb::CompleteWorkflowTaskRequest>,
     ) -> Result<Response<pb::CompleteWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
-        let (key, started) = self.workflow_token(&r.task_token, &r.namespace)?;
+        let (key, started) = match self.workflow_token(&r.task_token, &r.namespace)? {
+            WorkflowTaskRef::Recorded { key, started } => (key, started),
+            WorkflowTaskRef::Transient(t) => {
+                return Ok(Response::new(self.complete_transient(r, t).await?));
+            }
+        };
         self.check_record(&key, started, "WorkflowTaskStarted")
             .await?;
         let started_seq = started.seq;
@@ -250,7 +265,13 @@ impl WorkerService for WorkerApi {
         req: Request<pb::FailWorkflowTaskRequest>,
     ) -> Result<Response<pb::FailWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
-        let (key, started) = self.workflow_token(&r.task_token, &r.namespace)?;
+        let (key, started) = match self.workflow_token(&r.task_token, &r.namespace)? {
+            WorkflowTaskRef::Recorded { key, started } => (key, started),
+            WorkflowTaskRef::Transient(t) => {
+                self.fail_transient(r, t).await?;
+                return Ok(Response::new(pb::FailWorkflowTaskResponse {}));
+            }
+        };
         self.check_record(&key, started, "WorkflowTaskStarted")
             .await?;
         let started_seq = started.seq;

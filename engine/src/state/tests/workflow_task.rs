@@ -115,6 +115,7 @@ fn workflow_task_failed_holds_the_run_until_a_task_completes() {
     assert_eq!(s.status, RunStatus::Running, "held, not failed");
     let held = s.held.clone().expect("held");
     assert_eq!(held.cause, "Nondeterminism");
+    assert_eq!(held.recorded, 1, "the first recorded failure");
     assert!(s.unseen_events);
     assert!(s.needs_workflow_task(), "the task is retried");
     match &s.waiting_on(T0)[..] {
@@ -127,7 +128,17 @@ fn workflow_task_failed_holds_the_run_until_a_task_completes() {
         }
         other => panic!("{other:?}"),
     }
-    // A retried task that is still open keeps the run held...
+    // Each recorded failure counts (the server bounds them per held run)...
+    let again = r.open_task();
+    let s = r.ok(Event::WorkflowTaskFailed(WorkflowTaskFailed {
+        started_seq: again,
+        cause: WorkflowTaskFailCause::WorkflowPanic,
+        message: "boom".into(),
+        worker: "w1".into(),
+    }));
+    let held = s.held.clone().expect("held");
+    assert_eq!((held.cause.as_str(), held.recorded), ("WorkflowPanic", 2));
+    // ...a retried task that is still open keeps the run held...
     let started_seq = r.open_task();
     assert!(r.state.held.is_some());
     assert!(matches!(

@@ -375,3 +375,79 @@ pub async fn take_a_specific_task<S: Store>(store: S) {
     };
     assert!(!store.take_task(&unknown, T0 + 500).await.unwrap());
 }
+
+/// `defer_task`: a task is not offered before `until_ms` (whether it was offered or leased),
+/// is offered again from then, and its recorded attempt lives as long as the state offers
+/// the task; a release offers it at once; a deferral of a task the state does not offer
+/// changes nothing.
+pub async fn deferred_task_waits_and_keeps_its_attempt<S: Store>(store: S) {
+    let ns = DEFAULT_NAMESPACE;
+    let mut r = RunDriver::start(&store, "defer", "dq").await;
+    let scheduled_seq = r.schedule_workflow_task(&store, 0).await;
+    let task = Task::Workflow {
+        key: r.key.clone(),
+        scheduled_seq,
+    };
+    let poll = |at| store.poll_task(ns, "dq", TaskKind::Workflow, at);
+    assert_eq!(
+        store.task_attempt(&task).await.unwrap(),
+        None,
+        "never deferred"
+    );
+    // Deferred while offered (not leased).
+    assert!(store.defer_task(&task, T0 + 1_000, 2).await.unwrap());
+    assert_eq!(store.task_attempt(&task).await.unwrap(), Some(2));
+    assert_eq!(poll(T0 + 999).await.unwrap(), None, "deferred");
+    assert_eq!(
+        poll(T0 + 1_000).await.unwrap(),
+        Some(task.clone()),
+        "offered from until_ms"
+    );
+    assert_eq!(
+        store.task_attempt(&task).await.unwrap(),
+        Some(2),
+        "a poll keeps the attempt"
+    );
+    // Deferred while leased (a hand-out held for longer, then a failure's backoff).
+    assert!(store.defer_task(&task, T0 + 30_000, 3).await.unwrap());
+    assert_eq!(
+        poll(T0 + 20_000).await.unwrap(),
+        None,
+        "past LEASE_MS, still deferred"
+    );
+    assert!(store.defer_task(&task, T0 + 25_000, 3).await.unwrap());
+    assert_eq!(
+        poll(T0 + 24_999).await.unwrap(),
+        None,
+        "deferred again, shorter"
+    );
+    assert_eq!(poll(T0 + 25_000).await.unwrap(), Some(task.clone()));
+    assert_eq!(store.task_attempt(&task).await.unwrap(), Some(3));
+    // A release offers it at once, keeping the attempt.
+    assert!(store.defer_task(&task, T0 + 90_000, 4).await.unwrap());
+    store.release_task(&task).await.unwrap();
+    assert_eq!(
+        poll(T0 + 25_001).await.unwrap(),
+        Some(task.clone()),
+        "released"
+    );
+    assert_eq!(store.task_attempt(&task).await.unwrap(), Some(4));
+    // Another event that leaves the task scheduled keeps the deferral and the attempt.
+    assert!(store.defer_task(&task, T0 + 40_000, 5).await.unwrap());
+    r.append(&store, vec![fixtures::signal("s", vec![])]).await;
+    assert_eq!(poll(T0 + 39_999).await.unwrap(), None, "still deferred");
+    assert_eq!(store.task_attempt(&task).await.unwrap(), Some(5));
+    // The state moving past the task drops both; a deferral of it then changes nothing.
+    r.append(
+        &store,
+        vec![Event::WorkflowTaskStarted(event::WorkflowTaskStarted {
+            scheduled_seq,
+            worker: "w".into(),
+            timeout_ms: 0,
+        })],
+    )
+    .await;
+    assert_eq!(store.task_attempt(&task).await.unwrap(), None, "moved on");
+    assert!(!store.defer_task(&task, T0 + 50_000, 6).await.unwrap());
+    assert_eq!(store.task_attempt(&task).await.unwrap(), None);
+}

@@ -12,6 +12,19 @@ use crate::core::status;
 use crate::token::{RecordRef, TaskToken};
 use crate::validate;
 
+/// A workflow task, as its token names it.
+pub(super) enum WorkflowTaskRef {
+    /// Handed out with a recorded WorkflowTaskStarted.
+    Recorded {
+        /// The run.
+        key: RunKey,
+        /// Its WorkflowTaskStarted.
+        started: RecordRef,
+    },
+    /// A held run's transient attempt (nothing recorded for it yet).
+    Transient(super::transient::TransientRef),
+}
+
 /// An activity attempt, as its token names it.
 pub(super) struct AttemptRef {
     pub(super) key: RunKey,
@@ -37,9 +50,22 @@ impl WorkerApi {
         &self,
         text: &str,
         namespace: &str,
-    ) -> Result<(RunKey, RecordRef), Status> {
+    ) -> Result<WorkflowTaskRef, Status> {
         match self.open_token(text, namespace)? {
-            TaskToken::Workflow { key, started } => Ok((key, started)),
+            TaskToken::Workflow { key, started } => Ok(WorkflowTaskRef::Recorded { key, started }),
+            TaskToken::TransientWorkflow {
+                key,
+                scheduled,
+                seen_seq,
+                issued_ms,
+                attempt,
+            } => Ok(WorkflowTaskRef::Transient(super::transient::TransientRef {
+                key,
+                scheduled,
+                seen_seq,
+                issued_ms,
+                attempt,
+            })),
             TaskToken::Activity { .. } => Err(Status::invalid_argument(
                 "task_token is an activity task's token; this call takes a workflow task's",
             )),
@@ -59,9 +85,11 @@ impl WorkerApi {
                 scheduled,
                 attempt,
             }),
-            TaskToken::Workflow { .. } => Err(Status::invalid_argument(
-                "task_token is a workflow task's token; this call takes an activity task's",
-            )),
+            TaskToken::Workflow { .. } | TaskToken::TransientWorkflow { .. } => {
+                Err(Status::invalid_argument(
+                    "task_token is a workflow task's token; this call takes an activity task's",
+                ))
+            }
         }
     }
 
