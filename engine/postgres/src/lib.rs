@@ -30,6 +30,7 @@
 
 mod append;
 mod codec;
+mod derived;
 mod notify;
 mod queues;
 mod read;

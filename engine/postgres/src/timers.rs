@@ -13,7 +13,7 @@ use steadfast_engine::state::ActivityPhase;
 use steadfast_engine::store::core::derive_for_tables;
 use steadfast_engine::store::{Change, DueTimer, Error};
 
-use crate::append::{load_heartbeats, write_derived};
+use crate::derived::{load_heartbeats, write_derived};
 use crate::{Inner, codec, pg_err};
 
 /// How long a node's claim on a due deadline keeps other nodes off it, in real time.
