@@ -566,6 +566,55 @@ pub fn workflow_task_deadline(since_ms: TimeMs, timeout_ms: u64) -> TimeMs {
     since_ms.saturating_add(i64::try_from(t).unwrap_or(i64::MAX))
 }
 
+/// A task a run's state makes ready: its queue, when it becomes visible, and the task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableTask {
+    /// Which kind of queue.
+    pub kind: TaskKind,
+    /// The queue's name (in the run's namespace).
+    pub queue: String,
+    /// When the task becomes visible.
+    pub visible_ms: TimeMs,
+    /// The task.
+    pub task: Task,
+}
+
+/// What a run's state implies, for a backend that keeps queues and timers in tables of its own
+/// (PostgreSQL) instead of a [`Core`]: the tasks it makes ready and its deadlines, by the same
+/// rules. `heartbeats` holds the recorded heartbeat deadlines of started attempts
+/// ((activity, attempt) -> due); a started attempt without one is due one heartbeat interval
+/// after its durable start (a shared store loses no heartbeat in a restart, so no grace).
+/// A closed run implies nothing.
+pub fn derive_for_tables(
+    state: &RunState,
+    heartbeats: &BTreeMap<(CommandSeq, u32), TimeMs>,
+) -> (Vec<TableTask>, Vec<(TimeMs, DueTimer)>) {
+    if !state.is_open() {
+        return (Vec::new(), Vec::new());
+    }
+    let mut heartbeats = heartbeats.clone();
+    let (ready, timers, _) = derive(
+        state,
+        &mut BTreeMap::new(),
+        &mut heartbeats,
+        Some(TimeMs::MIN),
+    );
+    let ready = ready
+        .into_iter()
+        .map(|(q, visible_ms, slot)| TableTask {
+            kind: if q.kind == 0 {
+                TaskKind::Workflow
+            } else {
+                TaskKind::Activity
+            },
+            queue: q.queue,
+            visible_ms,
+            task: slot.task(&state.key),
+        })
+        .collect();
+    (ready, timers)
+}
+
 /// Leases a state no longer allows, with their expiry (to drop from the expiry index).
 type DroppedLeases = Vec<(Slot, TimeMs)>;
 
