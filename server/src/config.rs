@@ -11,8 +11,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7233";
 /// How to run a server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Where the store lives.
+    /// Where the embedded store lives (unused with `store`).
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL (`postgres://...`): several nodes share that database instead of the
+    /// embedded store in `data_dir`.
+    pub store: Option<String>,
+    /// This node's id among several over one PostgreSQL (default: host name and port).
+    pub node_id: Option<String>,
     /// Where to listen.
     pub listen: SocketAddr,
     /// How long closed runs are kept before retention drops them; `None` keeps them.
@@ -36,6 +41,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             data_dir: DEFAULT_DATA_DIR.into(),
+            store: None,
+            node_id: None,
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             retention: None,
             token_key_file: None,
@@ -45,5 +52,23 @@ impl Default for ServerConfig {
             workflow_task_timeout_ms:
                 steadfast_engine::store::core::WORKFLOW_TASK_TIMEOUT_MS_DEFAULT,
         }
+    }
+}
+
+impl ServerConfig {
+    /// The store, for logs: the data dir, or the PostgreSQL URL without its credentials.
+    pub fn store_label(&self) -> String {
+        match &self.store {
+            None => self.data_dir.display().to_string(),
+            Some(url) => redact_url(url),
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` without the user info (never log a password).
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_string(),
     }
 }

@@ -1,4 +1,4 @@
-//! Assembles the services over an embedded store and serves them until shutdown.
+//! Assembles the services over a store (embedded, or PostgreSQL) and serves them until shutdown.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,6 +10,7 @@ use anyhow::Context;
 use steadfast_engine::clock::Clock;
 use steadfast_engine::clock::SystemClock;
 use steadfast_engine::embedded::{EmbeddedOptions, EmbeddedStore};
+use steadfast_postgres::{PgOptions, PgStore};
 use steadfast_engine::store::Store;
 use steadfast_engine::store::limits::HistoryLimits;
 use steadfast_proto::v1 as pb;
@@ -30,17 +31,11 @@ pub const REQUEST_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// How long a graceful shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Opens the store in `config.data_dir`, listens on `config.listen` and serves until SIGTERM
-/// or ctrl-c, then shuts down gracefully (in-flight requests finish, the store is closed).
+/// Opens the store (the embedded one in `config.data_dir`, or PostgreSQL when `config.store`
+/// names it), listens on `config.listen` and serves until SIGTERM or ctrl-c, then shuts down
+/// gracefully (in-flight requests finish, the store is closed).
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let started = Instant::now();
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let options = EmbeddedOptions {
-        history_events_max: config.history_events_max,
-        history_bytes_max: config.history_bytes_max,
-        ..EmbeddedOptions::default()
-    };
     let settings = Settings {
         limits: HistoryLimits {
             events_max: config.history_events_max,
@@ -49,22 +44,28 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         held_backoff_max_ms: config.held_backoff_max_ms,
         workflow_task_timeout_ms: config.workflow_task_timeout_ms,
     };
-    let (store, report) = EmbeddedStore::open(&config.data_dir, options)
-        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-    tracing::info!(?report, "store open");
-    let token_key = match &config.token_key_file {
-        Some(path) => TokenKey::load(path),
-        None => TokenKey::load_or_create(&config.data_dir),
-    }
-    .context("cannot load the task token key")?;
+    let (opened, listener) = match &config.store {
+        None => {
+            let opened = open_embedded(&config).await?;
+            let listener = bind(&config).await?;
+            (opened, listener)
+        }
+        // Bound first: the node's default id names its address.
+        Some(url) => {
+            let listener = bind(&config).await?;
+            let opened = open_postgres(&config, url, listener.local_addr()?).await?;
+            (opened, listener)
+        }
+    };
+    let Opened {
+        store,
+        token_key,
+        successors,
+        closer,
+    } = opened;
     tracing::info!(fingerprint = %token_key.fingerprint(), "task token key loaded");
-    let store = Arc::new(store);
     // A crash between the two appends of a continue-as-new leaves a successor uncreated.
-    for (key, started) in store
-        .missing_successors()
-        .await
-        .context("looking for continued runs without a successor")?
-    {
+    for (key, started) in successors {
         match crate::service::create_successor(store.as_ref(), &key, started, SystemClock.now_ms())
             .await
         {
@@ -76,11 +77,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             }
         }
     }
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), ms = started.elapsed().as_millis() as u64, "serving");
+    tracing::info!(%addr, store = %config.store_label(), ms = started.elapsed().as_millis() as u64, "serving");
     // Tests and scripts read this line to learn the port when --listen uses port 0.
     eprintln!("steadfast server listening on {addr}");
     let retention = config
@@ -98,11 +96,123 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         task.abort();
     }
     tracing::info!("shutting down: closing the store");
-    if let Err(e) = store.close().await {
-        tracing::warn!(error = %e, "closing the store failed; the log will be replayed on open");
-    }
+    closer.close().await;
     Ok(())
 }
+
+/// A store opened by [`run`], with what the server needs from it before serving.
+struct Opened {
+    store: Arc<dyn Store>,
+    token_key: TokenKey,
+    /// Continued runs whose successor a crash left uncreated.
+    successors: Vec<(steadfast_engine::RunKey, steadfast_engine::event::RunStarted)>,
+    closer: Closer,
+}
+
+/// Closes the concrete store at shutdown.
+enum Closer {
+    Embedded(Arc<EmbeddedStore>),
+    Postgres(Arc<PgStore>),
+}
+
+impl Closer {
+    async fn close(self) {
+        match self {
+            Closer::Embedded(s) => {
+                if let Err(e) = s.close().await {
+                    tracing::warn!(error = %e, "closing the store failed; the log will be replayed on open");
+                }
+            }
+            Closer::Postgres(s) => s.close().await,
+        }
+    }
+}
+
+async fn bind(config: &ServerConfig) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))
+}
+
+async fn open_embedded(config: &ServerConfig) -> anyhow::Result<Opened> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let options = EmbeddedOptions {
+        history_events_max: config.history_events_max,
+        history_bytes_max: config.history_bytes_max,
+        ..EmbeddedOptions::default()
+    };
+    let (store, report) = EmbeddedStore::open(&config.data_dir, options)
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    tracing::info!(?report, "store open");
+    let token_key = match &config.token_key_file {
+        Some(path) => TokenKey::load(path),
+        None => TokenKey::load_or_create(&config.data_dir),
+    }
+    .context("cannot load the task token key")?;
+    let store = Arc::new(store);
+    let successors = store
+        .missing_successors()
+        .await
+        .context("looking for continued runs without a successor")?;
+    Ok(Opened {
+        store: store.clone(),
+        token_key,
+        successors,
+        closer: Closer::Embedded(store),
+    })
+}
+
+/// The PostgreSQL store at `url`. The task-token key is shared through the database (made
+/// once by the first node) unless `--token-key-file` names one; the node id defaults to the
+/// host name and the listen address, stable across restarts on the same address.
+async fn open_postgres(
+    config: &ServerConfig,
+    url: &str,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<Opened> {
+    let node_id = config.node_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "steadfast".into());
+        format!("{host}:{}", addr.port())
+    });
+    let options = PgOptions {
+        node_id: node_id.clone(),
+        history_events_max: config.history_events_max,
+        history_bytes_max: config.history_bytes_max,
+        ..PgOptions::default()
+    };
+    let store = PgStore::connect(url, options)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store: {e}"))?;
+    tracing::info!(node = %node_id, "PostgreSQL store open");
+    let token_key = match &config.token_key_file {
+        Some(path) => TokenKey::load(path).context("cannot load the task token key")?,
+        None => TokenKey::from_bytes(
+            store
+                .shared_secret(TOKEN_KEY_SETTING)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read the shared task token key: {e}"))?,
+        ),
+    };
+    let store = Arc::new(store);
+    let successors = store
+        .missing_successors()
+        .await
+        .map_err(|e| anyhow::anyhow!("looking for continued runs without a successor: {e}"))?;
+    Ok(Opened {
+        store: store.clone(),
+        token_key,
+        successors,
+        closer: Closer::Postgres(store),
+    })
+}
+
+/// The name of the task-token key in a PostgreSQL store's shared settings.
+const TOKEN_KEY_SETTING: &str = "task-token-key";
 
 /// Serves the API over `store` on `listener` until `shutdown` resolves, with the default
 /// history limits, signing task tokens with a random key (tokens do not outlive this call; for

@@ -184,6 +184,32 @@ impl PgStore {
         self.inner.pool.close();
     }
 
+    /// A 32-byte secret every node over this database shares (e.g. the key that signs task
+    /// tokens): made from the OS's random source by the first node that asks, then read.
+    pub async fn shared_secret(&self, name: &str) -> Result<[u8; 32], Error> {
+        use rand::RngCore;
+        let mut fresh = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut fresh);
+        let client = self.inner.client().await?;
+        client
+            .execute(
+                "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &fresh.as_slice()],
+            )
+            .await
+            .map_err(pg_err)?;
+        let row = client
+            .query_one("SELECT value FROM settings WHERE name = $1", &[&name])
+            .await
+            .map_err(pg_err)?;
+        let value: Vec<u8> = row.get(0);
+        value.try_into().map_err(|v: Vec<u8>| Error::Corrupt {
+            run: None,
+            seq: None,
+            detail: format!("shared secret {name:?} has {} bytes, not 32", v.len()),
+        })
+    }
+
     /// Runs continued as new whose successor does not exist, with the RunStarted that
     /// creates it (as [`steadfast_engine::embedded::EmbeddedStore::missing_successors`]).
     pub async fn missing_successors(&self) -> Result<Vec<(RunKey, RunStarted)>, Error> {
@@ -301,6 +327,14 @@ impl Store for PgStore {
             self.notifier.announce(vec![change]);
         }
         Ok(())
+    }
+
+    async fn defer_task(&self, task: &Task, until_ms: TimeMs, attempt: u32) -> Result<bool, Error> {
+        self.inner.defer_task(task, until_ms, attempt).await
+    }
+
+    async fn task_attempt(&self, task: &Task) -> Result<Option<u32>, Error> {
+        self.inner.task_attempt(task).await
     }
 
     async fn set_attempt_deadline(

@@ -123,4 +123,64 @@ impl Inner {
             },
         }))
     }
+
+    /// Keeps a task away from pollers until `until_ms` (a lease with that expiry, whether it
+    /// is offered or leased now) and records its attempt; false when no row offers it.
+    pub(crate) async fn defer_task(
+        &self,
+        task: &Task,
+        until_ms: TimeMs,
+        attempt: u32,
+    ) -> Result<bool, Error> {
+        let (key, (kind, slot, task_attempt)) = codec::task_cols(task);
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE tasks SET lease_until_ms = $6, lease_owner = $7, deferred_attempt = $8 \
+                 WHERE namespace = $1 AND run_id = $2 AND kind = $3 AND slot = $4 \
+                 AND attempt = $5",
+            )
+            .await
+            .map_err(pg_err)?;
+        let n = client
+            .execute(
+                &stmt,
+                &[
+                    &key.namespace,
+                    &key.run_id.0,
+                    &kind,
+                    &slot,
+                    &task_attempt,
+                    &until_ms,
+                    &self.options.node_id,
+                    &i64::from(attempt),
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(n == 1)
+    }
+
+    /// The attempt of the last [`Inner::defer_task`] of `task`, while a row still offers it.
+    pub(crate) async fn task_attempt(&self, task: &Task) -> Result<Option<u32>, Error> {
+        let (key, (kind, slot, task_attempt)) = codec::task_cols(task);
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT deferred_attempt FROM tasks WHERE namespace = $1 AND run_id = $2 \
+                 AND kind = $3 AND slot = $4 AND attempt = $5",
+            )
+            .await
+            .map_err(pg_err)?;
+        let row = client
+            .query_opt(
+                &stmt,
+                &[&key.namespace, &key.run_id.0, &kind, &slot, &task_attempt],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row
+            .and_then(|r| r.get::<_, Option<i64>>(0))
+            .and_then(|a| u32::try_from(a).ok()))
+    }
 }

@@ -63,6 +63,8 @@ CREATE TABLE tasks (
     visible_ms     bigint   NOT NULL,
     lease_until_ms bigint   NOT NULL DEFAULT 0,
     lease_owner    text,
+    -- Store::defer_task's attempt (a held run's transient workflow-task attempts).
+    deferred_attempt bigint,
     PRIMARY KEY (namespace, run_id, kind, slot, attempt)
 );
 CREATE INDEX tasks_ready ON tasks (namespace, queue, kind, visible_ms);
@@ -113,6 +115,12 @@ CREATE TABLE requests (
     PRIMARY KEY (namespace, kind, id)
 );
 CREATE INDEX requests_time ON requests (time_ms);
+
+-- Values every node shares, made once by the first node that needs them (the task-token key).
+CREATE TABLE settings (
+    name  text  PRIMARY KEY,
+    value bytea NOT NULL
+);
 "#];
 
 /// Brings the database to [`SCHEMA_VERSION`], in one transaction; refuses a newer one.

@@ -28,6 +28,10 @@ use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// When set (to anything but `0`), a missing PostgreSQL fails the tests instead of skipping
+/// them (`.ci/run` sets it).
+pub const REQUIRE_ENV: &str = "STEADFAST_REQUIRE_POSTGRES";
+
 /// What a test prints when it skips for want of PostgreSQL.
 pub const SKIP_MESSAGE: &str =
     "skipping: PostgreSQL not found (install Debian's postgresql or set PG_BIN)";
@@ -57,6 +61,10 @@ impl PgCluster {
     /// binaries are not found. Panics when they are found but the cluster cannot start.
     pub fn start() -> Option<PgCluster> {
         let Some(bin) = find_bin_dir() else {
+            // CI sets this: there a missing PostgreSQL is a failure, not a skip.
+            if std::env::var_os(REQUIRE_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
+                panic!("{REQUIRE_ENV} is set, but PostgreSQL was not found: {SKIP_MESSAGE}");
+            }
             eprintln!("{SKIP_MESSAGE}");
             return None;
         };

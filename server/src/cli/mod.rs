@@ -155,11 +155,20 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the server (embedded store in --data-dir) until ctrl-c or SIGTERM.
+    /// Run the server (embedded store in --data-dir, or PostgreSQL with --store) until ctrl-c
+    /// or SIGTERM.
     Server {
-        /// Where the store lives.
-        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        /// Where the embedded store lives.
+        #[arg(long, env = "STEADFAST_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
+        /// Keep runs in PostgreSQL instead (`postgres://user:password@host:5432/database`):
+        /// several server nodes over one database share every run.
+        #[arg(long, env = "STEADFAST_STORE", value_parser = parse::store_url)]
+        store: Option<String>,
+        /// This node's id among several over one database (default: host name and listen
+        /// port). Stable across its restarts; two live nodes must not share one.
+        #[arg(long, env = "STEADFAST_NODE_ID")]
+        node_id: Option<String>,
         /// Where to listen.
         #[arg(long, default_value = DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
@@ -239,6 +248,8 @@ async fn dispatch(cli: Cli) -> Outcome {
     match command {
         Command::Server {
             data_dir,
+            store,
+            node_id,
             listen,
             retention,
             token_key_file,
@@ -258,6 +269,8 @@ async fn dispatch(cli: Cli) -> Outcome {
             let retention = (retention > 0).then(|| std::time::Duration::from_millis(retention));
             crate::server::run(ServerConfig {
                 data_dir,
+                store,
+                node_id,
                 listen,
                 retention,
                 token_key_file,
