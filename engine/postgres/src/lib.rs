@@ -14,6 +14,29 @@
 //! store makes with `synchronous_commit = off` are appends that ask for it
 //! ([`AppendRequest::wait_durable`] false: records whose loss is harmless).
 //!
+//! # Use
+//! ```no_run
+//! # async fn f() -> Result<(), steadfast_engine::store::Error> {
+//! use steadfast_postgres::{PgOptions, PgStore};
+//! let store = PgStore::connect(
+//!     "postgres://steadfast@db.internal:5432/steadfast",
+//!     PgOptions { node_id: "node-a".into(), ..PgOptions::default() },
+//! )
+//! .await?;
+//! // ... serve with it (it implements steadfast_engine::store::Store) ...
+//! store.close().await;
+//! # Ok(()) }
+//! ```
+//! Give every node its own, stable `node_id` (the default is the host name). Nodes over one
+//! database share everything durable; what one node holds only in memory is a lease on a task
+//! it is handing out and a claim on a deadline it is firing, both of which expire
+//! ([`LEASE_MS`](steadfast_engine::store::core::LEASE_MS), [`TIMER_CLAIM_MS`]).
+//!
+//! # Tests
+//! `cargo test -p steadfast-postgres` starts a throwaway cluster per test binary
+//! ([`testing::PgCluster`]) from `PG_BIN`, `pg_config --bindir` or `/usr/lib/postgresql/*/bin`,
+//! and skips (printing why) when PostgreSQL is not installed.
+//!
 //! # Layout
 //! - `runs`: one row per run (its head: next seq, last hash, the folded state).
 //! - `events`: the history, keyed by (namespace, run, seq), each record carrying its blake3
@@ -55,6 +78,7 @@ use steadfast_engine::store::{
 
 pub use append::NAMESPACE_LEN_MAX;
 pub use schema::SCHEMA_VERSION;
+pub use timers::TIMER_CLAIM_MS;
 
 /// How to connect a [`PgStore`].
 #[derive(Debug, Clone)]
