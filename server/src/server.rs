@@ -10,9 +10,9 @@ use anyhow::Context;
 use steadfast_engine::clock::Clock;
 use steadfast_engine::clock::SystemClock;
 use steadfast_engine::embedded::{EmbeddedOptions, EmbeddedStore};
-use steadfast_postgres::{PgOptions, PgStore};
 use steadfast_engine::store::Store;
 use steadfast_engine::store::limits::HistoryLimits;
+use steadfast_postgres::{PgOptions, PgStore};
 use steadfast_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -105,7 +105,10 @@ struct Opened {
     store: Arc<dyn Store>,
     token_key: TokenKey,
     /// Continued runs whose successor a crash left uncreated.
-    successors: Vec<(steadfast_engine::RunKey, steadfast_engine::event::RunStarted)>,
+    successors: Vec<(
+        steadfast_engine::RunKey,
+        steadfast_engine::event::RunStarted,
+    )>,
     closer: Closer,
 }
 

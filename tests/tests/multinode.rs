@@ -86,12 +86,7 @@ fn check_run(
     Ok(events)
 }
 
-fn start_seq(
-    rt: &tokio::runtime::Runtime,
-    url: &str,
-    steps: u32,
-    sleep_ms: u64,
-) -> Result<String> {
+fn start_seq(rt: &tokio::runtime::Runtime, url: &str, steps: u32, sleep_ms: u64) -> Result<String> {
     let client = rt.block_on(Client::connect(url.to_string()))?;
     let options = StartOptions {
         task_queue: Some(QUEUE.into()),
@@ -117,10 +112,10 @@ fn await_seq(rt: &tokio::runtime::Runtime, url: &str, run: &str, steps: u32) -> 
 
 #[test]
 fn runs_spread_over_three_nodes_complete_once() -> Result<()> {
-    let Some(pg) = PgCluster::start() else {
+    let Some(pg) = PgCluster::shared() else {
         return Ok(());
     };
-    let url = pg.create_database("three_nodes")?;
+    let url = pg.create_database("three_nodes");
     let dir = tempfile::tempdir()?;
     let nodes = start_nodes(dir.path(), &url, 3)?;
     let side_file = dir.path().join("side");
@@ -154,12 +149,12 @@ fn runs_spread_over_three_nodes_complete_once() -> Result<()> {
 
 #[test]
 fn a_node_killed_mid_load_loses_nothing() -> Result<()> {
-    let Some(pg) = PgCluster::start() else {
+    let Some(pg) = PgCluster::shared() else {
         return Ok(());
     };
     let seed = test_seed();
     let mut rng = StdRng::seed_from_u64(seed);
-    let url = pg.create_database("node_killed")?;
+    let url = pg.create_database("node_killed");
     let dir = tempfile::tempdir()?;
     let mut nodes = start_nodes(dir.path(), &url, 2)?;
     let side_file = dir.path().join("side");
@@ -176,10 +171,14 @@ fn a_node_killed_mid_load_loses_nothing() -> Result<()> {
     let after: usize = rng.gen_range(5..40);
     let delay_ms: u64 = rng.gen_range(0..200);
     eprintln!("killing node 0 after {after} executions, plus {delay_ms} ms");
-    wait_for(Duration::from_secs(60), "executions before the kill", || {
-        let n = side::read(&side_file).ok()?.len();
-        (n >= after).then_some(())
-    })?;
+    wait_for(
+        Duration::from_secs(60),
+        "executions before the kill",
+        || {
+            let n = side::read(&side_file).ok()?.len();
+            (n >= after).then_some(())
+        },
+    )?;
     std::thread::sleep(Duration::from_millis(delay_ms));
     // What node 1 serves now is acknowledged: it must all be there at the end.
     let served: Vec<Vec<pb::HistoryEvent>> = runs
