@@ -132,6 +132,18 @@ pub fn waiting(value: &str) -> Result<String, String> {
     }
 }
 
+/// `--store`: a PostgreSQL URL (the embedded store is chosen by leaving it out).
+pub fn store_url(value: &str) -> Result<String, String> {
+    if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+        return Ok(value.to_string());
+    }
+    let shown: String = value.chars().take(24).collect();
+    Err(format!(
+        "expected a PostgreSQL URL, postgres://user:password@host:5432/database, got {shown:?}; \
+         leave --store out for the embedded store in --data-dir"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,16 +223,4 @@ mod tests {
         assert_eq!(waiting("Idle").as_deref(), Ok("idle"));
         assert!(waiting("human").unwrap_err().contains("signal"));
     }
-}
-
-/// `--store`: a PostgreSQL URL (the embedded store is chosen by leaving it out).
-pub fn store_url(value: &str) -> Result<String, String> {
-    if value.starts_with("postgres://") || value.starts_with("postgresql://") {
-        return Ok(value.to_string());
-    }
-    let shown: String = value.chars().take(24).collect();
-    Err(format!(
-        "expected a PostgreSQL URL, postgres://user:password@host:5432/database, got {shown:?}; \
-         leave --store out for the embedded store in --data-dir"
-    ))
 }
