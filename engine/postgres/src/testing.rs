@@ -129,6 +129,25 @@ impl PgCluster {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// Runs one SQL statement with `psql` in database `db` (a name, or the URL
+    /// [`PgCluster::create_database`] returned) and returns its unaligned output: for
+    /// benchmarks and tests that read PostgreSQL's own statistics.
+    pub fn sql(&self, db: &str, query: &str) -> String {
+        let db = db.rsplit('/').next().unwrap_or(db);
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .args(["-d", db, "-X", "-A", "-t", "-c", query])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     fn start_in(bin: PathBuf) -> Result<PgCluster, String> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("{DIR_PREFIX}{}.", std::process::id()))

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 use crate::store::Store;
 
-pub use fixtures::{RunDriver, T0};
+pub use fixtures::{RunDriver, T0, signal};
 pub use requests::request_ids_deduplicate_durably;
 pub use retention::closed_runs_are_dropped_for_good;
 
