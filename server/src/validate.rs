@@ -9,6 +9,22 @@ use tonic::Status;
 
 use crate::convert;
 
+/// Most characters of a refused value quoted back in an error message: enough to recognise
+/// it, never an echo of a hostile megabyte.
+pub const QUOTE_CHARS_MAX: usize = 40;
+
+/// `v` for an error message: escaped (control characters, quotes), at most
+/// [`QUOTE_CHARS_MAX`] characters, and its full length when cut.
+pub fn quote(v: &str) -> String {
+    let mut out: String = v.chars().take(QUOTE_CHARS_MAX).collect();
+    let cut = out.len() < v.len();
+    out = format!("{out:?}");
+    if cut {
+        out.push_str(&format!("... ({} bytes)", v.len()));
+    }
+    out
+}
+
 /// The namespace of a request ("default" when empty).
 pub fn namespace(ns: &str) -> Result<String, Status> {
     if ns.is_empty() {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub mod raw;
+pub mod secure;
 pub mod side;
 
 /// Where the workspace's binaries are (target/debug), after building them once.

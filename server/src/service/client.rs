@@ -129,6 +129,7 @@ impl ClientService for ClientApi {
         &self,
         req: Request<pb::StartWorkflowRequest>,
     ) -> Result<Response<pb::StartWorkflowResponse>, Status> {
+        crate::auth::namespace(&req, &req.get_ref().namespace)?;
         let (run_id, started) = start(&self.core, req.get_ref(), None).await?;
         Ok(Response::new(pb::StartWorkflowResponse {
             run_id: run_id.to_string(),
@@ -141,6 +142,7 @@ impl ClientService for ClientApi {
         req: Request<pb::DescribeRunRequest>,
     ) -> Result<Response<pb::DescribeRunResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         let s = self.core.state(&key).await?;
         Ok(Response::new(pb::DescribeRunResponse {
@@ -153,6 +155,7 @@ impl ClientService for ClientApi {
         req: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let ns = validate::namespace(&r.namespace)?;
         let waiting = match r.waiting.as_str() {
             "" => None,
@@ -209,6 +212,7 @@ impl ClientService for ClientApi {
         req: Request<pb::GetHistoryRequest>,
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         let s = self.core.state(&key).await?;
         let from = r.from_seq.max(1);
@@ -231,6 +235,7 @@ impl ClientService for ClientApi {
         req: Request<pb::AwaitResultRequest>,
     ) -> Result<Response<pb::AwaitResultResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         let mut changes = self.core.notify.watch_run(&key);
         let deadline =
@@ -252,6 +257,7 @@ impl ClientService for ClientApi {
         req: Request<pb::CancelRunRequest>,
     ) -> Result<Response<pb::CancelRunResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         self.core
             .update(&key, true, |s, _| {
@@ -285,6 +291,7 @@ impl ClientService for ClientApi {
         req: Request<pb::TerminateRunRequest>,
     ) -> Result<Response<pb::TerminateRunResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         self.core
             .update(&key, true, |s, _| {
@@ -303,6 +310,7 @@ impl ClientService for ClientApi {
         req: Request<pb::SignalRunRequest>,
     ) -> Result<Response<pb::SignalRunResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let ns = validate::namespace(&r.namespace)?;
         validate::name("signal_name", &r.signal_name)?;
         validate::opt_name("request_id", &r.request_id)?;
@@ -371,6 +379,7 @@ impl ClientService for ClientApi {
         &self,
         req: Request<pb::WatchRunRequest>,
     ) -> Result<Response<Self::WatchRunStream>, Status> {
+        crate::auth::namespace(&req, &req.get_ref().namespace)?;
         let r = req.into_inner();
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         self.core.state(&key).await?;
@@ -428,6 +437,7 @@ impl ClientService for ClientApi {
         req: Request<pb::GetBlobRequest>,
     ) -> Result<Response<pb::GetBlobResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         validate::namespace(&r.namespace)?;
         let hash: [u8; 32] = r
             .hash

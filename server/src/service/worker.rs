@@ -145,6 +145,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::WorkerSessionRequest>,
     ) -> Result<Response<Self::WorkerSessionStream>, Status> {
+        crate::auth::namespace(&req, &req.get_ref().namespace)?;
         let stream = session::open(self.core.clone(), self.sessions.clone(), req.get_ref())?;
         Ok(Response::new(stream))
     }
@@ -154,6 +155,7 @@ impl WorkerService for WorkerApi {
         req: Request<pb::PollWorkflowTaskRequest>,
     ) -> Result<Response<pb::PollWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let ns = validate::namespace(&r.namespace)?;
         validate::name("task_queue", &r.task_queue)?;
         validate::name("worker_id", &r.worker_id)?;
@@ -183,6 +185,7 @@ impl WorkerService for WorkerApi {
         req: Request<pb::CompleteWorkflowTaskRequest>,
     ) -> Result<Response<pb::CompleteWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let (key, started) = self.workflow_token(&r.task_token, &r.namespace)?;
         self.check_record(&key, started, "WorkflowTaskStarted")
             .await?;
@@ -250,6 +253,7 @@ impl WorkerService for WorkerApi {
         req: Request<pb::FailWorkflowTaskRequest>,
     ) -> Result<Response<pb::FailWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let (key, started) = self.workflow_token(&r.task_token, &r.namespace)?;
         self.check_record(&key, started, "WorkflowTaskStarted")
             .await?;
@@ -299,6 +303,7 @@ impl WorkerService for WorkerApi {
         req: Request<pb::PollActivityTaskRequest>,
     ) -> Result<Response<pb::PollActivityTaskResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let ns = validate::namespace(&r.namespace)?;
         validate::name("task_queue", &r.task_queue)?;
         validate::name("worker_id", &r.worker_id)?;
@@ -327,6 +332,7 @@ impl WorkerService for WorkerApi {
         req: Request<pb::CompleteActivityTaskRequest>,
     ) -> Result<Response<pb::CompleteActivityTaskResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let a = self.activity_token(&r.task_token, &r.namespace)?;
         self.check_record(&a.key, a.scheduled, "ActivityScheduled")
             .await?;
@@ -360,6 +366,7 @@ impl WorkerService for WorkerApi {
         req: Request<pb::FailActivityTaskRequest>,
     ) -> Result<Response<pb::FailActivityTaskResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let a = self.activity_token(&r.task_token, &r.namespace)?;
         let failure = r
             .failure
@@ -405,6 +412,7 @@ impl WorkerService for WorkerApi {
         req: Request<pb::HeartbeatActivityTaskRequest>,
     ) -> Result<Response<pb::HeartbeatActivityTaskResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let a = self.activity_token(&r.task_token, &r.namespace)?;
         self.check_record(&a.key, a.scheduled, "ActivityScheduled")
             .await?;
