@@ -128,20 +128,25 @@ pub struct Fields {
     pub name: String,
     /// Task tokens.
     pub task_token: String,
+    /// The data of every payload (JSON encoding).
+    pub payload: String,
     /// Long polls return at once (the test does not wait for them).
     pub poll_timeout_ms: u64,
 }
 
-fn payload(data: &str) -> Option<pb::Payload> {
+fn json(data: &str) -> Option<pb::Payload> {
     Some(pb::Payload {
         encoding: "json/plain".into(),
         data: data.as_bytes().to_vec(),
     })
 }
 
-/// Calls every RPC of the three services once with `f` in its fields; returns each method's
-/// name with its outcome (a stream that opened counts as OK).
-pub async fn every_rpc(s: &Services, f: &Fields) -> Vec<(&'static str, Result<(), tonic::Status>)> {
+/// One RPC's outcome: its method name, the result (a stream that opened counts as OK), and
+/// how long it took to answer.
+pub type Outcome = (&'static str, Result<(), tonic::Status>, std::time::Duration);
+
+/// Calls every RPC of the three services once with `f` in its fields.
+pub async fn every_rpc(s: &Services, f: &Fields) -> Vec<Outcome> {
     let mut s = s.clone();
     let ns = f.namespace.clone();
     let n = f.name.clone();
@@ -150,16 +155,18 @@ pub async fn every_rpc(s: &Services, f: &Fields) -> Vec<(&'static str, Result<()
         workflow_type: n.clone(),
         workflow_id: n.clone(),
         task_queue: n.clone(),
-        input: payload("null"),
+        input: json(&f.payload),
         identity: n.clone(),
         request_id: n.clone(),
         ..Default::default()
     };
-    let mut out: Vec<(&'static str, Result<(), tonic::Status>)> = Vec::new();
+    let mut out: Vec<Outcome> = Vec::new();
     macro_rules! call {
-        ($name:literal, $e:expr) => {
-            out.push(($name, $e.await.map(|_| ())))
-        };
+        ($name:literal, $e:expr) => {{
+            let started = std::time::Instant::now();
+            let r = $e.await.map(|_| ());
+            out.push(($name, r, started.elapsed()))
+        }};
     }
     call!("StartWorkflow", s.client.start_workflow(start.clone()));
     call!(
@@ -202,7 +209,7 @@ pub async fn every_rpc(s: &Services, f: &Fields) -> Vec<(&'static str, Result<()
             run_id: f.run_id.clone(),
             workflow_id: n.clone(),
             signal_name: n.clone(),
-            input: payload("null"),
+            input: json(&f.payload),
             identity: n.clone(),
             request_id: n.clone(),
             signal_with_start: Some(start.clone()),
@@ -271,7 +278,7 @@ pub async fn every_rpc(s: &Services, f: &Fields) -> Vec<(&'static str, Result<()
             .complete_activity_task(pb::CompleteActivityTaskRequest {
                 namespace: ns.clone(),
                 task_token: f.task_token.clone(),
-                result: payload("null"),
+                result: json(&f.payload),
                 worker_id: n.clone(),
                 ..Default::default()
             })
@@ -291,7 +298,7 @@ pub async fn every_rpc(s: &Services, f: &Fields) -> Vec<(&'static str, Result<()
             .heartbeat_activity_task(pb::HeartbeatActivityTaskRequest {
                 namespace: ns.clone(),
                 task_token: f.task_token.clone(),
-                details: None,
+                details: json(&f.payload),
             })
     );
     call!(

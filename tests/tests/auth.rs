@@ -141,9 +141,10 @@ fn tokens_roles_and_namespaces_are_enforced_across_processes() -> Result<()> {
         run_id: run_id.into(),
         name: "probe".into(),
         task_token: "not-a-task-token".into(),
+        payload: "null".into(),
         poll_timeout_ms: 60_000,
     };
-    for (rpc, r) in rt.block_on(secure::every_rpc(
+    for (rpc, r, _) in rt.block_on(secure::every_rpc(
         &Services::new(channel.clone(), None),
         &fields(&run_a),
     )) {
@@ -167,7 +168,7 @@ fn tokens_roles_and_namespaces_are_enforced_across_processes() -> Result<()> {
             "{who}: a refused call waited ({:?})",
             started.elapsed()
         );
-        for ((rpc, k), (_, u)) in known.into_iter().zip(unknown) {
+        for ((rpc, k, _), (_, u, _)) in known.into_iter().zip(unknown) {
             let (k, u) = (k.unwrap_err(), u.unwrap_err());
             assert_eq!(
                 k.code(),

@@ -46,6 +46,7 @@ impl AdminService for AdminApi {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
+        validate::opt_name("identity", &r.identity)?;
         let update = r.budget.ok_or_else(|| {
             Status::invalid_argument("budget is missing: give at least one ceiling")
         })?;
@@ -73,6 +74,7 @@ impl AdminService for AdminApi {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
+        validate::opt_name("identity", &r.identity)?;
         let decision = r
             .decision
             .as_ref()

@@ -157,13 +157,15 @@ impl ClientService for ClientApi {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
         let ns = validate::namespace(&r.namespace)?;
+        validate::opt_name("workflow_type", &r.workflow_type)?;
         let waiting = match r.waiting.as_str() {
             "" => None,
             w @ ("signal" | "activity" | "timer" | "budget" | "reconciliation"
             | "workflow_task" | "idle") => Some(w.to_string()),
             w => {
                 return Err(Status::invalid_argument(format!(
-                    "waiting {w:?} is unknown: use signal, activity, timer, budget, reconciliation, workflow_task or idle"
+                    "waiting {} is unknown: use signal, activity, timer, budget, reconciliation, workflow_task or idle",
+                    validate::quote(w)
                 )));
             }
         };
@@ -259,6 +261,8 @@ impl ClientService for ClientApi {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
+        validate::text("reason", &r.reason)?;
+        validate::opt_name("identity", &r.identity)?;
         self.core
             .update(&key, true, |s, _| {
                 closed_check(s, "cancel")?;
@@ -293,6 +297,8 @@ impl ClientService for ClientApi {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
+        validate::text("reason", &r.reason)?;
+        validate::opt_name("identity", &r.identity)?;
         self.core
             .update(&key, true, |s, _| {
                 closed_check(s, "terminate")?;
@@ -314,6 +320,8 @@ impl ClientService for ClientApi {
         let ns = validate::namespace(&r.namespace)?;
         validate::name("signal_name", &r.signal_name)?;
         validate::opt_name("request_id", &r.request_id)?;
+        validate::opt_name("workflow_id", &r.workflow_id)?;
+        validate::opt_name("identity", &r.identity)?;
         let input = validate::payload("input", r.input.as_ref())?;
         let (run_id, started) = if !r.run_id.is_empty() {
             (validate::run_id(&r.run_id)?, false)
@@ -335,8 +343,8 @@ impl ClientService for ClientApi {
                     }
                     None => {
                         return Err(Status::not_found(format!(
-                            "workflow id {:?} has no open run; pass signal_with_start to start one",
-                            r.workflow_id
+                            "workflow id {} has no open run; pass signal_with_start to start one",
+                            validate::quote(&r.workflow_id)
                         )));
                     }
                 },

@@ -186,6 +186,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::CompleteWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
+        validate::opt_name("worker_id", &r.worker_id)?;
         let (key, started) = self.workflow_token(&r.task_token, &r.namespace)?;
         self.check_record(&key, started, "WorkflowTaskStarted")
             .await?;
@@ -254,6 +255,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::FailWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
+        validate::opt_name("worker_id", &r.worker_id)?;
         let (key, started) = self.workflow_token(&r.task_token, &r.namespace)?;
         self.check_record(&key, started, "WorkflowTaskStarted")
             .await?;
@@ -333,6 +335,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::CompleteActivityTaskResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
+        validate::opt_name("worker_id", &r.worker_id)?;
         let a = self.activity_token(&r.task_token, &r.namespace)?;
         self.check_record(&a.key, a.scheduled, "ActivityScheduled")
             .await?;
@@ -367,6 +370,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::FailActivityTaskResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
+        validate::opt_name("worker_id", &r.worker_id)?;
         let a = self.activity_token(&r.task_token, &r.namespace)?;
         let failure = r
             .failure
