@@ -245,3 +245,33 @@ impl From<String> for ClientConfig {
         ClientConfig::new(addr)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let c = ClientConfig::new("http://127.0.0.1:1").token(Some("stf_secret-secret-secret"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("Token(24 chars)"), "{shown}");
+        assert!(ClientConfig::new("x").token(Some("")).token.is_none());
+    }
+
+    #[test]
+    fn tls_files_with_a_plaintext_address_are_refused() {
+        let tls = TlsFiles {
+            ca: Some("ca.pem".into()),
+            ..TlsFiles::default()
+        };
+        let c = ClientConfig::new("http://127.0.0.1:1").tls(tls.clone());
+        assert!(matches!(c.endpoint(), Err(Error::BadAddress { .. })));
+        // No scheme with TLS files means https; the missing CA file is named.
+        let c = ClientConfig::new("127.0.0.1:1").tls(tls);
+        match c.endpoint() {
+            Err(Error::Tls(m)) => assert!(m.contains("ca.pem"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
