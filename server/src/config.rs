@@ -35,6 +35,47 @@ pub struct ServerConfig {
     /// How long a worker may hold a workflow task before it is timed out and offered again
     /// (recorded with each WorkflowTaskStarted).
     pub workflow_task_timeout_ms: u64,
+    /// Who may call: bearer tokens, hashed, with roles and namespaces (`crate::auth`). `None`
+    /// lets every caller do everything, so the server then listens only on loopback unless
+    /// [`ServerConfig::insecure_listen_any`].
+    pub auth_file: Option<PathBuf>,
+    /// TLS (and mutual TLS with a client CA); `None` serves plaintext HTTP/2.
+    pub tls: Option<TlsFiles>,
+    /// Listen on a non-loopback address even without an auth file.
+    pub insecure_listen_any: bool,
+}
+
+/// The PEM files of the server's TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// With it, clients must present a certificate signed by this CA (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Why a configuration is refused before the server starts.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Anyone who can reach the address could do anything.
+    #[error(
+        "refusing to listen on {0} without authentication: anyone who can reach it could start, read, cancel or complete any run. Give --auth-file (see README, Security), listen on loopback (127.0.0.1), or pass --insecure-listen-any if a firewall or proxy in front does the job"
+    )]
+    OpenListen(SocketAddr),
+}
+
+impl ServerConfig {
+    /// The loopback rule: without an auth file, only a loopback address (unless
+    /// [`ServerConfig::insecure_listen_any`]).
+    pub fn check_listen(&self) -> Result<(), Error> {
+        if self.auth_file.is_none() && !self.insecure_listen_any && !self.listen.ip().is_loopback()
+        {
+            return Err(Error::OpenListen(self.listen));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -51,6 +92,9 @@ impl Default for ServerConfig {
             held_backoff_max_ms: crate::retry::HELD_BACKOFF_MAX_MS_DEFAULT,
             workflow_task_timeout_ms:
                 steadfast_engine::store::core::WORKFLOW_TASK_TIMEOUT_MS_DEFAULT,
+            auth_file: None,
+            tls: None,
+            insecure_listen_any: false,
         }
     }
 }
@@ -72,5 +116,26 @@ pub fn redact_url(url: &str) -> String {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_auth_only_loopback_is_served() {
+        let at = |listen: &str, auth: bool, insecure: bool| ServerConfig {
+            listen: listen.parse().unwrap(),
+            auth_file: auth.then(|| "auth".into()),
+            insecure_listen_any: insecure,
+            ..ServerConfig::default()
+        };
+        assert!(at("127.0.0.1:1", false, false).check_listen().is_ok());
+        assert!(at("[::1]:1", false, false).check_listen().is_ok());
+        let e = at("0.0.0.0:1", false, false).check_listen().unwrap_err();
+        assert!(e.to_string().contains("--auth-file"), "{e}");
+        assert!(at("0.0.0.0:1", true, false).check_listen().is_ok());
+        assert!(at("0.0.0.0:1", false, true).check_listen().is_ok());
     }
 }

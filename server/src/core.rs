@@ -28,8 +28,9 @@ pub fn status(e: store::Error) -> Status {
         E::Conflict { .. } => Status::aborted(e.to_string()),
         E::WorkflowIdInUse { .. } | E::Duplicate { .. } => Status::already_exists(e.to_string()),
         E::NotFound(k) => Status::not_found(format!(
-            "run {} not found in namespace {:?}",
-            k.run_id, k.namespace
+            "run {} not found in namespace {}",
+            k.run_id,
+            crate::validate::quote(&k.namespace)
         )),
         E::Illegal { .. } => Status::failed_precondition(e.to_string()),
         E::HistoryLimit { .. } => Status::resource_exhausted(e.to_string()),
@@ -150,8 +151,9 @@ impl Core {
             .map_err(status)?
             .ok_or_else(|| {
                 Status::not_found(format!(
-                    "run {} not found in namespace {:?}",
-                    key.run_id, key.namespace
+                    "run {} not found in namespace {}",
+                    key.run_id,
+                    crate::validate::quote(&key.namespace)
                 ))
             })
     }

@@ -6,12 +6,14 @@
 //! - [`commands`]: workflow commands -> events, validated against the run state.
 //! - [`timers`]: deadlines -> events.
 //! - [`retention`]: closed runs past the retention period are dropped.
+//! - [`auth`]: bearer tokens from the auth file: roles and namespaces.
 //! - [`token`]: signed task tokens, and the key that signs them.
 
 // tonic::Status (176 bytes) is the error type of every gRPC handler and of the helpers that
 // build one; boxing it everywhere would only add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -17,8 +17,11 @@ use steadfast_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codegen::{Service, http};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::config::ServerConfig;
+use crate::auth::Authenticator;
+use crate::auth::layer::AuthLayer;
+use crate::config::{ServerConfig, TlsFiles};
 use crate::core::{Core, Settings};
 use crate::service::{admin::AdminApi, client::ClientApi, worker::WorkerApi};
 use crate::timers;
@@ -36,6 +39,8 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3
 /// gracefully (in-flight requests finish, the store is closed).
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let started = Instant::now();
+    config.check_listen()?;
+    let security = Security::load(&config)?;
     let settings = Settings {
         limits: HistoryLimits {
             events_max: config.history_events_max,
@@ -84,14 +89,19 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let retention = config
         .retention
         .map(|period| tokio::spawn(crate::retention::run(store.clone(), period, SystemClock)));
-    serve_with(
+    let reload = security.auth.clone().map(|a| tokio::spawn(a.watch()));
+    serve_secured(
         store.clone(),
         listener,
         shutdown_signal(),
         settings,
         token_key,
+        security,
     )
     .await?;
+    if let Some(task) = reload {
+        task.abort();
+    }
     if let Some(task) = retention {
         task.abort();
     }
@@ -245,6 +255,75 @@ pub async fn serve_with(
     settings: Settings,
     token_key: TokenKey,
 ) -> anyhow::Result<()> {
+    serve_secured(
+        store,
+        listener,
+        shutdown,
+        settings,
+        token_key,
+        Security::default(),
+    )
+    .await
+}
+
+/// Who may call and how the wire is protected.
+#[derive(Default)]
+pub struct Security {
+    /// Bearer tokens; `None` lets every caller do everything.
+    pub auth: Option<Arc<Authenticator>>,
+    /// TLS (with a client CA: mutual TLS); `None` is plaintext.
+    pub tls: Option<ServerTlsConfig>,
+}
+
+impl Security {
+    /// Reads the auth file and the TLS files that `config` names; each error names its file.
+    pub fn load(config: &ServerConfig) -> anyhow::Result<Security> {
+        let auth = match &config.auth_file {
+            Some(path) => {
+                let a = Authenticator::load(path)?;
+                tracing::info!(file = %path.display(), "authentication required: bearer tokens from the auth file");
+                Some(Arc::new(a))
+            }
+            None => None,
+        };
+        let tls = match &config.tls {
+            Some(files) => Some(tls_config(files)?),
+            None => None,
+        };
+        Ok(Security { auth, tls })
+    }
+}
+
+fn read_pem(what: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+        anyhow::bail!("{what} {} is not PEM (no -----BEGIN line)", path.display());
+    }
+    Ok(pem)
+}
+
+/// The server's TLS from its PEM files.
+pub fn tls_config(files: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
+    let cert = read_pem("--tls-cert", &files.cert)?;
+    let key = read_pem("--tls-key", &files.key)?;
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if let Some(ca) = &files.client_ca {
+        // Client certificates are required once a CA is given (mutual TLS).
+        tls = tls.client_ca_root(Certificate::from_pem(read_pem("--tls-ca", ca)?));
+    }
+    Ok(tls)
+}
+
+/// [`serve_with`], with `security`: an auth layer in front of every service, and TLS.
+pub async fn serve_secured(
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    settings: Settings,
+    token_key: TokenKey,
+    security: Security,
+) -> anyhow::Result<()> {
     let core = Core::with_settings(store, Arc::new(SystemClock), settings);
     let timer_task = tokio::spawn(timers::run(core.clone()));
     let changes_task = core
@@ -279,7 +358,14 @@ pub async fn serve_with(
     // Graceful: stop accepting, let requests in flight finish, but do not wait on open long
     // polls for longer than the grace period (workers re-poll after a restart anyway).
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = security.tls {
+        builder = builder
+            .tls_config(tls)
+            .context("TLS: the certificate and key do not make a usable identity")?;
+    }
+    let server = builder
+        .layer(AuthLayer(security.auth))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(client)

@@ -9,6 +9,24 @@ use tonic::Status;
 
 use crate::convert;
 
+/// Most characters of a refused value quoted back in an error message: enough to recognise
+/// it, never an echo of a hostile megabyte.
+pub const QUOTE_CHARS_MAX: usize = 40;
+
+/// `v` for an error message: escaped (control characters, quotes, `%`), at most
+/// [`QUOTE_CHARS_MAX`] characters, and its full length when cut.
+pub fn quote(v: &str) -> String {
+    let mut out: String = v.chars().take(QUOTE_CHARS_MAX).collect();
+    let cut = out.len() < v.len();
+    // `%` too: tonic 0.12 does not percent-encode it in grpc-message, so `%a0` in a message
+    // reaches the client as the byte 0xA0 and the whole status as UNKNOWN.
+    out = format!("{out:?}").replace('%', "\\u{25}");
+    if cut {
+        out.push_str(&format!("... ({} bytes)", v.len()));
+    }
+    out
+}
+
 /// The namespace of a request ("default" when empty).
 pub fn namespace(ns: &str) -> Result<String, Status> {
     if ns.is_empty() {
@@ -34,6 +52,37 @@ pub fn name(field: &str, v: &str) -> Result<(), Status> {
     if v.chars().any(char::is_control) {
         return Err(Status::invalid_argument(format!(
             "{field} contains control characters"
+        )));
+    }
+    if v.chars().any(is_invisible) {
+        return Err(Status::invalid_argument(format!(
+            "{field} contains invisible formatting characters (zero-width or bidirectional controls): names must read as they are"
+        )));
+    }
+    if v.trim() != v {
+        return Err(Status::invalid_argument(format!(
+            "{field} starts or ends with whitespace: trim it"
+        )));
+    }
+    Ok(())
+}
+
+/// Characters that change how a name is displayed without being seen: two names that look
+/// the same in `run list` must be the same name.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// Longest free text (a cancel or terminate reason) a request may carry.
+pub const TEXT_BYTES_MAX: usize = 4096;
+
+/// Free text: at most [`TEXT_BYTES_MAX`] bytes (it is recorded in the history).
+pub fn text(field: &str, v: &str) -> Result<(), Status> {
+    if v.len() > TEXT_BYTES_MAX {
+        return Err(Status::invalid_argument(format!(
+            "{field} is {} bytes long; the limit is {TEXT_BYTES_MAX}",
+            v.len()
         )));
     }
     Ok(())
@@ -86,7 +135,8 @@ pub fn run_id(v: &str) -> Result<RunId, Status> {
     }
     RunId::parse(v).map_err(|_| {
         Status::invalid_argument(format!(
-            "run_id {v:?} is not a UUID (e.g. 0190f0b2-7c1d-7aa4-9a8b-1c2d3e4f5a6b)"
+            "run_id {} is not a UUID (e.g. 0190f0b2-7c1d-7aa4-9a8b-1c2d3e4f5a6b)",
+            quote(v)
         ))
     })
 }
@@ -139,6 +189,25 @@ mod tests {
         );
         assert!(run_id("nope").unwrap_err().message().contains("not a UUID"));
         assert!(run_id(&RunId::new_v7().to_string()).is_ok());
+    }
+
+    #[test]
+    fn refused_values_are_quoted_short_and_escaped() {
+        assert_eq!(quote("abc"), "\"abc\"");
+        let long = "\u{1b}[2J".repeat(100_000);
+        let q = quote(&long);
+        assert!(q.len() < 2 * QUOTE_CHARS_MAX + 40, "{q}");
+        assert!(
+            !q.contains('\u{1b}') && q.ends_with("(400000 bytes)"),
+            "{q}"
+        );
+        let e = run_id(&"x".repeat(1 << 20)).unwrap_err();
+        assert!(e.message().len() < 200, "{}", e.message().len());
+        assert_eq!(quote("100%ab"), "\"100\\u{25}ab\"");
+        assert!(name("task_queue", "q\u{202E}evil").is_err());
+        assert!(name("task_queue", " q").is_err());
+        assert!(name("task_queue", "a queue").is_ok());
+        assert!(text("reason", &"r".repeat(TEXT_BYTES_MAX + 1)).is_err());
     }
 
     #[test]

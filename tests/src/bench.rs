@@ -1,9 +1,9 @@
 //! What the benchmark binaries share (`steadfast-bench`, `steadfast-bench-nodes`): server
 //! processes, the benchmark workflows and worker, and the load driver.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -262,4 +262,3 @@ pub fn children(parent: u32) -> Vec<u32> {
     }
     out
 }
-

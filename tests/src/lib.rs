@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 
 pub mod bench;
 pub mod raw;
+pub mod secure;
 pub mod side;
 
 /// Where the workspace's binaries are (target/debug), after building them once.

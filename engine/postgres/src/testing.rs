@@ -135,7 +135,14 @@ impl PgCluster {
     pub fn sql(&self, db: &str, query: &str) -> String {
         let db = db.rsplit('/').next().unwrap_or(db);
         let out = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
             .args(["-d", db, "-X", "-A", "-t", "-c", query])
             .stdin(Stdio::null())
             .output()

@@ -5,7 +5,8 @@
 //! cargo run -p steadfast-examples --bin hello-worker  # terminal 2
 //! steadfast run start hello --input '{"name":"Ada"}'  # terminal 3, then `steadfast run result RUN --wait`
 //! ```
-//! It finds the server like the CLI does: `--addr`, or `STEADFAST_ADDR`, or http://127.0.0.1:7233.
+//! It finds the server like the CLI does: `--addr`, or `STEADFAST_ADDR`, or http://127.0.0.1:7233;
+//! `--token` / `STEADFAST_TOKEN` and `--tls-ca` (`--tls-cert`, `--tls-key`) for a secured one.
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,8 @@ struct Args {
     /// Task queue to poll.
     #[arg(long, default_value = "default")]
     task_queue: String,
+    #[command(flatten)]
+    security: steadfast_examples::conn::Security,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -78,7 +81,10 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let mut worker = Worker::new(args.addr.as_str(), WorkerOptions::new(args.task_queue));
+    let mut worker = Worker::new(
+        args.security.config(&args.addr),
+        WorkerOptions::new(args.task_queue),
+    );
     worker
         .register_workflow("hello", hello)
         .register_activity("hello.greet", Effect::Read, greet)

@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
+use steadfast_examples::conn::Security;
 use steadfast_examples::triage::{self, TriageInput, TriageOutput};
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::history_event::Attributes as A;
@@ -65,6 +66,9 @@ struct RunArgs {
     /// Print the result as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Token and TLS for a secured server given with --addr (handed to the worker too).
+    #[command(flatten)]
+    security: Security,
 }
 
 #[derive(Subcommand)]
@@ -77,6 +81,8 @@ enum Cmd {
         /// Log every executed LLM call here (`run activity attempt pid`).
         #[arg(long)]
         exec_log: Option<PathBuf>,
+        #[command(flatten)]
+        security: Security,
     },
     /// Run only a Steadfast server (what `steadfast server` does).
     Server {
@@ -157,13 +163,15 @@ fn spawn_server(data_dir: &Path) -> Result<(ChildGuard, String)> {
     Ok((guard, format!("http://{addr}")))
 }
 
-fn spawn_worker(addr: &str, data_dir: &Path) -> Result<ChildGuard> {
+fn spawn_worker(addr: &str, data_dir: &Path, security: &Security) -> Result<ChildGuard> {
     let exe = std::env::current_exe()?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(data_dir.join("worker.log"))?;
-    let child = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    security.pass_to(&mut cmd);
+    let child = cmd
         .args(["worker", "--addr", addr, "--exec-log"])
         .arg(data_dir.join("llm-executions.log"))
         .stdin(Stdio::null())
@@ -174,7 +182,7 @@ fn spawn_worker(addr: &str, data_dir: &Path) -> Result<ChildGuard> {
     Ok(ChildGuard(Some(child)))
 }
 
-async fn run_worker(addr: String, exec_log: Option<PathBuf>) -> Result<()> {
+async fn run_worker(addr: String, exec_log: Option<PathBuf>, security: Security) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -191,7 +199,7 @@ async fn run_worker(addr: String, exec_log: Option<PathBuf>) -> Result<()> {
             "from STEADFAST_LLM_*"
         }
     );
-    let mut worker = Worker::new(addr.as_str(), WorkerOptions::default());
+    let mut worker = Worker::new(security.config(&addr), WorkerOptions::default());
     triage::register(&mut worker, client);
     worker.run().await?;
     Ok(())
@@ -227,12 +235,12 @@ async fn run(a: RunArgs) -> Result<()> {
             (g, addr)
         }
     };
-    let mut worker = spawn_worker(&addr, &data_dir)?;
+    let mut worker = spawn_worker(&addr, &data_dir, &a.security)?;
     eprintln!(
         "started a worker (log in {})",
         data_dir.join("worker.log").display()
     );
-    let client = Client::connect(addr.as_str())
+    let client = Client::connect(a.security.config(&addr))
         .await
         .context("connect to the server")?;
     let report_hint = a.report.as_ref().map(|r| absolute(r)).transpose()?;
@@ -307,7 +315,7 @@ async fn run(a: RunArgs) -> Result<()> {
             let pid = worker.0.as_ref().map(Child::id).unwrap_or(0);
             worker.kill9();
             bar.suspend(|| eprintln!("killed the worker (pid {pid}) with SIGKILL after {llm_recorded} recorded LLM results; starting a new worker"));
-            worker = spawn_worker(&addr, &data_dir)?;
+            worker = spawn_worker(&addr, &data_dir, &a.security)?;
         }
     }
     bar.finish_and_clear();
@@ -357,7 +365,11 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Runtime::new()?;
     match args.cmd {
-        Some(Cmd::Worker { addr, exec_log }) => rt.block_on(run_worker(addr, exec_log)),
+        Some(Cmd::Worker {
+            addr,
+            exec_log,
+            security,
+        }) => rt.block_on(run_worker(addr, exec_log, security)),
         Some(Cmd::Server { data_dir, listen }) => {
             tracing_subscriber::fmt()
                 .with_env_filter(

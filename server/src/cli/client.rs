@@ -4,10 +4,70 @@ use std::time::Duration;
 
 use steadfast_proto::v1::admin_service_client::AdminServiceClient;
 use steadfast_proto::v1::client_service_client::ClientServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
-use super::Exit;
+use super::{Exit, TlsArgs};
+
+/// Adds `authorization: Bearer <token>` to every call, when a token is given.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+impl Bearer {
+    /// The metadata for `token`; a token that cannot be a header value is a usage error.
+    pub fn new(token: Option<&str>) -> Result<Bearer, Exit> {
+        let Some(t) = token.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(Bearer(None));
+        };
+        let v = MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| {
+            Exit::usage("--token / STEADFAST_TOKEN must be printable ASCII (as `steadfast auth new-token` makes them)")
+        })?;
+        Ok(Bearer(Some(v)))
+    }
+}
+
+/// A channel whose calls carry the token.
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+/// The client TLS for `args`, read from its PEM files.
+fn client_tls(args: &TlsArgs) -> Result<ClientTlsConfig, Exit> {
+    let read = |flag: &str, p: &std::path::Path| {
+        std::fs::read(p)
+            .map_err(|e| Exit::error(format!("cannot read {flag} {}: {e}", p.display())))
+    };
+    let mut tls = ClientTlsConfig::new();
+    tls = match &args.tls_ca {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?)),
+        None => tls.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        tls = tls.identity(Identity::from_pem(
+            read("--tls-cert", cert)?,
+            read("--tls-key", key)?,
+        ));
+    }
+    if let Some(d) = &args.tls_domain {
+        tls = tls.domain_name(d.clone());
+    }
+    Ok(tls)
+}
+
+/// Whether any TLS flag is given.
+fn wants_tls(args: &TlsArgs) -> bool {
+    args.tls_ca.is_some() || args.tls_cert.is_some() || args.tls_domain.is_some()
+}
 
 /// Largest message the CLI accepts: a history page of 1,000 events may carry large payloads.
 const MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
@@ -23,6 +83,7 @@ pub struct Conn {
     /// Who the CLI says it is (recorded in events such as CancelRequested).
     pub identity: String,
     channel: Channel,
+    bearer: Bearer,
 }
 
 /// `127.0.0.1:7233` -> `http://127.0.0.1:7233`; an address with a scheme is kept.
@@ -65,9 +126,32 @@ pub fn unreachable(addr: &str, cause: &str) -> Exit {
 
 impl Conn {
     /// Prepares a connection to `addr` (scheme optional); connects on the first call.
+    #[cfg(test)]
     pub fn connect(addr: &str, namespace: &str) -> Result<Conn, Exit> {
-        let addr = normalize_addr(addr);
-        let endpoint = Endpoint::from_shared(addr.clone())
+        Conn::connect_with(addr, namespace, None, &TlsArgs::default())
+    }
+
+    /// [`Conn::connect`] sending `token`, over TLS when `addr` is `https://` or a TLS flag
+    /// is given (an address without a scheme then means `https://`).
+    pub fn connect_with(
+        addr: &str,
+        namespace: &str,
+        token: Option<&str>,
+        tls: &TlsArgs,
+    ) -> Result<Conn, Exit> {
+        let addr = if wants_tls(tls) && !addr.contains("://") {
+            format!("https://{}", addr.trim())
+        } else {
+            normalize_addr(addr)
+        };
+        let https = addr.starts_with("https://");
+        if wants_tls(tls) && !https {
+            return Err(Exit::usage(format!(
+                "--addr {addr:?} is plaintext but TLS flags are given: use https://"
+            )));
+        }
+        let bearer = Bearer::new(token)?;
+        let mut endpoint = Endpoint::from_shared(addr.clone())
             .map_err(|e| {
                 Exit::usage(format!(
                     "--addr {addr:?} is not a valid address: {e} (use e.g. http://127.0.0.1:7233)"
@@ -75,6 +159,11 @@ impl Conn {
             })?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
+        if https {
+            endpoint = endpoint
+                .tls_config(client_tls(tls)?)
+                .map_err(|e| Exit::usage(format!("TLS: {e}")))?;
+        }
         // Lazy: a command checks its arguments before the first call; a server that cannot be
         // reached surfaces as UNAVAILABLE on that call (see `status`).
         let channel = endpoint.connect_lazy();
@@ -84,19 +173,24 @@ impl Conn {
             namespace: namespace.to_string(),
             identity: format!("cli:{user}"),
             channel,
+            bearer,
         })
     }
 
+    fn authed(&self) -> Authed {
+        InterceptedService::new(self.channel.clone(), self.bearer.clone())
+    }
+
     /// The client service.
-    pub fn client(&self) -> ClientServiceClient<Channel> {
-        ClientServiceClient::new(self.channel.clone())
+    pub fn client(&self) -> ClientServiceClient<Authed> {
+        ClientServiceClient::new(self.authed())
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX)
     }
 
     /// The admin service.
-    pub fn admin(&self) -> AdminServiceClient<Channel> {
-        AdminServiceClient::new(self.channel.clone())
+    pub fn admin(&self) -> AdminServiceClient<Authed> {
+        AdminServiceClient::new(self.authed())
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX)
     }

@@ -5,6 +5,7 @@
 //! stderr, no colour; the exit code says how it went (see [`exit`]). Pure logic (parsing,
 //! rendering, replay) lives in functions with tests beside them; the network code is thin.
 
+mod auth;
 mod client;
 mod events;
 mod export;
@@ -149,58 +150,45 @@ pub struct Cli {
     /// The namespace of every request.
     #[arg(long, global = true, env = "STEADFAST_NAMESPACE", default_value = steadfast_engine::ids::DEFAULT_NAMESPACE)]
     namespace: String,
+    /// The bearer token sent with every request, when the server has an auth file. Prefer
+    /// the environment variable: a flag shows in `ps`.
+    #[arg(long, global = true, env = "STEADFAST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// TLS files (PEM). For `steadfast server`: its own certificate and key, and the CA that
+/// client certificates must be signed by (mutual TLS). For every other command: the CA that
+/// signed the server's certificate, and a client certificate and key for mutual TLS.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct TlsArgs {
+    /// Server: its certificate chain. Client: a certificate for mutual TLS.
+    #[arg(long, global = true, env = "STEADFAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert.
+    #[arg(long, global = true, env = "STEADFAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Server: require client certificates signed by this CA (mutual TLS). Client: trust
+    /// this CA for the server's certificate (default: the system's roots, for https://).
+    #[arg(long, global = true, env = "STEADFAST_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client: the name the server's certificate must carry, when it is not the host of
+    /// --addr.
+    #[arg(long, global = true, env = "STEADFAST_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server (embedded store in --data-dir, or PostgreSQL with --store) until ctrl-c
     /// or SIGTERM.
-    Server {
-        /// Where the embedded store lives.
-        #[arg(long, env = "STEADFAST_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: std::path::PathBuf,
-        /// Keep runs in PostgreSQL instead (`postgres://user:password@host:5432/database`):
-        /// several server nodes over one database share every run.
-        #[arg(long, env = "STEADFAST_STORE", value_parser = parse::store_url)]
-        store: Option<String>,
-        /// This node's id among several over one database (default: host name and listen
-        /// port). Stable across its restarts; two live nodes must not share one.
-        #[arg(long, env = "STEADFAST_NODE_ID")]
-        node_id: Option<String>,
-        /// Where to listen.
-        #[arg(long, default_value = DEFAULT_LISTEN)]
-        listen: std::net::SocketAddr,
-        /// Keep closed runs this long after they close, then drop them (their histories,
-        /// states and index entries); open runs are never dropped. `0` keeps everything.
-        /// A duration: 90s, 12h, 30d.
-        #[arg(long, env = "STEADFAST_RETENTION", default_value = "0", value_parser = parse::duration_ms)]
-        retention: u64,
-        /// The key that signs task tokens (32 bytes, or 64 hex digits). Default: generated
-        /// once into <data-dir>/token.key. Give every node the same file to share tokens.
-        #[arg(long, env = "STEADFAST_TOKEN_KEY_FILE")]
-        token_key_file: Option<std::path::PathBuf>,
-        /// Most events one run's history may hold. Past 90% of it no new activities, timers
-        /// or signal waits are accepted and workflow tasks say `continue_as_new_suggested`;
-        /// past it only what the run needs to end or continue as new (10% more at most),
-        /// then only appends that close the run.
-        #[arg(long, env = "STEADFAST_HISTORY_EVENTS_MAX", default_value_t = steadfast_engine::store::HISTORY_EVENTS_MAX, value_parser = clap::value_parser!(u64).range(10..))]
-        history_events_max: u64,
-        /// Most bytes one run's history may hold (payloads included); refused as for
-        /// --history-events-max.
-        #[arg(long, env = "STEADFAST_HISTORY_BYTES_MAX", default_value_t = steadfast_engine::store::HISTORY_BYTES_MAX, value_parser = clap::value_parser!(u64).range(4096..))]
-        history_bytes_max: u64,
-        /// Longest delay, in ms, before the workflow task of a held run (its code failed the
-        /// last one, e.g. [STF-ND001]) is offered again; the delay doubles from 250 ms.
-        #[arg(long, env = "STEADFAST_HELD_RUN_BACKOFF_MAX_MS", default_value_t = crate::retry::HELD_BACKOFF_MAX_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(250..))]
-        held_run_backoff_max_ms: u64,
-        /// How long a worker may hold a workflow task before it is timed out and offered to
-        /// another worker (a worker whose session ends gives its tasks back at once). A
-        /// duration: 500ms, 10s, 2m; at least 100ms.
-        #[arg(long, env = "STEADFAST_WORKFLOW_TASK_TIMEOUT", default_value = "10s", value_parser = parse::workflow_task_timeout_ms)]
-        workflow_task_timeout: u64,
-    },
+    Server(Box<ServerArgs>),
+    /// Make tokens and auth-file entries (nothing is sent to a server).
+    #[command(subcommand)]
+    Auth(auth::AuthCmd),
     /// Start runs, follow them, operate on them.
     #[command(subcommand, after_help = EXIT_CODES)]
     Run(run::RunCmd),
@@ -210,6 +198,62 @@ enum Command {
     /// Operate the server.
     #[command(subcommand)]
     Admin(AdminCmd),
+}
+
+/// `steadfast server`.
+#[derive(clap::Args, Debug)]
+struct ServerArgs {
+    /// Where the embedded store lives.
+    #[arg(long, env = "STEADFAST_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: std::path::PathBuf,
+    /// Keep runs in PostgreSQL instead (`postgres://user:password@host:5432/database`):
+    /// several server nodes over one database share every run.
+    #[arg(long, env = "STEADFAST_STORE", value_parser = parse::store_url)]
+    store: Option<String>,
+    /// This node's id among several over one database (default: host name and listen
+    /// port). Stable across its restarts; two live nodes must not share one.
+    #[arg(long, env = "STEADFAST_NODE_ID")]
+    node_id: Option<String>,
+    /// Where to listen.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: std::net::SocketAddr,
+    /// Keep closed runs this long after they close, then drop them (their histories,
+    /// states and index entries); open runs are never dropped. `0` keeps everything.
+    /// A duration: 90s, 12h, 30d.
+    #[arg(long, env = "STEADFAST_RETENTION", default_value = "0", value_parser = parse::duration_ms)]
+    retention: u64,
+    /// The key that signs task tokens (32 bytes, or 64 hex digits). Default: generated
+    /// once into <data-dir>/token.key. Give every node the same file to share tokens.
+    #[arg(long, env = "STEADFAST_TOKEN_KEY_FILE")]
+    token_key_file: Option<std::path::PathBuf>,
+    /// Most events one run's history may hold. Past 90% of it no new activities, timers
+    /// or signal waits are accepted and workflow tasks say `continue_as_new_suggested`;
+    /// past it only what the run needs to end or continue as new (10% more at most),
+    /// then only appends that close the run.
+    #[arg(long, env = "STEADFAST_HISTORY_EVENTS_MAX", default_value_t = steadfast_engine::store::HISTORY_EVENTS_MAX, value_parser = clap::value_parser!(u64).range(10..))]
+    history_events_max: u64,
+    /// Most bytes one run's history may hold (payloads included); refused as for
+    /// --history-events-max.
+    #[arg(long, env = "STEADFAST_HISTORY_BYTES_MAX", default_value_t = steadfast_engine::store::HISTORY_BYTES_MAX, value_parser = clap::value_parser!(u64).range(4096..))]
+    history_bytes_max: u64,
+    /// Longest delay, in ms, before the workflow task of a held run (its code failed the
+    /// last one, e.g. [STF-ND001]) is offered again; the delay doubles from 250 ms.
+    #[arg(long, env = "STEADFAST_HELD_RUN_BACKOFF_MAX_MS", default_value_t = crate::retry::HELD_BACKOFF_MAX_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(250..))]
+    held_run_backoff_max_ms: u64,
+    /// How long a worker may hold a workflow task before it is timed out and offered to
+    /// another worker (a worker whose session ends gives its tasks back at once). A
+    /// duration: 500ms, 10s, 2m; at least 100ms.
+    #[arg(long, env = "STEADFAST_WORKFLOW_TASK_TIMEOUT", default_value = "10s", value_parser = parse::workflow_task_timeout_ms)]
+    workflow_task_timeout: u64,
+    /// Require a bearer token on every call: a file of token hashes, each with a role
+    /// (client, worker, admin) and namespaces (see `steadfast auth hash`). Re-read when it
+    /// changes, so tokens are rotated without a restart.
+    #[arg(long, env = "STEADFAST_AUTH_FILE")]
+    auth_file: Option<std::path::PathBuf>,
+    /// Listen on a non-loopback --listen address without --auth-file (only behind
+    /// something else that authenticates callers).
+    #[arg(long, env = "STEADFAST_INSECURE_LISTEN_ANY")]
+    insecure_listen_any: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -242,22 +286,40 @@ async fn dispatch(cli: Cli) -> Outcome {
     let Cli {
         addr,
         namespace,
+        token,
+        tls,
         command,
     } = cli;
-    let connect = || client::Conn::connect(&addr, &namespace);
+    let connect = || client::Conn::connect_with(&addr, &namespace, token.as_deref(), &tls);
     match command {
-        Command::Server {
-            data_dir,
-            store,
-            node_id,
-            listen,
-            retention,
-            token_key_file,
-            history_events_max,
-            history_bytes_max,
-            held_run_backoff_max_ms,
-            workflow_task_timeout,
-        } => {
+        Command::Server(args) => {
+            let ServerArgs {
+                data_dir,
+                store,
+                node_id,
+                listen,
+                retention,
+                token_key_file,
+                history_events_max,
+                history_bytes_max,
+                held_run_backoff_max_ms,
+                workflow_task_timeout,
+                auth_file,
+                insecure_listen_any,
+            } = *args;
+            let tls = match (tls.tls_cert, tls.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::config::TlsFiles {
+                    cert,
+                    key,
+                    client_ca: tls.tls_ca,
+                }),
+                _ if tls.tls_ca.is_some() => {
+                    return Err(Exit::usage(
+                        "--tls-ca for the server asks for client certificates (mutual TLS): give --tls-cert and --tls-key too",
+                    ));
+                }
+                _ => None,
+            };
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -278,10 +340,14 @@ async fn dispatch(cli: Cli) -> Outcome {
                 history_bytes_max,
                 held_backoff_max_ms: held_run_backoff_max_ms,
                 workflow_task_timeout_ms: workflow_task_timeout,
+                auth_file,
+                tls,
+                insecure_listen_any,
             })
             .await
             .map_err(|e| Exit::error(format!("server stopped: {e:#}")))
         }
+        Command::Auth(cmd) => auth::dispatch(cmd),
         // Offline replay needs no server.
         Command::History(history::HistoryCmd::Replay(args)) if args.file.is_some() => {
             history::replay_file(&args)

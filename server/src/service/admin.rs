@@ -44,7 +44,9 @@ impl AdminService for AdminApi {
         req: Request<pb::UpdateBudgetRequest>,
     ) -> Result<Response<pb::UpdateBudgetResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
+        validate::opt_name("identity", &r.identity)?;
         let update = r.budget.ok_or_else(|| {
             Status::invalid_argument("budget is missing: give at least one ceiling")
         })?;
@@ -70,7 +72,9 @@ impl AdminService for AdminApi {
         req: Request<pb::ReconcileActivityRequest>,
     ) -> Result<Response<pb::ReconcileActivityResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
+        validate::opt_name("identity", &r.identity)?;
         let decision = r
             .decision
             .as_ref()
@@ -107,8 +111,10 @@ impl AdminService for AdminApi {
 
     async fn checkpoint(
         &self,
-        _req: Request<pb::CheckpointRequest>,
+        req: Request<pb::CheckpointRequest>,
     ) -> Result<Response<pb::CheckpointResponse>, Status> {
+        // The whole store, every namespace's runs: only a token bound to all of them.
+        crate::auth::all_namespaces(&req)?;
         let lsn = self.core.store.checkpoint().await.map_err(status)?;
         Ok(Response::new(pb::CheckpointResponse { lsn }))
     }

@@ -129,6 +129,7 @@ impl ClientService for ClientApi {
         &self,
         req: Request<pb::StartWorkflowRequest>,
     ) -> Result<Response<pb::StartWorkflowResponse>, Status> {
+        crate::auth::namespace(&req, &req.get_ref().namespace)?;
         let (run_id, started) = start(&self.core, req.get_ref(), None).await?;
         Ok(Response::new(pb::StartWorkflowResponse {
             run_id: run_id.to_string(),
@@ -141,6 +142,7 @@ impl ClientService for ClientApi {
         req: Request<pb::DescribeRunRequest>,
     ) -> Result<Response<pb::DescribeRunResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         let s = self.core.state(&key).await?;
         Ok(Response::new(pb::DescribeRunResponse {
@@ -153,14 +155,17 @@ impl ClientService for ClientApi {
         req: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let ns = validate::namespace(&r.namespace)?;
+        validate::opt_name("workflow_type", &r.workflow_type)?;
         let waiting = match r.waiting.as_str() {
             "" => None,
             w @ ("signal" | "activity" | "timer" | "budget" | "reconciliation"
             | "workflow_task" | "idle") => Some(w.to_string()),
             w => {
                 return Err(Status::invalid_argument(format!(
-                    "waiting {w:?} is unknown: use signal, activity, timer, budget, reconciliation, workflow_task or idle"
+                    "waiting {} is unknown: use signal, activity, timer, budget, reconciliation, workflow_task or idle",
+                    validate::quote(w)
                 )));
             }
         };
@@ -209,6 +214,7 @@ impl ClientService for ClientApi {
         req: Request<pb::GetHistoryRequest>,
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         let s = self.core.state(&key).await?;
         let from = r.from_seq.max(1);
@@ -231,6 +237,7 @@ impl ClientService for ClientApi {
         req: Request<pb::AwaitResultRequest>,
     ) -> Result<Response<pb::AwaitResultResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         let mut changes = self.core.notify.watch_run(&key);
         let deadline =
@@ -252,7 +259,10 @@ impl ClientService for ClientApi {
         req: Request<pb::CancelRunRequest>,
     ) -> Result<Response<pb::CancelRunResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
+        validate::text("reason", &r.reason)?;
+        validate::opt_name("identity", &r.identity)?;
         self.core
             .update(&key, true, |s, _| {
                 closed_check(s, "cancel")?;
@@ -285,7 +295,10 @@ impl ClientService for ClientApi {
         req: Request<pb::TerminateRunRequest>,
     ) -> Result<Response<pb::TerminateRunResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
+        validate::text("reason", &r.reason)?;
+        validate::opt_name("identity", &r.identity)?;
         self.core
             .update(&key, true, |s, _| {
                 closed_check(s, "terminate")?;
@@ -303,9 +316,12 @@ impl ClientService for ClientApi {
         req: Request<pb::SignalRunRequest>,
     ) -> Result<Response<pb::SignalRunResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let ns = validate::namespace(&r.namespace)?;
         validate::name("signal_name", &r.signal_name)?;
         validate::opt_name("request_id", &r.request_id)?;
+        validate::opt_name("workflow_id", &r.workflow_id)?;
+        validate::opt_name("identity", &r.identity)?;
         let input = validate::payload("input", r.input.as_ref())?;
         let (run_id, started) = if !r.run_id.is_empty() {
             (validate::run_id(&r.run_id)?, false)
@@ -327,8 +343,8 @@ impl ClientService for ClientApi {
                     }
                     None => {
                         return Err(Status::not_found(format!(
-                            "workflow id {:?} has no open run; pass signal_with_start to start one",
-                            r.workflow_id
+                            "workflow id {} has no open run; pass signal_with_start to start one",
+                            validate::quote(&r.workflow_id)
                         )));
                     }
                 },
@@ -371,6 +387,7 @@ impl ClientService for ClientApi {
         &self,
         req: Request<pb::WatchRunRequest>,
     ) -> Result<Response<Self::WatchRunStream>, Status> {
+        crate::auth::namespace(&req, &req.get_ref().namespace)?;
         let r = req.into_inner();
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         self.core.state(&key).await?;
@@ -428,6 +445,7 @@ impl ClientService for ClientApi {
         req: Request<pb::GetBlobRequest>,
     ) -> Result<Response<pb::GetBlobResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         validate::namespace(&r.namespace)?;
         let hash: [u8; 32] = r
             .hash

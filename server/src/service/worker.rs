@@ -155,6 +155,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::WorkerSessionRequest>,
     ) -> Result<Response<Self::WorkerSessionStream>, Status> {
+        crate::auth::namespace(&req, &req.get_ref().namespace)?;
         let stream = session::open(self.core.clone(), self.sessions.clone(), req.get_ref())?;
         Ok(Response::new(stream))
     }
@@ -164,6 +165,7 @@ impl WorkerService for WorkerApi {
         req: Request<pb::PollWorkflowTaskRequest>,
     ) -> Result<Response<pb::PollWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let ns = validate::namespace(&r.namespace)?;
         validate::name("task_queue", &r.task_queue)?;
         validate::name("worker_id", &r.worker_id)?;
@@ -193,6 +195,8 @@ impl WorkerService for WorkerApi {
         req: Request<pb::CompleteWorkflowTaskRequest>,
     ) -> Result<Response<pb::CompleteWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
+        validate::opt_name("worker_id", &r.worker_id)?;
         let (key, started) = match self.workflow_token(&r.task_token, &r.namespace)? {
             WorkflowTaskRef::Recorded { key, started } => (key, started),
             WorkflowTaskRef::Transient(t) => {
@@ -265,6 +269,8 @@ impl WorkerService for WorkerApi {
         req: Request<pb::FailWorkflowTaskRequest>,
     ) -> Result<Response<pb::FailWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
+        validate::opt_name("worker_id", &r.worker_id)?;
         let (key, started) = match self.workflow_token(&r.task_token, &r.namespace)? {
             WorkflowTaskRef::Recorded { key, started } => (key, started),
             WorkflowTaskRef::Transient(t) => {
@@ -320,6 +326,7 @@ impl WorkerService for WorkerApi {
         req: Request<pb::PollActivityTaskRequest>,
     ) -> Result<Response<pb::PollActivityTaskResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let ns = validate::namespace(&r.namespace)?;
         validate::name("task_queue", &r.task_queue)?;
         validate::name("worker_id", &r.worker_id)?;
@@ -348,6 +355,8 @@ impl WorkerService for WorkerApi {
         req: Request<pb::CompleteActivityTaskRequest>,
     ) -> Result<Response<pb::CompleteActivityTaskResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
+        validate::opt_name("worker_id", &r.worker_id)?;
         let a = self.activity_token(&r.task_token, &r.namespace)?;
         self.check_record(&a.key, a.scheduled, "ActivityScheduled")
             .await?;
@@ -381,6 +390,8 @@ impl WorkerService for WorkerApi {
         req: Request<pb::FailActivityTaskRequest>,
     ) -> Result<Response<pb::FailActivityTaskResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
+        validate::opt_name("worker_id", &r.worker_id)?;
         let a = self.activity_token(&r.task_token, &r.namespace)?;
         let failure = r
             .failure
@@ -426,6 +437,7 @@ impl WorkerService for WorkerApi {
         req: Request<pb::HeartbeatActivityTaskRequest>,
     ) -> Result<Response<pb::HeartbeatActivityTaskResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let a = self.activity_token(&r.task_token, &r.namespace)?;
         self.check_record(&a.key, a.scheduled, "ActivityScheduled")
             .await?;

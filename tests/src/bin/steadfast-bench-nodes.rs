@@ -169,12 +169,7 @@ async fn measure(
     let pids: Vec<u32> = nodes.iter().map(|n| n.child.id()).collect();
     let server_cpu = || pids.iter().map(|&p| cpu_secs(p)).sum::<f64>();
     let me = std::process::id();
-    let (s0, p0, b0, x0) = (
-        server_cpu(),
-        tree_cpu_secs(pg_pid),
-        cpu_secs(me),
-        xacts(),
-    );
+    let (s0, p0, b0, x0) = (server_cpu(), tree_cpu_secs(pg_pid), cpu_secs(me), xacts());
     let t = Instant::now();
     drive_spread(
         &clients,
@@ -186,12 +181,7 @@ async fn measure(
     )
     .await?;
     let secs = t.elapsed().as_secs_f64();
-    let (s1, p1, b1, x1) = (
-        server_cpu(),
-        tree_cpu_secs(pg_pid),
-        cpu_secs(me),
-        xacts(),
-    );
+    let (s1, p1, b1, x1) = (server_cpu(), tree_cpu_secs(pg_pid), cpu_secs(me), xacts());
     let steps = (runs * 10) as f64;
     let per_step = |a: f64, b: f64| (b - a) * 1e3 / steps;
 

@@ -4,10 +4,10 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::client::Transport;
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use tracing::Instrument;
 
 use super::{Activities, ActivityContext, ActivityError, ActivityInfo};
@@ -45,7 +45,7 @@ pub(crate) trait ActivityTransport: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), tonic::Status>> + Send;
 }
 
-impl ActivityTransport for WorkerServiceClient<Channel> {
+impl ActivityTransport for WorkerServiceClient<Transport> {
     async fn heartbeat(
         &self,
         req: pb::HeartbeatActivityTaskRequest,

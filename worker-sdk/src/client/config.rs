@@ -1,10 +1,59 @@
 //! [`ClientConfig`]: where the server is and who we are.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use tonic::transport::Endpoint;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::Error;
+
+/// A bearer token. Its `Debug` never shows it (configurations get logged).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// The token as sent.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token({} chars)", self.0.len())
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call that has a token configured.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The channel every generated client of the SDK uses: a connection whose calls carry the
+/// configured token.
+pub type Transport = InterceptedService<Channel, Bearer>;
+
+/// TLS files (PEM) for an `https://` server.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// The CA that signed the server's certificate; the system's roots when `None`.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and key, for servers that require mutual TLS.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// The name the server's certificate must carry, when it is not the address's host.
+    pub domain: Option<String>,
+}
 
 /// The server address used when none is given.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:7233";
@@ -22,6 +71,10 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Largest message sent or received.
     pub max_message_bytes: usize,
+    /// Sent as `authorization: Bearer <token>` when the server has an auth file.
+    pub token: Option<Token>,
+    /// TLS files; with any, or an `https://` address, the connection is TLS.
+    pub tls: TlsFiles,
 }
 
 impl ClientConfig {
@@ -33,11 +86,14 @@ impl ClientConfig {
             identity: format!("sdk@{}", std::process::id()),
             connect_timeout: Duration::from_secs(5),
             max_message_bytes: 64 << 20,
+            token: None,
+            tls: TlsFiles::default(),
         }
     }
 
-    /// `STEADFAST_ADDR` (default [`DEFAULT_ADDR`]) and `STEADFAST_NAMESPACE` (default
-    /// "default").
+    /// `STEADFAST_ADDR` (default [`DEFAULT_ADDR`]), `STEADFAST_NAMESPACE` (default
+    /// "default"), `STEADFAST_TOKEN`, and the TLS files `STEADFAST_TLS_CA`,
+    /// `STEADFAST_TLS_CERT` + `STEADFAST_TLS_KEY` (mutual TLS) and `STEADFAST_TLS_DOMAIN`.
     pub fn from_env() -> Self {
         let mut c = ClientConfig::new(
             std::env::var("STEADFAST_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.into()),
@@ -45,7 +101,38 @@ impl ClientConfig {
         if let Ok(ns) = std::env::var("STEADFAST_NAMESPACE") {
             c.namespace = ns;
         }
-        c
+        c.with_env_security()
+    }
+
+    /// Takes the token and TLS files from the environment (as [`ClientConfig::from_env`]),
+    /// where set, keeping the rest.
+    pub fn with_env_security(mut self) -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if let Some(t) = var("STEADFAST_TOKEN") {
+            self.token = Some(Token(t));
+        }
+        if let Some(ca) = var("STEADFAST_TLS_CA") {
+            self.tls.ca = Some(ca.into());
+        }
+        if let (Some(cert), Some(key)) = (var("STEADFAST_TLS_CERT"), var("STEADFAST_TLS_KEY")) {
+            self.tls.client_identity = Some((cert.into(), key.into()));
+        }
+        if let Some(d) = var("STEADFAST_TLS_DOMAIN") {
+            self.tls.domain = Some(d);
+        }
+        self
+    }
+
+    /// Sets the bearer token (`None` or empty: no token).
+    pub fn token(mut self, token: Option<impl Into<String>>) -> Self {
+        self.token = token.map(Into::into).filter(|t| !t.is_empty()).map(Token);
+        self
+    }
+
+    /// Sets the TLS files.
+    pub fn tls(mut self, tls: TlsFiles) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Sets the namespace.
@@ -60,21 +147,90 @@ impl ClientConfig {
         self
     }
 
+    fn wants_tls(&self) -> bool {
+        self.tls.ca.is_some() || self.tls.client_identity.is_some() || self.tls.domain.is_some()
+    }
+
     pub(crate) fn endpoint(&self) -> Result<Endpoint, Error> {
         let addr = if self.addr.contains("://") {
             self.addr.clone()
+        } else if self.wants_tls() {
+            format!("https://{}", self.addr)
         } else {
             format!("http://{}", self.addr)
         };
-        Ok(Endpoint::from_shared(addr)
-            .map_err(|e| Error::BadAddress {
-                addr: self.addr.clone(),
-                message: e.to_string(),
-            })?
+        let bad = |message: String| Error::BadAddress {
+            addr: self.addr.clone(),
+            message,
+        };
+        let https = addr.starts_with("https://");
+        if self.wants_tls() && !https {
+            return Err(bad(
+                "TLS files are configured: use an https:// address".into()
+            ));
+        }
+        let mut endpoint = Endpoint::from_shared(addr)
+            .map_err(|e| bad(e.to_string()))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true))
+            .keep_alive_while_idle(true);
+        if https {
+            endpoint = endpoint
+                .tls_config(self.tls_config()?)
+                .map_err(|e| Error::Tls(e.to_string()))?;
+        }
+        Ok(endpoint)
+    }
+
+    fn tls_config(&self) -> Result<ClientTlsConfig, Error> {
+        let read = |what: &str, p: &PathBuf| {
+            std::fs::read(p)
+                .map_err(|e| Error::Tls(format!("cannot read {what} {}: {e}", p.display())))
+        };
+        let mut tls = ClientTlsConfig::new();
+        tls = match &self.tls.ca {
+            Some(ca) => tls.ca_certificate(Certificate::from_pem(read("the CA file", ca)?)),
+            None => tls.with_native_roots(),
+        };
+        if let Some((cert, key)) = &self.tls.client_identity {
+            tls = tls.identity(Identity::from_pem(
+                read("the client certificate", cert)?,
+                read("the client key", key)?,
+            ));
+        }
+        if let Some(d) = &self.tls.domain {
+            tls = tls.domain_name(d.clone());
+        }
+        Ok(tls)
+    }
+
+    fn bearer(&self) -> Result<Bearer, Error> {
+        let Some(t) = &self.token else {
+            return Ok(Bearer(None));
+        };
+        let v = MetadataValue::try_from(format!("Bearer {}", t.0))
+            .map_err(|_| Error::InvalidArgument("the token must be printable ASCII".into()))?;
+        Ok(Bearer(Some(v)))
+    }
+
+    /// A connection made on first use, carrying the token.
+    pub(crate) fn lazy_transport(&self) -> Result<Transport, Error> {
+        Ok(InterceptedService::new(
+            self.endpoint()?.connect_lazy(),
+            self.bearer()?,
+        ))
+    }
+
+    /// A connection made now, carrying the token.
+    pub(crate) async fn transport(&self) -> Result<Transport, Error> {
+        let bearer = self.bearer()?;
+        let channel = self
+            .endpoint()?
+            .connect()
+            .await
+            .map_err(|e| Error::Unavailable(format!("{}: {e}", self.addr)))?;
+        Ok(InterceptedService::new(channel, bearer))
     }
 }
 
@@ -87,5 +243,35 @@ impl From<&str> for ClientConfig {
 impl From<String> for ClientConfig {
     fn from(addr: String) -> Self {
         ClientConfig::new(addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let c = ClientConfig::new("http://127.0.0.1:1").token(Some("stf_secret-secret-secret"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("Token(24 chars)"), "{shown}");
+        assert!(ClientConfig::new("x").token(Some("")).token.is_none());
+    }
+
+    #[test]
+    fn tls_files_with_a_plaintext_address_are_refused() {
+        let tls = TlsFiles {
+            ca: Some("ca.pem".into()),
+            ..TlsFiles::default()
+        };
+        let c = ClientConfig::new("http://127.0.0.1:1").tls(tls.clone());
+        assert!(matches!(c.endpoint(), Err(Error::BadAddress { .. })));
+        // No scheme with TLS files means https; the missing CA file is named.
+        let c = ClientConfig::new("127.0.0.1:1").tls(tls);
+        match c.endpoint() {
+            Err(Error::Tls(m)) => assert!(m.contains("ca.pem"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -33,6 +33,17 @@ pub enum Error {
         /// The server's message.
         message: String,
     },
+    /// No token, or one the server does not know (UNAUTHENTICATED): set
+    /// [`ClientConfig::token`](super::ClientConfig::token) or `STEADFAST_TOKEN`.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+    /// The token is known but its role or namespaces do not allow this call
+    /// (PERMISSION_DENIED): use a token bound to this namespace with the right role.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// A TLS file named in the configuration cannot be read.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The address in the configuration is not usable.
     #[error("bad server address {addr:?}: {message}")]
     BadAddress {
@@ -101,6 +112,8 @@ impl From<tonic::Status> for Error {
             Code::Unknown if message.contains("transport") || message.contains("connection") => {
                 Error::Unavailable(message)
             }
+            Code::Unauthenticated => Error::Unauthenticated(message),
+            Code::PermissionDenied => Error::PermissionDenied(message),
             code => Error::Server { code, message },
         }
     }

@@ -18,15 +18,13 @@ mod watch;
 
 use std::time::Duration;
 
+pub use config::{Bearer, ClientConfig, DEFAULT_ADDR, TlsFiles, Token, Transport};
+pub use error::Error;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::client_service_client::ClientServiceClient;
 use tokio::time::Instant;
-use tonic::transport::Channel;
-
-pub use config::{ClientConfig, DEFAULT_ADDR};
-pub use error::Error;
 pub use watch::{WATCH_RECONNECTS_MAX, is_terminal};
 
 use crate::backoff::Backoff;
@@ -94,7 +92,7 @@ impl RunHandle {
 /// A connection to a Steadfast server, for one namespace. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
-    service: ClientServiceClient<Channel>,
+    service: ClientServiceClient<Transport>,
     config: ClientConfig,
 }
 
@@ -104,11 +102,7 @@ impl Client {
     /// re-established by itself after a server restart.
     pub async fn connect(config: impl Into<ClientConfig>) -> Result<Client, Error> {
         let config = config.into();
-        let channel = config
-            .endpoint()?
-            .connect()
-            .await
-            .map_err(|e| Error::Unavailable(format!("{}: {e}", config.addr)))?;
+        let channel = config.transport().await?;
         Ok(Self::with_channel(config, channel))
     }
 
@@ -116,7 +110,7 @@ impl Client {
     /// server (calls do, with [`Error::Unavailable`], until it is up).
     pub fn connect_lazy(config: impl Into<ClientConfig>) -> Result<Client, Error> {
         let config = config.into();
-        let channel = config.endpoint()?.connect_lazy();
+        let channel = config.lazy_transport()?;
         Ok(Self::with_channel(config, channel))
     }
 
@@ -126,7 +120,7 @@ impl Client {
         Self::connect(ClientConfig::from_env()).await
     }
 
-    pub(crate) fn with_channel(config: ClientConfig, channel: Channel) -> Client {
+    pub(crate) fn with_channel(config: ClientConfig, channel: Transport) -> Client {
         Client {
             service: ClientServiceClient::new(channel)
                 .max_decoding_message_size(config.max_message_bytes)
@@ -141,7 +135,7 @@ impl Client {
     }
 
     /// The generated gRPC client, for calls this type does not wrap.
-    pub fn service(&self) -> ClientServiceClient<Channel> {
+    pub fn service(&self) -> ClientServiceClient<Transport> {
         self.service.clone()
     }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::sync::{Semaphore, watch};
-use tonic::transport::Channel;
 use tracing::Instrument;
 
 use super::workflow_thread::{Outcome, WorkflowThreads};
@@ -16,7 +15,7 @@ use super::{Error, WorkerOptions};
 use crate::activity::Activities;
 use crate::activity::runtime::{RuntimeConfig, run_attempt};
 use crate::backoff::{Backoff, is_transient};
-use crate::client::{Client, ClientConfig};
+use crate::client::{Client, ClientConfig, Transport};
 use crate::workflow::{self, Registry, command_kind};
 
 /// Open polls per kind at most (each also needs a free slot).
@@ -30,7 +29,7 @@ struct Shared {
     /// Set while polls fail, so that an outage is logged once, not once per poller.
     outage: AtomicBool,
     options: WorkerOptions,
-    worker: WorkerServiceClient<Channel>,
+    worker: WorkerServiceClient<Transport>,
     client: Client,
     threads: WorkflowThreads,
     activities: Activities,
@@ -52,7 +51,7 @@ pub(super) async fn run(
     activities: Activities,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let channel = config.endpoint()?.connect_lazy();
+    let channel = config.lazy_transport()?;
     let workflow_types = workflows.workflow_types();
     let activity_types = activities.names();
     let declarations = activities.declarations();
@@ -429,7 +428,7 @@ async fn report_failure(shared: &Shared, token: String, e: &workflow::Error) {
 /// Calls the server, retrying transient errors (a restart) for up to the report timeout.
 async fn with_retries<T, F, Fut>(shared: &Shared, call: F) -> Result<T, tonic::Status>
 where
-    F: Fn(WorkerServiceClient<Channel>) -> Fut,
+    F: Fn(WorkerServiceClient<Transport>) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
     let give_up_at = tokio::time::Instant::now() + shared.options.report_timeout;
