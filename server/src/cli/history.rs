@@ -1,4 +1,4 @@
-//! `steadfast history ...`: show, export and replay a run's history.
+//! `steadfast history ...`: show, export, replay and verify a run's history.
 
 use std::path::PathBuf;
 
@@ -36,6 +36,11 @@ pub enum HistoryCmd {
     /// the state (status, pending activities and timers, what it waits on, usage, progress,
     /// results so far). A break in the chain exits with code 8, naming the seq.
     Replay(ReplayArgs),
+    /// Have the server re-check a run's history (or every run's, --all) where its store keeps
+    /// the record (the embedded store: the log, not sled's copy): gapless from seq 1, the
+    /// blake3 chain from the run's genesis, ending where the run's state ends. Names the first
+    /// bad seq; exits with code 8 on any damage.
+    Verify(super::verify::VerifyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -77,6 +82,7 @@ pub async fn dispatch(conn: &Conn, cmd: HistoryCmd) -> Outcome {
             super::note(&format!("exported {} events of run {run}", events.len()));
             Ok(())
         }
+        HistoryCmd::Verify(a) => super::verify::run(conn, a).await,
         HistoryCmd::Replay(a) => {
             let run = a.run.clone().unwrap_or_default();
             let run_id = RunId::parse(&run)
