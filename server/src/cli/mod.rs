@@ -16,7 +16,7 @@ mod net_tests;
 mod operate;
 mod parse;
 mod render;
-mod replay;
+pub(crate) mod replay;
 mod run;
 mod verify;
 

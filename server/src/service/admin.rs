@@ -1,5 +1,5 @@
 //! AdminService: budgets, reconciliation of lost `write` attempts, checkpoints, history
-//! verification.
+//! verification and import.
 
 use std::sync::Arc;
 
@@ -113,6 +113,15 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::CheckpointResponse>, Status> {
         let lsn = self.core.store.checkpoint().await.map_err(status)?;
         Ok(Response::new(pb::CheckpointResponse { lsn }))
+    }
+
+    async fn import_history(
+        &self,
+        req: Request<pb::ImportHistoryRequest>,
+    ) -> Result<Response<pb::ImportHistoryResponse>, Status> {
+        Ok(Response::new(
+            crate::service::import::import(&self.core, req.get_ref()).await?,
+        ))
     }
 
     async fn verify_history(
