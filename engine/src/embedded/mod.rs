@@ -30,6 +30,7 @@ mod rebuild;
 mod recover;
 mod repair;
 mod retention;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,7 +50,7 @@ use crate::state::RunState;
 
 use crate::store::{
     AppendRequest, Appended, DueTimer, Error, RequestKey, RunFilter, Store, StoreStats, Task,
-    TaskKind,
+    TaskKind, VerifiedHistory,
 };
 
 pub(crate) use errors::{log_err, log_err_named, sled_err};
@@ -524,6 +525,19 @@ impl Store for EmbeddedStore {
         self.inner
             .repairing(key, || self.inner.read_history(key, from_seq, limit))
             .await
+    }
+
+    async fn verify_history(&self, key: &RunKey) -> Result<VerifiedHistory, Error> {
+        let state = self
+            .run_state(key)
+            .await?
+            .ok_or_else(|| Error::NotFound(key.clone()))?;
+        let found =
+            verify::verify_in_log(&self.inner, key, state.last_seq, state.last_hash).await?;
+        // The copy reads are served from must agree with the log too (a damaged one is
+        // rebuilt from the log on the way).
+        crate::store::verify_by_reading(self, key).await?;
+        Ok(found)
     }
 
     async fn poll_task(

@@ -39,6 +39,7 @@ pub async fn run_all<B: Backend>(backend: &mut B) {
     history::limits_are_refused(backend.fresh().await).await;
     history::workflow_id_unique_while_open(backend.fresh().await).await;
     history::read_history_pages(backend.fresh().await).await;
+    history::verify_history_of_intact_runs(backend.fresh().await).await;
     history::list_runs_filters_and_pages(backend.fresh().await).await;
     history::blobs_dedupe_and_inline(backend.fresh().await).await;
     queues::workflow_task_lease_and_release(backend.fresh().await).await;

@@ -319,6 +319,16 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<EventRecord>, Error>;
 
+    /// Re-checks a run's whole history where the backend keeps its record (the embedded
+    /// store: the log, not sled's copy): gapless from seq 1, every record chained to the one
+    /// before from the run's genesis, and ending where the run's state says it ends. Damage
+    /// is [`Error::Corrupt`] naming the run and the first bad seq; an unknown run is
+    /// [`Error::NotFound`]. The default reads the history through [`Store::read_history`]
+    /// (which verifies every page) and checks its seqs and its end ([`verify_by_reading`]).
+    async fn verify_history(&self, key: &RunKey) -> Result<VerifiedHistory, Error> {
+        verify_by_reading(self, key).await
+    }
+
     /// Takes the next visible task of a queue and leases it.
     async fn poll_task(
         &self,
@@ -396,6 +406,77 @@ pub trait Store: Send + Sync + 'static {
     /// change costs a poll interval, never an outcome (pollers and the timer loop re-check).
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
         None
+    }
+}
+
+/// What [`Store::verify_history`] found intact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedHistory {
+    /// Events in the history (its last seq).
+    pub events: u64,
+    /// The hash of the last event: the end of the chain.
+    pub last_hash: Hash,
+}
+
+/// Records per page when a history is verified by reading it.
+pub const VERIFY_PAGE_EVENTS: usize = 1_000;
+
+/// [`Store::verify_history`] through the store's verified reads: every page of
+/// [`Store::read_history`] from seq 1, its seqs consecutive, and its last record the run
+/// state's last seq and hash (so a lost tail is found too).
+pub async fn verify_by_reading<S: Store + ?Sized>(
+    store: &S,
+    key: &RunKey,
+) -> Result<VerifiedHistory, Error> {
+    let state = store
+        .run_state(key)
+        .await?
+        .ok_or_else(|| Error::NotFound(key.clone()))?;
+    let corrupt = |seq: u64, detail: String| Error::Corrupt {
+        run: Some(key.clone()),
+        seq: Some(seq),
+        detail,
+    };
+    let mut next = 1u64;
+    let mut last_hash = None;
+    while next <= state.last_seq {
+        let want = (state.last_seq - next + 1).min(VERIFY_PAGE_EVENTS as u64) as usize;
+        let page = store.read_history(key, next, want).await?;
+        if page.is_empty() {
+            return Err(corrupt(
+                next,
+                format!(
+                    "[STF-C2-GAP] the history ends before seq {next}; the run's state says it ends at seq {}",
+                    state.last_seq
+                ),
+            ));
+        }
+        for r in page {
+            if r.seq != next {
+                return Err(corrupt(
+                    next,
+                    format!(
+                        "[STF-C2-GAP] expected seq {next}, the history holds seq {}",
+                        r.seq
+                    ),
+                ));
+            }
+            last_hash = Some(r.hash);
+            next += 1;
+            if next > state.last_seq {
+                break;
+            }
+        }
+    }
+    match last_hash {
+        Some(h) if h == state.last_hash => Ok(VerifiedHistory {
+            events: state.last_seq,
+            last_hash: h,
+        }),
+        _ => Err(corrupt(
+            state.last_seq,
+            "[STF-C2-HASH] the history's last hash is not the one the run's state records".into(),
+        )),
     }
 }
 

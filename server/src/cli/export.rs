@@ -5,6 +5,9 @@
 //! `wire`, the hex of the event's protobuf encoding (`steadfast.v1.HistoryEvent`). Replay reads
 //! only `namespace`, `run_id` and `wire`: the readable fields are for people and `jq`, the wire
 //! bytes are exact, so the hash chain verifies offline.
+//!
+//! A *bundle* (`history export RUN -o FILE`, read by `history import`) is the same lines after
+//! one header line, which says what the file must hold: see docs/bundle.md.
 
 use prost::Message;
 use serde_json::Value;
@@ -15,6 +18,65 @@ use super::events::event_json;
 
 /// Version of the export line format, in every line as `export_version`.
 pub const EXPORT_VERSION: u64 = 1;
+
+/// Version of the bundle format, in its header as `steadfast_bundle`.
+pub const BUNDLE_VERSION: u64 = 1;
+
+/// The first line of a bundle (no trailing newline).
+pub fn bundle_header(namespace: &str, run_id: &str, events: &[pb::HistoryEvent]) -> String {
+    serde_json::json!({
+        "steadfast_bundle": BUNDLE_VERSION,
+        "namespace": namespace,
+        "run_id": run_id,
+        "events": events.len(),
+        "last_hash": events.last().map(|e| hex::encode(&e.hash)).unwrap_or_default(),
+    })
+    .to_string()
+}
+
+/// Reads a bundle: its header must come first, and the events must be as many as it says and
+/// end with the hash it names (a cut or padded file is refused). The chain itself is checked
+/// by the caller (`replay::records_of`).
+pub fn parse_bundle(text: &str, source: &str) -> Result<(RunKey, Vec<pb::HistoryEvent>), String> {
+    let first = text.lines().next().unwrap_or_default();
+    let header: Value = serde_json::from_str(first)
+        .map_err(|e| format!("{source} line 1: not a bundle header ({e}); write bundles with `steadfast history export RUN -o FILE`"))?;
+    let version = header
+        .get("steadfast_bundle")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("{source} line 1: no \"steadfast_bundle\" version; write bundles with `steadfast history export RUN -o FILE`"))?;
+    if version > BUNDLE_VERSION {
+        return Err(format!(
+            "{source}: bundle version {version} is newer than this steadfast ({BUNDLE_VERSION}); upgrade it"
+        ));
+    }
+    let (key, events) = parse_export(text, source)?;
+    if header.get("run_id").and_then(Value::as_str) != Some(&key.run_id.to_string())
+        || header.get("namespace").and_then(Value::as_str) != Some(&key.namespace)
+    {
+        return Err(format!(
+            "{source}: the header names another run than the events ({key})"
+        ));
+    }
+    let count = header.get("events").and_then(Value::as_u64);
+    if count != Some(events.len() as u64) {
+        return Err(format!(
+            "{source}: the header says {} events, the file holds {}: it was cut or added to",
+            count.map_or("no".into(), |c| c.to_string()),
+            events.len()
+        ));
+    }
+    let last = events
+        .last()
+        .map(|e| hex::encode(&e.hash))
+        .unwrap_or_default();
+    if header.get("last_hash").and_then(Value::as_str) != Some(last.as_str()) {
+        return Err(format!(
+            "{source}: the last event's hash is not the one the header names: the file was altered"
+        ));
+    }
+    Ok((key, events))
+}
 
 /// One line of an export (no trailing newline).
 pub fn export_line(namespace: &str, run_id: &str, e: &pb::HistoryEvent) -> String {
@@ -37,6 +99,10 @@ pub fn parse_export(text: &str, source: &str) -> Result<(RunKey, Vec<pb::History
         }
         let v: Value =
             serde_json::from_str(line).map_err(|e| format!("{}: not JSON: {e}", at()))?;
+        if i == 0 && v.get("steadfast_bundle").is_some() {
+            // A bundle's header: checked by `parse_bundle`; replay reads the events alone.
+            continue;
+        }
         let field = |name: &str| {
             v.get(name).and_then(Value::as_str).ok_or_else(|| {
                 format!("{}: no {name:?} field; is this a file written by `steadfast history export RUN > FILE`?", at())
@@ -128,5 +194,53 @@ mod tests {
         let bad = good.replace("\"wire\":\"", "\"wire\":\"zz");
         assert!(parse_export(&bad, "f").unwrap_err().contains("not hex"));
         assert_eq!(parse_export("\n", "f").unwrap_err(), "f holds no events");
+    }
+
+    fn bundle(events: &[pb::HistoryEvent]) -> String {
+        let mut text = bundle_header("default", RUN, events) + "\n";
+        for e in events {
+            text += &(export_line("default", RUN, e) + "\n");
+        }
+        text
+    }
+
+    #[test]
+    fn bundles_say_what_they_hold() {
+        let events = [ev(1), ev(2), ev(3)];
+        let text = bundle(&events);
+        let (key, got) = parse_bundle(&text, "b").unwrap();
+        assert_eq!(key.run_id.to_string(), RUN);
+        assert_eq!(got, events.to_vec());
+        // Replay reads a bundle too.
+        assert_eq!(parse_export(&text, "b").unwrap().1, events.to_vec());
+        // Cut: the last line gone.
+        let cut: String = text.lines().take(3).map(|l| format!("{l}\n")).collect();
+        assert!(
+            parse_bundle(&cut, "b")
+                .unwrap_err()
+                .contains("says 3 events, the file holds 2")
+        );
+        // The last event swapped for another.
+        let swapped = bundle(&events).replace(
+            &export_line("default", RUN, &ev(3)),
+            &export_line(
+                "default",
+                RUN,
+                &pb::HistoryEvent {
+                    hash: vec![9; 32],
+                    ..ev(3)
+                },
+            ),
+        );
+        assert!(parse_bundle(&swapped, "b").unwrap_err().contains("altered"));
+        // Not a bundle: a plain export.
+        let plain = export_line("default", RUN, &ev(1));
+        assert!(
+            parse_bundle(&plain, "b")
+                .unwrap_err()
+                .contains("steadfast_bundle")
+        );
+        let newer = text.replace("\"steadfast_bundle\":1", "\"steadfast_bundle\":99");
+        assert!(parse_bundle(&newer, "b").unwrap_err().contains("newer"));
     }
 }

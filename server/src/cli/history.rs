@@ -1,4 +1,4 @@
-//! `steadfast history ...`: show, export and replay a run's history.
+//! `steadfast history ...`: show, export, replay and verify a run's history.
 
 use std::path::PathBuf;
 
@@ -8,7 +8,7 @@ use steadfast_engine::{RunId, RunKey};
 use steadfast_proto::v1 as pb;
 
 use super::client::Conn;
-use super::export::{export_line, parse_export};
+use super::export::{bundle_header, export_line, parse_bundle, parse_export};
 use super::{Exit, Outcome, events, exit, out, out_line, replay};
 
 /// Events per GetHistory page (the server's maximum).
@@ -26,16 +26,34 @@ pub enum HistoryCmd {
         json: bool,
     },
     /// Write a run's history to stdout as JSON lines (the `show --json` objects plus
-    /// namespace, run_id and wire, the hex protobuf of the event), for `replay --file`.
+    /// namespace, run_id and wire, the hex protobuf of the event), for `replay --file`; with
+    /// -o, a self-contained bundle (a header line first, payloads inline) for `history import`
+    /// and `replay --file` (format: docs/bundle.md).
     Export {
         /// Run id.
         run: String,
+        /// Write a bundle to this file instead.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Create a run on this server (in --namespace) from a bundle written by `export -o`.
+    /// The bundle is verified first (header, hash chain from its source run, the state
+    /// machine); one that does not verify exits with code 8 and stores nothing. A run id that
+    /// exists in the namespace is refused. Prints the run id.
+    Import {
+        /// The bundle.
+        file: PathBuf,
     },
     /// Rebuild a run's state from its history: verifies the blake3 chain from the run's
     /// genesis, folds the events with the engine's state machine up to --until, and prints
     /// the state (status, pending activities and timers, what it waits on, usage, progress,
     /// results so far). A break in the chain exits with code 8, naming the seq.
     Replay(ReplayArgs),
+    /// Have the server re-check a run's history (or every run's, --all) where its store keeps
+    /// the record (the embedded store: the log, not sled's copy): gapless from seq 1, the
+    /// blake3 chain from the run's genesis, ending where the run's state ends. Names the first
+    /// bad seq; exits with code 8 on any damage.
+    Verify(super::verify::VerifyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -67,7 +85,26 @@ pub async fn dispatch(conn: &Conn, cmd: HistoryCmd) -> Outcome {
             }
             Ok(())
         }
-        HistoryCmd::Export { run } => {
+        HistoryCmd::Export {
+            run,
+            output: Some(path),
+        } => {
+            let events = fetch(conn, &run, None).await?;
+            let mut text = bundle_header(&conn.namespace, &run, &events) + "\n";
+            for e in &events {
+                text += &(export_line(&conn.namespace, &run, e) + "\n");
+            }
+            std::fs::write(&path, text)
+                .map_err(|e| Exit::error(format!("cannot write {}: {e}", path.display())))?;
+            super::note(&format!(
+                "wrote a bundle of {} events of run {run} to {}",
+                events.len(),
+                path.display()
+            ));
+            Ok(())
+        }
+        HistoryCmd::Import { file } => import(conn, &file).await,
+        HistoryCmd::Export { run, output: None } => {
             let events = fetch(conn, &run, None).await?;
             let text: String = events
                 .iter()
@@ -77,6 +114,7 @@ pub async fn dispatch(conn: &Conn, cmd: HistoryCmd) -> Outcome {
             super::note(&format!("exported {} events of run {run}", events.len()));
             Ok(())
         }
+        HistoryCmd::Verify(a) => super::verify::run(conn, a).await,
         HistoryCmd::Replay(a) => {
             let run = a.run.clone().unwrap_or_default();
             let run_id = RunId::parse(&run)
@@ -85,6 +123,53 @@ pub async fn dispatch(conn: &Conn, cmd: HistoryCmd) -> Outcome {
             report(&RunKey::new(conn.namespace.clone(), run_id), &events, &a)
         }
     }
+}
+
+/// Largest bundle `history import` sends: one request, within the server's request limit.
+const IMPORT_BYTES_MAX: usize = crate::server::REQUEST_BYTES_MAX;
+
+async fn import(conn: &Conn, path: &std::path::Path) -> Outcome {
+    use prost::Message;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Exit::error(format!("cannot read {}: {e}", path.display())))?;
+    let source = path.display().to_string();
+    let corrupt =
+        |e: String| Exit::with(exit::CORRUPT, format!("error: {e}\nnothing was imported"));
+    let (key, events) = parse_bundle(&text, &source).map_err(corrupt)?;
+    replay::records_of(&key, &events).map_err(|e| {
+        corrupt(format!(
+            "the bundle {source} of run {key} does not verify: {e}"
+        ))
+    })?;
+    let req = pb::ImportHistoryRequest {
+        namespace: conn.namespace.clone(),
+        run_id: key.run_id.to_string(),
+        source_namespace: key.namespace.clone(),
+        events,
+    };
+    let size = req.encoded_len();
+    if size > IMPORT_BYTES_MAX {
+        return Err(Exit::error(format!(
+            "the bundle's history is {size} bytes; one import takes at most {IMPORT_BYTES_MAX} (the server's request limit)"
+        )));
+    }
+    let r = conn
+        .admin()
+        .import_history(req)
+        .await
+        .map_err(|s| conn.status(s))?
+        .into_inner();
+    super::note(&format!(
+        "imported {} events of run {key} into namespace {:?}{}",
+        r.events,
+        conn.namespace,
+        if r.same_hashes {
+            ", every hash as in the bundle"
+        } else {
+            " (a new chain: the namespace is part of it)"
+        }
+    ));
+    out_line(&key.run_id.to_string())
 }
 
 /// `history replay --file`: offline, no server.

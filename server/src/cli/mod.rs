@@ -17,8 +17,9 @@ mod net_tests;
 mod operate;
 mod parse;
 mod render;
-mod replay;
+pub(crate) mod replay;
 mod run;
+mod verify;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -47,7 +48,7 @@ pub mod exit {
     /// The run is still open (`run result` without `--wait`, or `--timeout` passed).
     pub const RUNNING: u8 = 7;
     /// The history does not verify: a break in the hash chain, a gap, or an event the state
-    /// machine refuses (`history replay`).
+    /// machine refuses (`history replay`, `history verify`).
     pub const CORRUPT: u8 = 8;
 }
 

@@ -113,6 +113,36 @@ pub fn replay(
     })
 }
 
+/// A whole history from the wire (a bundle), as it was appended: every record's chain
+/// verified from `key`'s genesis and folded by the state machine. Payloads stay inline (the
+/// store that takes them keeps large ones as blobs again, by the same hash); a RunTimedOut
+/// gets back the run timeout the wire leaves out. Returns the records and the final state.
+pub fn records_of(
+    key: &RunKey,
+    events: &[pb::HistoryEvent],
+) -> Result<(Vec<EventRecord>, RunState), Error> {
+    let mut prev = chain::genesis_hash(key);
+    let mut state: Option<RunState> = None;
+    let mut records = Vec::with_capacity(events.len());
+    for e in events {
+        let mut rec = convert::event_from(e)?;
+        let expected = state.as_ref().map_or(1, |s| s.last_seq + 1);
+        prev = verify_one(key, &prev, expected, &rec, state.as_ref())?;
+        if let (Event::RunTimedOut(_), Some(s)) = (&rec.event, state.as_ref()) {
+            rec.event = Event::RunTimedOut(ev::RunTimedOut {
+                run_timeout_ms: s.run_timeout_ms,
+            });
+        }
+        match &mut state {
+            None => state = Some(RunState::start(key.clone(), &rec)?),
+            Some(s) => s.apply(&rec)?,
+        }
+        records.push(rec);
+    }
+    let state = state.ok_or(Error::Empty)?;
+    Ok((records, state))
+}
+
 /// Verifies one record against its predecessor's hash; returns its hash.
 ///
 /// The hash covers the attributes as the store wrote them, and the wire carries a rebuilt

@@ -1,9 +1,11 @@
-//! AdminService: budgets, reconciliation of lost `write` attempts, checkpoints.
+//! AdminService: budgets, reconciliation of lost `write` attempts, checkpoints, history
+//! verification and import.
 
 use std::sync::Arc;
 
 use steadfast_engine::event::{self as ev, Event, ReconcileDecision};
 use steadfast_engine::state::ActivityPhase;
+use steadfast_engine::store::Error as StoreError;
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::admin_service_server::AdminService;
 use steadfast_proto::v1::reconcile_activity_request::Decision;
@@ -117,5 +119,44 @@ impl AdminService for AdminApi {
         crate::auth::all_namespaces(&req)?;
         let lsn = self.core.store.checkpoint().await.map_err(status)?;
         Ok(Response::new(pb::CheckpointResponse { lsn }))
+    }
+
+    async fn import_history(
+        &self,
+        req: Request<pb::ImportHistoryRequest>,
+    ) -> Result<Response<pb::ImportHistoryResponse>, Status> {
+        Ok(Response::new(
+            crate::service::import::import(&self.core, req.get_ref()).await?,
+        ))
+    }
+
+    async fn verify_history(
+        &self,
+        req: Request<pb::VerifyHistoryRequest>,
+    ) -> Result<Response<pb::VerifyHistoryResponse>, Status> {
+        let r = req.get_ref();
+        let key = validate::run_key(&r.namespace, &r.run_id)?;
+        let reply = match self.core.store.verify_history(&key).await {
+            Ok(v) => pb::VerifyHistoryResponse {
+                ok: true,
+                events: v.events,
+                last_hash: v.last_hash.to_vec(),
+                ..Default::default()
+            },
+            Err(StoreError::Corrupt { run, seq, detail }) => {
+                let damaged_run_id = run.as_ref().map_or(String::new(), |k| k.run_id.to_string());
+                let e = StoreError::Corrupt { run, seq, detail };
+                tracing::warn!(run = %key, error = %e, "history verification found damage");
+                pb::VerifyHistoryResponse {
+                    ok: false,
+                    first_bad_seq: seq.unwrap_or(0),
+                    damaged_run_id,
+                    detail: e.to_string(),
+                    ..Default::default()
+                }
+            }
+            Err(e) => return Err(status(e)),
+        };
+        Ok(Response::new(reply))
     }
 }

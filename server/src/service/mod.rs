@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod import;
 pub mod poll_filter;
 pub mod worker;
 

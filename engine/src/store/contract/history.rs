@@ -456,3 +456,29 @@ pub async fn blobs_dedupe_and_inline<S: Store>(store: S) {
         }
     }
 }
+
+/// `verify_history` checks a whole history (payloads kept as blobs included) and ends where
+/// the run's state ends; an unknown run is NotFound.
+pub async fn verify_history_of_intact_runs<S: Store>(store: S) {
+    let mut r = RunDriver::start(&store, "verify", "q").await;
+    r.run_workflow_task(&store).await;
+    for i in 0..1_200u32 {
+        // Some payloads large enough to be kept as blobs, and more than one page of events.
+        let data = if i % 100 == 0 {
+            vec![b'x'; 4_000 + i as usize]
+        } else {
+            i.to_string().into_bytes()
+        };
+        r.append(&store, vec![fixtures::signal("s", data)]).await;
+    }
+    let state = store.run_state(&r.key).await.unwrap().unwrap();
+    let v = store.verify_history(&r.key).await.unwrap();
+    assert_eq!(v.events, state.last_seq);
+    assert_eq!(v.last_hash, state.last_hash);
+    assert!(matches!(
+        store
+            .verify_history(&RunKey::new(DEFAULT_NAMESPACE, RunId::new_v7()))
+            .await,
+        Err(Error::NotFound(_))
+    ));
+}
