@@ -127,6 +127,7 @@ fn started(workflow_id: &str, budget: Budget, continued_from: Option<RunId>) -> 
         continued_from,
         identity: "cli@host".into(),
         random_seed: 0x0123_4567_89ab_cdef,
+        parent: None,
     })
 }
 

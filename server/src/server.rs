@@ -61,6 +61,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         store,
         token_key,
         successors,
+        open_runs,
         closer,
     } = opened;
     tracing::info!(fingerprint = %token_key.fingerprint(), "task token key loaded");
@@ -84,12 +85,13 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let retention = config
         .retention
         .map(|period| tokio::spawn(crate::retention::run(store.clone(), period, SystemClock)));
-    serve_with(
+    serve_reconciling(
         store.clone(),
         listener,
         shutdown_signal(),
         settings,
         token_key,
+        open_runs,
     )
     .await?;
     if let Some(task) = retention {
@@ -109,6 +111,8 @@ struct Opened {
         steadfast_engine::RunKey,
         steadfast_engine::event::RunStarted,
     )>,
+    /// Open runs, reconciled once serving (child runs and signals a crash interrupted).
+    open_runs: Vec<steadfast_engine::RunKey>,
     closer: Closer,
 }
 
@@ -158,10 +162,12 @@ async fn open_embedded(config: &ServerConfig) -> anyhow::Result<Opened> {
         .missing_successors()
         .await
         .context("looking for continued runs without a successor")?;
+    let open_runs = store.open_runs().await.context("listing open runs")?;
     Ok(Opened {
         store: store.clone(),
         token_key,
         successors,
+        open_runs,
         closer: Closer::Embedded(store),
     })
 }
@@ -206,10 +212,15 @@ async fn open_postgres(
         .missing_successors()
         .await
         .map_err(|e| anyhow::anyhow!("looking for continued runs without a successor: {e}"))?;
+    let open_runs = store
+        .open_runs()
+        .await
+        .map_err(|e| anyhow::anyhow!("listing open runs: {e}"))?;
     Ok(Opened {
         store: store.clone(),
         token_key,
         successors,
+        open_runs,
         closer: Closer::Postgres(store),
     })
 }
@@ -245,8 +256,28 @@ pub async fn serve_with(
     settings: Settings,
     token_key: TokenKey,
 ) -> anyhow::Result<()> {
+    serve_reconciling(store, listener, shutdown, settings, token_key, Vec::new()).await
+}
+
+/// [`serve_with`], first reconciling the child runs and signals of `open_runs` (what a crash
+/// may have interrupted: see [`crate::family`]) while serving.
+pub async fn serve_reconciling(
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    settings: Settings,
+    token_key: TokenKey,
+    open_runs: Vec<steadfast_engine::RunKey>,
+) -> anyhow::Result<()> {
     let core = Core::with_settings(store, Arc::new(SystemClock), settings);
     let timer_task = tokio::spawn(timers::run(core.clone()));
+    let relay_task = {
+        let core = core.clone();
+        tokio::spawn(async move {
+            crate::family::sweep(&core, open_runs).await;
+            crate::family::run(core).await;
+        })
+    };
     let changes_task = core
         .store
         .changes()
@@ -305,6 +336,7 @@ pub async fn serve_with(
         }
     };
     timer_task.abort();
+    relay_task.abort();
     if let Some(task) = changes_task {
         task.abort();
     }
