@@ -35,6 +35,7 @@ fn started() -> Event {
         continued_from: None,
         identity: "bench".into(),
         random_seed: 1,
+        parent: None,
     })
 }
 

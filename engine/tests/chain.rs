@@ -34,6 +34,7 @@ fn events() -> Vec<Event> {
             continued_from: None,
             identity: "cli".into(),
             random_seed: 99,
+            parent: None,
         }),
         Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
             task_queue: "agents".into(),

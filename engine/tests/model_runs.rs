@@ -142,6 +142,7 @@ fn run_started(rng: &mut StdRng, continued_from: Option<RunId>) -> (RunStarted, 
         continued_from,
         identity: "model".into(),
         random_seed: rng.r#gen(),
+        parent: None,
     };
     (a, run_timeout_ms)
 }

@@ -127,6 +127,7 @@ fn started(workflow_id: &str, budget: Budget, continued_from: Option<RunId>) -> 
         continued_from,
         identity: "cli@host".into(),
         random_seed: 0x0123_4567_89ab_cdef,
+        parent: None,
     })
 }
 
@@ -754,6 +755,13 @@ fn event_kind_discriminants_are_pinned() {
         (K::RunTerminated, "RunTerminated", 73),
         (K::RunTimedOut, "RunTimedOut", 74),
         (K::RunContinuedAsNew, "RunContinuedAsNew", 75),
+        (K::ChildRunRequested, "ChildRunRequested", 80),
+        (K::ChildRunStarted, "ChildRunStarted", 81),
+        (K::ChildRunStartFailed, "ChildRunStartFailed", 82),
+        (K::ChildRunClosed, "ChildRunClosed", 83),
+        (K::RunSignalRequested, "RunSignalRequested", 84),
+        (K::RunSignalResolved, "RunSignalResolved", 85),
+        (K::PatchMarker, "PatchMarker", 90),
     ];
     assert_eq!(
         EventKind::ALL.len(),

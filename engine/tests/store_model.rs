@@ -50,6 +50,7 @@ fn started() -> Event {
         continued_from: None,
         identity: "model".into(),
         random_seed: 1,
+        parent: None,
     })
 }
 

@@ -22,6 +22,7 @@ fn started(workflow_id: &str) -> Event {
         continued_from: None,
         identity: "test".into(),
         random_seed: 7,
+        parent: None,
     })
 }
 

@@ -129,6 +129,7 @@ fn started() -> Event {
         continued_from: None,
         identity: "visibility".into(),
         random_seed: 1,
+        parent: None,
     })
 }
 

@@ -61,7 +61,7 @@ pub fn activity_result_event(
     }
 }
 
-fn bad(seq: u32, msg: impl std::fmt::Display) -> Status {
+pub(crate) fn bad(seq: u32, msg: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("command seq {seq}: {msg}"))
 }
 
@@ -219,6 +219,15 @@ pub fn to_events(
                     activity_id: a.activity_id,
                 })
             }
+            C::StartChild(c) => crate::family::child_requested(s, seq, c, now)?,
+            C::SignalRun(c) => crate::family::signal_requested(seq, c)?,
+            C::RecordPatch(c) => {
+                validate::name("patch id", &c.patch_id).map_err(|e| bad(seq, e.message()))?;
+                Event::PatchMarker(ev::PatchMarker {
+                    command_seq: seq,
+                    patch_id: c.patch_id.clone(),
+                })
+            }
             C::CompleteRun(c) => {
                 closed = true;
                 Event::RunCompleted(ev::RunCompleted {
@@ -270,6 +279,7 @@ pub fn to_events(
                     random_seed: u64::from_le_bytes(
                         new_run_id.as_bytes()[8..].try_into().expect("8 bytes"),
                     ),
+                    parent: None,
                 });
                 Event::RunContinuedAsNew(ev::RunContinuedAsNew {
                     command_seq: seq,
@@ -309,6 +319,7 @@ mod tests {
                 continued_from: None,
                 identity: String::new(),
                 random_seed: 0,
+                parent: None,
             }),
             Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
                 task_queue: "q".into(),

@@ -223,6 +223,7 @@ pub fn event(rec: &EventRecord) -> pb::HistoryEvent {
             continued_from: rid(&a.continued_from),
             identity: a.identity.clone(),
             random_seed: a.random_seed,
+            parent: crate::convert_family::parent(&a.parent),
         }),
         Event::WorkflowTaskScheduled(a) => A::WorkflowTaskScheduled(pb::WorkflowTaskScheduled {
             task_queue: a.task_queue.clone(),
@@ -379,6 +380,9 @@ pub fn event(rec: &EventRecord) -> pb::HistoryEvent {
             new_run_id: a.new_run_id.to_string(),
             input: Some(payload(&a.input)),
         }),
+        other => {
+            crate::convert_family::to_wire(other).expect("every other event is converted above")
+        }
     };
     pb::HistoryEvent {
         seq: rec.seq,
@@ -419,6 +423,7 @@ pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
             continued_from: run_id(&a.continued_from)?,
             identity: a.identity.clone(),
             random_seed: a.random_seed,
+            parent: crate::convert_family::parent_from(&a.parent).map_err(err)?,
         }),
         A::WorkflowTaskScheduled(a) => Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
             task_queue: a.task_queue.clone(),
@@ -588,6 +593,9 @@ pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
             new_run_id: run_id(&a.new_run_id)?.ok_or_else(|| err("missing new run id"))?,
             input: opt_payload(&a.input),
         }),
+        other => crate::convert_family::from_wire(other)
+            .ok_or_else(|| err("unknown event"))?
+            .map_err(|d| err(&d))?,
     };
     if EventKind::from_u16(e.kind as u16) != Some(event.kind()) {
         return Err(err("kind does not match its attributes"));
@@ -717,5 +725,7 @@ pub fn run_info(s: &RunState, now_ms: i64, result: Option<Payload>) -> pb::RunIn
         continued_to: rid(&s.continued_to),
         cancel_requested: s.cancel_requested,
         history_bytes: s.history_bytes,
+        parent_run_id: s.parent.map(|p| p.run_id.to_string()).unwrap_or_default(),
+        children: crate::convert_family::children(s),
     }
 }

@@ -88,6 +88,9 @@ pub struct Core {
     pub held_backoff_max_ms: u64,
     /// How long a worker may hold a workflow task; recorded with each WorkflowTaskStarted.
     pub workflow_task_timeout_ms: u64,
+    /// Runs whose children or outgoing signals need work (an optimisation: see
+    /// [`crate::family`]).
+    pub relay: crate::family::Relay,
 }
 
 /// Server settings that change how runs are driven (flags and env of `steadfast server`).
@@ -135,6 +138,7 @@ impl Core {
             notify: Notifier::default(),
             sticky: Mutex::default(),
             heartbeat_recorded: Mutex::default(),
+            relay: crate::family::Relay::default(),
         })
     }
 
@@ -367,6 +371,9 @@ impl Core {
         if !s.is_open() {
             self.sticky.lock().remove(&s.key);
         }
+        if crate::family::needs_relay(&a.records, s) {
+            self.relay.push(&s.key);
+        }
         self.forget_ended(a);
         self.notify.timers_changed();
         self.notify.run_changed(&s.key, s.last_seq);
@@ -504,6 +511,7 @@ mod tests {
                 continued_from: None,
                 identity: String::new(),
                 random_seed: 0,
+                parent: None,
             }),
         );
         let mut s = RunState::start(key, &started).unwrap();

@@ -66,6 +66,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         store,
         token_key,
         successors,
+        open_runs,
         closer,
     } = opened;
     tracing::info!(fingerprint = %token_key.fingerprint(), "task token key loaded");
@@ -97,6 +98,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         settings,
         token_key,
         security,
+        open_runs,
     )
     .await?;
     if let Some(task) = reload {
@@ -119,6 +121,8 @@ struct Opened {
         steadfast_engine::RunKey,
         steadfast_engine::event::RunStarted,
     )>,
+    /// Open runs, reconciled once serving (child runs and signals a crash interrupted).
+    open_runs: Vec<steadfast_engine::RunKey>,
     closer: Closer,
 }
 
@@ -168,10 +172,12 @@ async fn open_embedded(config: &ServerConfig) -> anyhow::Result<Opened> {
         .missing_successors()
         .await
         .context("looking for continued runs without a successor")?;
+    let open_runs = store.open_runs().await.context("listing open runs")?;
     Ok(Opened {
         store: store.clone(),
         token_key,
         successors,
+        open_runs,
         closer: Closer::Embedded(store),
     })
 }
@@ -216,10 +222,15 @@ async fn open_postgres(
         .missing_successors()
         .await
         .map_err(|e| anyhow::anyhow!("looking for continued runs without a successor: {e}"))?;
+    let open_runs = store
+        .open_runs()
+        .await
+        .map_err(|e| anyhow::anyhow!("listing open runs: {e}"))?;
     Ok(Opened {
         store: store.clone(),
         token_key,
         successors,
+        open_runs,
         closer: Closer::Postgres(store),
     })
 }
@@ -262,6 +273,7 @@ pub async fn serve_with(
         settings,
         token_key,
         Security::default(),
+        Vec::new(),
     )
     .await
 }
@@ -323,9 +335,17 @@ pub async fn serve_secured(
     settings: Settings,
     token_key: TokenKey,
     security: Security,
+    open_runs: Vec<steadfast_engine::RunKey>,
 ) -> anyhow::Result<()> {
     let core = Core::with_settings(store, Arc::new(SystemClock), settings);
     let timer_task = tokio::spawn(timers::run(core.clone()));
+    let relay_task = {
+        let core = core.clone();
+        tokio::spawn(async move {
+            crate::family::sweep(&core, open_runs).await;
+            crate::family::run(core).await;
+        })
+    };
     let changes_task = core
         .store
         .changes()
@@ -391,6 +411,7 @@ pub async fn serve_secured(
         }
     };
     timer_task.abort();
+    relay_task.abort();
     if let Some(task) = changes_task {
         task.abort();
     }

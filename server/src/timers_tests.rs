@@ -202,6 +202,7 @@ async fn a_timer_whose_fire_failed_still_fires() {
                 continued_from: None,
                 identity: String::new(),
                 random_seed: 0,
+                parent: None,
             }),
             Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
                 task_queue: "q".into(),

@@ -49,6 +49,7 @@ impl HistoryBuilder {
             task_queue: "default".into(),
             input: Some(payload::encode(input).expect("test input encodes")),
             random_seed: seed,
+            parent: None,
             ..Default::default()
         }));
         h
@@ -290,6 +291,27 @@ pub fn command_event(command: &pb::Command, now_ms: i64) -> Ev {
             new_run_id: format!("continued-{seq}"),
             input: c.input,
         }),
+        Some(Cmd::StartChild(c)) => Ev::ChildRunRequested(pb::ChildRunRequested {
+            command_seq: seq,
+            child_run_id: format!("child-{seq}"),
+            workflow_type: c.workflow_type,
+            workflow_id: c.workflow_id,
+            task_queue: c.task_queue,
+            input: c.input,
+            run_timeout_ms: c.run_timeout_ms,
+            budget: c.budget,
+            parent_close_policy: c.parent_close_policy,
+        }),
+        Some(Cmd::SignalRun(c)) => Ev::RunSignalRequested(pb::RunSignalRequested {
+            command_seq: seq,
+            run_id: c.run_id,
+            name: c.name,
+            input: c.input,
+        }),
+        Some(Cmd::RecordPatch(c)) => Ev::PatchMarker(pb::PatchMarker {
+            command_seq: seq,
+            patch_id: c.patch_id,
+        }),
         None => Ev::RunTimedOut(pb::RunTimedOut::default()),
     }
 }
@@ -327,6 +349,13 @@ pub fn event_kind(attributes: &Ev) -> pb::EventKind {
         Ev::ActivityUsageReported(_) => K::ActivityUsageReported,
         Ev::RunCompleted(_) => K::RunCompleted,
         Ev::RunFailed(_) => K::RunFailed,
+        Ev::ChildRunRequested(_) => K::ChildRunRequested,
+        Ev::ChildRunStarted(_) => K::ChildRunStarted,
+        Ev::ChildRunStartFailed(_) => K::ChildRunStartFailed,
+        Ev::ChildRunClosed(_) => K::ChildRunClosed,
+        Ev::RunSignalRequested(_) => K::RunSignalRequested,
+        Ev::RunSignalResolved(_) => K::RunSignalResolved,
+        Ev::PatchMarker(_) => K::PatchMarker,
         Ev::RunCancelled(_) => K::RunCancelled,
         Ev::RunTerminated(_) => K::RunTerminated,
         Ev::RunTimedOut(_) => K::RunTimedOut,

@@ -234,6 +234,11 @@ impl PgStore {
         })
     }
 
+    /// The keys of every open run (as [`steadfast_engine::embedded::EmbeddedStore::open_runs`]).
+    pub async fn open_runs(&self) -> Result<Vec<RunKey>, Error> {
+        self.inner.open_runs().await
+    }
+
     /// Runs continued as new whose successor does not exist, with the RunStarted that
     /// creates it (as [`steadfast_engine::embedded::EmbeddedStore::missing_successors`]).
     pub async fn missing_successors(&self) -> Result<Vec<(RunKey, RunStarted)>, Error> {

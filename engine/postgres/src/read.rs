@@ -295,6 +295,21 @@ impl Inner {
         Ok(row.get::<_, i64>(0) as usize)
     }
 
+    pub(crate) async fn open_runs(&self) -> Result<Vec<RunKey>, Error> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT r.namespace, r.run_id FROM runs r WHERE r.status = $1",
+                &[&RunStatus::Running.as_str()],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| codec::run_key(r.get(0), r.get(1)))
+            .collect())
+    }
+
     pub(crate) async fn missing_successors(&self) -> Result<Vec<(RunKey, RunStarted)>, Error> {
         let rows = {
             let client = self.client().await?;
@@ -341,6 +356,7 @@ impl Inner {
                     random_seed: u64::from_le_bytes(
                         new_id.as_bytes()[8..].try_into().expect("8 bytes"),
                     ),
+                    parent: None,
                 },
             ));
         }

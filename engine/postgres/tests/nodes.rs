@@ -68,6 +68,7 @@ fn started(queue: &str) -> Event {
         continued_from: None,
         identity: "nodes".into(),
         random_seed: 1,
+        parent: None,
     })
 }
 

@@ -13,6 +13,27 @@ use crate::state::RunStatus;
 use crate::store::{Error, Store};
 
 impl EmbeddedStore {
+    /// The keys of every open run (for the server's start-up reconciliation of child runs).
+    pub async fn open_runs(&self) -> Result<Vec<RunKey>, Error> {
+        let mut out = Vec::new();
+        for item in self.inner.db.scan_prefix([BY_STATUS]) {
+            let (k, _) = item.map_err(sled_err)?;
+            // x | ns len | ns | status | run id (16)
+            let Some(&n) = k.get(1) else { continue };
+            let n = n as usize;
+            if k.len() != 2 + n + 1 + 16 || k[2 + n] != keys::status_code(RunStatus::Running) {
+                continue;
+            }
+            if let (Ok(ns), Ok(id)) = (
+                std::str::from_utf8(&k[2..2 + n]),
+                uuid::Uuid::from_slice(&k[3 + n..]),
+            ) {
+                out.push(RunKey::new(ns, RunId(id)));
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs continued as new whose successor does not exist, with the RunStarted that
     /// creates it (same workflow type, id, queue, timeout and budget; the continued input;
     /// `continued_from` the old run).
@@ -69,6 +90,7 @@ impl EmbeddedStore {
                     random_seed: u64::from_le_bytes(
                         new_id.as_bytes()[8..].try_into().expect("8 bytes"),
                     ),
+                    parent: None,
                 },
             ));
         }

@@ -186,6 +186,73 @@ pub enum ReconcileDecision {
     Retry = 1,
 }
 
+/// The parent of a child run: its run id and the command seq of its ChildRunRequested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    /// The parent run (same namespace).
+    pub run_id: RunId,
+    /// The parent's command that started this run.
+    pub command_seq: CommandSeq,
+}
+
+/// What happens to an open child run when its parent closes (and, for `Cancel`, when the
+/// parent is asked to cancel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr, Default)]
+#[repr(u8)]
+pub enum ParentClosePolicy {
+    /// The child is asked to cancel (cooperatively) when the parent is asked to cancel or
+    /// closes.
+    #[default]
+    Cancel = 1,
+    /// The child is terminated when the parent closes.
+    Terminate = 2,
+    /// The child runs on, on its own.
+    Abandon = 3,
+}
+
+impl ParentClosePolicy {
+    /// The name used by the API and CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParentClosePolicy::Cancel => "cancel",
+            ParentClosePolicy::Terminate => "terminate",
+            ParentClosePolicy::Abandon => "abandon",
+        }
+    }
+}
+
+/// How a child run ended, as its parent records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
+pub enum ChildOutcome {
+    /// Returned a result.
+    Completed = 1,
+    /// Failed.
+    Failed = 2,
+    /// Ended after a cancel request.
+    Cancelled = 3,
+    /// Terminated.
+    Terminated = 4,
+    /// Hit its run timeout.
+    TimedOut = 5,
+    /// Continued as new (the parent is told of the first run only).
+    ContinuedAsNew = 6,
+}
+
+impl ChildOutcome {
+    /// The name used by the API and CLI (a run status name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildOutcome::Completed => "completed",
+            ChildOutcome::Failed => "failed",
+            ChildOutcome::Cancelled => "cancelled",
+            ChildOutcome::Terminated => "terminated",
+            ChildOutcome::TimedOut => "timed_out",
+            ChildOutcome::ContinuedAsNew => "continued_as_new",
+        }
+    }
+}
+
 macro_rules! attrs {
     ($( $(#[$m:meta])* pub struct $name:ident { $( $(#[$fm:meta])* pub $f:ident : $t:ty ),* $(,)? } )*) => {
         $(
@@ -217,6 +284,10 @@ attrs! {
         pub identity: String,
         /// Seed of the workflow's deterministic randomness.
         pub random_seed: u64,
+        /// The run that started this one as its child, and the command that did. Not written
+        /// when absent, so a run without a parent has the bytes of the older format.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub parent: Option<ParentRef>,
     }
     /// The run has new events for its code.
     pub struct WorkflowTaskScheduled {
@@ -511,5 +582,86 @@ attrs! {
         pub new_run_id: RunId,
         /// Its input.
         pub input: Payload,
+    }
+    /// The workflow asked for a child run. The child's run id is chosen here and recorded
+    /// before the child exists, so that every creation attempt (after any crash) creates, or
+    /// finds, the same run: a child is started once.
+    pub struct ChildRunRequested {
+        /// Command seq.
+        pub command_seq: CommandSeq,
+        /// The child's run id.
+        pub child_run_id: RunId,
+        /// Workflow type.
+        pub workflow_type: String,
+        /// Workflow id ("" = the child's run id).
+        pub workflow_id: String,
+        /// Queue of its workflow tasks.
+        pub task_queue: String,
+        /// Input.
+        pub input: Payload,
+        /// 0 = none.
+        pub run_timeout_ms: u64,
+        /// The child's ceilings, resolved from the parent's at request time.
+        pub budget: Budget,
+        /// What happens to it when the parent closes.
+        pub parent_close_policy: ParentClosePolicy,
+    }
+    /// The child run was created.
+    pub struct ChildRunStarted {
+        /// The ChildRunRequested it answers.
+        pub command_seq: CommandSeq,
+        /// The child.
+        pub run_id: RunId,
+    }
+    /// The child run could not be created (its workflow id has an open run, say).
+    pub struct ChildRunStartFailed {
+        /// The ChildRunRequested it answers.
+        pub command_seq: CommandSeq,
+        /// Why.
+        pub failure: Failure,
+    }
+    /// The child run closed; its usage is added to the parent's.
+    pub struct ChildRunClosed {
+        /// The ChildRunRequested it answers.
+        pub command_seq: CommandSeq,
+        /// How it ended.
+        pub outcome: ChildOutcome,
+        /// Its result (completed), or partial result.
+        pub result: Option<Payload>,
+        /// Its failure (failed).
+        pub failure: Option<Failure>,
+        /// Its LLM usage (tokens and cost; `model` empty).
+        pub usage: Usage,
+        /// Activities it scheduled.
+        pub activities: u64,
+        /// LLM calls it completed.
+        pub llm_calls: u64,
+    }
+    /// The workflow asked to signal another run.
+    pub struct RunSignalRequested {
+        /// Command seq.
+        pub command_seq: CommandSeq,
+        /// The run to signal (same namespace).
+        pub run_id: RunId,
+        /// Signal name.
+        pub name: String,
+        /// Input.
+        pub input: Payload,
+    }
+    /// The signal asked for by RunSignalRequested was delivered, or could not be.
+    pub struct RunSignalResolved {
+        /// The RunSignalRequested it answers.
+        pub command_seq: CommandSeq,
+        /// Whether the target recorded it.
+        pub delivered: bool,
+        /// Why not, when not.
+        pub message: String,
+    }
+    /// New code passed `patched(patch_id)` here: this run takes the patched branch.
+    pub struct PatchMarker {
+        /// Command seq.
+        pub command_seq: CommandSeq,
+        /// The change id.
+        pub patch_id: String,
     }
 }

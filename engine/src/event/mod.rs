@@ -90,6 +90,9 @@ macro_rules! events {
                     Event::RunCompleted(a) => vec![&mut a.result],
                     Event::RunCancelled(a) => a.partial_result.iter_mut().collect(),
                     Event::RunContinuedAsNew(a) => vec![&mut a.input],
+                    Event::ChildRunRequested(a) => vec![&mut a.input],
+                    Event::ChildRunClosed(a) => a.result.iter_mut().collect(),
+                    Event::RunSignalRequested(a) => vec![&mut a.input],
                     _ => Vec::new(),
                 }
             }
@@ -131,6 +134,13 @@ events! {
     73 => RunTerminated,
     74 => RunTimedOut,
     75 => RunContinuedAsNew,
+    80 => ChildRunRequested,
+    81 => ChildRunStarted,
+    82 => ChildRunStartFailed,
+    83 => ChildRunClosed,
+    84 => RunSignalRequested,
+    85 => RunSignalResolved,
+    90 => PatchMarker,
 }
 
 impl Event {
@@ -161,6 +171,9 @@ impl Event {
             Event::RunFailed(a) if a.command_seq > 0 => Some(a.command_seq),
             Event::RunCancelled(a) if a.command_seq > 0 => Some(a.command_seq),
             Event::RunContinuedAsNew(a) => Some(a.command_seq),
+            Event::ChildRunRequested(a) => Some(a.command_seq),
+            Event::RunSignalRequested(a) => Some(a.command_seq),
+            Event::PatchMarker(a) => Some(a.command_seq),
             _ => None,
         }
     }

@@ -63,6 +63,9 @@ impl RunState {
             continued_from: a.continued_from,
             continued_to: None,
             timed_out_attempts: BTreeSet::new(),
+            parent: a.parent,
+            children: BTreeMap::new(),
+            signals_out: BTreeMap::new(),
             history_bytes: 0,
         })
     }
@@ -136,6 +139,30 @@ impl RunState {
             return Err(illegal(rec, format!("activity {id} is not open")));
         }
         Ok(self.activities.get_mut(&id).expect("checked above"))
+    }
+
+    fn child_mut(
+        &mut self,
+        rec: &EventRecord,
+        id: CommandSeq,
+        expected: ChildPhase,
+    ) -> Result<&mut ChildState, ApplyError> {
+        match self.children.get(&id) {
+            Some(c) if c.phase == expected => {}
+            Some(c) => {
+                return Err(illegal(
+                    rec,
+                    format!("child {id} is {:?}, not {expected:?}", c.phase),
+                ));
+            }
+            None => {
+                return Err(illegal(
+                    rec,
+                    format!("no child was requested by command {id}"),
+                ));
+            }
+        }
+        Ok(self.children.get_mut(&id).expect("checked above"))
     }
 
     fn close(&mut self, rec: &EventRecord, status: RunStatus) {
@@ -448,6 +475,70 @@ impl RunState {
                 self.continued_to = Some(a.new_run_id);
                 self.close(rec, RunStatus::ContinuedAsNew);
             }
+            Event::ChildRunRequested(a) => {
+                self.children.insert(
+                    a.command_seq,
+                    ChildState {
+                        run_id: a.child_run_id,
+                        workflow_type: a.workflow_type.clone(),
+                        workflow_id: a.workflow_id.clone(),
+                        requested_seq: rec.seq,
+                        policy: a.parent_close_policy,
+                        phase: ChildPhase::Requested,
+                    },
+                );
+            }
+            Event::ChildRunStarted(a) => {
+                let child = self.child_mut(rec, a.command_seq, ChildPhase::Requested)?;
+                if child.run_id != a.run_id {
+                    return Err(illegal(
+                        rec,
+                        format!(
+                            "child {} was requested as run {}, not {}",
+                            a.command_seq, child.run_id, a.run_id
+                        ),
+                    ));
+                }
+                child.phase = ChildPhase::Started;
+                self.unseen_events = true;
+            }
+            Event::ChildRunStartFailed(a) => {
+                self.child_mut(rec, a.command_seq, ChildPhase::Requested)?
+                    .phase = ChildPhase::StartFailed;
+                self.unseen_events = true;
+            }
+            Event::ChildRunClosed(a) => {
+                self.child_mut(rec, a.command_seq, ChildPhase::Started)?
+                    .phase = ChildPhase::Closed(a.outcome);
+                // The child's usage counts against this run's budget from here on.
+                self.usage.add(&a.usage);
+                self.usage.activities = self.usage.activities.saturating_add(a.activities);
+                self.usage.llm_calls = self.usage.llm_calls.saturating_add(a.llm_calls);
+                self.unseen_events = true;
+            }
+            Event::RunSignalRequested(a) => {
+                self.signals_out.insert(
+                    a.command_seq,
+                    OutgoingSignal {
+                        run_id: a.run_id,
+                        name: a.name.clone(),
+                        requested_seq: rec.seq,
+                    },
+                );
+            }
+            Event::RunSignalResolved(a) => {
+                if self.signals_out.remove(&a.command_seq).is_none() {
+                    return Err(illegal(
+                        rec,
+                        format!(
+                            "no signal to another run is pending at command {}",
+                            a.command_seq
+                        ),
+                    ));
+                }
+                self.unseen_events = true;
+            }
+            Event::PatchMarker(_) => {}
         }
         Ok(())
     }

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 pub use waiting::WaitingOn;
 
 use crate::event::{
-    ActivityOptions, Budget, BudgetDimension, CommandSeq, Effect, Failure, TimeMs, Usage,
+    ActivityOptions, Budget, BudgetDimension, ChildOutcome, CommandSeq, Effect, Failure,
+    ParentClosePolicy, ParentRef, TimeMs, Usage,
 };
 use crate::ids::{RunId, RunKey};
 use crate::payload::{Hash, Payload};
@@ -252,6 +253,54 @@ pub struct BudgetHit {
     pub used: u64,
 }
 
+/// Where a child run is, as its parent knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChildPhase {
+    /// Requested: the server creates it (after any crash, with the recorded run id).
+    Requested,
+    /// Created and open.
+    Started,
+    /// Could not be created.
+    StartFailed,
+    /// Closed, with how.
+    Closed(ChildOutcome),
+}
+
+/// A child run of a parent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildState {
+    /// Its run id (chosen when requested).
+    pub run_id: RunId,
+    /// Workflow type.
+    pub workflow_type: String,
+    /// Workflow id as requested ("" = its run id).
+    pub workflow_id: String,
+    /// Seq of the ChildRunRequested (where its input and options are).
+    pub requested_seq: u64,
+    /// What happens to it when the parent closes.
+    pub policy: ParentClosePolicy,
+    /// Where it is.
+    pub phase: ChildPhase,
+}
+
+impl ChildState {
+    /// Whether the child may still be running (requested or started).
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, ChildPhase::Requested | ChildPhase::Started)
+    }
+}
+
+/// A signal to another run, asked for and not delivered yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingSignal {
+    /// The target run.
+    pub run_id: RunId,
+    /// Signal name.
+    pub name: String,
+    /// Seq of the RunSignalRequested (where its input is).
+    pub requested_seq: u64,
+}
+
 /// Everything known about a run, folded from its history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
@@ -319,6 +368,16 @@ pub struct RunState {
     /// [`TIMED_OUT_ATTEMPTS_KEPT_MAX`]. Absent in states stored before it existed.
     #[serde(default)]
     pub timed_out_attempts: BTreeSet<(CommandSeq, u32)>,
+    /// The run that started this one as its child.
+    #[serde(default)]
+    pub parent: Option<ParentRef>,
+    /// Child runs this run asked for, by command seq: open and closed (what `run show`
+    /// lists).
+    #[serde(default)]
+    pub children: BTreeMap<CommandSeq, ChildState>,
+    /// Signals to other runs asked for and not delivered yet, by command seq.
+    #[serde(default)]
+    pub signals_out: BTreeMap<CommandSeq, OutgoingSignal>,
     /// Size of the history as the store counts it against its byte limit
     /// ([`crate::store::HISTORY_BYTES_MAX`]): the stored attributes of every event plus the
     /// length of every blob an event refers to. Set by the store, not by `apply` (it depends

@@ -33,6 +33,7 @@ fn started(budget: Budget) -> RunStarted {
         continued_from: None,
         identity: "test".into(),
         random_seed: 7,
+        parent: None,
     }
 }
 

@@ -52,7 +52,11 @@ pub enum Class {
 pub fn class(e: &Event) -> Class {
     use Event as E;
     match e {
-        E::ActivityScheduled(_) | E::TimerStarted(_) | E::SignalWaitStarted(_) => Class::NewWork,
+        E::ActivityScheduled(_)
+        | E::TimerStarted(_)
+        | E::SignalWaitStarted(_)
+        | E::ChildRunRequested(_)
+        | E::RunSignalRequested(_) => Class::NewWork,
         E::RunStarted(_)
         | E::SignalReceived(_)
         | E::ActivityProgress(_)
@@ -76,7 +80,12 @@ pub fn class(e: &Event) -> Class {
         | E::TimerCancelled(_)
         | E::CancelRequested(_)
         | E::BudgetUpdated(_)
-        | E::BudgetExceeded(_) => Class::Finishing,
+        | E::BudgetExceeded(_)
+        | E::ChildRunStarted(_)
+        | E::ChildRunStartFailed(_)
+        | E::ChildRunClosed(_)
+        | E::RunSignalResolved(_)
+        | E::PatchMarker(_) => Class::Finishing,
         E::RunCompleted(_)
         | E::RunFailed(_)
         | E::RunCancelled(_)

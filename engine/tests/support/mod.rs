@@ -38,6 +38,7 @@ pub fn started(workflow_id: &str) -> Event {
         continued_from: None,
         identity: "test".into(),
         random_seed: 1,
+        parent: None,
     })
 }
 

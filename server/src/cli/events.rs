@@ -178,6 +178,27 @@ pub fn attributes_json(e: &pb::HistoryEvent) -> Value {
         A::RunContinuedAsNew(a) => {
             json!({ "command_seq": a.command_seq, "new_run_id": a.new_run_id, "input": opt_payload_json(&a.input) })
         }
+        A::ChildRunRequested(a) => json!({
+            "command_seq": a.command_seq, "child_run_id": a.child_run_id, "workflow_type": a.workflow_type,
+            "workflow_id": a.workflow_id, "task_queue": a.task_queue, "input": opt_payload_json(&a.input),
+            "run_timeout_ms": a.run_timeout_ms, "budget": budget_json(&a.budget),
+            "parent_close_policy": enum_name(a.parent_close_policy, |c: pb::ParentClosePolicy| c.as_str_name()),
+        }),
+        A::ChildRunStarted(a) => json!({ "command_seq": a.command_seq, "run_id": a.run_id }),
+        A::ChildRunStartFailed(a) => {
+            json!({ "command_seq": a.command_seq, "failure": fail(&a.failure) })
+        }
+        A::ChildRunClosed(a) => json!({
+            "command_seq": a.command_seq, "status": enum_name(a.status, |c: pb::RunStatus| c.as_str_name()),
+            "result": opt_payload_json(&a.result), "failure": fail(&a.failure), "usage": usage_json(&a.usage),
+        }),
+        A::RunSignalRequested(a) => json!({
+            "command_seq": a.command_seq, "run_id": a.run_id, "name": a.name, "input": opt_payload_json(&a.input),
+        }),
+        A::RunSignalResolved(a) => {
+            json!({ "command_seq": a.command_seq, "delivered": a.delivered, "message": a.message })
+        }
+        A::PatchMarker(a) => json!({ "command_seq": a.command_seq, "patch_id": a.patch_id }),
     }
 }
 
@@ -335,6 +356,26 @@ pub fn summary(e: &pb::HistoryEvent) -> String {
         A::RunTerminated(a) => format!("by {}: {}", a.identity, a.reason),
         A::RunTimedOut(_) => String::new(),
         A::RunContinuedAsNew(a) => format!("new run {}", a.new_run_id),
+        A::ChildRunRequested(a) => format!(
+            "#{} {} run={} input={}",
+            a.command_seq,
+            a.workflow_type,
+            a.child_run_id,
+            p(&a.input)
+        ),
+        A::ChildRunStarted(a) => format!("#{} run={}", a.command_seq, a.run_id),
+        A::ChildRunStartFailed(a) => format!("#{} {}", a.command_seq, f(&a.failure)),
+        A::ChildRunClosed(a) => format!(
+            "#{} {}",
+            a.command_seq,
+            enum_name(a.status, |c: pb::RunStatus| c.as_str_name())
+        ),
+        A::RunSignalRequested(a) => format!("#{} {} -> run {}", a.command_seq, a.name, a.run_id),
+        A::RunSignalResolved(a) if a.delivered => format!("#{} delivered", a.command_seq),
+        A::RunSignalResolved(a) => {
+            format!("#{} not delivered: {}", a.command_seq, cut(&a.message, 200))
+        }
+        A::PatchMarker(a) => format!("#{} patch {}", a.command_seq, a.patch_id),
     }
 }
 

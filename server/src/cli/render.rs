@@ -159,6 +159,14 @@ pub fn run_json(r: &pb::RunInfo) -> Value {
         "cancel_requested": r.cancel_requested,
         "continued_from": nonempty(&r.continued_from),
         "continued_to": nonempty(&r.continued_to),
+        "parent_run_id": nonempty(&r.parent_run_id),
+        "children": r.children.iter().map(|c| json!({
+            "command_seq": c.command_seq, "run_id": c.run_id, "workflow_type": c.workflow_type,
+            "workflow_id": c.workflow_id, "state": c.state,
+            "parent_close_policy": pb::ParentClosePolicy::try_from(c.parent_close_policy)
+                .map(|p| p.as_str_name().trim_start_matches("PARENT_CLOSE_POLICY_").to_ascii_lowercase())
+                .unwrap_or_default(),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -228,6 +236,9 @@ pub fn run_text(r: &pb::RunInfo) -> String {
     if !r.continued_to.is_empty() {
         lines.push(("continued to", r.continued_to.clone()));
     }
+    if !r.parent_run_id.is_empty() {
+        lines.push(("parent", r.parent_run_id.clone()));
+    }
     if let Some(p) = &r.result {
         lines.push(("result", payload_short(p, 200)));
     }
@@ -235,6 +246,15 @@ pub fn run_text(r: &pb::RunInfo) -> String {
         lines.push(("failure", failure_line(f)));
     }
     let mut out: String = lines.iter().map(|(k, v)| format!("{k:<15}{v}\n")).collect();
+    if !r.children.is_empty() {
+        out.push_str("children\n");
+        for c in &r.children {
+            out.push_str(&format!(
+                "  - #{} {} {} ({})\n",
+                c.command_seq, c.run_id, c.workflow_type, c.state
+            ));
+        }
+    }
     if !r.waiting_on.is_empty() {
         out.push_str("waiting on\n");
         for w in &r.waiting_on {

@@ -77,6 +77,7 @@ fn started(run_timeout_ms: u64) -> Event {
         continued_from: None,
         identity: "cli".into(),
         random_seed: 42,
+        parent: None,
     })
 }
 

@@ -121,6 +121,9 @@ pub struct ListArgs {
     /// workflow_task, idle (code that waits for nothing the server tracks).
     #[arg(long, value_parser = parse::waiting)]
     waiting: Option<String>,
+    /// Only the child runs of this run, in the order it started them.
+    #[arg(long, value_name = "RUN")]
+    parent: Option<String>,
     /// Most runs to print (0 = all).
     #[arg(long, default_value_t = 100)]
     limit: u32,
@@ -253,6 +256,7 @@ async fn list(conn: &Conn, a: ListArgs) -> Outcome {
             waiting: a.waiting.clone().unwrap_or_default(),
             page_size: want.saturating_sub(runs.len()).min(1_000) as u32,
             page_token: page_token.clone(),
+            parent_run_id: a.parent.clone().unwrap_or_default(),
         };
         let r = conn
             .client()

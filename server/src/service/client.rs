@@ -101,6 +101,7 @@ pub async fn start(
             continued_from,
             identity: r.identity.clone(),
             random_seed: seed,
+            parent: None,
         }),
         Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
             task_queue,
@@ -174,6 +175,18 @@ impl ClientService for ClientApi {
             workflow_type: (!r.workflow_type.is_empty()).then(|| r.workflow_type.clone()),
             waiting,
         };
+        if !r.parent_run_id.is_empty() {
+            let runs =
+                crate::family::children_of(&self.core, &ns, &r.parent_run_id, &filter).await?;
+            let mut out = Vec::with_capacity(runs.len());
+            for s in &runs {
+                out.push(run_info(&self.core, s).await?);
+            }
+            return Ok(Response::new(pb::ListRunsResponse {
+                runs: out,
+                next_page_token: String::new(),
+            }));
+        }
         let after = if r.page_token.is_empty() {
             None
         } else {

@@ -111,6 +111,7 @@ mod tests {
             continued_from: None,
             identity: "t".into(),
             random_seed: 1,
+            parent: None,
         }
     }
 

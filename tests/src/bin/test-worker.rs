@@ -23,6 +23,11 @@
 //! - `cancellable` `{long_ms, heartbeat_timeout_ms}`: `step`, records a partial result, then a
 //!   `long` activity that heartbeats and stops when cancelled; on a run cancellation it ends
 //!   as cancelled with `{"done": [0], "cancelled": "long"}` as its partial result.
+//! - `parent` `{xs, policies}`: one `child` run per `xs[i]` (parent-close policy
+//!   `policies[i]`: cancel (default), terminate or abandon), awaits them all and returns the
+//!   sum of their results; on a cancel request it ends as cancelled at once.
+//! - `child` `{x}`: waits for signal `go` and returns `2 * x`; on a cancel request it ends as
+//!   cancelled.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -254,6 +259,59 @@ async fn cancellable(
     }
 }
 
+#[derive(Serialize, Deserialize, Default)]
+#[serde(default)]
+struct ParentInput {
+    xs: Vec<u64>,
+    policies: Vec<String>,
+}
+
+async fn parent(ctx: WorkflowContext, input: ParentInput) -> Result<Value, WorkflowError> {
+    use steadfast_sdk::workflow::{ChildOptions, ChildRun, Either, ParentClosePolicy, select2};
+    let children: Vec<ChildRun<u64>> = input
+        .xs
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let policy = match input.policies.get(i).map(String::as_str) {
+                Some("terminate") => ParentClosePolicy::Terminate,
+                Some("abandon") => ParentClosePolicy::Abandon,
+                _ => ParentClosePolicy::Cancel,
+            };
+            ctx.child("child", &json!({ "x": x }))
+                .with_options(ChildOptions::default().parent_close_policy(policy))
+        })
+        .collect();
+    let all = Box::pin(async move {
+        let mut sum = 0u64;
+        for c in children {
+            sum += c.await?;
+        }
+        Ok::<u64, WorkflowError>(sum)
+    });
+    match select2(all, ctx.cancelled()).await {
+        Either::Left((sum, _)) => Ok(json!({ "sum": sum? })),
+        Either::Right(_) => Err(WorkflowError::Cancelled { partial: None }),
+    }
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(default)]
+struct ChildInput {
+    x: u64,
+}
+
+async fn child(ctx: WorkflowContext, input: ChildInput) -> Result<u64, WorkflowError> {
+    use steadfast_sdk::workflow::{Either, select2};
+    match select2(ctx.wait_signal::<Value>("go"), ctx.cancelled()).await {
+        Either::Left((go, _)) => {
+            go?;
+            Ok(2 * input.x)
+        }
+        Either::Right(_) => Err(WorkflowError::Cancelled { partial: None }),
+    }
+}
+
 // ---------------------------------------------------------------- activities
 
 async fn step(ctx: ActivityContext, input: StepInput) -> Result<u32, ActivityError> {
@@ -323,6 +381,8 @@ async fn main() -> anyhow::Result<()> {
         .register_workflow("nondet", move |ctx, input| nondet(ctx, input, variant))
         .register_workflow("signal", signal)
         .register_workflow("cancellable", cancellable)
+        .register_workflow("parent", parent)
+        .register_workflow("child", child)
         .register_activity("step", Effect::Idempotent, step)
         .register_activity("other", Effect::Idempotent, other)
         .register_activity("slow", Effect::Idempotent, slow_first_attempt)

@@ -65,6 +65,8 @@ pub struct ListOptions {
     pub page_size: u32,
     /// The `next_page_token` of the previous page.
     pub page_token: Option<String>,
+    /// Only the child runs of this run, in the order it started them (one page).
+    pub parent_run_id: Option<String>,
 }
 
 /// A run that was started (or found open) by a start call.
@@ -201,6 +203,7 @@ impl Client {
             waiting: options.waiting.unwrap_or_default(),
             page_size: options.page_size,
             page_token: options.page_token.unwrap_or_default(),
+            parent_run_id: options.parent_run_id.unwrap_or_default(),
         };
         let resp = self.service().list_runs(req).await?.into_inner();
         let next = Some(resp.next_page_token).filter(|t| !t.is_empty());

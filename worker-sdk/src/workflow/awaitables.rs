@@ -106,8 +106,8 @@ impl<O: DeserializeOwned> Future for ActivityFuture<O> {
                 .with_type("steadfast.DecodeError")
             }),
             Resolved::Activity(Err(e)) => Err(e),
-            Resolved::TimerFired => Err(ActivityError::non_retryable(
-                "internal: timer result for an activity",
+            Resolved::TimerFired | Resolved::Child(_) => Err(ActivityError::non_retryable(
+                "internal: not an activity result",
             )),
         })
     }

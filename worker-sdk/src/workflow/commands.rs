@@ -15,6 +15,9 @@
 //! | FailRun             | RunFailed               | kind                    |
 //! | CancelRun           | RunCancelled            | kind                    |
 //! | ContinueAsNew       | RunContinuedAsNew       | kind                    |
+//! | StartChild          | ChildRunRequested       | type, blake3 of input   |
+//! | SignalRun           | RunSignalRequested      | run id, signal name     |
+//! | RecordPatch         | PatchMarker             | patch id                |
 
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::command::Command as Cmd;
@@ -36,6 +39,9 @@ pub(crate) fn command_seq(ev: &Ev) -> Option<u32> {
         Ev::RunFailed(e) => e.command_seq,
         Ev::RunCancelled(e) => e.command_seq,
         Ev::RunContinuedAsNew(e) => e.command_seq,
+        Ev::ChildRunRequested(e) => e.command_seq,
+        Ev::RunSignalRequested(e) => e.command_seq,
+        Ev::PatchMarker(e) => e.command_seq,
         _ => return None,
     })
 }
@@ -60,6 +66,12 @@ pub(crate) fn matches(cmd: &Cmd, ev: &Ev) -> bool {
         (Cmd::FailRun(_), Ev::RunFailed(_)) => true,
         (Cmd::CancelRun(_), Ev::RunCancelled(_)) => true,
         (Cmd::ContinueAsNew(_), Ev::RunContinuedAsNew(_)) => true,
+        (Cmd::StartChild(c), Ev::ChildRunRequested(e)) => {
+            c.workflow_type == e.workflow_type
+                && data_of(c.input.as_ref()) == data_of(e.input.as_ref())
+        }
+        (Cmd::SignalRun(c), Ev::RunSignalRequested(e)) => c.run_id == e.run_id && c.name == e.name,
+        (Cmd::RecordPatch(c), Ev::PatchMarker(e)) => c.patch_id == e.patch_id,
         _ => false,
     }
 }
@@ -100,6 +112,18 @@ pub(crate) fn describe_event(ev: &Ev) -> String {
         Ev::RunFailed(_) => "RunFailed".into(),
         Ev::RunCancelled(_) => "RunCancelled".into(),
         Ev::RunContinuedAsNew(_) => "RunContinuedAsNew".into(),
+        Ev::ChildRunRequested(e) => format!(
+            "ChildRunRequested(type={}, input=blake3:{})",
+            e.workflow_type,
+            short_hash(data_of(e.input.as_ref()))
+        ),
+        Ev::RunSignalRequested(e) => {
+            format!("RunSignalRequested(run={}, name={})", e.run_id, e.name)
+        }
+        Ev::PatchMarker(e) => format!(
+            "PatchMarker(patch={:?}: this run took the new branch of ctx.patched({:?}); keep that call, or ctx.deprecate_patch({:?}), until no run with this marker is open)",
+            e.patch_id, e.patch_id, e.patch_id
+        ),
         other => format!("{other:?}").chars().take(80).collect(),
     }
 }
@@ -126,6 +150,13 @@ pub(crate) fn describe_command(cmd: &pb::Command) -> String {
         Cmd::FailRun(_) => "FailRun".into(),
         Cmd::CancelRun(_) => "CancelRun".into(),
         Cmd::ContinueAsNew(_) => "ContinueAsNew".into(),
+        Cmd::StartChild(c) => format!(
+            "StartChild(type={}, input=blake3:{})",
+            c.workflow_type,
+            short_hash(data_of(c.input.as_ref()))
+        ),
+        Cmd::SignalRun(c) => format!("SignalRun(run={}, name={})", c.run_id, c.name),
+        Cmd::RecordPatch(c) => format!("RecordPatch(patch={:?})", c.patch_id),
     }
 }
 
@@ -144,5 +175,8 @@ pub fn command_kind(cmd: &pb::Command) -> &'static str {
         Some(Cmd::FailRun(_)) => "FailRun",
         Some(Cmd::CancelRun(_)) => "CancelRun",
         Some(Cmd::ContinueAsNew(_)) => "ContinueAsNew",
+        Some(Cmd::StartChild(_)) => "StartChild",
+        Some(Cmd::SignalRun(_)) => "SignalRun",
+        Some(Cmd::RecordPatch(_)) => "RecordPatch",
     }
 }

@@ -20,6 +20,7 @@ use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::command::Command as Cmd;
 use steadfast_proto::v1::history_event::Attributes as Ev;
 
+use super::child::ChildError;
 use super::commands::{command_seq, describe_command, describe_event, matches};
 use super::context::{Inner, WorkflowContext};
 use super::state::{Resolved, RunState};
@@ -423,6 +424,41 @@ impl WorkflowInstance {
                 );
             }
             Ev::TimerFired(e) => state.resolve(e.command_seq, Resolved::TimerFired),
+            Ev::ChildRunStarted(e) => state.child_started(e.command_seq, Ok(e.run_id)),
+            Ev::ChildRunStartFailed(e) => {
+                let message = e.failure.map(|f| f.message).unwrap_or_default();
+                let err = ChildError::StartFailed { message };
+                state.child_started(e.command_seq, Err(err.clone()));
+                state.resolve(e.command_seq, Resolved::Child(Err(err)));
+            }
+            Ev::ChildRunClosed(e) => {
+                let status = e.status();
+                let r = match status {
+                    pb::RunStatus::Completed => Ok(e.result.unwrap_or_default()),
+                    pb::RunStatus::Failed => {
+                        let f = e.failure.unwrap_or_default();
+                        Err(ChildError::Failed {
+                            message: f.message,
+                            error_type: f.r#type,
+                        })
+                    }
+                    other => Err(ChildError::Ended(
+                        other
+                            .as_str_name()
+                            .trim_start_matches("RUN_STATUS_")
+                            .to_ascii_lowercase(),
+                    )),
+                };
+                state.resolve(e.command_seq, Resolved::Child(r));
+            }
+            Ev::RunSignalResolved(e) => {
+                let r = if e.delivered {
+                    Ok(pb::Payload::default())
+                } else {
+                    Err(ChildError::NotDelivered(e.message))
+                };
+                state.resolve(e.command_seq, Resolved::Child(r));
+            }
             Ev::SignalReceived(e) => state.signal_received(&e.name, e.input.unwrap_or_default()),
             Ev::CancelRequested(_) => state.request_cancel(),
             // Informational: retries, attempts, progress, budgets, task bookkeeping.

@@ -23,6 +23,7 @@
 //! ```
 
 mod awaitables;
+mod child;
 mod commands;
 mod context;
 mod error;
@@ -33,6 +34,9 @@ mod select;
 mod state;
 
 pub use awaitables::{ActivityFuture, Cancelled, SignalFuture, SignalWithTimeout, Timer};
+pub use child::{
+    ChildBudget, ChildError, ChildOptions, ChildRun, ChildStart, ParentClosePolicy, SignalSent,
+};
 pub use commands::command_kind;
 pub use context::WorkflowContext;
 pub use error::{Error, REFUSAL_MESSAGE_CHARS_MAX, WorkflowError};

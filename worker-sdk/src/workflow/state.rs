@@ -12,6 +12,7 @@ use std::task::{Context, Poll, Waker};
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::command::Command as Cmd;
 
+use super::child::ChildError;
 use crate::{ActivityError, Effect};
 
 /// What a command's future receives from the history.
@@ -19,6 +20,8 @@ use crate::{ActivityError, Effect};
 pub(crate) enum Resolved {
     Activity(Result<pb::Payload, ActivityError>),
     TimerFired,
+    /// A child's result, or a signal's delivery (an empty payload).
+    Child(Result<pb::Payload, ChildError>),
 }
 
 enum Slot<T> {
@@ -93,6 +96,8 @@ pub(crate) struct RunState {
     /// Results of activities and timers, by command seq; an entry exists while its future
     /// lives.
     slots: HashMap<u32, Slot<Resolved>>,
+    /// Child runs by command seq: their run id once started, for detached starts.
+    child_starts: HashMap<u32, Slot<Result<String, ChildError>>>,
     signals: HashMap<String, SignalChannel>,
     signal_slots: HashMap<u64, Slot<pb::Payload>>,
     next_waiter: u64,
@@ -119,6 +124,7 @@ impl RunState {
             next_seq: 1,
             pending: VecDeque::new(),
             slots: HashMap::new(),
+            child_starts: HashMap::new(),
             signals: HashMap::new(),
             signal_slots: HashMap::new(),
             next_waiter: 0,
@@ -168,6 +174,26 @@ impl RunState {
         if let Some(slot) = self.slots.get_mut(&seq) {
             slot.fill(value);
         }
+    }
+
+    /// A child was issued at `seq`: its start can be awaited.
+    pub(crate) fn expect_child_start(&mut self, seq: u32) {
+        self.child_starts.insert(seq, Slot::Waiting(None));
+    }
+
+    /// The child of command `seq` started (its run id) or could not start.
+    pub(crate) fn child_started(&mut self, seq: u32, r: Result<String, ChildError>) {
+        if let Some(slot) = self.child_starts.get_mut(&seq) {
+            slot.fill(r);
+        }
+    }
+
+    pub(crate) fn poll_child_start(
+        &mut self,
+        seq: u32,
+        cx: &Context<'_>,
+    ) -> Poll<Result<String, ChildError>> {
+        poll_slot(&mut self.child_starts, seq, cx)
     }
 
     pub(crate) fn poll_result(&mut self, seq: u32, cx: &Context<'_>) -> Poll<Resolved> {
@@ -268,6 +294,10 @@ impl RunState {
         let registered = |slot: &Slot<_>| matches!(slot, Slot::Waiting(Some(_)));
         !self.cancel_wakers.is_empty() && !self.cancel_requested
             || self.slots.values().any(registered)
+            || self
+                .child_starts
+                .values()
+                .any(|s| matches!(s, Slot::Waiting(Some(_))))
             || self
                 .signal_slots
                 .values()

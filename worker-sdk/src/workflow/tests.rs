@@ -36,6 +36,13 @@ fn show(commands: &[pb::Command]) -> Vec<String> {
                     )
                 }
                 Cmd::CancelActivity(a) => format!("cancel_activity({})", a.activity_id),
+                Cmd::StartChild(c) => format!(
+                    "child({},{})",
+                    c.workflow_type,
+                    String::from_utf8_lossy(&c.input.as_ref().unwrap().data)
+                ),
+                Cmd::SignalRun(c) => format!("signal_run({},{})", c.run_id, c.name),
+                Cmd::RecordPatch(c) => format!("patch({})", c.patch_id),
                 Cmd::CompleteRun(r) => {
                     format!(
                         "complete({})",

@@ -141,6 +141,7 @@ pub fn started(workflow_id: &str, queue: &str) -> event::RunStarted {
         continued_from: None,
         identity: "contract".into(),
         random_seed: 7,
+        parent: None,
     }
 }
 

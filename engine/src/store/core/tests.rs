@@ -25,6 +25,7 @@ impl Run {
             continued_from: None,
             identity: "t".into(),
             random_seed: 1,
+            parent: None,
         });
         let rec = EventRecord {
             seq: 1,

@@ -284,6 +284,7 @@ mod tests {
                     continued_from: None,
                     identity: String::new(),
                     random_seed: 0,
+                    parent: None,
                 }),
             ),
         )
