@@ -586,11 +586,172 @@ fn late_usage_history() -> History {
     }
 }
 
+/// Kinds added with child runs, signals between runs and patching (discriminants 80-85 and
+/// 90), in a history of their own so that the older golden files keep their bytes. The run is
+/// itself a child (RunStarted's appended `parent`), starts three children (one with every
+/// parent-close policy) that close completed, failed and terminated, one whose start fails,
+/// signals another run twice (delivered, not delivered) and records a patch marker.
+fn family_history() -> History {
+    let id = RunId(uuid::Uuid::from_u128(
+        0x0190_0000_0000_7000_8000_0000_0000_0000 | 9,
+    ));
+    let child_id = |n: u128| {
+        RunId(uuid::Uuid::from_u128(
+            0x0190_0000_0000_7000_8000_0000_0000_0100 | n,
+        ))
+    };
+    let requested = |command_seq, n, policy| {
+        Event::ChildRunRequested(ChildRunRequested {
+            command_seq,
+            child_run_id: child_id(n),
+            workflow_type: "triage.product".into(),
+            workflow_id: if n == 4 {
+                "product-printers".into()
+            } else {
+                String::new()
+            },
+            task_queue: "agents".into(),
+            input: Payload::json(r#"{"product":"printers"}"#),
+            run_timeout_ms: if n == 1 { 3_600_000 } else { 0 },
+            budget: Budget {
+                max_tokens: 10_000,
+                max_cost_micros: 250_000,
+                max_activities: 0,
+                max_duration_ms: 0,
+            },
+            parent_close_policy: policy,
+        })
+    };
+    let child_usage = Usage {
+        input_tokens: 900,
+        output_tokens: 120,
+        cost_micros: 2_100,
+        model: String::new(),
+    };
+    let mut first = started("family", Budget::default(), None);
+    if let Event::RunStarted(a) = &mut first {
+        a.parent = Some(ParentRef {
+            run_id: run_id("01900000-0000-7000-8000-0000000000aa"),
+            command_seq: 3,
+        });
+    }
+    let events = vec![
+        /* 1 */ first,
+        /* 2 */ wft_scheduled(1, 0),
+        /* 3 */ wft_started(2),
+        /* 4 */ wft_completed(3),
+        /* 5 */
+        Event::PatchMarker(PatchMarker {
+            command_seq: 1,
+            patch_id: "split-by-product".into(),
+        }),
+        /* 6 */ requested(2, 1, ParentClosePolicy::Cancel),
+        /* 7 */ requested(3, 2, ParentClosePolicy::Terminate),
+        /* 8 */ requested(4, 3, ParentClosePolicy::Abandon),
+        /* 9 */ requested(5, 4, ParentClosePolicy::Cancel),
+        /* 10 */
+        Event::RunSignalRequested(RunSignalRequested {
+            command_seq: 6,
+            run_id: run_id("01900000-0000-7000-8000-0000000000aa"),
+            name: "progress".into(),
+            input: Payload::json(r#"{"products":4}"#),
+        }),
+        /* 11 */
+        Event::RunSignalRequested(RunSignalRequested {
+            command_seq: 7,
+            run_id: run_id("01900000-0000-7000-8000-0000000000bb"),
+            name: "hello".into(),
+            input: Payload::json("null"),
+        }),
+        /* 12 */
+        Event::ChildRunStarted(ChildRunStarted {
+            command_seq: 2,
+            run_id: child_id(1),
+        }),
+        /* 13 */
+        Event::ChildRunStarted(ChildRunStarted {
+            command_seq: 3,
+            run_id: child_id(2),
+        }),
+        /* 14 */
+        Event::ChildRunStarted(ChildRunStarted {
+            command_seq: 4,
+            run_id: child_id(3),
+        }),
+        /* 15 */
+        Event::ChildRunStartFailed(ChildRunStartFailed {
+            command_seq: 5,
+            failure: failure(
+                "workflow id product-printers has an open run",
+                "WorkflowIdInUse",
+                true,
+            ),
+        }),
+        /* 16 */
+        Event::RunSignalResolved(RunSignalResolved {
+            command_seq: 6,
+            delivered: true,
+            message: String::new(),
+        }),
+        /* 17 */
+        Event::RunSignalResolved(RunSignalResolved {
+            command_seq: 7,
+            delivered: false,
+            message: "run 01900000-0000-7000-8000-0000000000bb is closed".into(),
+        }),
+        /* 18 */
+        Event::ChildRunClosed(ChildRunClosed {
+            command_seq: 2,
+            outcome: ChildOutcome::Completed,
+            result: Some(Payload::json(r#"{"label":"hardware"}"#)),
+            failure: None,
+            usage: child_usage.clone(),
+            activities: 2,
+            llm_calls: 1,
+        }),
+        /* 19 */
+        Event::ChildRunClosed(ChildRunClosed {
+            command_seq: 3,
+            outcome: ChildOutcome::Failed,
+            result: None,
+            failure: Some(failure("no model answered", "Unavailable", true)),
+            usage: child_usage,
+            activities: 1,
+            llm_calls: 0,
+        }),
+        /* 20 */
+        Event::ChildRunClosed(ChildRunClosed {
+            command_seq: 4,
+            outcome: ChildOutcome::Terminated,
+            result: None,
+            failure: None,
+            usage: Usage::default(),
+            activities: 0,
+            llm_calls: 0,
+        }),
+        /* 21 */ wft_scheduled(1, 0),
+        /* 22 */ wft_started(21),
+        /* 23 */ wft_completed(22),
+        /* 24 */
+        Event::RunCompleted(RunCompleted {
+            command_seq: 8,
+            result: Payload::json(r#"{"products":3}"#),
+        }),
+    ];
+    History {
+        name: "family",
+        key: RunKey::new("default", id),
+        events,
+        status: RunStatus::Completed,
+    }
+}
+
 fn histories() -> Vec<History> {
     let mut all = vec![main_history()];
     all.extend(terminal_histories());
     all.push(appended_fields_history());
     all.push(late_usage_history());
+    all.push(family_history());
     all
 }
 
@@ -844,6 +1005,35 @@ fn attribute_enum_discriminants_are_pinned() {
             "ReconcileDecision::Retry",
             code(&ReconcileDecision::Retry),
             1,
+        ),
+        (
+            "ParentClosePolicy::Cancel",
+            code(&ParentClosePolicy::Cancel),
+            1,
+        ),
+        (
+            "ParentClosePolicy::Terminate",
+            code(&ParentClosePolicy::Terminate),
+            2,
+        ),
+        (
+            "ParentClosePolicy::Abandon",
+            code(&ParentClosePolicy::Abandon),
+            3,
+        ),
+        ("ChildOutcome::Completed", code(&ChildOutcome::Completed), 1),
+        ("ChildOutcome::Failed", code(&ChildOutcome::Failed), 2),
+        ("ChildOutcome::Cancelled", code(&ChildOutcome::Cancelled), 3),
+        (
+            "ChildOutcome::Terminated",
+            code(&ChildOutcome::Terminated),
+            4,
+        ),
+        ("ChildOutcome::TimedOut", code(&ChildOutcome::TimedOut), 5),
+        (
+            "ChildOutcome::ContinuedAsNew",
+            code(&ChildOutcome::ContinuedAsNew),
+            6,
         ),
     ];
     for (name, got, want) in cases {

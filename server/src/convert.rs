@@ -687,6 +687,17 @@ pub fn waiting(w: &WaitingOn) -> pb::WaitingOn {
             held_reason: held_reason.clone().unwrap_or_default(),
         }),
         WaitingOn::Idle => What::Idle(pb::WaitIdle {}),
+        WaitingOn::Child {
+            id,
+            run_id,
+            workflow_type,
+            state,
+        } => What::Child(pb::WaitChild {
+            command_seq: *id,
+            run_id: run_id.clone(),
+            workflow_type: workflow_type.clone(),
+            state: state.to_string(),
+        }),
     };
     pb::WaitingOn { what: Some(what) }
 }

@@ -219,10 +219,11 @@ pub async fn reconcile(core: &Core, key: &RunKey, thorough: bool) -> Result<(), 
         if !s.is_open() || (s.cancel_requested && c.policy == ev::ParentClosePolicy::Cancel) {
             apply_policy(core, &s, &child_key, c.policy).await?;
         }
-        if thorough && let Some(cs) = core.store.run_state(&child_key).await.map_err(status)? {
-            if !cs.is_open() {
-                tell_parent(core, &cs).await?;
-            }
+        if thorough
+            && let Some(cs) = core.store.run_state(&child_key).await.map_err(status)?
+            && !cs.is_open()
+        {
+            tell_parent(core, &cs).await?;
         }
     }
     if !s.is_open() {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub mod bench;
+pub mod deploy;
 pub mod raw;
 pub mod secure;
 pub mod side;

@@ -58,6 +58,38 @@ fn a_parent_sums_three_children_across_a_server_sigkill_starting_each_once() -> 
                 .all(|k| k.status == pb::RunStatus::Running as i32))
         .then_some(())
     })?;
+    // The parent says it waits on each child, by run id and type; `--waiting child` finds it.
+    let kids = rt.block_on(children(&client, &parent))?;
+    let (code, out, err) = cli(&url, &["run", "show", &parent, "--json"])?;
+    ensure!(code == 0, "run show --json: {err}");
+    let shown: Value = serde_json::from_str(&out)?;
+    let waits: Vec<&Value> = shown["waiting_on"]
+        .as_array()
+        .map(|w| w.iter().filter(|w| w["kind"] == "child").collect())
+        .unwrap_or_default();
+    for k in &kids {
+        ensure!(
+            waits.iter().any(|w| w["run_id"] == k.run_id.as_str()
+                && w["workflow_type"] == "child"
+                && w["state"] == "running"),
+            "the parent's waiting_on lacks child {}: {waits:?}",
+            k.run_id
+        );
+    }
+    ensure!(waits.len() == 3, "three children waited on: {waits:?}");
+    let (code, out, err) = cli(&url, &["run", "list", "--waiting", "child"])?;
+    ensure!(code == 0, "run list --waiting child: {err}");
+    ensure!(
+        out.contains(&parent),
+        "run list --waiting child lacks the parent:\n{out}"
+    );
+    // Only the parent: each child waits on a signal, not on a child.
+    let (waiting, _) = rt.block_on(client.list(ListOptions {
+        waiting: Some("child".into()),
+        ..Default::default()
+    }))?;
+    let ids: Vec<&str> = waiting.iter().map(|r| r.run_id.as_str()).collect();
+    ensure!(ids == [parent.as_str()], "waiting on a child: {ids:?}");
     server.crash_and_restart()?;
     let client = rt.block_on(Client::connect(url.clone()))?;
     let kids = rt.block_on(children(&client, &parent))?;

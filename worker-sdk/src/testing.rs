@@ -227,6 +227,72 @@ impl HistoryBuilder {
         }))
     }
 
+    /// ChildRunStarted of the child requested by command `seq` (its run id as
+    /// [`command_event`] records it: `child-{seq}`).
+    pub fn child_started(&mut self, seq: u32) -> &mut Self {
+        self.push(Ev::ChildRunStarted(pb::ChildRunStarted {
+            command_seq: seq,
+            run_id: format!("child-{seq}"),
+        }))
+    }
+
+    /// ChildRunStartFailed of the child requested by command `seq`.
+    pub fn child_start_failed(&mut self, seq: u32, message: &str) -> &mut Self {
+        self.push(Ev::ChildRunStartFailed(pb::ChildRunStartFailed {
+            command_seq: seq,
+            failure: Some(pb::Failure {
+                message: message.into(),
+                r#type: "WorkflowIdInUse".into(),
+                non_retryable: true,
+                details: String::new(),
+            }),
+        }))
+    }
+
+    /// ChildRunClosed of the child of command `seq`, completed with `result`.
+    pub fn child_completed(&mut self, seq: u32, result: &impl Serialize) -> &mut Self {
+        self.push(Ev::ChildRunClosed(pb::ChildRunClosed {
+            command_seq: seq,
+            status: pb::RunStatus::Completed as i32,
+            result: Some(payload::encode(result).expect("test result encodes")),
+            ..Default::default()
+        }))
+    }
+
+    /// ChildRunClosed of the child of command `seq`, failed with `message`.
+    pub fn child_failed(&mut self, seq: u32, message: &str) -> &mut Self {
+        self.push(Ev::ChildRunClosed(pb::ChildRunClosed {
+            command_seq: seq,
+            status: pb::RunStatus::Failed as i32,
+            failure: Some(pb::Failure {
+                message: message.into(),
+                r#type: "Error".into(),
+                non_retryable: true,
+                details: String::new(),
+            }),
+            ..Default::default()
+        }))
+    }
+
+    /// ChildRunClosed of the child of command `seq`, ended without a result (`status`:
+    /// cancelled, terminated, timed out or continued as new).
+    pub fn child_ended(&mut self, seq: u32, status: pb::RunStatus) -> &mut Self {
+        self.push(Ev::ChildRunClosed(pb::ChildRunClosed {
+            command_seq: seq,
+            status: status as i32,
+            ..Default::default()
+        }))
+    }
+
+    /// RunSignalResolved of the signal to another run asked for by command `seq`.
+    pub fn signal_resolved(&mut self, seq: u32, delivered: bool, message: &str) -> &mut Self {
+        self.push(Ev::RunSignalResolved(pb::RunSignalResolved {
+            command_seq: seq,
+            delivered,
+            message: message.into(),
+        }))
+    }
+
     /// CancelRequested.
     pub fn cancel_requested(&mut self) -> &mut Self {
         self.push(Ev::CancelRequested(pb::CancelRequested {

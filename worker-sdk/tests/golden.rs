@@ -14,7 +14,7 @@ use steadfast_proto::v1::command::Command as Cmd;
 use steadfast_proto::v1::history_event::Attributes as Ev;
 use steadfast_sdk::replay::{Replayer, encode_history, load_history};
 use steadfast_sdk::testing::{START_MS, TestRun};
-use steadfast_sdk::workflow::{Registry, WaitSignalOptions};
+use steadfast_sdk::workflow::{ChildOptions, ParentClosePolicy, Registry, WaitSignalOptions};
 use steadfast_sdk::{ActivityError, Effect, WorkflowContext, WorkflowError};
 
 async fn triage(ctx: WorkflowContext, ticket: String) -> Result<String, WorkflowError> {
@@ -79,11 +79,41 @@ async fn fallback(ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> 
     }
 }
 
+/// Fans out one child run per product, starts a detached audit run that outlives it, tells
+/// the audit run how many products there are, then gathers the children's results: every
+/// child and signal event the server records for a parent.
+async fn fan_out(ctx: WorkflowContext, products: Vec<String>) -> Result<String, WorkflowError> {
+    let children: Vec<_> = products
+        .iter()
+        .map(|p| ctx.child::<String>("product", p))
+        .collect();
+    let audit = ctx
+        .child::<()>("audit", &products)
+        .with_options(ChildOptions::default().parent_close_policy(ParentClosePolicy::Abandon))
+        .start();
+    let told = match audit.await {
+        Ok(audit_id) => match ctx.signal_run(&audit_id, "products", &products.len()).await {
+            Ok(()) => format!("told {audit_id}"),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    };
+    let mut out = vec![told];
+    for child in children {
+        out.push(match child.await {
+            Ok(answer) => answer,
+            Err(e) => e.to_string(),
+        });
+    }
+    Ok(out.join("; "))
+}
+
 fn registry() -> Registry {
     let mut r = Registry::new();
     r.register_workflow("triage", triage);
     r.register_workflow("patient", patient);
     r.register_workflow("fallback", fallback);
+    r.register_workflow("fan_out", fan_out);
     r.declare_activity_effect("send_reply", Effect::Write);
     r.declare_activity_effect("slow_model", Effect::Write);
     r.declare_activity_effect("search_kb", Effect::Read);
@@ -130,6 +160,39 @@ fn record(name: &str) -> Vec<steadfast_proto::v1::HistoryEvent> {
             run.history().cancel_requested();
             run.step().unwrap();
             run.history().activity_cancelled(1);
+            run.step().unwrap();
+            run.events().to_vec()
+        }
+        // Both children and the audit run start; one child completes, one fails.
+        "fan_out_children" => {
+            let mut run = TestRun::new(registry(), "fan_out", &["printers", "laptops"]);
+            run.step().unwrap();
+            run.history()
+                .child_started(1)
+                .child_started(2)
+                .child_started(3);
+            run.step().unwrap();
+            run.history().signal_resolved(4, true, "");
+            run.step().unwrap();
+            run.history()
+                .child_completed(1, &"printers: 3 tickets")
+                .child_failed(2, "no model answered");
+            run.step().unwrap();
+            run.events().to_vec()
+        }
+        // The audit run's workflow id is in use; one child is terminated, one times out.
+        "fan_out_start_failed" => {
+            let mut run = TestRun::new(registry(), "fan_out", &["printers", "laptops"]);
+            run.step().unwrap();
+            run.history()
+                .child_start_failed(3, "workflow id audit has an open run")
+                .child_started(1)
+                .child_ended(1, pb::RunStatus::Terminated);
+            run.step().unwrap();
+            run.history()
+                .child_started(2)
+                .advance(60_000)
+                .child_ended(2, pb::RunStatus::TimedOut);
             run.step().unwrap();
             run.events().to_vec()
         }
@@ -195,13 +258,15 @@ const INTERLEAVED: [&str; 3] = [
     "fallback_cancel_after_restart",
 ];
 
-const NAMES: [&str; 6] = [
+const NAMES: [&str; 8] = [
     "triage_sent",
     "triage_timed_out",
     "patient_cancelled",
     INTERLEAVED[0],
     INTERLEAVED[1],
     INTERLEAVED[2],
+    "fan_out_children",
+    "fan_out_start_failed",
 ];
 
 fn path(name: &str) -> PathBuf {
@@ -296,4 +361,45 @@ fn golden_history_against_changed_code_is_nondeterministic() {
         text.contains("the code issued ScheduleActivity(type=classify_v2,"),
         "{text}"
     );
+}
+
+/// The child and signal events reach the code as they did live: the results, failures and
+/// endings of the children and the delivery of the signal, in the parent's result.
+#[test]
+fn golden_child_runs_resolve_as_recorded() {
+    let cases = [
+        (
+            "fan_out_children",
+            "told child-3; printers: 3 tickets; child run failed (Error): no model answered",
+        ),
+        (
+            "fan_out_start_failed",
+            "child run did not start: workflow id audit has an open run; \
+             child run ended terminated; child run ended timed_out",
+        ),
+    ];
+    for (name, want) in cases {
+        let events = load_history(path(name))
+            .unwrap_or_else(|e| panic!("{e} (regenerate with STEADFAST_UPDATE_GOLDEN=1)"));
+        assert_eq!(
+            events,
+            record(name),
+            "{name}: the stored history is what the run records"
+        );
+        let Some(Ev::RunCompleted(done)) = events.last().and_then(|e| e.attributes.clone()) else {
+            panic!("{name}: the run completed")
+        };
+        let got: String = serde_json::from_slice(&done.result.unwrap().data).unwrap();
+        assert_eq!(got, want, "{name}");
+        let outcome = Replayer::new(registry()).replay(events).unwrap();
+        assert_eq!(
+            outcome
+                .confirmed
+                .iter()
+                .filter(|c| matches!(c.command, Some(Cmd::StartChild(_))))
+                .count(),
+            3,
+            "{name}: two children and the audit run, each started once"
+        );
+    }
 }

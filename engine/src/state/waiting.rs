@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ActivityPhase, BudgetHit, RunState, WorkflowTask};
+use super::{ActivityPhase, BudgetHit, ChildPhase, RunState, WorkflowTask};
 use crate::event::{CommandSeq, TimeMs};
 
 /// One thing an open run waits for.
@@ -43,6 +43,18 @@ pub enum WaitingOn {
     },
     /// A budget ceiling: raise it to resume.
     Budget(BudgetHit),
+    /// A child run this run started and that has not closed: `run show CHILD` says what the
+    /// child waits on.
+    Child {
+        /// The command that started it.
+        id: CommandSeq,
+        /// Its run id.
+        run_id: String,
+        /// Its workflow type.
+        workflow_type: String,
+        /// "starting" (asked for, not created yet) or "running".
+        state: &'static str,
+    },
     /// A `write` attempt whose outcome is unknown: an operator must reconcile it.
     Reconciliation {
         /// Activity id.
@@ -72,6 +84,7 @@ impl WaitingOn {
             WaitingOn::Timer { .. } => "timer",
             WaitingOn::Signal { .. } => "signal",
             WaitingOn::Budget(_) => "budget",
+            WaitingOn::Child { .. } => "child",
             WaitingOn::Reconciliation { .. } => "reconciliation",
             WaitingOn::WorkflowTask { .. } => "workflow_task",
             WaitingOn::Idle => "idle",
@@ -138,6 +151,19 @@ impl RunState {
             out.push(WaitingOn::Timer {
                 id: *id,
                 fire_at_ms: *at,
+            });
+        }
+        for (id, c) in &self.children {
+            let state = match c.phase {
+                ChildPhase::Requested => "starting",
+                ChildPhase::Started => "running",
+                ChildPhase::StartFailed | ChildPhase::Closed(_) => continue,
+            };
+            out.push(WaitingOn::Child {
+                id: *id,
+                run_id: c.run_id.to_string(),
+                workflow_type: c.workflow_type.clone(),
+                state,
             });
         }
         for w in &self.signal_waits {

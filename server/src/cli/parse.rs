@@ -13,6 +13,7 @@ pub const WAITING_KINDS: &[&str] = &[
     "timer",
     "budget",
     "reconciliation",
+    "child",
     "workflow_task",
     "idle",
 ];

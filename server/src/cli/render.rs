@@ -37,6 +37,9 @@ pub fn waiting_json(w: &pb::WaitingOn) -> Value {
             "kind": "workflow_task", "held_reason": if t.held_reason.is_empty() { Value::Null } else { Value::from(t.held_reason.clone()) },
         }),
         Some(What::Idle(_)) => json!({ "kind": "idle" }),
+        Some(What::Child(c)) => json!({
+            "kind": "child", "command_seq": c.command_seq, "run_id": c.run_id, "workflow_type": c.workflow_type, "state": c.state,
+        }),
         None => json!({ "kind": "unknown" }),
     }
 }
@@ -73,6 +76,7 @@ pub fn waiting_short(w: &pb::WaitingOn) -> String {
             "idle: its code waits for nothing the server tracks (a cancel or terminate ends it)"
                 .into()
         }
+        Some(What::Child(c)) => format!("child {} {} {}", c.workflow_type, c.run_id, c.state),
         None => "?".into(),
     }
 }

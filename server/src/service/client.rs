@@ -161,11 +161,11 @@ impl ClientService for ClientApi {
         validate::opt_name("workflow_type", &r.workflow_type)?;
         let waiting = match r.waiting.as_str() {
             "" => None,
-            w @ ("signal" | "activity" | "timer" | "budget" | "reconciliation"
+            w @ ("signal" | "activity" | "timer" | "budget" | "reconciliation" | "child"
             | "workflow_task" | "idle") => Some(w.to_string()),
             w => {
                 return Err(Status::invalid_argument(format!(
-                    "waiting {} is unknown: use signal, activity, timer, budget, reconciliation, workflow_task or idle",
+                    "waiting {} is unknown: use signal, activity, timer, budget, reconciliation, child, workflow_task or idle",
                     validate::quote(w)
                 )));
             }

@@ -28,6 +28,8 @@
 //!   sum of their results; on a cancel request it ends as cancelled at once.
 //! - `child` `{x}`: waits for signal `go` and returns `2 * x`; on a cancel request it ends as
 //!   cancelled.
+//! - `deploy` `{}`: `step` (variant a) or, behind `ctx.patched`, `other` (variant b), then
+//!   waits for signal `go` (`steadfast_tests::deploy`).
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -40,7 +42,7 @@ use steadfast_sdk::activity::{ActivityContext, ActivityError};
 use steadfast_sdk::worker::{Worker, WorkerOptions};
 use steadfast_sdk::workflow::{ActivityOptions, RetryPolicy, WaitSignalOptions};
 use steadfast_sdk::{Effect, WorkflowContext, WorkflowError};
-use steadfast_tests::side;
+use steadfast_tests::{deploy, side};
 
 #[derive(Parser)]
 #[command(about = "The worker of the Steadfast cross-process tests")]
@@ -54,16 +56,16 @@ struct Args {
     /// The side file every activity execution appends a line to.
     #[arg(long, env = "STEADFAST_TEST_LOG")]
     log: PathBuf,
-    /// Which code `nondet` runs.
+    /// Which code `nondet` and `deploy` run.
     #[arg(long, value_enum, default_value = "a")]
     variant: Variant,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Variant {
-    /// `step`, `step`.
+    /// `nondet`: `step`, `step`; `deploy`: the old code.
     A,
-    /// `step`, `other`.
+    /// `nondet`: `step`, `other`; `deploy`: the patched code.
     B,
 }
 
@@ -383,6 +385,13 @@ async fn main() -> anyhow::Result<()> {
         .register_workflow("cancellable", cancellable)
         .register_workflow("parent", parent)
         .register_workflow("child", child)
+        .register_workflow(deploy::WORKFLOW, move |ctx, input| {
+            let version = match variant {
+                Variant::A => deploy::Version::Old,
+                Variant::B => deploy::Version::Patched,
+            };
+            deploy::deploy(ctx, input, version)
+        })
         .register_activity("step", Effect::Idempotent, step)
         .register_activity("other", Effect::Idempotent, other)
         .register_activity("slow", Effect::Idempotent, slow_first_attempt)

@@ -10,6 +10,7 @@
 //! Cost: one pass over the batch, O(1) work per event, so a cached instance advanced with
 //! only the new events pays nothing for the events it saw before.
 
+use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,7 @@ use steadfast_proto::v1::history_event::Attributes as Ev;
 use super::child::ChildError;
 use super::commands::{command_seq, describe_command, describe_event, matches};
 use super::context::{Inner, WorkflowContext};
+use super::patch::markers_by_task;
 use super::state::{Resolved, RunState};
 use super::{Error, Registry, WorkflowError};
 use crate::{ActivityError, payload};
@@ -233,6 +235,9 @@ impl WorkflowInstance {
             })
             .collect();
         let mut next_completed = 0usize;
+        // Taken before the events are consumed: `patched()` must know, while a recorded task
+        // runs, whether that task's command block holds its marker.
+        let mut markers = markers_by_task(&events);
         let count = events.len();
         let mut polled_last = false;
         for (i, event) in events.into_iter().enumerate() {
@@ -268,7 +273,9 @@ impl WorkflowInstance {
                     }
                     let completes = completed.get(next_completed) == Some(&event.seq);
                     if completes || i + 1 == count {
-                        self.poll_at(event.seq, event.time_ms)?;
+                        let recorded =
+                            completes.then(|| markers.remove(&event.seq).unwrap_or_default());
+                        self.poll_at(event.seq, event.time_ms, recorded)?;
                         polled_last = true;
                     }
                 }
@@ -296,7 +303,8 @@ impl WorkflowInstance {
                 .as_ref()
                 .map(|r| r.ctx.state().now_ms)
                 .unwrap_or(0);
-            self.poll_at(self.last_task_started, time_ms)?;
+            // What the code does now goes past the history: a new task, live.
+            self.poll_at(self.last_task_started, time_ms, None)?;
         }
         Ok(())
     }
@@ -468,8 +476,14 @@ impl WorkflowInstance {
     }
 
     /// Polls the workflow until it blocks, as the task started at `task_started` (at
-    /// `time_ms`) would.
-    fn poll_at(&mut self, task_started: u64, time_ms: i64) -> Result<(), Error> {
+    /// `time_ms`) would. `recorded`: the patch markers of the task's command block when the
+    /// history holds its completion, `None` when the task is live.
+    fn poll_at(
+        &mut self,
+        task_started: u64,
+        time_ms: i64,
+        recorded: Option<HashSet<String>>,
+    ) -> Result<(), Error> {
         self.last_task_started = task_started;
         let Some(running) = &mut self.running else {
             return Err(Error::BadHistory(
@@ -480,6 +494,7 @@ impl WorkflowInstance {
             let mut state = running.ctx.state();
             state.now_ms = time_ms;
             state.history_events = task_started;
+            state.patches.begin_task(recorded);
         }
         let Some(future) = running.future.as_mut() else {
             return Ok(());

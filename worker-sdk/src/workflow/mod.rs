@@ -29,6 +29,7 @@ mod context;
 mod error;
 mod instance;
 mod options;
+mod patch;
 mod registry;
 mod select;
 mod state;

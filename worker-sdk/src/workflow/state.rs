@@ -13,6 +13,7 @@ use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::command::Command as Cmd;
 
 use super::child::ChildError;
+use super::patch::Patches;
 use crate::{ActivityError, Effect};
 
 /// What a command's future receives from the history.
@@ -112,6 +113,8 @@ pub(crate) struct RunState {
     pub(crate) continue_as_new_after_events: u64,
     pub(crate) rng: SplitMix64,
     effects: Arc<HashMap<String, Effect>>,
+    /// Which branch of each patch this run takes ([`super::WorkflowContext::patched`]).
+    pub(crate) patches: Patches,
 }
 
 impl RunState {
@@ -135,6 +138,7 @@ impl RunState {
             continue_as_new_after_events,
             rng: SplitMix64(seed),
             effects,
+            patches: Patches::default(),
         }
     }
 

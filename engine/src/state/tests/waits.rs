@@ -534,3 +534,68 @@ fn an_open_run_whose_code_waits_for_nothing_tracked_is_idle() {
     }));
     assert!(r.state.waiting_on(T0).is_empty());
 }
+
+#[test]
+fn a_parent_waits_on_its_open_children_by_run_id_and_type() {
+    let mut r = Run::new();
+    r.task();
+    let request = |cs: CommandSeq, n: u128| {
+        Event::ChildRunRequested(ChildRunRequested {
+            command_seq: cs,
+            child_run_id: run_id(100 + n),
+            workflow_type: format!("product-{n}"),
+            workflow_id: String::new(),
+            task_queue: "agents".into(),
+            input: Payload::json("{}"),
+            run_timeout_ms: 0,
+            budget: Budget::default(),
+            parent_close_policy: ParentClosePolicy::Cancel,
+        })
+    };
+    let (a, b) = (r.cmd(), r.cmd() + 1);
+    r.ok(request(a, 1));
+    r.ok(request(b, 2));
+    let child = |id, n: u128, state| WaitingOn::Child {
+        id,
+        run_id: run_id(100 + n).to_string(),
+        workflow_type: format!("product-{n}"),
+        state,
+    };
+    // Asked for: the server creates them (after any crash, at the recorded run ids).
+    assert_eq!(
+        r.state.waiting_on(T0),
+        vec![child(a, 1, "starting"), child(b, 2, "starting")]
+    );
+    r.ok(Event::ChildRunStarted(ChildRunStarted {
+        command_seq: a,
+        run_id: run_id(101),
+    }));
+    r.ok(Event::ChildRunStartFailed(ChildRunStartFailed {
+        command_seq: b,
+        failure: failure("workflow id in use"),
+    }));
+    // A child that could not start is not waited on; the parent's code sees why in a task
+    // (which the server schedules in the same append).
+    assert!(r.state.needs_workflow_task());
+    let w = r.state.waiting_on(T0);
+    assert_eq!(w, [child(a, 1, "running")]);
+    assert_eq!(w[0].category(), "child");
+    r.task();
+    assert_eq!(r.state.waiting_on(T0), vec![child(a, 1, "running")]);
+    r.ok(Event::ChildRunClosed(ChildRunClosed {
+        command_seq: a,
+        outcome: ChildOutcome::Completed,
+        result: None,
+        failure: None,
+        usage: Usage::default(),
+        activities: 0,
+        llm_calls: 0,
+    }));
+    // Closed: nothing left to wait on but the task that shows the parent the result.
+    assert!(
+        !r.state
+            .waiting_on(T0)
+            .iter()
+            .any(|w| w.category() == "child")
+    );
+}
