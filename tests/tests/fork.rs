@@ -93,10 +93,7 @@ fn fork_reuses_the_recorded_steps_and_reset_terminates_the_original() -> Result<
     }
     let (code, out, _) = cli(&url, &["run", "show", &fork])?;
     assert_eq!(code, 0);
-    assert!(
-        out.contains(&format!("forked from")) && out.contains(&run),
-        "{out}"
-    );
+    assert!(out.contains("forked from") && out.contains(&run), "{out}");
 
     // Bad arguments: a clear message and a non-zero exit, nothing created.
     let unknown = "01900000-0000-7000-8000-0000000000aa";
