@@ -36,6 +36,7 @@ fn started() -> Event {
         identity: "bench".into(),
         random_seed: 1,
         parent: None,
+        forked_from: None,
     })
 }
 

@@ -35,6 +35,7 @@ fn events() -> Vec<Event> {
             identity: "cli".into(),
             random_seed: 99,
             parent: None,
+            forked_from: None,
         }),
         Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
             task_queue: "agents".into(),

@@ -143,6 +143,7 @@ fn run_started(rng: &mut StdRng, continued_from: Option<RunId>) -> (RunStarted, 
         identity: "model".into(),
         random_seed: rng.r#gen(),
         parent: None,
+        forked_from: None,
     };
     (a, run_timeout_ms)
 }

@@ -128,6 +128,7 @@ fn started(workflow_id: &str, budget: Budget, continued_from: Option<RunId>) -> 
         identity: "cli@host".into(),
         random_seed: 0x0123_4567_89ab_cdef,
         parent: None,
+        forked_from: None,
     })
 }
 

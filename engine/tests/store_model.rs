@@ -51,6 +51,7 @@ fn started() -> Event {
         identity: "model".into(),
         random_seed: 1,
         parent: None,
+        forked_from: None,
     })
 }
 

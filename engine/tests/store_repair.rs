@@ -23,6 +23,7 @@ fn started(workflow_id: &str) -> Event {
         identity: "test".into(),
         random_seed: 7,
         parent: None,
+        forked_from: None,
     })
 }
 

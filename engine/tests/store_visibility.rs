@@ -130,6 +130,7 @@ fn started() -> Event {
         identity: "visibility".into(),
         random_seed: 1,
         parent: None,
+        forked_from: None,
     })
 }
 

@@ -280,6 +280,7 @@ pub fn to_events(
                         new_run_id.as_bytes()[8..].try_into().expect("8 bytes"),
                     ),
                     parent: None,
+                    forked_from: None,
                 });
                 Event::RunContinuedAsNew(ev::RunContinuedAsNew {
                     command_seq: seq,
@@ -320,6 +321,7 @@ mod tests {
                 identity: String::new(),
                 random_seed: 0,
                 parent: None,
+                forked_from: None,
             }),
             Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
                 task_queue: "q".into(),

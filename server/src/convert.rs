@@ -224,6 +224,10 @@ pub fn event(rec: &EventRecord) -> pb::HistoryEvent {
             identity: a.identity.clone(),
             random_seed: a.random_seed,
             parent: crate::convert_family::parent(&a.parent),
+            forked_from: a.forked_from.map(|f| pb::ForkRef {
+                run_id: f.run_id.to_string(),
+                seq: f.seq,
+            }),
         }),
         Event::WorkflowTaskScheduled(a) => A::WorkflowTaskScheduled(pb::WorkflowTaskScheduled {
             task_queue: a.task_queue.clone(),
@@ -424,6 +428,13 @@ pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
             identity: a.identity.clone(),
             random_seed: a.random_seed,
             parent: crate::convert_family::parent_from(&a.parent).map_err(err)?,
+            forked_from: match &a.forked_from {
+                None => None,
+                Some(f) => Some(ev::ForkRef {
+                    run_id: RunId::parse(&f.run_id).map_err(|_| err("bad forked_from run id"))?,
+                    seq: f.seq,
+                }),
+            },
         }),
         A::WorkflowTaskScheduled(a) => Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
             task_queue: a.task_queue.clone(),
@@ -738,5 +749,7 @@ pub fn run_info(s: &RunState, now_ms: i64, result: Option<Payload>) -> pb::RunIn
         history_bytes: s.history_bytes,
         parent_run_id: s.parent.map(|p| p.run_id.to_string()).unwrap_or_default(),
         children: crate::convert_family::children(s),
+        forked_from_run_id: rid(&s.forked_from.map(|f| f.run_id)),
+        forked_from_seq: s.forked_from.map_or(0, |f| f.seq),
     }
 }

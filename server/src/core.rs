@@ -512,6 +512,7 @@ mod tests {
                 identity: String::new(),
                 random_seed: 0,
                 parent: None,
+                forked_from: None,
             }),
         );
         let mut s = RunState::start(key, &started).unwrap();

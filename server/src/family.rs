@@ -280,6 +280,7 @@ async fn start_child(core: &Core, parent: &RunState, seq: u32) -> Result<(), Sta
             run_id: parent.key.run_id,
             command_seq: seq,
         }),
+        forked_from: None,
     };
     let outcome = match core
         .create(&child_key, crate::service::successor_events(started), None)

@@ -203,6 +203,7 @@ async fn a_timer_whose_fire_failed_still_fires() {
                 identity: String::new(),
                 random_seed: 0,
                 parent: None,
+                forked_from: None,
             }),
             Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
                 task_queue: "q".into(),

@@ -357,6 +357,7 @@ impl Inner {
                         new_id.as_bytes()[8..].try_into().expect("8 bytes"),
                     ),
                     parent: None,
+                    forked_from: None,
                 },
             ));
         }

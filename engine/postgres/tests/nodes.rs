@@ -69,6 +69,7 @@ fn started(queue: &str) -> Event {
         identity: "nodes".into(),
         random_seed: 1,
         parent: None,
+        forked_from: None,
     })
 }
 

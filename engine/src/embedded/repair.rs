@@ -91,6 +91,7 @@ impl EmbeddedStore {
                         new_id.as_bytes()[8..].try_into().expect("8 bytes"),
                     ),
                     parent: None,
+                    forked_from: None,
                 },
             ));
         }

@@ -195,6 +195,15 @@ pub struct ParentRef {
     pub command_seq: CommandSeq,
 }
 
+/// Where a forked run came from: the original run and the last seq of the prefix it copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkRef {
+    /// The original run (same namespace).
+    pub run_id: RunId,
+    /// The last seq copied from it (the fork's history is the original's up to here).
+    pub seq: u64,
+}
+
 /// What happens to an open child run when its parent closes (and, for `Cancel`, when the
 /// parent is asked to cancel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr, Default)]
@@ -288,6 +297,11 @@ attrs! {
         /// when absent, so a run without a parent has the bytes of the older format.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub parent: Option<ParentRef>,
+        /// The run and the seq this run was forked from (`run fork` / `run reset`): its
+        /// history up to that seq is the original's. Not written when absent, so a run that
+        /// is not a fork has the bytes of the older format.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub forked_from: Option<ForkRef>,
     }
     /// The run has new events for its code.
     pub struct WorkflowTaskScheduled {

@@ -64,6 +64,7 @@ impl RunState {
             continued_to: None,
             timed_out_attempts: BTreeSet::new(),
             parent: a.parent,
+            forked_from: a.forked_from,
             children: BTreeMap::new(),
             signals_out: BTreeMap::new(),
             history_bytes: 0,

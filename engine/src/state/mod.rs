@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use waiting::WaitingOn;
 
 use crate::event::{
-    ActivityOptions, Budget, BudgetDimension, ChildOutcome, CommandSeq, Effect, Failure,
+    ActivityOptions, Budget, BudgetDimension, ChildOutcome, CommandSeq, Effect, Failure, ForkRef,
     ParentClosePolicy, ParentRef, TimeMs, Usage,
 };
 use crate::ids::{RunId, RunKey};
@@ -371,6 +371,9 @@ pub struct RunState {
     /// The run that started this one as its child.
     #[serde(default)]
     pub parent: Option<ParentRef>,
+    /// The run and seq this run was forked from (`run fork` / `run reset`).
+    #[serde(default)]
+    pub forked_from: Option<ForkRef>,
     /// Child runs this run asked for, by command seq: open and closed (what `run show`
     /// lists).
     #[serde(default)]

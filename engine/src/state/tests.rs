@@ -34,6 +34,7 @@ fn started(budget: Budget) -> RunStarted {
         identity: "test".into(),
         random_seed: 7,
         parent: None,
+        forked_from: None,
     }
 }
 

@@ -39,6 +39,7 @@ pub fn started(workflow_id: &str) -> Event {
         identity: "test".into(),
         random_seed: 1,
         parent: None,
+        forked_from: None,
     })
 }
 

@@ -236,11 +236,15 @@ pub fn summary(e: &pb::HistoryEvent) -> String {
     };
     match a {
         A::RunStarted(a) => format!(
-            "{} id={} queue={} input={}",
+            "{} id={} queue={} input={}{}",
             a.workflow_type,
             a.workflow_id,
             a.task_queue,
-            p(&a.input)
+            p(&a.input),
+            a.forked_from.as_ref().map_or(String::new(), |f| format!(
+                " forked from {} at seq {}",
+                f.run_id, f.seq
+            ))
         ),
         A::WorkflowTaskScheduled(a) => format!("queue={} attempt {}", a.task_queue, a.attempt),
         A::WorkflowTaskStarted(a) => format!("worker={}", a.worker),

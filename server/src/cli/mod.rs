@@ -11,6 +11,7 @@ mod events;
 mod export;
 mod fmt;
 mod follow;
+mod fork;
 mod history;
 #[cfg(test)]
 mod net_tests;

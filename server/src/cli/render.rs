@@ -164,6 +164,9 @@ pub fn run_json(r: &pb::RunInfo) -> Value {
         "continued_from": nonempty(&r.continued_from),
         "continued_to": nonempty(&r.continued_to),
         "parent_run_id": nonempty(&r.parent_run_id),
+        "forked_from": (!r.forked_from_run_id.is_empty()).then(|| json!({
+            "run_id": r.forked_from_run_id, "seq": r.forked_from_seq,
+        })),
         "children": r.children.iter().map(|c| json!({
             "command_seq": c.command_seq, "run_id": c.run_id, "workflow_type": c.workflow_type,
             "workflow_id": c.workflow_id, "state": c.state,
@@ -239,6 +242,15 @@ pub fn run_text(r: &pb::RunInfo) -> String {
     }
     if !r.continued_to.is_empty() {
         lines.push(("continued to", r.continued_to.clone()));
+    }
+    if !r.forked_from_run_id.is_empty() {
+        lines.push((
+            "forked from",
+            format!(
+                "{} at seq {} (seqs 1..={} are its history)",
+                r.forked_from_run_id, r.forked_from_seq, r.forked_from_seq
+            ),
+        ));
     }
     if !r.parent_run_id.is_empty() {
         lines.push(("parent", r.parent_run_id.clone()));

@@ -78,6 +78,7 @@ fn started(run_timeout_ms: u64) -> Event {
         identity: "cli".into(),
         random_seed: 42,
         parent: None,
+        forked_from: None,
     })
 }
 

@@ -6,6 +6,7 @@ use steadfast_proto::v1 as pb;
 
 use super::client::Conn;
 use super::follow::{self, ResultArgs, WatchArgs};
+use super::fork::{self, ForkArgs};
 use super::operate::{self, BudgetArgs, ReconcileArgs, SignalArgs};
 use super::render::{inbox_table, run_json, run_text, runs_table};
 use super::{Exit, Outcome, note, out_line, parse};
@@ -57,6 +58,13 @@ pub enum RunCmd {
     Budget(BudgetArgs),
     /// Decide the outcome of a `write` activity whose attempt was lost.
     Reconcile(ReconcileArgs),
+    /// Start a new run from this run's history up to the last workflow-task boundary at or
+    /// before --at: recorded activity results before it are reused, not run again; the
+    /// current code continues. Prints the new run id.
+    Fork(ForkArgs),
+    /// Like fork, and terminate the original (its reason names the new run). Prints the new
+    /// run id.
+    Reset(ForkArgs),
 }
 
 /// Budget ceilings; 0 or absent = no limit at start, unchanged on update.
@@ -189,6 +197,8 @@ pub async fn dispatch(conn: &Conn, cmd: RunCmd) -> Outcome {
         RunCmd::Signal(a) => operate::signal(conn, a).await,
         RunCmd::Budget(a) => operate::budget(conn, a).await,
         RunCmd::Reconcile(a) => operate::reconcile(conn, a).await,
+        RunCmd::Fork(a) => fork::fork(conn, a, false).await,
+        RunCmd::Reset(a) => fork::fork(conn, a, true).await,
     }
 }
 

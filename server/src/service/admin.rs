@@ -1,5 +1,5 @@
 //! AdminService: budgets, reconciliation of lost `write` attempts, checkpoints, history
-//! verification and import.
+//! verification, import, fork and reset.
 
 use std::sync::Arc;
 
@@ -127,6 +127,17 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::ImportHistoryResponse>, Status> {
         Ok(Response::new(
             crate::service::import::import(&self.core, req.get_ref()).await?,
+        ))
+    }
+
+    async fn fork_run(
+        &self,
+        req: Request<pb::ForkRunRequest>,
+    ) -> Result<Response<pb::ForkRunResponse>, Status> {
+        let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
+        Ok(Response::new(
+            crate::service::fork::fork(&self.core, r).await?,
         ))
     }
 

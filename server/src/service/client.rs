@@ -102,6 +102,7 @@ pub async fn start(
             identity: r.identity.clone(),
             random_seed: seed,
             parent: None,
+            forked_from: None,
         }),
         Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
             task_queue,

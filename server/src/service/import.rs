@@ -17,7 +17,7 @@ use crate::core::{Core, status};
 use crate::validate;
 
 /// Runs of consecutive records with the same time, at most [`APPEND_EVENTS_MAX`] each.
-fn appends(records: &[EventRecord]) -> Vec<&[EventRecord]> {
+pub(crate) fn appends(records: &[EventRecord]) -> Vec<&[EventRecord]> {
     let mut out = Vec::new();
     let mut start = 0;
     for i in 1..=records.len() {

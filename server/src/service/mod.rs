@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod fork;
 pub mod import;
 pub mod poll_filter;
 pub mod worker;
@@ -112,6 +113,7 @@ mod tests {
             identity: "t".into(),
             random_seed: 1,
             parent: None,
+            forked_from: None,
         }
     }
 

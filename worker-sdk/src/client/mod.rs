@@ -1,5 +1,5 @@
 //! The client: start runs and follow them (describe, list, await, signal, cancel,
-//! terminate, history, watch).
+//! terminate, history, watch) and fork or reset them.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), steadfast_sdk::client::Error> {
@@ -23,6 +23,7 @@ pub use error::Error;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use steadfast_proto::v1 as pb;
+use steadfast_proto::v1::admin_service_client::AdminServiceClient;
 use steadfast_proto::v1::client_service_client::ClientServiceClient;
 use tokio::time::Instant;
 pub use watch::{WATCH_RECONNECTS_MAX, is_terminal};
@@ -95,7 +96,21 @@ impl RunHandle {
 #[derive(Clone, Debug)]
 pub struct Client {
     service: ClientServiceClient<Transport>,
+    admin: AdminServiceClient<Transport>,
     config: ClientConfig,
+}
+
+/// What a fork changes ([`Client::fork`]); the default keeps the input and gives the fork its
+/// run id as workflow id.
+#[derive(Debug, Clone, Default)]
+pub struct ForkOptions {
+    /// Replaces the RunStarted input (JSON). The code sees it on replay: commands before the
+    /// boundary that depend on it must come out the same, or the fork is held ([STF-ND001]).
+    pub input: Option<serde_json::Value>,
+    /// The fork's workflow id (default: its run id; for a reset, the original's).
+    pub workflow_id: Option<String>,
+    /// Terminate the original once the fork exists (`run reset`).
+    pub reset: bool,
 }
 
 impl Client {
@@ -124,7 +139,10 @@ impl Client {
 
     pub(crate) fn with_channel(config: ClientConfig, channel: Transport) -> Client {
         Client {
-            service: ClientServiceClient::new(channel)
+            service: ClientServiceClient::new(channel.clone())
+                .max_decoding_message_size(config.max_message_bytes)
+                .max_encoding_message_size(config.max_message_bytes),
+            admin: AdminServiceClient::new(channel)
                 .max_decoding_message_size(config.max_message_bytes)
                 .max_encoding_message_size(config.max_message_bytes),
             config,
@@ -339,6 +357,32 @@ impl Client {
         };
         self.service().terminate_run(req).await?;
         Ok(())
+    }
+
+    /// Forks run `run_id` at the last workflow-task boundary at or before `at_seq`: a new run
+    /// whose history is the original's up to there (recorded activity results are reused, not
+    /// run again), continued by the current code. Needs an admin token when auth is on.
+    /// Returns the new run id, the boundary seq and the activities scheduled again.
+    pub async fn fork(
+        &self,
+        run_id: &str,
+        at_seq: u64,
+        options: ForkOptions,
+    ) -> Result<pb::ForkRunResponse, Error> {
+        let input = match &options.input {
+            Some(v) => Some(payload::encode(v)?),
+            None => None,
+        };
+        let req = pb::ForkRunRequest {
+            namespace: self.config.namespace.clone(),
+            run_id: run_id.to_owned(),
+            seq: at_seq,
+            input,
+            workflow_id: options.workflow_id.unwrap_or_default(),
+            reset: options.reset,
+            identity: self.config.identity.clone(),
+        };
+        Ok(self.admin.clone().fork_run(req).await?.into_inner())
     }
 
     /// The blob whose blake3 is `hash`: the bytes of a payload the server stored once,

@@ -142,6 +142,7 @@ pub fn started(workflow_id: &str, queue: &str) -> event::RunStarted {
         identity: "contract".into(),
         random_seed: 7,
         parent: None,
+        forked_from: None,
     }
 }
 

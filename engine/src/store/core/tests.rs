@@ -26,6 +26,7 @@ impl Run {
             identity: "t".into(),
             random_seed: 1,
             parent: None,
+            forked_from: None,
         });
         let rec = EventRecord {
             seq: 1,

@@ -285,6 +285,7 @@ mod tests {
                     identity: String::new(),
                     random_seed: 0,
                     parent: None,
+                    forked_from: None,
                 }),
             ),
         )
