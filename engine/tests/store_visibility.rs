@@ -192,7 +192,7 @@ async fn shown(store: &EmbeddedStore, key: &RunKey) -> (usize, u64, bool, usize,
         .unwrap()
         .len();
     let polled = store
-        .poll_task("default", "q", TaskKind::Workflow, i64::MAX / 2)
+        .poll_task("default", "q", TaskKind::Workflow, &[], i64::MAX / 2)
         .await
         .unwrap();
     if let Some(t) = &polled {

@@ -115,9 +115,12 @@ impl Store for Flaky {
         namespace: &str,
         queue: &str,
         kind: store::TaskKind,
+        types: &[String],
         now_ms: i64,
     ) -> Result<Option<store::Task>, store::Error> {
-        self.inner.poll_task(namespace, queue, kind, now_ms).await
+        self.inner
+            .poll_task(namespace, queue, kind, types, now_ms)
+            .await
     }
     async fn take_task(&self, task: &store::Task, now_ms: i64) -> Result<bool, store::Error> {
         self.inner.take_task(task, now_ms).await

@@ -13,13 +13,16 @@ use tokio_postgres::types::ToSql;
 use crate::codec::{self, TaskCols, TimerCols};
 use crate::pg_err;
 
+/// Where a ready task is offered: its queue, its type and its visible time.
+type Offer = (String, String, TimeMs);
+
 /// The ready tasks of a state, keyed by their row key.
-fn tasks_by_cols(tasks: Vec<TableTask>) -> BTreeMap<TaskCols, (String, TimeMs)> {
+fn tasks_by_cols(tasks: Vec<TableTask>) -> BTreeMap<TaskCols, Offer> {
     tasks
         .into_iter()
         .map(|t| {
             let (_, cols) = codec::task_cols(&t.task);
-            (cols, (t.queue, t.visible_ms))
+            (cols, (t.queue, t.type_name, t.visible_ms))
         })
         .collect()
 }
@@ -96,7 +99,7 @@ pub(crate) async fn write_derived(
         .keys()
         .filter(|c| !new_tasks.contains_key(c))
         .collect();
-    let moved: Vec<(&TaskCols, &(String, TimeMs))> = new_tasks
+    let moved: Vec<(&TaskCols, &Offer)> = new_tasks
         .iter()
         .filter(|(c, v)| old_tasks.get(c) != Some(v))
         .collect();
@@ -124,10 +127,11 @@ pub(crate) async fn write_derived(
     if !moved.is_empty() {
         let stmt = tx
             .prepare_cached(
-                "INSERT INTO tasks (namespace, run_id, kind, slot, attempt, queue, visible_ms) \
-                 SELECT $1, $2, * FROM unnest($3::smallint[], $4::bigint[], $5::bigint[], \
-                 $6::text[], $7::bigint[]) ON CONFLICT (namespace, run_id, kind, slot, attempt) \
-                 DO UPDATE SET queue = EXCLUDED.queue, visible_ms = EXCLUDED.visible_ms",
+                "INSERT INTO tasks (namespace, run_id, kind, slot, attempt, queue, type, \
+                 visible_ms) SELECT $1, $2, * FROM unnest($3::smallint[], $4::bigint[], \
+                 $5::bigint[], $6::text[], $7::text[], $8::bigint[]) ON CONFLICT (namespace, \
+                 run_id, kind, slot, attempt) DO UPDATE SET queue = EXCLUDED.queue, \
+                 type = EXCLUDED.type, visible_ms = EXCLUDED.visible_ms",
             )
             .await
             .map_err(pg_err)?;
@@ -135,9 +139,10 @@ pub(crate) async fn write_derived(
         let s: Vec<i64> = moved.iter().map(|(c, _)| c.1).collect();
         let a: Vec<i64> = moved.iter().map(|(c, _)| c.2).collect();
         let q: Vec<String> = moved.iter().map(|(_, v)| v.0.clone()).collect();
-        let v: Vec<i64> = moved.iter().map(|(_, v)| v.1).collect();
+        let t: Vec<String> = moved.iter().map(|(_, v)| v.1.clone()).collect();
+        let v: Vec<i64> = moved.iter().map(|(_, v)| v.2).collect();
         let mut seen = BTreeSet::new();
-        for (c, (queue, _)) in &moved {
+        for (c, (queue, _, _)) in &moved {
             if let Some(kind) = kinds.get(c)
                 && seen.insert((queue.clone(), codec::kind_code(*kind)))
             {
@@ -155,6 +160,7 @@ pub(crate) async fn write_derived(
                 Box::new(s),
                 Box::new(a),
                 Box::new(q),
+                Box::new(t),
                 Box::new(v),
             ],
         ));

@@ -341,9 +341,12 @@ impl Store for PgStore {
         namespace: &str,
         queue: &str,
         kind: TaskKind,
+        types: &[String],
         now_ms: TimeMs,
     ) -> Result<Option<Task>, Error> {
-        self.inner.poll_task(namespace, queue, kind, now_ms).await
+        self.inner
+            .poll_task(namespace, queue, kind, types, now_ms)
+            .await
     }
 
     async fn take_task(&self, task: &Task, now_ms: TimeMs) -> Result<bool, Error> {

@@ -11,44 +11,61 @@ use steadfast_engine::store::{Change, Error, Task, TaskKind};
 
 use crate::{Inner, codec, pg_err};
 
+/// Claims the first visible, unleased task of a queue, of any type.
+const POLL_ANY: &str = "WITH c AS (SELECT run_id, kind, slot, attempt FROM tasks \
+     WHERE namespace = $1 AND queue = $2 AND kind = $3 AND visible_ms <= $4 \
+     AND lease_until_ms <= $4 \
+     ORDER BY visible_ms, run_id, slot, attempt LIMIT 1 FOR UPDATE SKIP LOCKED) \
+     UPDATE tasks t SET lease_until_ms = $5, lease_owner = $6 FROM c \
+     WHERE t.namespace = $1 AND t.run_id = c.run_id AND t.kind = c.kind \
+     AND t.slot = c.slot AND t.attempt = c.attempt \
+     RETURNING t.run_id, t.kind, t.slot, t.attempt";
+
+/// Claims the first visible, unleased task of a queue among the types in `$7`.
+const POLL_TYPES: &str = "WITH c AS (SELECT run_id, kind, slot, attempt FROM tasks \
+     WHERE namespace = $1 AND queue = $2 AND kind = $3 AND type = ANY($7::text[]) \
+     AND visible_ms <= $4 AND lease_until_ms <= $4 \
+     ORDER BY visible_ms, run_id, slot, attempt LIMIT 1 FOR UPDATE SKIP LOCKED) \
+     UPDATE tasks t SET lease_until_ms = $5, lease_owner = $6 FROM c \
+     WHERE t.namespace = $1 AND t.run_id = c.run_id AND t.kind = c.kind \
+     AND t.slot = c.slot AND t.attempt = c.attempt \
+     RETURNING t.run_id, t.kind, t.slot, t.attempt";
+
 impl Inner {
     pub(crate) async fn poll_task(
         &self,
         namespace: &str,
         queue: &str,
         kind: TaskKind,
+        types: &[String],
         now_ms: TimeMs,
     ) -> Result<Option<Task>, Error> {
         self.observe(now_ms);
         let client = self.client().await?;
+        // A typed poll reads only rows of its types (`tasks_ready_by_type`), so rows of types
+        // nobody polls for, however many, are never scanned past.
         let stmt = client
-            .prepare_cached(
-                "WITH c AS (SELECT run_id, kind, slot, attempt FROM tasks \
-                 WHERE namespace = $1 AND queue = $2 AND kind = $3 AND visible_ms <= $4 \
-                 AND lease_until_ms <= $4 \
-                 ORDER BY visible_ms, run_id, slot, attempt LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                 UPDATE tasks t SET lease_until_ms = $5, lease_owner = $6 FROM c \
-                 WHERE t.namespace = $1 AND t.run_id = c.run_id AND t.kind = c.kind \
-                 AND t.slot = c.slot AND t.attempt = c.attempt \
-                 RETURNING t.run_id, t.kind, t.slot, t.attempt",
-            )
+            .prepare_cached(if types.is_empty() {
+                POLL_ANY
+            } else {
+                POLL_TYPES
+            })
             .await
             .map_err(pg_err)?;
         let until = now_ms.saturating_add(LEASE_MS);
-        let row = client
-            .query_opt(
-                &stmt,
-                &[
-                    &namespace,
-                    &queue,
-                    &codec::kind_code(kind),
-                    &now_ms,
-                    &until,
-                    &self.options.node_id,
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
+        let kind_code = codec::kind_code(kind);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &namespace,
+            &queue,
+            &kind_code,
+            &now_ms,
+            &until,
+            &self.options.node_id,
+        ];
+        if !types.is_empty() {
+            params.push(&types);
+        }
+        let row = client.query_opt(&stmt, &params).await.map_err(pg_err)?;
         let Some(row) = row else {
             return Ok(None);
         };

@@ -60,6 +60,9 @@ CREATE TABLE tasks (
     slot           bigint   NOT NULL,
     attempt        bigint   NOT NULL,
     queue          text     NOT NULL,
+    -- The workflow type (a workflow task) or activity type (an activity task): what a poll
+    -- filters on, so that tasks of a type nobody polls for never hold back the others.
+    type           text     NOT NULL,
     visible_ms     bigint   NOT NULL,
     lease_until_ms bigint   NOT NULL DEFAULT 0,
     lease_owner    text,
@@ -68,6 +71,7 @@ CREATE TABLE tasks (
     PRIMARY KEY (namespace, run_id, kind, slot, attempt)
 );
 CREATE INDEX tasks_ready ON tasks (namespace, queue, kind, visible_ms);
+CREATE INDEX tasks_ready_by_type ON tasks (namespace, queue, kind, type, visible_ms);
 CREATE INDEX tasks_visible ON tasks (visible_ms);
 CREATE INDEX tasks_leases ON tasks (lease_until_ms) WHERE lease_until_ms > 0;
 

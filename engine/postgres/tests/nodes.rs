@@ -257,7 +257,7 @@ async fn two_nodes_polling_one_queue_never_share_a_task() {
         handles.push(tokio::spawn(async move {
             let mut got = Vec::new();
             while let Some(t) = store
-                .poll_task("default", "shared", TaskKind::Workflow, T0)
+                .poll_task("default", "shared", TaskKind::Workflow, &[], T0)
                 .await
                 .unwrap()
             {

@@ -545,6 +545,7 @@ impl Store for EmbeddedStore {
         namespace: &str,
         queue: &str,
         kind: TaskKind,
+        types: &[String],
         now_ms: TimeMs,
     ) -> Result<Option<Task>, Error> {
         self.inner.check_failed()?;
@@ -553,7 +554,7 @@ impl Store for EmbeddedStore {
             .head
             .lock()
             .core
-            .poll(namespace, queue, kind, now_ms))
+            .poll(namespace, queue, kind, types, now_ms))
     }
 
     async fn take_task(&self, task: &Task, now_ms: TimeMs) -> Result<bool, Error> {

@@ -46,6 +46,7 @@ pub async fn run_all<B: Backend>(backend: &mut B) {
     queues::activity_backoff_and_budget(backend.fresh().await).await;
     queues::take_a_specific_task(backend.fresh().await).await;
     queues::deferred_task_waits_and_keeps_its_attempt(backend.fresh().await).await;
+    queues::typed_poll_passes_unserved_types(backend.fresh().await).await;
     timers::timers_fire_and_come_back(backend.fresh().await).await;
     timers::deadlines_of_activities_runs_and_tasks(backend.fresh().await).await;
     reopen_keeps_everything(backend).await;
@@ -69,7 +70,7 @@ pub async fn reopen_keeps_everything<B: Backend>(backend: &mut B) {
     let mut a = RunDriver::start(&store, "wf-a", "q").await;
     a.schedule_workflow_task(&store, 0).await;
     let task = store
-        .poll_task("default", "q", TaskKind::Workflow, T0)
+        .poll_task("default", "q", TaskKind::Workflow, &[], T0)
         .await
         .unwrap();
     assert!(task.is_some(), "the workflow task is offered");
@@ -126,7 +127,7 @@ pub async fn reopen_keeps_everything<B: Backend>(backend: &mut B) {
         None
     );
     let task = store
-        .poll_task("default", "q", TaskKind::Workflow, T0)
+        .poll_task("default", "q", TaskKind::Workflow, &[], T0)
         .await
         .unwrap();
     assert_eq!(

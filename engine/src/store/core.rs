@@ -104,8 +104,74 @@ impl Slot {
 /// A queue entry: ordered by visibility time, then run, then task.
 type Entry = (TimeMs, RunKey, Slot);
 
-/// A task a state makes ready: its queue, visible time and slot.
-type ReadyTask = (QueueKey, TimeMs, Slot);
+/// A task a state makes ready: its queue, its workflow or activity type, its visible time and
+/// its slot. The type is what a poll filters on ([`Core::poll`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ReadyTask {
+    queue: QueueKey,
+    type_name: String,
+    visible: TimeMs,
+    slot: Slot,
+}
+
+/// One queue's ready (offered, not leased) tasks, in two indexes of the same entries: all of
+/// them, for a poll that takes any type, and per type, so that a poll for some types costs
+/// `O(#types · log n)` however many tasks of other types are ahead of them (a type nobody
+/// polls for never starves the others, C6).
+#[derive(Debug, Default)]
+struct Queue {
+    all: BTreeSet<Entry>,
+    by_type: BTreeMap<String, BTreeSet<Entry>>,
+}
+
+impl Queue {
+    fn insert(&mut self, type_name: &str, entry: Entry) {
+        match self.by_type.get_mut(type_name) {
+            Some(set) => {
+                set.insert(entry.clone());
+            }
+            None => {
+                self.by_type
+                    .insert(type_name.to_string(), BTreeSet::from([entry.clone()]));
+            }
+        }
+        self.all.insert(entry);
+    }
+
+    /// Removes an entry; false when it was not there.
+    fn remove(&mut self, type_name: &str, entry: &Entry) -> bool {
+        if let Some(set) = self.by_type.get_mut(type_name) {
+            set.remove(entry);
+            if set.is_empty() {
+                self.by_type.remove(type_name);
+            }
+        }
+        self.all.remove(entry)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// The first entry visible at `now_ms` among `types` (any type when empty), with its type.
+    fn first_visible(&self, types: &[String], now_ms: TimeMs) -> Option<(&Entry, Option<&str>)> {
+        if types.is_empty() {
+            return self
+                .all
+                .first()
+                .filter(|e| e.0 <= now_ms)
+                .map(|e| (e, None));
+        }
+        types
+            .iter()
+            .filter_map(|t| {
+                let (name, set) = self.by_type.get_key_value(t.as_str())?;
+                set.first().map(|e| (e, Some(name.as_str())))
+            })
+            .min_by(|a, b| a.0.cmp(b.0))
+            .filter(|(e, _)| e.0 <= now_ms)
+    }
+}
 
 /// A deadline in the timer index.
 type Deadline = (TimeMs, DueTimer);
@@ -114,8 +180,8 @@ type Deadline = (TimeMs, DueTimer);
 #[derive(Debug)]
 struct RunSlot {
     state: Arc<RunState>,
-    /// Tasks the state makes ready (offered unless leased): queue, visible time, task.
-    ready: Vec<(QueueKey, TimeMs, Slot)>,
+    /// Tasks the state makes ready (offered unless leased).
+    ready: Vec<ReadyTask>,
     /// Deadlines the state (and `heartbeats`) imply.
     timers: Vec<(TimeMs, DueTimer)>,
     /// Tasks taken by a poll whose start is not recorded yet: slot -> lease expiry.
@@ -128,12 +194,22 @@ struct RunSlot {
     attempts: BTreeMap<Slot, u32>,
 }
 
+impl RunSlot {
+    /// The type of a task this run's state makes ready.
+    fn ready_type(&self, slot: Slot) -> Option<&str> {
+        self.ready
+            .iter()
+            .find(|r| r.slot == slot)
+            .map(|r| r.type_name.as_str())
+    }
+}
+
 /// The open-run table with its queues, leases and timers. Not synchronised: the backend
 /// holds it under its own lock.
 #[derive(Debug, Default)]
 pub struct Core {
     runs: BTreeMap<RunKey, RunSlot>,
-    queues: BTreeMap<QueueKey, BTreeSet<Entry>>,
+    queues: BTreeMap<QueueKey, Queue>,
     /// Queue entries not yet visible when inserted, for [`Core::next_wakeup_ms`].
     visibility: BTreeSet<Entry>,
     timers: BTreeSet<(TimeMs, DueTimer)>,
@@ -247,7 +323,7 @@ impl Core {
         );
         // An attempt number lives as long as the task it counts: while its lease may.
         let leases = &slot.leases;
-        let offered: BTreeSet<Slot> = ready.iter().map(|(_, _, s)| *s).collect();
+        let offered: BTreeSet<Slot> = ready.iter().map(|r| r.slot).collect();
         slot.attempts
             .retain(|s, _| offered.contains(s) || leases.contains_key(s));
         for (slot_dropped, expiry) in dropped {
@@ -257,35 +333,41 @@ impl Core {
         self.timers.extend(timers.iter().cloned());
         let offers: Vec<_> = ready
             .iter()
-            .filter(|(_, _, s)| !slot.leases.contains_key(s))
+            .filter(|r| !slot.leases.contains_key(&r.slot))
             .cloned()
             .collect();
         slot.ready = ready;
         slot.timers = timers;
-        for (q, visible, s) in offers {
-            self.offer(q, visible, key.clone(), s);
+        for r in offers {
+            self.offer(&r, key.clone());
         }
     }
 
-    /// Takes the first visible task of a queue and leases it.
+    /// Takes the first visible task of a queue among `types` (workflow types for a workflow
+    /// queue, activity types for an activity queue; any type when empty) and leases it. Tasks
+    /// of other types stay where they are, untouched.
     pub fn poll(
         &mut self,
         namespace: &str,
         queue: &str,
         kind: TaskKind,
+        types: &[String],
         now_ms: TimeMs,
     ) -> Option<Task> {
         self.observe(now_ms);
-        let q = self
-            .queues
-            .get_mut(&QueueKey::new(kind, namespace, queue))?;
-        let first = q.first()?;
-        if first.0 > now_ms {
-            return None;
-        }
-        let entry = q.pop_first()?;
+        let qk = QueueKey::new(kind, namespace, queue);
+        let q = self.queues.get_mut(&qk)?;
+        let (entry, type_name) = {
+            let (e, t) = q.first_visible(types, now_ms)?;
+            let t = match t {
+                Some(t) => t.to_string(),
+                None => self.runs.get(&e.1)?.ready_type(e.2)?.to_string(),
+            };
+            (e.clone(), t)
+        };
+        q.remove(&type_name, &entry);
         if q.is_empty() {
-            self.queues.remove(&QueueKey::new(kind, namespace, queue));
+            self.queues.remove(&qk);
         }
         self.visibility.remove(&entry);
         let (_, key, slot) = entry;
@@ -322,8 +404,8 @@ impl Core {
             }
             run.leases.remove(&slot);
             n += 1;
-            if let Some((q, visible, _)) = run.ready.iter().find(|(_, _, s)| *s == slot).cloned() {
-                self.offer(q, visible, key, slot);
+            if let Some(r) = run.ready.iter().find(|r| r.slot == slot).cloned() {
+                self.offer(&r, key);
             }
         }
         n
@@ -341,21 +423,21 @@ impl Core {
         if run.leases.contains_key(&slot) {
             return false;
         }
-        let Some((q, visible, _)) = run.ready.iter().find(|(_, _, s)| *s == slot).cloned() else {
+        let Some(r) = run.ready.iter().find(|r| r.slot == slot).cloned() else {
             return false;
         };
-        if visible > now_ms {
+        if r.visible > now_ms {
             return false;
         }
-        let entry = (visible, key.clone(), slot);
-        let Some(set) = self.queues.get_mut(&q) else {
+        let entry = (r.visible, key.clone(), slot);
+        let Some(set) = self.queues.get_mut(&r.queue) else {
             return false;
         };
-        if !set.remove(&entry) {
+        if !set.remove(&r.type_name, &entry) {
             return false;
         }
         if set.is_empty() {
-            self.queues.remove(&q);
+            self.queues.remove(&r.queue);
         }
         self.visibility.remove(&entry);
         self.lease(key, slot, now_ms);
@@ -372,7 +454,7 @@ impl Core {
         let Some(run) = self.runs.get_mut(key) else {
             return false;
         };
-        let Some((q, visible, _)) = run.ready.iter().find(|(_, _, s)| *s == slot).cloned() else {
+        let Some(r) = run.ready.iter().find(|r| r.slot == slot).cloned() else {
             return false;
         };
         run.attempts.insert(slot, attempt);
@@ -381,12 +463,12 @@ impl Core {
                 self.lease_expiries.remove(&(old, key.clone(), slot));
             }
             None => {
-                let entry = (visible, key.clone(), slot);
+                let entry = (r.visible, key.clone(), slot);
                 self.visibility.remove(&entry);
-                if let Some(set) = self.queues.get_mut(&q) {
-                    set.remove(&entry);
+                if let Some(set) = self.queues.get_mut(&r.queue) {
+                    set.remove(&r.type_name, &entry);
                     if set.is_empty() {
-                        self.queues.remove(&q);
+                        self.queues.remove(&r.queue);
                     }
                 }
             }
@@ -412,8 +494,8 @@ impl Core {
             return;
         };
         self.lease_expiries.remove(&(expiry, key.clone(), slot));
-        if let Some((q, visible, _)) = run.ready.iter().find(|(_, _, s)| *s == slot).cloned() {
-            self.offer(q, visible, key.clone(), slot);
+        if let Some(r) = run.ready.iter().find(|r| r.slot == slot).cloned() {
+            self.offer(&r, key.clone());
         }
     }
 
@@ -480,7 +562,7 @@ impl Core {
     pub fn ready_len(&self, namespace: &str, queue: &str, kind: TaskKind, now_ms: TimeMs) -> usize {
         self.queues
             .get(&QueueKey::new(kind, namespace, queue))
-            .map_or(0, |q| q.iter().take_while(|e| e.0 <= now_ms).count())
+            .map_or(0, |q| q.all.iter().take_while(|e| e.0 <= now_ms).count())
     }
 
     fn observe(&mut self, now_ms: TimeMs) {
@@ -510,27 +592,25 @@ impl Core {
         self.expire_leases(now_ms);
     }
 
-    fn offer(&mut self, q: QueueKey, visible: TimeMs, key: RunKey, slot: Slot) {
-        let entry = (visible, key, slot);
-        if visible > self.now_seen_ms {
+    fn offer(&mut self, r: &ReadyTask, key: RunKey) {
+        let entry = (r.visible, key, r.slot);
+        if r.visible > self.now_seen_ms {
             self.visibility.insert(entry.clone());
         }
-        self.queues.entry(q).or_default().insert(entry);
+        self.queues
+            .entry(r.queue.clone())
+            .or_default()
+            .insert(&r.type_name, entry);
     }
 
-    fn unindex(
-        &mut self,
-        key: &RunKey,
-        ready: &[(QueueKey, TimeMs, Slot)],
-        timers: &[(TimeMs, DueTimer)],
-    ) {
-        for (q, visible, slot) in ready {
-            let entry = (*visible, key.clone(), *slot);
+    fn unindex(&mut self, key: &RunKey, ready: &[ReadyTask], timers: &[(TimeMs, DueTimer)]) {
+        for r in ready {
+            let entry = (r.visible, key.clone(), r.slot);
             self.visibility.remove(&entry);
-            if let Some(set) = self.queues.get_mut(q) {
-                set.remove(&entry);
+            if let Some(set) = self.queues.get_mut(&r.queue) {
+                set.remove(&r.type_name, &entry);
                 if set.is_empty() {
-                    self.queues.remove(q);
+                    self.queues.remove(&r.queue);
                 }
             }
         }
@@ -575,6 +655,9 @@ pub struct TableTask {
     pub queue: String,
     /// When the task becomes visible.
     pub visible_ms: TimeMs,
+    /// Its workflow type (a workflow task) or activity type (an activity task): what a poll
+    /// filters on.
+    pub type_name: String,
     /// The task.
     pub task: Task,
 }
@@ -601,15 +684,16 @@ pub fn derive_for_tables(
     );
     let ready = ready
         .into_iter()
-        .map(|(q, visible_ms, slot)| TableTask {
-            kind: if q.kind == 0 {
+        .map(|r| TableTask {
+            kind: if r.queue.kind == 0 {
                 TaskKind::Workflow
             } else {
                 TaskKind::Activity
             },
-            queue: q.queue,
-            visible_ms,
-            task: slot.task(&state.key),
+            queue: r.queue.queue,
+            visible_ms: r.visible,
+            type_name: r.type_name,
+            task: r.slot.task(&state.key),
         })
         .collect();
     (ready, timers)
@@ -650,11 +734,12 @@ fn derive(
                 scheduled_seq: *scheduled_seq,
             };
             leasable.insert(slot);
-            ready.push((
-                QueueKey::new(TaskKind::Workflow, &key.namespace, &s.task_queue),
-                (*not_before_ms).max(*since_ms),
+            ready.push(ReadyTask {
+                queue: QueueKey::new(TaskKind::Workflow, &key.namespace, &s.task_queue),
+                type_name: s.workflow_type.clone(),
+                visible: (*not_before_ms).max(*since_ms),
                 slot,
-            ));
+            });
         }
         WorkflowTask::Started {
             started_seq,
@@ -693,11 +778,12 @@ fn derive(
                     } else {
                         &a.options.task_queue
                     };
-                    ready.push((
-                        QueueKey::new(TaskKind::Activity, &key.namespace, queue),
-                        *visible_ms,
+                    ready.push(ReadyTask {
+                        queue: QueueKey::new(TaskKind::Activity, &key.namespace, queue),
+                        type_name: a.activity_type.clone(),
+                        visible: *visible_ms,
                         slot,
-                    ));
+                    });
                 }
             }
             ActivityPhase::Started { since_ms, .. } => {

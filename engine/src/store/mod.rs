@@ -329,12 +329,16 @@ pub trait Store: Send + Sync + 'static {
         verify_by_reading(self, key).await
     }
 
-    /// Takes the next visible task of a queue and leases it.
+    /// Takes the first visible task of a queue among `types` and leases it: workflow types for
+    /// a workflow queue, activity types for an activity queue; any type when `types` is empty.
+    /// Tasks of other types are neither leased nor moved, so however many of them are ahead (a
+    /// type no live worker runs), a poll for the types that are served gets its task at once.
     async fn poll_task(
         &self,
         namespace: &str,
         queue: &str,
         kind: TaskKind,
+        types: &[String],
         now_ms: TimeMs,
     ) -> Result<Option<Task>, Error>;
 

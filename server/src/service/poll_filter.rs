@@ -66,6 +66,13 @@ impl WorkerRuns {
         self.types.is_empty() || self.types.contains(type_name)
     }
 
+    /// The types the worker takes, sorted (empty = any): what its polls ask the store for.
+    pub fn type_list(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.types.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// Whether the worker takes every type (it named none).
     pub fn takes_any(&self) -> bool {
         self.types.is_empty()

@@ -12,7 +12,7 @@ pub async fn workflow_task_lease_and_release<S: Store>(store: S) {
     let mut r = RunDriver::start(&store, "wt", "wq").await;
     assert_eq!(
         store
-            .poll_task(ns, "wq", TaskKind::Workflow, T0)
+            .poll_task(ns, "wq", TaskKind::Workflow, &[], T0)
             .await
             .unwrap(),
         None,
@@ -25,7 +25,7 @@ pub async fn workflow_task_lease_and_release<S: Store>(store: S) {
     };
     assert_eq!(
         store
-            .poll_task(ns, "other", TaskKind::Workflow, T0)
+            .poll_task(ns, "other", TaskKind::Workflow, &[], T0)
             .await
             .unwrap(),
         None,
@@ -33,7 +33,7 @@ pub async fn workflow_task_lease_and_release<S: Store>(store: S) {
     );
     assert_eq!(
         store
-            .poll_task(ns, "wq", TaskKind::Activity, T0)
+            .poll_task(ns, "wq", TaskKind::Activity, &[], T0)
             .await
             .unwrap(),
         None,
@@ -41,7 +41,7 @@ pub async fn workflow_task_lease_and_release<S: Store>(store: S) {
     );
     assert_eq!(
         store
-            .poll_task("other-ns", "wq", TaskKind::Workflow, T0)
+            .poll_task("other-ns", "wq", TaskKind::Workflow, &[], T0)
             .await
             .unwrap(),
         None,
@@ -49,14 +49,14 @@ pub async fn workflow_task_lease_and_release<S: Store>(store: S) {
     );
     assert_eq!(
         store
-            .poll_task(ns, "wq", TaskKind::Workflow, T0)
+            .poll_task(ns, "wq", TaskKind::Workflow, &[], T0)
             .await
             .unwrap(),
         Some(task.clone())
     );
     assert_eq!(
         store
-            .poll_task(ns, "wq", TaskKind::Workflow, T0)
+            .poll_task(ns, "wq", TaskKind::Workflow, &[], T0)
             .await
             .unwrap(),
         None,
@@ -65,7 +65,7 @@ pub async fn workflow_task_lease_and_release<S: Store>(store: S) {
     store.release_task(&task).await.unwrap();
     assert_eq!(
         store
-            .poll_task(ns, "wq", TaskKind::Workflow, T0)
+            .poll_task(ns, "wq", TaskKind::Workflow, &[], T0)
             .await
             .unwrap(),
         Some(task.clone()),
@@ -84,7 +84,7 @@ pub async fn workflow_task_lease_and_release<S: Store>(store: S) {
     store.release_task(&task).await.unwrap();
     assert_eq!(
         store
-            .poll_task(ns, "wq", TaskKind::Workflow, T0)
+            .poll_task(ns, "wq", TaskKind::Workflow, &[], T0)
             .await
             .unwrap(),
         None,
@@ -103,7 +103,7 @@ pub async fn workflow_task_lease_and_release<S: Store>(store: S) {
     let later = r.schedule_workflow_task(&store, T0 + 2_000).await;
     assert_eq!(
         store
-            .poll_task(ns, "wq", TaskKind::Workflow, T0 + 1_999)
+            .poll_task(ns, "wq", TaskKind::Workflow, &[], T0 + 1_999)
             .await
             .unwrap(),
         None
@@ -111,7 +111,7 @@ pub async fn workflow_task_lease_and_release<S: Store>(store: S) {
     assert_eq!(store.next_wakeup_ms().await.unwrap(), Some(T0 + 2_000));
     assert_eq!(
         store
-            .poll_task(ns, "wq", TaskKind::Workflow, T0 + 2_000)
+            .poll_task(ns, "wq", TaskKind::Workflow, &[], T0 + 2_000)
             .await
             .unwrap(),
         Some(Task::Workflow {
@@ -128,7 +128,7 @@ pub async fn workflow_task_lease_and_release<S: Store>(store: S) {
     let sa = a.schedule_workflow_task(&store, 0).await;
     assert_eq!(
         store
-            .poll_task(ns, "fifo", TaskKind::Workflow, T0 + 5)
+            .poll_task(ns, "fifo", TaskKind::Workflow, &[], T0 + 5)
             .await
             .unwrap(),
         Some(Task::Workflow {
@@ -138,7 +138,7 @@ pub async fn workflow_task_lease_and_release<S: Store>(store: S) {
     );
     assert_eq!(
         store
-            .poll_task(ns, "fifo", TaskKind::Workflow, T0 + 5)
+            .poll_task(ns, "fifo", TaskKind::Workflow, &[], T0 + 5)
             .await
             .unwrap(),
         Some(Task::Workflow {
@@ -167,14 +167,14 @@ pub async fn activity_backoff_and_budget<S: Store>(store: S) {
     };
     assert_eq!(
         store
-            .poll_task(ns, "aq", TaskKind::Activity, T0)
+            .poll_task(ns, "aq", TaskKind::Activity, &[], T0)
             .await
             .unwrap(),
         Some(first.clone())
     );
     assert_eq!(
         store
-            .poll_task(ns, "aq", TaskKind::Activity, T0)
+            .poll_task(ns, "aq", TaskKind::Activity, &[], T0)
             .await
             .unwrap(),
         None,
@@ -188,7 +188,7 @@ pub async fn activity_backoff_and_budget<S: Store>(store: S) {
     store.release_task(&first).await.unwrap();
     assert_eq!(
         store
-            .poll_task(ns, "aq", TaskKind::Activity, T0 + 499)
+            .poll_task(ns, "aq", TaskKind::Activity, &[], T0 + 499)
             .await
             .unwrap(),
         None,
@@ -202,7 +202,7 @@ pub async fn activity_backoff_and_budget<S: Store>(store: S) {
     };
     assert_eq!(
         store
-            .poll_task(ns, "aq", TaskKind::Activity, T0 + 500)
+            .poll_task(ns, "aq", TaskKind::Activity, &[], T0 + 500)
             .await
             .unwrap(),
         Some(second.clone())
@@ -220,7 +220,7 @@ pub async fn activity_backoff_and_budget<S: Store>(store: S) {
     .await;
     assert_eq!(
         store
-            .poll_task(ns, "aq", TaskKind::Activity, T0 + 600)
+            .poll_task(ns, "aq", TaskKind::Activity, &[], T0 + 600)
             .await
             .unwrap(),
         None,
@@ -239,7 +239,7 @@ pub async fn activity_backoff_and_budget<S: Store>(store: S) {
     .await;
     assert_eq!(
         store
-            .poll_task(ns, "aq", TaskKind::Activity, T0 + 600)
+            .poll_task(ns, "aq", TaskKind::Activity, &[], T0 + 600)
             .await
             .unwrap(),
         Some(second.clone()),
@@ -260,7 +260,7 @@ pub async fn activity_backoff_and_budget<S: Store>(store: S) {
     .await;
     assert_eq!(
         store
-            .poll_task(ns, "aq", TaskKind::Activity, T0 + 600)
+            .poll_task(ns, "aq", TaskKind::Activity, &[], T0 + 600)
             .await
             .unwrap(),
         None
@@ -273,7 +273,7 @@ pub async fn activity_backoff_and_budget<S: Store>(store: S) {
     .await;
     assert_eq!(
         store
-            .poll_task(ns, "wq", TaskKind::Activity, T0)
+            .poll_task(ns, "wq", TaskKind::Activity, &[], T0)
             .await
             .unwrap(),
         Some(Task::Activity {
@@ -302,7 +302,7 @@ pub async fn activity_backoff_and_budget<S: Store>(store: S) {
         .unwrap();
     assert_eq!(
         store
-            .poll_task(ns, "wq", TaskKind::Activity, T0)
+            .poll_task(ns, "wq", TaskKind::Activity, &[], T0)
             .await
             .unwrap(),
         None,
@@ -334,7 +334,7 @@ pub async fn take_a_specific_task<S: Store>(store: S) {
     assert!(!store.take_task(&task, T0).await.unwrap(), "not twice");
     assert_eq!(
         store
-            .poll_task(ns, "aq", TaskKind::Activity, T0)
+            .poll_task(ns, "aq", TaskKind::Activity, &[], T0)
             .await
             .unwrap(),
         None,
@@ -343,7 +343,7 @@ pub async fn take_a_specific_task<S: Store>(store: S) {
     store.release_task(&task).await.unwrap();
     assert_eq!(
         store
-            .poll_task(ns, "aq", TaskKind::Activity, T0)
+            .poll_task(ns, "aq", TaskKind::Activity, &[], T0)
             .await
             .unwrap(),
         Some(task.clone()),
@@ -388,7 +388,7 @@ pub async fn deferred_task_waits_and_keeps_its_attempt<S: Store>(store: S) {
         key: r.key.clone(),
         scheduled_seq,
     };
-    let poll = |at| store.poll_task(ns, "dq", TaskKind::Workflow, at);
+    let poll = |at| store.poll_task(ns, "dq", TaskKind::Workflow, &[], at);
     assert_eq!(
         store.task_attempt(&task).await.unwrap(),
         None,
@@ -450,4 +450,127 @@ pub async fn deferred_task_waits_and_keeps_its_attempt<S: Store>(store: S) {
     assert_eq!(store.task_attempt(&task).await.unwrap(), None, "moved on");
     assert!(!store.defer_task(&task, T0 + 50_000, 6).await.unwrap());
     assert_eq!(store.task_attempt(&task).await.unwrap(), None);
+}
+
+/// Tasks of unserved types ahead in a queue.
+pub const UNSERVED_AHEAD: usize = 200;
+
+/// A poll names the types its worker runs and gets the first visible task among them: however
+/// many tasks of a type nobody polls for are ahead (here [`UNSERVED_AHEAD`]), they are neither
+/// taken nor in the way (C6). A poll for no types takes the oldest of any type.
+pub async fn typed_poll_passes_unserved_types<S: Store>(store: S) {
+    let ns = DEFAULT_NAMESPACE;
+    let workflow_of = |workflow_id: &str, workflow_type: &str| event::RunStarted {
+        workflow_type: workflow_type.into(),
+        ..fixtures::started(workflow_id, "shared")
+    };
+    let mut unserved = Vec::new();
+    for i in 0..UNSERVED_AHEAD {
+        let mut r =
+            RunDriver::start_with(&store, workflow_of(&format!("unserved-{i}"), "unserved")).await;
+        let scheduled_seq = r.schedule_workflow_task(&store, 0).await;
+        unserved.push(Task::Workflow {
+            key: r.key.clone(),
+            scheduled_seq,
+        });
+    }
+    let mut s = RunDriver::start_with(&store, workflow_of("served", "served")).await;
+    s.time_ms = T0 + 1;
+    let served = Task::Workflow {
+        key: s.key.clone(),
+        scheduled_seq: s.schedule_workflow_task(&store, 0).await,
+    };
+    let now = T0 + 10;
+    let poll = |types: Vec<String>| {
+        let store = &store;
+        async move {
+            store
+                .poll_task(ns, "shared", TaskKind::Workflow, &types, now)
+                .await
+                .unwrap()
+        }
+    };
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(poll(names(&["nobody"])).await, None, "no task of that type");
+    assert_eq!(
+        poll(names(&["served"])).await,
+        Some(served.clone()),
+        "the served task, past {UNSERVED_AHEAD} unserved ones"
+    );
+    assert_eq!(
+        poll(names(&["served"])).await,
+        None,
+        "leased, not offered twice"
+    );
+    store.release_task(&served).await.unwrap();
+    // Several types: the oldest among them.
+    let oldest = unserved
+        .iter()
+        .min_by_key(|t| match t {
+            Task::Workflow { key, .. } | Task::Activity { key, .. } => key.clone(),
+        })
+        .cloned();
+    assert_eq!(
+        poll(names(&["served", "unserved"])).await,
+        oldest,
+        "the oldest of both types"
+    );
+    store.release_task(oldest.as_ref().unwrap()).await.unwrap();
+    assert_eq!(
+        poll(Vec::new()).await,
+        oldest,
+        "a poll for any type takes the oldest"
+    );
+    // Nothing was stepped over: every unserved task is still offered, the served one too.
+    let mut left = 0;
+    while let Some(t) = poll(names(&["unserved"])).await {
+        assert!(unserved.contains(&t), "{t:?} is one of the unserved tasks");
+        left += 1;
+    }
+    assert_eq!(
+        left,
+        UNSERVED_AHEAD - 1,
+        "all unserved tasks but the leased one"
+    );
+    assert_eq!(poll(Vec::new()).await, Some(served.clone()));
+    // A specific task is still taken by eager dispatch, whatever its type.
+    let oldest = oldest.unwrap();
+    store.release_task(&oldest).await.unwrap();
+    assert!(store.take_task(&oldest, now).await.unwrap());
+    assert!(!store.take_task(&oldest, now).await.unwrap(), "taken once");
+
+    // Activity queues filter by activity type the same way.
+    let mut r = RunDriver::start(&store, "acts", "wq").await;
+    r.run_workflow_task(&store).await;
+    let mut events = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id = r.next_command();
+        ids.push(id);
+        let mut e = fixtures::activity(id, "typed", ActivityOptions::default());
+        if let Event::ActivityScheduled(a) = &mut e {
+            a.activity_type = if i < 2 { "tool" } else { "llm" }.into();
+        }
+        events.push(e);
+    }
+    r.append(&store, events).await;
+    assert_eq!(
+        store
+            .poll_task(ns, "typed", TaskKind::Activity, &names(&["llm"]), now)
+            .await
+            .unwrap(),
+        Some(Task::Activity {
+            key: r.key.clone(),
+            id: ids[2],
+            attempt: 1
+        }),
+        "the llm activity, past two tool activities"
+    );
+    assert_eq!(
+        store
+            .poll_task(ns, "typed", TaskKind::Activity, &names(&["llm"]), now)
+            .await
+            .unwrap(),
+        None
+    );
 }

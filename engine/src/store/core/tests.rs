@@ -114,7 +114,7 @@ fn a_lease_survives_unrelated_changes_and_drops_when_the_task_moves_on() {
     let mut core = Core::new();
     let mut r = Run::start(1, "w", "q");
     core.upsert(r.schedule_wt(0));
-    let task = core.poll("ns", "q", TaskKind::Workflow, T).unwrap();
+    let task = core.poll("ns", "q", TaskKind::Workflow, &[], T).unwrap();
     // An unrelated event (a signal) keeps the task scheduled: still leased, not offered.
     let s = r.apply(
         T,
@@ -126,10 +126,10 @@ fn a_lease_survives_unrelated_changes_and_drops_when_the_task_moves_on() {
         }),
     );
     core.upsert(s);
-    assert_eq!(core.poll("ns", "q", TaskKind::Workflow, T), None);
+    assert_eq!(core.poll("ns", "q", TaskKind::Workflow, &[], T), None);
     core.release(&task);
     assert_eq!(
-        core.poll("ns", "q", TaskKind::Workflow, T),
+        core.poll("ns", "q", TaskKind::Workflow, &[], T),
         Some(task.clone())
     );
     // The task starts: the lease is gone, and a release does not bring it back.
@@ -142,7 +142,7 @@ fn a_lease_survives_unrelated_changes_and_drops_when_the_task_moves_on() {
         }),
     ));
     core.release(&task);
-    assert_eq!(core.poll("ns", "q", TaskKind::Workflow, T), None);
+    assert_eq!(core.poll("ns", "q", TaskKind::Workflow, &[], T), None);
     assert_eq!(core.ready_len("ns", "q", TaskKind::Workflow, T), 0);
 }
 
@@ -166,7 +166,10 @@ fn next_wakeup_never_reports_a_time_already_observed() {
         }),
     ));
     assert_eq!(core.next_wakeup_ms(), None);
-    assert!(core.poll("ns", "q", TaskKind::Workflow, T + 100).is_some());
+    assert!(
+        core.poll("ns", "q", TaskKind::Workflow, &[], T + 100)
+            .is_some()
+    );
 }
 
 #[test]
@@ -192,7 +195,10 @@ fn a_closed_run_leaves_everything() {
     assert_eq!(core.open_run_for_workflow_id("ns", "wid"), None);
     assert_eq!(core.next_wakeup_ms(), None);
     assert!(core.take_due(i64::MAX, 10).is_empty());
-    assert_eq!(core.poll("ns", "aq", TaskKind::Activity, i64::MAX), None);
+    assert_eq!(
+        core.poll("ns", "aq", TaskKind::Activity, &[], i64::MAX),
+        None
+    );
     assert!(core.queues.is_empty() && core.visibility.is_empty() && core.timers.is_empty());
 }
 
@@ -244,7 +250,10 @@ fn an_outcome_unknown_write_has_no_deadline_and_is_not_offered() {
     ));
     core.upsert(s);
     assert_eq!(core.next_wakeup_ms(), None);
-    assert_eq!(core.poll("ns", "aq", TaskKind::Activity, i64::MAX), None);
+    assert_eq!(
+        core.poll("ns", "aq", TaskKind::Activity, &[], i64::MAX),
+        None
+    );
     core.set_attempt_deadline(&r.key(), 1, 1, T, TimeoutKind::Heartbeat);
     assert_eq!(
         core.next_wakeup_ms(),
@@ -288,7 +297,7 @@ fn ten_thousand_runs_with_tasks_and_timers() {
     assert_eq!(core.len(), 10_000);
     assert_eq!(core.ready_len("ns", "q", TaskKind::Workflow, T), 10_000);
     let mut polled = 0;
-    while core.poll("ns", "q", TaskKind::Workflow, T).is_some() {
+    while core.poll("ns", "q", TaskKind::Workflow, &[], T).is_some() {
         polled += 1;
     }
     assert_eq!(polled, 10_000);
@@ -342,7 +351,10 @@ fn a_cancelled_activity_no_worker_holds_is_due_at_once() {
             }),
         ));
     }
-    assert_eq!(core.poll("ns", "aq", TaskKind::Activity, i64::MAX), None);
+    assert_eq!(
+        core.poll("ns", "aq", TaskKind::Activity, &[], i64::MAX),
+        None
+    );
     assert_eq!(
         core.take_due(T, 10),
         vec![DueTimer::ActivityAttempt {
@@ -453,31 +465,31 @@ fn a_leaked_lease_expires_and_the_task_is_offered_again() {
     let mut r = Run::start(1, "w", "q");
     core.upsert(r.activity(1, "aq"));
     core.upsert(r.schedule_wt(0));
-    let wt = core.poll("ns", "q", TaskKind::Workflow, T).unwrap();
-    let at = core.poll("ns", "aq", TaskKind::Activity, T).unwrap();
+    let wt = core.poll("ns", "q", TaskKind::Workflow, &[], T).unwrap();
+    let at = core.poll("ns", "aq", TaskKind::Activity, &[], T).unwrap();
     // Nobody releases them (a leak).
     assert_eq!(
-        core.poll("ns", "q", TaskKind::Workflow, T + LEASE_MS - 1),
+        core.poll("ns", "q", TaskKind::Workflow, &[], T + LEASE_MS - 1),
         None
     );
     assert_eq!(
-        core.poll("ns", "aq", TaskKind::Activity, T + LEASE_MS - 1),
+        core.poll("ns", "aq", TaskKind::Activity, &[], T + LEASE_MS - 1),
         None
     );
     assert_eq!(core.next_wakeup_ms(), Some(T + LEASE_MS));
     assert_eq!(
-        core.poll("ns", "q", TaskKind::Workflow, T + LEASE_MS),
+        core.poll("ns", "q", TaskKind::Workflow, &[], T + LEASE_MS),
         Some(wt.clone())
     );
     assert_eq!(
-        core.poll("ns", "aq", TaskKind::Activity, T + LEASE_MS),
+        core.poll("ns", "aq", TaskKind::Activity, &[], T + LEASE_MS),
         Some(at.clone())
     );
     // A release after the task was taken again does not free the new lease early... and a
     // release of the new lease gives it back once.
     core.release(&at);
     assert_eq!(
-        core.poll("ns", "aq", TaskKind::Activity, T + LEASE_MS),
+        core.poll("ns", "aq", TaskKind::Activity, &[], T + LEASE_MS),
         Some(at)
     );
     // A lease whose task started (the state moved on) leaves no expiry behind.
@@ -488,7 +500,10 @@ fn a_leaked_lease_expires_and_the_task_is_offered_again() {
         1,
         "only the workflow task's"
     );
-    assert_eq!(core.poll("ns", "aq", TaskKind::Activity, i64::MAX), None);
+    assert_eq!(
+        core.poll("ns", "aq", TaskKind::Activity, &[], i64::MAX),
+        None
+    );
 }
 
 #[test]
@@ -525,10 +540,10 @@ fn attempts_in_flight_reserve_token_room() {
         core.upsert(r.activity(id, "aq"));
     }
     // Nothing in flight: one may go (it may cross the ceiling by its own usage only).
-    let first = core.poll("ns", "aq", TaskKind::Activity, T).unwrap();
+    let first = core.poll("ns", "aq", TaskKind::Activity, &[], T).unwrap();
     core.upsert(r.started(1, 1, Effect::Read, T));
     // No usage known yet: the attempt in flight reserves all the room; nothing else offered.
-    assert_eq!(core.poll("ns", "aq", TaskKind::Activity, T), None);
+    assert_eq!(core.poll("ns", "aq", TaskKind::Activity, &[], T), None);
     assert_eq!(
         r.state.reservation_block(2),
         Some(event::BudgetDimension::Tokens)
@@ -552,8 +567,8 @@ fn attempts_in_flight_reserve_token_room() {
     core.upsert(done);
     drop(first);
     // 100 used, mean 100: room for 9 more at the mean, so two in flight fit.
-    let t2 = core.poll("ns", "aq", TaskKind::Activity, T).unwrap();
+    let t2 = core.poll("ns", "aq", TaskKind::Activity, &[], T).unwrap();
     core.upsert(r.started(2, 1, Effect::Read, T));
-    let t3 = core.poll("ns", "aq", TaskKind::Activity, T);
+    let t3 = core.poll("ns", "aq", TaskKind::Activity, &[], T);
     assert!(t3.is_some(), "{t2:?} in flight, 100 + 2 x 100 <= 1,000");
 }
