@@ -18,6 +18,8 @@ pub struct ServerConfig {
     pub store: Option<String>,
     /// This node's id among several over one PostgreSQL (default: host name and port).
     pub node_id: Option<String>,
+    /// With `store`: how often this node looks for work a crash of any node left undone.
+    pub reconcile_period_ms: u64,
     /// Where to listen.
     pub listen: SocketAddr,
     /// How long closed runs are kept before retention drops them; `None` keeps them.
@@ -84,6 +86,7 @@ impl Default for ServerConfig {
             data_dir: DEFAULT_DATA_DIR.into(),
             store: None,
             node_id: None,
+            reconcile_period_ms: 30_000,
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             retention: None,
             token_key_file: None,

@@ -102,6 +102,10 @@ pub struct Settings {
     pub held_backoff_max_ms: u64,
     /// How long a worker may hold a workflow task (`--workflow-task-timeout`).
     pub workflow_task_timeout_ms: u64,
+    /// How often to look again for work a crash interrupted (continue-as-new successors,
+    /// children, signals) while serving; `None` looks only at start. Several nodes over one
+    /// database set it: a node that died and never comes back leaves its work to the others.
+    pub reconcile_period: Option<std::time::Duration>,
 }
 
 impl Default for Settings {
@@ -110,6 +114,7 @@ impl Default for Settings {
             limits: HistoryLimits::default(),
             held_backoff_max_ms: crate::retry::HELD_BACKOFF_MAX_MS_DEFAULT,
             workflow_task_timeout_ms: WORKFLOW_TASK_TIMEOUT_MS_DEFAULT,
+            reconcile_period: None,
         }
     }
 }

@@ -48,6 +48,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         },
         held_backoff_max_ms: config.held_backoff_max_ms,
         workflow_task_timeout_ms: config.workflow_task_timeout_ms,
+        reconcile_period: config
+            .store
+            .is_some()
+            .then(|| std::time::Duration::from_millis(config.reconcile_period_ms)),
     };
     let (opened, listener) = match &config.store {
         None => {
@@ -70,19 +74,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         closer,
     } = opened;
     tracing::info!(fingerprint = %token_key.fingerprint(), "task token key loaded");
-    // A crash between the two appends of a continue-as-new leaves a successor uncreated.
-    for (key, started) in successors {
-        match crate::service::create_successor(store.as_ref(), &key, started, SystemClock.now_ms())
-            .await
-        {
-            Ok(_) => {
-                tracing::warn!(run = %key, "created the successor of a continue-as-new interrupted by a crash")
-            }
-            Err(e) => {
-                tracing::error!(run = %key, error = %e, "could not create the successor of a continued run")
-            }
-        }
-    }
+    create_successors(store.as_ref(), successors).await;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = %config.store_label(), ms = started.elapsed().as_millis() as u64, "serving");
     // Tests and scripts read this line to learn the port when --listen uses port 0.
@@ -110,6 +102,44 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     tracing::info!("shutting down: closing the store");
     closer.close().await;
     Ok(())
+}
+
+/// A crash between the two appends of a continue-as-new leaves a successor uncreated: create
+/// them (an append at seq 1 of the successor's id: a successor another node created meanwhile
+/// is a conflict, and nothing is written twice).
+async fn create_successors(
+    store: &dyn Store,
+    successors: Vec<(
+        steadfast_engine::RunKey,
+        steadfast_engine::event::RunStarted,
+    )>,
+) {
+    for (key, started) in successors {
+        match crate::service::create_successor(store, &key, started, SystemClock.now_ms()).await {
+            Ok(_) => {
+                tracing::warn!(run = %key, "created the successor of a continue-as-new interrupted by a crash")
+            }
+            Err(e) => {
+                tracing::error!(run = %key, error = %e, "could not create the successor of a continued run")
+            }
+        }
+    }
+}
+
+/// Every `period`, what a crash of any node may have left undone: successors of
+/// continue-as-new, and the children and signals of open runs.
+async fn reconcile_periodically(core: Arc<Core>, period: std::time::Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        match core.store.missing_successors().await {
+            Ok(s) => create_successors(core.store.as_ref(), s).await,
+            Err(e) => tracing::warn!(error = %e, "could not look for missing successors"),
+        }
+        match core.store.open_runs().await {
+            Ok(runs) => crate::family::sweep(&core, runs).await,
+            Err(e) => tracing::warn!(error = %e, "could not list open runs to reconcile"),
+        }
+    }
 }
 
 /// A store opened by [`run`], with what the server needs from it before serving.
@@ -337,8 +367,11 @@ pub async fn serve_secured(
     security: Security,
     open_runs: Vec<steadfast_engine::RunKey>,
 ) -> anyhow::Result<()> {
+    let reconcile_period = settings.reconcile_period;
     let core = Core::with_settings(store, Arc::new(SystemClock), settings);
     let timer_task = tokio::spawn(timers::run(core.clone()));
+    let reconcile_task =
+        reconcile_period.map(|p| tokio::spawn(reconcile_periodically(core.clone(), p)));
     let relay_task = {
         let core = core.clone();
         tokio::spawn(async move {
@@ -412,6 +445,9 @@ pub async fn serve_secured(
     };
     timer_task.abort();
     relay_task.abort();
+    if let Some(task) = reconcile_task {
+        task.abort();
+    }
     if let Some(task) = changes_task {
         task.abort();
     }

@@ -170,6 +170,20 @@ impl Store for Flaky {
     async fn checkpoint(&self) -> Result<u64, store::Error> {
         self.inner.checkpoint().await
     }
+    async fn open_runs(&self) -> Result<Vec<steadfast_engine::RunKey>, store::Error> {
+        self.inner.open_runs().await
+    }
+    async fn missing_successors(
+        &self,
+    ) -> Result<
+        Vec<(
+            steadfast_engine::RunKey,
+            steadfast_engine::event::RunStarted,
+        )>,
+        store::Error,
+    > {
+        self.inner.missing_successors().await
+    }
     fn stats(&self) -> store::StoreStats {
         self.inner.stats()
     }

@@ -119,9 +119,11 @@ fn runs_spread_over_three_nodes_complete_once() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let nodes = start_nodes(dir.path(), &url, 3)?;
     let side_file = dir.path().join("side");
-    // Workers on nodes 0 and 1; runs started through every node, awaited through the next.
+    // A worker on node 0, and one given nodes 1 and 2 as a list (its calls are balanced over
+    // both); runs started through every node, awaited through the next.
     let _w0 = worker(&nodes[0], &side_file)?;
-    let _w1 = worker(&nodes[1], &side_file)?;
+    let both = format!("{},{}", nodes[1].url(), nodes[2].url());
+    let _w1 = start_test_worker(&both, &side_file, &["--task-queue", QUEUE])?;
     let rt = runtime();
     const RUNS: usize = 12;
     const STEPS: u32 = 4;
@@ -135,7 +137,7 @@ fn runs_spread_over_three_nodes_complete_once() -> Result<()> {
     for (i, run) in &runs {
         check_run(&rt, &nodes[(i + 2) % 3].url(), run, STEPS)?;
     }
-    // Both workers took part: tasks of runs started through node 2 (no worker) reached them.
+    // Which worker processes executed activities (both may; neither is required to).
     let pids: BTreeSet<u32> = side::read(&side_file)?
         .iter()
         .filter_map(|l| match l {
@@ -207,5 +209,112 @@ fn a_node_killed_mid_load_loses_nothing() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// A node that dies between the two appends of a continue-as-new (the old run closed, its
+/// successor not created) and never comes back: another node, already running, creates the
+/// successor at its next reconciliation — not only at its own start.
+#[test]
+fn work_a_dead_node_left_undone_is_finished_by_another() -> Result<()> {
+    use steadfast_engine::event::{
+        Budget, RunContinuedAsNew, RunStarted, WorkflowTaskCompleted, WorkflowTaskScheduled,
+        WorkflowTaskStarted,
+    };
+    use steadfast_engine::payload::Payload;
+    use steadfast_engine::store::{AppendRequest, Store};
+    use steadfast_engine::{Event, RunId, RunKey};
+    use steadfast_postgres::{PgOptions, PgStore};
+
+    let Some(pg) = PgCluster::shared() else {
+        return Ok(());
+    };
+    let url = pg.create_database("dead_node");
+    let dir = tempfile::tempdir()?;
+    let node = Server::start_with(
+        &dir.path().join("node"),
+        None,
+        &["--store", &url, "--reconcile-period", "500ms"],
+    )?;
+    let rt = runtime();
+    // The dead node's writes, made here through a store of our own.
+    let (old, new_id) = rt.block_on(async {
+        let store = PgStore::connect(
+            &url,
+            PgOptions {
+                node_id: "dead-node".into(),
+                notify: false,
+                ..PgOptions::default()
+            },
+        )
+        .await?;
+        let old = RunKey::new("default", RunId::new_v7());
+        let new_id = RunId::new_v7();
+        let append = |next: u64, events: Vec<Event>| {
+            store.append(AppendRequest {
+                key: old.clone(),
+                expected_next_seq: next,
+                events,
+                time_ms: 1_000,
+                wait_durable: true,
+            })
+        };
+        let started = Event::RunStarted(RunStarted {
+            workflow_type: "seq".into(),
+            workflow_id: "continued".into(),
+            task_queue: QUEUE.into(),
+            input: Payload::json(b"{\"n\":1,\"sleep_ms\":1}".to_vec()),
+            run_timeout_ms: 0,
+            budget: Budget::default(),
+            continued_from: None,
+            identity: "test".into(),
+            random_seed: 7,
+            parent: None,
+            forked_from: None,
+        });
+        let scheduled = Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
+            task_queue: QUEUE.into(),
+            attempt: 1,
+            not_before_ms: 0,
+        });
+        append(1, vec![started, scheduled]).await?;
+        append(
+            3,
+            vec![Event::WorkflowTaskStarted(WorkflowTaskStarted {
+                scheduled_seq: 2,
+                worker: "w".into(),
+                timeout_ms: 0,
+            })],
+        )
+        .await?;
+        let completed = Event::WorkflowTaskCompleted(WorkflowTaskCompleted {
+            started_seq: 3,
+            worker: "w".into(),
+        });
+        let cont = Event::RunContinuedAsNew(RunContinuedAsNew {
+            command_seq: 1,
+            new_run_id: new_id,
+            input: Payload::json(b"{\"n\":1,\"sleep_ms\":1}".to_vec()),
+        });
+        append(4, vec![completed, cont]).await?;
+        store.close().await;
+        anyhow::Ok((old, new_id))
+    })?;
+    // The running node finds the closed run's missing successor and creates it.
+    let new_run = new_id.to_string();
+    let info = wait_for(
+        Duration::from_secs(30),
+        "the successor to be created",
+        || {
+            rt.block_on(async {
+                let client = Client::connect(node.url()).await.ok()?;
+                client.describe(&new_run).await.ok()
+            })
+        },
+    )?;
+    eprintln!(
+        "successor {new_run} of {} created by the live node: {:?}",
+        old.run_id, info.status
+    );
     Ok(())
 }

@@ -414,6 +414,14 @@ impl Store for PgStore {
         self.inner.drop_closed_before(closed_before_ms, limit).await
     }
 
+    async fn open_runs(&self) -> Result<Vec<RunKey>, Error> {
+        PgStore::open_runs(self).await
+    }
+
+    async fn missing_successors(&self) -> Result<Vec<(RunKey, RunStarted)>, Error> {
+        PgStore::missing_successors(self).await
+    }
+
     fn stats(&self) -> StoreStats {
         StoreStats {
             records: self.inner.records.load(Ordering::Relaxed),

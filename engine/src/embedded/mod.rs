@@ -629,6 +629,14 @@ impl Store for EmbeddedStore {
         self.inner.drop_closed_before(closed_before_ms, limit).await
     }
 
+    async fn open_runs(&self) -> Result<Vec<RunKey>, Error> {
+        EmbeddedStore::open_runs(self).await
+    }
+
+    async fn missing_successors(&self) -> Result<Vec<(RunKey, crate::event::RunStarted)>, Error> {
+        EmbeddedStore::missing_successors(self).await
+    }
+
     fn stats(&self) -> StoreStats {
         StoreStats {
             records: self.inner.records.load(Ordering::Relaxed),

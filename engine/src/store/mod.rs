@@ -401,6 +401,14 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<usize, Error>;
 
+    /// Every open run, for the server's reconciliation of work a crash interrupted (children
+    /// to create, signals to deliver).
+    async fn open_runs(&self) -> Result<Vec<RunKey>, Error>;
+
+    /// Runs continued as new whose successor does not exist (a crash between the two
+    /// appends of a continue-as-new), with the RunStarted that creates it.
+    async fn missing_successors(&self) -> Result<Vec<(RunKey, crate::event::RunStarted)>, Error>;
+
     /// Counters.
     fn stats(&self) -> StoreStats;
 

@@ -216,6 +216,10 @@ struct ServerArgs {
     /// port). Stable across its restarts; two live nodes must not share one.
     #[arg(long, env = "STEADFAST_NODE_ID")]
     node_id: Option<String>,
+    /// With --store: how often this node looks for work that a crash of any node left
+    /// undone (continue-as-new successors, children, signals). A duration: 30s, 5m.
+    #[arg(long, env = "STEADFAST_RECONCILE_PERIOD", default_value = "30s", value_parser = parse::duration_ms)]
+    reconcile_period: u64,
     /// Where to listen.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: std::net::SocketAddr,
@@ -299,6 +303,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                 data_dir,
                 store,
                 node_id,
+                reconcile_period,
                 listen,
                 retention,
                 token_key_file,
@@ -335,6 +340,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                 data_dir,
                 store,
                 node_id,
+                reconcile_period_ms: reconcile_period.max(1),
                 listen,
                 retention,
                 token_key_file,

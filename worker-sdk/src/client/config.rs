@@ -151,13 +151,31 @@ impl ClientConfig {
         self.tls.ca.is_some() || self.tls.client_identity.is_some() || self.tls.domain.is_some()
     }
 
-    pub(crate) fn endpoint(&self) -> Result<Endpoint, Error> {
-        let addr = if self.addr.contains("://") {
-            self.addr.clone()
+    /// The endpoints of [`ClientConfig::addr`]: one address, or several separated by commas
+    /// (server nodes over one database), between which calls are balanced.
+    pub(crate) fn endpoints(&self) -> Result<Vec<Endpoint>, Error> {
+        let list: Vec<&str> = self
+            .addr
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect();
+        if list.is_empty() {
+            return Err(Error::BadAddress {
+                addr: self.addr.clone(),
+                message: "no address given".into(),
+            });
+        }
+        list.into_iter().map(|a| self.endpoint_of(a)).collect()
+    }
+
+    fn endpoint_of(&self, one: &str) -> Result<Endpoint, Error> {
+        let addr = if one.contains("://") {
+            one.to_string()
         } else if self.wants_tls() {
-            format!("https://{}", self.addr)
+            format!("https://{one}")
         } else {
-            format!("http://{}", self.addr)
+            format!("http://{one}")
         };
         let bad = |message: String| Error::BadAddress {
             addr: self.addr.clone(),
@@ -216,21 +234,49 @@ impl ClientConfig {
 
     /// A connection made on first use, carrying the token.
     pub(crate) fn lazy_transport(&self) -> Result<Transport, Error> {
-        Ok(InterceptedService::new(
-            self.endpoint()?.connect_lazy(),
-            self.bearer()?,
-        ))
+        let mut endpoints = self.endpoints()?;
+        let channel = if endpoints.len() == 1 {
+            endpoints.remove(0).connect_lazy()
+        } else {
+            Channel::balance_list(endpoints.into_iter())
+        };
+        Ok(InterceptedService::new(channel, self.bearer()?))
     }
 
-    /// A connection made now, carrying the token.
+    /// A connection made now, carrying the token. With several addresses, the first that
+    /// answers proves the service reachable; calls are then balanced over all of them (an
+    /// unreachable node is skipped until it answers).
     pub(crate) async fn transport(&self) -> Result<Transport, Error> {
         let bearer = self.bearer()?;
-        let channel = self
-            .endpoint()?
-            .connect()
-            .await
-            .map_err(|e| Error::Unavailable(format!("{}: {e}", self.addr)))?;
-        Ok(InterceptedService::new(channel, bearer))
+        let mut endpoints = self.endpoints()?;
+        if endpoints.len() == 1 {
+            let channel = endpoints
+                .remove(0)
+                .connect()
+                .await
+                .map_err(|e| Error::Unavailable(format!("{}: {e}", self.addr)))?;
+            return Ok(InterceptedService::new(channel, bearer));
+        }
+        let mut last = None;
+        for e in &endpoints {
+            match e.connect().await {
+                Ok(_) => {
+                    last = None;
+                    break;
+                }
+                Err(err) => last = Some(err),
+            }
+        }
+        if let Some(err) = last {
+            return Err(Error::Unavailable(format!(
+                "none of {} answers: {err}",
+                self.addr
+            )));
+        }
+        Ok(InterceptedService::new(
+            Channel::balance_list(endpoints.into_iter()),
+            bearer,
+        ))
     }
 }
 
@@ -260,16 +306,28 @@ mod tests {
     }
 
     #[test]
+    fn several_addresses_are_several_endpoints() {
+        let c = ClientConfig::new("http://127.0.0.1:1, 127.0.0.1:2,");
+        let e = c.endpoints().expect("two endpoints");
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[1].uri().to_string(), "http://127.0.0.1:2/");
+        assert!(matches!(
+            ClientConfig::new(" , ").endpoints(),
+            Err(Error::BadAddress { .. })
+        ));
+    }
+
+    #[test]
     fn tls_files_with_a_plaintext_address_are_refused() {
         let tls = TlsFiles {
             ca: Some("ca.pem".into()),
             ..TlsFiles::default()
         };
         let c = ClientConfig::new("http://127.0.0.1:1").tls(tls.clone());
-        assert!(matches!(c.endpoint(), Err(Error::BadAddress { .. })));
+        assert!(matches!(c.endpoints(), Err(Error::BadAddress { .. })));
         // No scheme with TLS files means https; the missing CA file is named.
         let c = ClientConfig::new("127.0.0.1:1").tls(tls);
-        match c.endpoint() {
+        match c.endpoints() {
             Err(Error::Tls(m)) => assert!(m.contains("ca.pem"), "{m}"),
             other => panic!("{other:?}"),
         }
