@@ -318,3 +318,98 @@ fn work_a_dead_node_left_undone_is_finished_by_another() -> Result<()> {
     );
     Ok(())
 }
+
+/// An agent run over two nodes: started through one, its LLM calls run by a worker on the
+/// other, parked on its token budget (decided in the database, whichever node dispatches),
+/// raised through the first, completed with its usage rolled up — and a hello run beside it.
+#[test]
+fn agent_runs_keep_their_budgets_across_nodes() -> Result<()> {
+    use pb::waiting_on::What;
+    use steadfast_tests::bin;
+
+    let Some(pg) = PgCluster::shared() else {
+        return Ok(());
+    };
+    let url = pg.create_database("agents");
+    let dir = tempfile::tempdir()?;
+    let nodes = start_nodes(dir.path(), &url, 2)?;
+    let side = dir.path().join("agent-side.jsonl");
+    let mut cmd = std::process::Command::new(bin("agent-worker"));
+    cmd.args(["--addr", &nodes[1].url(), "--task-queue", "agents", "--log"])
+        .arg(&side)
+        .env("RUST_LOG", "warn");
+    let _agent_worker = Proc::spawn("agent-worker", &mut cmd)?;
+    let _hello = steadfast_tests::start_hello_worker(&nodes[0].url())?;
+    let rt = runtime();
+
+    // 4 calls of 150 tokens under a ceiling of 300: the third call waits on the budget.
+    let input =
+        r#"{"steps":4,"input_tokens":100,"output_tokens":50,"cost_micros":10,"model":"fake"}"#;
+    let (code, out, err) = cli(
+        &nodes[0].url(),
+        &[
+            "run",
+            "start",
+            "llm_agent",
+            "--input",
+            input,
+            "--task-queue",
+            "agents",
+            "--max-tokens",
+            "300",
+        ],
+    )?;
+    ensure!(code == 0, "run start: {out}\n{err}");
+    let run = out.trim().to_string();
+    let (code, out, err) = cli(
+        &nodes[1].url(),
+        &["run", "start", "hello", "--input", r#"{"name":"Ada"}"#],
+    )?;
+    ensure!(code == 0, "run start hello: {out}\n{err}");
+    let hello = out.trim().to_string();
+
+    let parked = wait_for(Duration::from_secs(60), "the agent run to park", || {
+        let info = rt
+            .block_on(async {
+                let c = Client::connect(nodes[1].url()).await?;
+                anyhow::Ok(c.describe(&run).await?)
+            })
+            .ok()?;
+        info.waiting_on
+            .iter()
+            .any(|w| matches!(w.what, Some(What::Budget(_))))
+            .then_some(info)
+    })?;
+    let used = parked.usage.clone().unwrap_or_default();
+    ensure!(
+        used.input_tokens + used.output_tokens == 300,
+        "parked after two calls of 150 tokens: {used:?}"
+    );
+    let (code, out, err) = cli(
+        &nodes[1].url(),
+        &["run", "budget", &run, "--max-tokens", "10000"],
+    )?;
+    ensure!(code == 0, "run budget: {out}\n{err}");
+    let client = rt.block_on(Client::connect(nodes[0].url()))?;
+    let _: serde_json::Value = rt
+        .block_on(client.await_result(&run, Duration::from_secs(60)))
+        .context("the agent run's result")?;
+    let info = rt.block_on(client.describe(&run))?;
+    let usage = info.usage.unwrap_or_default();
+    ensure!(
+        (usage.input_tokens, usage.output_tokens, usage.llm_calls) == (400, 200, 4),
+        "usage after four calls: {usage:?}"
+    );
+    let greeting: serde_json::Value = rt
+        .block_on(client.await_result(&hello, Duration::from_secs(60)))
+        .context("the hello run's result")?;
+    ensure!(
+        greeting.to_string().contains("Ada"),
+        "hello's result: {greeting}"
+    );
+    for r in [&run, &hello] {
+        let (code, out, err) = cli(&nodes[0].url(), &["history", "replay", r])?;
+        ensure!(code == 0, "history replay {r}: {out}\n{err}");
+    }
+    Ok(())
+}
