@@ -88,6 +88,8 @@ pub struct Core {
     pub held_backoff_max_ms: u64,
     /// How long a worker may hold a workflow task; recorded with each WorkflowTaskStarted.
     pub workflow_task_timeout_ms: u64,
+    /// What callers may ask of this server (`--limit NAME=VALUE`).
+    pub caller_limits: crate::limits::Limits,
     /// Runs whose children or outgoing signals need work (an optimisation: see
     /// [`crate::family`]).
     pub relay: crate::family::Relay,
@@ -102,6 +104,8 @@ pub struct Settings {
     pub held_backoff_max_ms: u64,
     /// How long a worker may hold a workflow task (`--workflow-task-timeout`).
     pub workflow_task_timeout_ms: u64,
+    /// What callers may ask of this server (`--limit NAME=VALUE`).
+    pub caller_limits: crate::limits::Limits,
 }
 
 impl Default for Settings {
@@ -110,6 +114,7 @@ impl Default for Settings {
             limits: HistoryLimits::default(),
             held_backoff_max_ms: crate::retry::HELD_BACKOFF_MAX_MS_DEFAULT,
             workflow_task_timeout_ms: WORKFLOW_TASK_TIMEOUT_MS_DEFAULT,
+            caller_limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -133,6 +138,7 @@ impl Core {
             limits: settings.limits,
             held_backoff_max_ms: settings.held_backoff_max_ms,
             workflow_task_timeout_ms: settings.workflow_task_timeout_ms,
+            caller_limits: settings.caller_limits,
             store,
             clock,
             notify: Notifier::default(),
