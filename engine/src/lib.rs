@@ -17,6 +17,9 @@ pub mod payload;
 pub mod state;
 pub mod store;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use event::{Event, EventKind, EventRecord};
 pub use ids::{RunId, RunKey};
 pub use payload::Payload;

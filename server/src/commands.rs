@@ -61,6 +61,43 @@ pub fn activity_result_event(
     }
 }
 
+/// Refuses a task that would leave more activities or timers open than the limits allow. Only
+/// growth is refused: a run already past a lowered limit can still finish what it has.
+fn pending_within(
+    before: &RunState,
+    after: &RunState,
+    limits: crate::limits::Limits,
+) -> Result<(), Status> {
+    let checks = [
+        (
+            "activities",
+            before.activities.len(),
+            after.activities.len(),
+            "pending_activities_per_run_max",
+            limits.pending_activities_per_run_max,
+        ),
+        (
+            "timers",
+            before.timers.len(),
+            after.timers.len(),
+            "pending_timers_per_run_max",
+            limits.pending_timers_per_run_max,
+        ),
+    ];
+    for (what, was, now, limit, max) in checks {
+        if now > was && now as u64 > max {
+            return Err(crate::limits::exceeded(
+                format_args!(
+                    "this task would leave {now} {what} open in the run: wait for some to close first"
+                ),
+                limit,
+                max,
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn bad(seq: u32, msg: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("command seq {seq}: {msg}"))
 }
@@ -91,6 +128,7 @@ pub fn task_completion(
     events.extend(cmd_events);
     let after = crate::core::simulate(s, &events, now)
         .map_err(|e| Status::failed_precondition(e.to_string()))?;
+    pending_within(s, &after, crate::limits::current())?;
     if after.is_open() {
         let mut confirmed: Vec<u32> = Vec::new();
         let mut reactions = Vec::new();

@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Listen on a non-loopback address even without an auth file.
     pub insecure_listen_any: bool,
+    /// What callers may ask (`--limit NAME=VALUE`; see `crate::limits`).
+    pub limits: crate::limits::Limits,
 }
 
 /// The PEM files of the server's TLS.
@@ -98,6 +100,7 @@ impl Default for ServerConfig {
             auth_file: None,
             tls: None,
             insecure_listen_any: false,
+            limits: crate::limits::Limits::default(),
         }
     }
 }

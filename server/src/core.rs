@@ -88,6 +88,8 @@ pub struct Core {
     pub held_backoff_max_ms: u64,
     /// How long a worker may hold a workflow task; recorded with each WorkflowTaskStarted.
     pub workflow_task_timeout_ms: u64,
+    /// What callers may ask of this server (`--limit NAME=VALUE`).
+    pub caller_limits: crate::limits::Limits,
     /// Runs whose children or outgoing signals need work (an optimisation: see
     /// [`crate::family`]).
     pub relay: crate::family::Relay,
@@ -106,6 +108,8 @@ pub struct Settings {
     /// children, signals) while serving; `None` looks only at start. Several nodes over one
     /// database set it: a node that died and never comes back leaves its work to the others.
     pub reconcile_period: Option<std::time::Duration>,
+    /// What callers may ask of this server (`--limit NAME=VALUE`).
+    pub caller_limits: crate::limits::Limits,
 }
 
 impl Default for Settings {
@@ -115,6 +119,7 @@ impl Default for Settings {
             held_backoff_max_ms: crate::retry::HELD_BACKOFF_MAX_MS_DEFAULT,
             workflow_task_timeout_ms: WORKFLOW_TASK_TIMEOUT_MS_DEFAULT,
             reconcile_period: None,
+            caller_limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -138,6 +143,7 @@ impl Core {
             limits: settings.limits,
             held_backoff_max_ms: settings.held_backoff_max_ms,
             workflow_task_timeout_ms: settings.workflow_task_timeout_ms,
+            caller_limits: settings.caller_limits,
             store,
             clock,
             notify: Notifier::default(),

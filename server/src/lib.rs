@@ -21,6 +21,7 @@ pub mod convert;
 pub mod convert_family;
 pub mod core;
 pub mod family;
+pub mod limits;
 pub mod notify;
 pub mod retention;
 pub mod retry;

@@ -27,8 +27,8 @@ use crate::service::{admin::AdminApi, client::ClientApi, worker::WorkerApi};
 use crate::timers;
 use crate::token::TokenKey;
 
-/// Largest request accepted (bytes). Payload limits are checked separately with clearer
-/// messages; this only bounds what is decoded at all.
+/// Largest request accepted by default (bytes; `--limit request_bytes_max=N`). Payload limits
+/// are checked separately with clearer messages; this only bounds what is decoded at all.
 pub const REQUEST_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// How long a graceful shutdown waits for requests in flight.
@@ -52,6 +52,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             .store
             .is_some()
             .then(|| std::time::Duration::from_millis(config.reconcile_period_ms)),
+        caller_limits: config.limits,
     };
     let (opened, listener) = match &config.store {
         None => {
@@ -368,6 +369,8 @@ pub async fn serve_secured(
     open_runs: Vec<steadfast_engine::RunKey>,
 ) -> anyhow::Result<()> {
     let reconcile_period = settings.reconcile_period;
+    crate::limits::install(settings.caller_limits);
+    let request_bytes_max = settings.caller_limits.request_bytes_max as usize;
     let core = Core::with_settings(store, Arc::new(SystemClock), settings);
     let timer_task = tokio::spawn(timers::run(core.clone()));
     let reconcile_task =
@@ -396,17 +399,20 @@ pub async fn serve_secured(
         .context("reflection service")?;
     let client = TooLarge(
         pb::client_service_server::ClientServiceServer::new(ClientApi::new(core.clone()))
-            .max_decoding_message_size(REQUEST_BYTES_MAX),
+            .max_decoding_message_size(request_bytes_max),
+        request_bytes_max as u64,
     );
     let worker_api = WorkerApi::new(core.clone(), token_key);
     let sessions = worker_api.sessions();
     let worker = TooLarge(
         pb::worker_service_server::WorkerServiceServer::new(worker_api)
-            .max_decoding_message_size(REQUEST_BYTES_MAX),
+            .max_decoding_message_size(request_bytes_max),
+        request_bytes_max as u64,
     );
     let admin = TooLarge(
         pb::admin_service_server::AdminServiceServer::new(AdminApi::new(core.clone()))
-            .max_decoding_message_size(REQUEST_BYTES_MAX),
+            .max_decoding_message_size(request_bytes_max),
+        request_bytes_max as u64,
     );
     // Graceful: stop accepting, let requests in flight finish, but do not wait on open long
     // polls for longer than the grace period (workers re-poll after a restart anyway).
@@ -485,7 +491,7 @@ async fn forward_changes(
 /// specifies for messages over the limit (and C5 promises), not with the OUT_OF_RANGE that
 /// tonic's decoder answers.
 #[derive(Clone)]
-struct TooLarge<S>(S);
+struct TooLarge<S>(S, u64);
 
 impl<S: tonic::server::NamedService> tonic::server::NamedService for TooLarge<S> {
     const NAME: &'static str = S::NAME;
@@ -508,6 +514,7 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let fut = self.0.call(req);
+        let max = self.1;
         Box::pin(async move {
             let mut resp = fut.await?;
             // The decoder's refusal is a trailers-only response: the status is in the headers.
@@ -523,6 +530,14 @@ where
                 headers.insert(
                     "grpc-status",
                     http::HeaderValue::from_str(&code).expect("digits are a header value"),
+                );
+                // Printable ASCII without `%`: a valid grpc-message as it is.
+                let message = format!(
+                    "the request is too large; the limit is request_bytes_max = {max} bytes (server setting --limit request_bytes_max=N): send large data as a blob or by reference"
+                );
+                headers.insert(
+                    "grpc-message",
+                    http::HeaderValue::from_str(&message).expect("ASCII is a header value"),
                 );
             }
             Ok(resp)

@@ -2,7 +2,9 @@
 
 use steadfast_engine::event::Effect;
 use steadfast_engine::ids::{DEFAULT_NAMESPACE, NAME_LEN_MAX};
-use steadfast_engine::payload::{ENCODING_JSON, PAYLOAD_BYTES_MAX, Payload};
+#[cfg(test)]
+use steadfast_engine::payload::PAYLOAD_BYTES_MAX;
+use steadfast_engine::payload::{ENCODING_JSON, Payload};
 use steadfast_engine::{RunId, RunKey};
 use steadfast_proto::v1 as pb;
 use tonic::Status;
@@ -43,9 +45,10 @@ pub fn name(field: &str, v: &str) -> Result<(), Status> {
             "{field} is empty: give a non-empty name"
         )));
     }
-    if v.len() > NAME_LEN_MAX {
+    let max = crate::limits::current().name_bytes_max;
+    if v.len() as u64 > max {
         return Err(Status::invalid_argument(format!(
-            "{field} is {} bytes long; the limit is {NAME_LEN_MAX}",
+            "{field} is {} bytes long; the limit is name_bytes_max = {max} (server setting --limit name_bytes_max=N, at most {NAME_LEN_MAX})",
             v.len()
         )));
     }
@@ -152,11 +155,16 @@ pub fn payload(field: &str, p: Option<&pb::Payload>) -> Result<Payload, Status> 
     let Some(p) = p else {
         return Ok(Payload::json(b"null".to_vec()));
     };
-    if p.data.len() > PAYLOAD_BYTES_MAX {
-        return Err(Status::resource_exhausted(format!(
-            "{field} is {} bytes; the limit is {PAYLOAD_BYTES_MAX} bytes: store large data elsewhere and pass a reference",
-            p.data.len()
-        )));
+    let max = crate::limits::current().payload_bytes_max;
+    if p.data.len() as u64 > max {
+        return Err(crate::limits::exceeded(
+            format_args!(
+                "{field} is {} bytes: store large data elsewhere and pass a reference",
+                p.data.len()
+            ),
+            "payload_bytes_max",
+            max,
+        ));
     }
     let out = convert::payload_from(p);
     if out.encoding == ENCODING_JSON

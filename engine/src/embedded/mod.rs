@@ -20,7 +20,7 @@
 //! the sync), as with any group commit: a later durable append implies every earlier one.
 
 mod append;
-mod codec;
+pub(crate) mod codec;
 mod errors;
 mod head;
 mod indexer;

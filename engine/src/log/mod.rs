@@ -39,7 +39,7 @@
 
 mod checkpoint;
 mod compact;
-mod frame;
+pub(crate) mod frame;
 mod reader;
 mod recovery;
 mod segment;

@@ -260,6 +260,18 @@ struct ServerArgs {
     /// something else that authenticates callers).
     #[arg(long, env = "STEADFAST_INSECURE_LISTEN_ANY")]
     insecure_listen_any: bool,
+    /// Set one limit on what callers may ask, NAME=VALUE (repeatable; in the environment,
+    /// comma-separated): payload_bytes_max, request_bytes_max, name_bytes_max,
+    /// page_size_max, pending_activities_per_run_max, pending_timers_per_run_max,
+    /// pending_signals_per_run_max, polls_in_flight_per_connection_max. Defaults and meaning:
+    /// README, "Limits".
+    #[arg(
+        long = "limit",
+        env = "STEADFAST_LIMITS",
+        value_delimiter = ',',
+        value_name = "NAME=VALUE"
+    )]
+    limits: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -313,7 +325,10 @@ async fn dispatch(cli: Cli) -> Outcome {
                 workflow_task_timeout,
                 auth_file,
                 insecure_listen_any,
+                limits,
             } = *args;
+            let limits = crate::limits::Limits::parse(limits.iter().map(String::as_str))
+                .map_err(|e| Exit::usage(e.to_string()))?;
             let tls = match (tls.tls_cert, tls.tls_key) {
                 (Some(cert), Some(key)) => Some(crate::config::TlsFiles {
                     cert,
@@ -351,6 +366,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                 auth_file,
                 tls,
                 insecure_listen_any,
+                limits,
             })
             .await
             .map_err(|e| Exit::error(format!("server stopped: {e:#}")))

@@ -20,10 +20,8 @@ use crate::validate;
 
 /// Longest AwaitResult wait.
 const AWAIT_MS_MAX: u64 = 60_000;
-/// Largest history page.
-const HISTORY_PAGE_MAX: u32 = 1_000;
-/// Largest list page.
-const LIST_PAGE_MAX: u32 = 1_000;
+/// ListRuns page size when the request gives none (at most `page_size_max`).
+const LIST_PAGE_DEFAULT: u32 = 100;
 
 /// The client service.
 pub struct ClientApi {
@@ -35,6 +33,14 @@ impl ClientApi {
     pub fn new(core: Arc<Core>) -> ClientApi {
         ClientApi { core }
     }
+}
+
+/// Signals a run has received and not yet waited for.
+fn pending_signals(s: &RunState) -> u64 {
+    s.signals_received
+        .iter()
+        .map(|(name, n)| n.saturating_sub(s.signal_waits_issued.get(name).copied().unwrap_or(0)))
+        .sum()
 }
 
 /// Describes a run on the wire, inlining its result.
@@ -195,10 +201,11 @@ impl ClientService for ClientApi {
                 Status::invalid_argument("page_token is not one this server gave out")
             })?)
         };
+        let page_max = self.core.caller_limits.page_size_max as u32;
         let size = if r.page_size == 0 {
-            100
+            LIST_PAGE_DEFAULT.min(page_max)
         } else {
-            r.page_size.min(LIST_PAGE_MAX)
+            r.page_size.min(page_max)
         } as usize;
         let runs = self
             .core
@@ -232,10 +239,11 @@ impl ClientService for ClientApi {
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         let s = self.core.state(&key).await?;
         let from = r.from_seq.max(1);
+        let page_max = self.core.caller_limits.page_size_max as u32;
         let size = if r.page_size == 0 {
-            HISTORY_PAGE_MAX
+            page_max
         } else {
-            r.page_size.min(HISTORY_PAGE_MAX)
+            r.page_size.min(page_max)
         } as u64;
         let to = s.last_seq.min(from.saturating_add(size - 1));
         let records = self.core.history(&key, from, to).await?;
@@ -367,8 +375,17 @@ impl ClientService for ClientApi {
             return Err(Status::invalid_argument("give run_id or workflow_id"));
         };
         let key = RunKey::new(ns, run_id);
+        let pending_max = self.core.caller_limits.pending_signals_per_run_max;
         let decide = |s: &RunState, _| {
             closed_check(s, "signal")?;
+            let pending = pending_signals(s);
+            if pending >= pending_max {
+                return Err(crate::limits::exceeded(
+                    format_args!("the run has {pending} signals it has not waited for yet"),
+                    "pending_signals_per_run_max",
+                    pending_max,
+                ));
+            }
             Ok(Some(vec![Event::SignalReceived(ev::SignalReceived {
                 name: r.signal_name.clone(),
                 input: input.clone(),

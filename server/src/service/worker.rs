@@ -20,6 +20,7 @@ use crate::validate;
 
 mod dispatch;
 mod fence;
+mod inflight;
 mod queue;
 pub mod session;
 mod transient;
@@ -37,6 +38,7 @@ pub struct WorkerApi {
     core: Arc<Core>,
     tokens: TokenKey,
     sessions: Arc<session::Sessions>,
+    polls: Arc<inflight::PollsInFlight>,
 }
 
 impl WorkerApi {
@@ -46,6 +48,7 @@ impl WorkerApi {
             core,
             tokens,
             sessions: Arc::default(),
+            polls: Arc::default(),
         }
     }
 
@@ -170,6 +173,10 @@ impl WorkerService for WorkerApi {
         validate::name("task_queue", &r.task_queue)?;
         validate::name("worker_id", &r.worker_id)?;
         let runs = WorkerRuns::workflows(&r.workflow_types)?;
+        let _slot = self.polls.enter(
+            inflight::Caller::of(&req, &r.worker_id),
+            self.core.caller_limits.polls_in_flight_per_connection_max,
+        )?;
         let deadline = poll_deadline(r.poll_timeout_ms);
         while let Some(task) = self
             .next_task(&ns, &r.task_queue, TaskKind::Workflow, &runs, deadline)
@@ -335,6 +342,10 @@ impl WorkerService for WorkerApi {
             &r.activity_types,
             "activities",
             &r.activities,
+        )?;
+        let _slot = self.polls.enter(
+            inflight::Caller::of(&req, &r.worker_id),
+            self.core.caller_limits.polls_in_flight_per_connection_max,
         )?;
         let deadline = poll_deadline(r.poll_timeout_ms);
         while let Some(task) = self
