@@ -219,7 +219,9 @@ fn embedded_records() {
     runner("embedded records")
         .run(&strategy, |(data, dmg, noise)| {
             let hash = *blake3::hash(&data).as_bytes();
-            let blob = codec::encode_blob(&hash, &data);
+            let addr =
+                crate::embedded::blob::BlobAddr::scoped("tenant", hash).expect("a short namespace");
+            let blob = codec::encode_blob(&addr, &data);
             prop_assert!(codec::decode_blob(&blob).is_ok());
             let bad = dmg.apply(&blob, blob.len());
             if bad != blob {

@@ -232,7 +232,9 @@ async fn random_operations_match_the_model() {
                 );
                 for r in &got {
                     if let Event::SignalReceived(s) = &r.event {
-                        let inlined = inline_payload(&store, &s.input).await.unwrap();
+                        let inlined = inline_payload(&store, &key.namespace, &s.input)
+                            .await
+                            .unwrap();
                         assert!(inlined.blob.is_none() && inlined.len() == s.input.len());
                     }
                 }
@@ -253,12 +255,12 @@ async fn random_operations_match_the_model() {
             // Blobs.
             80..=85 => {
                 let d = data(&mut rng);
-                let h = store.put_blob(d.clone()).await.unwrap();
+                let h = store.put_blob("default", d.clone()).await.unwrap();
                 m.pending.clear();
                 m.blobs.insert(h, d);
                 let (h, d) = m.blobs.iter().nth(rng.gen_range(0..m.blobs.len())).unwrap();
                 assert_eq!(
-                    store.get_blob(h).await.unwrap().as_ref(),
+                    store.get_blob("default", h).await.unwrap().as_ref(),
                     Some(d),
                     "step {step}"
                 );
@@ -368,7 +370,10 @@ async fn random_operations_match_the_model() {
         check_run(&store, key, want, steps).await;
     }
     for (h, d) in &m.blobs {
-        assert_eq!(store.get_blob(h).await.unwrap().as_ref(), Some(d));
+        assert_eq!(
+            store.get_blob("default", h).await.unwrap().as_ref(),
+            Some(d)
+        );
     }
     store.close().await.unwrap();
 }

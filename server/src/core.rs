@@ -410,11 +410,16 @@ impl Core {
         }
     }
 
-    /// Inlines blob payloads of a record for sending.
-    pub async fn inline(&self, mut rec: EventRecord) -> Result<EventRecord, Status> {
+    /// Inlines blob payloads of a record of a run in `namespace` for sending (its blobs are
+    /// that namespace's).
+    pub async fn inline(
+        &self,
+        namespace: &str,
+        mut rec: EventRecord,
+    ) -> Result<EventRecord, Status> {
         for p in rec.event.payloads_mut() {
             if p.blob.is_some() {
-                *p = store::inline_payload(self.store.as_ref(), p)
+                *p = store::inline_payload(self.store.as_ref(), namespace, p)
                     .await
                     .map_err(status)?;
             }
@@ -422,9 +427,9 @@ impl Core {
         Ok(rec)
     }
 
-    /// Inlines one payload.
-    pub async fn inline_payload(&self, p: &Payload) -> Result<Payload, Status> {
-        store::inline_payload(self.store.as_ref(), p)
+    /// Inlines one payload of a run in `namespace`.
+    pub async fn inline_payload(&self, namespace: &str, p: &Payload) -> Result<Payload, Status> {
+        store::inline_payload(self.store.as_ref(), namespace, p)
             .await
             .map_err(status)
     }
@@ -449,7 +454,7 @@ impl Core {
             }
             for r in page {
                 next = r.seq + 1;
-                out.push(self.inline(r).await?);
+                out.push(self.inline(&key.namespace, r).await?);
             }
         }
         Ok(out)

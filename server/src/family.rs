@@ -252,7 +252,7 @@ async fn start_child(core: &Core, parent: &RunState, seq: u32) -> Result<(), Sta
     let Some(rec) = rec.into_iter().next() else {
         return Err(Status::internal("a requested child's record is missing"));
     };
-    let rec = core.inline(rec).await?;
+    let rec = core.inline(&parent.key.namespace, rec).await?;
     let Event::ChildRunRequested(a) = rec.event else {
         return Err(Status::internal(format!(
             "seq {} of run {} is not the ChildRunRequested of child {seq}",
@@ -349,7 +349,7 @@ async fn tell_parent(core: &Core, child: &RunState) -> Result<(), Status> {
         RunStatus::ContinuedAsNew => ev::ChildOutcome::ContinuedAsNew,
     };
     let result = match &child.result {
-        Some(r) => Some(core.inline_payload(r).await?),
+        Some(r) => Some(core.inline_payload(&child.key.namespace, r).await?),
         None => None,
     };
     let parent_key = RunKey::new(child.key.namespace.clone(), p.run_id);
@@ -456,7 +456,7 @@ async fn deliver_signal(core: &Core, from: &RunState, seq: u32) -> Result<(), St
     let Some(rec) = rec.into_iter().next() else {
         return Err(Status::internal("a requested signal's record is missing"));
     };
-    let rec = core.inline(rec).await?;
+    let rec = core.inline(&from.key.namespace, rec).await?;
     let Event::RunSignalRequested(a) = rec.event else {
         return Err(Status::internal(format!(
             "seq {} of run {} is not a RunSignalRequested",

@@ -161,11 +161,11 @@ impl Store for Flaky {
     async fn next_wakeup_ms(&self) -> Result<Option<i64>, store::Error> {
         self.inner.next_wakeup_ms().await
     }
-    async fn put_blob(&self, data: Vec<u8>) -> Result<[u8; 32], store::Error> {
-        self.inner.put_blob(data).await
+    async fn put_blob(&self, ns: &str, data: Vec<u8>) -> Result<[u8; 32], store::Error> {
+        self.inner.put_blob(ns, data).await
     }
-    async fn get_blob(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, store::Error> {
-        self.inner.get_blob(hash).await
+    async fn get_blob(&self, ns: &str, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, store::Error> {
+        self.inner.get_blob(ns, hash).await
     }
     async fn checkpoint(&self) -> Result<u64, store::Error> {
         self.inner.checkpoint().await

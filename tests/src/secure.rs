@@ -353,6 +353,73 @@ pub async fn every_rpc(s: &Services, f: &Fields) -> Vec<Outcome> {
             identity: n.clone(),
         })
     );
+    call!(
+        "VerifyHistory",
+        s.admin.verify_history(pb::VerifyHistoryRequest {
+            namespace: ns.clone(),
+            run_id: f.run_id.clone(),
+        })
+    );
+    call!(
+        "ImportHistory",
+        s.admin.import_history(pb::ImportHistoryRequest {
+            namespace: ns.clone(),
+            run_id: f.run_id.clone(),
+            source_namespace: ns.clone(),
+            events: Vec::new(),
+        })
+    );
+    call!(
+        "ForkRun",
+        s.admin.fork_run(pb::ForkRunRequest {
+            namespace: ns.clone(),
+            run_id: f.run_id.clone(),
+            seq: 1,
+            input: json(&f.payload),
+            workflow_id: n.clone(),
+            reset: false,
+            identity: n.clone(),
+        })
+    );
     call!("Checkpoint", s.admin.checkpoint(pb::CheckpointRequest {}));
     out
+}
+
+/// Every method of the `steadfast.v1` services, as `Service/Method`, read from the proto
+/// descriptor the server serves: what [`every_rpc`] must cover, so that a new RPC that is not
+/// tried fails the tests that use it.
+pub fn proto_methods() -> Result<Vec<String>> {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET)?;
+    let mut out = Vec::new();
+    for file in set.file.iter().filter(|f| f.package() == "steadfast.v1") {
+        for svc in &file.service {
+            for m in &svc.method {
+                out.push(format!("{}/{}", svc.name(), m.name()));
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!("the descriptor set names no steadfast.v1 method");
+    }
+    Ok(out)
+}
+
+/// The methods of [`proto_methods`] that [`every_rpc`]'s outcomes do not cover (by method
+/// name; method names are unique across the services, which this checks too).
+pub fn untried(outcomes: &[Outcome]) -> Result<Vec<String>> {
+    let methods = proto_methods()?;
+    let mut names: Vec<&str> = methods.iter().filter_map(|m| m.split('/').nth(1)).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        bail!("two services have a method of the same name: make every_rpc name its service");
+    }
+    Ok(methods
+        .iter()
+        .filter(|m| {
+            let name = m.split('/').nth(1).unwrap_or("");
+            !outcomes.iter().any(|(n, _, _)| *n == name)
+        })
+        .cloned()
+        .collect())
 }

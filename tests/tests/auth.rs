@@ -6,10 +6,11 @@
 //! `steadfast auth new-token` / `steadfast auth hash`. Checked:
 //! - no token, a malformed one or an unknown one: UNAUTHENTICATED, for every RPC;
 //! - a tenant's own client and worker run a workflow to completion;
-//! - every RPC sent by tenant B's client, worker and admin tokens into tenant A's namespace is
+//! - every RPC sent by tenant B's client, worker and admin tokens into tenant A's namespace (the
+//!   list of RPCs is read from the proto descriptor: one that is not tried fails the test) is
 //!   PERMISSION_DENIED, with the same answer for a run that exists and one that does not, and
 //!   tenant A's run is unchanged afterwards; B's worker polling A's queue is refused, not
-//!   long-polled;
+//!   long-polled; a genuine task token of A presented by B's worker in B is PERMISSION_DENIED;
 //! - roles: a worker token cannot start runs, a client token cannot poll or checkpoint;
 //! - rotation without a restart: a new entry is admitted once the file is saved, a removed
 //!   one refused.
@@ -144,10 +145,18 @@ fn tokens_roles_and_namespaces_are_enforced_across_processes() -> Result<()> {
         payload: "null".into(),
         poll_timeout_ms: 60_000,
     };
-    for (rpc, r, _) in rt.block_on(secure::every_rpc(
+    let anonymous = rt.block_on(secure::every_rpc(
         &Services::new(channel.clone(), None),
         &fields(&run_a),
-    )) {
+    ));
+    // Every RPC of every service the proto declares is tried below: a new one fails here
+    // until it is added to every_rpc (and so to the boundary checks).
+    let untried = secure::untried(&anonymous)?;
+    assert!(
+        untried.is_empty(),
+        "RPCs not tried across the tenant boundary: {untried:?}; add them to secure::every_rpc"
+    );
+    for (rpc, r, _) in anonymous {
         let code = r.err().map(|s| s.code());
         assert_eq!(code, Some(Code::Unauthenticated), "{rpc} without a token");
     }
@@ -256,6 +265,93 @@ fn tokens_roles_and_namespaces_are_enforced_across_processes() -> Result<()> {
         ..Default::default()
     }));
     assert!(r.is_ok(), "{r:?}");
+    // A genuine task token of tenant A, presented by tenant B's worker in its own namespace:
+    // PERMISSION_DENIED from the token alone, the same while A's run is open and after it is
+    // gone, naming neither the run nor A's namespace. A's run is unchanged.
+    let client_a_svc = Services::new(channel.clone(), Some(&t.client_a));
+    let probe = rt
+        .block_on(
+            client_a_svc
+                .client
+                .clone()
+                .start_workflow(pb::StartWorkflowRequest {
+                    workflow_type: "probe".into(),
+                    task_queue: "a-probe".into(),
+                    ..Default::default()
+                }),
+        )?
+        .into_inner()
+        .run_id;
+    let task = rt
+        .block_on(
+            worker_a
+                .worker
+                .clone()
+                .poll_workflow_task(pb::PollWorkflowTaskRequest {
+                    task_queue: "a-probe".into(),
+                    worker_id: "a-probe-worker".into(),
+                    workflow_types: vec!["probe".into()],
+                    poll_timeout_ms: 30_000,
+                    ..Default::default()
+                }),
+        )?
+        .into_inner();
+    assert_eq!(task.run_id, probe, "the probe run's task");
+    let worker_b = Services::new(channel.clone(), Some(&t.worker_b));
+    let foreign = |token: &str| {
+        let r = rt.block_on(worker_b.worker.clone().complete_workflow_task(
+            pb::CompleteWorkflowTaskRequest {
+                namespace: TENANT_B.into(),
+                task_token: token.into(),
+                worker_id: "b-worker".into(),
+                ..Default::default()
+            },
+        ));
+        r.unwrap_err()
+    };
+    let probe_history = |rt: &tokio::runtime::Runtime| -> Result<usize> {
+        Ok(rt
+            .block_on(
+                client_a_svc
+                    .client
+                    .clone()
+                    .get_history(pb::GetHistoryRequest {
+                        run_id: probe.clone(),
+                        ..Default::default()
+                    }),
+            )?
+            .into_inner()
+            .events
+            .len())
+    };
+    let probe_events = probe_history(&rt)?;
+    let open = foreign(&task.task_token);
+    assert_eq!(open.code(), Code::PermissionDenied, "{}", open.message());
+    for leak in [probe.as_str(), TENANT_A] {
+        assert!(!open.message().contains(leak), "{}", open.message());
+    }
+    assert_eq!(
+        probe_history(&rt)?,
+        probe_events,
+        "a refused token changed nothing"
+    );
+    rt.block_on(
+        client_a_svc
+            .client
+            .clone()
+            .terminate_run(pb::TerminateRunRequest {
+                run_id: probe.clone(),
+                reason: "probe done".into(),
+                ..Default::default()
+            }),
+    )?;
+    let closed = foreign(&task.task_token);
+    assert_eq!(
+        (closed.code(), closed.message()),
+        (open.code(), open.message()),
+        "the answer must not say whether the run is there"
+    );
+
     // The SDK's client says what to fix.
     let sdk = rt.block_on(Client::connect(
         ClientConfig::new(url.clone()).token(Some(t.client_b.clone())),

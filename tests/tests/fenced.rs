@@ -217,7 +217,7 @@ fn forged_and_foreign_tokens_are_refused_and_change_nothing() -> Result<()> {
         refused(
             "activity token in tenant-b",
             r,
-            &[Code::InvalidArgument],
+            &[Code::PermissionDenied],
             &["namespace"],
         )?;
         let r = raw
@@ -226,7 +226,7 @@ fn forged_and_foreign_tokens_are_refused_and_change_nothing() -> Result<()> {
         refused(
             "tenant-b's workflow token in default",
             r,
-            &[Code::InvalidArgument],
+            &[Code::PermissionDenied],
             &["namespace"],
         )?;
         let r = raw.complete_workflow(NS, &act.task_token, Vec::new()).await;

@@ -142,7 +142,14 @@ fn hostile_values_in_every_rpc_are_refused_briefly_and_at_once() -> Result<()> {
             ..valid.clone()
         };
         // These take no names besides the namespace and run id.
-        let no_names = ["DescribeRun", "GetHistory", "AwaitResult", "WatchRun"];
+        let no_names = [
+            "DescribeRun",
+            "GetHistory",
+            "AwaitResult",
+            "WatchRun",
+            "VerifyHistory",
+            "ImportHistory",
+        ];
         check(
             &pass("names"),
             every(&rt, &svc, &f, |n| !no_names.contains(&n)),

@@ -219,8 +219,8 @@ impl Inner {
             let hashes: Vec<&[u8]> = p.old_blobs.iter().map(|h| h.as_slice()).collect();
             let rows = tx
                 .query(
-                    "SELECT hash FROM blobs WHERE namespace = '' AND hash = ANY($1)",
-                    &[&hashes],
+                    "SELECT hash FROM blobs WHERE namespace IN ($1, '') AND hash = ANY($2)",
+                    &[&crate::read::blob_namespace(ns), &hashes],
                 )
                 .await
                 .map_err(pg_err)?;
@@ -373,13 +373,15 @@ impl Inner {
             }
             let stmt = tx
                 .prepare_cached(
-                    "INSERT INTO blobs (hash, data) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                     ON CONFLICT DO NOTHING",
+                    "INSERT INTO blobs (namespace, hash, data) \
+                     SELECT $1, * FROM unnest($2::bytea[], $3::bytea[]) ON CONFLICT DO NOTHING",
                 )
                 .await?;
             let hashes: Vec<&[u8]> = p.new_blobs.iter().map(|(h, _)| h.as_slice()).collect();
             let datas: Vec<&[u8]> = p.new_blobs.iter().map(|(_, d)| d.as_slice()).collect();
-            tx.execute(&stmt, &[&hashes, &datas]).await
+            // Scoped to the run's namespace: a blob is read only there.
+            let blob_ns = crate::read::blob_namespace(ns);
+            tx.execute(&stmt, &[&blob_ns, &hashes, &datas]).await
         };
         let stale_heartbeats = async {
             let stale: Vec<(i64, i64)> = heartbeats

@@ -393,12 +393,12 @@ impl Store for PgStore {
         self.inner.next_wakeup_ms().await
     }
 
-    async fn put_blob(&self, data: Vec<u8>) -> Result<Hash, Error> {
-        self.inner.put_blob(data).await
+    async fn put_blob(&self, namespace: &str, data: Vec<u8>) -> Result<Hash, Error> {
+        self.inner.put_blob(namespace, data).await
     }
 
-    async fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, Error> {
-        self.inner.get_blob(hash).await
+    async fn get_blob(&self, namespace: &str, hash: &Hash) -> Result<Option<Vec<u8>>, Error> {
+        self.inner.get_blob(namespace, hash).await
     }
 
     async fn checkpoint(&self) -> Result<u64, Error> {

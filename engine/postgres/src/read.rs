@@ -220,7 +220,8 @@ impl Inner {
         Ok(out)
     }
 
-    pub(crate) async fn put_blob(&self, data: Vec<u8>) -> Result<Hash, Error> {
+    pub(crate) async fn put_blob(&self, namespace: &str, data: Vec<u8>) -> Result<Hash, Error> {
+        let namespace = blob_namespace(namespace);
         if data.len() > PAYLOAD_BYTES_MAX {
             return Err(Error::Invalid(format!(
                 "blob of {} bytes; the limit is PAYLOAD_BYTES_MAX = {PAYLOAD_BYTES_MAX}",
@@ -230,24 +231,36 @@ impl Inner {
         let hash = *blake3::hash(&data).as_bytes();
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached("INSERT INTO blobs (hash, data) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .prepare_cached(
+                "INSERT INTO blobs (namespace, hash, data) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
             .await
             .map_err(pg_err)?;
         client
-            .execute(&stmt, &[&hash.as_slice(), &data])
+            .execute(&stmt, &[&namespace, &hash.as_slice(), &data])
             .await
             .map_err(pg_err)?;
         Ok(hash)
     }
 
-    pub(crate) async fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, Error> {
+    pub(crate) async fn get_blob(
+        &self,
+        namespace: &str,
+        hash: &Hash,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let namespace = blob_namespace(namespace);
         let client = self.client().await?;
+        // The namespace's own blob first, else a legacy one (namespace '', stored before blobs
+        // were scoped), which every namespace may read.
         let stmt = client
-            .prepare_cached("SELECT data FROM blobs WHERE namespace = '' AND hash = $1")
+            .prepare_cached(
+                "SELECT data FROM blobs WHERE namespace IN ($1, '') AND hash = $2 \
+                 ORDER BY namespace DESC LIMIT 1",
+            )
             .await
             .map_err(pg_err)?;
         let Some(row) = client
-            .query_opt(&stmt, &[&hash.as_slice()])
+            .query_opt(&stmt, &[&namespace, &hash.as_slice()])
             .await
             .map_err(pg_err)?
         else {
@@ -362,5 +375,15 @@ impl Inner {
             ));
         }
         Ok(out)
+    }
+}
+
+/// The namespace a blob is stored under: the request's, empty meaning the default one (as
+/// for runs). The empty namespace in the table is kept for legacy blobs (see `get_blob`).
+pub(crate) fn blob_namespace(namespace: &str) -> &str {
+    if namespace.is_empty() {
+        steadfast_engine::ids::DEFAULT_NAMESPACE
+    } else {
+        namespace
     }
 }

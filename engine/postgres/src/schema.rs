@@ -101,7 +101,8 @@ CREATE TABLE heartbeats (
     PRIMARY KEY (namespace, run_id, id, attempt)
 );
 
--- Content-addressed blobs; `namespace` is '' until blobs are scoped per namespace (issue 12).
+-- Blobs, content-addressed per namespace; namespace '' holds legacy blobs stored before blobs
+-- were scoped (readable from every namespace).
 CREATE TABLE blobs (
     namespace text  NOT NULL DEFAULT '',
     hash      bytea NOT NULL,

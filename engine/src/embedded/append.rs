@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::embedded::blob::BlobAddr;
 use crate::embedded::codec::{KIND_APPEND, KIND_BLOB, Rec, encode_append, encode_blob};
 use crate::embedded::indexer::{AppendOp, Op};
 use crate::embedded::keys::RequestHit;
 use crate::embedded::{Head, Inner, PendingAppend, RunHead, keys, log_err, sled_err};
 use crate::event::{Event, EventRecord, genesis_hash, record_hash};
 use crate::log::Durable;
-use crate::payload::{BlobRef, Hash, INLINE_BYTES_MAX, PAYLOAD_BYTES_MAX};
+use crate::payload::{BlobRef, INLINE_BYTES_MAX, PAYLOAD_BYTES_MAX};
 use crate::state::RunState;
 use crate::store::limits::HistoryLimits;
 use crate::store::{
@@ -25,9 +26,9 @@ pub(crate) const NAMESPACE_LEN_MAX: usize = 255;
 pub(crate) struct Prepared {
     events: Vec<(Event, Vec<u8>)>,
     /// Blobs this append externalised: hash, data, its log record.
-    new_blobs: Vec<(Hash, Arc<Vec<u8>>, Vec<u8>)>,
+    new_blobs: Vec<(BlobAddr, Arc<Vec<u8>>, Vec<u8>)>,
     /// Blobs the caller's payloads already referred to (they must exist).
-    old_blobs: Vec<Hash>,
+    old_blobs: Vec<BlobAddr>,
     /// Bytes of the blobs the events refer to (part of the history's size).
     blob_bytes: u64,
 }
@@ -50,7 +51,7 @@ pub(crate) fn prepare(req: &mut AppendRequest) -> Result<Prepared, Error> {
             "namespace of {ns} bytes; it must be 1..={NAMESPACE_LEN_MAX}"
         )));
     }
-    let mut new_blobs: Vec<(Hash, Arc<Vec<u8>>, Vec<u8>)> = Vec::new();
+    let mut new_blobs: Vec<(BlobAddr, Arc<Vec<u8>>, Vec<u8>)> = Vec::new();
     let mut old_blobs = Vec::new();
     let mut blob_bytes = 0u64;
     let mut events = Vec::with_capacity(n);
@@ -63,7 +64,7 @@ pub(crate) fn prepare(req: &mut AppendRequest) -> Result<Prepared, Error> {
                     ));
                 }
                 blob_bytes += b.len;
-                old_blobs.push(b.hash);
+                old_blobs.push(BlobAddr::scoped(&req.key.namespace, b.hash)?);
                 continue;
             }
             if p.data.len() > PAYLOAD_BYTES_MAX {
@@ -80,9 +81,11 @@ pub(crate) fn prepare(req: &mut AppendRequest) -> Result<Prepared, Error> {
                     len: data.len() as u64,
                 });
                 blob_bytes += data.len() as u64;
-                if !new_blobs.iter().any(|(h, _, _)| *h == hash) {
-                    let record = encode_blob(&hash, &data);
-                    new_blobs.push((hash, Arc::new(data), record));
+                if !new_blobs.iter().any(|(a, _, _)| a.hash == hash) {
+                    // Scoped to the run's namespace: a blob is read only there.
+                    let addr = BlobAddr::scoped(&req.key.namespace, hash)?;
+                    let record = encode_blob(&addr, &data);
+                    new_blobs.push((addr, Arc::new(data), record));
                 }
             }
         }
@@ -151,11 +154,12 @@ impl Inner {
                 run_id,
             });
         }
-        for h in &p.old_blobs {
-            if !self.blob_known(head, h)? {
+        for a in &p.old_blobs {
+            if !self.blob_readable(head, a)? {
                 return Err(Error::Invalid(format!(
-                    "a payload refers to blob {} which is not stored",
-                    hex::encode(h)
+                    "a payload refers to blob {} which is not stored in namespace {:?}",
+                    hex::encode(a.hash),
+                    a.namespace
                 )));
             }
         }
@@ -217,10 +221,10 @@ impl Inner {
 
         let mut blobs = Vec::new();
         let mut log_records = Vec::with_capacity(p.new_blobs.len() + 1);
-        for (hash, data, record) in p.new_blobs {
-            if !self.blob_known(head, &hash)? {
+        for (addr, data, record) in p.new_blobs {
+            if !self.blob_known(head, &addr)? {
                 log_records.push((KIND_BLOB, record));
-                blobs.push((hash, data));
+                blobs.push((addr, data));
             }
         }
         log_records.push((
@@ -233,13 +237,14 @@ impl Inner {
         let mut backlog = 0u64;
         let first_blob_lsn = lsn - blobs.len() as u64;
         let mut ops = Vec::with_capacity(blobs.len() + 1);
-        for (i, (hash, data)) in blobs.into_iter().enumerate() {
+        for (i, (addr, data)) in blobs.into_iter().enumerate() {
             let blob_lsn = first_blob_lsn + i as u64;
             backlog += data.len() as u64;
-            head.blobs.insert(hash, (blob_lsn, Arc::clone(&data)));
+            head.blobs
+                .insert(addr.clone(), (blob_lsn, Arc::clone(&data)));
             ops.push(Op::Blob {
                 lsn: blob_lsn,
-                hash,
+                addr,
                 data,
             });
         }
@@ -314,9 +319,16 @@ impl Inner {
         }
     }
 
-    /// Whether a blob is stored or on its way (its log record was submitted).
-    pub(crate) fn blob_known(&self, head: &Head, hash: &Hash) -> Result<bool, Error> {
-        Ok(head.blobs.contains_key(hash)
-            || self.db.contains_key(keys::blob(hash)).map_err(sled_err)?)
+    /// Whether the blob at exactly `addr` is stored or on its way (its log record was
+    /// submitted).
+    pub(crate) fn blob_known(&self, head: &Head, addr: &BlobAddr) -> Result<bool, Error> {
+        Ok(head.blobs.contains_key(addr)
+            || self.db.contains_key(keys::blob(addr)).map_err(sled_err)?)
+    }
+
+    /// Whether a run of `addr`'s namespace may refer to the blob: stored there, or a legacy
+    /// (unscoped) blob of the same hash.
+    pub(crate) fn blob_readable(&self, head: &Head, addr: &BlobAddr) -> Result<bool, Error> {
+        Ok(self.blob_known(head, addr)? || self.blob_known(head, &addr.legacy())?)
     }
 }

@@ -6,7 +6,10 @@
 //! version 2 appends `| request kind u8 | id len varint | id` (the caller's request id):
 //!   version u8 = 1 | run key (RunKey::to_bytes) | first seq varint | time_ms zigzag varint
 //!   | count varint | count x (kind varint | hash [32] | attrs len varint | attrs)
-//! log record kind 2, blob (written before the first append that refers to it):
+//! log record kind 2, blob (written before the first append that refers to it); version 2 is
+//! scoped to a namespace, version 1 (written before blobs were scoped) to none (see
+//! [`crate::embedded::blob`]):
+//!   version u8 = 2 | ns len u8 | ns | blake3 hash [32] | data
 //!   version u8 = 1 | blake3 hash [32] | data
 //! log record kind 3, drop (retention: these runs' histories are gone from here on):
 //!   version u8 = 1 | count varint | count x (run key len varint | run key)
@@ -18,6 +21,7 @@
 //! must arrive at `end`, so any damaged byte fails verification (named by the chunk's seq
 //! range) while the chunk stays compact (sled roughly doubles what it stores).
 
+use crate::embedded::blob::BlobAddr;
 use crate::event::{Event, EventKind, EventRecord, TimeMs, record_hash};
 use crate::ids::RunKey;
 use crate::payload::Hash;
@@ -255,19 +259,45 @@ pub(crate) fn decode_append_request(
 
 // --- blob records ---
 
-/// Encodes a blob record.
-pub(crate) fn encode_blob(hash: &Hash, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(33 + data.len());
-    out.push(VERSION);
-    out.extend_from_slice(hash);
+/// Blob record version 2: scoped to a namespace.
+const BLOB_VERSION_SCOPED: u8 = 2;
+
+/// Encodes a blob record of `addr` (always the scoped version: a new blob has a namespace).
+pub(crate) fn encode_blob(addr: &BlobAddr, data: &[u8]) -> Vec<u8> {
+    let ns = addr.namespace.as_bytes();
+    let mut out = Vec::with_capacity(2 + ns.len() + 32 + data.len());
+    out.push(BLOB_VERSION_SCOPED);
+    // Namespaces are at most NAME_LEN_MAX (256) bytes; validated names are shorter than 256.
+    out.push(u8::try_from(ns.len()).expect("namespace of at most 255 bytes"));
+    out.extend_from_slice(ns);
+    out.extend_from_slice(&addr.hash);
     out.extend_from_slice(data);
     out
 }
 
-/// The hash and data of a blob record, verified against each other.
-pub(crate) fn decode_blob(data: &[u8]) -> Result<(Hash, &[u8]), Malformed> {
+/// The address and data of a blob record, verified against each other. A version-1 record
+/// (from before blobs were scoped) has the legacy, unscoped address.
+pub(crate) fn decode_blob(data: &[u8]) -> Result<(BlobAddr, &[u8]), Malformed> {
     let mut r = Reader { b: data };
-    r.version("blob record")?;
+    let namespace = match r.bytes(1, "blob record")? {
+        [VERSION] => String::new(),
+        [BLOB_VERSION_SCOPED] => {
+            let n = r.bytes(1, "blob namespace length")?[0] as usize;
+            let ns = r.bytes(n, "blob namespace")?;
+            let ns =
+                std::str::from_utf8(ns).map_err(|_| "blob namespace is not UTF-8".to_string())?;
+            if ns.is_empty() {
+                return Err("a scoped blob record with an empty namespace".into());
+            }
+            ns.to_string()
+        }
+        [v] => {
+            return Err(format!(
+                "blob record version {v} (this build reads {VERSION} and {BLOB_VERSION_SCOPED})"
+            ));
+        }
+        _ => return Err("empty blob record".into()),
+    };
     let hash = r.hash("blob hash")?;
     if *blake3::hash(r.b).as_bytes() != hash {
         return Err(format!(
@@ -275,7 +305,7 @@ pub(crate) fn decode_blob(data: &[u8]) -> Result<(Hash, &[u8]), Malformed> {
             hex::encode(hash)
         ));
     }
-    Ok((hash, r.b))
+    Ok((BlobAddr { namespace, hash }, r.b))
 }
 
 // --- drop records ---

@@ -9,7 +9,6 @@ use crate::embedded::codec;
 use crate::embedded::indexer::Op;
 use crate::embedded::keys;
 use crate::ids::{RunId, RunKey};
-use crate::payload::Hash;
 use crate::state::RunState;
 use crate::store::RequestKey;
 use crate::store::core::Core;
@@ -105,7 +104,7 @@ pub(crate) struct Head {
     pub(crate) requests: HashMap<(String, RequestKey), keys::RequestHit>,
     /// Blobs submitted to the log and not yet in sled, with the lsn of their record: served
     /// only once that lsn is durable.
-    pub(crate) blobs: HashMap<Hash, (u64, Arc<Vec<u8>>)>,
+    pub(crate) blobs: HashMap<crate::embedded::blob::BlobAddr, (u64, Arc<Vec<u8>>)>,
     /// The indexer's queue; `None` once closed.
     pub(crate) tx: Option<std::sync::mpsc::Sender<Op>>,
 }

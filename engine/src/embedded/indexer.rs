@@ -9,6 +9,7 @@
 //! then. It also runs checkpoints, so that "everything up to lsn L is in sled" is simply "the
 //! indexer applied L".
 
+use crate::embedded::blob::BlobAddr;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -60,7 +61,7 @@ pub(crate) enum Op {
     /// Store a blob.
     Blob {
         lsn: u64,
-        hash: Hash,
+        addr: BlobAddr,
         data: Arc<Vec<u8>>,
     },
     /// Answer once everything queued before is in sled (read-your-writes for sled reads).
@@ -72,7 +73,7 @@ pub(crate) enum Op {
     /// Rebuild a run's read models from the log (a read found them damaged).
     RepairRun(RunKey, oneshot::Sender<Result<bool, Error>>),
     /// Rewrite a blob from the log (a read found it damaged).
-    RepairBlob(Hash, oneshot::Sender<Result<bool, Error>>),
+    RepairBlob(BlobAddr, oneshot::Sender<Result<bool, Error>>),
 }
 
 impl Op {
@@ -151,7 +152,7 @@ impl Indexer {
                         });
                         let _ = reply.send(r);
                     }
-                    Op::RepairBlob(hash, reply) => {
+                    Op::RepairBlob(addr, reply) => {
                         let r = self.flush(&mut data).and_then(|()| {
                             let scan = |from: u64,
                                         f: &mut dyn FnMut(
@@ -160,7 +161,7 @@ impl Indexer {
                                 -> Result<(), Error>| {
                                 self.inner.scan_log(from, f)
                             };
-                            rebuild::rebuild_blob(&self.inner.db, &hash, &scan)
+                            rebuild::rebuild_blob(&self.inner.db, &addr, &scan)
                         });
                         let _ = reply.send(r);
                     }
@@ -256,9 +257,9 @@ impl Indexer {
                             prev_status: a.prev_status,
                         });
                 }
-                Op::Blob { hash, data, .. } => {
+                Op::Blob { addr, data, .. } => {
                     bytes += data.len() as u64;
-                    batch.insert(keys::blob(hash), data.as_slice());
+                    batch.insert(keys::blob(addr), data.as_slice());
                 }
                 _ => {}
             }
@@ -306,8 +307,8 @@ impl Indexer {
                         head.requests.remove(&(a.key.namespace.clone(), q.clone()));
                     }
                 }
-                Op::Blob { hash, .. } => {
-                    head.blobs.remove(hash);
+                Op::Blob { addr, .. } => {
+                    head.blobs.remove(addr);
                 }
                 _ => {}
             }

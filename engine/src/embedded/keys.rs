@@ -15,15 +15,15 @@
 //!                                                              request ids (deduplication)
 //! d | run key                          -> drop record lsn u64 BE  runs dropped by retention
 //! g | segment first lsn u64 BE         -> dead bytes u64 BE       retention's garbage per log segment
-//! b | blake3 hash                      -> blob bytes
+//! b | ns len u8 | ns | blake3 hash     -> blob bytes (scoped; `b | hash` for a legacy blob)
 //! m | name                             -> value                   meta (indexed_lsn:
 //!                                         lsn u64 BE | crc32 u32 BE of the lsn)
 //! ```
 //! A run key is `RunKey::to_bytes` (`ns len u8 | ns | run id`), so every per-run table sorts
 //! by namespace, then run id (= creation time, UUIDv7).
 
+use crate::embedded::blob::BlobAddr;
 use crate::ids::{RunId, RunKey};
-use crate::payload::Hash;
 use crate::state::{RunState, RunStatus};
 use crate::store::Error;
 
@@ -185,9 +185,15 @@ pub(crate) fn decode_request_value(v: &[u8]) -> Option<RequestHit> {
     })
 }
 
-/// `b | hash`.
-pub(crate) fn blob(hash: &Hash) -> Vec<u8> {
-    with_prefix(BLOB, &[hash])
+/// `b | ns len u8 | ns | hash` for a scoped blob; `b | hash` for a legacy (unscoped) one, as
+/// data dirs from before blobs were scoped hold them (33 bytes, so never the same key as a
+/// scoped one, which is at least 35).
+pub(crate) fn blob(addr: &BlobAddr) -> Vec<u8> {
+    if addr.is_legacy() {
+        return with_prefix(BLOB, &[&addr.hash]);
+    }
+    let ns = addr.namespace.as_bytes();
+    with_prefix(BLOB, &[&[ns.len() as u8], ns, &addr.hash])
 }
 
 /// Every status, for clearing a run's index entries whatever its status was.

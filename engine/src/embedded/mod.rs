@@ -20,6 +20,7 @@
 //! the sync), as with any group commit: a later durable append implies every earlier one.
 
 mod append;
+pub(crate) mod blob;
 pub(crate) mod codec;
 mod errors;
 mod head;
@@ -328,7 +329,7 @@ impl Inner {
         Ok(appended)
     }
 
-    async fn put_blob(&self, data: Vec<u8>) -> Result<Hash, Error> {
+    async fn put_blob(&self, namespace: &str, data: Vec<u8>) -> Result<Hash, Error> {
         self.check_failed()?;
         if data.len() > crate::payload::PAYLOAD_BYTES_MAX {
             return Err(Error::Invalid(format!(
@@ -338,10 +339,11 @@ impl Inner {
             )));
         }
         let hash = *blake3::hash(&data).as_bytes();
-        let record = codec::encode_blob(&hash, &data);
+        let addr = blob::BlobAddr::scoped(namespace, hash)?;
+        let record = codec::encode_blob(&addr, &data);
         let durable = {
             let mut head = self.head();
-            if self.blob_known(&head, &hash)? {
+            if self.blob_known(&head, &addr)? {
                 // Stored or on its way: wait for whatever wrote it to be durable.
                 self.log.submit(Vec::new()).map_err(log_err)?
             } else {
@@ -355,11 +357,11 @@ impl Inner {
                     .map_err(log_err)?;
                 let data = Arc::new(data);
                 head.blobs
-                    .insert(hash, (durable.last_lsn(), Arc::clone(&data)));
+                    .insert(addr.clone(), (durable.last_lsn(), Arc::clone(&data)));
                 if tx
                     .send(Op::Blob {
                         lsn: durable.last_lsn(),
-                        hash,
+                        addr,
                         data,
                     })
                     .is_err()
@@ -375,6 +377,20 @@ impl Inner {
 }
 
 impl EmbeddedStore {
+    /// The blob at exactly `addr`; a damaged sled copy is rewritten from the log once.
+    async fn get_blob_at(&self, addr: &blob::BlobAddr) -> Result<Option<Vec<u8>>, Error> {
+        match self.inner.get_blob(addr) {
+            Err(e @ Error::Corrupt { .. }) => {
+                let repair = addr.clone();
+                match self.inner.ask(|tx| Op::RepairBlob(repair, tx)).await {
+                    Ok(true) => self.inner.get_blob(addr),
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        }
+    }
+
     /// Opens (or creates) the store in `dir`: recovers the log, re-applies it to the read
     /// models with every chain verified, and loads the open runs. Refuses corruption with
     /// [`Error::Corrupt`] naming the run and seq when they are known.
@@ -598,20 +614,17 @@ impl Store for EmbeddedStore {
         Ok(self.inner.head().core.next_wakeup_ms())
     }
 
-    async fn put_blob(&self, data: Vec<u8>) -> Result<Hash, Error> {
-        self.inner.put_blob(data).await
+    async fn put_blob(&self, namespace: &str, data: Vec<u8>) -> Result<Hash, Error> {
+        self.inner.put_blob(namespace, data).await
     }
 
-    async fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, Error> {
+    async fn get_blob(&self, namespace: &str, hash: &Hash) -> Result<Option<Vec<u8>>, Error> {
         self.inner.check_failed()?;
-        match self.inner.get_blob(hash) {
-            Err(e @ Error::Corrupt { .. }) => {
-                match self.inner.ask(|tx| Op::RepairBlob(*hash, tx)).await {
-                    Ok(true) => self.inner.get_blob(hash),
-                    _ => Err(e),
-                }
-            }
-            r => r,
+        let addr = blob::BlobAddr::scoped(namespace, *hash)?;
+        // The namespace's own blob, else a legacy (unscoped) one of the same hash.
+        match self.get_blob_at(&addr).await? {
+            Some(data) => Ok(Some(data)),
+            None => self.get_blob_at(&addr.legacy()).await,
         }
     }
 

@@ -5,6 +5,7 @@
 //! record leaves the tail only after the indexer wrote it to sled, so every record is in one
 //! of the two.
 
+use crate::embedded::blob::BlobAddr;
 use std::sync::Arc;
 
 use crate::embedded::codec::{Rec, decode_chunk};
@@ -220,15 +221,17 @@ impl Inner {
         Ok(out)
     }
 
-    pub(crate) fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, Error> {
-        if let Some((lsn, b)) = self.head().blobs.get(hash) {
+    /// The blob at exactly `addr` (no fallback to a legacy blob: the caller decides).
+    pub(crate) fn get_blob(&self, addr: &BlobAddr) -> Result<Option<Vec<u8>>, Error> {
+        let hash = &addr.hash;
+        if let Some((lsn, b)) = self.head().blobs.get(addr) {
             // A blob whose record is not durable yet is not shown.
             if *lsn > self.log.durable_lsn() {
                 return Ok(None);
             }
             return Ok(Some(b.as_ref().clone()));
         }
-        let Some(v) = self.db.get(keys::blob(hash)).map_err(sled_err)? else {
+        let Some(v) = self.db.get(keys::blob(addr)).map_err(sled_err)? else {
             return Ok(None);
         };
         if blake3::hash(&v).as_bytes() != hash {

@@ -14,6 +14,7 @@
 //! Cost: one pass over the log (the log has no per-run index). Damage is rare, and a slow
 //! answer beats a refusal; `steadfast history verify` and the open-time checks find it early.
 
+use crate::embedded::blob::BlobAddr;
 use std::sync::Arc;
 
 use crate::embedded::codec::{
@@ -25,7 +26,6 @@ use crate::embedded::{keys, retention, sled_err};
 use crate::event::genesis_hash;
 use crate::ids::RunKey;
 use crate::log::Record;
-use crate::payload::Hash;
 use crate::state::RunState;
 use crate::store::Error;
 
@@ -180,27 +180,27 @@ pub(crate) fn rebuild_run(
 }
 
 /// Rewrites a blob from the log; `false` when the log holds no record of it.
-pub(crate) fn rebuild_blob(db: &sled::Db, hash: &Hash, scan: Scan<'_>) -> Result<bool, Error> {
+pub(crate) fn rebuild_blob(db: &sled::Db, addr: &BlobAddr, scan: Scan<'_>) -> Result<bool, Error> {
     let mut found = None;
     scan(1, &mut |r: &Record| {
         if found.is_some() || r.kind != KIND_BLOB {
             return Ok(());
         }
-        let (h, data) = decode_blob(&r.data).map_err(|e| Error::Corrupt {
+        let (a, data) = decode_blob(&r.data).map_err(|e| Error::Corrupt {
             run: None,
             seq: None,
             detail: format!("log record lsn {}: {e}", r.lsn),
         })?;
         // decode_blob checked the data against its hash.
-        if h == *hash {
+        if a == *addr {
             found = Some(data.to_vec());
         }
         Ok(())
     })?;
     match found {
         Some(data) => {
-            db.insert(keys::blob(hash), data).map_err(sled_err)?;
-            tracing::warn!(blob = %hex::encode(hash), "rebuilt a blob from the log");
+            db.insert(keys::blob(addr), data).map_err(sled_err)?;
+            tracing::warn!(blob = %hex::encode(addr.hash), "rebuilt a blob from the log");
             Ok(true)
         }
         None => Ok(false),

@@ -454,10 +454,10 @@ impl Replay<'_> {
     fn record(&mut self, r: &Record) -> Result<(), Error> {
         match r.kind {
             KIND_BLOB => {
-                let (hash, data) = decode_blob(&r.data)
+                let (addr, data) = decode_blob(&r.data)
                     .map_err(|e| corrupt(None, None, format!("log record lsn {}: {e}", r.lsn)))?;
                 self.batch_records += 1 + data.len() / 1024;
-                self.batch.insert(keys::blob(&hash), data);
+                self.batch.insert(keys::blob(&addr), data);
                 Ok(())
             }
             KIND_APPEND => self.append(r),

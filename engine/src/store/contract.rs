@@ -42,6 +42,7 @@ pub async fn run_all<B: Backend>(backend: &mut B) {
     history::verify_history_of_intact_runs(backend.fresh().await).await;
     history::list_runs_filters_and_pages(backend.fresh().await).await;
     history::blobs_dedupe_and_inline(backend.fresh().await).await;
+    history::blobs_are_scoped_by_namespace(backend.fresh().await).await;
     queues::workflow_task_lease_and_release(backend.fresh().await).await;
     queues::activity_backoff_and_budget(backend.fresh().await).await;
     queues::take_a_specific_task(backend.fresh().await).await;
@@ -83,7 +84,7 @@ pub async fn reopen_keeps_everything<B: Backend>(backend: &mut B) {
     b.append(&store, vec![fixtures::signal("go", big.clone())])
         .await;
     let blob = store
-        .put_blob(b"standalone blob".repeat(100))
+        .put_blob("default", b"standalone blob".repeat(100))
         .await
         .unwrap();
     let mut c = RunDriver::start(&store, "wf-c", "q").await;
@@ -148,7 +149,7 @@ pub async fn reopen_keeps_everything<B: Backend>(backend: &mut B) {
         }]
     );
     assert_eq!(
-        store.get_blob(&blob).await.unwrap(),
+        store.get_blob("default", &blob).await.unwrap(),
         Some(b"standalone blob".repeat(100))
     );
     let all = store
@@ -184,6 +185,7 @@ pub async fn reopen_keeps_everything<B: Backend>(backend: &mut B) {
     };
     let inlined = crate::store::inline_payload(
         &store,
+        &b.key.namespace,
         &h[h.len() - 2].event.clone().payloads_mut()[0].clone(),
     )
     .await

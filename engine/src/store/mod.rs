@@ -382,11 +382,15 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest deadline, or the earliest time a not-yet-visible task becomes visible.
     async fn next_wakeup_ms(&self) -> Result<Option<TimeMs>, Error>;
 
-    /// Stores a blob (idempotent) durably; returns its hash.
-    async fn put_blob(&self, data: Vec<u8>) -> Result<Hash, Error>;
+    /// Stores a blob in `namespace` (idempotent) durably; returns its hash. Blobs are
+    /// content-addressed per namespace: the same bytes in two namespaces are two blobs.
+    async fn put_blob(&self, namespace: &str, data: Vec<u8>) -> Result<Hash, Error>;
 
-    /// A blob by hash.
-    async fn get_blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>, Error>;
+    /// A blob of `namespace` by hash; `None` when that namespace has none of that hash (the
+    /// same answer whether another namespace has it). Payloads of a run's events refer to
+    /// blobs of the run's namespace. The embedded store also serves blobs written before
+    /// blobs were scoped, to every namespace (see its `blob` module).
+    async fn get_blob(&self, namespace: &str, hash: &Hash) -> Result<Option<Vec<u8>>, Error>;
 
     /// Makes the read models durable and records how far they reach (so that an open replays
     /// less of the log); returns that position. Never deletes history.
@@ -515,13 +519,17 @@ pub enum Change {
     Timers,
 }
 
-/// Resolves a payload that refers to a blob into an inline one.
-pub async fn inline_payload(store: &dyn Store, p: &Payload) -> Result<Payload, Error> {
+/// Resolves a payload of a run in `namespace` that refers to a blob into an inline one.
+pub async fn inline_payload(
+    store: &dyn Store,
+    namespace: &str,
+    p: &Payload,
+) -> Result<Payload, Error> {
     match &p.blob {
         None => Ok(p.clone()),
         Some(b) => {
             let data = store
-                .get_blob(&b.hash)
+                .get_blob(namespace, &b.hash)
                 .await?
                 .ok_or_else(|| Error::Corrupt {
                     run: None,

@@ -125,6 +125,9 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::ImportHistoryRequest>,
     ) -> Result<Response<pb::ImportHistoryResponse>, Status> {
+        // The target only: the source namespace names where the bundle's chain starts, and
+        // nothing is read from it.
+        crate::auth::namespace(&req, &req.get_ref().namespace)?;
         Ok(Response::new(
             crate::service::import::import(&self.core, req.get_ref()).await?,
         ))
@@ -146,6 +149,7 @@ impl AdminService for AdminApi {
         req: Request<pb::VerifyHistoryRequest>,
     ) -> Result<Response<pb::VerifyHistoryResponse>, Status> {
         let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         let reply = match self.core.store.verify_history(&key).await {
             Ok(v) => pb::VerifyHistoryResponse {

@@ -46,9 +46,9 @@ fn pending_signals(s: &RunState) -> u64 {
 /// Describes a run on the wire, inlining its result.
 pub async fn run_info(core: &Core, s: &RunState) -> Result<pb::RunInfo, Status> {
     let result = match &s.result {
-        Some(p) => Some(core.inline_payload(p).await?),
+        Some(p) => Some(core.inline_payload(&s.key.namespace, p).await?),
         None if s.is_open() => match &s.partial_result {
-            Some(p) => Some(core.inline_payload(p).await?),
+            Some(p) => Some(core.inline_payload(&s.key.namespace, p).await?),
             None => None,
         },
         None => None,
@@ -477,7 +477,7 @@ impl ClientService for ClientApi {
     ) -> Result<Response<pb::GetBlobResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
-        validate::namespace(&r.namespace)?;
+        let ns = validate::namespace(&r.namespace)?;
         let hash: [u8; 32] = r
             .hash
             .as_slice()
@@ -486,10 +486,13 @@ impl ClientService for ClientApi {
         let data = self
             .core
             .store
-            .get_blob(&hash)
+            .get_blob(&ns, &hash)
             .await
             .map_err(status)?
-            .ok_or_else(|| Status::not_found(format!("no blob {}", hex::encode(hash))))?;
+            // The same answer whether another namespace has this blob: blobs are scoped.
+            .ok_or_else(|| {
+                Status::not_found(format!("no blob {} in this namespace", hex::encode(hash)))
+            })?;
         Ok(Response::new(pb::GetBlobResponse {
             payload: Some(pb::Payload {
                 encoding: String::new(),

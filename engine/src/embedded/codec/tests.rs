@@ -124,11 +124,37 @@ fn chunk_round_trip_and_every_flip_is_caught() {
 fn blob_round_trip_and_damage() {
     let data = vec![7u8; 1000];
     let h = *blake3::hash(&data).as_bytes();
-    let enc = encode_blob(&h, &data);
-    assert_eq!(decode_blob(&enc).unwrap(), (h, &data[..]));
+    let addr = BlobAddr::scoped("tenant-a", h).unwrap();
+    let enc = encode_blob(&addr, &data);
+    assert_eq!(decode_blob(&enc).unwrap(), (addr, &data[..]));
     let mut bad = enc.clone();
     bad[500] ^= 1;
     assert!(decode_blob(&bad).is_err());
     assert!(decode_blob(&enc[..20]).is_err());
     assert!(decode_blob(&[]).is_err());
+}
+
+/// A blob record written before blobs were scoped (version 1: no namespace) still decodes,
+/// as a legacy blob, and keeps its old sled key: old data dirs open and serve it.
+#[test]
+fn legacy_blob_records_decode_unscoped() {
+    let data = vec![9u8; 300];
+    let h = *blake3::hash(&data).as_bytes();
+    let mut v1 = vec![1u8];
+    v1.extend_from_slice(&h);
+    v1.extend_from_slice(&data);
+    let (addr, got) = decode_blob(&v1).unwrap();
+    assert!(addr.is_legacy());
+    assert_eq!((addr.hash, got), (h, &data[..]));
+    let mut old_key = vec![b'b'];
+    old_key.extend_from_slice(&h);
+    assert_eq!(crate::embedded::keys::blob(&addr), old_key);
+    let scoped = BlobAddr::scoped("", h).unwrap();
+    assert_eq!(scoped.namespace, "default");
+    assert_ne!(crate::embedded::keys::blob(&scoped), old_key);
+    assert_eq!(scoped.legacy(), addr);
+    // An unknown version is refused, naming it.
+    let mut v9 = v1.clone();
+    v9[0] = 9;
+    assert!(decode_blob(&v9).unwrap_err().contains("version 9"));
 }

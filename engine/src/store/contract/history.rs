@@ -417,12 +417,20 @@ pub async fn list_runs_filters_and_pages<S: Store>(store: S) {
 /// Blobs are content-addressed and deduplicated; large payloads come back inline.
 pub async fn blobs_dedupe_and_inline<S: Store>(store: S) {
     let data = b"0123456789".repeat(100);
-    let h1 = store.put_blob(data.clone()).await.unwrap();
-    let h2 = store.put_blob(data.clone()).await.unwrap();
+    let h1 = store.put_blob("default", data.clone()).await.unwrap();
+    let h2 = store.put_blob("", data.clone()).await.unwrap();
     assert_eq!(h1, h2);
     assert_eq!(h1, *blake3::hash(&data).as_bytes());
-    assert_eq!(store.get_blob(&h1).await.unwrap(), Some(data));
-    assert_eq!(store.get_blob(&[9; 32]).await.unwrap(), None);
+    assert_eq!(
+        store.get_blob("default", &h1).await.unwrap(),
+        Some(data.clone())
+    );
+    assert_eq!(
+        store.get_blob("", &h1).await.unwrap(),
+        Some(data),
+        "'' is default"
+    );
+    assert_eq!(store.get_blob("default", &[9; 32]).await.unwrap(), None);
 
     let big = vec![b'y'; crate::payload::INLINE_BYTES_MAX + 1];
     let mut a = RunDriver::start(&store, "blob-a", "q").await;
@@ -452,7 +460,13 @@ pub async fn blobs_dedupe_and_inline<S: Store>(store: S) {
                 );
                 assert_eq!(s.input.len(), big.len() as u64);
             }
-            assert_eq!(&inline_payload(&store, &s.input).await.unwrap().data, want);
+            assert_eq!(
+                &inline_payload(&store, &r.key.namespace, &s.input)
+                    .await
+                    .unwrap()
+                    .data,
+                want
+            );
         }
     }
 }
@@ -481,4 +495,45 @@ pub async fn verify_history_of_intact_runs<S: Store>(store: S) {
             .await,
         Err(Error::NotFound(_))
     ));
+}
+
+/// Blobs are content-addressed per namespace: the same bytes put in two namespaces are two
+/// blobs, a namespace never reads another's (`None`, as for a hash nobody stored), and a run's
+/// large payloads are blobs of the run's namespace.
+pub async fn blobs_are_scoped_by_namespace<S: Store>(store: S) {
+    let data = b"tenant secret ".repeat(100);
+    let h = store.put_blob("tenant-a", data.clone()).await.unwrap();
+    assert_eq!(
+        store.get_blob("tenant-a", &h).await.unwrap(),
+        Some(data.clone())
+    );
+    assert_eq!(store.get_blob("tenant-b", &h).await.unwrap(), None);
+    assert_eq!(store.get_blob("default", &h).await.unwrap(), None);
+    // The same bytes in tenant-b: a blob of its own, same hash.
+    assert_eq!(store.put_blob("tenant-b", data.clone()).await.unwrap(), h);
+    assert_eq!(store.get_blob("tenant-b", &h).await.unwrap(), Some(data));
+
+    // A run's externalised payload is readable in its namespace only.
+    let big = vec![b'z'; crate::payload::INLINE_BYTES_MAX + 7];
+    let mut a = RunDriver::start(&store, "scoped-blob", "q").await;
+    a.append(&store, vec![fixtures::signal("big", big.clone())])
+        .await;
+    let h = store.read_history(&a.key, 2, 1).await.unwrap();
+    let Event::SignalReceived(s) = &h[0].event else {
+        panic!("a signal")
+    };
+    let hash = s.input.blob.expect("stored as a blob").hash;
+    let ns = &a.key.namespace;
+    let other = if ns == "tenant-c" {
+        "tenant-d"
+    } else {
+        "tenant-c"
+    };
+    assert_eq!(store.get_blob(ns, &hash).await.unwrap(), Some(big.clone()));
+    assert_eq!(store.get_blob(other, &hash).await.unwrap(), None);
+    assert!(inline_payload(&store, other, &s.input).await.is_err());
+    assert_eq!(
+        inline_payload(&store, ns, &s.input).await.unwrap().data,
+        big
+    );
 }

@@ -251,7 +251,7 @@ impl WorkerApi {
                 continue;
             };
             let scheduled = match appended.records.iter().find(|r| r.seq == act.scheduled_seq) {
-                Some(r) => self.core.inline(r.clone()).await?,
+                Some(r) => self.core.inline(&s.key.namespace, r.clone()).await?,
                 None => self.scheduled_record(&s.key, act).await?,
             };
             out.push(self.activity_task(s, e.command_seq, act, &scheduled, started));

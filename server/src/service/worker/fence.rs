@@ -34,13 +34,17 @@ pub(super) struct AttemptRef {
 }
 
 impl WorkerApi {
-    /// Opens a token and checks that it belongs to the request's namespace.
+    /// Opens a token and checks that it belongs to the request's namespace. A genuine token
+    /// of another namespace is PERMISSION_DENIED (a tenant's worker holding another tenant's
+    /// task is a boundary crossing, not a malformed request), decided from the token alone,
+    /// before anything is read: the answer is the same whether its run exists, and names
+    /// neither the run nor the namespace.
     fn open_token(&self, text: &str, namespace: &str) -> Result<TaskToken, Status> {
         let token = TaskToken::open(text, &self.tokens)?;
         let ns = validate::namespace(namespace)?;
         if token.key().namespace != ns {
-            return Err(Status::invalid_argument(
-                "task_token was given out in another namespace than this request's: send the request in the namespace the task came from",
+            return Err(Status::permission_denied(
+                "task_token was not given out in this request's namespace: a task is completed only in the namespace it came from",
             ));
         }
         Ok(token)
