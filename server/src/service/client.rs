@@ -103,6 +103,7 @@ pub async fn start(
             random_seed: seed,
             parent: None,
             forked_from: None,
+            schedule: None,
         }),
         Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
             task_queue,
@@ -175,6 +176,7 @@ impl ClientService for ClientApi {
             status: convert::status_from(r.status),
             workflow_type: (!r.workflow_type.is_empty()).then(|| r.workflow_type.clone()),
             waiting,
+            schedule: (!r.schedule.is_empty()).then(|| r.schedule.clone()),
         };
         if !r.parent_run_id.is_empty() {
             let runs =

@@ -114,6 +114,7 @@ mod tests {
             random_seed: 1,
             parent: None,
             forked_from: None,
+            schedule: None,
         }
     }
 

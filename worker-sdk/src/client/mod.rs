@@ -68,6 +68,8 @@ pub struct ListOptions {
     pub page_token: Option<String>,
     /// Only the child runs of this run, in the order it started them (one page).
     pub parent_run_id: Option<String>,
+    /// Only the runs this schedule started.
+    pub schedule: Option<String>,
 }
 
 /// A run that was started (or found open) by a start call.
@@ -222,6 +224,7 @@ impl Client {
             page_size: options.page_size,
             page_token: options.page_token.unwrap_or_default(),
             parent_run_id: options.parent_run_id.unwrap_or_default(),
+            schedule: options.schedule.unwrap_or_default(),
         };
         let resp = self.service().list_runs(req).await?.into_inner();
         let next = Some(resp.next_page_token).filter(|t| !t.is_empty());
