@@ -339,6 +339,7 @@ pub async fn serve_secured(
 ) -> anyhow::Result<()> {
     let core = Core::with_settings(store, Arc::new(SystemClock), settings);
     let timer_task = tokio::spawn(timers::run(core.clone()));
+    let schedule_task = tokio::spawn(crate::schedules::run(core.clone()));
     let relay_task = {
         let core = core.clone();
         tokio::spawn(async move {
@@ -375,6 +376,12 @@ pub async fn serve_secured(
         pb::admin_service_server::AdminServiceServer::new(AdminApi::new(core.clone()))
             .max_decoding_message_size(REQUEST_BYTES_MAX),
     );
+    let schedules = TooLarge(
+        pb::schedule_service_server::ScheduleServiceServer::new(
+            crate::service::schedule::ScheduleApi::new(core.clone()),
+        )
+        .max_decoding_message_size(REQUEST_BYTES_MAX),
+    );
     // Graceful: stop accepting, let requests in flight finish, but do not wait on open long
     // polls for longer than the grace period (workers re-poll after a restart anyway).
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -391,6 +398,7 @@ pub async fn serve_secured(
         .add_service(client)
         .add_service(worker)
         .add_service(admin)
+        .add_service(schedules)
         .serve_with_incoming_shutdown(incoming(listener), async {
             let _ = stop_rx.await;
         });
@@ -411,6 +419,7 @@ pub async fn serve_secured(
         }
     };
     timer_task.abort();
+    schedule_task.abort();
     relay_task.abort();
     if let Some(task) = changes_task {
         task.abort();
