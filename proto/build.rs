@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "steadfast/v1/common.proto",
         "steadfast/v1/history.proto",
         "steadfast/v1/service.proto",
+        "steadfast/v1/schedule.proto",
     ];
     tonic_build::configure()
         .file_descriptor_set_path(out.join("steadfast_descriptor.bin"))

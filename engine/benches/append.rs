@@ -37,6 +37,7 @@ fn started() -> Event {
         random_seed: 1,
         parent: None,
         forked_from: None,
+        schedule: None,
     })
 }
 

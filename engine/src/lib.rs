@@ -14,6 +14,7 @@ pub mod event;
 pub mod ids;
 pub mod log;
 pub mod payload;
+pub mod schedule;
 pub mod state;
 pub mod store;
 

@@ -36,6 +36,7 @@ fn events() -> Vec<Event> {
             random_seed: 99,
             parent: None,
             forked_from: None,
+            schedule: None,
         }),
         Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
             task_queue: "agents".into(),

@@ -144,6 +144,7 @@ fn run_started(rng: &mut StdRng, continued_from: Option<RunId>) -> (RunStarted, 
         random_seed: rng.r#gen(),
         parent: None,
         forked_from: None,
+        schedule: None,
     };
     (a, run_timeout_ms)
 }

@@ -129,6 +129,7 @@ fn started(workflow_id: &str, budget: Budget, continued_from: Option<RunId>) -> 
         random_seed: 0x0123_4567_89ab_cdef,
         parent: None,
         forked_from: None,
+        schedule: None,
     })
 }
 

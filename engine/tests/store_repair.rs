@@ -24,6 +24,7 @@ fn started(workflow_id: &str) -> Event {
         random_seed: 7,
         parent: None,
         forked_from: None,
+        schedule: None,
     })
 }
 

@@ -319,6 +319,7 @@ pub fn to_events(
                     ),
                     parent: None,
                     forked_from: None,
+                    schedule: None,
                 });
                 Event::RunContinuedAsNew(ev::RunContinuedAsNew {
                     command_seq: seq,
@@ -360,6 +361,7 @@ mod tests {
                 random_seed: 0,
                 parent: None,
                 forked_from: None,
+                schedule: None,
             }),
             Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
                 task_queue: "q".into(),

@@ -228,6 +228,10 @@ pub fn event(rec: &EventRecord) -> pb::HistoryEvent {
                 run_id: f.run_id.to_string(),
                 seq: f.seq,
             }),
+            schedule: a.schedule.as_ref().map(|s| pb::ScheduleRef {
+                name: s.name.clone(),
+                slot_ms: s.slot_ms,
+            }),
         }),
         Event::WorkflowTaskScheduled(a) => A::WorkflowTaskScheduled(pb::WorkflowTaskScheduled {
             task_queue: a.task_queue.clone(),
@@ -435,6 +439,10 @@ pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
                     seq: f.seq,
                 }),
             },
+            schedule: a.schedule.as_ref().map(|s| ev::ScheduleRef {
+                name: s.name.clone(),
+                slot_ms: s.slot_ms,
+            }),
         }),
         A::WorkflowTaskScheduled(a) => Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
             task_queue: a.task_queue.clone(),
@@ -751,5 +759,11 @@ pub fn run_info(s: &RunState, now_ms: i64, result: Option<Payload>) -> pb::RunIn
         children: crate::convert_family::children(s),
         forked_from_run_id: rid(&s.forked_from.map(|f| f.run_id)),
         forked_from_seq: s.forked_from.map_or(0, |f| f.seq),
+        schedule: s
+            .schedule
+            .as_ref()
+            .map(|r| r.name.clone())
+            .unwrap_or_default(),
+        schedule_slot_ms: s.schedule.as_ref().map_or(0, |r| r.slot_ms),
     }
 }

@@ -25,7 +25,7 @@ const UPDATE_ATTEMPTS_MAX: usize = 20;
 pub fn status(e: store::Error) -> Status {
     use store::Error as E;
     match e {
-        E::Conflict { .. } => Status::aborted(e.to_string()),
+        E::Conflict { .. } | E::ScheduleConflict { .. } => Status::aborted(e.to_string()),
         E::WorkflowIdInUse { .. } | E::Duplicate { .. } => Status::already_exists(e.to_string()),
         E::NotFound(k) => Status::not_found(format!(
             "run {} not found in namespace {}",
@@ -529,6 +529,7 @@ mod tests {
                 random_seed: 0,
                 parent: None,
                 forked_from: None,
+                schedule: None,
             }),
         );
         let mut s = RunState::start(key, &started).unwrap();

@@ -281,6 +281,7 @@ async fn start_child(core: &Core, parent: &RunState, seq: u32) -> Result<(), Sta
             command_seq: seq,
         }),
         forked_from: None,
+        schedule: None,
     };
     let outcome = match core
         .create(&child_key, crate::service::successor_events(started), None)

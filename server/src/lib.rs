@@ -5,6 +5,7 @@
 //! - [`service`]: ClientService, WorkerService, AdminService.
 //! - [`commands`]: workflow commands -> events, validated against the run state.
 //! - [`timers`]: deadlines -> events.
+//! - [`schedules`]: the schedule loop: due slots -> runs.
 //! - [`retention`]: closed runs past the retention period are dropped.
 //! - [`auth`]: bearer tokens from the auth file: roles and namespaces.
 //! - [`token`]: signed task tokens, and the key that signs them.
@@ -25,6 +26,7 @@ pub mod limits;
 pub mod notify;
 pub mod retention;
 pub mod retry;
+pub mod schedules;
 pub mod server;
 pub mod service;
 pub mod timers;

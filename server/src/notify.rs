@@ -15,6 +15,7 @@ pub struct Notifier {
     /// only the waiters of its own run.
     runs: Mutex<HashMap<RunKey, watch::Sender<u64>>>,
     timers: Notify,
+    schedules: Notify,
 }
 
 impl Default for Notifier {
@@ -23,6 +24,7 @@ impl Default for Notifier {
             queues: Mutex::default(),
             runs: Mutex::default(),
             timers: Notify::new(),
+            schedules: Notify::new(),
         }
     }
 }
@@ -73,6 +75,16 @@ impl Notifier {
     /// Wakes the timer loop (a new deadline may be earlier than the one it sleeps to).
     pub fn timers_changed(&self) {
         self.timers.notify_one();
+    }
+
+    /// Wakes the schedule loop (a schedule was created, resumed or changed here).
+    pub fn schedules_changed(&self) {
+        self.schedules.notify_one();
+    }
+
+    /// The schedule loop's wake-up.
+    pub fn schedules(&self) -> &Notify {
+        &self.schedules
     }
 
     /// The timer loop's wake-up.

@@ -375,6 +375,7 @@ pub async fn serve_secured(
     let timer_task = tokio::spawn(timers::run(core.clone()));
     let reconcile_task =
         reconcile_period.map(|p| tokio::spawn(reconcile_periodically(core.clone(), p)));
+    let schedule_task = tokio::spawn(crate::schedules::run(core.clone()));
     let relay_task = {
         let core = core.clone();
         tokio::spawn(async move {
@@ -414,6 +415,13 @@ pub async fn serve_secured(
             .max_decoding_message_size(request_bytes_max),
         request_bytes_max as u64,
     );
+    let schedules = TooLarge(
+        pb::schedule_service_server::ScheduleServiceServer::new(
+            crate::service::schedule::ScheduleApi::new(core.clone()),
+        )
+        .max_decoding_message_size(request_bytes_max),
+        request_bytes_max as u64,
+    );
     // Graceful: stop accepting, let requests in flight finish, but do not wait on open long
     // polls for longer than the grace period (workers re-poll after a restart anyway).
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -430,6 +438,7 @@ pub async fn serve_secured(
         .add_service(client)
         .add_service(worker)
         .add_service(admin)
+        .add_service(schedules)
         .serve_with_incoming_shutdown(incoming(listener), async {
             let _ = stop_rx.await;
         });
@@ -450,6 +459,7 @@ pub async fn serve_secured(
         }
     };
     timer_task.abort();
+    schedule_task.abort();
     relay_task.abort();
     if let Some(task) = reconcile_task {
         task.abort();

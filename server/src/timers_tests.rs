@@ -136,6 +136,40 @@ impl Store for Flaky {
     ) -> Result<bool, store::Error> {
         self.inner.defer_task(task, until_ms, attempt).await
     }
+    async fn put_schedule(
+        &self,
+        namespace: &str,
+        name: &str,
+        expected_version: u64,
+        data: Vec<u8>,
+    ) -> Result<u64, store::Error> {
+        self.inner
+            .put_schedule(namespace, name, expected_version, data)
+            .await
+    }
+    async fn delete_schedule(
+        &self,
+        namespace: &str,
+        name: &str,
+        expected_version: u64,
+    ) -> Result<(), store::Error> {
+        self.inner
+            .delete_schedule(namespace, name, expected_version)
+            .await
+    }
+    async fn get_schedule(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<store::StoredSchedule>, store::Error> {
+        self.inner.get_schedule(namespace, name).await
+    }
+    async fn list_schedules(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<Vec<store::StoredSchedule>, store::Error> {
+        self.inner.list_schedules(namespace).await
+    }
     async fn task_attempt(&self, task: &store::Task) -> Result<Option<u32>, store::Error> {
         self.inner.task_attempt(task).await
     }
@@ -221,6 +255,7 @@ async fn a_timer_whose_fire_failed_still_fires() {
                 random_seed: 0,
                 parent: None,
                 forked_from: None,
+                schedule: None,
             }),
             Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
                 task_queue: "q".into(),

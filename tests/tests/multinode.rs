@@ -271,6 +271,7 @@ fn work_a_dead_node_left_undone_is_finished_by_another() -> Result<()> {
             random_seed: 7,
             parent: None,
             forked_from: None,
+            schedule: None,
         });
         let scheduled = Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
             task_queue: QUEUE.into(),

@@ -57,6 +57,7 @@ mod derived;
 mod notify;
 mod queues;
 mod read;
+mod schedules;
 mod schema;
 #[doc(hidden)]
 pub mod testing;
@@ -73,7 +74,7 @@ use steadfast_engine::payload::Hash;
 use steadfast_engine::state::RunState;
 use steadfast_engine::store::{
     AppendRequest, Appended, Change, DueTimer, Error, RequestKey, RunFilter, Store, StoreStats,
-    Task, TaskKind,
+    StoredSchedule, Task, TaskKind,
 };
 
 pub use append::NAMESPACE_LEN_MAX;
@@ -420,6 +421,41 @@ impl Store for PgStore {
 
     async fn missing_successors(&self) -> Result<Vec<(RunKey, RunStarted)>, Error> {
         PgStore::missing_successors(self).await
+    }
+
+    async fn put_schedule(
+        &self,
+        namespace: &str,
+        name: &str,
+        expected_version: u64,
+        data: Vec<u8>,
+    ) -> Result<u64, Error> {
+        self.inner
+            .put_schedule(namespace, name, expected_version, data)
+            .await
+    }
+
+    async fn delete_schedule(
+        &self,
+        namespace: &str,
+        name: &str,
+        expected_version: u64,
+    ) -> Result<(), Error> {
+        self.inner
+            .delete_schedule(namespace, name, expected_version)
+            .await
+    }
+
+    async fn get_schedule(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<StoredSchedule>, Error> {
+        self.inner.get_schedule(namespace, name).await
+    }
+
+    async fn list_schedules(&self, namespace: Option<&str>) -> Result<Vec<StoredSchedule>, Error> {
+        self.inner.list_schedules(namespace).await
     }
 
     fn stats(&self) -> StoreStats {

@@ -94,6 +94,17 @@ impl Inner {
         if filter.waiting.is_some() {
             sql.push_str(" AND open");
         }
+        // A schedule's runs have workflow ids `NAME@slot` (names have no LIKE wildcards but
+        // `_`); the state's schedule field decides, so a look-alike id started by hand is not
+        // counted.
+        let like = filter
+            .schedule
+            .as_ref()
+            .map(|n| format!("{}@%", n.replace('_', "\\_")));
+        if let Some(l) = &like {
+            sql.push_str(&format!(" AND workflow_id LIKE ${}", params.len() + 1));
+            params.push(l);
+        }
         let page = (limit.max(1) as i64).min(LIST_RUNS_PAGE_MAX as i64);
         sql.push_str(&format!(" ORDER BY run_id DESC LIMIT {page}"));
         let stmt = client.prepare_cached(&sql).await.map_err(pg_err)?;
@@ -114,7 +125,11 @@ impl Inner {
                 let waits = filter
                     .waiting
                     .as_ref()
-                    .is_none_or(|c| s.waiting_on(now_ms).iter().any(|w| w.category() == c));
+                    .is_none_or(|c| s.waiting_on(now_ms).iter().any(|w| w.category() == c))
+                    && filter
+                        .schedule
+                        .as_ref()
+                        .is_none_or(|n| s.schedule.as_ref().is_some_and(|r| r.name == *n));
                 if waits {
                     out.push(std::sync::Arc::new(s));
                     if out.len() >= limit {
@@ -123,7 +138,7 @@ impl Inner {
                 }
             }
             // Without a waiting filter every row matched: one page is the answer.
-            if filter.waiting.is_none() || (n as i64) < page {
+            if (filter.waiting.is_none() && filter.schedule.is_none()) || (n as i64) < page {
                 return Ok(out);
             }
             cursor = last;
@@ -371,6 +386,7 @@ impl Inner {
                     ),
                     parent: None,
                     forked_from: None,
+                    schedule: None,
                 },
             ));
         }

@@ -12,13 +12,14 @@ use steadfast_engine::store::Error;
 use crate::pg_err;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Serialises concurrent migrations of one database (several nodes starting at once).
 const MIGRATION_LOCK_KEY: i64 = 0x5374_6164_6661_7374; // "Steadfast"
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     namespace     text     NOT NULL,
     run_id        uuid     NOT NULL,
@@ -126,7 +127,18 @@ CREATE TABLE settings (
     name  text  PRIMARY KEY,
     value bytea NOT NULL
 );
-"#];
+"#,
+    r#"
+-- Schedules (issue 18): one row each, replaced by compare-and-set on `version`.
+CREATE TABLE schedules (
+    namespace text   NOT NULL,
+    name      text   NOT NULL,
+    version   bigint NOT NULL,
+    data      bytea  NOT NULL,
+    PRIMARY KEY (namespace, name)
+);
+"#,
+];
 
 /// Brings the database to [`SCHEMA_VERSION`], in one transaction; refuses a newer one.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), Error> {

@@ -70,6 +70,7 @@ fn started(queue: &str) -> Event {
         random_seed: 1,
         parent: None,
         forked_from: None,
+        schedule: None,
     })
 }
 

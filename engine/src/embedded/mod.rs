@@ -31,6 +31,7 @@ mod rebuild;
 mod recover;
 mod repair;
 mod retention;
+mod schedules;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -50,8 +51,8 @@ use crate::payload::Hash;
 use crate::state::RunState;
 
 use crate::store::{
-    AppendRequest, Appended, DueTimer, Error, RequestKey, RunFilter, Store, StoreStats, Task,
-    TaskKind, VerifiedHistory,
+    AppendRequest, Appended, DueTimer, Error, RequestKey, RunFilter, Store, StoreStats,
+    StoredSchedule, Task, TaskKind, VerifiedHistory,
 };
 
 pub(crate) use errors::{log_err, log_err_named, sled_err};
@@ -147,6 +148,7 @@ pub struct EmbeddedStore {
 
 pub(crate) struct Inner {
     dir: PathBuf,
+    schedules: schedules::Schedules,
     options: EmbeddedOptions,
     log: Log,
     db: sled::Db,
@@ -648,6 +650,41 @@ impl Store for EmbeddedStore {
 
     async fn missing_successors(&self) -> Result<Vec<(RunKey, crate::event::RunStarted)>, Error> {
         EmbeddedStore::missing_successors(self).await
+    }
+
+    async fn put_schedule(
+        &self,
+        namespace: &str,
+        name: &str,
+        expected_version: u64,
+        data: Vec<u8>,
+    ) -> Result<u64, Error> {
+        self.inner
+            .schedules
+            .put(namespace, name, expected_version, data)
+    }
+
+    async fn delete_schedule(
+        &self,
+        namespace: &str,
+        name: &str,
+        expected_version: u64,
+    ) -> Result<(), Error> {
+        self.inner
+            .schedules
+            .delete(namespace, name, expected_version)
+    }
+
+    async fn get_schedule(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<StoredSchedule>, Error> {
+        self.inner.schedules.get(namespace, name)
+    }
+
+    async fn list_schedules(&self, namespace: Option<&str>) -> Result<Vec<StoredSchedule>, Error> {
+        self.inner.schedules.list(namespace)
     }
 
     fn stats(&self) -> StoreStats {

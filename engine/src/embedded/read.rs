@@ -161,6 +161,10 @@ impl Inner {
                     .waiting
                     .as_ref()
                     .is_none_or(|c| s.waiting_on(now_ms).iter().any(|w| w.category() == c))
+                && filter
+                    .schedule
+                    .as_ref()
+                    .is_none_or(|n| s.schedule.as_ref().is_some_and(|r| r.name == *n))
         };
         // Open runs are all in memory.
         if filter.waiting.is_some() || filter.status == Some(RunStatus::Running) {

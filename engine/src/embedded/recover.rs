@@ -100,8 +100,10 @@ pub(crate) fn open(
     let runs_open = core.len() as u64;
     let (tx, rx) = std::sync::mpsc::channel();
     let indexed = indexed_lsn(&db).map_err(Failure::into_error)?.unwrap_or(0);
+    let schedules = super::schedules::Schedules::open(dir)?;
     let inner = Arc::new(Inner {
         dir: dir.to_path_buf(),
+        schedules,
         options,
         log,
         db,

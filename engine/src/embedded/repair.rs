@@ -92,6 +92,7 @@ impl EmbeddedStore {
                     ),
                     parent: None,
                     forked_from: None,
+                    schedule: None,
                 },
             ));
         }

@@ -204,6 +204,15 @@ pub struct ForkRef {
     pub seq: u64,
 }
 
+/// The schedule that started a run: its name and the slot (the nominal time) it fired for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleRef {
+    /// The schedule's name (same namespace).
+    pub name: String,
+    /// The slot: the time the cadence named, before jitter.
+    pub slot_ms: TimeMs,
+}
+
 /// What happens to an open child run when its parent closes (and, for `Cancel`, when the
 /// parent is asked to cancel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr, Default)]
@@ -302,6 +311,10 @@ attrs! {
         /// is not a fork has the bytes of the older format.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub forked_from: Option<ForkRef>,
+        /// The schedule that started this run, and the slot it fired for. Not written when
+        /// absent, so a run no schedule started has the bytes of the older format.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub schedule: Option<ScheduleRef>,
     }
     /// The run has new events for its code.
     pub struct WorkflowTaskScheduled {

@@ -65,6 +65,7 @@ impl RunState {
             timed_out_attempts: BTreeSet::new(),
             parent: a.parent,
             forked_from: a.forked_from,
+            schedule: a.schedule.clone(),
             children: BTreeMap::new(),
             signals_out: BTreeMap::new(),
             history_bytes: 0,

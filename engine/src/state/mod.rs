@@ -18,7 +18,7 @@ pub use waiting::WaitingOn;
 
 use crate::event::{
     ActivityOptions, Budget, BudgetDimension, ChildOutcome, CommandSeq, Effect, Failure, ForkRef,
-    ParentClosePolicy, ParentRef, TimeMs, Usage,
+    ParentClosePolicy, ParentRef, ScheduleRef, TimeMs, Usage,
 };
 use crate::ids::{RunId, RunKey};
 use crate::payload::{Hash, Payload};
@@ -388,6 +388,9 @@ pub struct RunState {
     /// state's own encoding: the store keeps it beside the state.
     #[serde(skip)]
     pub history_bytes: u64,
+    /// The schedule that started this run, and its slot (`run list --schedule`).
+    #[serde(default)]
+    pub schedule: Option<ScheduleRef>,
 }
 
 /// An event that is not legal in the run's current state.

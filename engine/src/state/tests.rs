@@ -35,6 +35,7 @@ fn started(budget: Budget) -> RunStarted {
         random_seed: 7,
         parent: None,
         forked_from: None,
+        schedule: None,
     }
 }
 

@@ -9,6 +9,7 @@ mod history;
 mod queues;
 mod requests;
 mod retention;
+mod schedules;
 mod size;
 mod timers;
 
@@ -19,6 +20,7 @@ use crate::store::Store;
 pub use fixtures::{RunDriver, T0, signal};
 pub use requests::request_ids_deduplicate_durably;
 pub use retention::closed_runs_are_dropped_for_good;
+pub use schedules::schedules_compare_and_set_durably;
 
 /// A backend under test: makes fresh stores and restarts them.
 #[async_trait]
@@ -43,6 +45,7 @@ pub async fn run_all<B: Backend>(backend: &mut B) {
     history::list_runs_filters_and_pages(backend.fresh().await).await;
     history::blobs_dedupe_and_inline(backend.fresh().await).await;
     history::blobs_are_scoped_by_namespace(backend.fresh().await).await;
+    schedules::runs_are_listed_by_schedule(backend.fresh().await).await;
     queues::workflow_task_lease_and_release(backend.fresh().await).await;
     queues::activity_backoff_and_budget(backend.fresh().await).await;
     queues::take_a_specific_task(backend.fresh().await).await;
@@ -54,6 +57,7 @@ pub async fn run_all<B: Backend>(backend: &mut B) {
     size::history_bytes_are_counted(backend).await;
     retention::closed_runs_are_dropped_for_good(backend).await;
     requests::request_ids_deduplicate_durably(backend).await;
+    schedules::schedules_compare_and_set_durably(backend).await;
 }
 
 /// Runs the suite's one slow test: the history event limit (100,000 events).

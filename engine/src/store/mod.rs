@@ -105,6 +105,21 @@ pub enum Error {
         /// What failed.
         detail: String,
     },
+    /// A schedule was changed (or created, or deleted) since the caller read it: re-read it and
+    /// decide again. `actual` 0 = there is no such schedule.
+    #[error(
+        "schedule {namespace}/{name} is at version {actual}, not {expected}: re-read it and try again"
+    )]
+    ScheduleConflict {
+        /// Namespace.
+        namespace: String,
+        /// Schedule name.
+        name: String,
+        /// The version the caller expected (0 = none).
+        expected: u64,
+        /// The stored version (0 = none).
+        actual: u64,
+    },
     /// The store cannot serve: an I/O failure, or it was closed. Retry later or restart.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -188,6 +203,8 @@ pub struct RunFilter {
     pub workflow_type: Option<String>,
     /// A [`crate::state::WaitingOn::category`], for open runs.
     pub waiting: Option<String>,
+    /// Runs the schedule of this name started.
+    pub schedule: Option<String>,
 }
 
 /// Which queue.
@@ -413,6 +430,37 @@ pub trait Store: Send + Sync + 'static {
     /// appends of a continue-as-new), with the RunStarted that creates it.
     async fn missing_successors(&self) -> Result<Vec<(RunKey, crate::event::RunStarted)>, Error>;
 
+    /// Writes a schedule's record ([`crate::schedule::Schedule::encode`]) if its stored
+    /// version is `expected_version` (0 = it does not exist yet), durably; returns the new
+    /// version. Otherwise writes nothing: [`Error::ScheduleConflict`]. This compare-and-set is
+    /// what lets several nodes (or a node retrying after a crash) move one schedule safely.
+    async fn put_schedule(
+        &self,
+        namespace: &str,
+        name: &str,
+        expected_version: u64,
+        data: Vec<u8>,
+    ) -> Result<u64, Error>;
+
+    /// Deletes a schedule if its stored version is `expected_version`, durably; otherwise
+    /// [`Error::ScheduleConflict`]. The runs it started are untouched.
+    async fn delete_schedule(
+        &self,
+        namespace: &str,
+        name: &str,
+        expected_version: u64,
+    ) -> Result<(), Error>;
+
+    /// One schedule's record.
+    async fn get_schedule(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<StoredSchedule>, Error>;
+
+    /// Every schedule of `namespace` (every namespace when `None`), by namespace then name.
+    async fn list_schedules(&self, namespace: Option<&str>) -> Result<Vec<StoredSchedule>, Error>;
+
     /// Counters.
     fn stats(&self) -> StoreStats;
 
@@ -423,6 +471,19 @@ pub trait Store: Send + Sync + 'static {
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
         None
     }
+}
+
+/// A schedule's record as stored (see [`Store::put_schedule`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSchedule {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Version: 1 when created, one more per write.
+    pub version: u64,
+    /// The record ([`crate::schedule::Schedule::encode`]).
+    pub data: Vec<u8>,
 }
 
 /// What [`Store::verify_history`] found intact.

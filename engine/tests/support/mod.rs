@@ -40,6 +40,7 @@ pub fn started(workflow_id: &str) -> Event {
         random_seed: 1,
         parent: None,
         forked_from: None,
+        schedule: None,
     })
 }
 

@@ -41,6 +41,8 @@ pub fn access(path: &str) -> Access {
         ("steadfast.v1.ClientService", _) => Access::Roles(CLIENT),
         ("steadfast.v1.WorkerService", _) => Access::Roles(WORKER),
         ("steadfast.v1.AdminService", _) => Access::Roles(ADMIN),
+        // Schedules start runs: what a client may do, on a cadence.
+        ("steadfast.v1.ScheduleService", _) => Access::Roles(CLIENT),
         _ => Access::AnyRole,
     }
 }
@@ -203,6 +205,11 @@ mod tests {
             );
         }
         assert_eq!((code(checkpoint, c), code(checkpoint, w)), (denied, denied));
+        let schedule = "/steadfast.v1.ScheduleService/CreateSchedule";
+        assert_eq!(
+            (code(schedule, c), code(schedule, w), code(schedule, a)),
+            (Code::Ok, denied, Code::Ok)
+        );
         assert_eq!(code(checkpoint, a), Code::Ok);
         assert_eq!(code("/grpc.health.v1.Health/Check", None), Code::Ok);
         assert_eq!(

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use steadfast_proto::v1::admin_service_client::AdminServiceClient;
 use steadfast_proto::v1::client_service_client::ClientServiceClient;
+use steadfast_proto::v1::schedule_service_client::ScheduleServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -191,6 +192,13 @@ impl Conn {
     /// The admin service.
     pub fn admin(&self) -> AdminServiceClient<Authed> {
         AdminServiceClient::new(self.authed())
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX)
+    }
+
+    /// The schedule service.
+    pub fn schedules(&self) -> ScheduleServiceClient<Authed> {
+        ScheduleServiceClient::new(self.authed())
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX)
     }

@@ -20,6 +20,7 @@ mod parse;
 mod render;
 pub(crate) mod replay;
 mod run;
+mod schedule;
 mod verify;
 
 use std::ffi::OsString;
@@ -198,6 +199,8 @@ enum Command {
     #[command(subcommand, after_help = EXIT_CODES)]
     History(history::HistoryCmd),
     /// Operate the server.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Schedule(schedule::ScheduleCmd),
     #[command(subcommand)]
     Admin(AdminCmd),
 }
@@ -378,6 +381,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         }
         Command::Run(cmd) => run::dispatch(&connect()?, cmd).await,
         Command::History(cmd) => history::dispatch(&connect()?, cmd).await,
+        Command::Schedule(cmd) => schedule::dispatch(&connect()?, cmd).await,
         Command::Admin(AdminCmd::Checkpoint) => {
             let conn = connect()?;
             let r = conn

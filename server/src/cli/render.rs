@@ -164,6 +164,9 @@ pub fn run_json(r: &pb::RunInfo) -> Value {
         "continued_from": nonempty(&r.continued_from),
         "continued_to": nonempty(&r.continued_to),
         "parent_run_id": nonempty(&r.parent_run_id),
+        "schedule": (!r.schedule.is_empty()).then(|| json!({
+            "name": r.schedule, "slot_ms": r.schedule_slot_ms, "slot": time_json(r.schedule_slot_ms),
+        })),
         "forked_from": (!r.forked_from_run_id.is_empty()).then(|| json!({
             "run_id": r.forked_from_run_id, "seq": r.forked_from_seq,
         })),

@@ -79,6 +79,7 @@ fn started(run_timeout_ms: u64) -> Event {
         random_seed: 42,
         parent: None,
         forked_from: None,
+        schedule: None,
     })
 }
 

@@ -132,6 +132,9 @@ pub struct ListArgs {
     /// Only the child runs of this run, in the order it started them.
     #[arg(long, value_name = "RUN")]
     parent: Option<String>,
+    /// Only the runs this schedule started.
+    #[arg(long, value_name = "NAME")]
+    schedule: Option<String>,
     /// Most runs to print (0 = all).
     #[arg(long, default_value_t = 100)]
     limit: u32,
@@ -267,6 +270,7 @@ async fn list(conn: &Conn, a: ListArgs) -> Outcome {
             page_size: want.saturating_sub(runs.len()).min(1_000) as u32,
             page_token: page_token.clone(),
             parent_run_id: a.parent.clone().unwrap_or_default(),
+            schedule: a.schedule.clone().unwrap_or_default(),
         };
         let r = conn
             .client()

@@ -63,6 +63,17 @@ pub async fn start(
     r: &pb::StartWorkflowRequest,
     continued_from: Option<RunId>,
 ) -> Result<(RunId, bool), Status> {
+    start_with(core, r, continued_from, None).await
+}
+
+/// [`start`], recording the schedule slot the run is for (the schedule loop, trigger and
+/// backfill start runs through here, so a slot's run is created exactly like any other).
+pub async fn start_with(
+    core: &Core,
+    r: &pb::StartWorkflowRequest,
+    continued_from: Option<RunId>,
+    schedule: Option<ev::ScheduleRef>,
+) -> Result<(RunId, bool), Status> {
     let ns = validate::namespace(&r.namespace)?;
     validate::name("workflow_type", &r.workflow_type)?;
     validate::opt_name("workflow_id", &r.workflow_id)?;
@@ -109,6 +120,7 @@ pub async fn start(
             random_seed: seed,
             parent: None,
             forked_from: None,
+            schedule,
         }),
         Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
             task_queue,
@@ -181,6 +193,7 @@ impl ClientService for ClientApi {
             status: convert::status_from(r.status),
             workflow_type: (!r.workflow_type.is_empty()).then(|| r.workflow_type.clone()),
             waiting,
+            schedule: (!r.schedule.is_empty()).then(|| r.schedule.clone()),
         };
         if !r.parent_run_id.is_empty() {
             let runs =
@@ -285,30 +298,7 @@ impl ClientService for ClientApi {
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         validate::text("reason", &r.reason)?;
         validate::opt_name("identity", &r.identity)?;
-        self.core
-            .update(&key, true, |s, _| {
-                closed_check(s, "cancel")?;
-                if s.cancel_requested {
-                    return Ok(None);
-                }
-                let mut events = vec![Event::CancelRequested(ev::CancelRequested {
-                    reason: r.reason.clone(),
-                    identity: r.identity.clone(),
-                })];
-                // Running attempts hear of it through their heartbeat; the others (queued, in
-                // retry backoff, parked on the budget) are cancelled now, so that the workflow
-                // can stop without waiting for them.
-                events.extend(
-                    s.activities
-                        .keys()
-                        .filter(|id| Core::is_undispatched(s, **id))
-                        .map(|id| {
-                            Event::ActivityCancelled(ev::ActivityCancelled { command_seq: *id })
-                        }),
-                );
-                Ok(Some(events))
-            })
-            .await?;
+        request_cancel(&self.core, &key, &r.reason, &r.identity).await?;
         Ok(Response::new(pb::CancelRunResponse {}))
     }
 
@@ -500,6 +490,38 @@ impl ClientService for ClientApi {
             }),
         }))
     }
+}
+
+/// Asks a run to cancel (CancelRun, and a schedule's cancel-previous): records
+/// CancelRequested once, and cancels the activities that are not running yet so the workflow
+/// can stop without waiting for them. A run already asked is left as it is.
+pub async fn request_cancel(
+    core: &Core,
+    key: &RunKey,
+    reason: &str,
+    identity: &str,
+) -> Result<(), Status> {
+    core.update(key, true, |s, _| {
+        closed_check(s, "cancel")?;
+        if s.cancel_requested {
+            return Ok(None);
+        }
+        let mut events = vec![Event::CancelRequested(ev::CancelRequested {
+            reason: reason.to_string(),
+            identity: identity.to_string(),
+        })];
+        // Running attempts hear of it through their heartbeat; the others (queued, in
+        // retry backoff, parked on the budget) are cancelled now.
+        events.extend(
+            s.activities
+                .keys()
+                .filter(|id| Core::is_undispatched(s, **id))
+                .map(|id| Event::ActivityCancelled(ev::ActivityCancelled { command_seq: *id })),
+        );
+        Ok(Some(events))
+    })
+    .await?;
+    Ok(())
 }
 
 /// Refuses an operation on a closed run.

@@ -5,6 +5,7 @@ pub mod client;
 pub mod fork;
 pub mod import;
 pub mod poll_filter;
+pub mod schedule;
 pub mod worker;
 
 use steadfast_engine::event::{self as ev, Event};
@@ -114,6 +115,7 @@ mod tests {
             random_seed: 1,
             parent: None,
             forked_from: None,
+            schedule: None,
         }
     }
 

@@ -1,5 +1,5 @@
 //! The client: start runs and follow them (describe, list, await, signal, cancel,
-//! terminate, history, watch) and fork or reset them.
+//! terminate, history, watch), fork or reset them, and manage schedules.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), steadfast_sdk::client::Error> {
@@ -14,12 +14,14 @@
 
 mod config;
 mod error;
+mod schedule;
 mod watch;
 
 use std::time::Duration;
 
 pub use config::{Bearer, ClientConfig, DEFAULT_ADDR, TlsFiles, Token, Transport};
 pub use error::Error;
+pub use schedule::{Cadence, Overlap, ScheduleSpec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use steadfast_proto::v1 as pb;
@@ -68,6 +70,8 @@ pub struct ListOptions {
     pub page_token: Option<String>,
     /// Only the child runs of this run, in the order it started them (one page).
     pub parent_run_id: Option<String>,
+    /// Only the runs this schedule started.
+    pub schedule: Option<String>,
 }
 
 /// A run that was started (or found open) by a start call.
@@ -97,6 +101,7 @@ impl RunHandle {
 pub struct Client {
     service: ClientServiceClient<Transport>,
     admin: AdminServiceClient<Transport>,
+    schedules: steadfast_proto::v1::schedule_service_client::ScheduleServiceClient<Transport>,
     config: ClientConfig,
 }
 
@@ -142,9 +147,14 @@ impl Client {
             service: ClientServiceClient::new(channel.clone())
                 .max_decoding_message_size(config.max_message_bytes)
                 .max_encoding_message_size(config.max_message_bytes),
-            admin: AdminServiceClient::new(channel)
+            admin: AdminServiceClient::new(channel.clone())
                 .max_decoding_message_size(config.max_message_bytes)
                 .max_encoding_message_size(config.max_message_bytes),
+            schedules: steadfast_proto::v1::schedule_service_client::ScheduleServiceClient::new(
+                channel,
+            )
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes),
             config,
         }
     }
@@ -222,6 +232,7 @@ impl Client {
             page_size: options.page_size,
             page_token: options.page_token.unwrap_or_default(),
             parent_run_id: options.parent_run_id.unwrap_or_default(),
+            schedule: options.schedule.unwrap_or_default(),
         };
         let resp = self.service().list_runs(req).await?.into_inner();
         let next = Some(resp.next_page_token).filter(|t| !t.is_empty());

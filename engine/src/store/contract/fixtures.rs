@@ -143,6 +143,7 @@ pub fn started(workflow_id: &str, queue: &str) -> event::RunStarted {
         random_seed: 7,
         parent: None,
         forked_from: None,
+        schedule: None,
     }
 }
 

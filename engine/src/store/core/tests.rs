@@ -27,6 +27,7 @@ impl Run {
             random_seed: 1,
             parent: None,
             forked_from: None,
+            schedule: None,
         });
         let rec = EventRecord {
             seq: 1,

@@ -295,6 +295,7 @@ mod tests {
                     random_seed: 0,
                     parent: None,
                     forked_from: None,
+                    schedule: None,
                 }),
             ),
         )
