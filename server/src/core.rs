@@ -91,6 +91,9 @@ pub struct Core {
     /// Runs whose children or outgoing signals need work (an optimisation: see
     /// [`crate::family`]).
     pub relay: crate::family::Relay,
+    /// Queries waiting for a worker's answer (an optimisation: nothing about a query is
+    /// durable; see [`crate::query`]).
+    pub queries: crate::query::Queries,
 }
 
 /// Server settings that change how runs are driven (flags and env of `steadfast server`).
@@ -139,6 +142,7 @@ impl Core {
             sticky: Mutex::default(),
             heartbeat_recorded: Mutex::default(),
             relay: crate::family::Relay::default(),
+            queries: crate::query::Queries::default(),
         })
     }
 

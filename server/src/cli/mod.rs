@@ -20,6 +20,7 @@ mod parse;
 mod render;
 pub(crate) mod replay;
 mod run;
+mod steer;
 mod verify;
 
 use std::ffi::OsString;

@@ -5,6 +5,7 @@ pub mod client;
 pub mod fork;
 pub mod import;
 pub mod poll_filter;
+pub mod query;
 pub mod worker;
 
 use steadfast_engine::event::{self as ev, Event};

@@ -7,7 +7,8 @@
 //! `steadfast_tests::side`) and syncs it, so tests can count executions across SIGKILLs.
 //!
 //! Workflows (inputs are JSON objects; every field has a default):
-//! - `seq` `{n, sleep_ms, start_to_close_ms}`: `n` sequential `step` activities, each sleeping
+//! - `seq` `{n, sleep_ms, start_to_close_ms}` (query `progress`: `{done, total}`): `n`
+//!   sequential `step` activities, each sleeping
 //!   `sleep_ms` and returning its index; the result is the list of results. It issues no other
 //!   command, so the activity ids are 1..=n.
 //! - `slow` `{sleep_ms, start_to_close_ms}`: one `slow` activity whose first attempt sleeps
@@ -125,6 +126,14 @@ struct StepInput {
 }
 
 async fn seq(ctx: WorkflowContext, input: SeqInput) -> Result<Vec<u32>, WorkflowError> {
+    // Read by the "progress" query: the steps done so far, of n.
+    let done = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let seen = std::rc::Rc::clone(&done);
+    let total = input.n;
+    ctx.on_query(
+        "progress",
+        move |_: ()| serde_json::json!({ "done": seen.get(), "total": total }),
+    );
     let mut out = Vec::with_capacity(input.n as usize);
     for index in 0..input.n {
         let step = StepInput {
@@ -136,6 +145,7 @@ async fn seq(ctx: WorkflowContext, input: SeqInput) -> Result<Vec<u32>, Workflow
             .options(options(input.start_to_close_ms))
             .await?;
         out.push(r);
+        done.set(index + 1);
     }
     Ok(out)
 }

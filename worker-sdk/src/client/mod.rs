@@ -306,6 +306,32 @@ impl Client {
         Ok(())
     }
 
+    /// Asks run `run_id` through its query handler `name` (registered with
+    /// [`WorkflowContext::on_query`](crate::workflow::WorkflowContext::on_query)) and decodes
+    /// the answer. A worker of the run's task queue replays the run and answers; nothing is
+    /// written. `timeout` bounds the wait for a worker (`None`: the server's default, 10 s).
+    ///
+    /// Errors: an unknown name is [`Error::UnknownQuery`]; a handler that failed (or a run its
+    /// worker cannot replay) is [`Error::QueryFailed`]; no worker answering in time is
+    /// [`Error::Unavailable`] (retry later, or start a worker).
+    pub async fn query<O: DeserializeOwned>(
+        &self,
+        run_id: &str,
+        name: &str,
+        input: &(impl Serialize + ?Sized),
+        timeout: Option<Duration>,
+    ) -> Result<O, Error> {
+        let req = pb::QueryRunRequest {
+            namespace: self.config.namespace.clone(),
+            run_id: run_id.to_owned(),
+            query_name: name.to_owned(),
+            input: Some(payload::encode(input)?),
+            timeout_ms: timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        };
+        let resp = self.service().query_run(req).await?.into_inner();
+        Ok(payload::decode(resp.result.as_ref())?)
+    }
+
     /// Delivers signal `name` to the open run of `workflow_id`, starting a run of
     /// `workflow_type` with `input` first when there is none.
     #[allow(clippy::too_many_arguments)]

@@ -24,6 +24,7 @@ use steadfast_proto::v1::history_event::Attributes as Ev;
 use super::child::ChildError;
 use super::commands::{command_seq, describe_command, describe_event, matches};
 use super::context::{Inner, WorkflowContext};
+use super::handlers::QueryError;
 use super::patch::markers_by_task;
 use super::state::{Resolved, RunState};
 use super::{Error, Registry, WorkflowError};
@@ -210,6 +211,21 @@ impl WorkflowInstance {
         }
     }
 
+    /// Answers query `name` with the handler the workflow registered, from the state the
+    /// instance reached. Reads only: nothing is issued, the instance stays usable.
+    pub fn query(&self, name: &str, input: &pb::Payload) -> Result<pb::Payload, QueryError> {
+        if let Some(e) = &self.failed {
+            return Err(QueryError::Replay(e.to_string()));
+        }
+        let Some(running) = &self.running else {
+            return Err(QueryError::Replay("the run has not started".into()));
+        };
+        // Borrowed for the handler's whole run: a handler registering another one panics
+        // (caught), instead of changing the set it runs from.
+        let queries = running.ctx.inner.queries.borrow();
+        queries.answer(name, input)
+    }
+
     /// Checks that a history ending here is complete: the commands of its last completed
     /// task were all recorded. Used by the replayer at the end of a closed history.
     pub fn finish_history(&mut self) -> Result<(), Error> {
@@ -333,6 +349,7 @@ impl WorkflowInstance {
                 self.registry.continue_as_new_threshold(),
             )
             .into(),
+            queries: Default::default(),
         });
         let future = catch_unwind(AssertUnwindSafe(|| f(ctx.clone(), started.input)))
             .map_err(|p| panic_error(&*p))?;

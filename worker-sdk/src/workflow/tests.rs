@@ -13,6 +13,8 @@ use crate::{ActivityError, Effect, payload};
 
 #[path = "tests_history.rs"]
 mod history_decisions;
+#[path = "tests_query.rs"]
+mod queries;
 
 /// Commands in a compact, comparable form: "1:activity(a,\"x\")".
 fn show(commands: &[pb::Command]) -> Vec<String> {
