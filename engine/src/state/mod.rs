@@ -388,6 +388,21 @@ pub struct RunState {
     /// state's own encoding: the store keeps it beside the state.
     #[serde(skip)]
     pub history_bytes: u64,
+    /// Updates asked for (`UpdateRequested`), by request id, and where each stands: a
+    /// request id is applied once per run. Absent in states stored before it existed.
+    #[serde(default)]
+    pub updates: BTreeMap<String, UpdatePhase>,
+}
+
+/// Where one update stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpdatePhase {
+    /// Recorded; the workflow has not answered yet.
+    Requested,
+    /// The handler answered (UpdateCompleted).
+    Completed,
+    /// The validator refused it (UpdateRejected).
+    Rejected,
 }
 
 /// An event that is not legal in the run's current state.

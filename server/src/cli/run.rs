@@ -58,6 +58,10 @@ pub enum RunCmd {
     /// [--input JSON]`. A worker replays the run and answers; nothing is written. Prints the
     /// answer as JSON.
     Query(steer::QueryArgs),
+    /// Steer a run through an update handler it registered: `run update RUN NAME --input
+    /// JSON [--request-id ID]`. Recorded, validated, applied once per request id; waits for
+    /// the handler's answer and prints it as JSON.
+    Update(steer::UpdateArgs),
     /// Change a run's budget (a run parked on its budget resumes); prints the new budget.
     /// Limits not given are kept.
     Budget(BudgetArgs),
@@ -201,6 +205,7 @@ pub async fn dispatch(conn: &Conn, cmd: RunCmd) -> Outcome {
         }
         RunCmd::Signal(a) => operate::signal(conn, a).await,
         RunCmd::Query(a) => steer::query(conn, a).await,
+        RunCmd::Update(a) => steer::update(conn, a).await,
         RunCmd::Budget(a) => operate::budget(conn, a).await,
         RunCmd::Reconcile(a) => operate::reconcile(conn, a).await,
         RunCmd::Fork(a) => fork::fork(conn, a, false).await,

@@ -6,6 +6,7 @@ pub mod fork;
 pub mod import;
 pub mod poll_filter;
 pub mod query;
+pub mod update;
 pub mod worker;
 
 use steadfast_engine::event::{self as ev, Event};

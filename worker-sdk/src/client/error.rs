@@ -89,6 +89,9 @@ pub enum Error {
     /// The query handler failed, or its worker could not replay the run ([STF-QUERY002]).
     #[error("query failed: {0}")]
     QueryFailed(String),
+    /// The update's validator refused it ([STF-UPDATE001]); the run did not change.
+    #[error("update rejected: {0}")]
+    UpdateRejected(String),
     /// A payload could not be encoded, or a result decoded as the type asked for.
     #[error("payload: {0}")]
     Payload(#[from] serde_json::Error),
@@ -106,6 +109,9 @@ impl From<tonic::Status> for Error {
         let message = s.message().to_owned();
         if message.starts_with("[STF-QUERY001]") {
             return Error::UnknownQuery(message);
+        }
+        if message.starts_with("[STF-UPDATE001]") {
+            return Error::UpdateRejected(message);
         }
         if message.starts_with("[STF-QUERY002]") {
             return Error::QueryFailed(message);

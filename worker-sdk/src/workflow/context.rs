@@ -11,7 +11,7 @@ use steadfast_proto::v1::command::Command as Cmd;
 
 use super::WorkflowError;
 use super::awaitables::{ActivityFuture, Cancelled, SignalFuture, SignalWithTimeout, Timer};
-use super::handlers::QueryHandlers;
+use super::handlers::{QueryHandlers, UpdateHandlers};
 use super::options::{ActivityOptions, WaitSignalOptions, ms};
 use super::state::RunState;
 use crate::{ActivityError, payload};
@@ -22,6 +22,7 @@ pub(crate) struct Inner {
     pub(crate) workflow_type: String,
     pub(crate) state: RefCell<RunState>,
     pub(crate) queries: RefCell<QueryHandlers>,
+    pub(crate) updates: RefCell<UpdateHandlers>,
 }
 
 /// The handle workflow code uses instead of the outside world: activities, timers,
@@ -75,6 +76,45 @@ impl WorkflowContext {
         O: Serialize,
     {
         self.inner.queries.borrow_mut().insert(name, handler);
+    }
+
+    /// Registers update handler `name`: `steadfast run update RUN name --input JSON`,
+    /// [`crate::Client::update`] or gRPC `UpdateRun` deliver an input through the history
+    /// (UpdateRequested); the handler runs as workflow code (it may run activities, sleep,
+    /// change the state the workflow reads) and its result is recorded (UpdateCompleted) and
+    /// answered to the caller. Register before the workflow's first await; an update of a
+    /// name with no handler is rejected. Keep the workflow running until its updates are
+    /// answered: commands after the run's terminal one are refused.
+    pub fn on_update<I, O, F, Fut>(&self, name: &str, handler: F)
+    where
+        I: DeserializeOwned + 'static,
+        O: Serialize + 'static,
+        F: Fn(I) -> Fut + 'static,
+        Fut: std::future::Future<Output = Result<O, WorkflowError>> + 'static,
+    {
+        self.inner
+            .updates
+            .borrow_mut()
+            .insert::<I, O, F, Fut>(name, None, handler);
+    }
+
+    /// Like [`WorkflowContext::on_update`], with a validator that runs first, reading only:
+    /// `Err(reason)` rejects the update (UpdateRejected, the caller gets
+    /// `[STF-UPDATE001]` with the reason) and the handler never runs, so the workflow is
+    /// unchanged.
+    pub fn on_update_validated<I, O, V, F, Fut>(&self, name: &str, validator: V, handler: F)
+    where
+        I: DeserializeOwned + 'static,
+        O: Serialize + 'static,
+        V: Fn(&I) -> Result<(), String> + 'static,
+        F: Fn(I) -> Fut + 'static,
+        Fut: std::future::Future<Output = Result<O, WorkflowError>> + 'static,
+    {
+        self.inner.updates.borrow_mut().insert::<I, O, F, Fut>(
+            name,
+            Some(Box::new(validator)),
+            handler,
+        );
     }
 
     /// The id of this run.

@@ -1,4 +1,5 @@
-//! Query handlers: read-only functions the workflow registers on its context, answered by a
+//! Update handlers (validated, durable, may run activities: workflow code) and query
+//! handlers: read-only functions the workflow registers on its context, answered by a
 //! worker from the replayed instance ([`WorkflowInstance::query`]).
 //!
 //! A handler gets `&` access to nothing but what it captured (typically an `Rc<RefCell<..>>`
@@ -7,11 +8,16 @@
 //!
 //! [`WorkflowInstance::query`]: super::WorkflowInstance::query
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use futures::future::LocalBoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use steadfast_proto::v1 as pb;
 
+use super::WorkflowError;
 use crate::payload;
 
 /// Most characters of a handler's failure message sent back to the caller.
@@ -90,6 +96,99 @@ impl QueryHandlers {
                     other => other.to_string(),
                 }
             ))),
+        }
+    }
+}
+
+type Validator = Box<dyn Fn(&pb::Payload) -> Result<(), String>>;
+/// A validator of decoded inputs, as the workflow registers it.
+pub(crate) type TypedValidator<I> = Box<dyn Fn(&I) -> Result<(), String>>;
+type UpdateFn = Box<dyn Fn(&pb::Payload) -> Result<UpdateFuture, String>>;
+/// A running update handler: workflow code, polled by the executor beside the workflow.
+pub(crate) type UpdateFuture = LocalBoxFuture<'static, Result<pb::Payload, String>>;
+
+struct UpdateHandler {
+    validator: Option<Validator>,
+    handler: UpdateFn,
+}
+
+/// An update the history delivered that the executor has not started or rejected yet.
+pub(crate) struct UpdateRequest {
+    pub(crate) update_id: String,
+    pub(crate) name: String,
+    pub(crate) input: pb::Payload,
+}
+
+/// What the executor does with a delivered update.
+pub(crate) enum UpdateStart {
+    /// Run this handler; its result answers the update.
+    Run(UpdateFuture),
+    /// Refuse it with this reason (UpdateRejected).
+    Reject(String),
+}
+
+/// The update handlers of one instance, and the updates delivered but not started yet.
+#[derive(Default)]
+pub(crate) struct UpdateHandlers {
+    handlers: BTreeMap<String, UpdateHandler>,
+    pub(crate) requested: VecDeque<UpdateRequest>,
+}
+
+impl UpdateHandlers {
+    /// Registers (or replaces) update handler `name`, with an optional validator.
+    pub(crate) fn insert<I, O, F, Fut>(
+        &mut self,
+        name: &str,
+        validator: Option<TypedValidator<I>>,
+        handler: F,
+    ) where
+        I: DeserializeOwned + 'static,
+        O: Serialize + 'static,
+        F: Fn(I) -> Fut + 'static,
+        Fut: Future<Output = Result<O, WorkflowError>> + 'static,
+    {
+        let validator = validator.map(|v| -> Validator {
+            Box::new(move |input: &pb::Payload| {
+                let input: I = payload::decode(Some(input))
+                    .map_err(|e| format!("the input does not decode: {e}"))?;
+                v(&input)
+            })
+        });
+        let handler: UpdateFn = Box::new(move |input: &pb::Payload| {
+            let input: I = payload::decode(Some(input))
+                .map_err(|e| format!("the input does not decode: {e}"))?;
+            let fut = handler(input);
+            Ok(Box::pin(async move {
+                match fut.await {
+                    Ok(v) => {
+                        payload::encode(&v).map_err(|e| format!("the result does not encode: {e}"))
+                    }
+                    Err(e) => Err(format!("the handler failed: {e}")),
+                }
+            }) as UpdateFuture)
+        });
+        self.handlers
+            .insert(name.to_owned(), UpdateHandler { validator, handler });
+    }
+
+    /// Validates `req` and, if accepted, creates its handler's future. User code: the caller
+    /// guards it against panics.
+    pub(crate) fn start(&self, req: &UpdateRequest) -> UpdateStart {
+        let Some(h) = self.handlers.get(&req.name) else {
+            return UpdateStart::Reject(format!(
+                "the workflow has no update handler {:?} (it has {:?})",
+                req.name,
+                self.handlers.keys().collect::<Vec<_>>()
+            ));
+        };
+        if let Some(v) = &h.validator
+            && let Err(reason) = v(&req.input)
+        {
+            return UpdateStart::Reject(super::error::short(&reason, QUERY_MESSAGE_CHARS_MAX));
+        }
+        match (h.handler)(&req.input) {
+            Ok(f) => UpdateStart::Run(f),
+            Err(reason) => UpdateStart::Reject(reason),
         }
     }
 }
