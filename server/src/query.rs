@@ -72,8 +72,9 @@ struct Parked {
 struct Inner {
     /// Queries no worker has taken, per (namespace, queue), oldest first.
     waiting: HashMap<(String, String), VecDeque<Parked>>,
-    /// Taken by a worker, waiting for its answer.
-    taken: HashMap<String, oneshot::Sender<Answer>>,
+    /// Taken by a worker, waiting for its answer: the run's namespace (only a worker of it
+    /// may answer) and the caller's channel.
+    taken: HashMap<String, (String, oneshot::Sender<Answer>)>,
     count: usize,
 }
 
@@ -198,13 +199,23 @@ impl Queries {
             inner.waiting.remove(&key);
         }
         debug_assert_eq!(parked.queue, queue);
-        inner.taken.insert(parked.task.id.clone(), parked.reply);
+        inner.taken.insert(
+            parked.task.id.clone(),
+            (parked.task.key.namespace.clone(), parked.reply),
+        );
         Some(parked.task)
     }
 
-    /// Delivers a worker's answer. An unknown id (answered late, or made up) is refused.
-    pub fn answer(&self, id: &str, answer: Answer) -> Result<(), Status> {
-        let reply = self.inner.lock().taken.remove(id);
+    /// Delivers a worker's answer to a query of `namespace`. An unknown id (answered late,
+    /// made up, or of another namespace) is refused.
+    pub fn answer(&self, namespace: &str, id: &str, answer: Answer) -> Result<(), Status> {
+        let reply = {
+            let mut inner = self.inner.lock();
+            match inner.taken.get(id) {
+                Some((ns, _)) if ns == namespace => inner.taken.remove(id).map(|(_, tx)| tx),
+                _ => None,
+            }
+        };
         match reply {
             Some(tx) => {
                 // The caller may have just timed out: its loss, nothing to undo.
@@ -296,13 +307,20 @@ mod tests {
             encoding: String::new(),
             data: b"3".to_vec(),
         };
-        q.answer("a", Answer::Value(value)).expect("answered");
+        assert_eq!(
+            q.answer("other", "a", Answer::Value(value.clone()))
+                .expect_err("another namespace's worker")
+                .code(),
+            tonic::Code::NotFound
+        );
+        q.answer("default", "a", Answer::Value(value))
+            .expect("answered");
         match asker.await.expect("join").expect("asked") {
             Ok(Answer::Value(v)) => assert_eq!(v.data, b"3"),
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(
-            q.answer("a", Answer::Value(pb::Payload::default()))
+            q.answer("default", "a", Answer::Value(pb::Payload::default()))
                 .expect_err("answered twice")
                 .code(),
             tonic::Code::NotFound

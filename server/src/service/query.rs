@@ -94,6 +94,7 @@ pub fn respond_query_task(
     core: &Core,
     r: &pb::RespondQueryTaskRequest,
 ) -> Result<pb::RespondQueryTaskResponse, Status> {
+    let ns = validate::namespace(&r.namespace)?;
     validate::name("query_id", &r.query_id)?;
     validate::opt_name("worker_id", &r.worker_id)?;
     let answer = match r.failure_kind() {
@@ -106,6 +107,6 @@ pub fn respond_query_task(
             message: r.failure_message.clone(),
         },
     };
-    core.queries.answer(&r.query_id, answer)?;
+    core.queries.answer(&ns, &r.query_id, answer)?;
     Ok(pb::RespondQueryTaskResponse {})
 }

@@ -60,7 +60,7 @@ pub async fn update_run(
         })
         .await?;
     // Where to look for the answer: after the request.
-    let mut from = appended
+    let from = appended
         .and_then(|a| a.records.first().map(|rec| rec.seq))
         .unwrap_or(1);
     loop {
@@ -110,7 +110,6 @@ pub async fn update_run(
                 validate::quote(&id)
             )));
         }
-        from = from.max(1);
         changes.changed_after(s.last_seq, deadline).await;
     }
 }
