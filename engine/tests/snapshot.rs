@@ -748,12 +748,93 @@ fn family_history() -> History {
     }
 }
 
+/// Two updates: one the validator rejects, one whose handler runs an activity and answers.
+fn updates_history() -> History {
+    let id = RunId(uuid::Uuid::from_u128(
+        0x0190_0000_0000_7000_8000_0000_0000_0000 | 10,
+    ));
+    let update = |update_id: &str, item: &str| {
+        Event::UpdateRequested(UpdateRequested {
+            update_id: update_id.into(),
+            name: "add".into(),
+            input: Payload::json(format!("{item:?}").into_bytes()),
+            identity: "cli".into(),
+        })
+    };
+    let events = vec![
+        /* 1 */ started("steer", Budget::default(), None),
+        /* 2 */ wft_scheduled(1, 0),
+        /* 3 */ wft_started(2),
+        /* 4 */ wft_completed(3),
+        /* 5 */
+        Event::SignalWaitStarted(SignalWaitStarted {
+            command_seq: 1,
+            name: "finish".into(),
+            question: String::new(),
+            choices: Vec::new(),
+        }),
+        /* 6 */ update("u-bad", "bad-item"),
+        /* 7 */ wft_scheduled(1, 0),
+        /* 8 */ wft_started(7),
+        /* 9 */ wft_completed(8),
+        /* 10 */
+        Event::UpdateRejected(UpdateRejected {
+            command_seq: 2,
+            update_id: "u-bad".into(),
+            reason: "items may not start with \"bad\"".into(),
+        }),
+        /* 11 */ update("u-1", "alpha"),
+        /* 12 */ wft_scheduled(1, 0),
+        /* 13 */ wft_started(12),
+        /* 14 */ wft_completed(13),
+        /* 15 */
+        Event::ActivityScheduled(ActivityScheduled {
+            command_seq: 3,
+            activity_type: "step".into(),
+            input: Payload::json(r#"{"index":0,"sleep_ms":0}"#),
+            options: ActivityOptions::default(),
+        }),
+        /* 16 */
+        Event::ActivityStarted(ActivityStarted {
+            command_seq: 3,
+            attempt: 1,
+            worker: "worker-1".into(),
+            effect: Effect::Idempotent,
+        }),
+        /* 17 */
+        Event::ActivityCompleted(ActivityCompleted {
+            command_seq: 3,
+            attempt: 1,
+            result: Payload::json("0"),
+            duration_ms: 12,
+            usage: None,
+            reconciled: false,
+        }),
+        /* 18 */ wft_scheduled(1, 0),
+        /* 19 */ wft_started(18),
+        /* 20 */ wft_completed(19),
+        /* 21 */
+        Event::UpdateCompleted(UpdateCompleted {
+            command_seq: 4,
+            update_id: "u-1".into(),
+            result: Payload::json("1"),
+        }),
+    ];
+    History {
+        name: "updates",
+        key: RunKey::new("default", id),
+        events,
+        status: RunStatus::Running,
+    }
+}
+
 fn histories() -> Vec<History> {
     let mut all = vec![main_history()];
     all.extend(terminal_histories());
     all.push(appended_fields_history());
     all.push(late_usage_history());
     all.push(family_history());
+    all.push(updates_history());
     all
 }
 
@@ -925,6 +1006,9 @@ fn event_kind_discriminants_are_pinned() {
         (K::RunSignalRequested, "RunSignalRequested", 84),
         (K::RunSignalResolved, "RunSignalResolved", 85),
         (K::PatchMarker, "PatchMarker", 90),
+        (K::UpdateRequested, "UpdateRequested", 91),
+        (K::UpdateCompleted, "UpdateCompleted", 92),
+        (K::UpdateRejected, "UpdateRejected", 93),
     ];
     assert_eq!(
         EventKind::ALL.len(),

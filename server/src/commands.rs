@@ -5,7 +5,7 @@
 //! workflow could not have known (the result arrived while its task was open).
 
 use steadfast_engine::event::{self as ev, Event};
-use steadfast_engine::state::RunState;
+use steadfast_engine::state::{RunState, UpdatePhase};
 use steadfast_engine::{RunId, RunStatus};
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::command::Command as C;
@@ -266,6 +266,22 @@ pub fn to_events(
                     patch_id: c.patch_id.clone(),
                 })
             }
+            C::CompleteUpdate(c) => {
+                open_update(s, seq, &c.update_id)?;
+                Event::UpdateCompleted(ev::UpdateCompleted {
+                    command_seq: seq,
+                    update_id: c.update_id.clone(),
+                    result: validate::payload("update result", c.result.as_ref())?,
+                })
+            }
+            C::RejectUpdate(c) => {
+                open_update(s, seq, &c.update_id)?;
+                Event::UpdateRejected(ev::UpdateRejected {
+                    command_seq: seq,
+                    update_id: c.update_id.clone(),
+                    reason: c.reason.chars().take(UPDATE_REASON_CHARS_MAX).collect(),
+                })
+            }
             C::CompleteRun(c) => {
                 closed = true;
                 Event::RunCompleted(ev::RunCompleted {
@@ -332,6 +348,27 @@ pub fn to_events(
     }
     debug_assert!(s.status == RunStatus::Running);
     Ok((out, continued))
+}
+
+/// Most characters of an update rejection's reason that are recorded.
+pub const UPDATE_REASON_CHARS_MAX: usize = 1_000;
+
+/// An update command must answer an update the run was asked for and has not answered.
+fn open_update(s: &RunState, seq: u32, id: &str) -> Result<(), Status> {
+    match s.updates.get(id) {
+        Some(UpdatePhase::Requested) => Ok(()),
+        Some(p) => Err(bad(
+            seq,
+            format_args!("update {} is already {p:?}", validate::quote(id)),
+        )),
+        None => Err(bad(
+            seq,
+            format_args!(
+                "update {} was never requested of this run",
+                validate::quote(id)
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -122,6 +122,22 @@ pub fn to_wire(e: &Event) -> Option<A> {
             command_seq: a.command_seq,
             patch_id: a.patch_id.clone(),
         }),
+        Event::UpdateRequested(a) => A::UpdateRequested(pb::UpdateRequested {
+            update_id: a.update_id.clone(),
+            name: a.name.clone(),
+            input: Some(payload(&a.input)),
+            identity: a.identity.clone(),
+        }),
+        Event::UpdateCompleted(a) => A::UpdateCompleted(pb::UpdateCompleted {
+            command_seq: a.command_seq,
+            update_id: a.update_id.clone(),
+            result: Some(payload(&a.result)),
+        }),
+        Event::UpdateRejected(a) => A::UpdateRejected(pb::UpdateRejected {
+            command_seq: a.command_seq,
+            update_id: a.update_id.clone(),
+            reason: a.reason.clone(),
+        }),
         _ => return None,
     })
 }
@@ -191,6 +207,22 @@ pub fn from_wire(a: &A) -> Option<Result<Event, String>> {
             A::PatchMarker(a) => Event::PatchMarker(ev::PatchMarker {
                 command_seq: a.command_seq,
                 patch_id: a.patch_id.clone(),
+            }),
+            A::UpdateRequested(a) => Event::UpdateRequested(ev::UpdateRequested {
+                update_id: a.update_id.clone(),
+                name: a.name.clone(),
+                input: opt_payload(&a.input),
+                identity: a.identity.clone(),
+            }),
+            A::UpdateCompleted(a) => Event::UpdateCompleted(ev::UpdateCompleted {
+                command_seq: a.command_seq,
+                update_id: a.update_id.clone(),
+                result: opt_payload(&a.result),
+            }),
+            A::UpdateRejected(a) => Event::UpdateRejected(ev::UpdateRejected {
+                command_seq: a.command_seq,
+                update_id: a.update_id.clone(),
+                reason: a.reason.clone(),
             }),
             _ => return Err(String::new()),
         })

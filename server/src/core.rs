@@ -93,6 +93,9 @@ pub struct Core {
     /// Runs whose children or outgoing signals need work (an optimisation: see
     /// [`crate::family`]).
     pub relay: crate::family::Relay,
+    /// Queries waiting for a worker's answer (an optimisation: nothing about a query is
+    /// durable; see [`crate::query`]).
+    pub queries: crate::query::Queries,
 }
 
 /// Server settings that change how runs are driven (flags and env of `steadfast server`).
@@ -150,6 +153,7 @@ impl Core {
             sticky: Mutex::default(),
             heartbeat_recorded: Mutex::default(),
             relay: crate::family::Relay::default(),
+            queries: crate::query::Queries::default(),
         })
     }
 

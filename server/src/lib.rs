@@ -9,6 +9,7 @@
 //! - [`retention`]: closed runs past the retention period are dropped.
 //! - [`auth`]: bearer tokens from the auth file: roles and namespaces.
 //! - [`token`]: signed task tokens, and the key that signs them.
+//! - [`query`]: queries parked until a worker answers them.
 
 // tonic::Status (176 bytes) is the error type of every gRPC handler and of the helpers that
 // build one; boxing it everywhere would only add noise.
@@ -24,6 +25,7 @@ pub mod core;
 pub mod family;
 pub mod limits;
 pub mod notify;
+pub mod query;
 pub mod retention;
 pub mod retry;
 pub mod schedules;

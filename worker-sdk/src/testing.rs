@@ -284,6 +284,16 @@ impl HistoryBuilder {
         }))
     }
 
+    /// An update asked for by a caller (`UpdateRun`).
+    pub fn update(&mut self, update_id: &str, name: &str, input: &impl Serialize) -> &mut Self {
+        self.push(Ev::UpdateRequested(pb::UpdateRequested {
+            update_id: update_id.to_owned(),
+            name: name.to_owned(),
+            input: Some(payload::encode(input).expect("test input encodes")),
+            identity: "test".into(),
+        }))
+    }
+
     /// RunSignalResolved of the signal to another run asked for by command `seq`.
     pub fn signal_resolved(&mut self, seq: u32, delivered: bool, message: &str) -> &mut Self {
         self.push(Ev::RunSignalResolved(pb::RunSignalResolved {
@@ -378,6 +388,16 @@ pub fn command_event(command: &pb::Command, now_ms: i64) -> Ev {
             command_seq: seq,
             patch_id: c.patch_id,
         }),
+        Some(Cmd::CompleteUpdate(c)) => Ev::UpdateCompleted(pb::UpdateCompleted {
+            command_seq: seq,
+            update_id: c.update_id,
+            result: c.result,
+        }),
+        Some(Cmd::RejectUpdate(c)) => Ev::UpdateRejected(pb::UpdateRejected {
+            command_seq: seq,
+            update_id: c.update_id,
+            reason: c.reason,
+        }),
         None => Ev::RunTimedOut(pb::RunTimedOut::default()),
     }
 }
@@ -426,6 +446,9 @@ pub fn event_kind(attributes: &Ev) -> pb::EventKind {
         Ev::RunTerminated(_) => K::RunTerminated,
         Ev::RunTimedOut(_) => K::RunTimedOut,
         Ev::RunContinuedAsNew(_) => K::RunContinuedAsNew,
+        Ev::UpdateRequested(_) => K::UpdateRequested,
+        Ev::UpdateCompleted(_) => K::UpdateCompleted,
+        Ev::UpdateRejected(_) => K::UpdateRejected,
     }
 }
 

@@ -108,8 +108,34 @@ async fn fan_out(ctx: WorkflowContext, products: Vec<String>) -> Result<String, 
     Ok(out.join("; "))
 }
 
+/// An agent steered by updates: `add` (validated) runs one activity and appends an item.
+async fn steer(ctx: WorkflowContext, _: ()) -> Result<Vec<String>, WorkflowError> {
+    let items = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+    let (list, hctx) = (std::rc::Rc::clone(&items), ctx.clone());
+    ctx.on_update_validated(
+        "add",
+        |item: &String| match item.starts_with("bad") {
+            true => Err("no bad items".to_string()),
+            false => Ok(()),
+        },
+        move |item: String| {
+            let (list, ctx) = (std::rc::Rc::clone(&list), hctx.clone());
+            async move {
+                let checked: String = ctx.activity("check", &item).await?;
+                list.borrow_mut().push(checked);
+                let len = list.borrow().len();
+                Ok::<_, WorkflowError>(len)
+            }
+        },
+    );
+    let _: serde_json::Value = ctx.wait_signal("finish").await?;
+    let out = items.borrow().clone();
+    Ok(out)
+}
+
 fn registry() -> Registry {
     let mut r = Registry::new();
+    r.register_workflow("steer", steer);
     r.register_workflow("triage", triage);
     r.register_workflow("patient", patient);
     r.register_workflow("fallback", fallback);
@@ -196,6 +222,20 @@ fn record(name: &str) -> Vec<steadfast_proto::v1::HistoryEvent> {
             run.step().unwrap();
             run.events().to_vec()
         }
+        // A rejected update, then one whose handler runs an activity, then the end.
+        "steered_by_updates" => {
+            let mut run = TestRun::new(registry(), "steer", &());
+            run.step().unwrap();
+            run.history().update("u-bad", "add", &"bad-x");
+            run.step().unwrap();
+            run.history().update("u-1", "add", &"alpha");
+            run.step().unwrap();
+            run.history().activity_completed(3, &"alpha checked");
+            run.step().unwrap();
+            run.history().signal("finish", &());
+            run.step().unwrap();
+            run.events().to_vec()
+        }
         other => record_interleaved(other).0,
     }
 }
@@ -258,7 +298,7 @@ const INTERLEAVED: [&str; 3] = [
     "fallback_cancel_after_restart",
 ];
 
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 9] = [
     "triage_sent",
     "triage_timed_out",
     "patient_cancelled",
@@ -267,6 +307,7 @@ const NAMES: [&str; 8] = [
     INTERLEAVED[2],
     "fan_out_children",
     "fan_out_start_failed",
+    "steered_by_updates",
 ];
 
 fn path(name: &str) -> PathBuf {
@@ -402,4 +443,24 @@ fn golden_child_runs_resolve_as_recorded() {
             "{name}: two children and the audit run, each started once"
         );
     }
+}
+
+#[test]
+fn golden_updates_are_answered_as_recorded() {
+    let events = load_history(path("steered_by_updates")).unwrap();
+    let answers: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.attributes {
+            Some(Ev::UpdateCompleted(u)) => Some(format!(
+                "{} done {}",
+                u.update_id,
+                String::from_utf8_lossy(&u.result.as_ref().unwrap().data)
+            )),
+            Some(Ev::UpdateRejected(u)) => Some(format!("{} rejected {}", u.update_id, u.reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, ["u-bad rejected no bad items", "u-1 done 1"]);
+    let outcome = Replayer::new(registry()).replay(events).unwrap();
+    assert!(outcome.finished && outcome.commands.is_empty());
 }

@@ -691,4 +691,34 @@ attrs! {
         /// The change id.
         pub patch_id: String,
     }
+    /// A caller asked for update `name` (`UpdateRun`); the workflow's validator and handler
+    /// decide. `update_id` is the caller's request id: one update per id per run.
+    pub struct UpdateRequested {
+        /// The request id.
+        pub update_id: String,
+        /// The handler's name.
+        pub name: String,
+        /// The handler's input.
+        pub input: Payload,
+        /// Who asked.
+        pub identity: String,
+    }
+    /// The update handler returned: its answer, given to the caller (and to every retry).
+    pub struct UpdateCompleted {
+        /// Command seq.
+        pub command_seq: CommandSeq,
+        /// The request id.
+        pub update_id: String,
+        /// The handler's result.
+        pub result: Payload,
+    }
+    /// The update's validator (or a missing handler) refused it; the workflow did not change.
+    pub struct UpdateRejected {
+        /// Command seq.
+        pub command_seq: CommandSeq,
+        /// The request id.
+        pub update_id: String,
+        /// Why.
+        pub reason: String,
+    }
 }

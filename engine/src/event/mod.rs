@@ -93,6 +93,8 @@ macro_rules! events {
                     Event::ChildRunRequested(a) => vec![&mut a.input],
                     Event::ChildRunClosed(a) => a.result.iter_mut().collect(),
                     Event::RunSignalRequested(a) => vec![&mut a.input],
+                    Event::UpdateRequested(a) => vec![&mut a.input],
+                    Event::UpdateCompleted(a) => vec![&mut a.result],
                     _ => Vec::new(),
                 }
             }
@@ -141,6 +143,9 @@ events! {
     84 => RunSignalRequested,
     85 => RunSignalResolved,
     90 => PatchMarker,
+    91 => UpdateRequested,
+    92 => UpdateCompleted,
+    93 => UpdateRejected,
 }
 
 impl Event {
@@ -174,6 +179,8 @@ impl Event {
             Event::ChildRunRequested(a) => Some(a.command_seq),
             Event::RunSignalRequested(a) => Some(a.command_seq),
             Event::PatchMarker(a) => Some(a.command_seq),
+            Event::UpdateCompleted(a) => Some(a.command_seq),
+            Event::UpdateRejected(a) => Some(a.command_seq),
             _ => None,
         }
     }

@@ -69,6 +69,7 @@ impl RunState {
             children: BTreeMap::new(),
             signals_out: BTreeMap::new(),
             history_bytes: 0,
+            updates: BTreeMap::new(),
         })
     }
 
@@ -541,8 +542,36 @@ impl RunState {
                 self.unseen_events = true;
             }
             Event::PatchMarker(_) => {}
+            Event::UpdateRequested(a) => {
+                if self.updates.contains_key(&a.update_id) {
+                    return Err(illegal(
+                        rec,
+                        format!("update {:?} was already requested", a.update_id),
+                    ));
+                }
+                self.updates
+                    .insert(a.update_id.clone(), UpdatePhase::Requested);
+                self.unseen_events = true;
+            }
+            Event::UpdateCompleted(a) => {
+                self.answer_update(rec, &a.update_id, UpdatePhase::Completed)?
+            }
+            Event::UpdateRejected(a) => {
+                self.answer_update(rec, &a.update_id, UpdatePhase::Rejected)?
+            }
         }
         Ok(())
+    }
+
+    fn answer_update(&mut self, rec: &EventRecord, id: &str, phase: UpdatePhase) -> R {
+        match self.updates.get_mut(id) {
+            Some(p @ UpdatePhase::Requested) => {
+                *p = phase;
+                Ok(())
+            }
+            Some(p) => Err(illegal(rec, format!("update {id:?} is already {p:?}"))),
+            None => Err(illegal(rec, format!("update {id:?} was never requested"))),
+        }
     }
 
     fn expect_started(&self, rec: &EventRecord, started_seq: u64) -> R {

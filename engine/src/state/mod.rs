@@ -391,6 +391,21 @@ pub struct RunState {
     /// The schedule that started this run, and its slot (`run list --schedule`).
     #[serde(default)]
     pub schedule: Option<ScheduleRef>,
+    /// Updates asked for (`UpdateRequested`), by request id, and where each stands: a
+    /// request id is applied once per run. Absent in states stored before it existed.
+    #[serde(default)]
+    pub updates: BTreeMap<String, UpdatePhase>,
+}
+
+/// Where one update stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpdatePhase {
+    /// Recorded; the workflow has not answered yet.
+    Requested,
+    /// The handler answered (UpdateCompleted).
+    Completed,
+    /// The validator refused it (UpdateRejected).
+    Rejected,
 }
 
 /// An event that is not legal in the run's current state.

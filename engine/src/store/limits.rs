@@ -59,6 +59,7 @@ pub fn class(e: &Event) -> Class {
         | E::RunSignalRequested(_) => Class::NewWork,
         E::RunStarted(_)
         | E::SignalReceived(_)
+        | E::UpdateRequested(_)
         | E::ActivityProgress(_)
         | E::ActivityUsageReported(_)
         | E::ProgressReported(_)
@@ -85,7 +86,9 @@ pub fn class(e: &Event) -> Class {
         | E::ChildRunStartFailed(_)
         | E::ChildRunClosed(_)
         | E::RunSignalResolved(_)
-        | E::PatchMarker(_) => Class::Finishing,
+        | E::PatchMarker(_)
+        | E::UpdateCompleted(_)
+        | E::UpdateRejected(_) => Class::Finishing,
         E::RunCompleted(_)
         | E::RunFailed(_)
         | E::RunCancelled(_)

@@ -199,6 +199,15 @@ pub fn attributes_json(e: &pb::HistoryEvent) -> Value {
             json!({ "command_seq": a.command_seq, "delivered": a.delivered, "message": a.message })
         }
         A::PatchMarker(a) => json!({ "command_seq": a.command_seq, "patch_id": a.patch_id }),
+        A::UpdateRequested(a) => json!({
+            "update_id": a.update_id, "name": a.name, "input": opt_payload_json(&a.input), "identity": a.identity,
+        }),
+        A::UpdateCompleted(a) => json!({
+            "command_seq": a.command_seq, "update_id": a.update_id, "result": opt_payload_json(&a.result),
+        }),
+        A::UpdateRejected(a) => json!({
+            "command_seq": a.command_seq, "update_id": a.update_id, "reason": a.reason,
+        }),
     }
 }
 
@@ -380,6 +389,14 @@ pub fn summary(e: &pb::HistoryEvent) -> String {
             format!("#{} not delivered: {}", a.command_seq, cut(&a.message, 200))
         }
         A::PatchMarker(a) => format!("#{} patch {}", a.command_seq, a.patch_id),
+        A::UpdateRequested(a) => format!("{} id={}", a.name, a.update_id),
+        A::UpdateCompleted(a) => format!("#{} id={}", a.command_seq, a.update_id),
+        A::UpdateRejected(a) => format!(
+            "#{} id={} rejected: {}",
+            a.command_seq,
+            a.update_id,
+            cut(&a.reason, 200)
+        ),
     }
 }
 

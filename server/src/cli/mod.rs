@@ -21,6 +21,7 @@ mod render;
 pub(crate) mod replay;
 mod run;
 mod schedule;
+mod steer;
 mod verify;
 
 use std::ffi::OsString;

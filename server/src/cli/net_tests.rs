@@ -133,6 +133,20 @@ impl ClientService for Svc {
         Ok(Response::new(Box::pin(tokio_stream::iter(items))))
     }
 
+    async fn update_run(
+        &self,
+        _: Request<pb::UpdateRunRequest>,
+    ) -> Result<Response<pb::UpdateRunResponse>, Status> {
+        Err(Status::unimplemented("not used by these tests"))
+    }
+
+    async fn query_run(
+        &self,
+        _: Request<pb::QueryRunRequest>,
+    ) -> Result<Response<pb::QueryRunResponse>, Status> {
+        Err(Status::unimplemented("not used by these tests"))
+    }
+
     async fn describe_run(
         &self,
         _: Request<pb::DescribeRunRequest>,

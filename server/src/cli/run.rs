@@ -9,6 +9,7 @@ use super::follow::{self, ResultArgs, WatchArgs};
 use super::fork::{self, ForkArgs};
 use super::operate::{self, BudgetArgs, ReconcileArgs, SignalArgs};
 use super::render::{inbox_table, run_json, run_text, runs_table};
+use super::steer;
 use super::{Exit, Outcome, note, out_line, parse};
 
 #[derive(Subcommand, Debug)]
@@ -53,6 +54,14 @@ pub enum RunCmd {
     /// `run signal --workflow-id ID NAME --input JSON [--start TYPE --start-input JSON]`.
     /// Prints the run id that got it.
     Signal(SignalArgs),
+    /// Ask a run's code through a query handler it registered: `run query RUN NAME
+    /// [--input JSON]`. A worker replays the run and answers; nothing is written. Prints the
+    /// answer as JSON.
+    Query(steer::QueryArgs),
+    /// Steer a run through an update handler it registered: `run update RUN NAME --input
+    /// JSON [--request-id ID]`. Recorded, validated, applied once per request id; waits for
+    /// the handler's answer and prints it as JSON.
+    Update(steer::UpdateArgs),
     /// Change a run's budget (a run parked on its budget resumes); prints the new budget.
     /// Limits not given are kept.
     Budget(BudgetArgs),
@@ -198,6 +207,8 @@ pub async fn dispatch(conn: &Conn, cmd: RunCmd) -> Outcome {
             Ok(())
         }
         RunCmd::Signal(a) => operate::signal(conn, a).await,
+        RunCmd::Query(a) => steer::query(conn, a).await,
+        RunCmd::Update(a) => steer::update(conn, a).await,
         RunCmd::Budget(a) => operate::budget(conn, a).await,
         RunCmd::Reconcile(a) => operate::reconcile(conn, a).await,
         RunCmd::Fork(a) => fork::fork(conn, a, false).await,

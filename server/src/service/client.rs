@@ -461,6 +461,24 @@ impl ClientService for ClientApi {
         )))
     }
 
+    async fn update_run(
+        &self,
+        req: Request<pb::UpdateRunRequest>,
+    ) -> Result<Response<pb::UpdateRunResponse>, Status> {
+        crate::auth::namespace(&req, &req.get_ref().namespace)?;
+        let resp = super::update::update_run(&self.core, req.get_ref()).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn query_run(
+        &self,
+        req: Request<pb::QueryRunRequest>,
+    ) -> Result<Response<pb::QueryRunResponse>, Status> {
+        crate::auth::namespace(&req, &req.get_ref().namespace)?;
+        let resp = super::query::query_run(&self.core, req.get_ref()).await?;
+        Ok(Response::new(resp))
+    }
+
     async fn get_blob(
         &self,
         req: Request<pb::GetBlobRequest>,

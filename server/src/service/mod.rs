@@ -5,7 +5,9 @@ pub mod client;
 pub mod fork;
 pub mod import;
 pub mod poll_filter;
+pub mod query;
 pub mod schedule;
+pub mod update;
 pub mod worker;
 
 use steadfast_engine::event::{self as ev, Event};

@@ -163,6 +163,24 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(stream))
     }
 
+    async fn poll_query_task(
+        &self,
+        req: Request<pb::PollQueryTaskRequest>,
+    ) -> Result<Response<pb::PollQueryTaskResponse>, Status> {
+        crate::auth::namespace(&req, &req.get_ref().namespace)?;
+        let resp = crate::service::query::poll_query_task(&self.core, req.get_ref()).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn respond_query_task(
+        &self,
+        req: Request<pb::RespondQueryTaskRequest>,
+    ) -> Result<Response<pb::RespondQueryTaskResponse>, Status> {
+        crate::auth::namespace(&req, &req.get_ref().namespace)?;
+        let resp = crate::service::query::respond_query_task(&self.core, req.get_ref())?;
+        Ok(Response::new(resp))
+    }
+
     async fn poll_workflow_task(
         &self,
         req: Request<pb::PollWorkflowTaskRequest>,

@@ -7,9 +7,13 @@
 //! `steadfast_tests::side`) and syncs it, so tests can count executions across SIGKILLs.
 //!
 //! Workflows (inputs are JSON objects; every field has a default):
-//! - `seq` `{n, sleep_ms, start_to_close_ms}`: `n` sequential `step` activities, each sleeping
+//! - `seq` `{n, sleep_ms, start_to_close_ms}` (query `progress`: `{done, total}`): `n`
+//!   sequential `step` activities, each sleeping
 //!   `sleep_ms` and returning its index; the result is the list of results. It issues no other
 //!   command, so the activity ids are 1..=n.
+//! - `steer` `null`: update `add` (a string; validated: not empty, not starting with "bad")
+//!   runs one `step` activity, appends the item and answers the count; query `items`; returns
+//!   the items at signal `finish`.
 //! - `slow` `{sleep_ms, start_to_close_ms}`: one `slow` activity whose first attempt sleeps
 //!   `sleep_ms` (kill the worker inside it) and whose retries (100 ms after a failure or
 //!   timeout) return at once, so that a retry cannot time out too on a busy machine.
@@ -125,6 +129,14 @@ struct StepInput {
 }
 
 async fn seq(ctx: WorkflowContext, input: SeqInput) -> Result<Vec<u32>, WorkflowError> {
+    // Read by the "progress" query: the steps done so far, of n.
+    let done = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let seen = std::rc::Rc::clone(&done);
+    let total = input.n;
+    ctx.on_query(
+        "progress",
+        move |_: ()| serde_json::json!({ "done": seen.get(), "total": total }),
+    );
     let mut out = Vec::with_capacity(input.n as usize);
     for index in 0..input.n {
         let step = StepInput {
@@ -136,7 +148,45 @@ async fn seq(ctx: WorkflowContext, input: SeqInput) -> Result<Vec<u32>, Workflow
             .options(options(input.start_to_close_ms))
             .await?;
         out.push(r);
+        done.set(index + 1);
     }
+    Ok(out)
+}
+
+/// Items added by the `add` update, each after one `step` activity; rejected when empty or
+/// starting with "bad". Returns the items once signal `finish` arrives.
+async fn steer(ctx: WorkflowContext, _: ()) -> Result<Vec<String>, WorkflowError> {
+    let items = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+    let (list, handler_ctx) = (std::rc::Rc::clone(&items), ctx.clone());
+    ctx.on_update_validated(
+        "add",
+        |item: &String| {
+            if item.is_empty() || item.starts_with("bad") {
+                Err(format!(
+                    "items may not be empty or start with \"bad\" (got {item:?})"
+                ))
+            } else {
+                Ok(())
+            }
+        },
+        move |item: String| {
+            let (list, ctx) = (std::rc::Rc::clone(&list), handler_ctx.clone());
+            async move {
+                let index = list.borrow().len() as u32;
+                let _: u32 = ctx
+                    .activity("step", &StepInput { index, sleep_ms: 0 })
+                    .options(options(None))
+                    .await?;
+                list.borrow_mut().push(item);
+                let len = list.borrow().len();
+                Ok::<_, WorkflowError>(len)
+            }
+        },
+    );
+    let seen = std::rc::Rc::clone(&items);
+    ctx.on_query("items", move |_: ()| seen.borrow().clone());
+    let _: serde_json::Value = ctx.wait_signal("finish").await?;
+    let out = items.borrow().clone();
     Ok(out)
 }
 
@@ -378,6 +428,7 @@ async fn main() -> anyhow::Result<()> {
     let mut worker = Worker::new(args.addr.as_str(), options);
     worker
         .register_workflow("seq", seq)
+        .register_workflow("steer", steer)
         .register_workflow("slow", slow)
         .register_workflow("write", write)
         .register_workflow("nondet", move |ctx, input| nondet(ctx, input, variant))

@@ -83,6 +83,15 @@ pub enum Error {
         /// The last partial result, if any.
         partial: Option<serde_json::Value>,
     },
+    /// The workflow registered no query handler of this name ([STF-QUERY001]): fix the name.
+    #[error("unknown query: {0}")]
+    UnknownQuery(String),
+    /// The query handler failed, or its worker could not replay the run ([STF-QUERY002]).
+    #[error("query failed: {0}")]
+    QueryFailed(String),
+    /// The update's validator refused it ([STF-UPDATE001]); the run did not change.
+    #[error("update rejected: {0}")]
+    UpdateRejected(String),
     /// A payload could not be encoded, or a result decoded as the type asked for.
     #[error("payload: {0}")]
     Payload(#[from] serde_json::Error),
@@ -98,6 +107,15 @@ impl Error {
 impl From<tonic::Status> for Error {
     fn from(s: tonic::Status) -> Self {
         let message = s.message().to_owned();
+        if message.starts_with("[STF-QUERY001]") {
+            return Error::UnknownQuery(message);
+        }
+        if message.starts_with("[STF-UPDATE001]") {
+            return Error::UpdateRejected(message);
+        }
+        if message.starts_with("[STF-QUERY002]") {
+            return Error::QueryFailed(message);
+        }
         match s.code() {
             Code::NotFound => Error::NotFound(message),
             Code::InvalidArgument | Code::OutOfRange => Error::InvalidArgument(message),

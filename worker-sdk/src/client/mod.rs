@@ -317,6 +317,61 @@ impl Client {
         Ok(())
     }
 
+    /// Sends update `name` with `input` to run `run_id` and waits for the handler's result
+    /// (registered with
+    /// [`WorkflowContext::on_update`](crate::workflow::WorkflowContext::on_update)). The
+    /// update is recorded before it runs and applied once per `request_id`: call again with
+    /// the same id after a timeout or a server restart to get the same answer (the same
+    /// id with another input gets the first update's answer). A validator's refusal is
+    /// [`Error::UpdateRejected`]; no answer within `timeout` (`None`: 30 s) is
+    /// [`Error::Unavailable`] and the update stays recorded.
+    pub async fn update<O: DeserializeOwned>(
+        &self,
+        run_id: &str,
+        name: &str,
+        input: &(impl Serialize + ?Sized),
+        request_id: &str,
+        timeout: Option<Duration>,
+    ) -> Result<O, Error> {
+        let req = pb::UpdateRunRequest {
+            namespace: self.config.namespace.clone(),
+            run_id: run_id.to_owned(),
+            update_name: name.to_owned(),
+            input: Some(payload::encode(input)?),
+            request_id: request_id.to_owned(),
+            identity: self.config.identity.clone(),
+            timeout_ms: timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        };
+        let resp = self.service().update_run(req).await?.into_inner();
+        Ok(payload::decode(resp.result.as_ref())?)
+    }
+
+    /// Asks run `run_id` through its query handler `name` (registered with
+    /// [`WorkflowContext::on_query`](crate::workflow::WorkflowContext::on_query)) and decodes
+    /// the answer. A worker of the run's task queue replays the run and answers; nothing is
+    /// written. `timeout` bounds the wait for a worker (`None`: the server's default, 10 s).
+    ///
+    /// Errors: an unknown name is [`Error::UnknownQuery`]; a handler that failed (or a run its
+    /// worker cannot replay) is [`Error::QueryFailed`]; no worker answering in time is
+    /// [`Error::Unavailable`] (retry later, or start a worker).
+    pub async fn query<O: DeserializeOwned>(
+        &self,
+        run_id: &str,
+        name: &str,
+        input: &(impl Serialize + ?Sized),
+        timeout: Option<Duration>,
+    ) -> Result<O, Error> {
+        let req = pb::QueryRunRequest {
+            namespace: self.config.namespace.clone(),
+            run_id: run_id.to_owned(),
+            query_name: name.to_owned(),
+            input: Some(payload::encode(input)?),
+            timeout_ms: timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        };
+        let resp = self.service().query_run(req).await?.into_inner();
+        Ok(payload::decode(resp.result.as_ref())?)
+    }
+
     /// Delivers signal `name` to the open run of `workflow_id`, starting a run of
     /// `workflow_type` with `input` first when there is none.
     #[allow(clippy::too_many_arguments)]

@@ -11,6 +11,9 @@ use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
 use super::workflow_thread::{Outcome, WorkflowThreads};
+
+#[path = "queries.rs"]
+mod queries;
 use super::{Error, WorkerOptions};
 use crate::activity::Activities;
 use crate::activity::runtime::{RuntimeConfig, run_attempt};
@@ -32,6 +35,8 @@ struct Shared {
     worker: WorkerServiceClient<Transport>,
     client: Client,
     threads: WorkflowThreads,
+    /// The workflows, for the fresh instances that answer queries.
+    registry: Arc<Registry>,
     activities: Activities,
     runtime: RuntimeConfig,
     workflow_types: Vec<String>,
@@ -55,8 +60,9 @@ pub(super) async fn run(
     let workflow_types = workflows.workflow_types();
     let activity_types = activities.names();
     let declarations = activities.declarations();
+    let registry = Arc::new(workflows);
     let threads = WorkflowThreads::start(
-        Arc::new(workflows),
+        Arc::clone(&registry),
         options.workflow_threads,
         options.cache_size,
         options.activation_timeout,
@@ -69,6 +75,7 @@ pub(super) async fn run(
             .max_encoding_message_size(config.max_message_bytes),
         client: client.clone(),
         threads,
+        registry,
         activities,
         runtime: RuntimeConfig {
             namespace: options.namespace.clone(),
@@ -113,6 +120,10 @@ pub(super) async fn run(
                 stop_rx.clone(),
             ));
         }
+        loops.spawn(queries::poll_query_tasks(
+            Arc::clone(&shared),
+            stop_rx.clone(),
+        ));
     }
     if !shared.activity_types.is_empty() {
         for _ in 0..shared

@@ -18,6 +18,8 @@
 //! | StartChild          | ChildRunRequested       | type, blake3 of input   |
 //! | SignalRun           | RunSignalRequested      | run id, signal name     |
 //! | RecordPatch         | PatchMarker             | patch id                |
+//! | CompleteUpdate      | UpdateCompleted         | update id               |
+//! | RejectUpdate        | UpdateRejected          | update id               |
 
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::command::Command as Cmd;
@@ -42,6 +44,8 @@ pub(crate) fn command_seq(ev: &Ev) -> Option<u32> {
         Ev::ChildRunRequested(e) => e.command_seq,
         Ev::RunSignalRequested(e) => e.command_seq,
         Ev::PatchMarker(e) => e.command_seq,
+        Ev::UpdateCompleted(e) => e.command_seq,
+        Ev::UpdateRejected(e) => e.command_seq,
         _ => return None,
     })
 }
@@ -72,6 +76,8 @@ pub(crate) fn matches(cmd: &Cmd, ev: &Ev) -> bool {
         }
         (Cmd::SignalRun(c), Ev::RunSignalRequested(e)) => c.run_id == e.run_id && c.name == e.name,
         (Cmd::RecordPatch(c), Ev::PatchMarker(e)) => c.patch_id == e.patch_id,
+        (Cmd::CompleteUpdate(c), Ev::UpdateCompleted(e)) => c.update_id == e.update_id,
+        (Cmd::RejectUpdate(c), Ev::UpdateRejected(e)) => c.update_id == e.update_id,
         _ => false,
     }
 }
@@ -157,6 +163,8 @@ pub(crate) fn describe_command(cmd: &pb::Command) -> String {
         ),
         Cmd::SignalRun(c) => format!("SignalRun(run={}, name={})", c.run_id, c.name),
         Cmd::RecordPatch(c) => format!("RecordPatch(patch={:?})", c.patch_id),
+        Cmd::CompleteUpdate(c) => format!("CompleteUpdate(update={:?})", c.update_id),
+        Cmd::RejectUpdate(c) => format!("RejectUpdate(update={:?})", c.update_id),
     }
 }
 
@@ -178,5 +186,7 @@ pub fn command_kind(cmd: &pb::Command) -> &'static str {
         Some(Cmd::StartChild(_)) => "StartChild",
         Some(Cmd::SignalRun(_)) => "SignalRun",
         Some(Cmd::RecordPatch(_)) => "RecordPatch",
+        Some(Cmd::CompleteUpdate(_)) => "CompleteUpdate",
+        Some(Cmd::RejectUpdate(_)) => "RejectUpdate",
     }
 }

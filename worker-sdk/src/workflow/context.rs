@@ -11,6 +11,7 @@ use steadfast_proto::v1::command::Command as Cmd;
 
 use super::WorkflowError;
 use super::awaitables::{ActivityFuture, Cancelled, SignalFuture, SignalWithTimeout, Timer};
+use super::handlers::{QueryHandlers, UpdateHandlers};
 use super::options::{ActivityOptions, WaitSignalOptions, ms};
 use super::state::RunState;
 use crate::{ActivityError, payload};
@@ -20,6 +21,8 @@ pub(crate) struct Inner {
     pub(crate) workflow_id: String,
     pub(crate) workflow_type: String,
     pub(crate) state: RefCell<RunState>,
+    pub(crate) queries: RefCell<QueryHandlers>,
+    pub(crate) updates: RefCell<UpdateHandlers>,
 }
 
 /// The handle workflow code uses instead of the outside world: activities, timers,
@@ -43,6 +46,75 @@ impl WorkflowContext {
 
     pub(crate) fn state(&self) -> std::cell::RefMut<'_, RunState> {
         self.inner.state.borrow_mut()
+    }
+
+    /// Registers query handler `name`: `steadfast run query RUN name [--input JSON]`,
+    /// [`crate::Client::query`] or gRPC `QueryRun` call it with the decoded input and get its
+    /// answer. A query is answered by a worker from the instance replayed up to the run's
+    /// last recorded step; nothing is written to the history, so the handler must only read
+    /// (share state with the workflow through an `Rc<RefCell<..>>`). Register handlers before
+    /// the workflow's first await so that every replay has them; registering a name again
+    /// replaces the handler.
+    ///
+    /// ```no_run
+    /// # use std::{cell::Cell, rc::Rc};
+    /// # use steadfast_sdk::workflow::{WorkflowContext, WorkflowError};
+    /// async fn steps(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
+    ///     let done = Rc::new(Cell::new(0u32));
+    ///     let seen = Rc::clone(&done);
+    ///     ctx.on_query("progress", move |_: ()| seen.get());
+    ///     for i in 0..n {
+    ///         let _: u32 = ctx.activity("step", &i).await?;
+    ///         done.set(i + 1);
+    ///     }
+    ///     Ok(done.get())
+    /// }
+    /// ```
+    pub fn on_query<I, O>(&self, name: &str, handler: impl Fn(I) -> O + 'static)
+    where
+        I: DeserializeOwned,
+        O: Serialize,
+    {
+        self.inner.queries.borrow_mut().insert(name, handler);
+    }
+
+    /// Registers update handler `name`: `steadfast run update RUN name --input JSON`,
+    /// [`crate::Client::update`] or gRPC `UpdateRun` deliver an input through the history
+    /// (UpdateRequested); the handler runs as workflow code (it may run activities, sleep,
+    /// change the state the workflow reads) and its result is recorded (UpdateCompleted) and
+    /// answered to the caller. Register before the workflow's first await; an update of a
+    /// name with no handler is rejected. Keep the workflow running until its updates are
+    /// answered: commands after the run's terminal one are refused.
+    pub fn on_update<I, O, F, Fut>(&self, name: &str, handler: F)
+    where
+        I: DeserializeOwned + 'static,
+        O: Serialize + 'static,
+        F: Fn(I) -> Fut + 'static,
+        Fut: std::future::Future<Output = Result<O, WorkflowError>> + 'static,
+    {
+        self.inner
+            .updates
+            .borrow_mut()
+            .insert::<I, O, F, Fut>(name, None, handler);
+    }
+
+    /// Like [`WorkflowContext::on_update`], with a validator that runs first, reading only:
+    /// `Err(reason)` rejects the update (UpdateRejected, the caller gets
+    /// `[STF-UPDATE001]` with the reason) and the handler never runs, so the workflow is
+    /// unchanged.
+    pub fn on_update_validated<I, O, V, F, Fut>(&self, name: &str, validator: V, handler: F)
+    where
+        I: DeserializeOwned + 'static,
+        O: Serialize + 'static,
+        V: Fn(&I) -> Result<(), String> + 'static,
+        F: Fn(I) -> Fut + 'static,
+        Fut: std::future::Future<Output = Result<O, WorkflowError>> + 'static,
+    {
+        self.inner.updates.borrow_mut().insert::<I, O, F, Fut>(
+            name,
+            Some(Box::new(validator)),
+            handler,
+        );
     }
 
     /// The id of this run.

@@ -24,6 +24,7 @@ use steadfast_proto::v1::history_event::Attributes as Ev;
 use super::child::ChildError;
 use super::commands::{command_seq, describe_command, describe_event, matches};
 use super::context::{Inner, WorkflowContext};
+use super::handlers::{QueryError, UpdateFuture, UpdateRequest, UpdateStart};
 use super::patch::markers_by_task;
 use super::state::{Resolved, RunState};
 use super::{Error, Registry, WorkflowError};
@@ -96,6 +97,8 @@ struct Running {
     ctx: WorkflowContext,
     /// `None` once the workflow returned.
     future: Option<LocalBoxFuture<'static, Result<pb::Payload, WorkflowError>>>,
+    /// Update handlers running, by update id, in the order they started.
+    updates: Vec<(String, UpdateFuture)>,
 }
 
 /// One run's workflow code, advanced activation by activation. `!Send`: keep it on one
@@ -208,6 +211,21 @@ impl WorkflowInstance {
                 Err(e)
             }
         }
+    }
+
+    /// Answers query `name` with the handler the workflow registered, from the state the
+    /// instance reached. Reads only: nothing is issued, the instance stays usable.
+    pub fn query(&self, name: &str, input: &pb::Payload) -> Result<pb::Payload, QueryError> {
+        if let Some(e) = &self.failed {
+            return Err(QueryError::Replay(e.to_string()));
+        }
+        let Some(running) = &self.running else {
+            return Err(QueryError::Replay("the run has not started".into()));
+        };
+        // Borrowed for the handler's whole run: a handler registering another one panics
+        // (caught), instead of changing the set it runs from.
+        let queries = running.ctx.inner.queries.borrow();
+        queries.answer(name, input)
     }
 
     /// Checks that a history ending here is complete: the commands of its last completed
@@ -333,12 +351,15 @@ impl WorkflowInstance {
                 self.registry.continue_as_new_threshold(),
             )
             .into(),
+            queries: Default::default(),
+            updates: Default::default(),
         });
         let future = catch_unwind(AssertUnwindSafe(|| f(ctx.clone(), started.input)))
             .map_err(|p| panic_error(&*p))?;
         self.running = Some(Running {
             ctx,
             future: Some(future),
+            updates: Vec::new(),
         });
         Ok(())
     }
@@ -469,6 +490,20 @@ impl WorkflowInstance {
             }
             Ev::SignalReceived(e) => state.signal_received(&e.name, e.input.unwrap_or_default()),
             Ev::CancelRequested(_) => state.request_cancel(),
+            Ev::UpdateRequested(e) => {
+                drop(state);
+                running
+                    .ctx
+                    .inner
+                    .updates
+                    .borrow_mut()
+                    .requested
+                    .push_back(UpdateRequest {
+                        update_id: e.update_id,
+                        name: e.name,
+                        input: e.input.unwrap_or_default(),
+                    });
+            }
             // Informational: retries, attempts, progress, budgets, task bookkeeping.
             _ => {}
         }
@@ -496,11 +531,14 @@ impl WorkflowInstance {
             state.history_events = task_started;
             state.patches.begin_task(recorded);
         }
-        let Some(future) = running.future.as_mut() else {
+        if running.future.is_none() {
             return Ok(());
-        };
+        }
         let mut cx = Context::from_waker(&self.waker);
         for _ in 0..MAX_POLLS_PER_ACTIVATION {
+            let Some(future) = running.future.as_mut() else {
+                return Ok(());
+            };
             self.flag.0.store(false, Ordering::Release);
             self.polls += 1;
             if let Some(c) = &self.clock {
@@ -520,7 +558,15 @@ impl WorkflowInstance {
                     return Ok(());
                 }
                 Ok(Poll::Pending) => {
-                    if self.flag.0.load(Ordering::Acquire) {
+                    // Updates run beside the workflow, after it in every round: a fixed order,
+                    // so a replay issues their commands at the same seqs.
+                    let advanced = advance_updates(
+                        &running.ctx,
+                        &mut running.updates,
+                        &self.clock,
+                        &self.waker,
+                    )?;
+                    if advanced || self.flag.0.load(Ordering::Acquire) {
                         continue;
                     }
                     if !running.ctx.state().can_be_woken() {
@@ -533,6 +579,67 @@ impl WorkflowInstance {
         }
         Err(Error::Livelock(MAX_POLLS_PER_ACTIVATION))
     }
+}
+
+/// Starts (or rejects) the updates delivered since the last round and polls the running
+/// handlers once; a handler that returned answers its update. True when anything started or
+/// finished (the workflow may have more to do).
+fn advance_updates(
+    ctx: &WorkflowContext,
+    updates: &mut Vec<(String, UpdateFuture)>,
+    clock: &Option<Arc<PollClock>>,
+    waker: &Waker,
+) -> Result<bool, Error> {
+    let mut advanced = false;
+    loop {
+        let req = ctx.inner.updates.borrow_mut().requested.pop_front();
+        let Some(req) = req else { break };
+        advanced = true;
+        let started = catch_unwind(AssertUnwindSafe(|| ctx.inner.updates.borrow().start(&req)))
+            .map_err(|p| panic_error(&*p))?;
+        match started {
+            UpdateStart::Run(f) => updates.push((req.update_id, f)),
+            UpdateStart::Reject(reason) => {
+                ctx.state()
+                    .issue(Cmd::RejectUpdate(pb::RejectUpdateCommand {
+                        update_id: req.update_id,
+                        reason,
+                    }));
+            }
+        }
+    }
+    let mut cx = Context::from_waker(waker);
+    let mut i = 0;
+    while i < updates.len() {
+        // Polled with the workflow's waker: any result they wait for raises the same flag.
+        let polled = {
+            let (_, f) = &mut updates[i];
+            if let Some(c) = clock {
+                c.enter();
+            }
+            let r = catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(&mut cx)));
+            if let Some(c) = clock {
+                c.leave();
+            }
+            r.map_err(|p| panic_error(&*p))?
+        };
+        match polled {
+            Poll::Ready(outcome) => {
+                let (update_id, _) = updates.remove(i);
+                advanced = true;
+                let command = match outcome {
+                    Ok(result) => Cmd::CompleteUpdate(pb::CompleteUpdateCommand {
+                        update_id,
+                        result: Some(result),
+                    }),
+                    Err(reason) => Cmd::RejectUpdate(pb::RejectUpdateCommand { update_id, reason }),
+                };
+                ctx.state().issue(command);
+            }
+            Poll::Pending => i += 1,
+        }
+    }
+    Ok(advanced)
 }
 
 /// Issues the terminal command for what the workflow returned.

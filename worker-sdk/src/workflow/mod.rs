@@ -27,6 +27,7 @@ mod child;
 mod commands;
 mod context;
 mod error;
+mod handlers;
 mod instance;
 mod options;
 mod patch;
@@ -41,6 +42,7 @@ pub use child::{
 pub use commands::command_kind;
 pub use context::WorkflowContext;
 pub use error::{Error, REFUSAL_MESSAGE_CHARS_MAX, WorkflowError};
+pub use handlers::{QUERY_MESSAGE_CHARS_MAX, QueryError};
 pub use instance::{MAX_POLLS_PER_ACTIVATION, PANIC_MESSAGE_CHARS_MAX, WorkflowInstance};
 pub(crate) use instance::{PollClock, panic_error};
 pub use options::{ActivityOptions, RetryPolicy, WaitSignalOptions};

@@ -13,6 +13,10 @@ use crate::{ActivityError, Effect, payload};
 
 #[path = "tests_history.rs"]
 mod history_decisions;
+#[path = "tests_query.rs"]
+mod queries;
+#[path = "tests_update.rs"]
+mod updates;
 
 /// Commands in a compact, comparable form: "1:activity(a,\"x\")".
 fn show(commands: &[pb::Command]) -> Vec<String> {
@@ -43,6 +47,12 @@ fn show(commands: &[pb::Command]) -> Vec<String> {
                 ),
                 Cmd::SignalRun(c) => format!("signal_run({},{})", c.run_id, c.name),
                 Cmd::RecordPatch(c) => format!("patch({})", c.patch_id),
+                Cmd::CompleteUpdate(c) => format!(
+                    "update_done({},{})",
+                    c.update_id,
+                    String::from_utf8_lossy(&c.result.as_ref().unwrap().data)
+                ),
+                Cmd::RejectUpdate(c) => format!("update_rejected({})", c.update_id),
                 Cmd::CompleteRun(r) => {
                     format!(
                         "complete({})",
