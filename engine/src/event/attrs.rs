@@ -811,8 +811,8 @@ mod run_started_tests {
         let plain = Event::RunStarted(base()).encode_attrs();
         for mask in 0u8..8 {
             let mut r = base();
-            r.parent = (mask & 1 != 0).then(|| parent.clone());
-            r.forked_from = (mask & 2 != 0).then(|| fork.clone());
+            r.parent = (mask & 1 != 0).then_some(parent);
+            r.forked_from = (mask & 2 != 0).then_some(fork);
             r.schedule = (mask & 4 != 0).then(|| sched.clone());
             let bytes = Event::RunStarted(r.clone()).encode_attrs();
             let back = Event::decode_attrs(EventKind::RunStarted, &bytes)
