@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::admin_service_client::AdminServiceClient;
 use steadfast_proto::v1::client_service_client::ClientServiceClient;
+use steadfast_proto::v1::schedule_service_client::ScheduleServiceClient;
 use steadfast_proto::v1::worker_service_client::WorkerServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -96,6 +97,8 @@ pub struct Services {
     pub worker: WorkerServiceClient<Svc>,
     /// AdminService.
     pub admin: AdminServiceClient<Svc>,
+    /// ScheduleService.
+    pub schedule: ScheduleServiceClient<Svc>,
 }
 
 impl Services {
@@ -110,7 +113,10 @@ impl Services {
             worker: WorkerServiceClient::with_interceptor(channel.clone(), t.clone())
                 .max_encoding_message_size(big)
                 .max_decoding_message_size(big),
-            admin: AdminServiceClient::with_interceptor(channel, t)
+            admin: AdminServiceClient::with_interceptor(channel.clone(), t.clone())
+                .max_encoding_message_size(big)
+                .max_decoding_message_size(big),
+            schedule: ScheduleServiceClient::with_interceptor(channel, t)
                 .max_encoding_message_size(big)
                 .max_decoding_message_size(big),
         }
@@ -381,6 +387,94 @@ pub async fn every_rpc(s: &Services, f: &Fields) -> Vec<Outcome> {
             identity: n.clone(),
         })
     );
+    call!(
+        "QueryRun",
+        s.client.query_run(pb::QueryRunRequest {
+            namespace: ns.clone(),
+            run_id: f.run_id.clone(),
+            query_name: n.clone(),
+            input: json(&f.payload),
+            timeout_ms: 1,
+        })
+    );
+    call!(
+        "UpdateRun",
+        s.client.update_run(pb::UpdateRunRequest {
+            namespace: ns.clone(),
+            run_id: f.run_id.clone(),
+            update_name: n.clone(),
+            input: json(&f.payload),
+            request_id: n.clone(),
+            identity: n.clone(),
+            timeout_ms: 1,
+        })
+    );
+    call!(
+        "PollQueryTask",
+        s.worker.poll_query_task(pb::PollQueryTaskRequest {
+            namespace: ns.clone(),
+            task_queue: n.clone(),
+            worker_id: n.clone(),
+            workflow_types: vec![n.clone()],
+            poll_timeout_ms: f.poll_timeout_ms,
+        })
+    );
+    call!(
+        "RespondQueryTask",
+        s.worker.respond_query_task(pb::RespondQueryTaskRequest {
+            namespace: ns.clone(),
+            query_id: n.clone(),
+            worker_id: n.clone(),
+            result: json(&f.payload),
+            ..Default::default()
+        })
+    );
+    let schedule = pb::ScheduleName {
+        namespace: ns.clone(),
+        name: n.clone(),
+    };
+    call!(
+        "CreateSchedule",
+        s.schedule.create_schedule(pb::CreateScheduleRequest {
+            namespace: ns.clone(),
+            name: n.clone(),
+            every_ms: 3_600_000,
+            workflow_type: n.clone(),
+            input: json(&f.payload),
+            task_queue: n.clone(),
+            paused: true,
+            ..Default::default()
+        })
+    );
+    call!(
+        "DescribeSchedule",
+        s.schedule.describe_schedule(schedule.clone())
+    );
+    call!(
+        "ListSchedules",
+        s.schedule.list_schedules(pb::ListSchedulesRequest {
+            namespace: ns.clone(),
+        })
+    );
+    call!("PauseSchedule", s.schedule.pause_schedule(schedule.clone()));
+    call!(
+        "ResumeSchedule",
+        s.schedule.resume_schedule(schedule.clone())
+    );
+    call!(
+        "TriggerSchedule",
+        s.schedule.trigger_schedule(schedule.clone())
+    );
+    call!(
+        "BackfillSchedule",
+        s.schedule.backfill_schedule(pb::BackfillScheduleRequest {
+            namespace: ns.clone(),
+            name: n.clone(),
+            from_ms: 0,
+            to_ms: 1,
+        })
+    );
+    call!("DeleteSchedule", s.schedule.delete_schedule(schedule));
     call!("Checkpoint", s.admin.checkpoint(pb::CheckpointRequest {}));
     out
 }

@@ -225,14 +225,15 @@ pub(crate) fn oversized_result_failure(
     if !about_size {
         return None;
     }
-    // tonic says "... found N bytes, the limit is: M bytes"; name M when it is there.
+    // tonic says "... found N bytes, the limit is: M bytes", the server "the limit is
+    // request_bytes_max = M bytes": name M when it is there.
     let limit = message
         .split("the limit is")
         .nth(1)
         .and_then(|rest| {
             let digits: String = rest
-                .trim_start_matches([':', ' '])
                 .chars()
+                .skip_while(|c| !c.is_ascii_digit())
                 .take_while(char::is_ascii_digit)
                 .collect();
             digits.parse::<u64>().ok()

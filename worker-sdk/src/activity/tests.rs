@@ -359,6 +359,12 @@ fn only_size_refusals_become_payload_failures() {
             Some("the limit is the server's request limit (the server's"),
         ),
         (
+            tonic::Status::resource_exhausted(
+                "the request is too large; the limit is request_bytes_max = 8388608 bytes (server setting --limit request_bytes_max=N): send large data as a blob or by reference",
+            ),
+            Some("the limit is 8388608 bytes per request (the server's"),
+        ),
+        (
             tonic::Status::invalid_argument("activity 1 is not open"),
             None,
         ),
