@@ -183,6 +183,31 @@ impl Server {
 
     /// [`Server::start`] with extra flags (e.g. `["--history-events-max", "40"]`).
     pub fn start_with(data_dir: &Path, port: Option<u16>, args: &[&str]) -> Result<Server> {
+        Server::spawn(data_dir, port, args, None)
+    }
+
+    /// [`Server::start_with`] at `RUST_LOG=debug`, every stderr line appended to the file
+    /// `log` instead of the test's output (for tests that read the server's logs).
+    pub fn start_logged(data_dir: &Path, args: &[&str], log: &Path) -> Result<Server> {
+        Server::spawn(data_dir, None, args, Some(log))
+    }
+
+    fn spawn(
+        data_dir: &Path,
+        port: Option<u16>,
+        args: &[&str],
+        log: Option<&Path>,
+    ) -> Result<Server> {
+        let mut sink = match log {
+            Some(p) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("open {}", p.display()))?,
+            ),
+            None => None,
+        };
         let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
         let mut cmd = Command::new(bin("steadfast"));
         cmd.args(["server", "--data-dir"])
@@ -191,7 +216,9 @@ impl Server {
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if std::env::var_os("RUST_LOG").is_none() {
+        if sink.is_some() {
+            cmd.env("RUST_LOG", "debug");
+        } else if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
         let mut proc = Proc::spawn("steadfast server", &mut cmd)?;
@@ -204,12 +231,18 @@ impl Server {
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(f) = sink.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
                 if !sent && let Some(a) = line.strip_prefix("steadfast server listening on ") {
                     let _ = tx.send(a.trim().to_string());
                     sent = true;
                     continue;
                 }
-                eprintln!("[server] {line}");
+                if sink.is_none() {
+                    eprintln!("[server] {line}");
+                }
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(30)) {

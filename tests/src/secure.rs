@@ -35,9 +35,21 @@ pub fn new_token() -> Result<String> {
 
 /// `echo TOKEN | steadfast auth hash --name N --role R --namespaces NS`: the auth-file line.
 pub fn entry(token: &str, name: &str, role: &str, namespaces: &str) -> Result<String> {
+    entry_with_queues(token, name, role, namespaces, None)
+}
+
+/// [`entry`] with `--queues QUEUES` when given (a worker limited to those task queues).
+pub fn entry_with_queues(
+    token: &str,
+    name: &str,
+    role: &str,
+    namespaces: &str,
+    queues: Option<&str>,
+) -> Result<String> {
     let mut child = Command::new(bin("steadfast"))
         .args(["auth", "hash", "--name", name, "--role", role])
         .args(["--namespaces", namespaces])
+        .args(queues.map(|q| ["--queues", q]).into_iter().flatten())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -22,7 +22,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use tonic::{Request, Status};
 
-pub use table::{Namespaces, Principal, Role, Table};
+pub use table::{Namespaces, Principal, Role, Table, TaskQueues};
 
 /// How often the server looks at the auth file for changes (token rotation needs no restart).
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -131,6 +131,29 @@ pub fn namespace<T>(req: &Request<T>, namespace: &str) -> Result<(), Status> {
     )))
 }
 
+/// Whether the caller's token is limited to some task queues (then a completion's task must
+/// be looked up to learn its queue; otherwise that read is skipped).
+pub fn limits_queues<T>(req: &Request<T>) -> bool {
+    matches!(
+        req.extensions().get::<Principal>(),
+        Some(p) if p.queues != TaskQueues::Any
+    )
+}
+
+/// Refuses `queue` when the caller's token is limited to other task queues (`queues=` in the
+/// auth file). For a poll, call it before waiting; for a completion, failure or heartbeat,
+/// with the queue of the task its task token names.
+pub fn task_queue<T>(req: &Request<T>, queue: &str) -> Result<(), Status> {
+    match req.extensions().get::<Principal>() {
+        Some(p) if !p.queues.allows(queue) => Err(Status::permission_denied(format!(
+            "token {:?} may not use task queue {}: use a worker token whose auth-file entry lists it in queues=",
+            p.name,
+            crate::validate::quote(queue)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses a caller whose token is not bound to every namespace (`*`): for calls that act on
 /// the whole server (a checkpoint of the store).
 pub fn all_namespaces<T>(req: &Request<T>) -> Result<(), Status> {
@@ -179,11 +202,19 @@ mod tests {
             name: "t".into(),
             role: Role::Client,
             namespaces: Namespaces::Only(vec!["default".into(), "a".into()]),
+            queues: TaskQueues::Only(vec!["q".into()]),
         });
         assert!(namespace(&req, "").is_ok());
         assert!(namespace(&req, "a").is_ok());
         let e = namespace(&req, &"b".repeat(100_000)).unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         assert!(e.message().len() < 300, "{}", e.message().len());
+        assert!(limits_queues(&req));
+        assert!(task_queue(&req, "q").is_ok());
+        let e = task_queue(&req, &"r".repeat(100_000)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().len() < 300, "{}", e.message().len());
+        assert!(!limits_queues(&Request::new(())));
+        assert!(task_queue(&Request::new(()), "r").is_ok());
     }
 }

@@ -2,11 +2,16 @@
 //! itself), its role and the namespaces it may use.
 //!
 //! ```text
-//! # name      role    namespaces          token hash
-//! ci-bot      client  tenant-a,tenant-b   blake3:9f2c...(64 hex digits)
-//! worker-a    worker  tenant-a            blake3:...
-//! ops         admin   *                   blake3:...
+//! # name      role    namespaces          [queues]          token hash
+//! ci-bot      client  tenant-a,tenant-b                     blake3:9f2c...(64 hex digits)
+//! worker-a    worker  tenant-a                              blake3:...
+//! tools-a     worker  tenant-a            queues=tools,llm  blake3:...
+//! ops         admin   *                                     blake3:...
 //! ```
+//!
+//! The optional `queues=` field (worker entries only) limits a worker token to those task
+//! queues: it may poll only them, and complete, fail or heartbeat only tasks of them. A line
+//! without it admits every queue, as every line did before the field existed.
 //!
 //! Blank lines and lines starting with `#` are ignored. `steadfast auth hash` prints an entry
 //! from a token read on stdin, so a plaintext token is never written into the file. The
@@ -101,6 +106,43 @@ impl Namespaces {
     }
 }
 
+/// The task queues a worker token may poll and complete tasks of.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TaskQueues {
+    /// No `queues=` field: every queue.
+    #[default]
+    Any,
+    /// Only these.
+    Only(Vec<String>),
+}
+
+/// The field name of the optional queue list in a line of the file.
+pub const QUEUES_FIELD: &str = "queues=";
+
+impl TaskQueues {
+    /// Whether `queue` is one of them.
+    pub fn allows(&self, queue: &str) -> bool {
+        match self {
+            TaskQueues::Any => true,
+            TaskQueues::Only(list) => list.iter().any(|q| q == queue),
+        }
+    }
+
+    /// Parses a comma-separated list of queue names (the part after `queues=`).
+    pub fn parse(s: &str) -> Result<TaskQueues, String> {
+        let mut list = Vec::new();
+        for q in s.split(',') {
+            if q.is_empty() || q.len() > NAME_LEN_MAX || q.chars().any(char::is_control) {
+                return Err(format!(
+                    "queues= must be task queue names separated by commas (each 1..={NAME_LEN_MAX} bytes)"
+                ));
+            }
+            list.push(q.to_string());
+        }
+        Ok(TaskQueues::Only(list))
+    }
+}
+
 /// Who a request comes from: the entry its token matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -110,6 +152,8 @@ pub struct Principal {
     pub role: Role,
     /// Where it may call it.
     pub namespaces: Namespaces,
+    /// Which task queues it may poll and complete tasks of (worker entries).
+    pub queues: TaskQueues,
 }
 
 /// One line of the file.
@@ -124,8 +168,23 @@ pub struct Entry {
 impl Entry {
     /// The entry for `token`, as a line of the file.
     pub fn line(name: &str, role: Role, namespaces: &Namespaces, token: &str) -> String {
+        Entry::line_with_queues(name, role, namespaces, &TaskQueues::Any, token)
+    }
+
+    /// The entry for `token`, limited to `queues`, as a line of the file.
+    pub fn line_with_queues(
+        name: &str,
+        role: Role,
+        namespaces: &Namespaces,
+        queues: &TaskQueues,
+        token: &str,
+    ) -> String {
+        let queues = match queues {
+            TaskQueues::Any => String::new(),
+            TaskQueues::Only(list) => format!(" {QUEUES_FIELD}{}", list.join(",")),
+        };
         format!(
-            "{name} {} {} {HASH_PREFIX}{}",
+            "{name} {} {}{queues} {HASH_PREFIX}{}",
             role.as_str(),
             namespaces.render(),
             hash_token(token).to_hex()
@@ -192,11 +251,17 @@ impl Table {
                 message,
             };
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let [name, role, namespaces, hash] = fields[..] else {
-                return Err(bad(format!(
-                    "expected 4 fields `name role namespaces {HASH_PREFIX}<hex>`, found {}",
-                    fields.len()
-                )));
+            let (name, role, namespaces, queues, hash) = match fields[..] {
+                [name, role, namespaces, hash] => (name, role, namespaces, None, hash),
+                [name, role, namespaces, queues, hash] => {
+                    (name, role, namespaces, Some(queues), hash)
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "expected 4 fields `name role namespaces {HASH_PREFIX}<hex>` (a worker may have `{QUEUES_FIELD}a,b` before the hash), found {}",
+                        fields.len()
+                    )));
+                }
             };
             if name.len() > ENTRY_NAME_LEN_MAX
                 || !name
@@ -210,6 +275,22 @@ impl Table {
             let role = Role::parse(role)
                 .ok_or_else(|| bad("the role must be client, worker or admin".into()))?;
             let namespaces = Namespaces::parse(namespaces).map_err(bad)?;
+            let queues = match queues {
+                None => TaskQueues::Any,
+                Some(q) => {
+                    let list = q.strip_prefix(QUEUES_FIELD).ok_or_else(|| {
+                        bad(format!(
+                            "the field before the hash must be `{QUEUES_FIELD}a,b` (the task queues a worker token may use)"
+                        ))
+                    })?;
+                    if role != Role::Worker {
+                        return Err(bad(format!(
+                            "{QUEUES_FIELD} applies to worker entries only (clients and admins use no task queues)"
+                        )));
+                    }
+                    TaskQueues::parse(list).map_err(bad)?
+                }
+            };
             let hash = hash
                 .strip_prefix(HASH_PREFIX)
                 .and_then(|h| blake3::Hash::from_hex(h).ok())
@@ -231,6 +312,7 @@ impl Table {
                     name: name.to_string(),
                     role,
                     namespaces,
+                    queues,
                 },
                 hash,
             });
@@ -310,6 +392,10 @@ mod tests {
                 &format!("ci client a {h}\ncj worker a {h}"),
                 "already in the file",
             ),
+            (&format!("ci worker a q=x {h}"), "must be `queues=a,b`"),
+            (&format!("ci client a queues=x {h}"), "worker entries only"),
+            (&format!("ci worker a queues=x,,y {h}"), "queues= must be"),
+            (&format!("ci worker a queues=x y {h}"), "expected 4 fields"),
         ];
         for (text, want) in cases {
             let e = Table::parse("auth.txt", text).unwrap_err().to_string();
@@ -320,5 +406,20 @@ mod tests {
         }
         let e = Table::parse("auth.txt", "# nothing\n").unwrap_err();
         assert!(matches!(e, Error::Empty { .. }));
+    }
+
+    #[test]
+    fn a_worker_entry_may_name_its_queues_and_old_lines_admit_every_queue() {
+        let queues = TaskQueues::parse("tools,llm").unwrap();
+        let line = Entry::line_with_queues("w", Role::Worker, &Namespaces::Any, &queues, TOKEN);
+        assert!(line.contains(" queues=tools,llm blake3:"), "{line}");
+        let old = Entry::line("x", Role::Worker, &Namespaces::Any, "another-token-1234567");
+        let t = Table::parse("f", &format!("{line}\n{old}\n")).unwrap();
+        let p = t.find(TOKEN).unwrap();
+        assert!(p.queues.allows("tools") && p.queues.allows("llm"));
+        assert!(!p.queues.allows("other") && !p.queues.allows("tool"));
+        let p = t.find("another-token-1234567").unwrap();
+        assert_eq!(p.queues, TaskQueues::Any);
+        assert!(p.queues.allows("anything"));
     }
 }

@@ -13,7 +13,7 @@ use rand::RngCore;
 
 use super::{Exit, Outcome, out_line};
 use crate::auth::table::{ENTRY_NAME_LEN_MAX, Entry, TOKEN_LEN_MAX, TOKEN_LEN_MIN};
-use crate::auth::{Namespaces, Role};
+use crate::auth::{Namespaces, Role, TaskQueues};
 
 /// Bytes of randomness in a token from `new-token`.
 const NEW_TOKEN_BYTES: usize = 32;
@@ -35,6 +35,10 @@ pub enum AuthCmd {
         /// The namespaces it may use, separated by commas, or `*` for all.
         #[arg(long, default_value = steadfast_engine::ids::DEFAULT_NAMESPACE)]
         namespaces: String,
+        /// Worker role only: the task queues it may poll and complete tasks of, separated by
+        /// commas (default: every queue).
+        #[arg(long)]
+        queues: Option<String>,
     },
 }
 
@@ -45,13 +49,20 @@ pub fn dispatch(cmd: AuthCmd) -> Outcome {
             name,
             role,
             namespaces,
+            queues,
         } => {
             let mut input = String::new();
             std::io::stdin()
                 .take(TOKEN_LEN_MAX as u64 + 2)
                 .read_to_string(&mut input)
                 .map_err(|e| Exit::error(format!("cannot read the token on stdin: {e}")))?;
-            out_line(&entry(&name, &role, &namespaces, &input)?)
+            out_line(&entry(
+                &name,
+                &role,
+                &namespaces,
+                queues.as_deref(),
+                &input,
+            )?)
         }
     }
 }
@@ -64,7 +75,13 @@ pub fn new_token() -> String {
 }
 
 /// The auth-file line for the token in `input` (its first line).
-fn entry(name: &str, role: &str, namespaces: &str, input: &str) -> Result<String, Exit> {
+fn entry(
+    name: &str,
+    role: &str,
+    namespaces: &str,
+    queues: Option<&str>,
+    input: &str,
+) -> Result<String, Exit> {
     let token = input.lines().next().unwrap_or("").trim();
     if token.len() < TOKEN_LEN_MIN {
         return Err(Exit::usage(format!(
@@ -89,7 +106,22 @@ fn entry(name: &str, role: &str, namespaces: &str, input: &str) -> Result<String
     let role = Role::parse(role).ok_or_else(|| Exit::usage("--role: client, worker or admin"))?;
     let namespaces =
         Namespaces::parse(namespaces).map_err(|m| Exit::usage(format!("--namespaces: {m}")))?;
-    Ok(Entry::line(name, role, &namespaces, token))
+    let queues = match queues {
+        None => TaskQueues::Any,
+        Some(_) if role != Role::Worker => {
+            return Err(Exit::usage(
+                "--queues applies to --role worker only (clients and admins use no task queues)",
+            ));
+        }
+        Some(q) => TaskQueues::parse(q).map_err(|m| Exit::usage(format!("--queues: {m}")))?,
+    };
+    Ok(Entry::line_with_queues(
+        name,
+        role,
+        &namespaces,
+        &queues,
+        token,
+    ))
 }
 
 #[cfg(test)]
@@ -102,26 +134,36 @@ mod tests {
         let token = new_token();
         assert_eq!(token.len(), 4 + 64);
         assert_ne!(token, new_token());
-        let line = entry("ci", "worker", "a,b", &format!("{token}\n")).unwrap();
+        let line = entry("ci", "worker", "a,b", None, &format!("{token}\n")).unwrap();
         assert!(!line.contains(&token));
         let table = Table::parse("f", &line).unwrap();
         let p = table.find(&token).unwrap();
         assert_eq!((p.role, p.namespaces.allows("b")), (Role::Worker, true));
         assert!(table.find(&new_token()).is_none());
+        assert!(p.queues.allows("any-queue"));
+        let line = entry("w", "worker", "a", Some("tools,llm"), &token).unwrap();
+        let p = Table::parse("f", &line)
+            .unwrap()
+            .find(&token)
+            .unwrap()
+            .clone();
+        assert!(p.queues.allows("llm") && !p.queues.allows("agents"));
     }
 
     #[test]
     fn bad_tokens_and_names_are_usage_errors() {
         let ok = "x".repeat(TOKEN_LEN_MIN);
-        for (name, role, ns, input) in [
-            ("ci", "client", "default", "short"),
-            ("ci", "client", "default", ""),
-            ("ci", "client", "default", "with space in the middle"),
-            ("c i", "client", "default", ok.as_str()),
-            ("ci", "root", "default", ok.as_str()),
-            ("ci", "client", "a,,b", ok.as_str()),
+        for (name, role, ns, queues, input) in [
+            ("ci", "client", "default", None, "short"),
+            ("ci", "client", "default", None, ""),
+            ("ci", "client", "default", None, "with space in the middle"),
+            ("c i", "client", "default", None, ok.as_str()),
+            ("ci", "root", "default", None, ok.as_str()),
+            ("ci", "client", "a,,b", None, ok.as_str()),
+            ("ci", "client", "default", Some("q"), ok.as_str()),
+            ("ci", "worker", "default", Some("q,"), ok.as_str()),
         ] {
-            let e = entry(name, role, ns, input).unwrap_err();
+            let e = entry(name, role, ns, queues, input).unwrap_err();
             assert_eq!(
                 e.code,
                 super::super::exit::USAGE,

@@ -159,6 +159,9 @@ impl WorkerService for WorkerApi {
         req: Request<pb::WorkerSessionRequest>,
     ) -> Result<Response<Self::WorkerSessionStream>, Status> {
         crate::auth::namespace(&req, &req.get_ref().namespace)?;
+        for q in &req.get_ref().task_queues {
+            crate::auth::task_queue(&req, q)?;
+        }
         let stream = session::open(self.core.clone(), self.sessions.clone(), req.get_ref())?;
         Ok(Response::new(stream))
     }
@@ -168,6 +171,7 @@ impl WorkerService for WorkerApi {
         req: Request<pb::PollQueryTaskRequest>,
     ) -> Result<Response<pb::PollQueryTaskResponse>, Status> {
         crate::auth::namespace(&req, &req.get_ref().namespace)?;
+        crate::auth::task_queue(&req, &req.get_ref().task_queue)?;
         let resp = crate::service::query::poll_query_task(&self.core, req.get_ref()).await?;
         Ok(Response::new(resp))
     }
@@ -187,6 +191,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::PollWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
+        crate::auth::task_queue(&req, &r.task_queue)?;
         let ns = validate::namespace(&r.namespace)?;
         validate::name("task_queue", &r.task_queue)?;
         validate::name("worker_id", &r.worker_id)?;
@@ -225,11 +230,13 @@ impl WorkerService for WorkerApi {
         let (key, started) = match self.workflow_token(&r.task_token, &r.namespace)? {
             WorkflowTaskRef::Recorded { key, started } => (key, started),
             WorkflowTaskRef::Transient(t) => {
+                self.check_run_queue(&req, &t.key).await?;
                 return Ok(Response::new(self.complete_transient(r, t).await?));
             }
         };
         self.check_record(&key, started, "WorkflowTaskStarted")
             .await?;
+        self.check_run_queue(&req, &key).await?;
         let started_seq = started.seq;
         let mut new_run: Option<ev::RunStarted> = None;
         let slots = r.eager_activity_slots.min(EAGER_ACTIVITIES_MAX) as usize;
@@ -299,12 +306,14 @@ impl WorkerService for WorkerApi {
         let (key, started) = match self.workflow_token(&r.task_token, &r.namespace)? {
             WorkflowTaskRef::Recorded { key, started } => (key, started),
             WorkflowTaskRef::Transient(t) => {
+                self.check_run_queue(&req, &t.key).await?;
                 self.fail_transient(r, t).await?;
                 return Ok(Response::new(pb::FailWorkflowTaskResponse {}));
             }
         };
         self.check_record(&key, started, "WorkflowTaskStarted")
             .await?;
+        self.check_run_queue(&req, &key).await?;
         let started_seq = started.seq;
         self.core.sticky.lock().remove(&key);
         self.core
@@ -352,6 +361,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::PollActivityTaskResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
+        crate::auth::task_queue(&req, &r.task_queue)?;
         let ns = validate::namespace(&r.namespace)?;
         validate::name("task_queue", &r.task_queue)?;
         validate::name("worker_id", &r.worker_id)?;
@@ -387,8 +397,10 @@ impl WorkerService for WorkerApi {
         crate::auth::namespace(&req, &r.namespace)?;
         validate::opt_name("worker_id", &r.worker_id)?;
         let a = self.activity_token(&r.task_token, &r.namespace)?;
-        self.check_record(&a.key, a.scheduled, "ActivityScheduled")
+        let scheduled = self
+            .check_record(&a.key, a.scheduled, "ActivityScheduled")
             .await?;
+        fence::check_activity_queue(&req, &scheduled)?;
         let (key, id, attempt) = (a.key.clone(), a.id, a.attempt);
         let mut event =
             commands::activity_result_event(id, attempt, r.result.as_ref(), r.usage.as_ref(), 0);
@@ -428,8 +440,10 @@ impl WorkerService for WorkerApi {
             .map(convert::failure_from)
             .unwrap_or_default();
         let usage = r.usage.as_ref().map(convert::usage_from);
-        self.check_record(&a.key, a.scheduled, "ActivityScheduled")
+        let scheduled = self
+            .check_record(&a.key, a.scheduled, "ActivityScheduled")
             .await?;
+        fence::check_activity_queue(&req, &scheduled)?;
         let (key, id, attempt) = (a.key.clone(), a.id, a.attempt);
         let mut refused = None;
         let appended = self
@@ -468,8 +482,10 @@ impl WorkerService for WorkerApi {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
         let a = self.activity_token(&r.task_token, &r.namespace)?;
-        self.check_record(&a.key, a.scheduled, "ActivityScheduled")
+        let scheduled = self
+            .check_record(&a.key, a.scheduled, "ActivityScheduled")
             .await?;
+        fence::check_activity_queue(&req, &scheduled)?;
         let (key, id, attempt) = (a.key.clone(), a.id, a.attempt);
         let s = self.core.state(&key).await?;
         let act = match current_attempt(&s, &a) {

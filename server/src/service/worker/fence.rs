@@ -5,7 +5,7 @@
 use steadfast_engine::event::{self as ev, Event, Usage};
 use steadfast_engine::ids::RunKey;
 use steadfast_engine::state::{ActivityState, RunState};
-use tonic::Status;
+use tonic::{Request, Status};
 
 use super::WorkerApi;
 use crate::core::status;
@@ -105,7 +105,7 @@ impl WorkerApi {
         key: &RunKey,
         rec: RecordRef,
         what: &str,
-    ) -> Result<(), Status> {
+    ) -> Result<Event, Status> {
         let page = self
             .core
             .store
@@ -113,12 +113,40 @@ impl WorkerApi {
             .await
             .map_err(status)?;
         match page.first() {
-            Some(r) if r.seq == rec.seq && r.hash == rec.hash => Ok(()),
+            Some(r) if r.seq == rec.seq && r.hash == rec.hash => Ok(r.event.clone()),
             _ => Err(Status::failed_precondition(format!(
                 "the {what} at seq {} of run {} that this task_token names is not in the history: the task is stale (the server lost it in a crash, or the history was replaced); drop it",
                 rec.seq, key.run_id
             ))),
         }
+    }
+}
+
+impl WorkerApi {
+    /// Refuses a workflow task of run `key` when the caller's token may not use the run's
+    /// task queue. The state is read only for a token limited to some queues.
+    pub(super) async fn check_run_queue<T>(
+        &self,
+        req: &Request<T>,
+        key: &RunKey,
+    ) -> Result<(), Status> {
+        if !crate::auth::limits_queues(req) {
+            return Ok(());
+        }
+        let s = self.core.state(key).await?;
+        crate::auth::task_queue(req, &s.task_queue)
+    }
+}
+
+/// Refuses an activity attempt whose ActivityScheduled (`scheduled`, as
+/// [`WorkerApi::check_record`] returned it) routed it to a queue the caller's token may not
+/// use. From the record, not the state: a closed activity's queue is still known.
+pub(super) fn check_activity_queue<T>(req: &Request<T>, scheduled: &Event) -> Result<(), Status> {
+    match scheduled {
+        Event::ActivityScheduled(e) => crate::auth::task_queue(req, &e.options.task_queue),
+        _ => Err(Status::failed_precondition(
+            "the record this task_token names is not an ActivityScheduled: the task is stale; drop it",
+        )),
     }
 }
 
