@@ -265,11 +265,14 @@ const BLOB_VERSION_SCOPED: u8 = 2;
 /// Encodes a blob record of `addr` (always the scoped version: a new blob has a namespace).
 pub(crate) fn encode_blob(addr: &BlobAddr, data: &[u8]) -> Vec<u8> {
     let ns = addr.namespace.as_bytes();
-    let mut out = Vec::with_capacity(2 + ns.len() + 32 + data.len());
+    let mut out = Vec::with_capacity(2 + ns.len() + 4 + 32 + data.len());
     out.push(BLOB_VERSION_SCOPED);
     // Namespaces are at most NAME_LEN_MAX (256) bytes; validated names are shorter than 256.
     out.push(u8::try_from(ns.len()).expect("namespace of at most 255 bytes"));
     out.extend_from_slice(ns);
+    // The hash covers the data only: the namespace carries a checksum of its own, so that a
+    // damaged namespace is not read as another tenant's blob.
+    out.extend_from_slice(&crc32fast::hash(ns).to_le_bytes());
     out.extend_from_slice(&addr.hash);
     out.extend_from_slice(data);
     out
@@ -284,6 +287,10 @@ pub(crate) fn decode_blob(data: &[u8]) -> Result<(BlobAddr, &[u8]), Malformed> {
         [BLOB_VERSION_SCOPED] => {
             let n = r.bytes(1, "blob namespace length")?[0] as usize;
             let ns = r.bytes(n, "blob namespace")?;
+            let crc = r.bytes(4, "blob namespace checksum")?;
+            if crc != crc32fast::hash(ns).to_le_bytes() {
+                return Err("blob namespace checksum mismatch".into());
+            }
             let ns =
                 std::str::from_utf8(ns).map_err(|_| "blob namespace is not UTF-8".to_string())?;
             if ns.is_empty() {
