@@ -92,6 +92,7 @@ fn diff_names_the_first_divergence_of_runs_and_forks() -> Result<()> {
     // The same on a terminal; --show-payloads prints the inputs.
     let (code, text, err) = cli(&url, &["history", "diff", &a, &b])?;
     assert_eq!(code, 1, "{err}");
+    eprintln!("history diff {a} {b}:\n{text}");
     assert!(text.contains("first divergence at command 1"), "{text}");
     assert!(!text.contains("sleep_ms"), "{text}");
     let (_, shown, _) = cli(&url, &["history", "diff", &a, &b, "--show-payloads"])?;
@@ -112,6 +113,8 @@ fn diff_names_the_first_divergence_of_runs_and_forks() -> Result<()> {
     };
     let longer = fork_with(Some(r#"{"n":5}"#))?;
     completed(&rt, &url, &longer)?;
+    let (_, text, _) = cli(&url, &["history", "diff", &a, &longer])?;
+    eprintln!("history diff {a} {longer}:\n{text}");
     let (code, v) = diff_json(&url, &a, &longer)?;
     assert_eq!(code, 1, "{v}");
     let first = &v["first_divergence"];
