@@ -94,6 +94,18 @@ impl Inner {
         if filter.waiting.is_some() {
             sql.push_str(" AND open");
         }
+        if let Some(w) = &filter.workflow_id {
+            sql.push_str(&format!(" AND workflow_id = ${}", params.len() + 1));
+            params.push(w);
+        }
+        if let Some(t) = &filter.started_after_ms {
+            sql.push_str(&format!(" AND started_ms >= ${}", params.len() + 1));
+            params.push(t);
+        }
+        if let Some(t) = &filter.started_before_ms {
+            sql.push_str(&format!(" AND started_ms < ${}", params.len() + 1));
+            params.push(t);
+        }
         // A schedule's runs have workflow ids `NAME@slot` (names have no LIKE wildcards but
         // `_`); the state's schedule field decides, so a look-alike id started by hand is not
         // counted.

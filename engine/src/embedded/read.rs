@@ -165,6 +165,7 @@ impl Inner {
                     .schedule
                     .as_ref()
                     .is_none_or(|n| s.schedule.as_ref().is_some_and(|r| r.name == *n))
+                && filter.matches_id_and_time(s)
         };
         // Open runs are all in memory.
         if filter.waiting.is_some() || filter.status == Some(RunStatus::Running) {

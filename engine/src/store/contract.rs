@@ -10,6 +10,7 @@ mod queues;
 mod requests;
 mod retention;
 mod schedules;
+mod search;
 mod size;
 mod timers;
 
@@ -43,6 +44,7 @@ pub async fn run_all<B: Backend>(backend: &mut B) {
     history::read_history_pages(backend.fresh().await).await;
     history::verify_history_of_intact_runs(backend.fresh().await).await;
     history::list_runs_filters_and_pages(backend.fresh().await).await;
+    search::list_runs_by_workflow_id_and_start_time(backend.fresh().await).await;
     history::blobs_dedupe_and_inline(backend.fresh().await).await;
     history::blobs_are_scoped_by_namespace(backend.fresh().await).await;
     schedules::runs_are_listed_by_schedule(backend.fresh().await).await;

@@ -205,6 +205,24 @@ pub struct RunFilter {
     pub waiting: Option<String>,
     /// Runs the schedule of this name started.
     pub schedule: Option<String>,
+    /// Workflow id (every run of it: open, closed, forks that kept it).
+    pub workflow_id: Option<String>,
+    /// Runs whose `started_ms` is at or after this time.
+    pub started_after_ms: Option<TimeMs>,
+    /// Runs whose `started_ms` is before this time.
+    pub started_before_ms: Option<TimeMs>,
+}
+
+impl RunFilter {
+    /// Whether a run matches the filters a state answers by itself (workflow id and start
+    /// time); status, type, waiting and schedule are checked where they are indexed.
+    pub fn matches_id_and_time(&self, s: &RunState) -> bool {
+        self.workflow_id
+            .as_ref()
+            .is_none_or(|w| s.workflow_id == *w)
+            && self.started_after_ms.is_none_or(|t| s.started_ms >= t)
+            && self.started_before_ms.is_none_or(|t| s.started_ms < t)
+    }
 }
 
 /// Which queue.

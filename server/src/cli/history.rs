@@ -9,7 +9,7 @@ use steadfast_proto::v1 as pb;
 
 use super::client::Conn;
 use super::export::{bundle_header, export_line, parse_bundle, parse_export};
-use super::{Exit, Outcome, events, exit, out, out_line, replay};
+use super::{Exit, Outcome, events, exit, fmt, out, out_line, replay};
 
 /// Events per GetHistory page (the server's maximum).
 const PAGE_SIZE: u32 = 1_000;
@@ -54,6 +54,25 @@ pub enum HistoryCmd {
     /// blake3 chain from the run's genesis, ending where the run's state ends. Names the first
     /// bad seq; exits with code 8 on any damage.
     Verify(super::verify::VerifyArgs),
+    /// Compare two runs by what their code did, not by event seq: the commands of each
+    /// (schedule activity, start timer, complete run, ...) in issue order, with the workflow
+    /// task that issued them. Names the first command that differs (kind, activity type,
+    /// input size and hash), then per activity at the same position the input, result,
+    /// attempts, tokens, cost and durations of both, and the totals. Exits 0 when both issued
+    /// the same commands with the same inputs, 1 when they differ (or on an error, with
+    /// `error:` on stderr and nothing on stdout).
+    Diff {
+        /// The first run id (A).
+        run_a: String,
+        /// The second run id (B).
+        run_b: String,
+        /// One JSON object: {identical, a, b, first_divergence, activities}.
+        #[arg(long)]
+        json: bool,
+        /// Print the payloads themselves, not only their sizes and hashes.
+        #[arg(long)]
+        show_payloads: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -115,6 +134,31 @@ pub async fn dispatch(conn: &Conn, cmd: HistoryCmd) -> Outcome {
             Ok(())
         }
         HistoryCmd::Verify(a) => super::verify::run(conn, a).await,
+        HistoryCmd::Diff {
+            run_a,
+            run_b,
+            json,
+            show_payloads,
+        } => {
+            for run in [&run_a, &run_b] {
+                RunId::parse(run).map_err(|e| {
+                    Exit::usage(format!("{:?} is not a run id: {e}", fmt::cut(run, 40)))
+                })?;
+            }
+            let a = fetch(conn, &run_a, None).await?;
+            let b = fetch(conn, &run_b, None).await?;
+            let d = super::diff::diff(&a, &b);
+            if json {
+                out_line(&d.to_json(&run_a, &run_b, show_payloads).to_string())?;
+            } else {
+                out(d.to_text(&run_a, &run_b, show_payloads).as_bytes())?;
+            }
+            if d.identical() {
+                Ok(())
+            } else {
+                Err(Exit::quiet(exit::ERROR))
+            }
+        }
         HistoryCmd::Replay(a) => {
             let run = a.run.clone().unwrap_or_default();
             let run_id = RunId::parse(&run)

@@ -7,6 +7,9 @@
 
 mod auth;
 mod client;
+mod diff;
+#[cfg(test)]
+mod diff_tests;
 mod events;
 mod export;
 mod fmt;

@@ -144,6 +144,15 @@ pub struct ListArgs {
     /// Only the runs this schedule started.
     #[arg(long, value_name = "NAME")]
     schedule: Option<String>,
+    /// Only the runs of this workflow id (open and closed; a reset keeps the id).
+    #[arg(long, value_name = "ID")]
+    workflow_id: Option<String>,
+    /// Only runs started at or after this time: RFC 3339 UTC (2026-05-01T07:00:00Z) or Unix ms.
+    #[arg(long, value_name = "TIME", value_parser = super::schedule::time_ms)]
+    started_after: Option<i64>,
+    /// Only runs started before this time, same forms.
+    #[arg(long, value_name = "TIME", value_parser = super::schedule::time_ms)]
+    started_before: Option<i64>,
     /// Most runs to print (0 = all).
     #[arg(long, default_value_t = 100)]
     limit: u32,
@@ -262,6 +271,21 @@ async fn start(conn: &Conn, a: StartArgs) -> Outcome {
 }
 
 async fn list(conn: &Conn, a: ListArgs) -> Outcome {
+    // 0 means "any" on the wire: a bound at or before the epoch cannot be sent as given.
+    if a.started_before.is_some_and(|t| t <= 0) {
+        return Err(Exit::usage(
+            "--started-before must be after 1970-01-01T00:00:00Z: no run started earlier",
+        ));
+    }
+    if let (Some(x), Some(y)) = (a.started_after, a.started_before)
+        && x >= y
+    {
+        return Err(Exit::usage(format!(
+            "--started-after {} is not before --started-before {}: the range is empty",
+            super::fmt::rfc3339_ms(x),
+            super::fmt::rfc3339_ms(y)
+        )));
+    }
     let mut runs = Vec::new();
     let mut page_token = String::new();
     let want = if a.limit == 0 {
@@ -282,6 +306,9 @@ async fn list(conn: &Conn, a: ListArgs) -> Outcome {
             page_token: page_token.clone(),
             parent_run_id: a.parent.clone().unwrap_or_default(),
             schedule: a.schedule.clone().unwrap_or_default(),
+            workflow_id: a.workflow_id.clone().unwrap_or_default(),
+            started_after_ms: a.started_after.unwrap_or(0).max(0),
+            started_before_ms: a.started_before.unwrap_or(0),
         };
         let r = conn
             .client()

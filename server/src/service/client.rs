@@ -189,11 +189,24 @@ impl ClientService for ClientApi {
                 )));
             }
         };
+        validate::opt_name("workflow_id", &r.workflow_id)?;
+        let time = |ms: i64| (ms != 0).then_some(ms);
+        let (after, before) = (time(r.started_after_ms), time(r.started_before_ms));
+        if let (Some(a), Some(b)) = (after, before)
+            && a >= b
+        {
+            return Err(Status::invalid_argument(format!(
+                "started_after_ms {a} is not before started_before_ms {b}: the range is empty"
+            )));
+        }
         let filter = RunFilter {
             status: convert::status_from(r.status),
             workflow_type: (!r.workflow_type.is_empty()).then(|| r.workflow_type.clone()),
             waiting,
             schedule: (!r.schedule.is_empty()).then(|| r.schedule.clone()),
+            workflow_id: (!r.workflow_id.is_empty()).then(|| r.workflow_id.clone()),
+            started_after_ms: after,
+            started_before_ms: before,
         };
         if !r.parent_run_id.is_empty() {
             let runs =

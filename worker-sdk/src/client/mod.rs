@@ -72,6 +72,12 @@ pub struct ListOptions {
     pub parent_run_id: Option<String>,
     /// Only the runs this schedule started.
     pub schedule: Option<String>,
+    /// Only the runs of this workflow id (open and closed).
+    pub workflow_id: Option<String>,
+    /// Only runs started at or after this time (ms since the epoch).
+    pub started_after_ms: Option<i64>,
+    /// Only runs started before this time (ms since the epoch).
+    pub started_before_ms: Option<i64>,
 }
 
 /// A run that was started (or found open) by a start call.
@@ -233,6 +239,9 @@ impl Client {
             page_token: options.page_token.unwrap_or_default(),
             parent_run_id: options.parent_run_id.unwrap_or_default(),
             schedule: options.schedule.unwrap_or_default(),
+            workflow_id: options.workflow_id.unwrap_or_default(),
+            started_after_ms: options.started_after_ms.unwrap_or(0),
+            started_before_ms: options.started_before_ms.unwrap_or(0),
         };
         let resp = self.service().list_runs(req).await?.into_inner();
         let next = Some(resp.next_page_token).filter(|t| !t.is_empty());

@@ -376,7 +376,7 @@ pub async fn list_runs_filters_and_pages<S: Store>(store: S) {
         status,
         workflow_type: t.map(Into::into),
         waiting: w.map(Into::into),
-        schedule: None,
+        ..RunFilter::default()
     };
     assert_eq!(
         list(f(Some(RunStatus::Completed), None, None), None, 10).await,
