@@ -243,7 +243,8 @@ impl PgStore {
     /// Runs continued as new whose successor does not exist, with the RunStarted that
     /// creates it (as [`steadfast_engine::embedded::EmbeddedStore::missing_successors`]).
     pub async fn missing_successors(&self) -> Result<Vec<(RunKey, RunStarted)>, Error> {
-        self.inner.missing_successors().await
+        let continued = self.inner.continued_runs().await?;
+        steadfast_engine::store::successor::missing_of(self, continued).await
     }
 }
 

@@ -2,9 +2,7 @@
 //! continue-as-new repair.
 
 use steadfast_engine::embedded::{LIST_RUNS_PAGE_MAX, READ_HISTORY_PAGE_MAX};
-use steadfast_engine::event::{
-    Event, EventRecord, RunStarted, TimeMs, decode_record, genesis_hash,
-};
+use steadfast_engine::event::{EventRecord, TimeMs, decode_record, genesis_hash};
 use steadfast_engine::ids::{RunId, RunKey};
 use steadfast_engine::payload::{Hash, PAYLOAD_BYTES_MAX};
 use steadfast_engine::state::{RunState, RunStatus};
@@ -350,59 +348,20 @@ impl Inner {
             .collect())
     }
 
-    pub(crate) async fn missing_successors(&self) -> Result<Vec<(RunKey, RunStarted)>, Error> {
-        let rows = {
-            let client = self.client().await?;
-            client
-                .query(
-                    "SELECT r.namespace, r.run_id FROM runs r WHERE r.status = $1",
-                    &[&RunStatus::ContinuedAsNew.as_str()],
-                )
-                .await
-                .map_err(pg_err)?
-        };
-        let mut out = Vec::new();
-        for r in rows {
-            let key = codec::run_key(r.get(0), r.get(1));
-            let Some(old) = self.run_state(&key).await? else {
-                continue;
-            };
-            let Some(new_id) = old.continued_to else {
-                continue;
-            };
-            let new_key = RunKey::new(key.namespace.clone(), new_id);
-            if self.run_state(&new_key).await?.is_some() {
-                continue;
-            }
-            let last = self.read_history(&key, old.last_seq, 1).await?;
-            let Some(Event::RunContinuedAsNew(c)) = last.first().map(|r| &r.event) else {
-                return Err(corrupt(
-                    &key,
-                    old.last_seq,
-                    "a run continued as new does not end with RunContinuedAsNew",
-                ));
-            };
-            out.push((
-                new_key,
-                RunStarted {
-                    workflow_type: old.workflow_type.clone(),
-                    workflow_id: old.workflow_id.clone(),
-                    task_queue: old.task_queue.clone(),
-                    input: c.input.clone(),
-                    run_timeout_ms: old.run_timeout_ms,
-                    budget: old.budget,
-                    continued_from: Some(key.run_id),
-                    identity: "continue-as-new (repaired after a restart)".into(),
-                    random_seed: u64::from_le_bytes(
-                        new_id.as_bytes()[8..].try_into().expect("8 bytes"),
-                    ),
-                    parent: None,
-                    forked_from: None,
-                    schedule: None,
-                },
-            ));
-        }
-        Ok(out)
+    /// The runs continued as new (their successors may be missing).
+    pub(crate) async fn continued_runs(&self) -> Result<Vec<RunKey>, Error> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT r.namespace, r.run_id FROM runs r WHERE r.status = $1",
+                &[&RunStatus::ContinuedAsNew.as_str()],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| codec::run_key(r.get(0), r.get(1)))
+            .collect())
     }
 }
 

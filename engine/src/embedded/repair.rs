@@ -7,10 +7,10 @@
 
 use crate::embedded::keys::{self, BY_STATUS};
 use crate::embedded::{EmbeddedStore, sled_err};
-use crate::event::{Event, RunStarted};
+use crate::event::RunStarted;
 use crate::ids::{RunId, RunKey};
 use crate::state::RunStatus;
-use crate::store::{Error, Store};
+use crate::store::Error;
 
 impl EmbeddedStore {
     /// The keys of every open run (for the server's start-up reconciliation of child runs).
@@ -56,46 +56,6 @@ impl EmbeddedStore {
             };
             continued.push(RunKey::new(ns, RunId(id)));
         }
-        let mut out = Vec::new();
-        for key in continued {
-            let Some(old) = self.run_state(&key).await? else {
-                continue;
-            };
-            let Some(new_id) = old.continued_to else {
-                continue;
-            };
-            let new_key = RunKey::new(key.namespace.clone(), new_id);
-            if self.run_state(&new_key).await?.is_some() {
-                continue;
-            }
-            let last = self.read_history(&key, old.last_seq, 1).await?;
-            let Some(Event::RunContinuedAsNew(c)) = last.first().map(|r| &r.event) else {
-                return Err(Error::Corrupt {
-                    run: Some(key.clone()),
-                    seq: Some(old.last_seq),
-                    detail: "a run continued as new does not end with RunContinuedAsNew".into(),
-                });
-            };
-            out.push((
-                new_key,
-                RunStarted {
-                    workflow_type: old.workflow_type.clone(),
-                    workflow_id: old.workflow_id.clone(),
-                    task_queue: old.task_queue.clone(),
-                    input: c.input.clone(),
-                    run_timeout_ms: old.run_timeout_ms,
-                    budget: old.budget,
-                    continued_from: Some(key.run_id),
-                    identity: "continue-as-new (repaired after a restart)".into(),
-                    random_seed: u64::from_le_bytes(
-                        new_id.as_bytes()[8..].try_into().expect("8 bytes"),
-                    ),
-                    parent: None,
-                    forked_from: None,
-                    schedule: None,
-                },
-            ));
-        }
-        Ok(out)
+        crate::store::successor::missing_of(self, continued).await
     }
 }

@@ -19,6 +19,7 @@
 pub mod contract;
 pub mod core;
 pub mod limits;
+pub mod successor;
 
 use std::sync::Arc;
 
