@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use steadfast_examples::conn::Security;
-use steadfast_examples::triage::{self, TriageInput, TriageOutput};
+use steadfast_examples::triage::{self, PromptVersion, TriageInput, TriageOutput};
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::history_event::Attributes as A;
 use steadfast_sdk::llm::LlmClient;
@@ -48,9 +48,13 @@ struct RunArgs {
     /// Tickets per LLM classify call.
     #[arg(long, default_value_t = triage::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
-    /// Classify calls in flight at once.
+    /// Classify calls in flight at once, per product sub-agent.
     #[arg(long, default_value_t = triage::DEFAULT_CONCURRENCY)]
     concurrency: usize,
+    /// The summary prompt of the worker this command starts (v2: behind a patch, see the
+    /// README's fork walkthrough).
+    #[arg(long, value_enum, default_value = "v1")]
+    prompt_version: PromptVersion,
     /// Where the server keeps its data (when this command starts the server).
     #[arg(long, default_value = "triage-data")]
     data_dir: PathBuf,
@@ -81,6 +85,10 @@ enum Cmd {
         /// Log every executed LLM call here (`run activity attempt pid`).
         #[arg(long)]
         exec_log: Option<PathBuf>,
+        /// The summary prompt: v1, or v2 (behind the patch `triage-summary-prompt-v2`, so
+        /// runs that drafted their summary on v1 still replay).
+        #[arg(long, value_enum, default_value = "v1")]
+        prompt_version: PromptVersion,
         #[command(flatten)]
         security: Security,
     },
@@ -163,7 +171,12 @@ fn spawn_server(data_dir: &Path) -> Result<(ChildGuard, String)> {
     Ok((guard, format!("http://{addr}")))
 }
 
-fn spawn_worker(addr: &str, data_dir: &Path, security: &Security) -> Result<ChildGuard> {
+fn spawn_worker(
+    addr: &str,
+    data_dir: &Path,
+    security: &Security,
+    prompt: PromptVersion,
+) -> Result<ChildGuard> {
     let exe = std::env::current_exe()?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -172,7 +185,12 @@ fn spawn_worker(addr: &str, data_dir: &Path, security: &Security) -> Result<Chil
     let mut cmd = Command::new(exe);
     security.pass_to(&mut cmd);
     let child = cmd
-        .args(["worker", "--addr", addr, "--exec-log"])
+        .args(["worker", "--addr", addr, "--prompt-version"])
+        .arg(match prompt {
+            PromptVersion::V1 => "v1",
+            PromptVersion::V2 => "v2",
+        })
+        .arg("--exec-log")
         .arg(data_dir.join("llm-executions.log"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -182,7 +200,12 @@ fn spawn_worker(addr: &str, data_dir: &Path, security: &Security) -> Result<Chil
     Ok(ChildGuard(Some(child)))
 }
 
-async fn run_worker(addr: String, exec_log: Option<PathBuf>, security: Security) -> Result<()> {
+async fn run_worker(
+    addr: String,
+    exec_log: Option<PathBuf>,
+    prompt: PromptVersion,
+    security: Security,
+) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -200,7 +223,7 @@ async fn run_worker(addr: String, exec_log: Option<PathBuf>, security: Security)
         }
     );
     let mut worker = Worker::new(security.config(&addr), WorkerOptions::default());
-    triage::register(&mut worker, client);
+    triage::register(&mut worker, client, prompt);
     worker.run().await?;
     Ok(())
 }
@@ -235,7 +258,7 @@ async fn run(a: RunArgs) -> Result<()> {
             (g, addr)
         }
     };
-    let mut worker = spawn_worker(&addr, &data_dir, &a.security)?;
+    let mut worker = spawn_worker(&addr, &data_dir, &a.security, a.prompt_version)?;
     eprintln!(
         "started a worker (log in {})",
         data_dir.join("worker.log").display()
@@ -244,21 +267,16 @@ async fn run(a: RunArgs) -> Result<()> {
         .await
         .context("connect to the server")?;
     let report_hint = a.report.as_ref().map(|r| absolute(r)).transpose()?;
-    let input_for = |run_hint: &str| TriageInput {
+    let input = TriageInput {
         tickets_path: tickets.display().to_string(),
         limit: a.limit,
         batch_size: a.batch_size,
         concurrency: a.concurrency,
         report_path: report_hint
-            .clone()
-            .unwrap_or_else(|| data_dir.join(format!("report-{run_hint}.md")))
+            .unwrap_or_else(|| data_dir.join(format!("report-{}.md", triage::RUN_ID_PLACEHOLDER)))
             .display()
             .to_string(),
     };
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis();
-    let input = input_for(&format!("{stamp}"));
     let run = client
         .start_workflow(triage::WORKFLOW_TYPE, &input, StartOptions::default())
         .await?;
@@ -279,30 +297,48 @@ async fn run(a: RunArgs) -> Result<()> {
     } else {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
+    // The run's own events and those of its product sub-agents (child runs), merged: the
+    // classify batches, their progress and their LLM results are recorded in the children.
     let mut llm_ids = std::collections::HashSet::new();
     let (mut llm_recorded, mut crashed) = (0u64, false);
-    let mut events = Box::pin(client.watch(&run_id, 0));
-    let mut last_status = None;
-    while let Some(item) = events.next().await {
+    let (mut parent_done, mut child_done) = (0u64, std::collections::HashMap::new());
+    let watch = |id: &str| {
+        let id = id.to_string();
+        client
+            .watch(&id, 0)
+            .map(move |item| (id.clone(), item))
+            .boxed()
+    };
+    let mut events = futures::stream::select_all([watch(&run_id)]);
+    while let Some((from, item)) = events.next().await {
         let resp = item?;
-        if let Some(info) = &resp.run {
-            last_status = Some(info.status);
-        }
         let Some(ev) = resp.event else { continue };
         match ev.attributes {
+            // Started, not requested: a requested child may not exist yet.
+            Some(A::ChildRunStarted(c)) if from == run_id => events.push(watch(&c.run_id)),
             Some(A::ActivityScheduled(s))
                 if s.activity_type == steadfast_sdk::llm::ACTIVITY_NAME =>
             {
-                llm_ids.insert(s.command_seq);
+                llm_ids.insert((from.clone(), s.command_seq));
             }
-            Some(A::ActivityCompleted(c)) if llm_ids.contains(&c.command_seq) => llm_recorded += 1,
+            Some(A::ActivityCompleted(c)) if llm_ids.contains(&(from.clone(), c.command_seq)) => {
+                llm_recorded += 1
+            }
             Some(A::ProgressReported(p)) => {
-                if tty {
+                let message = if from == run_id {
+                    parent_done = p.done;
                     bar.set_length(p.total.max(1));
-                    bar.set_position(p.done);
-                    bar.set_message(p.message.clone());
+                    p.message.clone()
                 } else {
-                    eprintln!("progress {}/{}: {}", p.done, p.total, p.message);
+                    child_done.insert(from.clone(), p.done);
+                    format!("sub-agent {}", p.message)
+                };
+                let done = parent_done.max(child_done.values().sum());
+                if tty {
+                    bar.set_position(done);
+                    bar.set_message(message);
+                } else {
+                    eprintln!("progress {done}/{}: {message}", bar.length().unwrap_or(0));
                 }
             }
             _ => {}
@@ -315,7 +351,7 @@ async fn run(a: RunArgs) -> Result<()> {
             let pid = worker.0.as_ref().map(Child::id).unwrap_or(0);
             worker.kill9();
             bar.suspend(|| eprintln!("killed the worker (pid {pid}) with SIGKILL after {llm_recorded} recorded LLM results; starting a new worker"));
-            worker = spawn_worker(&addr, &data_dir, &a.security)?;
+            worker = spawn_worker(&addr, &data_dir, &a.security, a.prompt_version)?;
         }
     }
     bar.finish_and_clear();
@@ -323,7 +359,6 @@ async fn run(a: RunArgs) -> Result<()> {
     worker.stop();
     server.stop();
     let status = pb::RunStatus::try_from(info.status).unwrap_or(pb::RunStatus::Unspecified);
-    let _ = last_status;
     if status != pb::RunStatus::Completed {
         let failure = info.failure.map(|f| f.message).unwrap_or_default();
         bail!("run {run_id} ended {}: {failure}", status.as_str_name());
@@ -368,8 +403,9 @@ fn main() -> Result<()> {
         Some(Cmd::Worker {
             addr,
             exec_log,
+            prompt_version,
             security,
-        }) => rt.block_on(run_worker(addr, exec_log, security)),
+        }) => rt.block_on(run_worker(addr, exec_log, prompt_version, security)),
         Some(Cmd::Server { data_dir, listen }) => {
             tracing_subscriber::fmt()
                 .with_env_filter(

@@ -1,12 +1,14 @@
-//! The support-ticket triage agent: load tickets (a tool), classify them in batches with LLM
-//! calls running concurrently under a limit, merge the themes across batches, draft the
-//! summary with a final LLM call, and write a Markdown report. Progress is reported after
-//! every batch, and the report so far is kept as the run's partial result, so a cancelled or
-//! stopped run still ends with what it found.
+//! The support-ticket triage agent: load tickets (a tool), hand each product's tickets to a
+//! sub-agent (a child run, [`product`]) that classifies them in batches with LLM calls
+//! running concurrently under a limit, merge the themes across products, draft the summary
+//! with a final LLM call, and write a Markdown report. Progress is reported after every
+//! batch (by the sub-agents) and every product (by this run), and the report so far is kept
+//! as the run's partial result, so a cancelled or stopped run still ends with what it found.
 
+pub mod product;
 pub mod report;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::poll_fn;
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,17 +19,20 @@ use std::task::Poll;
 use serde::{Deserialize, Serialize};
 use steadfast_sdk::activity::{ActivityContext, ActivityError};
 use steadfast_sdk::llm::{self, ChatRequest, ChatResponse, LlmClient, Message, offline};
-use steadfast_sdk::workflow::ActivityFuture;
+use steadfast_sdk::workflow::{ChildBudget, ChildOptions, ChildRun, ParentClosePolicy};
 use steadfast_sdk::{Effect, Worker, WorkflowContext, WorkflowError};
 
+use product::{ProductInput, ProductOutput};
 use report::{Classified, Facts, Footer};
 
 /// The workflow type.
 pub const WORKFLOW_TYPE: &str = "triage";
 /// Tickets per classify call.
 pub const DEFAULT_BATCH_SIZE: usize = 20;
-/// Classify calls in flight at once.
+/// Classify calls in flight at once, per product sub-agent.
 pub const DEFAULT_CONCURRENCY: usize = 4;
+/// In [`TriageInput::report_path`], replaced by the run's id (so a fork writes its own report).
+pub const RUN_ID_PLACEHOLDER: &str = "{run_id}";
 /// Largest ticket file the load tool reads (bytes).
 pub const TICKETS_BYTES_MAX: u64 = 1024 * 1024;
 
@@ -67,10 +72,11 @@ pub struct TriageInput {
     /// Tickets per classify call.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-    /// Classify calls in flight at once.
+    /// Classify calls in flight at once, per product sub-agent.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    /// Where the worker writes the Markdown report.
+    /// Where the worker writes the Markdown report; `{run_id}` in it is replaced by the
+    /// run's id.
     pub report_path: String,
 }
 
@@ -108,15 +114,37 @@ pub struct Partial {
 #[derive(Debug, Serialize, Deserialize)]
 struct LoadInput {
     path: String,
+    /// The first N tickets of the file (before the product filter).
     limit: Option<usize>,
+    /// Only this product's tickets (a sub-agent's load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    product: Option<String>,
+}
+
+/// One LLM call: the run that recorded it and its activity id there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LlmCall {
+    /// The run (this one or a product sub-agent).
+    pub run_id: String,
+    /// Its activity id (command seq) in that run.
+    pub activity_id: u32,
+}
+
+impl LlmCall {
+    fn of(ctx: &WorkflowContext, activity_id: u32) -> LlmCall {
+        LlmCall {
+            run_id: ctx.run_id().to_string(),
+            activity_id,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct WriteInput {
     path: String,
     markdown: String,
-    run_id: String,
-    llm_activity_ids: Vec<u32>,
+    /// Every LLM call of the run and its sub-agents.
+    llm_calls: Vec<LlmCall>,
 }
 
 /// How the LLM calls of a run were served, as seen by the worker that wrote the report.
@@ -164,9 +192,11 @@ fn log_execution(ctx: &ActivityContext) -> Result<(), ActivityError> {
         .map_err(|e| ActivityError::retryable(format!("execution log: {e}")))
 }
 
-/// Registers the workflow and its activities (the LLM calls go to `client`).
-pub fn register(worker: &mut Worker, client: LlmClient) {
-    worker.register_workflow(WORKFLOW_TYPE, triage);
+/// Registers the workflows (`triage` with the summary prompt of `prompt`, and its
+/// per-product sub-agent) and their activities (the LLM calls go to `client`).
+pub fn register(worker: &mut Worker, client: LlmClient, prompt: PromptVersion) {
+    worker.register_workflow(WORKFLOW_TYPE, move |ctx, input| triage(ctx, input, prompt));
+    worker.register_workflow(product::WORKFLOW_TYPE, product::classify_product);
     worker.register_activity("triage.load_tickets", Effect::Read, load_tickets);
     worker.register_activity("triage.write_report", Effect::Idempotent, write_report);
     worker.register_activity(
@@ -215,34 +245,42 @@ async fn load_tickets(
             break;
         }
     }
+    if let Some(product) = &input.product {
+        out.retain(|t| &t.product == product);
+    }
     Ok(out)
 }
 
 async fn write_report(
-    ctx: ActivityContext,
+    _ctx: ActivityContext,
     input: WriteInput,
 ) -> Result<WriteOutcome, ActivityError> {
     let mut outcome = WriteOutcome {
-        llm_calls_recorded: input.llm_activity_ids.len() as u64,
+        llm_calls_recorded: input.llm_calls.len() as u64,
         ..Default::default()
     };
     if let Some(Some(path)) = EXEC_LOG.get() {
         let me = std::process::id().to_string();
+        let runs: std::collections::HashSet<&str> =
+            input.llm_calls.iter().map(|c| c.run_id.as_str()).collect();
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        let mut runs: HashMap<u32, (u64, bool)> = HashMap::new();
+        let mut calls: HashMap<(&str, u32), (u64, bool)> = HashMap::new();
         for l in text.lines() {
             let f: Vec<&str> = l.split(' ').collect();
-            if f.len() == 4 && f[0] == ctx.run_id() {
+            if f.len() == 4 && runs.contains(f[0]) {
                 if let Ok(id) = f[1].parse::<u32>() {
-                    let e = runs.entry(id).or_default();
+                    let e = calls.entry((f[0], id)).or_default();
                     e.0 += 1;
                     e.1 |= f[3] == me;
                 }
                 outcome.executions_logged += 1;
             }
         }
-        for id in &input.llm_activity_ids {
-            let (n, mine) = runs.get(id).copied().unwrap_or((0, false));
+        for c in &input.llm_calls {
+            let (n, mine) = calls
+                .get(&(c.run_id.as_str(), c.activity_id))
+                .copied()
+                .unwrap_or((0, false));
             if mine {
                 outcome.executed_by_this_worker += 1;
             } else {
@@ -272,7 +310,7 @@ async fn write_report(
     Ok(outcome)
 }
 
-fn to_llm(messages: Vec<offline::Message>) -> Vec<Message> {
+pub(crate) fn to_llm(messages: Vec<offline::Message>) -> Vec<Message> {
     messages
         .into_iter()
         .map(|m| Message::new(&m.role, m.content))
@@ -281,7 +319,7 @@ fn to_llm(messages: Vec<offline::Message>) -> Vec<Message> {
 
 /// Extracts the JSON object of a model's answer (real models sometimes wrap it in prose or a
 /// code fence).
-fn json_object<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
+pub(crate) fn json_object<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
     let start = text.find('{')?;
     let end = text.rfind('}')?;
     serde_json::from_str(text.get(start..=end)?).ok()
@@ -304,15 +342,45 @@ impl Usage {
     }
 }
 
-type Call = Pin<Box<ActivityFuture<ChatResponse>>>;
+/// Which prompt writes the report's summary: the worker's `--prompt-version`. `V2` is put
+/// behind the patch [`SUMMARY_PROMPT_V2_PATCH`], so that runs which drafted their summary on
+/// v1 replay on a v2 worker, and a fork made before the summary takes v2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PromptVersion {
+    /// The summary prompt of the offline model's task.
+    #[default]
+    V1,
+    /// v1 plus an instruction to lead with the most urgent issue.
+    V2,
+}
 
-/// The triage workflow.
+/// The patch id of the v2 summary prompt.
+pub const SUMMARY_PROMPT_V2_PATCH: &str = "triage-summary-prompt-v2";
+
+/// What the v2 summary prompt adds to v1's system prompt.
+pub const SUMMARY_PROMPT_V2_ADDITION: &str = "Open the executive summary with the single most urgent issue (highest severity, then most tickets) and the product it hits, in one sentence.";
+
+fn summary_prompt(ctx: &WorkflowContext, version: PromptVersion, facts_json: &str) -> Vec<Message> {
+    let mut messages = offline::summary_prompt(facts_json);
+    if version == PromptVersion::V2
+        && ctx.patched(SUMMARY_PROMPT_V2_PATCH)
+        && let Some(system) = messages.iter_mut().find(|m| m.role == "system")
+    {
+        system.content = format!("{}\n{SUMMARY_PROMPT_V2_ADDITION}", system.content);
+    }
+    to_llm(messages)
+}
+
+type Child = Pin<Box<ChildRun<ProductOutput>>>;
+
+/// The triage workflow: one `triage.product` child run per product classifies that
+/// product's tickets; this run merges their themes, drafts the summary and writes the
+/// report.
 pub async fn triage(
     ctx: WorkflowContext,
     input: TriageInput,
+    prompt: PromptVersion,
 ) -> Result<TriageOutput, WorkflowError> {
-    let batch_size = input.batch_size.clamp(1, 200);
-    let concurrency = input.concurrency.clamp(1, 64);
     ctx.progress(0, 0, "loading tickets");
     let tickets: Vec<Ticket> = ctx
         .activity(
@@ -320,11 +388,48 @@ pub async fn triage(
             &LoadInput {
                 path: input.tickets_path.clone(),
                 limit: input.limit,
+                product: None,
             },
         )
         .await?;
     let total = tickets.len() as u64;
-    let batches: Vec<&[Ticket]> = tickets.chunks(batch_size).collect();
+    // Sorted by name: the children are started in the same order on every replay.
+    let mut products: BTreeMap<&str, u64> = BTreeMap::new();
+    for t in &tickets {
+        *products.entry(t.product.as_str()).or_default() += 1;
+    }
+    ctx.progress(
+        0,
+        total,
+        format!(
+            "classifying {total} tickets with {} product sub-agents",
+            products.len()
+        ),
+    );
+    let mut children: Vec<(String, Child)> = Vec::new();
+    for product in products.keys() {
+        let child = ctx
+            .child::<ProductOutput>(
+                product::WORKFLOW_TYPE,
+                &ProductInput {
+                    tickets_path: input.tickets_path.clone(),
+                    limit: input.limit,
+                    product: product.to_string(),
+                    batch_size: input.batch_size,
+                    concurrency: input.concurrency,
+                },
+            )
+            // Inherit, not split: products differ tenfold in size and tickets in length, so
+            // a fixed split would park a big product's sub-agent while small ones leave their
+            // share unused; each child still stops at the parent's room, and its usage
+            // counts against the parent's ceilings once it closes (README, "Child runs").
+            .with_options(
+                ChildOptions::default()
+                    .budget(ChildBudget::Inherit)
+                    .parent_close_policy(ParentClosePolicy::Cancel),
+            );
+        children.push((product.to_string(), Box::pin(child)));
+    }
     let mut usage = Usage {
         footer: Footer {
             run_id: ctx.run_id().to_string(),
@@ -332,36 +437,14 @@ pub async fn triage(
         },
         models: Vec::new(),
     };
-    let mut llm_ids = Vec::new();
+    let mut llm_calls: Vec<LlmCall> = Vec::new();
     let mut classified: HashMap<String, Classified> = HashMap::new();
     let mut label_counts: HashMap<String, u64> = HashMap::new();
-    let mut in_flight: Vec<(usize, Call)> = Vec::new();
-    let (mut next, mut done) = (0usize, 0u64);
-    ctx.progress(
-        0,
-        total,
-        format!("classifying {total} tickets in {} batches", batches.len()),
-    );
-    loop {
-        while in_flight.len() < concurrency && next < batches.len() && !ctx.is_cancel_requested() {
-            let lines: Vec<String> = batches[next]
-                .iter()
-                .map(|t| serde_json::json!({"id": t.id, "product": t.product, "channel": t.channel, "subject": t.subject, "body": t.body}).to_string())
-                .collect();
-            let call = llm::chat(
-                &ctx,
-                &ChatRequest::new(to_llm(offline::classify_prompt(&lines.join("\n")))),
-            );
-            llm_ids.push(call.id());
-            in_flight.push((next, Box::pin(call)));
-            next += 1;
-        }
-        if in_flight.is_empty() {
-            break;
-        }
-        // The first finished call in issue order: deterministic on every replay.
+    let (products_total, mut done) = (children.len(), 0u64);
+    while !children.is_empty() {
+        // The first finished child in start order: deterministic on every replay.
         let (i, result) = poll_fn(|cx| {
-            for (k, (_, f)) in in_flight.iter_mut().enumerate() {
+            for (k, (_, f)) in children.iter_mut().enumerate() {
                 if let Poll::Ready(r) = f.as_mut().poll(cx) {
                     return Poll::Ready((k, r));
                 }
@@ -369,85 +452,65 @@ pub async fn triage(
             Poll::Pending
         })
         .await;
-        let (b, _) = in_flight.remove(i);
-        done += batches[b].len() as u64;
+        let (product, _) = children.remove(i);
+        done += products.get(product.as_str()).copied().unwrap_or(0);
         match result {
-            Ok(resp) => {
-                usage.add(&resp);
-                match resp
-                    .content
-                    .as_deref()
-                    .and_then(json_object::<offline::ClassifyAnswer>)
-                {
-                    Some(answer) => {
-                        let ids: std::collections::HashSet<&str> =
-                            batches[b].iter().map(|t| t.id.as_str()).collect();
-                        for c in answer
-                            .tickets
-                            .into_iter()
-                            .filter(|c| ids.contains(c.id.as_str()))
-                        {
-                            if !c.noise {
-                                *label_counts
-                                    .entry(c.theme.trim().to_lowercase())
-                                    .or_default() += 1;
-                            }
-                            classified.insert(
-                                c.id.clone(),
-                                Classified {
-                                    id: c.id,
-                                    theme: c.theme,
-                                    severity: c.severity,
-                                    noise: c.noise,
-                                },
-                            );
-                        }
+            Ok(p) => {
+                usage.footer.llm_calls += p.llm_calls.len() as u64;
+                usage.footer.input_tokens += p.input_tokens;
+                usage.footer.output_tokens += p.output_tokens;
+                usage.footer.cost_micros += p.cost_micros;
+                usage.footer.failed_batches += p.failed_batches;
+                for m in p.models {
+                    if !usage.models.contains(&m) {
+                        usage.models.push(m);
                     }
-                    None => usage.footer.failed_batches += 1,
+                }
+                llm_calls.extend(p.llm_calls);
+                for (label, n) in p.label_counts {
+                    *label_counts.entry(label).or_default() += n;
+                }
+                for c in p.classified {
+                    classified.insert(c.id.clone(), c);
                 }
             }
+            // A product whose sub-agent failed counts as unclassified in the report.
             Err(_) => usage.footer.failed_batches += 1,
         }
         ctx.progress(
             done,
             total,
-            format!("classified batch {} of {}", b + 1, batches.len()),
+            format!(
+                "product {product:?} classified ({} of {products_total})",
+                products_total - children.len()
+            ),
         );
-        let mut so_far: Vec<(String, u64)> =
-            label_counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        so_far.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        so_far.truncate(20);
         ctx.set_partial_result(&Partial {
             tickets_classified: classified.len() as u64,
             tickets_total: total,
-            themes_so_far: so_far,
+            themes_so_far: top_labels(&label_counts, 20),
         })?;
     }
     if ctx.is_cancel_requested() {
         let partial = serde_json::to_value(Partial {
             tickets_classified: classified.len() as u64,
             tickets_total: total,
-            themes_so_far: {
-                let mut v: Vec<(String, u64)> = label_counts.into_iter().collect();
-                v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-                v
-            },
+            themes_so_far: top_labels(&label_counts, usize::MAX),
         })?;
         return Err(WorkflowError::Cancelled {
             partial: Some(partial),
         });
     }
 
-    ctx.progress(done, total, "merging themes across batches");
-    let mut labels: Vec<(String, u64)> = label_counts.into_iter().collect();
-    labels.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ctx.progress(done, total, "merging themes across products");
+    let labels = top_labels(&label_counts, usize::MAX);
     let mut canonical: HashMap<String, String> = HashMap::new();
     if !labels.is_empty() {
         let call = llm::chat(
             &ctx,
             &ChatRequest::new(to_llm(offline::merge_prompt(&labels))),
         );
-        llm_ids.push(call.id());
+        llm_calls.push(LlmCall::of(&ctx, call.id()));
         let resp = call.await?;
         usage.add(&resp);
         if let Some(answer) = resp
@@ -468,32 +531,39 @@ pub async fn triage(
     let facts_json = serde_json::to_string(&report::summary_facts(&facts))?;
     let call = llm::chat(
         &ctx,
-        &ChatRequest::new(to_llm(offline::summary_prompt(&facts_json))),
+        &ChatRequest::new(summary_prompt(&ctx, prompt, &facts_json)),
     );
-    llm_ids.push(call.id());
+    llm_calls.push(LlmCall::of(&ctx, call.id()));
     let resp = call.await?;
     usage.add(&resp);
     let prose = resp.content.unwrap_or_default();
 
     usage.footer.model = usage.models.join(", ");
     let markdown = report::render(&facts, &prose, &usage.footer, &input.tickets_path);
+    let report_path = input.report_path.replace(RUN_ID_PLACEHOLDER, ctx.run_id());
     ctx.progress(done, total, "writing the report");
     let durability: WriteOutcome = ctx
         .activity(
             "triage.write_report",
             &WriteInput {
-                path: input.report_path.clone(),
+                path: report_path.clone(),
                 markdown,
-                run_id: ctx.run_id().to_string(),
-                llm_activity_ids: llm_ids,
+                llm_calls,
             },
         )
         .await?;
     ctx.progress(total, total, "done");
     Ok(TriageOutput {
-        report_path: input.report_path,
+        report_path,
         facts,
         footer: usage.footer,
         durability,
     })
+}
+
+fn top_labels(counts: &HashMap<String, u64>, n: usize) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v.truncate(n);
+    v
 }
