@@ -96,6 +96,9 @@ pub struct Core {
     /// Queries waiting for a worker's answer (an optimisation: nothing about a query is
     /// durable; see [`crate::query`]).
     pub queries: crate::query::Queries,
+    /// Upgrade checks waiting for a check-mode worker's report (an optimisation, like
+    /// queries; see [`crate::service::check`]).
+    pub checks: crate::service::check::Checks,
 }
 
 /// Server settings that change how runs are driven (flags and env of `steadfast server`).
@@ -154,6 +157,7 @@ impl Core {
             heartbeat_recorded: Mutex::default(),
             relay: crate::family::Relay::default(),
             queries: crate::query::Queries::default(),
+            checks: crate::service::check::Checks::default(),
         })
     }
 

@@ -18,8 +18,8 @@ use tonic::Status;
 
 use crate::validate;
 
-/// Queries parked or being answered at once, over all queues; more are refused with
-/// RESOURCE_EXHAUSTED (each holds a caller's connection and its input).
+/// Queries (or upgrade checks) parked or being answered at once, over all queues, per kind;
+/// more are refused with RESOURCE_EXHAUSTED (each holds a caller's connection and its input).
 pub const QUERIES_PENDING_MAX: usize = 1_024;
 /// How long a caller waits for an answer when it gives no timeout.
 pub const QUERY_TIMEOUT_MS_DEFAULT: u64 = 10_000;
@@ -62,42 +62,84 @@ pub struct QueryTask {
     pub input: pb::Payload,
 }
 
-struct Parked {
-    task: QueryTask,
-    queue: String,
-    reply: oneshot::Sender<Answer>,
+/// A request parked for a worker: a query, or an upgrade check ([`crate::check`]).
+pub trait Parkable {
+    /// Unique per parked request on this node.
+    fn id(&self) -> &str;
+    /// The namespace it belongs to: only a worker of it may take and answer it.
+    fn namespace(&self) -> &str;
+    /// Whether a worker that polls for `types` (its workflow types; empty = any) may take it.
+    fn for_types(&self, types: &[String]) -> bool;
 }
 
-#[derive(Default)]
-struct Inner {
-    /// Queries no worker has taken, per (namespace, queue), oldest first.
-    waiting: HashMap<(String, String), VecDeque<Parked>>,
-    /// Taken by a worker, waiting for its answer: the run's namespace (only a worker of it
-    /// may answer) and the caller's channel.
-    taken: HashMap<String, (String, oneshot::Sender<Answer>)>,
-    count: usize,
-}
-
-/// The parked queries of this node.
-#[derive(Default)]
-pub struct Queries {
-    inner: Mutex<Inner>,
-    /// Wakes pollers when a query is parked (queries are rare: one notify for all queues).
-    parked: Notify,
-}
-
-struct Withdraw<'a> {
-    queries: &'a Queries,
-    id: &'a str,
-}
-
-impl Drop for Withdraw<'_> {
-    fn drop(&mut self) {
-        self.queries.withdraw(self.id);
+impl Parkable for QueryTask {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn namespace(&self) -> &str {
+        &self.key.namespace
+    }
+    fn for_types(&self, types: &[String]) -> bool {
+        types.is_empty() || types.contains(&self.workflow_type)
     }
 }
 
-/// Why a query got no answer.
+struct Parked<T, A> {
+    task: T,
+    reply: oneshot::Sender<A>,
+}
+
+struct Inner<T, A> {
+    /// Requests no worker has taken, per (namespace, queue), oldest first.
+    waiting: HashMap<(String, String), VecDeque<Parked<T, A>>>,
+    /// Taken by a worker, waiting for its answer: the namespace (only a worker of it may
+    /// answer) and the caller's channel.
+    taken: HashMap<String, (String, oneshot::Sender<A>)>,
+    count: usize,
+}
+
+impl<T, A> Default for Inner<T, A> {
+    fn default() -> Self {
+        Inner {
+            waiting: HashMap::new(),
+            taken: HashMap::new(),
+            count: 0,
+        }
+    }
+}
+
+/// Requests of kind `T` parked on this node until a worker of their queue takes them and
+/// answers with an `A`.
+pub struct Broker<T, A> {
+    inner: Mutex<Inner<T, A>>,
+    /// Wakes pollers when a request is parked (they are rare: one notify for all queues).
+    parked: Notify,
+}
+
+impl<T, A> Default for Broker<T, A> {
+    fn default() -> Self {
+        Broker {
+            inner: Mutex::new(Inner::default()),
+            parked: Notify::new(),
+        }
+    }
+}
+
+/// The parked queries of this node.
+pub type Queries = Broker<QueryTask, Answer>;
+
+struct Withdraw<'a, T: Parkable, A> {
+    broker: &'a Broker<T, A>,
+    id: &'a str,
+}
+
+impl<T: Parkable, A> Drop for Withdraw<'_, T, A> {
+    fn drop(&mut self) {
+        self.broker.withdraw(self.id);
+    }
+}
+
+/// Why a parked request got no answer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Unanswered {
     /// No worker took it before the timeout.
@@ -106,39 +148,35 @@ pub enum Unanswered {
     NotAnswered,
 }
 
-impl Queries {
+impl<T: Parkable, A> Broker<T, A> {
     /// Parks `task` for queue `queue` and waits up to `timeout` for a worker's answer. On
-    /// timeout the query is withdrawn.
+    /// timeout the request is withdrawn.
     pub async fn ask(
         &self,
-        task: QueryTask,
+        task: T,
         queue: &str,
         timeout: Duration,
-    ) -> Result<Result<Answer, Unanswered>, Status> {
+    ) -> Result<Result<A, Unanswered>, Status> {
         let (tx, rx) = oneshot::channel();
-        let id = task.id.clone();
+        let id = task.id().to_owned();
         {
             let mut inner = self.inner.lock();
             if inner.count >= QUERIES_PENDING_MAX {
                 return Err(Status::resource_exhausted(format!(
-                    "{QUERIES_PENDING_MAX} queries are already waiting for workers on this server; retry later"
+                    "{QUERIES_PENDING_MAX} requests are already waiting for workers on this server; retry later"
                 )));
             }
             inner.count += 1;
             inner
                 .waiting
-                .entry((task.key.namespace.clone(), queue.to_owned()))
+                .entry((task.namespace().to_owned(), queue.to_owned()))
                 .or_default()
-                .push_back(Parked {
-                    task,
-                    queue: queue.to_owned(),
-                    reply: tx,
-                });
+                .push_back(Parked { task, reply: tx });
         }
         // Withdrawn however this call ends: answered, timed out, or dropped because the
         // caller went away.
         let _withdraw = Withdraw {
-            queries: self,
+            broker: self,
             id: &id,
         };
         self.parked.notify_waiters();
@@ -159,13 +197,13 @@ impl Queries {
         inner.count = inner.count.saturating_sub(1);
         if inner.taken.remove(id).is_none() {
             for q in inner.waiting.values_mut() {
-                q.retain(|p| p.task.id != id);
+                q.retain(|p| p.task.id() != id);
             }
             inner.waiting.retain(|_, q| !q.is_empty());
         }
     }
 
-    /// Takes the oldest query of `queue` whose workflow type is in `types` (empty = any),
+    /// Takes the oldest request of `queue` that a worker of `types` (empty = any) may take,
     /// waiting until `deadline`.
     pub async fn poll(
         &self,
@@ -173,7 +211,7 @@ impl Queries {
         queue: &str,
         types: &[String],
         deadline: tokio::time::Instant,
-    ) -> Option<QueryTask> {
+    ) -> Option<T> {
         loop {
             let notified = self.parked.notified();
             tokio::pin!(notified);
@@ -187,28 +225,25 @@ impl Queries {
         }
     }
 
-    fn take(&self, namespace: &str, queue: &str, types: &[String]) -> Option<QueryTask> {
+    fn take(&self, namespace: &str, queue: &str, types: &[String]) -> Option<T> {
         let mut inner = self.inner.lock();
         let key = (namespace.to_owned(), queue.to_owned());
         let q = inner.waiting.get_mut(&key)?;
-        let at = q
-            .iter()
-            .position(|p| types.is_empty() || types.contains(&p.task.workflow_type))?;
+        let at = q.iter().position(|p| p.task.for_types(types))?;
         let parked = q.remove(at)?;
         if q.is_empty() {
             inner.waiting.remove(&key);
         }
-        debug_assert_eq!(parked.queue, queue);
         inner.taken.insert(
-            parked.task.id.clone(),
-            (parked.task.key.namespace.clone(), parked.reply),
+            parked.task.id().to_owned(),
+            (parked.task.namespace().to_owned(), parked.reply),
         );
         Some(parked.task)
     }
 
-    /// Delivers a worker's answer to a query of `namespace`. An unknown id (answered late,
+    /// Delivers a worker's answer to a request of `namespace`. An unknown id (answered late,
     /// made up, or of another namespace) is refused.
-    pub fn answer(&self, namespace: &str, id: &str, answer: Answer) -> Result<(), Status> {
+    pub fn answer(&self, namespace: &str, id: &str, answer: A) -> Result<(), Status> {
         let reply = {
             let mut inner = self.inner.lock();
             match inner.taken.get(id) {
@@ -223,7 +258,7 @@ impl Queries {
                 Ok(())
             }
             None => Err(Status::not_found(format!(
-                "query {} is not waiting for an answer (it timed out, or was answered)",
+                "request {} is not waiting for an answer (it timed out, or was answered)",
                 validate::quote(id)
             ))),
         }

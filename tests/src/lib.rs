@@ -350,6 +350,16 @@ pub fn start_test_worker(addr: &str, log: &Path, extra: &[&str]) -> Result<Proc>
     Proc::spawn("test-worker", &mut cmd)
 }
 
+/// Starts `test-worker` in check mode (`STEADFAST_CHECK_MODE=1`): it takes no tasks and
+/// answers `steadfast workflow check` (tests/tests/workflow_check.rs).
+pub fn start_check_worker(addr: &str, log: &Path, extra: &[&str]) -> Result<Proc> {
+    let mut cmd = Command::new(bin("test-worker"));
+    cmd.args(["--addr", addr, "--log"]).arg(log).args(extra);
+    cmd.env("STEADFAST_CHECK_MODE", "1");
+    quiet_logs(&mut cmd);
+    Proc::spawn("test-worker (check mode)", &mut cmd)
+}
+
 /// Starts the `hello-worker` example against `addr`.
 pub fn start_hello_worker(addr: &str) -> Result<Proc> {
     let mut cmd = Command::new(bin("hello-worker"));

@@ -441,6 +441,34 @@ pub async fn every_rpc(s: &Services, f: &Fields) -> Vec<Outcome> {
             ..Default::default()
         })
     );
+    call!(
+        "CheckWorkflows",
+        s.admin.check_workflows(pb::CheckWorkflowsRequest {
+            namespace: ns.clone(),
+            task_queue: n.clone(),
+            timeout_ms: 1,
+        })
+    );
+    call!(
+        "PollCheckTask",
+        s.worker.poll_check_task(pb::PollCheckTaskRequest {
+            namespace: ns.clone(),
+            task_queue: n.clone(),
+            worker_id: n.clone(),
+            workflow_types: vec![n.clone()],
+            poll_timeout_ms: f.poll_timeout_ms,
+        })
+    );
+    call!(
+        "RespondCheckTask",
+        s.worker.respond_check_task(pb::RespondCheckTaskRequest {
+            namespace: ns.clone(),
+            check_id: n.clone(),
+            worker_id: n.clone(),
+            report: Some(pb::CheckReport::default()),
+            failure_message: String::new(),
+        })
+    );
     let schedule = pb::ScheduleName {
         namespace: ns.clone(),
         name: n.clone(),

@@ -13,6 +13,7 @@
 
 pub mod activity;
 mod backoff;
+pub mod check;
 pub mod client;
 pub mod llm;
 pub mod payload;

@@ -65,6 +65,21 @@ impl Replayer {
         }
     }
 
+    /// A replayer over a registry shared with a worker.
+    pub(crate) fn from_registry(registry: Arc<Registry>) -> Self {
+        Replayer { registry }
+    }
+
+    /// The registry replayed against.
+    pub(crate) fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry)
+    }
+
+    /// The workflow types it replays.
+    pub fn workflow_types(&self) -> Vec<String> {
+        self.registry.workflow_types()
+    }
+
     /// Replays a whole history (from seq 1) of run `run_id`.
     pub fn replay_run(
         &self,

@@ -6,6 +6,7 @@
 //! rendering, replay) lives in functions with tests beside them; the network code is thin.
 
 mod auth;
+mod check;
 mod client;
 mod diff;
 #[cfg(test)]
@@ -56,6 +57,8 @@ pub mod exit {
     /// The history does not verify: a break in the hash chain, a gap, or an event the state
     /// machine refuses (`history replay`, `history verify`).
     pub const CORRUPT: u8 = 8;
+    /// `workflow check`: at least one open run does not replay on the checked code.
+    pub const DIVERGED: u8 = 9;
 }
 
 const EXIT_CODES: &str = "\
@@ -69,6 +72,7 @@ Exit codes:
   6  the run timed out
   7  the run is still running (`run result` without --wait, or --timeout passed)
   8  the history does not verify (hash chain break, gap, illegal event)
+  9  `workflow check`: an open run does not replay on the new code
 
 Data goes to stdout, messages to stderr. Server address: --addr or STEADFAST_ADDR.";
 
@@ -205,6 +209,9 @@ enum Command {
     /// Operate the server.
     #[command(subcommand, after_help = EXIT_CODES)]
     Schedule(schedule::ScheduleCmd),
+    /// Check workflow code against the runs in flight.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Workflow(check::WorkflowCmd),
     #[command(subcommand)]
     Admin(AdminCmd),
 }
@@ -386,6 +393,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Run(cmd) => run::dispatch(&connect()?, cmd).await,
         Command::History(cmd) => history::dispatch(&connect()?, cmd).await,
         Command::Schedule(cmd) => schedule::dispatch(&connect()?, cmd).await,
+        Command::Workflow(cmd) => check::dispatch(&connect()?, cmd).await,
         Command::Admin(AdminCmd::Checkpoint) => {
             let conn = connect()?;
             let r = conn

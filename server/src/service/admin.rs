@@ -1,5 +1,5 @@
 //! AdminService: budgets, reconciliation of lost `write` attempts, checkpoints, history
-//! verification, import, fork and reset.
+//! verification, import, fork and reset, upgrade checks.
 
 use std::sync::Arc;
 
@@ -141,6 +141,16 @@ impl AdminService for AdminApi {
         crate::auth::namespace(&req, &r.namespace)?;
         Ok(Response::new(
             crate::service::fork::fork(&self.core, r).await?,
+        ))
+    }
+
+    async fn check_workflows(
+        &self,
+        req: Request<pb::CheckWorkflowsRequest>,
+    ) -> Result<Response<pb::CheckWorkflowsResponse>, Status> {
+        crate::auth::namespace(&req, &req.get_ref().namespace)?;
+        Ok(Response::new(
+            crate::service::check::check_workflows(&self.core, req.get_ref()).await?,
         ))
     }
 

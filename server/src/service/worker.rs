@@ -185,6 +185,25 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(resp))
     }
 
+    async fn poll_check_task(
+        &self,
+        req: Request<pb::PollCheckTaskRequest>,
+    ) -> Result<Response<pb::PollCheckTaskResponse>, Status> {
+        crate::auth::namespace(&req, &req.get_ref().namespace)?;
+        crate::auth::task_queue(&req, &req.get_ref().task_queue)?;
+        let resp = crate::service::check::poll_check_task(&self.core, req.get_ref()).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn respond_check_task(
+        &self,
+        req: Request<pb::RespondCheckTaskRequest>,
+    ) -> Result<Response<pb::RespondCheckTaskResponse>, Status> {
+        crate::auth::namespace(&req, &req.get_ref().namespace)?;
+        let resp = crate::service::check::respond_check_task(&self.core, req.get_ref())?;
+        Ok(Response::new(resp))
+    }
+
     async fn poll_workflow_task(
         &self,
         req: Request<pb::PollWorkflowTaskRequest>,

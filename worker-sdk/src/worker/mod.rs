@@ -32,7 +32,7 @@ use std::future::Future;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use options::WorkerOptions;
+pub use options::{CHECK_MODE_ENV, WorkerOptions};
 
 use crate::activity::{Activities, ActivityContext, ActivityError, Effect};
 use crate::client::{self, ClientConfig};
@@ -41,8 +41,9 @@ use crate::workflow::{Registry, WorkflowContext, WorkflowError};
 /// Why a worker could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Neither a workflow nor an activity is registered: there is nothing to poll for.
-    #[error("nothing registered: register a workflow or an activity before run()")]
+    /// Neither a workflow nor an activity is registered (in check mode: no workflow): there
+    /// is nothing to poll for.
+    #[error("nothing registered: register a workflow (check mode) or an activity before run()")]
     NothingRegistered,
     /// The client configuration is unusable (e.g. a bad address).
     #[error(transparent)]

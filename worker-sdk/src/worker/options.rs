@@ -37,6 +37,18 @@ pub struct WorkerOptions {
     /// quarantined on this worker). Deterministic workflow code takes microseconds per
     /// poll; keep this well under the server's workflow task timeout.
     pub activation_timeout: Duration,
+    /// Check mode: take no workflow or activity tasks; answer `steadfast workflow check` by
+    /// replaying every open run of the registered workflow types against this code
+    /// ([`crate::check`]). Default: on when the environment has `STEADFAST_CHECK_MODE=1`
+    /// (or `true`), so the binary of a deploy runs a check unchanged.
+    pub check_mode: bool,
+}
+
+/// The environment variable that turns [`WorkerOptions::check_mode`] on by default.
+pub const CHECK_MODE_ENV: &str = "STEADFAST_CHECK_MODE";
+
+fn check_mode_from_env() -> bool {
+    std::env::var(CHECK_MODE_ENV).is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
 }
 
 impl Default for WorkerOptions {
@@ -55,6 +67,7 @@ impl Default for WorkerOptions {
             report_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             activation_timeout: Duration::from_secs(2),
+            check_mode: check_mode_from_env(),
         }
     }
 }

@@ -12,6 +12,8 @@ use tracing::Instrument;
 
 use super::workflow_thread::{Outcome, WorkflowThreads};
 
+#[path = "check_mode.rs"]
+mod check_mode;
 #[path = "queries.rs"]
 mod queries;
 use super::{Error, WorkerOptions};
@@ -99,6 +101,9 @@ pub(super) async fn run(
         "worker starting"
     );
 
+    if shared.options.check_mode {
+        return run_check_mode(shared, shutdown).await;
+    }
     // Open before any task is taken, and kept until every task in flight is done: while it is
     // open the server knows this worker lives.
     let session = tokio::spawn(keep_session(Arc::clone(&shared)));
@@ -161,6 +166,25 @@ pub(super) async fn run(
         );
     }
     session.abort();
+    tracing::info!(worker = %shared.options.worker_id, "worker stopped");
+    Ok(())
+}
+
+/// Check mode: only the check poller, no session (the worker holds no task for the server to
+/// take back when it dies).
+async fn run_check_mode(
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    if shared.workflow_types.is_empty() {
+        return Err(Error::NothingRegistered);
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let poller = tokio::spawn(check_mode::poll_check_tasks(Arc::clone(&shared), stop_rx));
+    tracing::info!(worker = %shared.options.worker_id, queue = %shared.options.task_queue, "worker in check mode: it takes no workflow or activity tasks");
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let _ = poller.await;
     tracing::info!(worker = %shared.options.worker_id, "worker stopped");
     Ok(())
 }

@@ -228,6 +228,15 @@ impl WorkflowInstance {
         queries.answer(name, input)
     }
 
+    /// The change ids the code asked `ctx.patched` about so far, each with whether this run
+    /// takes the new branch (the history holds its marker, or the point was passed live).
+    pub fn patch_decisions(&self) -> Vec<(String, bool)> {
+        match &self.running {
+            Some(r) => r.ctx.state().patches.asked(),
+            None => Vec::new(),
+        }
+    }
+
     /// Checks that a history ending here is complete: the commands of its last completed
     /// task were all recorded. Used by the replayer at the end of a closed history.
     pub fn finish_history(&mut self) -> Result<(), Error> {

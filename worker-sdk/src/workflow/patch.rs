@@ -48,6 +48,9 @@ pub(crate) struct Patches {
     /// The markers the history holds for the task being run, when the history holds its
     /// completion (a replay); `None` when the task is new (live).
     recorded: Option<HashSet<String>>,
+    /// The ids decided by `patched` (not `deprecate_patch`): what an upgrade check reports,
+    /// so the user knows when `deprecate_patch` is safe.
+    asked: HashSet<String>,
 }
 
 impl Patches {
@@ -55,6 +58,18 @@ impl Patches {
     /// completion (the markers of its command block), `None` when it is live.
     pub(crate) fn begin_task(&mut self, recorded: Option<HashSet<String>>) {
         self.recorded = recorded;
+    }
+
+    /// The change ids `patched` decided, each with whether the run took the new branch, in
+    /// id order.
+    pub(crate) fn asked(&self) -> Vec<(String, bool)> {
+        let mut out: Vec<(String, bool)> = self
+            .asked
+            .iter()
+            .filter_map(|id| self.decided.get(id).map(|&take| (id.clone(), take)))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Whether the current task holds (replay) or will hold (live) a marker for `id`.
@@ -84,6 +99,7 @@ impl WorkflowContext {
         }
         let take = state.patches.marked_now(patch_id);
         state.patches.decided.insert(patch_id.to_owned(), take);
+        state.patches.asked.insert(patch_id.to_owned());
         if take {
             state.issue(Cmd::RecordPatch(pb::RecordPatchCommand {
                 patch_id: patch_id.to_owned(),
