@@ -226,7 +226,15 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::CompleteWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
+        validate::namespace(&r.namespace)?;
         validate::opt_name("worker_id", &r.worker_id)?;
+        validate::commands(&r.commands)?;
+        let eager_runs = WorkerRuns::activities(
+            "eager_activity_types",
+            &r.eager_activity_types,
+            "eager_activities",
+            &r.eager_activities,
+        )?;
         let (key, started) = match self.workflow_token(&r.task_token, &r.namespace)? {
             WorkflowTaskRef::Recorded { key, started } => (key, started),
             WorkflowTaskRef::Transient(t) => {
@@ -241,12 +249,6 @@ impl WorkerService for WorkerApi {
         let mut new_run: Option<ev::RunStarted> = None;
         let slots = r.eager_activity_slots.min(EAGER_ACTIVITIES_MAX) as usize;
         let eager = slots > 0;
-        let eager_runs = WorkerRuns::activities(
-            "eager_activity_types",
-            &r.eager_activity_types,
-            "eager_activities",
-            &r.eager_activities,
-        )?;
         let appended = self
             .core
             .update_with(&key, true, !eager, |s, now| {
@@ -302,7 +304,14 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::FailWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
+        validate::namespace(&r.namespace)?;
         validate::opt_name("worker_id", &r.worker_id)?;
+        validate::enumeration::<pb::WorkflowTaskFailCause>(
+            "cause",
+            r.cause,
+            "WORKFLOW_TASK_FAIL_CAUSE_UNSPECIFIED (0) to WORKFLOW_TASK_FAIL_CAUSE_WORKFLOW_BLOCKED (6)",
+        )?;
+        validate::free_text("message", &r.message)?;
         let (key, started) = match self.workflow_token(&r.task_token, &r.namespace)? {
             WorkflowTaskRef::Recorded { key, started } => (key, started),
             WorkflowTaskRef::Transient(t) => {
@@ -395,7 +404,9 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::CompleteActivityTaskResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
+        validate::namespace(&r.namespace)?;
         validate::opt_name("worker_id", &r.worker_id)?;
+        validate::usage("usage", r.usage.as_ref())?;
         let a = self.activity_token(&r.task_token, &r.namespace)?;
         let scheduled = self
             .check_record(&a.key, a.scheduled, "ActivityScheduled")
@@ -432,7 +443,12 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::FailActivityTaskResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
+        validate::namespace(&r.namespace)?;
         validate::opt_name("worker_id", &r.worker_id)?;
+        if let Some(f) = &r.failure {
+            validate::failure("failure", f)?;
+        }
+        validate::usage("usage", r.usage.as_ref())?;
         let a = self.activity_token(&r.task_token, &r.namespace)?;
         let failure = r
             .failure
@@ -481,6 +497,17 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::HeartbeatActivityTaskResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
+        validate::namespace(&r.namespace)?;
+        // Checked whether or not these details are due to be recorded: a heartbeat that would
+        // be refused later is refused now.
+        let details = match &r.details {
+            Some(d) if d.data.is_empty() => {
+                validate::opt_name("details.encoding", &d.encoding)?;
+                None
+            }
+            Some(d) => Some(validate::payload("details", Some(d))?),
+            None => None,
+        };
         let a = self.activity_token(&r.task_token, &r.namespace)?;
         let scheduled = self
             .check_record(&a.key, a.scheduled, "ActivityScheduled")
@@ -518,7 +545,7 @@ impl WorkerService for WorkerApi {
                 .await
                 .map_err(status)?;
         }
-        if let Some(details) = &r.details {
+        if let Some(details) = details {
             let due = {
                 let mut last = self.core.heartbeat_recorded.lock();
                 let t = last.entry((key.clone(), id)).or_insert(i64::MIN);
@@ -528,8 +555,7 @@ impl WorkerService for WorkerApi {
                 }
                 due
             };
-            if due && !details.data.is_empty() {
-                let details = validate::payload("details", Some(details))?;
+            if due {
                 // Waited for like every record: no seq is ever given to a record a crash can
                 // take back (it would go to another event after the restart).
                 self.core
