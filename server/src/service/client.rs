@@ -97,6 +97,13 @@ pub async fn start_with(
     } else {
         r.task_queue.clone()
     };
+    crate::limits::queue_room(
+        core.store.as_ref(),
+        &ns,
+        &[&task_queue],
+        core.caller_limits.task_queues_per_namespace_max,
+    )
+    .await?;
     let workflow_id = if r.workflow_id.is_empty() {
         run_id.to_string()
     } else {

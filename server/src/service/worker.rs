@@ -245,6 +245,13 @@ impl WorkerService for WorkerApi {
         self.check_record(&key, started, "WorkflowTaskStarted")
             .await?;
         self.check_run_queue(&req, &key).await?;
+        crate::limits::queue_room(
+            self.core.store.as_ref(),
+            &key.namespace,
+            &commands::named_queues(&r.commands),
+            self.core.caller_limits.task_queues_per_namespace_max,
+        )
+        .await?;
         let started_seq = started.seq;
         let mut new_run: Option<ev::RunStarted> = None;
         let slots = r.eager_activity_slots.min(EAGER_ACTIVITIES_MAX) as usize;
