@@ -61,6 +61,27 @@ pub fn activity_result_event(
     }
 }
 
+/// The task queues the commands name explicitly (activities', children's): those that may
+/// add a queue to the namespace (`task_queues_per_namespace_max`). A command without a queue
+/// uses the run's, which has work already.
+pub fn named_queues(cmds: &[pb::Command]) -> Vec<&str> {
+    use pb::command::Command as C;
+    let mut out: Vec<&str> = Vec::new();
+    for c in cmds {
+        let q = match &c.command {
+            Some(C::ScheduleActivity(a)) => a.options.as_ref().map(|o| o.task_queue.as_str()),
+            Some(C::StartChild(s)) => Some(s.task_queue.as_str()),
+            _ => None,
+        };
+        if let Some(q) = q.filter(|q| !q.is_empty())
+            && !out.contains(&q)
+        {
+            out.push(q);
+        }
+    }
+    out
+}
+
 /// Refuses a task that would leave more activities or timers open than the limits allow. Only
 /// growth is refused: a run already past a lowered limit can still finish what it has.
 fn pending_within(

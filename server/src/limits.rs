@@ -57,6 +57,11 @@ pub const NAMES: &[(&str, u64, &str)] = &[
         1_000,
         "long polls waiting at once on one client connection",
     ),
+    (
+        "task_queues_per_namespace_max",
+        1_000,
+        "task queues with work in one namespace (a start or an activity on one more is refused)",
+    ),
 ];
 
 /// The limits one server enforces. Defaults in [`NAMES`].
@@ -78,6 +83,8 @@ pub struct Limits {
     pub pending_signals_per_run_max: u64,
     /// Long polls waiting at once on one connection.
     pub polls_in_flight_per_connection_max: u64,
+    /// Task queues with work in one namespace.
+    pub task_queues_per_namespace_max: u64,
 }
 
 impl Default for Limits {
@@ -91,6 +98,7 @@ impl Default for Limits {
             pending_timers_per_run_max: 0,
             pending_signals_per_run_max: 0,
             polls_in_flight_per_connection_max: 0,
+            task_queues_per_namespace_max: 0,
         };
         for (name, default, _) in NAMES {
             *l.field(name).expect("every name has a field") = *default;
@@ -136,6 +144,7 @@ impl Limits {
             "pending_timers_per_run_max" => &mut self.pending_timers_per_run_max,
             "pending_signals_per_run_max" => &mut self.pending_signals_per_run_max,
             "polls_in_flight_per_connection_max" => &mut self.polls_in_flight_per_connection_max,
+            "task_queues_per_namespace_max" => &mut self.task_queues_per_namespace_max,
             _ => return None,
         })
     }
@@ -199,6 +208,48 @@ pub fn exceeded(what: impl std::fmt::Display, limit: &str, value: u64) -> Status
     Status::resource_exhausted(format!(
         "{what}; the limit is {limit} = {value} (server setting --limit {limit}=N)"
     ))
+}
+
+/// Refuses work on `queues` in `namespace` when one of them holds no work yet and the
+/// namespace already has `max` queues that do: each queue is an index and a set of pollers, so
+/// a caller that invents a queue name per run cannot grow them without bound. Only growth is
+/// refused: a queue that has work takes more.
+pub async fn queue_room(
+    store: &dyn steadfast_engine::store::Store,
+    namespace: &str,
+    queues: &[&str],
+    max: u64,
+) -> Result<(), Status> {
+    let want = max.saturating_add(1).min(usize::MAX as u64) as usize;
+    let mut have: Option<Vec<String>> = None;
+    for q in queues {
+        let have = match &mut have {
+            Some(h) => h,
+            None => have.insert(
+                store
+                    .queues_with_work(namespace, want)
+                    .await
+                    .map_err(crate::core::status)?,
+            ),
+        };
+        if have.iter().any(|h| h == q) {
+            continue;
+        }
+        if have.len() as u64 >= max {
+            return Err(exceeded(
+                format_args!(
+                    "task queue {} would be one more queue with work in namespace {}, which has {}",
+                    crate::validate::quote(q),
+                    crate::validate::quote(namespace),
+                    have.len()
+                ),
+                "task_queues_per_namespace_max",
+                max,
+            ));
+        }
+        have.push(q.to_string());
+    }
+    Ok(())
 }
 
 /// The limits of this process's server. One server per process sets them when it starts

@@ -499,7 +499,8 @@ async fn forward_changes(
 
 /// A service whose requests too large to decode are refused with RESOURCE_EXHAUSTED, as gRPC
 /// specifies for messages over the limit (and C5 promises), not with the OUT_OF_RANGE that
-/// tonic's decoder answers.
+/// tonic's decoder answers; and whose requests that do not decode at all are INVALID_ARGUMENT,
+/// not tonic's INTERNAL ([`crate::validate::undecodable`]).
 #[derive(Clone)]
 struct TooLarge<S>(S, u64);
 
@@ -535,6 +536,9 @@ where
                     m.contains("message%20length%20too%20large")
                         || m.contains("message length too large")
                 });
+            if !too_large {
+                crate::validate::undecodable(headers);
+            }
             if too_large {
                 let code = (tonic::Code::ResourceExhausted as i32).to_string();
                 headers.insert(

@@ -122,6 +122,13 @@ impl Store for Flaky {
             .poll_task(namespace, queue, kind, types, now_ms)
             .await
     }
+    async fn queues_with_work(
+        &self,
+        namespace: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, store::Error> {
+        self.inner.queues_with_work(namespace, limit).await
+    }
     async fn take_task(&self, task: &store::Task, now_ms: i64) -> Result<bool, store::Error> {
         self.inner.take_task(task, now_ms).await
     }

@@ -11,6 +11,11 @@ use tonic::Status;
 
 use crate::convert;
 
+mod fields;
+pub use fields::{
+    COMMANDS_MAX, commands, enumeration, failure, free_text, start_request, undecodable, usage,
+};
+
 /// Most characters of a refused value quoted back in an error message: enough to recognise
 /// it, never an echo of a hostile megabyte.
 pub const QUOTE_CHARS_MAX: usize = 40;
@@ -155,6 +160,7 @@ pub fn payload(field: &str, p: Option<&pb::Payload>) -> Result<Payload, Status> 
     let Some(p) = p else {
         return Ok(Payload::json(b"null".to_vec()));
     };
+    opt_name(&format!("{field}.encoding"), &p.encoding)?;
     let max = crate::limits::current().payload_bytes_max;
     if p.data.len() as u64 > max {
         return Err(crate::limits::exceeded(

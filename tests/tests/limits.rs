@@ -329,3 +329,114 @@ fn a_bad_limit_setting_is_refused_at_startup() -> Result<()> {
     );
     Ok(())
 }
+
+/// `task_queues_per_namespace_max`: a start, or an activity, on one more queue than a namespace
+/// may have work on is refused naming the limit, and nothing is appended; queues that have work
+/// take more, and another namespace counts its own.
+#[test]
+fn task_queues_per_namespace_are_a_limit() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        None,
+        &["--limit", "task_queues_per_namespace_max=2"],
+    )?;
+    let rt = runtime();
+    let channel: Channel = rt.block_on(Channel::from_shared(server.url())?.connect())?;
+    let mut client = ClientServiceClient::new(channel.clone());
+    let mut worker = WorkerServiceClient::new(channel.clone());
+
+    rt.block_on(client.start_workflow(start("queue-a")))?;
+    rt.block_on(client.start_workflow(start("queue-b")))?;
+    // A queue with work takes more.
+    rt.block_on(client.start_workflow(start("queue-a")))?;
+    refused(
+        "a start on a third queue",
+        rt.block_on(client.start_workflow(start("queue-c"))),
+        Code::ResourceExhausted,
+        "task_queues_per_namespace_max",
+    );
+    let listed = |client: &mut ClientServiceClient<Channel>, ns: &str| -> Result<usize> {
+        Ok(rt
+            .block_on(client.list_runs(pb::ListRunsRequest {
+                namespace: ns.into(),
+                ..Default::default()
+            }))?
+            .into_inner()
+            .runs
+            .len())
+    };
+    ensure!(
+        listed(&mut client, "default")? == 3,
+        "the refused start made a run"
+    );
+    // Another namespace counts its own queues.
+    let mut other = start("queue-c");
+    other.namespace = "other".into();
+    rt.block_on(client.start_workflow(other))?;
+
+    // An activity on a third queue: the workflow task completion is refused, nothing appended.
+    // (queue-a keeps its second run's task, queue-b its one: two queues with work.)
+    let task = rt
+        .block_on(worker.poll_workflow_task(pb::PollWorkflowTaskRequest {
+            task_queue: "queue-a".into(),
+            worker_id: "limits-worker".into(),
+            poll_timeout_ms: WAIT_MAX.as_millis() as u64,
+            ..Default::default()
+        }))?
+        .into_inner();
+    ensure!(!task.task_token.is_empty(), "no workflow task on queue-a");
+    let history_len = |client: &mut ClientServiceClient<Channel>| -> Result<usize> {
+        Ok(rt
+            .block_on(client.get_history(pb::GetHistoryRequest {
+                run_id: task.run_id.clone(),
+                ..Default::default()
+            }))?
+            .into_inner()
+            .events
+            .len())
+    };
+    let before = history_len(&mut client)?;
+    let on_queue = |queue: &str| pb::Command {
+        seq: 1,
+        command: Some(pb::command::Command::ScheduleActivity(
+            pb::ScheduleActivityCommand {
+                activity_type: "limits.nothing".into(),
+                input: None,
+                options: Some(pb::ActivityOptions {
+                    task_queue: queue.into(),
+                    ..Default::default()
+                }),
+            },
+        )),
+    };
+    refused(
+        "an activity on a third queue",
+        rt.block_on(
+            worker.complete_workflow_task(pb::CompleteWorkflowTaskRequest {
+                task_token: task.task_token.clone(),
+                commands: vec![on_queue("queue-tools")],
+                worker_id: "limits-worker".into(),
+                ..Default::default()
+            }),
+        ),
+        Code::ResourceExhausted,
+        "task_queues_per_namespace_max",
+    );
+    ensure!(
+        history_len(&mut client)? == before,
+        "the refused completion appended events"
+    );
+    // On a queue with work, the same task completes.
+    rt.block_on(
+        worker.complete_workflow_task(pb::CompleteWorkflowTaskRequest {
+            task_token: task.task_token.clone(),
+            commands: vec![on_queue("queue-b")],
+            worker_id: "limits-worker".into(),
+            ..Default::default()
+        }),
+    )
+    .context("an activity on a queue with work")?;
+    drop(server);
+    Ok(())
+}

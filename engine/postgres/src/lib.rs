@@ -351,6 +351,10 @@ impl Store for PgStore {
             .await
     }
 
+    async fn queues_with_work(&self, namespace: &str, limit: usize) -> Result<Vec<String>, Error> {
+        self.inner.queues_with_work(namespace, limit).await
+    }
+
     async fn take_task(&self, task: &Task, now_ms: TimeMs) -> Result<bool, Error> {
         self.inner.take_task(task, now_ms).await
     }

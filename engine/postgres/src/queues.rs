@@ -32,6 +32,23 @@ const POLL_TYPES: &str = "WITH c AS (SELECT run_id, kind, slot, attempt FROM tas
      RETURNING t.run_id, t.kind, t.slot, t.attempt";
 
 impl Inner {
+    pub(crate) async fn queues_with_work(
+        &self,
+        namespace: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, Error> {
+        let client = self.client().await?;
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = client
+            .query(
+                "SELECT DISTINCT queue FROM tasks WHERE namespace = $1 ORDER BY queue LIMIT $2",
+                &[&namespace, &limit],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
     pub(crate) async fn poll_task(
         &self,
         namespace: &str,

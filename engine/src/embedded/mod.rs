@@ -575,6 +575,11 @@ impl Store for EmbeddedStore {
             .poll(namespace, queue, kind, types, now_ms))
     }
 
+    async fn queues_with_work(&self, namespace: &str, limit: usize) -> Result<Vec<String>, Error> {
+        self.inner.check_failed()?;
+        Ok(self.inner.head().core.queues_with_work(namespace, limit))
+    }
+
     async fn take_task(&self, task: &Task, now_ms: TimeMs) -> Result<bool, Error> {
         Ok(self.inner.head().core.take(task, now_ms))
     }

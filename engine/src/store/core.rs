@@ -343,6 +343,19 @@ impl Core {
         }
     }
 
+    /// The task queues of `namespace` that hold work (a task offered, leased or waiting to be
+    /// visible), at most `limit` of them, in name order: what `task_queues_per_namespace_max`
+    /// counts.
+    pub fn queues_with_work(&self, namespace: &str, limit: usize) -> Vec<String> {
+        let names: BTreeSet<&str> = self
+            .queues
+            .keys()
+            .filter(|k| k.namespace == namespace)
+            .map(|k| k.queue.as_str())
+            .collect();
+        names.into_iter().take(limit).map(str::to_string).collect()
+    }
+
     /// Takes the first visible task of a queue among `types` (workflow types for a workflow
     /// queue, activity types for an activity queue; any type when empty) and leases it. Tasks
     /// of other types stay where they are, untouched.

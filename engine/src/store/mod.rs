@@ -378,6 +378,10 @@ pub trait Store: Send + Sync + 'static {
         now_ms: TimeMs,
     ) -> Result<Option<Task>, Error>;
 
+    /// The task queues of `namespace` that hold work, at most `limit`, in name order (the
+    /// server's `task_queues_per_namespace_max`).
+    async fn queues_with_work(&self, namespace: &str, limit: usize) -> Result<Vec<String>, Error>;
+
     /// Leases one specific task if it is offered and visible (eager dispatch); false when it
     /// is not offered (taken by a poller, not visible yet, parked).
     async fn take_task(&self, task: &Task, now_ms: TimeMs) -> Result<bool, Error>;

@@ -83,7 +83,11 @@ impl AdminService for AdminApi {
             .ok_or_else(|| Status::invalid_argument("give a decision: retry, complete or fail"))?;
         let complete = match decision {
             Decision::Complete(p) => Some(validate::payload("complete", Some(p))?),
-            _ => None,
+            Decision::Fail(f) => {
+                validate::failure("fail", f)?;
+                None
+            }
+            Decision::Retry(_) => None,
         };
         let id = r.activity_id;
         self.core

@@ -97,6 +97,13 @@ pub async fn start_with(
     } else {
         r.task_queue.clone()
     };
+    crate::limits::queue_room(
+        core.store.as_ref(),
+        &ns,
+        &[&task_queue],
+        core.caller_limits.task_queues_per_namespace_max,
+    )
+    .await?;
     let workflow_id = if r.workflow_id.is_empty() {
         run_id.to_string()
     } else {
@@ -190,6 +197,20 @@ impl ClientService for ClientApi {
             }
         };
         validate::opt_name("workflow_id", &r.workflow_id)?;
+        validate::opt_name("schedule", &r.schedule)?;
+        validate::enumeration::<pb::RunStatus>(
+            "status",
+            r.status,
+            "RUN_STATUS_UNSPECIFIED (0) to RUN_STATUS_CONTINUED_AS_NEW (7)",
+        )?;
+        if !r.parent_run_id.is_empty() {
+            validate::run_id(&r.parent_run_id).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "parent_run_id {} is not a UUID",
+                    validate::quote(&r.parent_run_id)
+                ))
+            })?;
+        }
         let time = |ms: i64| (ms != 0).then_some(ms);
         let (after, before) = (time(r.started_after_ms), time(r.started_before_ms));
         if let (Some(a), Some(b)) = (after, before)
@@ -348,6 +369,11 @@ impl ClientService for ClientApi {
         validate::opt_name("workflow_id", &r.workflow_id)?;
         validate::opt_name("identity", &r.identity)?;
         let input = validate::payload("input", r.input.as_ref())?;
+        if let Some(start) = &r.signal_with_start {
+            validate::start_request(start).map_err(|e| {
+                Status::new(e.code(), format!("signal_with_start: {}", e.message()))
+            })?;
+        }
         let (run_id, started) = if !r.run_id.is_empty() {
             (validate::run_id(&r.run_id)?, false)
         } else if !r.workflow_id.is_empty() {

@@ -97,6 +97,12 @@ pub fn respond_query_task(
     let ns = validate::namespace(&r.namespace)?;
     validate::name("query_id", &r.query_id)?;
     validate::opt_name("worker_id", &r.worker_id)?;
+    validate::enumeration::<pb::QueryFailureKind>(
+        "failure_kind",
+        r.failure_kind,
+        "QUERY_FAILURE_KIND_UNSPECIFIED (0) to QUERY_FAILURE_KIND_REPLAY_FAILED (3)",
+    )?;
+    validate::free_text("failure_message", &r.failure_message)?;
     let answer = match r.failure_kind() {
         pb::QueryFailureKind::Unspecified => {
             let result = validate::payload("result", r.result.as_ref())?;

@@ -245,7 +245,15 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::CompleteWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
+        validate::namespace(&r.namespace)?;
         validate::opt_name("worker_id", &r.worker_id)?;
+        validate::commands(&r.commands)?;
+        let eager_runs = WorkerRuns::activities(
+            "eager_activity_types",
+            &r.eager_activity_types,
+            "eager_activities",
+            &r.eager_activities,
+        )?;
         let (key, started) = match self.workflow_token(&r.task_token, &r.namespace)? {
             WorkflowTaskRef::Recorded { key, started } => (key, started),
             WorkflowTaskRef::Transient(t) => {
@@ -256,16 +264,17 @@ impl WorkerService for WorkerApi {
         self.check_record(&key, started, "WorkflowTaskStarted")
             .await?;
         self.check_run_queue(&req, &key).await?;
+        crate::limits::queue_room(
+            self.core.store.as_ref(),
+            &key.namespace,
+            &commands::named_queues(&r.commands),
+            self.core.caller_limits.task_queues_per_namespace_max,
+        )
+        .await?;
         let started_seq = started.seq;
         let mut new_run: Option<ev::RunStarted> = None;
         let slots = r.eager_activity_slots.min(EAGER_ACTIVITIES_MAX) as usize;
         let eager = slots > 0;
-        let eager_runs = WorkerRuns::activities(
-            "eager_activity_types",
-            &r.eager_activity_types,
-            "eager_activities",
-            &r.eager_activities,
-        )?;
         let appended = self
             .core
             .update_with(&key, true, !eager, |s, now| {
@@ -321,7 +330,14 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::FailWorkflowTaskResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
+        validate::namespace(&r.namespace)?;
         validate::opt_name("worker_id", &r.worker_id)?;
+        validate::enumeration::<pb::WorkflowTaskFailCause>(
+            "cause",
+            r.cause,
+            "WORKFLOW_TASK_FAIL_CAUSE_UNSPECIFIED (0) to WORKFLOW_TASK_FAIL_CAUSE_WORKFLOW_BLOCKED (6)",
+        )?;
+        validate::free_text("message", &r.message)?;
         let (key, started) = match self.workflow_token(&r.task_token, &r.namespace)? {
             WorkflowTaskRef::Recorded { key, started } => (key, started),
             WorkflowTaskRef::Transient(t) => {
@@ -414,7 +430,9 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::CompleteActivityTaskResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
+        validate::namespace(&r.namespace)?;
         validate::opt_name("worker_id", &r.worker_id)?;
+        validate::usage("usage", r.usage.as_ref())?;
         let a = self.activity_token(&r.task_token, &r.namespace)?;
         let scheduled = self
             .check_record(&a.key, a.scheduled, "ActivityScheduled")
@@ -451,7 +469,12 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::FailActivityTaskResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
+        validate::namespace(&r.namespace)?;
         validate::opt_name("worker_id", &r.worker_id)?;
+        if let Some(f) = &r.failure {
+            validate::failure("failure", f)?;
+        }
+        validate::usage("usage", r.usage.as_ref())?;
         let a = self.activity_token(&r.task_token, &r.namespace)?;
         let failure = r
             .failure
@@ -500,6 +523,17 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::HeartbeatActivityTaskResponse>, Status> {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
+        validate::namespace(&r.namespace)?;
+        // Checked whether or not these details are due to be recorded: a heartbeat that would
+        // be refused later is refused now.
+        let details = match &r.details {
+            Some(d) if d.data.is_empty() => {
+                validate::opt_name("details.encoding", &d.encoding)?;
+                None
+            }
+            Some(d) => Some(validate::payload("details", Some(d))?),
+            None => None,
+        };
         let a = self.activity_token(&r.task_token, &r.namespace)?;
         let scheduled = self
             .check_record(&a.key, a.scheduled, "ActivityScheduled")
@@ -537,7 +571,7 @@ impl WorkerService for WorkerApi {
                 .await
                 .map_err(status)?;
         }
-        if let Some(details) = &r.details {
+        if let Some(details) = details {
             let due = {
                 let mut last = self.core.heartbeat_recorded.lock();
                 let t = last.entry((key.clone(), id)).or_insert(i64::MIN);
@@ -547,8 +581,7 @@ impl WorkerService for WorkerApi {
                 }
                 due
             };
-            if due && !details.data.is_empty() {
-                let details = validate::payload("details", Some(details))?;
+            if due {
                 // Waited for like every record: no seq is ever given to a record a crash can
                 // take back (it would go to another event after the restart).
                 self.core
