@@ -226,6 +226,27 @@ fn plain(method: &str) -> Option<Vec<u8>> {
             poll_timeout_ms: 60_000,
         }
         .encode_to_vec(),
+        "CheckWorkflows" => pb::CheckWorkflowsRequest {
+            namespace: ns,
+            task_queue: "hostile-fields-empty".into(),
+            timeout_ms: 60_000,
+        }
+        .encode_to_vec(),
+        "PollCheckTask" => pb::PollCheckTaskRequest {
+            namespace: ns,
+            task_queue: "hostile-fields-empty".into(),
+            worker_id: ok,
+            workflow_types: Vec::new(),
+            poll_timeout_ms: 60_000,
+        }
+        .encode_to_vec(),
+        "RespondCheckTask" => pb::RespondCheckTaskRequest {
+            namespace: ns,
+            check_id: "no-such-check".into(),
+            worker_id: ok,
+            ..Default::default()
+        }
+        .encode_to_vec(),
         "RespondQueryTask" => pb::RespondQueryTaskRequest {
             namespace: ns,
             query_id: "no-such-query".into(),
