@@ -279,6 +279,11 @@ struct ServerArgs {
         value_name = "NAME=VALUE"
     )]
     limits: Vec<String>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`, plain HTTP), e.g.
+    /// 127.0.0.1:9464. Off by default; loopback only unless --insecure-listen-any (the
+    /// endpoint has no authentication). Metric list: README, "Observability".
+    #[arg(long, env = "STEADFAST_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -333,6 +338,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                 auth_file,
                 insecure_listen_any,
                 limits,
+                metrics_listen,
             } = *args;
             let limits = crate::limits::Limits::parse(limits.iter().map(String::as_str))
                 .map_err(|e| Exit::usage(e.to_string()))?;
@@ -374,6 +380,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                 tls,
                 insecure_listen_any,
                 limits,
+                metrics_listen,
             })
             .await
             .map_err(|e| Exit::error(format!("server stopped: {e:#}")))
