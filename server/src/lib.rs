@@ -25,6 +25,7 @@ pub mod convert_family;
 pub mod core;
 pub mod family;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod query;
