@@ -105,9 +105,15 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     if let Some(task) = reload {
         task.abort();
     }
-    if let Some((stop, task)) = metrics {
+    if let Some((stop, mut task)) = metrics {
         let _ = stop.send(());
-        let _ = task.await;
+        // A scraper holding its connection open does not hold up the shutdown.
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
     }
     if let Some(task) = retention {
         task.abort();

@@ -339,10 +339,13 @@ fn a_scrape_after_a_known_workload_counts_it_exactly() -> Result<()> {
     }
 
     // A restart: process-local counters start from zero; the gauges are read from state.
+    // A scraper that keeps its connection open does not hold up a graceful stop.
+    let idle = TcpStream::connect(("127.0.0.1", port))?;
     ensure!(
         server.proc.terminate(Duration::from_secs(10)),
         "server did not stop"
     );
+    drop(idle);
     server.restart()?;
     let text = wait_for(WAIT, "the metrics endpoint after the restart", || {
         scrape(port).ok()
