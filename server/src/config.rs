@@ -47,6 +47,10 @@ pub struct ServerConfig {
     pub insecure_listen_any: bool,
     /// What callers may ask (`--limit NAME=VALUE`; see `crate::limits`).
     pub limits: crate::limits::Limits,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP); `None` serves none.
+    /// The endpoint has no authentication, so it is loopback only unless
+    /// [`ServerConfig::insecure_listen_any`].
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The PEM files of the server's TLS.
@@ -68,6 +72,11 @@ pub enum Error {
         "refusing to listen on {0} without authentication: anyone who can reach it could start, read, cancel or complete any run. Give --auth-file (see README, Security), listen on loopback (127.0.0.1), or pass --insecure-listen-any if a firewall or proxy in front does the job"
     )]
     OpenListen(SocketAddr),
+    /// The metrics endpoint has no authentication of its own.
+    #[error(
+        "refusing to serve metrics on {0}: the metrics endpoint has no authentication (--auth-file does not cover it), and its counts name workflow and activity types. Listen on loopback (--metrics-listen 127.0.0.1:9464) and scrape through a proxy, or pass --insecure-listen-any if a firewall in front does the job"
+    )]
+    OpenMetricsListen(SocketAddr),
 }
 
 impl ServerConfig {
@@ -77,6 +86,12 @@ impl ServerConfig {
         if self.auth_file.is_none() && !self.insecure_listen_any && !self.listen.ip().is_loopback()
         {
             return Err(Error::OpenListen(self.listen));
+        }
+        if let Some(m) = self.metrics_listen
+            && !self.insecure_listen_any
+            && !m.ip().is_loopback()
+        {
+            return Err(Error::OpenMetricsListen(m));
         }
         Ok(())
     }
@@ -101,6 +116,7 @@ impl Default for ServerConfig {
             tls: None,
             insecure_listen_any: false,
             limits: crate::limits::Limits::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -143,5 +159,20 @@ mod tests {
         assert!(e.to_string().contains("--auth-file"), "{e}");
         assert!(at("0.0.0.0:1", true, false).check_listen().is_ok());
         assert!(at("0.0.0.0:1", false, true).check_listen().is_ok());
+    }
+
+    #[test]
+    fn metrics_are_served_on_loopback_only_unless_insecure() {
+        let at = |metrics: &str, auth: bool, insecure: bool| ServerConfig {
+            metrics_listen: Some(metrics.parse().unwrap()),
+            auth_file: auth.then(|| "auth".into()),
+            insecure_listen_any: insecure,
+            ..ServerConfig::default()
+        };
+        assert!(at("127.0.0.1:9464", false, false).check_listen().is_ok());
+        // An auth file protects the gRPC API, not the metrics endpoint.
+        let e = at("0.0.0.0:9464", true, false).check_listen().unwrap_err();
+        assert!(e.to_string().contains("--metrics-listen 127.0.0.1"), "{e}");
+        assert!(at("0.0.0.0:9464", false, true).check_listen().is_ok());
     }
 }

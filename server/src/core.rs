@@ -249,10 +249,46 @@ impl Core {
         wake_activity_pollers: bool,
         request: Option<RequestKey>,
         stamp: Option<i64>,
+        decide: impl FnMut(&RunState, i64) -> Decision,
+    ) -> Result<Option<Appended>, Updated> {
+        use tracing::Instrument;
+        // Every log line about a run change carries the run, its type and the seq appended
+        // at (`--log-format json` shows them as fields).
+        let span = tracing::debug_span!(
+            "run_update",
+            run = %key.run_id,
+            namespace = %key.namespace,
+            workflow_type = tracing::field::Empty,
+            seq = tracing::field::Empty,
+        );
+        self.update_request_in(
+            key,
+            wait_durable,
+            wake_activity_pollers,
+            request,
+            stamp,
+            decide,
+            &span,
+        )
+        .instrument(span.clone())
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn update_request_in(
+        &self,
+        key: &RunKey,
+        wait_durable: bool,
+        wake_activity_pollers: bool,
+        request: Option<RequestKey>,
+        stamp: Option<i64>,
         mut decide: impl FnMut(&RunState, i64) -> Decision,
+        span: &tracing::Span,
     ) -> Result<Option<Appended>, Updated> {
         for _ in 0..UPDATE_ATTEMPTS_MAX {
             let state = self.state(key).await?;
+            span.record("workflow_type", state.workflow_type.as_str());
+            span.record("seq", state.last_seq + 1);
             let now = stamp.unwrap_or_else(|| self.now());
             let Some(mut events) = decide(&state, now)? else {
                 return Ok(None);
@@ -282,6 +318,7 @@ impl Core {
             };
             match appended {
                 Ok(a) => {
+                    tracing::debug!(events = a.records.len(), "run updated");
                     self.after_append_with(&a, wake_activity_pollers);
                     return Ok(Some(a));
                 }

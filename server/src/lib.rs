@@ -10,6 +10,7 @@
 //! - [`auth`]: bearer tokens from the auth file: roles and namespaces.
 //! - [`token`]: signed task tokens, and the key that signs them.
 //! - [`query`]: queries parked until a worker answers them.
+//! - [`metrics`]: Prometheus metrics from appended records and run states.
 
 // tonic::Status (176 bytes) is the error type of every gRPC handler and of the helpers that
 // build one; boxing it everywhere would only add noise.
@@ -24,6 +25,8 @@ pub mod convert_family;
 pub mod core;
 pub mod family;
 pub mod limits;
+pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod query;
 pub mod retention;

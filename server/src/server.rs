@@ -74,6 +74,14 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         open_runs,
         closer,
     } = opened;
+    let (store, metrics) = match config.metrics_listen {
+        Some(addr) => {
+            let data_dir = config.store.is_none().then(|| config.data_dir.clone());
+            let (store, endpoint) = start_metrics(store, addr, data_dir).await?;
+            (store, Some(endpoint))
+        }
+        None => (store, None),
+    };
     tracing::info!(fingerprint = %token_key.fingerprint(), "task token key loaded");
     create_successors(store.as_ref(), successors).await;
     let addr = listener.local_addr()?;
@@ -97,6 +105,16 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     if let Some(task) = reload {
         task.abort();
     }
+    if let Some((stop, mut task)) = metrics {
+        let _ = stop.send(());
+        // A scraper holding its connection open does not hold up the shutdown.
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
     if let Some(task) = retention {
         task.abort();
     }
@@ -104,6 +122,48 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     closer.close().await;
     Ok(())
 }
+
+/// Binds the metrics endpoint on `addr` and serves it; returns `store` wrapped so that every
+/// append is counted, and how to stop the endpoint.
+async fn start_metrics(
+    store: Arc<dyn Store>,
+    addr: std::net::SocketAddr,
+    data_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<(Arc<dyn Store>, MetricsEndpoint)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr} (--metrics-listen)"))?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    metrics
+        .seed(store.as_ref())
+        .await
+        .context("reading the open runs for the metrics")?;
+    let exporter = Arc::new(crate::metrics::Exporter {
+        metrics: metrics.clone(),
+        store: store.clone(),
+        data_dir,
+    });
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "serving metrics");
+    eprintln!("steadfast metrics listening on {local}");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let stopped = async {
+            let _ = stop_rx.await;
+        };
+        if let Err(e) = crate::metrics::http::serve(listener, exporter, stopped).await {
+            tracing::error!(error = %e, "the metrics endpoint stopped");
+        }
+    });
+    let metered: Arc<dyn Store> = Arc::new(crate::metrics::MeteredStore::new(store, metrics));
+    Ok((metered, (stop_tx, task)))
+}
+
+/// Stops the metrics endpoint, and its task.
+type MetricsEndpoint = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+);
 
 /// A crash between the two appends of a continue-as-new leaves a successor uncreated: create
 /// them (an append at seq 1 of the successor's id: a successor another node created meanwhile

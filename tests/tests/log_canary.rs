@@ -28,6 +28,33 @@ fn cli(url: &str, token: &str, args: &[&str], log: &mut String) -> Result<(i32, 
     Ok((code, out))
 }
 
+/// Every line of a `--log-format json` log is one JSON object (but the address lines the
+/// harness reads); the updates of `run` carry its id and workflow type as span fields.
+fn json_lines(text: &str, run: &str) -> Result<()> {
+    let mut of_run = 0;
+    for line in text.lines() {
+        if line.starts_with("steadfast server listening on ") {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("not a JSON log line: {}", &line[..line.len().min(200)]))?;
+        anyhow::ensure!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "no level or timestamp: {line}"
+        );
+        let span = &v["span"];
+        if v["message"] == "run updated" && span["run"] == run {
+            anyhow::ensure!(
+                span["workflow_type"] == "hello" && span["seq"].as_u64().is_some_and(|s| s > 1),
+                "the run's fields: {line}"
+            );
+            of_run += 1;
+        }
+    }
+    anyhow::ensure!(of_run > 0, "no JSON line of an update of run {run}");
+    Ok(())
+}
+
 /// The lines of `text` that hold the secret or a piece of it.
 fn leaks(text: &str, secret: &str) -> Vec<String> {
     let pieces: Vec<&str> = (0..=secret.len() - PIECE_CHARS)
@@ -41,6 +68,17 @@ fn leaks(text: &str, secret: &str) -> Vec<String> {
 
 #[test]
 fn a_planted_secret_appears_in_no_log_of_server_worker_or_cli() -> Result<()> {
+    canary(&[])
+}
+
+/// The same with the server's logs as JSON lines (`--log-format json`): still no secret, and
+/// every line is a JSON object; run updates carry the run id and workflow type as fields.
+#[test]
+fn a_planted_secret_appears_in_no_json_log_either() -> Result<()> {
+    canary(&["--log-format", "json"])
+}
+
+fn canary(server_args: &[&str]) -> Result<()> {
     let seed = test_seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let secret: String = (0..32)
@@ -66,11 +104,9 @@ fn a_planted_secret_appears_in_no_log_of_server_worker_or_cli() -> Result<()> {
     secure::write_auth_file(&auth, &refs)?;
     let server_log = dir.path().join("server.log");
     let worker_log = dir.path().join("worker.log");
-    let server = Server::start_logged(
-        &dir.path().join("data"),
-        &["--auth-file", auth.to_str().context("utf-8 path")?],
-        &server_log,
-    )?;
+    let mut args = vec!["--auth-file", auth.to_str().context("utf-8 path")?];
+    args.extend_from_slice(server_args);
+    let server = Server::start_logged(&dir.path().join("data"), &args, &server_log)?;
     let url = server.url();
     let mut cmd = Command::new(bin("hello-worker"));
     cmd.args(["--addr", &url])
@@ -133,6 +169,9 @@ fn a_planted_secret_appears_in_no_log_of_server_worker_or_cli() -> Result<()> {
         server_text.len(),
         worker_text.len()
     );
+    if server_args.contains(&"json") {
+        json_lines(&server_text, &run)?;
+    }
     let mut found = Vec::new();
     for (who, text) in [
         ("server", &server_text),

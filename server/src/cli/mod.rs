@@ -286,6 +286,16 @@ struct ServerArgs {
         value_name = "NAME=VALUE"
     )]
     limits: Vec<String>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`, plain HTTP), e.g.
+    /// 127.0.0.1:9464. Off by default; loopback only unless --insecure-listen-any (the
+    /// endpoint has no authentication). Metric list: README, "Observability".
+    #[arg(long, env = "STEADFAST_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// How the server writes its logs on stderr: `text` for people, `json` for machines
+    /// (one object per line, with the run id, workflow type and seq of run updates as
+    /// fields). Payloads are never logged in either.
+    #[arg(long, env = "STEADFAST_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: crate::logging::LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -340,6 +350,8 @@ async fn dispatch(cli: Cli) -> Outcome {
                 auth_file,
                 insecure_listen_any,
                 limits,
+                metrics_listen,
+                log_format,
             } = *args;
             let limits = crate::limits::Limits::parse(limits.iter().map(String::as_str))
                 .map_err(|e| Exit::usage(e.to_string()))?;
@@ -356,14 +368,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                 }
                 _ => None,
             };
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .with_writer(std::io::stderr)
-                .with_ansi(false)
-                .try_init();
+            crate::logging::init(log_format);
             let retention = (retention > 0).then(|| std::time::Duration::from_millis(retention));
             crate::server::run(ServerConfig {
                 data_dir,
@@ -381,6 +386,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                 tls,
                 insecure_listen_any,
                 limits,
+                metrics_listen,
             })
             .await
             .map_err(|e| Exit::error(format!("server stopped: {e:#}")))

@@ -32,6 +32,8 @@
 //!   sum of their results; on a cancel request it ends as cancelled at once.
 //! - `child` `{x}`: waits for signal `go` and returns `2 * x`; on a cancel request it ends as
 //!   cancelled.
+//! - `flaky` `{fail_attempts}`: one `flaky` activity whose first `fail_attempts` attempts
+//!   fail (retryable; retried after 100 ms) and whose next one returns its attempt number.
 //! - `deploy` `{}`: `step` (variant a) or, behind `ctx.patched`, `other` (variant b), then
 //!   waits for signal `go` (`steadfast_tests::deploy`).
 
@@ -208,6 +210,19 @@ async fn write(ctx: WorkflowContext, input: SlowInput) -> Result<String, Workflo
     Ok(ctx
         .activity("write", &input.sleep_ms)
         .options(options(input.start_to_close_ms))
+        .await?)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FlakyInput {
+    fail_attempts: u32,
+}
+
+async fn flaky(ctx: WorkflowContext, input: FlakyInput) -> Result<u32, WorkflowError> {
+    Ok(ctx
+        .activity("flaky", &input.fail_attempts)
+        .options(options(None))
         .await?)
 }
 
@@ -394,6 +409,17 @@ async fn slow_first_attempt(ctx: ActivityContext, sleep_ms: u64) -> Result<Strin
     sleep_then_report(ctx, sleep_ms).await
 }
 
+async fn flaky_activity(ctx: ActivityContext, fail_attempts: u32) -> Result<u32, ActivityError> {
+    record(&ctx).await?;
+    if ctx.attempt() <= fail_attempts {
+        return Err(ActivityError::retryable(format!(
+            "attempt {} fails on purpose",
+            ctx.attempt()
+        )));
+    }
+    Ok(ctx.attempt())
+}
+
 /// Heartbeats every 100 ms for `long_ms`, returning the number of ticks; stops as cancelled
 /// as soon as the cancellation reaches it.
 async fn long(ctx: ActivityContext, long_ms: u64) -> Result<u64, ActivityError> {
@@ -436,6 +462,7 @@ async fn main() -> anyhow::Result<()> {
         .register_workflow("cancellable", cancellable)
         .register_workflow("parent", parent)
         .register_workflow("child", child)
+        .register_workflow("flaky", flaky)
         .register_workflow(deploy::WORKFLOW, move |ctx, input| {
             let version = match variant {
                 Variant::A => deploy::Version::Old,
@@ -447,7 +474,8 @@ async fn main() -> anyhow::Result<()> {
         .register_activity("other", Effect::Idempotent, other)
         .register_activity("slow", Effect::Idempotent, slow_first_attempt)
         .register_activity("write", Effect::Write, sleep_then_report)
-        .register_activity("long", Effect::Read, long);
+        .register_activity("long", Effect::Read, long)
+        .register_activity("flaky", Effect::Idempotent, flaky_activity);
     eprintln!(
         "test-worker (variant {variant:?}) polling {} pid {}",
         args.addr,
