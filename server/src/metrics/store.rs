@@ -175,6 +175,10 @@ impl Store for MeteredStore {
         self.inner.missing_successors().await
     }
 
+    async fn queues_with_work(&self, namespace: &str, limit: usize) -> Result<Vec<String>, Error> {
+        self.inner.queues_with_work(namespace, limit).await
+    }
+
     async fn put_schedule(
         &self,
         namespace: &str,
