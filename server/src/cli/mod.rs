@@ -25,6 +25,7 @@ pub(crate) mod replay;
 mod run;
 mod schedule;
 mod steer;
+mod task_queue;
 mod verify;
 
 use std::ffi::OsString;
@@ -205,6 +206,9 @@ enum Command {
     /// Operate the server.
     #[command(subcommand, after_help = EXIT_CODES)]
     Schedule(schedule::ScheduleCmd),
+    /// A task queue's current worker build (build ids).
+    #[command(subcommand, after_help = EXIT_CODES)]
+    TaskQueue(task_queue::TaskQueueCmd),
     #[command(subcommand)]
     Admin(AdminCmd),
 }
@@ -386,6 +390,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Run(cmd) => run::dispatch(&connect()?, cmd).await,
         Command::History(cmd) => history::dispatch(&connect()?, cmd).await,
         Command::Schedule(cmd) => schedule::dispatch(&connect()?, cmd).await,
+        Command::TaskQueue(cmd) => task_queue::dispatch(&connect()?, cmd).await,
         Command::Admin(AdminCmd::Checkpoint) => {
             let conn = connect()?;
             let r = conn

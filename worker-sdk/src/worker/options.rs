@@ -37,6 +37,11 @@ pub struct WorkerOptions {
     /// quarantined on this worker). Deterministic workflow code takes microseconds per
     /// poll; keep this well under the server's workflow task timeout.
     pub activation_timeout: Duration,
+    /// The build id this worker declares (worker versioning; see the README, "Build ids"):
+    /// it takes the workflow tasks of runs pinned to this build, and unpinned ones while this
+    /// is the task queue's current build (or none is set); a run whose first workflow task
+    /// it completes is pinned to it. Default: `STEADFAST_BUILD_ID`, else none (`""`).
+    pub build_id: String,
 }
 
 impl Default for WorkerOptions {
@@ -55,6 +60,7 @@ impl Default for WorkerOptions {
             report_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             activation_timeout: Duration::from_secs(2),
+            build_id: std::env::var("STEADFAST_BUILD_ID").unwrap_or_default(),
         }
     }
 }
