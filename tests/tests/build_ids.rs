@@ -1,0 +1,220 @@
+//! Build ids across a deploy (issue 18, point 2): worker build A runs some runs (blocked on a
+//! signal) when the task queue's current build becomes B and a worker of build B (changed
+//! code: `builds` runs `other` where A runs `step`, so B is nondeterministic on A's
+//! histories) starts beside A. Runs pinned to A finish on A (every WorkflowTaskStarted names
+//! A's worker), new runs go to B, an auto-upgrading run moves to B, a continue-as-new moves
+//! to B unless it keeps its build. Then A stops: a run pinned to A waits, naming build A in
+//! `run show`, and B never takes it; when A returns, it finishes there.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+use steadfast_proto::v1::history_event::Attributes;
+use steadfast_proto::v1::waiting_on::What;
+use steadfast_sdk::client::{Client, StartOptions};
+use steadfast_tests::{
+    Server, cli, describe, history, runtime, start_test_worker, test_seed, wait_for,
+};
+
+const WAIT: Duration = Duration::from_secs(40);
+const QUEUE: &str = "default";
+
+fn waits_for_signal(rt: &tokio::runtime::Runtime, url: &str, run: &str, name: &str) -> Option<()> {
+    let info = describe(rt, url, run).ok()?;
+    info.waiting_on
+        .iter()
+        .any(|w| matches!(&w.what, Some(What::Signal(s)) if s.name == name))
+        .then_some(())
+}
+
+/// The worker of every WorkflowTaskStarted, in history order.
+fn task_workers(events: &[steadfast_proto::v1::HistoryEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.attributes {
+            Some(Attributes::WorkflowTaskStarted(s)) => Some(s.worker.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn worker(url: &str, side: &std::path::Path, variant: &str) -> Result<steadfast_tests::Proc> {
+    let build = variant.to_ascii_uppercase();
+    let id = format!("worker-{variant}");
+    start_test_worker(
+        url,
+        side,
+        &[
+            "--variant",
+            variant,
+            "--build-id",
+            &build,
+            "--worker-id",
+            &id,
+        ],
+    )
+}
+
+#[test]
+fn pinned_runs_stay_on_their_build_new_runs_go_to_the_current_one() -> Result<()> {
+    let seed = test_seed();
+    let old_runs = 1 + (seed % 3) as usize;
+    let new_runs = 1 + (seed / 3 % 3) as usize;
+    let dir = tempfile::tempdir()?;
+    let side = dir.path().join("side");
+    let server = Server::start(&dir.path().join("data"), None)?;
+    let url = server.url();
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(url.clone()))?;
+    let start = |input: Value, auto_upgrade: bool, wf: &str| -> Result<String> {
+        let opts = StartOptions {
+            auto_upgrade,
+            ..Default::default()
+        };
+        Ok(rt.block_on(client.start_workflow(wf, &input, opts))?.run_id)
+    };
+
+    // Build A, no current build: A takes every run and pins the ones it completes a task of.
+    let mut worker_a = worker(&url, &side, "a")?;
+    let mut old = Vec::new();
+    for _ in 0..old_runs {
+        old.push(start(json!({}), false, "builds")?);
+    }
+    let keep = start(json!({ "can": "keep" }), false, "builds")?;
+    let moves = start(json!({ "can": "move" }), false, "builds")?;
+    let held = start(json!({}), false, "builds")?;
+    let auto = start(json!({}), true, "signal")?;
+    for run in old.iter().chain([&keep, &moves, &held]) {
+        wait_for(WAIT, "a run of A to wait for go", || {
+            waits_for_signal(&rt, &url, run, "go")
+        })?;
+        let info = describe(&rt, &url, run)?;
+        ensure!(info.build == "A" && !info.auto_upgrade, "{run}: {info:?}");
+    }
+    wait_for(WAIT, "the auto-upgrading run to wait", || {
+        waits_for_signal(&rt, &url, &auto, "approve")
+    })?;
+    let info = describe(&rt, &url, &auto)?;
+    ensure!(info.build.is_empty() && info.auto_upgrade, "{info:?}");
+
+    // The deploy: B becomes the current build, and B's worker starts beside A's.
+    let (code, out, err) = cli(
+        &url,
+        &["task-queue", "set-build", "--task-queue", QUEUE, "B"],
+    )?;
+    ensure!(code == 0, "set-build: {out}\n{err}");
+    let (code, out, err) = cli(&url, &["task-queue", "describe", "--task-queue", QUEUE])?;
+    ensure!(
+        code == 0 && out.trim() == "current_build B",
+        "describe: {out}\n{err}"
+    );
+    let _worker_b = worker(&url, &side, "b")?;
+    let mut new = Vec::new();
+    for _ in 0..new_runs {
+        new.push(start(json!({}), false, "builds")?);
+    }
+    for run in &new {
+        wait_for(WAIT, "a new run to wait for go", || {
+            waits_for_signal(&rt, &url, run, "go")
+        })?;
+        ensure!(describe(&rt, &url, run)?.build == "B", "{run} is not on B");
+    }
+    // `run list --build A` names exactly the runs pinned to A.
+    let (code, out, err) = cli(&url, &["run", "list", "--build", "A", "--json"])?;
+    ensure!(code == 0, "run list --build: {err}");
+    let mut listed: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).map(|v| v["run_id"].as_str().unwrap_or("").to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    listed.sort();
+    let mut want: Vec<String> = old.iter().chain([&keep, &moves, &held]).cloned().collect();
+    want.sort();
+    ensure!(
+        listed == want,
+        "run list --build A: {listed:?}, want {want:?}"
+    );
+
+    // Everything but `held` goes on.
+    for run in old.iter().chain(&new).chain([&keep, &moves]) {
+        rt.block_on(client.signal(run, "go", &json!(seed)))?;
+    }
+    rt.block_on(client.signal(&auto, "approve", &json!("yes")))?;
+    for (runs, variant) in [(&old, "a"), (&new, "b")] {
+        for run in runs {
+            let result: Value = rt
+                .block_on(client.await_result(run, WAIT))
+                .with_context(|| format!("the result of {run}"))?;
+            ensure!(result["variant"] == variant, "{run}: {result}");
+            let workers = task_workers(&history(&rt, &url, run)?);
+            let me = format!("worker-{variant}");
+            ensure!(
+                !workers.is_empty() && workers.iter().all(|w| *w == me),
+                "{run} ran on {workers:?}, only {me} may"
+            );
+        }
+    }
+    // The auto-upgrading run's task after the signal went to B.
+    let _: Value = rt.block_on(client.await_result(&auto, WAIT))?;
+    let workers = task_workers(&history(&rt, &url, &auto)?);
+    ensure!(
+        workers.first().map(String::as_str) == Some("worker-a")
+            && workers.last().map(String::as_str) == Some("worker-b"),
+        "the auto-upgrading run ran on {workers:?}"
+    );
+    // Continue-as-new: the successor keeps A when asked, else goes to B.
+    for (run, build, variant) in [(&keep, "A", "a"), (&moves, "B", "b")] {
+        let successor = wait_for(WAIT, "the successor", || {
+            let to = describe(&rt, &url, run).ok()?.continued_to;
+            (!to.is_empty()).then_some(to)
+        })?;
+        wait_for(WAIT, "the successor to wait for go", || {
+            waits_for_signal(&rt, &url, &successor, "go")
+        })?;
+        ensure!(
+            describe(&rt, &url, &successor)?.build == build,
+            "{successor}"
+        );
+        rt.block_on(client.signal(&successor, "go", &json!(seed)))?;
+        let result: Value = rt.block_on(client.await_result(&successor, WAIT))?;
+        ensure!(result["variant"] == variant, "{successor}: {result}");
+        let me = format!("worker-{variant}");
+        let workers = task_workers(&history(&rt, &url, &successor)?);
+        ensure!(workers.iter().all(|w| *w == me), "{successor}: {workers:?}");
+    }
+
+    // A stops: the run still pinned to A waits for a worker of A, visibly, and B (polling all
+    // the while) never takes it.
+    worker_a.kill9();
+    rt.block_on(client.signal(&held, "go", &json!(seed)))?;
+    wait_for(WAIT, "the held run to wait on build A", || {
+        describe(&rt, &url, &held)
+            .ok()?
+            .waiting_on
+            .iter()
+            .any(|w| matches!(&w.what, Some(What::Build(b)) if b.build_id == "A"))
+            .then_some(())
+    })?;
+    let (code, out, err) = cli(&url, &["run", "show", &held])?;
+    ensure!(
+        code == 0 && out.contains("a worker of build \"A\"") && out.contains("pinned to A"),
+        "run show: {out}\n{err}"
+    );
+    let (code, out, _) = cli(&url, &["run", "list", "--waiting", "build", "--json"])?;
+    ensure!(
+        code == 0 && out.contains(&held),
+        "run list --waiting build: {out}"
+    );
+    // A returns and finishes it.
+    let _worker_a = worker(&url, &side, "a")?;
+    let result: Value = rt.block_on(client.await_result(&held, WAIT))?;
+    ensure!(result["variant"] == "a", "{held}: {result}");
+    let workers = task_workers(&history(&rt, &url, &held)?);
+    ensure!(
+        workers.iter().all(|w| w == "worker-a"),
+        "{held}: {workers:?}"
+    );
+    Ok(())
+}
