@@ -67,24 +67,37 @@ fn pinned_runs_stay_on_their_build_new_runs_go_to_the_current_one() -> Result<()
     let url = server.url();
     let rt = runtime();
     let client = rt.block_on(Client::connect(url.clone()))?;
-    let start = |input: Value, auto_upgrade: bool, wf: &str| -> Result<String> {
-        let opts = StartOptions {
-            auto_upgrade,
-            ..Default::default()
-        };
-        Ok(rt.block_on(client.start_workflow(wf, &input, opts))?.run_id)
+    let start = |input: Value| -> Result<String> {
+        let opts = StartOptions::default();
+        Ok(rt
+            .block_on(client.start_workflow("builds", &input, opts))?
+            .run_id)
     };
 
     // Build A, no current build: A takes every run and pins the ones it completes a task of.
     let mut worker_a = worker(&url, &side, "a")?;
     let mut old = Vec::new();
     for _ in 0..old_runs {
-        old.push(start(json!({}), false, "builds")?);
+        old.push(start(json!({}))?);
     }
-    let keep = start(json!({ "can": "keep" }), false, "builds")?;
-    let moves = start(json!({ "can": "move" }), false, "builds")?;
-    let held = start(json!({}), false, "builds")?;
-    let auto = start(json!({}), true, "signal")?;
+    let keep = start(json!({ "can": "keep" }))?;
+    let moves = start(json!({ "can": "move" }))?;
+    let held = start(json!({}))?;
+    // Through the CLI, as an operator would.
+    let (code, out, err) = cli(
+        &url,
+        &["run", "start", "signal", "--input", "{}", "--auto-upgrade"],
+    )?;
+    ensure!(code == 0, "run start --auto-upgrade: {err}");
+    let auto_cli = out.trim().to_string();
+    let auto_opts = StartOptions {
+        auto_upgrade: true,
+        ..Default::default()
+    };
+    let auto_sdk = rt
+        .block_on(client.start_workflow("signal", &json!({}), auto_opts))?
+        .run_id;
+    let autos = [auto_cli, auto_sdk];
     for run in old.iter().chain([&keep, &moves, &held]) {
         wait_for(WAIT, "a run of A to wait for go", || {
             waits_for_signal(&rt, &url, run, "go")
@@ -92,11 +105,13 @@ fn pinned_runs_stay_on_their_build_new_runs_go_to_the_current_one() -> Result<()
         let info = describe(&rt, &url, run)?;
         ensure!(info.build == "A" && !info.auto_upgrade, "{run}: {info:?}");
     }
-    wait_for(WAIT, "the auto-upgrading run to wait", || {
-        waits_for_signal(&rt, &url, &auto, "approve")
-    })?;
-    let info = describe(&rt, &url, &auto)?;
-    ensure!(info.build.is_empty() && info.auto_upgrade, "{info:?}");
+    for auto in &autos {
+        wait_for(WAIT, "an auto-upgrading run to wait", || {
+            waits_for_signal(&rt, &url, auto, "approve")
+        })?;
+        let info = describe(&rt, &url, auto)?;
+        ensure!(info.build.is_empty() && info.auto_upgrade, "{info:?}");
+    }
 
     // The deploy: B becomes the current build, and B's worker starts beside A's.
     let (code, out, err) = cli(
@@ -112,7 +127,7 @@ fn pinned_runs_stay_on_their_build_new_runs_go_to_the_current_one() -> Result<()
     let _worker_b = worker(&url, &side, "b")?;
     let mut new = Vec::new();
     for _ in 0..new_runs {
-        new.push(start(json!({}), false, "builds")?);
+        new.push(start(json!({}))?);
     }
     for run in &new {
         wait_for(WAIT, "a new run to wait for go", || {
@@ -141,7 +156,9 @@ fn pinned_runs_stay_on_their_build_new_runs_go_to_the_current_one() -> Result<()
     for run in old.iter().chain(&new).chain([&keep, &moves]) {
         rt.block_on(client.signal(run, "go", &json!(seed)))?;
     }
-    rt.block_on(client.signal(&auto, "approve", &json!("yes")))?;
+    for auto in &autos {
+        rt.block_on(client.signal(auto, "approve", &json!("yes")))?;
+    }
     for (runs, variant) in [(&old, "a"), (&new, "b")] {
         for run in runs {
             let result: Value = rt
@@ -156,14 +173,16 @@ fn pinned_runs_stay_on_their_build_new_runs_go_to_the_current_one() -> Result<()
             );
         }
     }
-    // The auto-upgrading run's task after the signal went to B.
-    let _: Value = rt.block_on(client.await_result(&auto, WAIT))?;
-    let workers = task_workers(&history(&rt, &url, &auto)?);
-    ensure!(
-        workers.first().map(String::as_str) == Some("worker-a")
-            && workers.last().map(String::as_str) == Some("worker-b"),
-        "the auto-upgrading run ran on {workers:?}"
-    );
+    // The auto-upgrading runs' tasks after the signal went to B.
+    for auto in &autos {
+        let _: Value = rt.block_on(client.await_result(auto, WAIT))?;
+        let workers = task_workers(&history(&rt, &url, auto)?);
+        ensure!(
+            workers.first().map(String::as_str) == Some("worker-a")
+                && workers.last().map(String::as_str) == Some("worker-b"),
+            "the auto-upgrading run {auto} ran on {workers:?}"
+        );
+    }
     // Continue-as-new: the successor keeps A when asked, else goes to B.
     for (run, build, variant) in [(&keep, "A", "a"), (&moves, "B", "b")] {
         let successor = wait_for(WAIT, "the successor", || {
