@@ -5,9 +5,9 @@
 use super::Backend;
 use super::fixtures::{self, RunDriver, T0};
 use crate::event::{self, Event};
-use crate::ids::DEFAULT_NAMESPACE;
+use crate::ids::{DEFAULT_NAMESPACE, RunKey};
 use crate::store::routing::workflow_poll_keys;
-use crate::store::{Store, Task, TaskKind};
+use crate::store::{RunFilter, Store, Task, TaskKind};
 
 /// Polls `q` for "wf" as a worker of `build` with the queue's stored current build.
 async fn poll<S: Store>(store: &S, build: Option<&str>) -> Option<Task> {
@@ -85,7 +85,7 @@ pub async fn workflow_tasks_go_to_their_build<S: Store>(store: S) {
     assert_eq!(poll(&store, None).await, None, "no build is not current");
     assert_eq!(poll(&store, Some("C")).await, Some(fresh.clone()));
     // A's worker still gets A's run, though C is current.
-    assert_eq!(poll(&store, Some("A")).await, Some(on_a));
+    assert_eq!(poll(&store, Some("A")).await, Some(on_a.clone()));
 
     // Auto-upgrading runs are never pinned: the current build takes each of their tasks.
     let mut auto = RunDriver::start(&store, "auto", "q").await;
@@ -119,6 +119,26 @@ pub async fn workflow_tasks_go_to_their_build<S: Store>(store: S) {
     };
     assert_eq!(poll(&store, Some("C")).await, None);
     assert_eq!(poll(&store, Some("A")).await, Some(kept_task));
+
+    // `run list --build A`: exactly the runs pinned to A.
+    let filter = RunFilter {
+        build: Some("A".into()),
+        ..RunFilter::default()
+    };
+    let mut listed: Vec<RunKey> = store
+        .list_runs(DEFAULT_NAMESPACE, &filter, None, 100, T0 + 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.key.clone())
+        .collect();
+    listed.sort();
+    let Task::Workflow { key: a_key, .. } = on_a else {
+        unreachable!("a workflow task")
+    };
+    let mut want = vec![a_key, kept.key.clone()];
+    want.sort();
+    assert_eq!(listed, want, "runs pinned to A");
 }
 
 pub async fn queue_builds_are_durable<B: Backend>(backend: &mut B) {
