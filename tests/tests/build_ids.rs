@@ -237,3 +237,85 @@ fn pinned_runs_stay_on_their_build_new_runs_go_to_the_current_one() -> Result<()
     );
     Ok(())
 }
+
+/// Over the raw protocol: a run pinned to A is not offered to B; a worker that names no types
+/// (and so takes any task) and fails it with nondeterminism gets the build it needs recorded
+/// in the failure, which `run show` then shows.
+#[test]
+fn a_pinned_runs_nondeterminism_names_the_build_it_needs() -> Result<()> {
+    use steadfast_proto::v1 as pb;
+    use steadfast_tests::raw::{QUEUE, Raw, json};
+
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(&dir.path().join("data"), None)?;
+    let url = server.url();
+    let rt = runtime();
+    let mut raw = rt.block_on(Raw::connect(&url))?;
+    let poll = |raw: &mut Raw, types: &[&str], build: &str, timeout_ms: u64| {
+        let req = pb::PollWorkflowTaskRequest {
+            namespace: "default".into(),
+            task_queue: QUEUE.into(),
+            worker_id: format!("raw-{build}"),
+            workflow_types: types.iter().map(|t| t.to_string()).collect(),
+            poll_timeout_ms: timeout_ms,
+            build_id: build.into(),
+        };
+        let r = rt
+            .block_on(raw.worker.poll_workflow_task(req))?
+            .into_inner();
+        anyhow::Ok(Some(r).filter(|t| !t.task_token.is_empty()))
+    };
+    let run = rt.block_on(raw.start("default", "wf"))?;
+    let first = poll(&mut raw, &["wf"], "A", 10_000)?.context("the first task")?;
+    rt.block_on(
+        raw.worker
+            .complete_workflow_task(pb::CompleteWorkflowTaskRequest {
+                namespace: "default".into(),
+                task_token: first.task_token,
+                worker_id: "raw-A".into(),
+                build_id: "A".into(),
+                ..Default::default()
+            }),
+    )?;
+    ensure!(describe(&rt, &url, &run)?.build == "A");
+    rt.block_on(raw.client.signal_run(pb::SignalRunRequest {
+        namespace: "default".into(),
+        run_id: run.clone(),
+        signal_name: "poke".into(),
+        input: Some(json("1")),
+        ..Default::default()
+    }))?;
+    ensure!(
+        poll(&mut raw, &["wf"], "B", 500)?.is_none(),
+        "build B was offered a task of a run pinned to A"
+    );
+    // A poll naming no types takes any task; this one fails it as nondeterministic.
+    let task = poll(&mut raw, &[], "", 10_000)?.context("the any-type poll")?;
+    rt.block_on(raw.worker.fail_workflow_task(pb::FailWorkflowTaskRequest {
+        namespace: "default".into(),
+        task_token: task.task_token,
+        cause: pb::WorkflowTaskFailCause::Nondeterminism as i32,
+        message: "[STF-ND001] nondeterminism at command seq 1".into(),
+        worker_id: "raw-B".into(),
+        build_id: "B".into(),
+    }))?;
+    let failed = history(&rt, &url, &run)?
+        .into_iter()
+        .find_map(|e| match e.attributes {
+            Some(Attributes::WorkflowTaskFailed(f)) => Some(f.message),
+            _ => None,
+        })
+        .context("no WorkflowTaskFailed")?;
+    ensure!(
+        failed.starts_with("[STF-ND001]")
+            && failed.contains("pinned to build \"A\"")
+            && failed.contains("runs build \"B\""),
+        "{failed}"
+    );
+    let (code, out, err) = cli(&url, &["run", "show", &run])?;
+    ensure!(
+        code == 0 && out.contains("pinned to build \"A\""),
+        "run show: {out}\n{err}"
+    );
+    Ok(())
+}

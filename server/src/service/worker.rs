@@ -577,8 +577,6 @@ impl WorkerService for WorkerApi {
     }
 }
 
-/// The decision for a report the fence refused (`e`): the attempt's late usage, when it timed
-/// out while it ran and reports usage (recorded, then `e` is still answered), else `e`.
 /// The message a WorkflowTaskFailed records: the worker's, cut to
 /// [`FAILURE_MESSAGE_CHARS_MAX`], and for a nondeterminism failure of a pinned run the build
 /// it needs when the failing worker runs another one.
@@ -599,6 +597,8 @@ pub(super) fn failure_message(
 /// Most characters of a worker's failure message that are recorded.
 pub const FAILURE_MESSAGE_CHARS_MAX: usize = 4096;
 
+/// The decision for a report the fence refused (`e`): the attempt's late usage, when it timed
+/// out while it ran and reports usage (recorded, then `e` is still answered), else `e`.
 fn refuse_keeping_usage(
     s: &RunState,
     a: &fence::AttemptRef,
