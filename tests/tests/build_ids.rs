@@ -58,13 +58,40 @@ fn worker(url: &str, side: &std::path::Path, variant: &str) -> Result<steadfast_
 
 #[test]
 fn pinned_runs_stay_on_their_build_new_runs_go_to_the_current_one() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(&dir.path().join("data"), None)?;
+    deploy(dir.path(), &server.url(), &server.url())
+}
+
+/// The same over PostgreSQL with two server nodes: A's worker and the clients on one node,
+/// B's worker on the other, so the current build set through one node routes the polls of
+/// the other (skipped when no PostgreSQL is installed).
+#[test]
+fn pinned_runs_stay_on_their_build_over_two_postgres_nodes() -> Result<()> {
+    let Some(pg) = steadfast_postgres::testing::PgCluster::shared() else {
+        return Ok(());
+    };
+    let db = pg.create_database("build_ids");
+    let dir = tempfile::tempdir()?;
+    let node = |i: usize| {
+        Server::start_with(
+            &dir.path().join(format!("node{i}")),
+            None,
+            &["--store", &db],
+        )
+    };
+    let (n0, n1) = (node(0)?, node(1)?);
+    deploy(dir.path(), &n0.url(), &n1.url())
+}
+
+/// The deploy: clients, the CLI and A's worker talk to `url`, B's worker (and A's, when it
+/// returns) to `other` (the same server, or another node over the same database).
+fn deploy(dir: &std::path::Path, url: &str, other: &str) -> Result<()> {
     let seed = test_seed();
     let old_runs = 1 + (seed % 3) as usize;
     let new_runs = 1 + (seed / 3 % 3) as usize;
-    let dir = tempfile::tempdir()?;
-    let side = dir.path().join("side");
-    let server = Server::start(&dir.path().join("data"), None)?;
-    let url = server.url();
+    let side = dir.join("side");
+    let url = url.to_string();
     let rt = runtime();
     let client = rt.block_on(Client::connect(url.clone()))?;
     let start = |input: Value| -> Result<String> {
@@ -119,12 +146,12 @@ fn pinned_runs_stay_on_their_build_new_runs_go_to_the_current_one() -> Result<()
         &["task-queue", "set-build", "--task-queue", QUEUE, "B"],
     )?;
     ensure!(code == 0, "set-build: {out}\n{err}");
-    let (code, out, err) = cli(&url, &["task-queue", "describe", "--task-queue", QUEUE])?;
+    let (code, out, err) = cli(other, &["task-queue", "describe", "--task-queue", QUEUE])?;
     ensure!(
         code == 0 && out.trim() == "current_build B",
         "describe: {out}\n{err}"
     );
-    let _worker_b = worker(&url, &side, "b")?;
+    let _worker_b = worker(other, &side, "b")?;
     let mut new = Vec::new();
     for _ in 0..new_runs {
         new.push(start(json!({}))?);
@@ -227,7 +254,7 @@ fn pinned_runs_stay_on_their_build_new_runs_go_to_the_current_one() -> Result<()
         "run list --waiting build: {out}"
     );
     // A returns and finishes it.
-    let _worker_a = worker(&url, &side, "a")?;
+    let _worker_a = worker(other, &side, "a")?;
     let result: Value = rt.block_on(client.await_result(&held, WAIT))?;
     ensure!(result["variant"] == "a", "{held}: {result}");
     let workers = task_workers(&history(&rt, &url, &held)?);
