@@ -18,6 +18,8 @@ use steadfast_engine::event::*;
 use steadfast_engine::payload::Hash;
 use steadfast_engine::state::RunState;
 
+#[path = "snapshot/histories_builds.rs"]
+mod histories_builds;
 #[path = "snapshot/histories_core.rs"]
 mod histories_core;
 #[path = "snapshot/histories_family.rs"]
@@ -198,6 +200,8 @@ fn event_kind_discriminants_are_pinned() {
         (K::UpdateRequested, "UpdateRequested", 91),
         (K::UpdateCompleted, "UpdateCompleted", 92),
         (K::UpdateRejected, "UpdateRejected", 93),
+        (K::VersioningSet, "VersioningSet", 100),
+        (K::BuildPinned, "BuildPinned", 101),
     ];
     assert_eq!(
         EventKind::ALL.len(),

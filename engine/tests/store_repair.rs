@@ -71,6 +71,7 @@ async fn continued(
         worker: "w".into(),
     });
     let cont = Event::RunContinuedAsNew(RunContinuedAsNew {
+        keep_build: false,
         command_seq: 1,
         new_run_id: new_id,
         input: Payload::json(input.to_vec()),

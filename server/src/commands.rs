@@ -362,6 +362,7 @@ pub fn to_events(
                     command_seq: seq,
                     new_run_id,
                     input,
+                    keep_build: c.keep_build,
                 })
             }
         };

@@ -387,6 +387,7 @@ pub fn event(rec: &EventRecord) -> pb::HistoryEvent {
             command_seq: a.command_seq,
             new_run_id: a.new_run_id.to_string(),
             input: Some(payload(&a.input)),
+            keep_build: a.keep_build,
         }),
         other => {
             crate::convert_family::to_wire(other).expect("every other event is converted above")
@@ -611,6 +612,7 @@ pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
             command_seq: a.command_seq,
             new_run_id: run_id(&a.new_run_id)?.ok_or_else(|| err("missing new run id"))?,
             input: opt_payload(&a.input),
+            keep_build: a.keep_build,
         }),
         other => crate::convert_family::from_wire(other)
             .ok_or_else(|| err("unknown event"))?
@@ -706,6 +708,9 @@ pub fn waiting(w: &WaitingOn) -> pb::WaitingOn {
             held_reason: held_reason.clone().unwrap_or_default(),
         }),
         WaitingOn::Idle => What::Idle(pb::WaitIdle {}),
+        WaitingOn::Build { build } => What::Build(pb::WaitBuild {
+            build_id: build.clone(),
+        }),
         WaitingOn::Child {
             id,
             run_id,
@@ -765,5 +770,7 @@ pub fn run_info(s: &RunState, now_ms: i64, result: Option<Payload>) -> pb::RunIn
             .map(|r| r.name.clone())
             .unwrap_or_default(),
         schedule_slot_ms: s.schedule.as_ref().map_or(0, |r| r.slot_ms),
+        build: s.pinned_build.clone().unwrap_or_default(),
+        auto_upgrade: s.auto_upgrade,
     }
 }

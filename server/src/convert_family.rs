@@ -138,6 +138,13 @@ pub fn to_wire(e: &Event) -> Option<A> {
             update_id: a.update_id.clone(),
             reason: a.reason.clone(),
         }),
+        Event::VersioningSet(a) => A::VersioningSet(pb::VersioningSet {
+            pinned_build: a.pinned_build.clone(),
+            auto_upgrade: a.auto_upgrade,
+        }),
+        Event::BuildPinned(a) => A::BuildPinned(pb::BuildPinned {
+            build_id: a.build_id.clone(),
+        }),
         _ => return None,
     })
 }
@@ -223,6 +230,13 @@ pub fn from_wire(a: &A) -> Option<Result<Event, String>> {
                 command_seq: a.command_seq,
                 update_id: a.update_id.clone(),
                 reason: a.reason.clone(),
+            }),
+            A::VersioningSet(a) => Event::VersioningSet(ev::VersioningSet {
+                pinned_build: a.pinned_build.clone(),
+                auto_upgrade: a.auto_upgrade,
+            }),
+            A::BuildPinned(a) => Event::BuildPinned(ev::BuildPinned {
+                build_id: a.build_id.clone(),
             }),
             _ => return Err(String::new()),
         })

@@ -284,7 +284,11 @@ async fn start_child(core: &Core, parent: &RunState, seq: u32) -> Result<(), Sta
         schedule: None,
     };
     let outcome = match core
-        .create(&child_key, crate::service::successor_events(started), None)
+        .create(
+            &child_key,
+            crate::service::successor_events(started, None),
+            None,
+        )
         .await
     {
         Ok(_) => Ok(()),

@@ -37,5 +37,6 @@ pub mod service;
 pub mod timers;
 pub mod token;
 pub mod validate;
+pub mod versioning;
 
 pub use config::ServerConfig;

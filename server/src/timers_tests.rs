@@ -214,6 +214,23 @@ impl Store for Flaky {
     async fn open_runs(&self) -> Result<Vec<steadfast_engine::RunKey>, store::Error> {
         self.inner.open_runs().await
     }
+    async fn set_queue_build(
+        &self,
+        namespace: &str,
+        queue: &str,
+        build: Option<&str>,
+    ) -> Result<(), store::Error> {
+        self.inner.set_queue_build(namespace, queue, build).await
+    }
+
+    async fn queue_build(
+        &self,
+        namespace: &str,
+        queue: &str,
+    ) -> Result<Option<String>, store::Error> {
+        self.inner.queue_build(namespace, queue).await
+    }
+
     async fn missing_successors(
         &self,
     ) -> Result<

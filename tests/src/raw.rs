@@ -65,6 +65,7 @@ impl Raw {
                 worker_id: "raw-workflow-worker".into(),
                 workflow_types: types.iter().map(|s| s.to_string()).collect(),
                 poll_timeout_ms: timeout_ms,
+                build_id: String::new(),
             })
             .await?
             .into_inner();

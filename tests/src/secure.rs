@@ -256,6 +256,7 @@ pub async fn every_rpc(s: &Services, f: &Fields) -> Vec<Outcome> {
             worker_id: n.clone(),
             workflow_types: vec![n.clone()],
             poll_timeout_ms: f.poll_timeout_ms,
+            build_id: n.clone(),
         })
     );
     call!(
@@ -397,6 +398,21 @@ pub async fn every_rpc(s: &Services, f: &Fields) -> Vec<Outcome> {
             workflow_id: n.clone(),
             reset: false,
             identity: n.clone(),
+        })
+    );
+    call!(
+        "SetTaskQueueBuild",
+        s.admin.set_task_queue_build(pb::SetTaskQueueBuildRequest {
+            namespace: ns.clone(),
+            task_queue: n.clone(),
+            build_id: n.clone(),
+        })
+    );
+    call!(
+        "DescribeTaskQueue",
+        s.admin.describe_task_queue(pb::DescribeTaskQueueRequest {
+            namespace: ns.clone(),
+            task_queue: n.clone(),
         })
     );
     call!(

@@ -30,6 +30,7 @@ async fn fail(
 ) -> std::result::Result<(), tonic::Status> {
     raw.worker
         .fail_workflow_task(pb::FailWorkflowTaskRequest {
+            build_id: String::new(),
             namespace: NS.into(),
             task_token: token.into(),
             cause: cause as i32,
@@ -342,6 +343,7 @@ fn a_held_run_at_its_history_limit_can_still_be_fixed_and_continue_as_new() -> R
             vec![pb::Command {
                 seq: 1,
                 command: Some(Cmd::ContinueAsNew(pb::ContinueAsNewCommand {
+                    keep_build: false,
                     input: Some(payload("\"fresh\"")),
                 })),
             }],

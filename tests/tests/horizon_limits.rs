@@ -41,6 +41,7 @@ async fn poll(
 ) -> Result<pb::PollWorkflowTaskResponse> {
     let task = worker
         .poll_workflow_task(pb::PollWorkflowTaskRequest {
+            build_id: String::new(),
             namespace: "default".into(),
             task_queue: "default".into(),
             worker_id: "limits-test".into(),
@@ -153,6 +154,7 @@ async fn history_limits_refuse_clearly_and_change_nothing() -> Result<()> {
             vec![pb::Command {
                 seq: 6,
                 command: Some(Cmd::ContinueAsNew(pb::ContinueAsNewCommand {
+                    keep_build: false,
                     input: Some(carry),
                 })),
             }],

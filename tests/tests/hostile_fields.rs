@@ -166,6 +166,7 @@ fn plain(method: &str) -> Option<Vec<u8>> {
             worker_id: ok,
             workflow_types: Vec::new(),
             poll_timeout_ms: 60_000,
+            build_id: String::new(),
         }
         .encode_to_vec(),
         "CompleteWorkflowTask" => pb::CompleteWorkflowTaskRequest {
@@ -224,6 +225,17 @@ fn plain(method: &str) -> Option<Vec<u8>> {
             worker_id: ok,
             workflow_types: Vec::new(),
             poll_timeout_ms: 60_000,
+        }
+        .encode_to_vec(),
+        "SetTaskQueueBuild" => pb::SetTaskQueueBuildRequest {
+            namespace: ns,
+            task_queue: "hostile-fields-empty".into(),
+            build_id: ok,
+        }
+        .encode_to_vec(),
+        "DescribeTaskQueue" => pb::DescribeTaskQueueRequest {
+            namespace: ns,
+            task_queue: "hostile-fields-empty".into(),
         }
         .encode_to_vec(),
         "CheckWorkflows" => pb::CheckWorkflowsRequest {

@@ -293,6 +293,7 @@ fn work_a_dead_node_left_undone_is_finished_by_another() -> Result<()> {
             worker: "w".into(),
         });
         let cont = Event::RunContinuedAsNew(RunContinuedAsNew {
+            keep_build: false,
             command_seq: 1,
             new_run_id: new_id,
             input: Payload::json(b"{\"n\":1,\"sleep_ms\":1}".to_vec()),

@@ -40,6 +40,7 @@ fn assert_limit(message: &str, threshold: &str) -> Result<()> {
 async fn poll(worker: &mut WorkerServiceClient<Channel>) -> Result<pb::PollWorkflowTaskResponse> {
     let task = worker
         .poll_workflow_task(pb::PollWorkflowTaskRequest {
+            build_id: String::new(),
             namespace: "default".into(),
             task_queue: "default".into(),
             worker_id: "limits-test".into(),
@@ -171,6 +172,7 @@ fn a_run_at_its_history_limit_can_still_continue_as_new() -> Result<()> {
                 vec![pb::Command {
                     seq: 2,
                     command: Some(Cmd::ContinueAsNew(pb::ContinueAsNewCommand {
+                        keep_build: false,
                         input: Some(payload::encode(&"carried")?),
                     })),
                 }],

@@ -366,6 +366,7 @@ pub fn command_event(command: &pb::Command, now_ms: i64) -> Ev {
             command_seq: seq,
             new_run_id: format!("continued-{seq}"),
             input: c.input,
+            keep_build: c.keep_build,
         }),
         Some(Cmd::StartChild(c)) => Ev::ChildRunRequested(pb::ChildRunRequested {
             command_seq: seq,
@@ -442,6 +443,8 @@ pub fn event_kind(attributes: &Ev) -> pb::EventKind {
         Ev::RunSignalRequested(_) => K::RunSignalRequested,
         Ev::RunSignalResolved(_) => K::RunSignalResolved,
         Ev::PatchMarker(_) => K::PatchMarker,
+        Ev::VersioningSet(_) => K::VersioningSet,
+        Ev::BuildPinned(_) => K::BuildPinned,
         Ev::RunCancelled(_) => K::RunCancelled,
         Ev::RunTerminated(_) => K::RunTerminated,
         Ev::RunTimedOut(_) => K::RunTimedOut,

@@ -55,6 +55,7 @@ mod append;
 mod codec;
 mod derived;
 mod notify;
+mod queue_builds;
 mod queues;
 mod read;
 mod schedules;
@@ -461,6 +462,19 @@ impl Store for PgStore {
 
     async fn list_schedules(&self, namespace: Option<&str>) -> Result<Vec<StoredSchedule>, Error> {
         self.inner.list_schedules(namespace).await
+    }
+
+    async fn set_queue_build(
+        &self,
+        namespace: &str,
+        queue: &str,
+        build: Option<&str>,
+    ) -> Result<(), Error> {
+        self.inner.set_queue_build(namespace, queue, build).await
+    }
+
+    async fn queue_build(&self, namespace: &str, queue: &str) -> Result<Option<String>, Error> {
+        self.inner.queue_build(namespace, queue).await
     }
 
     fn stats(&self) -> StoreStats {

@@ -139,7 +139,11 @@ impl Inner {
                     && filter
                         .schedule
                         .as_ref()
-                        .is_none_or(|n| s.schedule.as_ref().is_some_and(|r| r.name == *n));
+                        .is_none_or(|n| s.schedule.as_ref().is_some_and(|r| r.name == *n))
+                    && filter
+                        .build
+                        .as_ref()
+                        .is_none_or(|b| s.pinned_build.as_ref() == Some(b));
                 if waits {
                     out.push(std::sync::Arc::new(s));
                     if out.len() >= limit {
@@ -148,7 +152,9 @@ impl Inner {
                 }
             }
             // Without a waiting filter every row matched: one page is the answer.
-            if (filter.waiting.is_none() && filter.schedule.is_none()) || (n as i64) < page {
+            if (filter.waiting.is_none() && filter.schedule.is_none() && filter.build.is_none())
+                || (n as i64) < page
+            {
                 return Ok(out);
             }
             cursor = last;

@@ -12,7 +12,7 @@ use steadfast_engine::store::Error;
 use crate::pg_err;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Serialises concurrent migrations of one database (several nodes starting at once).
 const MIGRATION_LOCK_KEY: i64 = 0x5374_6164_6661_7374; // "Steadfast"
@@ -136,6 +136,15 @@ CREATE TABLE schedules (
     version   bigint NOT NULL,
     data      bytea  NOT NULL,
     PRIMARY KEY (namespace, name)
+);
+"#,
+    r#"
+-- The current build of each task queue (worker versioning, issue 18).
+CREATE TABLE queue_builds (
+    namespace text NOT NULL,
+    queue     text NOT NULL,
+    build_id  text NOT NULL,
+    PRIMARY KEY (namespace, queue)
 );
 "#,
 ];

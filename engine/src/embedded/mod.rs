@@ -26,6 +26,7 @@ mod errors;
 mod head;
 mod indexer;
 mod keys;
+mod queue_builds;
 mod read;
 mod rebuild;
 mod recover;
@@ -149,6 +150,7 @@ pub struct EmbeddedStore {
 pub(crate) struct Inner {
     dir: PathBuf,
     schedules: schedules::Schedules,
+    queue_builds: queue_builds::QueueBuilds,
     options: EmbeddedOptions,
     log: Log,
     db: sled::Db,
@@ -690,6 +692,19 @@ impl Store for EmbeddedStore {
 
     async fn list_schedules(&self, namespace: Option<&str>) -> Result<Vec<StoredSchedule>, Error> {
         self.inner.schedules.list(namespace)
+    }
+
+    async fn set_queue_build(
+        &self,
+        namespace: &str,
+        queue: &str,
+        build: Option<&str>,
+    ) -> Result<(), Error> {
+        self.inner.queue_builds.set(namespace, queue, build)
+    }
+
+    async fn queue_build(&self, namespace: &str, queue: &str) -> Result<Option<String>, Error> {
+        Ok(self.inner.queue_builds.get(namespace, queue))
     }
 
     fn stats(&self) -> StoreStats {

@@ -101,9 +101,11 @@ pub(crate) fn open(
     let (tx, rx) = std::sync::mpsc::channel();
     let indexed = indexed_lsn(&db).map_err(Failure::into_error)?.unwrap_or(0);
     let schedules = super::schedules::Schedules::open(dir)?;
+    let queue_builds = super::queue_builds::QueueBuilds::open(dir)?;
     let inner = Arc::new(Inner {
         dir: dir.to_path_buf(),
         schedules,
+        queue_builds,
         options,
         log,
         db,

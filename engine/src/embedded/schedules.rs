@@ -34,7 +34,13 @@ fn io(what: &str, path: &Path) -> impl Fn(std::io::Error) -> Error {
 
 impl Schedules {
     pub(crate) fn open(store_dir: &Path) -> Result<Schedules, Error> {
-        let dir = store_dir.join(SCHEDULES_DIR);
+        Schedules::open_in(store_dir, SCHEDULES_DIR)
+    }
+
+    /// The same files in another subdirectory, for other small records written rarely and
+    /// atomically (the task queues' current builds, [`super::queue_builds`]).
+    pub(crate) fn open_in(store_dir: &Path, subdir: &str) -> Result<Schedules, Error> {
+        let dir = store_dir.join(subdir);
         fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         // A temporary file is a write that never got renamed: it was never acknowledged.
         for entry in fs::read_dir(&dir).map_err(io("read", &dir))? {

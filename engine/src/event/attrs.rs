@@ -655,6 +655,11 @@ attrs! {
         pub new_run_id: RunId,
         /// Its input.
         pub input: Payload,
+        /// The new run keeps this run's pinned build (else it starts unpinned and goes to the
+        /// queue's current build). Not written when false, so a record without it has the
+        /// bytes of the older format.
+        #[serde(default, skip_serializing_if = "is_false")]
+        pub keep_build: bool,
     }
     /// The workflow asked for a child run. The child's run id is chosen here and recorded
     /// before the child exists, so that every creation attempt (after any crash) creates, or
@@ -767,6 +772,29 @@ attrs! {
         /// Why.
         pub reason: String,
     }
+    /// How the run's workflow tasks choose a worker build, set right after RunStarted (a
+    /// run without it is pinned by its first completed workflow task). `pinned_build`
+    /// non-empty: pinned from the start (a continue-as-new successor that kept its
+    /// predecessor's build). `auto_upgrade`: never pinned; every workflow task goes to the
+    /// task queue's current build.
+    pub struct VersioningSet {
+        /// The build the run is pinned to ("" = none yet).
+        pub pinned_build: String,
+        /// Never pinned.
+        pub auto_upgrade: bool,
+    }
+    /// The run is pinned to a worker build from here on: recorded just before the first
+    /// WorkflowTaskCompleted of a build-declaring worker, in the same append (before it, so
+    /// that the task's command events stay one block after the completion). Its workflow
+    /// tasks then go only to workers of that build.
+    pub struct BuildPinned {
+        /// The build id.
+        pub build_id: String,
+    }
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 #[cfg(test)]

@@ -146,6 +146,8 @@ events! {
     91 => UpdateRequested,
     92 => UpdateCompleted,
     93 => UpdateRejected,
+    100 => VersioningSet,
+    101 => BuildPinned,
 }
 
 impl Event {

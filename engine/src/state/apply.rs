@@ -70,6 +70,9 @@ impl RunState {
             signals_out: BTreeMap::new(),
             history_bytes: 0,
             updates: BTreeMap::new(),
+            pinned_build: None,
+            auto_upgrade: false,
+            successor_keeps_build: false,
         })
     }
 
@@ -476,6 +479,7 @@ impl RunState {
             }
             Event::RunContinuedAsNew(a) => {
                 self.continued_to = Some(a.new_run_id);
+                self.successor_keeps_build = a.keep_build;
                 self.close(rec, RunStatus::ContinuedAsNew);
             }
             Event::ChildRunRequested(a) => {
@@ -542,6 +546,31 @@ impl RunState {
                 self.unseen_events = true;
             }
             Event::PatchMarker(_) => {}
+            Event::VersioningSet(a) => {
+                if rec.seq != 2 {
+                    return Err(illegal(rec, "VersioningSet only follows RunStarted"));
+                }
+                if a.auto_upgrade && !a.pinned_build.is_empty() {
+                    return Err(illegal(
+                        rec,
+                        "a run cannot be both pinned and auto-upgrading",
+                    ));
+                }
+                self.auto_upgrade = a.auto_upgrade;
+                self.pinned_build = Some(a.pinned_build.clone()).filter(|b| !b.is_empty());
+            }
+            Event::BuildPinned(a) => {
+                if self.auto_upgrade || self.pinned_build.is_some() {
+                    return Err(illegal(rec, "the run is already pinned or auto-upgrading"));
+                }
+                if !matches!(self.workflow_task, WorkflowTask::Started { .. }) {
+                    return Err(illegal(
+                        rec,
+                        "a build is pinned only by a started workflow task",
+                    ));
+                }
+                self.pinned_build = Some(a.build_id.clone());
+            }
             Event::UpdateRequested(a) => {
                 if self.updates.contains_key(&a.update_id) {
                     return Err(illegal(

@@ -395,6 +395,25 @@ pub struct RunState {
     /// request id is applied once per run. Absent in states stored before it existed.
     #[serde(default)]
     pub updates: BTreeMap<String, UpdatePhase>,
+    /// The worker build it is pinned to: set by [`crate::event::BuildPinned`] with its first
+    /// completed workflow task (or from the start by [`crate::event::VersioningSet`]); `None`
+    /// while unpinned. See [`RunState::routed_build`].
+    #[serde(default)]
+    pub pinned_build: Option<String>,
+    /// Started with auto-upgrade: never pinned.
+    #[serde(default)]
+    pub auto_upgrade: bool,
+    /// It continued as new asking its successor to keep [`RunState::pinned_build`].
+    #[serde(default)]
+    pub successor_keeps_build: bool,
+}
+
+impl RunState {
+    /// The build its workflow tasks must go to: the pinned one (never for an auto-upgrading
+    /// run). `None`: the task queue's current build takes them.
+    pub fn routed_build(&self) -> Option<&str> {
+        self.pinned_build.as_deref().filter(|_| !self.auto_upgrade)
+    }
 }
 
 /// Where one update stands.

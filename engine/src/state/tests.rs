@@ -5,6 +5,7 @@
 //! the state before the batch reaches the log.
 
 mod activity;
+mod builds;
 mod lifecycle;
 mod usage;
 mod waits;

@@ -69,6 +69,12 @@ pub enum WaitingOn {
         /// Why the run is held, when it is.
         held_reason: Option<String>,
     },
+    /// A workflow task of a run pinned to a build: only a worker of that build takes it
+    /// (start one, or fix the code of that build).
+    Build {
+        /// The build id.
+        build: String,
+    },
     /// Nothing the server tracks: the code has seen every event and waits for something it
     /// issued no command for (only for a cancel, say, or a signal it never waited for with a
     /// command). A signal or a cancel request wakes it; a cancel (if the code honours it) or a
@@ -87,6 +93,7 @@ impl WaitingOn {
             WaitingOn::Child { .. } => "child",
             WaitingOn::Reconciliation { .. } => "reconciliation",
             WaitingOn::WorkflowTask { .. } => "workflow_task",
+            WaitingOn::Build { .. } => "build",
             WaitingOn::Idle => "idle",
         }
     }
@@ -107,6 +114,12 @@ impl RunState {
         if let Some(h) = &self.held {
             out.push(WaitingOn::WorkflowTask {
                 held_reason: Some(format!("{}: {}", h.cause, h.message)),
+            });
+        } else if let (WorkflowTask::Scheduled { .. }, Some(build)) =
+            (&self.workflow_task, self.routed_build())
+        {
+            out.push(WaitingOn::Build {
+                build: build.to_string(),
             });
         } else if self.workflow_task != WorkflowTask::Idle {
             out.push(WaitingOn::WorkflowTask { held_reason: None });

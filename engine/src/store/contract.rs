@@ -4,6 +4,7 @@
 //! Public but hidden from the docs: it is test code (it panics on the first broken promise),
 //! shipped in the library so that backends in other crates can run it.
 
+mod builds;
 mod fixtures;
 mod history;
 mod queues;
@@ -53,6 +54,7 @@ pub async fn run_all<B: Backend>(backend: &mut B) {
     queues::take_a_specific_task(backend.fresh().await).await;
     queues::deferred_task_waits_and_keeps_its_attempt(backend.fresh().await).await;
     queues::typed_poll_passes_unserved_types(backend.fresh().await).await;
+    builds::workflow_tasks_go_to_their_build(backend.fresh().await).await;
     timers::timers_fire_and_come_back(backend.fresh().await).await;
     timers::deadlines_of_activities_runs_and_tasks(backend.fresh().await).await;
     reopen_keeps_everything(backend).await;
@@ -60,6 +62,7 @@ pub async fn run_all<B: Backend>(backend: &mut B) {
     retention::closed_runs_are_dropped_for_good(backend).await;
     requests::request_ids_deduplicate_durably(backend).await;
     schedules::schedules_compare_and_set_durably(backend).await;
+    builds::queue_builds_are_durable(backend).await;
 }
 
 /// Runs the suite's one slow test: the history event limit (100,000 events).

@@ -749,7 +749,10 @@ fn derive(
             leasable.insert(slot);
             ready.push(ReadyTask {
                 queue: QueueKey::new(TaskKind::Workflow, &key.namespace, &s.task_queue),
-                type_name: s.workflow_type.clone(),
+                type_name: crate::store::routing::workflow_task_key(
+                    &s.workflow_type,
+                    s.routed_build(),
+                ),
                 visible: (*not_before_ms).max(*since_ms),
                 slot,
             });

@@ -87,6 +87,8 @@ pub fn class(e: &Event) -> Class {
         | E::ChildRunClosed(_)
         | E::RunSignalResolved(_)
         | E::PatchMarker(_)
+        | E::VersioningSet(_)
+        | E::BuildPinned(_)
         | E::UpdateCompleted(_)
         | E::UpdateRejected(_) => Class::Finishing,
         E::RunCompleted(_)
@@ -253,6 +255,7 @@ mod tests {
 
     fn continued() -> Event {
         Event::RunContinuedAsNew(ev::RunContinuedAsNew {
+            keep_build: false,
             command_seq: 2,
             new_run_id: crate::RunId::new_v7(),
             input: Payload::default(),

@@ -19,6 +19,7 @@
 pub mod contract;
 pub mod core;
 pub mod limits;
+pub mod routing;
 pub mod successor;
 
 use std::sync::Arc;
@@ -212,17 +213,23 @@ pub struct RunFilter {
     pub started_after_ms: Option<TimeMs>,
     /// Runs whose `started_ms` is before this time.
     pub started_before_ms: Option<TimeMs>,
+    /// Runs pinned to this worker build ([`RunState::pinned_build`]).
+    pub build: Option<String>,
 }
 
 impl RunFilter {
-    /// Whether a run matches the filters a state answers by itself (workflow id and start
-    /// time); status, type, waiting and schedule are checked where they are indexed.
+    /// Whether a run matches the filters a state answers by itself (workflow id, start time
+    /// and build); status, type, waiting and schedule are checked where they are indexed.
     pub fn matches_id_and_time(&self, s: &RunState) -> bool {
         self.workflow_id
             .as_ref()
             .is_none_or(|w| s.workflow_id == *w)
             && self.started_after_ms.is_none_or(|t| s.started_ms >= t)
             && self.started_before_ms.is_none_or(|t| s.started_ms < t)
+            && self
+                .build
+                .as_ref()
+                .is_none_or(|b| s.pinned_build.as_ref() == Some(b))
     }
 }
 
@@ -483,6 +490,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every schedule of `namespace` (every namespace when `None`), by namespace then name.
     async fn list_schedules(&self, namespace: Option<&str>) -> Result<Vec<StoredSchedule>, Error>;
+
+    /// Sets (or, with `None`, clears) the current build of a task queue, durably: the build
+    /// that takes the first workflow task of new runs and every task of auto-upgrading runs
+    /// ([`routing`]). Runs pinned to other builds are not moved.
+    async fn set_queue_build(
+        &self,
+        namespace: &str,
+        queue: &str,
+        build: Option<&str>,
+    ) -> Result<(), Error>;
+
+    /// The current build of a task queue, if one is set.
+    async fn queue_build(&self, namespace: &str, queue: &str) -> Result<Option<String>, Error>;
 
     /// Counters.
     fn stats(&self) -> StoreStats;

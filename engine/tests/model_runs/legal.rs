@@ -271,6 +271,7 @@ impl Sim {
                 _ => (
                     RunStatus::ContinuedAsNew,
                     Event::RunContinuedAsNew(RunContinuedAsNew {
+                        keep_build: false,
                         command_seq: cs,
                         new_run_id: RunId(
                             uuid::Builder::from_random_bytes(self.rng.r#gen()).into_uuid(),

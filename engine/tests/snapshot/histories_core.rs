@@ -206,6 +206,7 @@ pub(crate) fn main_history() -> History {
         /* 35 */ Event::ActivityCancelled(ActivityCancelled { command_seq: 1 }),
         /* 36 */
         Event::RunContinuedAsNew(RunContinuedAsNew {
+            keep_build: false,
             command_seq: 10,
             new_run_id: run_id("01900000-0000-7000-8000-0000000000ff"),
             input: Payload::json(r#"{"ticket":4711,"resume":true}"#),

@@ -199,6 +199,10 @@ pub fn attributes_json(e: &pb::HistoryEvent) -> Value {
             json!({ "command_seq": a.command_seq, "delivered": a.delivered, "message": a.message })
         }
         A::PatchMarker(a) => json!({ "command_seq": a.command_seq, "patch_id": a.patch_id }),
+        A::VersioningSet(a) => {
+            json!({ "pinned_build": a.pinned_build, "auto_upgrade": a.auto_upgrade })
+        }
+        A::BuildPinned(a) => json!({ "build_id": a.build_id }),
         A::UpdateRequested(a) => json!({
             "update_id": a.update_id, "name": a.name, "input": opt_payload_json(&a.input), "identity": a.identity,
         }),
@@ -389,6 +393,9 @@ pub fn summary(e: &pb::HistoryEvent) -> String {
             format!("#{} not delivered: {}", a.command_seq, cut(&a.message, 200))
         }
         A::PatchMarker(a) => format!("#{} patch {}", a.command_seq, a.patch_id),
+        A::VersioningSet(a) if a.auto_upgrade => "auto-upgrade".into(),
+        A::VersioningSet(a) => format!("pinned to build {}", a.pinned_build),
+        A::BuildPinned(a) => format!("build {}", a.build_id),
         A::UpdateRequested(a) => format!("{} id={}", a.name, a.update_id),
         A::UpdateCompleted(a) => format!("#{} id={}", a.command_seq, a.update_id),
         A::UpdateRejected(a) => format!(

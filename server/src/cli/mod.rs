@@ -26,6 +26,7 @@ pub(crate) mod replay;
 mod run;
 mod schedule;
 mod steer;
+mod task_queue;
 mod verify;
 
 use std::ffi::OsString;
@@ -212,6 +213,9 @@ enum Command {
     /// Check workflow code against the runs in flight.
     #[command(subcommand, after_help = EXIT_CODES)]
     Workflow(check::WorkflowCmd),
+    /// A task queue's current worker build (build ids).
+    #[command(subcommand, after_help = EXIT_CODES)]
+    TaskQueue(task_queue::TaskQueueCmd),
     #[command(subcommand)]
     Admin(AdminCmd),
 }
@@ -400,6 +404,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::History(cmd) => history::dispatch(&connect()?, cmd).await,
         Command::Schedule(cmd) => schedule::dispatch(&connect()?, cmd).await,
         Command::Workflow(cmd) => check::dispatch(&connect()?, cmd).await,
+        Command::TaskQueue(cmd) => task_queue::dispatch(&connect()?, cmd).await,
         Command::Admin(AdminCmd::Checkpoint) => {
             let conn = connect()?;
             let r = conn

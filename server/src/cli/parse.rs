@@ -15,6 +15,7 @@ pub const WAITING_KINDS: &[&str] = &[
     "reconciliation",
     "child",
     "workflow_task",
+    "build",
     "idle",
 ];
 

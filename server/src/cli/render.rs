@@ -37,6 +37,7 @@ pub fn waiting_json(w: &pb::WaitingOn) -> Value {
             "kind": "workflow_task", "held_reason": if t.held_reason.is_empty() { Value::Null } else { Value::from(t.held_reason.clone()) },
         }),
         Some(What::Idle(_)) => json!({ "kind": "idle" }),
+        Some(What::Build(b)) => json!({ "kind": "build", "build_id": b.build_id }),
         Some(What::Child(c)) => json!({
             "kind": "child", "command_seq": c.command_seq, "run_id": c.run_id, "workflow_type": c.workflow_type, "state": c.state,
         }),
@@ -72,6 +73,7 @@ pub fn waiting_short(w: &pb::WaitingOn) -> String {
             format!("held: {}", t.held_reason)
         }
         Some(What::WorkflowTask(_)) => "workflow task".into(),
+        Some(What::Build(b)) => format!("a worker of build {:?}", b.build_id),
         Some(What::Idle(_)) => {
             "idle: its code waits for nothing the server tracks (a cancel or terminate ends it)"
                 .into()
@@ -164,6 +166,8 @@ pub fn run_json(r: &pb::RunInfo) -> Value {
         "continued_from": nonempty(&r.continued_from),
         "continued_to": nonempty(&r.continued_to),
         "parent_run_id": nonempty(&r.parent_run_id),
+        "build": nonempty(&r.build),
+        "auto_upgrade": r.auto_upgrade,
         "schedule": (!r.schedule.is_empty()).then(|| json!({
             "name": r.schedule, "slot_ms": r.schedule_slot_ms, "slot": time_json(r.schedule_slot_ms),
         })),
@@ -239,6 +243,9 @@ pub fn run_text(r: &pb::RunInfo) -> String {
                 rfc3339_s(p.time_ms)
             ),
         ));
+    }
+    if r.auto_upgrade || !r.build.is_empty() {
+        lines.push(("build", build_line(r)));
     }
     if !r.continued_from.is_empty() {
         lines.push(("continued from", r.continued_from.clone()));
@@ -336,6 +343,26 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// The `run list` table.
+/// The build line of `run show`.
+fn build_line(r: &pb::RunInfo) -> String {
+    if r.auto_upgrade {
+        "auto-upgrade (each workflow task goes to the task queue's current build)".into()
+    } else {
+        format!("pinned to {}", r.build)
+    }
+}
+
+/// The build column: the pinned build, `auto-upgrade`, or `-` (not pinned yet).
+fn build_short(r: &pb::RunInfo) -> String {
+    if r.auto_upgrade {
+        "auto-upgrade".into()
+    } else if r.build.is_empty() {
+        "-".into()
+    } else {
+        cut(&r.build, 24)
+    }
+}
+
 pub fn runs_table(runs: &[pb::RunInfo]) -> String {
     let rows: Vec<Vec<String>> = runs
         .iter()
@@ -350,6 +377,7 @@ pub fn runs_table(runs: &[pb::RunInfo]) -> String {
                 u.activities.to_string(),
                 u.input_tokens.saturating_add(u.output_tokens).to_string(),
                 usd(u.cost_micros),
+                build_short(r),
                 waiting_summary(r),
             ]
         })
@@ -364,6 +392,7 @@ pub fn runs_table(runs: &[pb::RunInfo]) -> String {
             "STEPS",
             "TOKENS",
             "COST",
+            "BUILD",
             "WAITING ON",
         ],
         &rows,
@@ -482,7 +511,8 @@ mod tests {
             lines[0].starts_with("RUN ID  WORKFLOW ID  TYPE    STATUS   STARTED"),
             "{t}"
         );
-        assert!(lines[1].ends_with("$0    signal \"approve\""), "{t}");
+        assert!(lines[0].ends_with("COST  BUILD  WAITING ON"), "{t}");
+        assert!(lines[1].ends_with("$0    -      signal \"approve\""), "{t}");
         let inbox = inbox_table(&runs);
         assert!(
             inbox

@@ -123,6 +123,10 @@ pub struct StartArgs {
     run_timeout: Option<u64>,
     #[command(flatten)]
     budget: BudgetFlags,
+    /// Never pin the run to a worker build: each of its workflow tasks goes to the task
+    /// queue's current build (`task-queue set-build`).
+    #[arg(long)]
+    auto_upgrade: bool,
 }
 
 #[derive(Args, Debug)]
@@ -147,6 +151,9 @@ pub struct ListArgs {
     /// Only the runs of this workflow id (open and closed; a reset keeps the id).
     #[arg(long, value_name = "ID")]
     workflow_id: Option<String>,
+    /// Only the runs pinned to this worker build.
+    #[arg(long, value_name = "BUILD")]
+    build: Option<String>,
     /// Only runs started at or after this time: RFC 3339 UTC (2026-05-01T07:00:00Z) or Unix ms.
     #[arg(long, value_name = "TIME", value_parser = super::schedule::time_ms)]
     started_after: Option<i64>,
@@ -253,6 +260,7 @@ async fn start(conn: &Conn, a: StartArgs) -> Outcome {
         budget: Some(a.budget.budget()),
         identity: conn.identity.clone(),
         request_id: String::new(),
+        auto_upgrade: a.auto_upgrade,
     };
     let r = conn
         .client()
@@ -309,6 +317,7 @@ async fn list(conn: &Conn, a: ListArgs) -> Outcome {
             workflow_id: a.workflow_id.clone().unwrap_or_default(),
             started_after_ms: a.started_after.unwrap_or(0).max(0),
             started_before_ms: a.started_before.unwrap_or(0),
+            build: a.build.clone().unwrap_or_default(),
         };
         let r = conn
             .client()

@@ -179,6 +179,19 @@ impl Store for MeteredStore {
         self.inner.queues_with_work(namespace, limit).await
     }
 
+    async fn set_queue_build(
+        &self,
+        namespace: &str,
+        queue: &str,
+        build: Option<&str>,
+    ) -> Result<(), Error> {
+        self.inner.set_queue_build(namespace, queue, build).await
+    }
+
+    async fn queue_build(&self, namespace: &str, queue: &str) -> Result<Option<String>, Error> {
+        self.inner.queue_build(namespace, queue).await
+    }
+
     async fn put_schedule(
         &self,
         namespace: &str,

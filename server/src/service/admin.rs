@@ -41,6 +41,52 @@ pub fn merge_budget(current: ev::Budget, update: &pb::Budget) -> ev::Budget {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    async fn set_task_queue_build(
+        &self,
+        req: Request<pb::SetTaskQueueBuildRequest>,
+    ) -> Result<Response<pb::SetTaskQueueBuildResponse>, Status> {
+        let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
+        let ns = validate::namespace(&r.namespace)?;
+        validate::name("task_queue", &r.task_queue)?;
+        let build = crate::versioning::worker_build("build_id", &r.build_id)?;
+        self.core
+            .store
+            .set_queue_build(&ns, &r.task_queue, build)
+            .await
+            .map_err(status)?;
+        tracing::info!(queue = %r.task_queue, build = build.unwrap_or(""), "task queue build set");
+        // Pollers of the new build may take unpinned tasks now.
+        self.core
+            .notify
+            .queue(
+                &ns,
+                &r.task_queue,
+                steadfast_engine::store::TaskKind::Workflow,
+            )
+            .notify_waiters();
+        Ok(Response::new(pb::SetTaskQueueBuildResponse {}))
+    }
+
+    async fn describe_task_queue(
+        &self,
+        req: Request<pb::DescribeTaskQueueRequest>,
+    ) -> Result<Response<pb::DescribeTaskQueueResponse>, Status> {
+        let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
+        let ns = validate::namespace(&r.namespace)?;
+        validate::name("task_queue", &r.task_queue)?;
+        let current = self
+            .core
+            .store
+            .queue_build(&ns, &r.task_queue)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DescribeTaskQueueResponse {
+            current_build: current.unwrap_or_default(),
+        }))
+    }
+
     async fn update_budget(
         &self,
         req: Request<pb::UpdateBudgetRequest>,

@@ -110,7 +110,7 @@ pub async fn start_with(
         r.workflow_id.clone()
     };
     let seed = u64::from_le_bytes(run_id.as_bytes()[8..].try_into().expect("8 bytes"));
-    let events = vec![
+    let mut events = vec![
         Event::RunStarted(ev::RunStarted {
             workflow_type: r.workflow_type.clone(),
             workflow_id,
@@ -135,6 +135,9 @@ pub async fn start_with(
             not_before_ms: 0,
         }),
     ];
+    if r.auto_upgrade {
+        events.insert(1, crate::versioning::auto_upgrade());
+    }
     let request = (!r.request_id.is_empty()).then(|| RequestKey {
         kind: RequestKind::Start,
         id: r.request_id.clone(),
@@ -188,10 +191,10 @@ impl ClientService for ClientApi {
         let waiting = match r.waiting.as_str() {
             "" => None,
             w @ ("signal" | "activity" | "timer" | "budget" | "reconciliation" | "child"
-            | "workflow_task" | "idle") => Some(w.to_string()),
+            | "workflow_task" | "build" | "idle") => Some(w.to_string()),
             w => {
                 return Err(Status::invalid_argument(format!(
-                    "waiting {} is unknown: use signal, activity, timer, budget, reconciliation, child, workflow_task or idle",
+                    "waiting {} is unknown: use signal, activity, timer, budget, reconciliation, child, workflow_task, build or idle",
                     validate::quote(w)
                 )));
             }
@@ -211,6 +214,7 @@ impl ClientService for ClientApi {
                 ))
             })?;
         }
+        validate::opt_name("build", &r.build)?;
         let time = |ms: i64| (ms != 0).then_some(ms);
         let (after, before) = (time(r.started_after_ms), time(r.started_before_ms));
         if let (Some(a), Some(b)) = (after, before)
@@ -228,6 +232,7 @@ impl ClientService for ClientApi {
             workflow_id: (!r.workflow_id.is_empty()).then(|| r.workflow_id.clone()),
             started_after_ms: after,
             started_before_ms: before,
+            build: (!r.build.is_empty()).then(|| r.build.clone()),
         };
         if !r.parent_run_id.is_empty() {
             let runs =

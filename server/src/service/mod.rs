@@ -19,17 +19,18 @@ use tonic::Status;
 
 use crate::core::{Core, status};
 
-/// The first events of the run that continues another one.
-pub fn successor_events(started: ev::RunStarted) -> Vec<Event> {
+/// The first events of the run that continues another one; `pinned_build` when it keeps
+/// its predecessor's build ([`crate::versioning::successor_build`]).
+pub fn successor_events(started: ev::RunStarted, pinned_build: Option<String>) -> Vec<Event> {
     let queue = started.task_queue.clone();
-    vec![
-        Event::RunStarted(started),
-        Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
-            task_queue: queue,
-            attempt: 1,
-            not_before_ms: 0,
-        }),
-    ]
+    let mut events = vec![Event::RunStarted(started)];
+    events.extend(pinned_build.map(crate::versioning::pinned));
+    events.push(Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
+        task_queue: queue,
+        attempt: 1,
+        not_before_ms: 0,
+    }));
+    events
 }
 
 /// The events of a successor whose workflow id another run took between the two appends of
@@ -69,7 +70,11 @@ pub async fn create_successor(
         time_ms,
         wait_durable: true,
     };
-    match store.append(req(successor_events(started.clone()))).await {
+    let build = crate::versioning::successor_build(store, &started, &key.namespace).await?;
+    match store
+        .append(req(successor_events(started.clone(), build)))
+        .await
+    {
         Err(store::Error::WorkflowIdInUse { run_id, .. }) => {
             tracing::warn!(run = %key, holder = %run_id, "the successor's workflow id is taken; it is created failed");
             store
@@ -133,7 +138,7 @@ mod tests {
             .append(AppendRequest {
                 key: holder.clone(),
                 expected_next_seq: 1,
-                events: successor_events(started("w")),
+                events: successor_events(started("w"), None),
                 time_ms: 1,
                 wait_durable: true,
             })

@@ -17,6 +17,7 @@ use crate::retry;
 use crate::service::poll_filter::WorkerRuns;
 use crate::token::{RecordRef, TaskToken, TokenKey};
 use crate::validate;
+use crate::versioning;
 
 mod dispatch;
 mod fence;
@@ -215,13 +216,22 @@ impl WorkerService for WorkerApi {
         validate::name("task_queue", &r.task_queue)?;
         validate::name("worker_id", &r.worker_id)?;
         let runs = WorkerRuns::workflows(&r.workflow_types)?;
+        let build = versioning::worker_build("build_id", &r.build_id)?;
+        versioning::check_poll(&r.workflow_types, build)?;
         let _slot = self.polls.enter(
             inflight::Caller::of(&req, &r.worker_id),
             self.core.caller_limits.polls_in_flight_per_connection_max,
         )?;
         let deadline = poll_deadline(r.poll_timeout_ms);
         while let Some(task) = self
-            .next_task(&ns, &r.task_queue, TaskKind::Workflow, &runs, deadline)
+            .next_task(
+                &ns,
+                &r.task_queue,
+                TaskKind::Workflow,
+                &runs,
+                build,
+                deadline,
+            )
             .await?
         {
             let Task::Workflow { key, scheduled_seq } = &task else {
@@ -254,11 +264,12 @@ impl WorkerService for WorkerApi {
             "eager_activities",
             &r.eager_activities,
         )?;
+        let build = versioning::worker_build("build_id", &r.build_id)?;
         let (key, started) = match self.workflow_token(&r.task_token, &r.namespace)? {
             WorkflowTaskRef::Recorded { key, started } => (key, started),
             WorkflowTaskRef::Transient(t) => {
                 self.check_run_queue(&req, &t.key).await?;
-                return Ok(Response::new(self.complete_transient(r, t).await?));
+                return Ok(Response::new(self.complete_transient(r, t, build).await?));
             }
         };
         self.check_record(&key, started, "WorkflowTaskStarted")
@@ -287,6 +298,10 @@ impl WorkerService for WorkerApi {
                 // it through its heartbeat).
                 let (mut events, continued) = commands::task_completion(s, started_seq, &r.worker_id, &r.commands, now, Core::is_undispatched)?;
                 new_run = continued;
+                // Before the completion, so the task's command events stay one block after it.
+                if let Some(pin) = versioning::pin_on_completion(s, build) {
+                    events.insert(0, pin);
+                }
                 if eager {
                     // The attempts this worker takes at once are recorded as started in the
                     // same append as the completion: one sync, and no poller can get them.
@@ -338,11 +353,12 @@ impl WorkerService for WorkerApi {
             "WORKFLOW_TASK_FAIL_CAUSE_UNSPECIFIED (0) to WORKFLOW_TASK_FAIL_CAUSE_WORKFLOW_BLOCKED (6)",
         )?;
         validate::free_text("message", &r.message)?;
+        let build = versioning::worker_build("build_id", &r.build_id)?;
         let (key, started) = match self.workflow_token(&r.task_token, &r.namespace)? {
             WorkflowTaskRef::Recorded { key, started } => (key, started),
             WorkflowTaskRef::Transient(t) => {
                 self.check_run_queue(&req, &t.key).await?;
-                self.fail_transient(r, t).await?;
+                self.fail_transient(r, t, build).await?;
                 return Ok(Response::new(pb::FailWorkflowTaskResponse {}));
             }
         };
@@ -375,7 +391,7 @@ impl WorkerService for WorkerApi {
                     Event::WorkflowTaskFailed(ev::WorkflowTaskFailed {
                         started_seq,
                         cause: convert::fail_cause_from(r.cause),
-                        message: r.message.chars().take(4096).collect(),
+                        message: failure_message(s, r, build),
                         worker: r.worker_id.clone(),
                     }),
                     Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
@@ -412,7 +428,14 @@ impl WorkerService for WorkerApi {
         )?;
         let deadline = poll_deadline(r.poll_timeout_ms);
         while let Some(task) = self
-            .next_task(&ns, &r.task_queue, TaskKind::Activity, &runs, deadline)
+            .next_task(
+                &ns,
+                &r.task_queue,
+                TaskKind::Activity,
+                &runs,
+                None,
+                deadline,
+            )
             .await?
         {
             match self.start_activity_task(&task, &r.worker_id, &runs).await {
@@ -605,6 +628,26 @@ impl WorkerService for WorkerApi {
         }))
     }
 }
+
+/// The message a WorkflowTaskFailed records: the worker's, cut to
+/// [`FAILURE_MESSAGE_CHARS_MAX`], and for a nondeterminism failure of a pinned run the build
+/// it needs when the failing worker runs another one.
+pub(super) fn failure_message(
+    s: &RunState,
+    r: &pb::FailWorkflowTaskRequest,
+    build: Option<&str>,
+) -> String {
+    let mut m: String = r.message.chars().take(FAILURE_MESSAGE_CHARS_MAX).collect();
+    if convert::fail_cause_from(r.cause) == ev::WorkflowTaskFailCause::Nondeterminism
+        && let Some(hint) = versioning::nondeterminism_hint(s, build)
+    {
+        m.push_str(&hint);
+    }
+    m
+}
+
+/// Most characters of a worker's failure message that are recorded.
+pub const FAILURE_MESSAGE_CHARS_MAX: usize = 4096;
 
 /// The decision for a report the fence refused (`e`): the attempt's late usage, when it timed
 /// out while it ran and reports usage (recorded, then `e` is still answered), else `e`.

@@ -89,6 +89,7 @@ async fn main() -> Result<()> {
                     worker_id: args.worker_id.clone(),
                     workflow_types: vec![wt.clone()],
                     poll_timeout_ms: 10_000,
+                    build_id: String::new(),
                 })
                 .await?
                 .into_inner();

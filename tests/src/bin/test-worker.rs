@@ -36,6 +36,10 @@
 //!   fail (retryable; retried after 100 ms) and whose next one returns its attempt number.
 //! - `deploy` `{}`: `step` (variant a) or, behind `ctx.patched`, `other` (variant b), then
 //!   waits for signal `go` (`steadfast_tests::deploy`).
+//! - `builds` `{can}`: `step` (variant a) or `other` (variant b), unguarded, so each variant
+//!   is nondeterministic on the other's histories; then waits for signal `go` and returns
+//!   `{"variant", "label"}`, or with `can` "keep" / "move" continues as new with `{}`,
+//!   keeping its build or not (`tests/tests/build_ids.rs`).
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -65,6 +69,12 @@ struct Args {
     /// Which code `nondet` and `deploy` run.
     #[arg(long, value_enum, default_value = "a")]
     variant: Variant,
+    /// The build id this worker declares (none when empty).
+    #[arg(long, env = "STEADFAST_BUILD_ID", default_value = "")]
+    build_id: String,
+    /// The worker id recorded in the history (default: random).
+    #[arg(long)]
+    worker_id: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -232,6 +242,32 @@ struct NondetInput {
     first_ms: u64,
     second_ms: u64,
     start_to_close_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct BuildsInput {
+    /// "keep" or "move": continue as new after `go` (keeping the build or not).
+    can: Option<String>,
+}
+
+async fn builds(
+    ctx: WorkflowContext,
+    input: BuildsInput,
+    variant: Variant,
+) -> Result<Value, WorkflowError> {
+    let step = json!({ "index": 0, "sleep_ms": 0 });
+    let (name, activity) = match variant {
+        Variant::A => ("a", "step"),
+        Variant::B => ("b", "other"),
+    };
+    let label: u32 = ctx.activity(activity, &step).await?;
+    let _go: Value = ctx.wait_signal("go").await?;
+    match input.can.as_deref() {
+        Some("keep") => Err(WorkflowError::continue_as_new_keeping_build(&json!({}))),
+        Some(_) => Err(WorkflowError::continue_as_new(&json!({}))),
+        None => Ok(json!({ "variant": name, "label": label })),
+    }
 }
 
 async fn nondet(
@@ -449,6 +485,10 @@ async fn main() -> anyhow::Result<()> {
     SIDE_FILE.set(args.log.clone()).expect("side file set once");
     let variant = args.variant;
     let mut options = WorkerOptions::new(args.task_queue);
+    options.build_id = args.build_id.clone();
+    if let Some(id) = &args.worker_id {
+        options.worker_id = id.clone();
+    }
     // Cancellations reach activities within a heartbeat interval: keep tests quick.
     options.heartbeat_interval = Duration::from_millis(200);
     let mut worker = Worker::new(args.addr.as_str(), options);
@@ -458,6 +498,7 @@ async fn main() -> anyhow::Result<()> {
         .register_workflow("slow", slow)
         .register_workflow("write", write)
         .register_workflow("nondet", move |ctx, input| nondet(ctx, input, variant))
+        .register_workflow("builds", move |ctx, input| builds(ctx, input, variant))
         .register_workflow("signal", signal)
         .register_workflow("cancellable", cancellable)
         .register_workflow("parent", parent)

@@ -52,6 +52,9 @@ pub struct StartOptions {
     pub budget: Option<pb::Budget>,
     /// Deduplicates a retried start request.
     pub request_id: Option<String>,
+    /// Never pin the run to a worker build: each of its workflow tasks goes to the task
+    /// queue's current build (see the README, "Build ids").
+    pub auto_upgrade: bool,
 }
 
 /// Filters of [`Client::list`].
@@ -78,6 +81,8 @@ pub struct ListOptions {
     pub started_after_ms: Option<i64>,
     /// Only runs started before this time (ms since the epoch).
     pub started_before_ms: Option<i64>,
+    /// Only runs pinned to this worker build.
+    pub build: Option<String>,
 }
 
 /// A run that was started (or found open) by a start call.
@@ -191,6 +196,7 @@ impl Client {
             budget: options.budget,
             identity: self.config.identity.clone(),
             request_id: options.request_id.unwrap_or_default(),
+            auto_upgrade: options.auto_upgrade,
         })
     }
 
@@ -242,6 +248,7 @@ impl Client {
             workflow_id: options.workflow_id.unwrap_or_default(),
             started_after_ms: options.started_after_ms.unwrap_or(0),
             started_before_ms: options.started_before_ms.unwrap_or(0),
+            build: options.build.unwrap_or_default(),
         };
         let resp = self.service().list_runs(req).await?.into_inner();
         let next = Some(resp.next_page_token).filter(|t| !t.is_empty());

@@ -45,12 +45,21 @@ pub enum Error {
     /// is nothing to poll for.
     #[error("nothing registered: register a workflow (check mode) or an activity before run()")]
     NothingRegistered,
+    /// The build id (`WorkerOptions::build_id`, `STEADFAST_BUILD_ID`) is not a valid name
+    /// (blank, or with control characters; the server also limits its length).
+    #[error("build id {0:?} is not a valid name: give a non-blank id without control characters")]
+    BadBuildId(String),
     /// The client configuration is unusable (e.g. a bad address).
     #[error(transparent)]
     Client(#[from] client::Error),
     /// A workflow thread could not be started.
     #[error("cannot start a workflow thread: {0}")]
     Thread(#[from] std::io::Error),
+}
+
+/// Whether the server can accept `build_id` as a name ("" = none); it checks the length.
+fn build_id_ok(build_id: &str) -> bool {
+    build_id.is_empty() || (!build_id.trim().is_empty() && !build_id.chars().any(char::is_control))
 }
 
 /// Runs registered workflows and activities for one task queue.
@@ -150,6 +159,10 @@ impl Worker {
         if self.workflows.workflow_types().is_empty() && self.activities.is_empty() {
             return Err(Error::NothingRegistered);
         }
+        if !build_id_ok(&self.options.build_id) {
+            let shown: String = self.options.build_id.chars().take(40).collect();
+            return Err(Error::BadBuildId(shown));
+        }
         pollers::run(
             self.config,
             self.options,
@@ -158,5 +171,14 @@ impl Worker {
             shutdown,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod build_id_tests {
+    #[test]
+    fn blank_and_control_characters_are_refused_before_polling() {
+        assert!(super::build_id_ok("") && super::build_id_ok("agent-2026.05.1"));
+        assert!(!super::build_id_ok("  ") && !super::build_id_ok("a\nb"));
     }
 }

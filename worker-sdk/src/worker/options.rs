@@ -42,6 +42,11 @@ pub struct WorkerOptions {
     /// ([`crate::check`]). Default: on when the environment has `STEADFAST_CHECK_MODE=1`
     /// (or `true`), so the binary of a deploy runs a check unchanged.
     pub check_mode: bool,
+    /// The build id this worker declares (worker versioning; see the README, "Build ids"):
+    /// it takes the workflow tasks of runs pinned to this build, and unpinned ones while this
+    /// is the task queue's current build (or none is set); a run whose first workflow task
+    /// it completes is pinned to it. Default: `STEADFAST_BUILD_ID`, else none (`""`).
+    pub build_id: String,
 }
 
 /// The environment variable that turns [`WorkerOptions::check_mode`] on by default.
@@ -68,6 +73,7 @@ impl Default for WorkerOptions {
             shutdown_timeout: Duration::from_secs(30),
             activation_timeout: Duration::from_secs(2),
             check_mode: check_mode_from_env(),
+            build_id: std::env::var("STEADFAST_BUILD_ID").unwrap_or_default(),
         }
     }
 }

@@ -314,6 +314,7 @@ async fn poll_workflow_tasks(
             worker_id: shared.options.worker_id.clone(),
             workflow_types: shared.workflow_types.clone(),
             poll_timeout_ms: shared.options.poll_timeout.as_millis() as u64,
+            build_id: shared.options.build_id.clone(),
         });
         req.set_timeout(shared.options.poll_timeout + POLL_SLACK);
         let mut service = shared.worker.clone();
@@ -383,6 +384,7 @@ async fn advance_workflow(shared: &Arc<Shared>, task: pb::PollWorkflowTaskRespon
                 task_token: token.clone(),
                 commands,
                 worker_id: shared.options.worker_id.clone(),
+                build_id: shared.options.build_id.clone(),
                 eager_activity_types: if permits.is_empty() {
                     Vec::new()
                 } else {
@@ -449,6 +451,7 @@ async fn report_failure(shared: &Shared, token: String, e: &workflow::Error) {
         cause: e.fail_cause() as i32,
         message: e.to_string(),
         worker_id: shared.options.worker_id.clone(),
+        build_id: shared.options.build_id.clone(),
     };
     let sent = with_retries(shared, |mut w| {
         let req = req.clone();

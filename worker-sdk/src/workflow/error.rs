@@ -130,6 +130,10 @@ pub enum WorkflowError {
     /// history stays bounded.
     #[error("workflow continues as new")]
     ContinueAsNew(serde_json::Value),
+    /// [`WorkflowError::ContinueAsNew`], and the new run stays pinned to this run's worker
+    /// build (without it, the new run goes to the task queue's current build).
+    #[error("workflow continues as new on its build")]
+    ContinueAsNewKeepingBuild(serde_json::Value),
 }
 
 impl WorkflowError {
@@ -145,6 +149,15 @@ impl WorkflowError {
     pub fn continue_as_new(input: &impl serde::Serialize) -> Self {
         match serde_json::to_value(input) {
             Ok(v) => WorkflowError::ContinueAsNew(v),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Continue as new with `input`, the new run pinned to this run's build (see the README,
+    /// "Build ids").
+    pub fn continue_as_new_keeping_build(input: &impl serde::Serialize) -> Self {
+        match serde_json::to_value(input) {
+            Ok(v) => WorkflowError::ContinueAsNewKeepingBuild(v),
             Err(e) => e.into(),
         }
     }

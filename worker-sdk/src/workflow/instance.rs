@@ -685,15 +685,28 @@ fn finish(ctx: &WorkflowContext, outcome: Result<pb::Payload, WorkflowError>) {
             "the workflow returned Cancelled, but no cancellation was requested".into(),
             "steadfast.CancelledWithoutRequest".into(),
         ),
-        Err(WorkflowError::ContinueAsNew(input)) => match payload::encode(&input) {
-            Ok(input) => Cmd::ContinueAsNew(pb::ContinueAsNewCommand { input: Some(input) }),
-            Err(e) => fail(
-                format!("cannot encode the new input: {e}"),
-                "steadfast.EncodeError".into(),
-            ),
-        },
+        Err(WorkflowError::ContinueAsNew(input)) => continue_as_new(&input, false, fail),
+        Err(WorkflowError::ContinueAsNewKeepingBuild(input)) => continue_as_new(&input, true, fail),
     };
     state.issue(command);
+}
+
+/// The ContinueAsNew command (or the failure to encode its input).
+fn continue_as_new(
+    input: &serde_json::Value,
+    keep_build: bool,
+    fail: impl Fn(String, String) -> Cmd,
+) -> Cmd {
+    match payload::encode(input) {
+        Ok(input) => Cmd::ContinueAsNew(pb::ContinueAsNewCommand {
+            input: Some(input),
+            keep_build,
+        }),
+        Err(e) => fail(
+            format!("cannot encode the new input: {e}"),
+            "steadfast.EncodeError".into(),
+        ),
+    }
 }
 
 /// The error for a panic in workflow code, with its message cut to

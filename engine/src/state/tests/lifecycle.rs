@@ -257,6 +257,7 @@ fn continue_as_new_links_both_runs() {
     let next = run_id(2);
     let s = close_with(
         Event::RunContinuedAsNew(RunContinuedAsNew {
+            keep_build: false,
             command_seq: 5,
             new_run_id: next,
             input: Payload::json("{}"),
@@ -311,6 +312,7 @@ fn nothing_follows_a_terminal_event() {
         ),
         (
             Event::RunContinuedAsNew(RunContinuedAsNew {
+                keep_build: false,
                 command_seq: 5,
                 new_run_id: run_id(2),
                 input: Payload::default(),

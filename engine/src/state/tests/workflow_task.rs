@@ -398,6 +398,7 @@ fn command_events_while_a_workflow_task_is_open_are_refused() {
                 partial_result: None,
             }),
             Event::RunContinuedAsNew(RunContinuedAsNew {
+                keep_build: false,
                 command_seq: cs,
                 new_run_id: run_id(2),
                 input: Payload::default(),

@@ -35,20 +35,40 @@ impl WorkerApi {
         queue: &str,
         kind: TaskKind,
         runs: &WorkerRuns,
+        build: Option<&str>,
         deadline: tokio::time::Instant,
     ) -> Result<Option<Task>, Status> {
         let notify = self.core.notify.queue(ns, queue, kind);
-        let types = runs.type_list();
+        let type_list = runs.type_list();
         loop {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let found = self
-                .core
-                .store
-                .poll_task(ns, queue, kind, &types, self.core.now())
-                .await
-                .map_err(status)?;
+            // Read each round: the queue's current build may change during a long poll.
+            let types = match kind {
+                TaskKind::Workflow if !type_list.is_empty() => {
+                    crate::versioning::poll_keys(
+                        self.core.store.as_ref(),
+                        ns,
+                        queue,
+                        &type_list,
+                        build,
+                    )
+                    .await?
+                }
+                _ => type_list.clone(),
+            };
+            // No key at all (a worker without a build, on a queue with a current build): an
+            // empty list would mean "any type" to the store, so nothing is asked.
+            let found = if types.is_empty() && !type_list.is_empty() {
+                None
+            } else {
+                self.core
+                    .store
+                    .poll_task(ns, queue, kind, &types, self.core.now())
+                    .await
+                    .map_err(status)?
+            };
             if found.is_some() {
                 return Ok(found);
             }

@@ -40,6 +40,7 @@ use crate::convert;
 use crate::core::{Core, Sticky, simulate, status};
 use crate::retry;
 use crate::token::{RecordRef, TaskToken};
+use crate::versioning;
 
 /// A transient attempt, as its token names it.
 pub(crate) struct TransientRef {
@@ -198,6 +199,7 @@ impl WorkerApi {
         &self,
         r: &pb::CompleteWorkflowTaskRequest,
         t: TransientRef,
+        build: Option<&str>,
     ) -> Result<pb::CompleteWorkflowTaskResponse, Status> {
         self.check_current(&t).await?;
         let timeout_ms = self.core.workflow_task_timeout_ms;
@@ -230,8 +232,10 @@ impl WorkerApi {
                     Core::is_undispatched,
                 )?;
                 new_run = continued;
-                let mut all = Vec::with_capacity(events.len() + 1);
+                let mut all = Vec::with_capacity(events.len() + 2);
                 all.push(started);
+                // Before the completion, so the task's command events stay one block after it.
+                all.extend(versioning::pin_on_completion(s, build));
                 all.extend(events);
                 Ok(Some(all))
             })
@@ -275,6 +279,7 @@ impl WorkerApi {
         &self,
         r: &pb::FailWorkflowTaskRequest,
         t: TransientRef,
+        build: Option<&str>,
     ) -> Result<(), Status> {
         self.check_current(&t).await?;
         let cause = convert::fail_cause_from(r.cause);
@@ -310,7 +315,7 @@ impl WorkerApi {
                     Event::WorkflowTaskFailed(ev::WorkflowTaskFailed {
                         started_seq: s.last_seq + 1,
                         cause,
-                        message: r.message.chars().take(4096).collect(),
+                        message: super::failure_message(s, r, build),
                         worker: r.worker_id.clone(),
                     }),
                     Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
