@@ -22,6 +22,8 @@ use steadfast_engine::state::RunState;
 mod histories_core;
 #[path = "snapshot/histories_family.rs"]
 mod histories_family;
+#[path = "snapshot/histories_search.rs"]
+mod histories_search;
 #[path = "snapshot/history.rs"]
 mod history;
 
@@ -198,6 +200,8 @@ fn event_kind_discriminants_are_pinned() {
         (K::UpdateRequested, "UpdateRequested", 91),
         (K::UpdateCompleted, "UpdateCompleted", 92),
         (K::UpdateRejected, "UpdateRejected", 93),
+        (K::SearchAttributesUpserted, "SearchAttributesUpserted", 110),
+        (K::MemoRecorded, "MemoRecorded", 111),
     ];
     assert_eq!(
         EventKind::ALL.len(),

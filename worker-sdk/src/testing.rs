@@ -388,6 +388,12 @@ pub fn command_event(command: &pb::Command, now_ms: i64) -> Ev {
             command_seq: seq,
             patch_id: c.patch_id,
         }),
+        Some(Cmd::UpsertSearchAttributes(c)) => {
+            Ev::SearchAttributesUpserted(pb::SearchAttributesUpserted {
+                command_seq: seq,
+                attributes: c.attributes,
+            })
+        }
         Some(Cmd::CompleteUpdate(c)) => Ev::UpdateCompleted(pb::UpdateCompleted {
             command_seq: seq,
             update_id: c.update_id,
@@ -442,6 +448,8 @@ pub fn event_kind(attributes: &Ev) -> pb::EventKind {
         Ev::RunSignalRequested(_) => K::RunSignalRequested,
         Ev::RunSignalResolved(_) => K::RunSignalResolved,
         Ev::PatchMarker(_) => K::PatchMarker,
+        Ev::SearchAttributesUpserted(_) => K::SearchAttributesUpserted,
+        Ev::MemoRecorded(_) => K::MemoRecorded,
         Ev::RunCancelled(_) => K::RunCancelled,
         Ev::RunTerminated(_) => K::RunTerminated,
         Ev::RunTimedOut(_) => K::RunTimedOut,

@@ -180,10 +180,16 @@ impl Inner {
         }
         // Read-your-writes for sled: wait until the indexer applied everything queued.
         self.ask(Op::Sync).await?;
-        let (prefix, is_state) = match (&filter.status, &filter.workflow_type) {
-            (Some(st), _) => (keys::by_status_prefix(namespace, *st), false),
-            (None, Some(t)) => (keys::by_type_prefix(namespace, t), false),
-            (None, None) => (keys::state_prefix(namespace), true),
+        // The most selective index the filter names; every filter is checked on each state.
+        let (prefix, is_state) = match (
+            crate::embedded::search::index_prefix(namespace, filter),
+            &filter.status,
+            &filter.workflow_type,
+        ) {
+            (Some(p), _, _) => (p, false),
+            (None, Some(st), _) => (keys::by_status_prefix(namespace, *st), false),
+            (None, None, Some(t)) => (keys::by_type_prefix(namespace, t), false),
+            (None, None, None) => (keys::state_prefix(namespace), true),
         };
         let mut hi = prefix.clone();
         match after {

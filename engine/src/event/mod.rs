@@ -146,6 +146,8 @@ events! {
     91 => UpdateRequested,
     92 => UpdateCompleted,
     93 => UpdateRejected,
+    110 => SearchAttributesUpserted,
+    111 => MemoRecorded,
 }
 
 impl Event {
@@ -181,6 +183,7 @@ impl Event {
             Event::PatchMarker(a) => Some(a.command_seq),
             Event::UpdateCompleted(a) => Some(a.command_seq),
             Event::UpdateRejected(a) => Some(a.command_seq),
+            Event::SearchAttributesUpserted(a) if a.command_seq > 0 => Some(a.command_seq),
             _ => None,
         }
     }

@@ -255,5 +255,6 @@ pub(crate) fn histories() -> Vec<History> {
     all.push(late_usage_history());
     all.push(family_history());
     all.push(updates_history());
+    all.push(super::histories_search::search_history());
     all
 }

@@ -24,6 +24,7 @@ mod render;
 pub(crate) mod replay;
 mod run;
 mod schedule;
+mod search;
 mod steer;
 mod verify;
 

@@ -52,6 +52,10 @@ pub struct StartOptions {
     pub budget: Option<pb::Budget>,
     /// Deduplicates a retried start request.
     pub request_id: Option<String>,
+    /// Search attributes the run starts with ([`crate::search`]).
+    pub search_attributes: Vec<(String, crate::search::SearchValue)>,
+    /// Free-form JSON shown by `run show` / [`Client::describe`] (at most 16 KiB).
+    pub memo: Option<serde_json::Value>,
 }
 
 /// Filters of [`Client::list`].
@@ -78,6 +82,13 @@ pub struct ListOptions {
     pub started_after_ms: Option<i64>,
     /// Only runs started before this time (ms since the epoch).
     pub started_before_ms: Option<i64>,
+    /// Only runs carrying every one of these search attribute values.
+    pub search_attributes: Vec<(String, crate::search::SearchValue)>,
+    /// Only runs where an activity of this type failed its last attempt (no retry left).
+    pub failed_activity: Option<String>,
+    /// Only runs whose summary (workflow type and id, memo, last progress message, held and
+    /// failure messages) holds every word of this text, ignoring case.
+    pub text: Option<String>,
 }
 
 /// A run that was started (or found open) by a start call.
@@ -191,6 +202,8 @@ impl Client {
             budget: options.budget,
             identity: self.config.identity.clone(),
             request_id: options.request_id.unwrap_or_default(),
+            search_attributes: crate::search::list_to_proto(options.search_attributes),
+            memo: options.memo.as_ref().map(payload::encode).transpose()?,
         })
     }
 
@@ -242,6 +255,13 @@ impl Client {
             workflow_id: options.workflow_id.unwrap_or_default(),
             started_after_ms: options.started_after_ms.unwrap_or(0),
             started_before_ms: options.started_before_ms.unwrap_or(0),
+            search_attributes: options
+                .search_attributes
+                .iter()
+                .map(|(n, v)| crate::search::to_proto(n, v))
+                .collect(),
+            failed_activity: options.failed_activity.unwrap_or_default(),
+            text: options.text.unwrap_or_default(),
         };
         let resp = self.service().list_runs(req).await?.into_inner();
         let next = Some(resp.next_page_token).filter(|t| !t.is_empty());

@@ -47,6 +47,7 @@ fn show(commands: &[pb::Command]) -> Vec<String> {
                 ),
                 Cmd::SignalRun(c) => format!("signal_run({},{})", c.run_id, c.name),
                 Cmd::RecordPatch(c) => format!("patch({})", c.patch_id),
+                Cmd::UpsertSearchAttributes(c) => format!("attrs({})", c.attributes.len()),
                 Cmd::CompleteUpdate(c) => format!(
                     "update_done({},{})",
                     c.update_id,
