@@ -181,11 +181,9 @@ impl Inner {
         // Read-your-writes for sled: wait until the indexer applied everything queued.
         self.ask(Op::Sync).await?;
         // The most selective index the filter names; every filter is checked on each state.
-        let (prefix, is_state) = match (
-            crate::embedded::search::index_prefix(namespace, filter),
-            &filter.status,
-            &filter.workflow_type,
-        ) {
+        let searched = crate::embedded::search::index_prefix(namespace, filter);
+        let by_search = searched.is_some();
+        let (prefix, is_state) = match (searched, &filter.status, &filter.workflow_type) {
             (Some(p), _, _) => (p, false),
             (None, Some(st), _) => (keys::by_status_prefix(namespace, *st), false),
             (None, None, Some(t)) => (keys::by_type_prefix(namespace, t), false),
@@ -220,6 +218,9 @@ impl Inner {
             match state {
                 Some(s) if matches(&s) => out.push(s),
                 Some(_) => {}
+                // A search entry may outlive its run's state when a repaired run was then
+                // dropped (see `embedded::search`): it names nothing, and is skipped.
+                None if by_search => {}
                 None => {
                     return Err(Error::Corrupt {
                         run: Some(key),
