@@ -15,6 +15,8 @@ use crate::{ActivityError, Effect, payload};
 mod history_decisions;
 #[path = "tests_query.rs"]
 mod queries;
+#[path = "tests_search.rs"]
+mod search;
 #[path = "tests_update.rs"]
 mod updates;
 
