@@ -212,6 +212,18 @@ impl Inner {
             }
             let state = if is_state {
                 Some(Arc::new(keys::decode_state(&key, &v)?.state))
+            } else if by_search {
+                // sled holds everything queued before the Sync above: its state (checked
+                // by its checksum, as in the scan of all states) is the run's as of this
+                // list, read with one lookup.
+                match self
+                    .db
+                    .get(keys::state(&key.to_bytes()))
+                    .map_err(sled_err)?
+                {
+                    Some(v) => Some(Arc::new(keys::decode_state(&key, &v)?.state)),
+                    None => None,
+                }
             } else {
                 self.run_state(&key)?
             };
