@@ -13,7 +13,8 @@ impl WorkflowContext {
     /// attributes are recorded with this workflow task's commands. Deterministic like every
     /// command: on replay the same call matches the recorded event (same names and values),
     /// and a different one is nondeterminism. A bad name or value (see [`crate::search`]) is
-    /// refused with the task's completion and the run held until the code is fixed.
+    /// refused by the server with the task's completion (`INVALID_ARGUMENT`), as any bad
+    /// command is.
     pub fn upsert_search_attributes<N: Into<String>>(
         &self,
         attrs: impl IntoIterator<Item = (N, SearchValue)>,
