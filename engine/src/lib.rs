@@ -15,6 +15,7 @@ pub mod ids;
 pub mod log;
 pub mod payload;
 pub mod schedule;
+pub mod search;
 pub mod state;
 pub mod store;
 

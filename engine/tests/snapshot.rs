@@ -24,6 +24,8 @@ mod histories_builds;
 mod histories_core;
 #[path = "snapshot/histories_family.rs"]
 mod histories_family;
+#[path = "snapshot/histories_search.rs"]
+mod histories_search;
 #[path = "snapshot/history.rs"]
 mod history;
 
@@ -202,6 +204,8 @@ fn event_kind_discriminants_are_pinned() {
         (K::UpdateRejected, "UpdateRejected", 93),
         (K::VersioningSet, "VersioningSet", 100),
         (K::BuildPinned, "BuildPinned", 101),
+        (K::SearchAttributesUpserted, "SearchAttributesUpserted", 110),
+        (K::MemoRecorded, "MemoRecorded", 111),
     ];
     assert_eq!(
         EventKind::ALL.len(),

@@ -287,6 +287,17 @@ pub fn to_events(
                     patch_id: c.patch_id.clone(),
                 })
             }
+            C::UpsertSearchAttributes(c) => {
+                let list = crate::convert_search::attributes_from(&c.attributes)
+                    .map_err(|e| bad(seq, e))?;
+                let attributes = list.into_iter().collect();
+                steadfast_engine::search::validate_upsert(&s.search_attributes, &attributes)
+                    .map_err(|e| bad(seq, e.to_string()))?;
+                Event::SearchAttributesUpserted(ev::SearchAttributesUpserted {
+                    command_seq: seq,
+                    attributes,
+                })
+            }
             C::CompleteUpdate(c) => {
                 open_update(s, seq, &c.update_id)?;
                 Event::UpdateCompleted(ev::UpdateCompleted {

@@ -389,9 +389,9 @@ pub fn event(rec: &EventRecord) -> pb::HistoryEvent {
             input: Some(payload(&a.input)),
             keep_build: a.keep_build,
         }),
-        other => {
-            crate::convert_family::to_wire(other).expect("every other event is converted above")
-        }
+        other => crate::convert_family::to_wire(other)
+            .or_else(|| crate::convert_search::to_wire(other))
+            .expect("every other event is converted above"),
     };
     pb::HistoryEvent {
         seq: rec.seq,
@@ -615,6 +615,7 @@ pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
             keep_build: a.keep_build,
         }),
         other => crate::convert_family::from_wire(other)
+            .or_else(|| crate::convert_search::from_wire(other))
             .ok_or_else(|| err("unknown event"))?
             .map_err(|d| err(&d))?,
     };
@@ -772,5 +773,8 @@ pub fn run_info(s: &RunState, now_ms: i64, result: Option<Payload>) -> pb::RunIn
         schedule_slot_ms: s.schedule.as_ref().map_or(0, |r| r.slot_ms),
         build: s.pinned_build.clone().unwrap_or_default(),
         auto_upgrade: s.auto_upgrade,
+        search_attributes: crate::convert_search::attributes(&s.search_attributes),
+        memo: s.memo.as_ref().map(payload),
+        failed_activity_types: s.failed_activity_types.iter().cloned().collect(),
     }
 }

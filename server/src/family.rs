@@ -550,7 +550,8 @@ pub async fn children_of(
             && filter
                 .waiting
                 .as_ref()
-                .is_none_or(|w| s.waiting_on(now).iter().any(|x| x.category() == w.as_str()));
+                .is_none_or(|w| s.waiting_on(now).iter().any(|x| x.category() == w.as_str()))
+            && filter.matches_id_and_time(&s);
         if keep {
             out.push(s);
         }

@@ -18,6 +18,7 @@ pub mod client;
 pub mod llm;
 pub mod payload;
 pub mod replay;
+pub mod search;
 pub mod testing;
 pub mod worker;
 pub mod workflow;

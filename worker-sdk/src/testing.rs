@@ -389,6 +389,12 @@ pub fn command_event(command: &pb::Command, now_ms: i64) -> Ev {
             command_seq: seq,
             patch_id: c.patch_id,
         }),
+        Some(Cmd::UpsertSearchAttributes(c)) => {
+            Ev::SearchAttributesUpserted(pb::SearchAttributesUpserted {
+                command_seq: seq,
+                attributes: c.attributes,
+            })
+        }
         Some(Cmd::CompleteUpdate(c)) => Ev::UpdateCompleted(pb::UpdateCompleted {
             command_seq: seq,
             update_id: c.update_id,
@@ -445,6 +451,8 @@ pub fn event_kind(attributes: &Ev) -> pb::EventKind {
         Ev::PatchMarker(_) => K::PatchMarker,
         Ev::VersioningSet(_) => K::VersioningSet,
         Ev::BuildPinned(_) => K::BuildPinned,
+        Ev::SearchAttributesUpserted(_) => K::SearchAttributesUpserted,
+        Ev::MemoRecorded(_) => K::MemoRecorded,
         Ev::RunCancelled(_) => K::RunCancelled,
         Ev::RunTerminated(_) => K::RunTerminated,
         Ev::RunTimedOut(_) => K::RunTimedOut,

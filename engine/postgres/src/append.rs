@@ -345,6 +345,8 @@ impl Inner {
             .map_err(pg_err)?;
         }
 
+        crate::search::write(&tx, base.as_ref(), &state).await?;
+
         let heartbeats = if base.as_ref().is_some_and(heartbeating) || heartbeating(&state) {
             load_heartbeats(&tx, key).await?
         } else {

@@ -60,6 +60,7 @@ mod queues;
 mod read;
 mod schedules;
 mod schema;
+mod search;
 #[doc(hidden)]
 pub mod testing;
 mod timers;

@@ -115,6 +115,32 @@ impl Inner {
             sql.push_str(&format!(" AND workflow_id LIKE ${}", params.len() + 1));
             params.push(l);
         }
+        let searched: Vec<(i16, Vec<u8>)> = filter
+            .attributes
+            .iter()
+            .map(|(n, v)| {
+                (
+                    crate::search::KIND_ATTRIBUTE,
+                    steadfast_engine::search::attribute_index_value(n, v),
+                )
+            })
+            .chain(
+                filter
+                    .failed_activity
+                    .iter()
+                    .map(|t| (crate::search::KIND_FAILED_ACTIVITY, t.as_bytes().to_vec())),
+            )
+            .collect();
+        for (kind, value) in &searched {
+            sql.push_str(&format!(
+                " AND run_id IN (SELECT run_id FROM run_search WHERE namespace = $1 \
+                 AND kind = ${} AND value = ${})",
+                params.len() + 1,
+                params.len() + 2
+            ));
+            params.push(kind);
+            params.push(value);
+        }
         let page = (limit.max(1) as i64).min(LIST_RUNS_PAGE_MAX as i64);
         sql.push_str(&format!(" ORDER BY run_id DESC LIMIT {page}"));
         let stmt = client.prepare_cached(&sql).await.map_err(pg_err)?;
@@ -143,7 +169,11 @@ impl Inner {
                     && filter
                         .build
                         .as_ref()
-                        .is_none_or(|b| s.pinned_build.as_ref() == Some(b));
+                        .is_none_or(|b| s.pinned_build.as_ref() == Some(b))
+                    && filter
+                        .text
+                        .as_ref()
+                        .is_none_or(|q| steadfast_engine::search::text_matches(&s, q));
                 if waits {
                     out.push(std::sync::Arc::new(s));
                     if out.len() >= limit {
@@ -152,7 +182,10 @@ impl Inner {
                 }
             }
             // Without a waiting filter every row matched: one page is the answer.
-            if (filter.waiting.is_none() && filter.schedule.is_none() && filter.build.is_none())
+            if (filter.waiting.is_none()
+                && filter.schedule.is_none()
+                && filter.build.is_none()
+                && filter.text.is_none())
                 || (n as i64) < page
             {
                 return Ok(out);
@@ -325,6 +358,8 @@ impl Inner {
                  ORDER BY closed_ms LIMIT $2 FOR UPDATE SKIP LOCKED), \
                  e AS (DELETE FROM events USING d WHERE events.namespace = d.namespace \
                  AND events.run_id = d.run_id), \
+                 s AS (DELETE FROM run_search USING d WHERE run_search.namespace = d.namespace \
+                 AND run_search.run_id = d.run_id), \
                  r AS (DELETE FROM runs USING d WHERE runs.namespace = d.namespace \
                  AND runs.run_id = d.run_id RETURNING 1) \
                  SELECT count(*) FROM r",

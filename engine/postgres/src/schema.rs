@@ -12,7 +12,7 @@ use steadfast_engine::store::Error;
 use crate::pg_err;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Serialises concurrent migrations of one database (several nodes starting at once).
 const MIGRATION_LOCK_KEY: i64 = 0x5374_6164_6661_7374; // "Steadfast"
@@ -146,6 +146,22 @@ CREATE TABLE queue_builds (
     build_id  text NOT NULL,
     PRIMARY KEY (namespace, queue)
 );
+"#,
+    r#"
+-- Search (issue 18 point 5, issue 14 point 6): every run of a workflow id, newest first; and
+-- the runs that carry a search attribute value or had an activity type fail, kept beside
+-- the run's row in each append's transaction (steadfast_postgres::search). Runs stored
+-- before v4 carry neither, so nothing needs backfilling.
+CREATE INDEX runs_by_workflow_id ON runs (namespace, workflow_id, run_id DESC);
+CREATE TABLE run_search (
+    namespace text     NOT NULL,
+    -- 3 = search attribute (value: name len | name | type | value), 4 = failed activity type
+    kind      smallint NOT NULL,
+    value     bytea    NOT NULL,
+    run_id    uuid     NOT NULL,
+    PRIMARY KEY (namespace, kind, value, run_id)
+);
+CREATE INDEX run_search_by_run ON run_search (namespace, run_id);
 "#,
 ];
 

@@ -286,6 +286,7 @@ impl Inner {
             recs,
             state: Arc::clone(&state),
             prev_status,
+            prev_state: base.clone(),
             history_bytes: bytes_after,
             backlog,
             request: request.map(|q| (q, req.time_ms)),

@@ -46,6 +46,8 @@ pub(crate) struct AppendOp {
     pub state: Arc<RunState>,
     /// The run's status before the append (`None`: the append created the run).
     pub prev_status: Option<RunStatus>,
+    /// The run's state before the append (`None`: the append created the run).
+    pub prev_state: Option<Arc<RunState>>,
     /// The history's size after the append.
     pub history_bytes: u64,
     /// Bytes this append added to the indexer backlog.
@@ -220,6 +222,8 @@ impl Indexer {
         let mut batch = sled::Batch::default();
         let mut bytes = 0u64;
         let mut states: HashMap<&RunKey, StateWrite<'_>> = HashMap::new();
+        // Each run's state before this batch, for the search index entries that changed.
+        let mut before: HashMap<&RunKey, Option<&RunState>> = HashMap::new();
         // Each run's events of this batch, in order, with the hash before the first.
         let mut runs: HashMap<&RunKey, RunEvents<'_>> = HashMap::new();
         for op in ops {
@@ -243,6 +247,7 @@ impl Indexer {
                             &keys::request_value(&hit)[..],
                         );
                     }
+                    before.entry(&a.key).or_insert(a.prev_state.as_deref());
                     states
                         .entry(&a.key)
                         .and_modify(|w| {
@@ -255,6 +260,7 @@ impl Indexer {
                             state: &a.state,
                             history_bytes: a.history_bytes,
                             prev_status: a.prev_status,
+                            prev_search: PrevSearch::Unknown,
                         });
                 }
                 Op::Blob { addr, data, .. } => {
@@ -276,6 +282,12 @@ impl Indexer {
             Ordering::Relaxed,
         );
         let mut writes: Vec<StateWrite<'_>> = states.into_values().collect();
+        for w in &mut writes {
+            w.prev_search = match before.get(&w.state.key).copied().flatten() {
+                Some(p) => PrevSearch::of(p, w.state),
+                None => PrevSearch::Unknown,
+            };
+        }
         writes.sort_by(|a, b| a.state.key.cmp(&b.state.key));
         write_states(&mut batch, &writes);
         batch.insert(keys::META_INDEXED_LSN, &keys::indexed_lsn_value(max_lsn));
@@ -405,6 +417,34 @@ pub(crate) struct StateWrite<'a> {
     pub state: &'a RunState,
     pub history_bytes: u64,
     pub prev_status: Option<RunStatus>,
+    /// The run's search index entries before the batch.
+    pub prev_search: PrevSearch,
+}
+
+/// A run's search index entries (`a` keys) before a write.
+pub(crate) enum PrevSearch {
+    /// The same as after it (nothing to write: the common case, checked without building
+    /// any key).
+    Unchanged,
+    /// These keys.
+    Keys(Vec<Vec<u8>>),
+    /// Not known (a new run, a rebuild): every key of the state is written.
+    Unknown,
+}
+
+impl PrevSearch {
+    /// The entries of `prev` as they compare with `next`'s.
+    pub(crate) fn of(prev: &RunState, next: &RunState) -> PrevSearch {
+        let same = prev.workflow_id == next.workflow_id
+            && prev.schedule == next.schedule
+            && prev.search_attributes == next.search_attributes
+            && prev.failed_activity_types == next.failed_activity_types;
+        if same {
+            PrevSearch::Unchanged
+        } else {
+            PrevSearch::Keys(keys::search_keys(prev))
+        }
+    }
 }
 
 /// Adds run states and the index entries that change with them to a batch. sled batches are
@@ -439,6 +479,25 @@ pub(crate) fn write_states(batch: &mut sled::Batch, writes: &[StateWrite<'_>]) {
         );
         if w.prev_status != Some(s.status) {
             batch.insert(keys::by_status(&s.key, s.status), &[]);
+        }
+        match &w.prev_search {
+            PrevSearch::Unchanged => {}
+            PrevSearch::Unknown => {
+                for k in keys::search_keys(s) {
+                    batch.insert(k, &[]);
+                }
+            }
+            PrevSearch::Keys(old) => {
+                // Index keys end with the run id: no other run shares them, so a removal
+                // here never hides another run's insertion.
+                let new = keys::search_keys(s);
+                for k in old.iter().filter(|k| !new.contains(k)) {
+                    batch.remove(k.as_slice());
+                }
+                for k in new.into_iter().filter(|k| !old.contains(k)) {
+                    batch.insert(k, &[]);
+                }
+            }
         }
         if w.prev_status.is_none() {
             batch.insert(keys::by_type(&s.key, &s.workflow_type), &[]);

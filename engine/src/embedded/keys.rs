@@ -16,6 +16,10 @@
 //! d | run key                          -> drop record lsn u64 BE  runs dropped by retention
 //! g | segment first lsn u64 BE         -> dead bytes u64 BE       retention's garbage per log segment
 //! b | ns len u8 | ns | blake3 hash     -> blob bytes (scoped; `b | hash` for a legacy blob)
+//! a | ns len u8 | ns | index u8 | len u16 BE | value | run id -> ()  search indexes:
+//!                                         1 workflow id, 2 schedule name, 3 search
+//!                                         attribute (name len u8 | name | type u8 |
+//!                                         value), 4 failed activity type
 //! m | name                             -> value                   meta (indexed_lsn:
 //!                                         lsn u64 BE | crc32 u32 BE of the lsn)
 //! ```
@@ -38,6 +42,10 @@ pub(crate) const CLOSED: u8 = b'c';
 pub(crate) const REQUEST: u8 = b'q';
 pub(crate) const DROPPED: u8 = b'd';
 pub(crate) const DEAD: u8 = b'g';
+pub(crate) const SEARCH: u8 = b'a';
+/// `m search_index`: the search indexes (`a`) cover every run (absent in data dirs from
+/// before them: the open backfills them once).
+pub(crate) const META_SEARCH_INDEX: &[u8] = b"msearch_index";
 /// `m indexed_lsn`: every log record up to this lsn is applied to sled.
 pub(crate) const META_INDEXED_LSN: &[u8] = b"mindexed_lsn";
 
@@ -129,6 +137,48 @@ pub(crate) fn closed_before(ms: i64) -> Vec<u8> {
 /// The run key of a `c` entry.
 pub(crate) fn closed_run(k: &[u8]) -> Option<RunKey> {
     RunKey::from_bytes(k.get(9..)?)
+}
+
+/// Which search index (the byte after the namespace in an `a` key; never reuse a number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SearchIndex {
+    WorkflowId = 1,
+    Schedule = 2,
+    Attribute = 3,
+    FailedActivity = 4,
+}
+
+/// `a | ns | index | len | value` (the prefix of the runs with that value).
+pub(crate) fn search_prefix(namespace: &str, index: SearchIndex, value: &[u8]) -> Vec<u8> {
+    let len = (value.len().min(u16::MAX as usize) as u16).to_be_bytes();
+    with_prefix(SEARCH, &[&ns_part(namespace), &[index as u8], &len, value])
+}
+
+/// The value part of an attribute's `a` key: name len | name | type | value.
+pub(crate) fn attribute_value(name: &str, value: &crate::search::SearchValue) -> Vec<u8> {
+    crate::search::attribute_index_value(name, value)
+}
+
+/// Every `a` key of a run: what its state says it is found by.
+pub(crate) fn search_keys(s: &RunState) -> Vec<Vec<u8>> {
+    let ns = &s.key.namespace;
+    let mut out = Vec::with_capacity(1 + s.search_attributes.len());
+    let mut push = |index, value: &[u8]| {
+        let mut k = search_prefix(ns, index, value);
+        k.extend_from_slice(s.key.run_id.as_bytes());
+        out.push(k);
+    };
+    push(SearchIndex::WorkflowId, s.workflow_id.as_bytes());
+    if let Some(r) = &s.schedule {
+        push(SearchIndex::Schedule, r.name.as_bytes());
+    }
+    for (n, v) in &s.search_attributes {
+        push(SearchIndex::Attribute, &attribute_value(n, v));
+    }
+    for t in &s.failed_activity_types {
+        push(SearchIndex::FailedActivity, t.as_bytes());
+    }
+    out
 }
 
 /// `d | run` (a run retention dropped, with the lsn of its drop record).

@@ -33,6 +33,7 @@ mod recover;
 mod repair;
 mod retention;
 mod schedules;
+mod search;
 mod verify;
 
 use std::path::{Path, PathBuf};

@@ -172,6 +172,7 @@ pub(crate) fn rebuild_run(
             state: &state,
             history_bytes,
             prev_status: None,
+            prev_search: crate::embedded::indexer::PrevSearch::Unknown,
         }],
     );
     db.apply_batch(batch).map_err(sled_err)?;

@@ -20,7 +20,7 @@ use crate::embedded::codec::{
     KIND_APPEND, KIND_BLOB, KIND_DROP, Rec, decode_append_request, decode_blob, decode_chunk,
     decode_drop,
 };
-use crate::embedded::indexer::{Indexer, StateWrite, write_chunks, write_states};
+use crate::embedded::indexer::{Indexer, PrevSearch, StateWrite, write_chunks, write_states};
 use crate::embedded::keys::{self, StoredState};
 use crate::embedded::{
     EmbeddedOptions, EmbeddedStore, Head, Inner, LOG_DIR, OpenReport, RunHead, SLED_DIR, log_err,
@@ -97,6 +97,7 @@ pub(crate) fn open(
         }
         Err(e) => return Err(e),
     };
+    super::search::backfill(&db)?;
     let runs_open = core.len() as u64;
     let (tx, rx) = std::sync::mpsc::channel();
     let indexed = indexed_lsn(&db).map_err(Failure::into_error)?.unwrap_or(0);
@@ -430,6 +431,9 @@ struct ReplayRun {
     state: Option<RunState>,
     /// Status as sled had it before replay (`None`: sled did not know the run).
     prev_status: Option<RunStatus>,
+    /// Search index entries as sled had them before replay (`None`: sled did not know the
+    /// run).
+    prev_search: Option<Vec<Vec<u8>>>,
     history_bytes: u64,
     lsn: u64,
     /// Hash of the last replayed record of this run.
@@ -522,11 +526,13 @@ impl Replay<'_> {
                 return Ok(());
             }
             let prev_status = loaded.as_ref().map(|s| s.state.status);
+            let prev_search = loaded.as_ref().map(|s| keys::search_keys(&s.state));
             let (state, history_bytes) =
                 loaded.map_or((None, 0), |s| (Some(s.state), s.history_bytes));
             let run = ReplayRun {
                 state,
                 prev_status,
+                prev_search,
                 history_bytes,
                 lsn,
                 prev_hash: None,
@@ -642,6 +648,10 @@ impl Replay<'_> {
                     state: s,
                     history_bytes: r.history_bytes,
                     prev_status: r.prev_status,
+                    prev_search: match &r.prev_search {
+                        Some(k) => PrevSearch::Keys(k.clone()),
+                        None => PrevSearch::Unknown,
+                    },
                 })
             })
             .collect();
@@ -654,6 +664,7 @@ impl Replay<'_> {
         self.runs.retain(|_, r| {
             r.new.clear();
             r.prev_status = r.state.as_ref().map(|s| s.status);
+            r.prev_search = r.state.as_ref().map(keys::search_keys);
             r.state.as_ref().is_some_and(|s| s.is_open())
         });
         Ok(())

@@ -44,6 +44,9 @@ pub(crate) fn remove_run(
     if let Some(s) = stored {
         let s = &s.state;
         batch.remove(keys::by_type(key, &s.workflow_type));
+        for k in keys::search_keys(s) {
+            batch.remove(k);
+        }
         if let Some(ms) = s.closed_ms {
             batch.remove(keys::closed(ms, key));
         }

@@ -772,6 +772,22 @@ attrs! {
         /// Why.
         pub reason: String,
     }
+    /// Search attributes set or changed ([`crate::search`]): by the caller at start
+    /// (`command_seq` 0, in the append that creates the run) or by the workflow
+    /// (`upsert_search_attributes`, a command). Values given replace the ones of the same
+    /// names; the others stay.
+    pub struct SearchAttributesUpserted {
+        /// Command seq; 0 = set by the caller when the run started.
+        pub command_seq: CommandSeq,
+        /// Name -> value.
+        pub attributes: crate::search::SearchAttributes,
+    }
+    /// The run's memo: free-form JSON the caller set at start, shown by `run show`
+    /// ([`crate::search::MEMO_BYTES_MAX`]).
+    pub struct MemoRecorded {
+        /// The memo (JSON, always inline).
+        pub memo: Payload,
+    }
     /// How the run's workflow tasks choose a worker build, set right after RunStarted (a
     /// run without it is pinned by its first completed workflow task). `pinned_build`
     /// non-empty: pinned from the start (a continue-as-new successor that kept its

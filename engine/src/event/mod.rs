@@ -148,6 +148,8 @@ events! {
     93 => UpdateRejected,
     100 => VersioningSet,
     101 => BuildPinned,
+    110 => SearchAttributesUpserted,
+    111 => MemoRecorded,
 }
 
 impl Event {
@@ -183,6 +185,7 @@ impl Event {
             Event::PatchMarker(a) => Some(a.command_seq),
             Event::UpdateCompleted(a) => Some(a.command_seq),
             Event::UpdateRejected(a) => Some(a.command_seq),
+            Event::SearchAttributesUpserted(a) if a.command_seq > 0 => Some(a.command_seq),
             _ => None,
         }
     }

@@ -73,6 +73,9 @@ impl RunState {
             pinned_build: None,
             auto_upgrade: false,
             successor_keeps_build: false,
+            search_attributes: BTreeMap::new(),
+            memo: None,
+            failed_activity_types: BTreeSet::new(),
         })
     }
 
@@ -287,6 +290,10 @@ impl RunState {
             Event::ActivityFailed(a) => {
                 let act = self.activity_mut(rec, a.command_seq)?;
                 act.last_failure = Some(a.failure.clone());
+                if a.retry_at_ms.is_none() {
+                    let t = act.activity_type.clone();
+                    self.note_failed_activity(t);
+                }
                 // A failed LLM call may have generated (and been billed for) tokens.
                 if let Some(u) = &a.usage {
                     self.usage.add(u);
@@ -303,6 +310,10 @@ impl RunState {
                     error_type: "Timeout".into(),
                     ..Default::default()
                 });
+                if a.retry_at_ms.is_none() {
+                    let t = act.activity_type.clone();
+                    self.note_failed_activity(t);
+                }
                 self.retry_or_close(a.command_seq, a.attempt, a.retry_at_ms);
                 if was_running {
                     self.timed_out_attempts.insert((a.command_seq, a.attempt));
@@ -571,6 +582,24 @@ impl RunState {
                 }
                 self.pinned_build = Some(a.build_id.clone());
             }
+            Event::SearchAttributesUpserted(a) => {
+                crate::search::validate_upsert(&self.search_attributes, &a.attributes)
+                    .map_err(|e| illegal(rec, e.to_string()))?;
+                self.search_attributes
+                    .extend(a.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            Event::MemoRecorded(a) => {
+                if a.memo.blob.is_some() || a.memo.data.len() > crate::search::MEMO_BYTES_MAX {
+                    return Err(illegal(
+                        rec,
+                        format!(
+                            "a memo is inline and at most {} bytes",
+                            crate::search::MEMO_BYTES_MAX
+                        ),
+                    ));
+                }
+                self.memo = Some(a.memo.clone());
+            }
             Event::UpdateRequested(a) => {
                 if self.updates.contains_key(&a.update_id) {
                     return Err(illegal(
@@ -610,6 +639,14 @@ impl RunState {
                 rec,
                 format!("no started workflow task at seq {started_seq}"),
             )),
+        }
+    }
+
+    /// Remembers that an activity of this type failed for good (bounded: the first types
+    /// are kept, so a run's state does not grow with the types it tries).
+    fn note_failed_activity(&mut self, activity_type: String) {
+        if self.failed_activity_types.len() < crate::search::FAILED_ACTIVITY_TYPES_KEPT_MAX {
+            self.failed_activity_types.insert(activity_type);
         }
     }
 

@@ -395,6 +395,16 @@ pub struct RunState {
     /// request id is applied once per run. Absent in states stored before it existed.
     #[serde(default)]
     pub updates: BTreeMap<String, UpdatePhase>,
+    /// Search attributes ([`crate::search`]): set at start and upserted by the workflow.
+    #[serde(default)]
+    pub search_attributes: crate::search::SearchAttributes,
+    /// The memo set at start (JSON).
+    #[serde(default)]
+    pub memo: Option<Payload>,
+    /// Types of the activities whose last attempt failed or timed out (no retry left), at
+    /// most [`crate::search::FAILED_ACTIVITY_TYPES_KEPT_MAX`] (`run list --failed-activity`).
+    #[serde(default)]
+    pub failed_activity_types: BTreeSet<String>,
     /// The worker build it is pinned to: set by [`crate::event::BuildPinned`] with its first
     /// completed workflow task (or from the start by [`crate::event::VersioningSet`]); `None`
     /// while unpinned. See [`RunState::routed_build`].

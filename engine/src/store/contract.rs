@@ -4,6 +4,7 @@
 //! Public but hidden from the docs: it is test code (it panics on the first broken promise),
 //! shipped in the library so that backends in other crates can run it.
 
+mod attributes;
 mod builds;
 mod fixtures;
 mod history;
@@ -46,6 +47,7 @@ pub async fn run_all<B: Backend>(backend: &mut B) {
     history::verify_history_of_intact_runs(backend.fresh().await).await;
     history::list_runs_filters_and_pages(backend.fresh().await).await;
     search::list_runs_by_workflow_id_and_start_time(backend.fresh().await).await;
+    attributes::attributes_memo_and_failed_activities(backend).await;
     history::blobs_dedupe_and_inline(backend.fresh().await).await;
     history::blobs_are_scoped_by_namespace(backend.fresh().await).await;
     schedules::runs_are_listed_by_schedule(backend.fresh().await).await;

@@ -63,7 +63,9 @@ pub fn class(e: &Event) -> Class {
         | E::ActivityProgress(_)
         | E::ActivityUsageReported(_)
         | E::ProgressReported(_)
-        | E::PartialResultRecorded(_) => Class::Input,
+        | E::PartialResultRecorded(_)
+        | E::SearchAttributesUpserted(_)
+        | E::MemoRecorded(_) => Class::Input,
         E::WorkflowTaskScheduled(_)
         | E::WorkflowTaskStarted(_)
         | E::WorkflowTaskCompleted(_)

@@ -215,11 +215,19 @@ pub struct RunFilter {
     pub started_before_ms: Option<TimeMs>,
     /// Runs pinned to this worker build ([`RunState::pinned_build`]).
     pub build: Option<String>,
+    /// Runs carrying every one of these search attributes with exactly this value.
+    pub attributes: Vec<(String, crate::search::SearchValue)>,
+    /// Runs where an activity of this type failed its last attempt
+    /// ([`RunState::failed_activity_types`]).
+    pub failed_activity: Option<String>,
+    /// Runs whose [`crate::search::summary`] holds every word of this text (ignoring case).
+    pub text: Option<String>,
 }
 
 impl RunFilter {
-    /// Whether a run matches the filters a state answers by itself (workflow id, start time
-    /// and build); status, type, waiting and schedule are checked where they are indexed.
+    /// Whether a run matches the filters a state answers by itself (workflow id, start time,
+    /// search attributes, failed activity, text); status, type, waiting and schedule are
+    /// checked where they are indexed.
     pub fn matches_id_and_time(&self, s: &RunState) -> bool {
         self.workflow_id
             .as_ref()
@@ -230,6 +238,18 @@ impl RunFilter {
                 .build
                 .as_ref()
                 .is_none_or(|b| s.pinned_build.as_ref() == Some(b))
+            && self
+                .attributes
+                .iter()
+                .all(|(n, v)| s.search_attributes.get(n) == Some(v))
+            && self
+                .failed_activity
+                .as_ref()
+                .is_none_or(|t| s.failed_activity_types.contains(t))
+            && self
+                .text
+                .as_ref()
+                .is_none_or(|q| crate::search::text_matches(s, q))
     }
 }
 

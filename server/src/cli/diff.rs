@@ -260,6 +260,13 @@ pub fn side(events: &[pb::HistoryEvent]) -> Side {
                 pay(&x.input),
             )),
             A::PatchMarker(x) => Some(cmd(x.command_seq, "Patch", x.patch_id.clone(), None)),
+            // Attributes set at start (command seq 0) are not a command of the code.
+            A::SearchAttributesUpserted(x) if x.command_seq > 0 => Some(cmd(
+                x.command_seq,
+                "UpsertSearchAttributes",
+                crate::cli::search::attributes_text(&x.attributes),
+                None,
+            )),
             A::UpdateCompleted(x) => Some(cmd(
                 x.command_seq,
                 "CompleteUpdate",

@@ -203,6 +203,11 @@ pub fn attributes_json(e: &pb::HistoryEvent) -> Value {
             json!({ "pinned_build": a.pinned_build, "auto_upgrade": a.auto_upgrade })
         }
         A::BuildPinned(a) => json!({ "build_id": a.build_id }),
+        A::SearchAttributesUpserted(a) => json!({
+            "command_seq": a.command_seq,
+            "attributes": crate::cli::search::attributes_json(&a.attributes),
+        }),
+        A::MemoRecorded(a) => json!({ "memo": opt_payload_json(&a.memo) }),
         A::UpdateRequested(a) => json!({
             "update_id": a.update_id, "name": a.name, "input": opt_payload_json(&a.input), "identity": a.identity,
         }),
@@ -396,6 +401,15 @@ pub fn summary(e: &pb::HistoryEvent) -> String {
         A::VersioningSet(a) if a.auto_upgrade => "auto-upgrade".into(),
         A::VersioningSet(a) => format!("pinned to build {}", a.pinned_build),
         A::BuildPinned(a) => format!("build {}", a.build_id),
+        A::SearchAttributesUpserted(a) => {
+            let set = crate::cli::search::attributes_text(&a.attributes);
+            if a.command_seq == 0 {
+                format!("at start: {set}")
+            } else {
+                format!("#{} {set}", a.command_seq)
+            }
+        }
+        A::MemoRecorded(a) => format!("memo {} B", a.memo.as_ref().map_or(0, |m| m.data.len())),
         A::UpdateRequested(a) => format!("{} id={}", a.name, a.update_id),
         A::UpdateCompleted(a) => format!("#{} id={}", a.command_seq, a.update_id),
         A::UpdateRejected(a) => format!(

@@ -25,6 +25,7 @@ mod render;
 pub(crate) mod replay;
 mod run;
 mod schedule;
+mod search;
 mod steer;
 mod task_queue;
 mod verify;

@@ -174,6 +174,9 @@ pub fn run_json(r: &pb::RunInfo) -> Value {
         "forked_from": (!r.forked_from_run_id.is_empty()).then(|| json!({
             "run_id": r.forked_from_run_id, "seq": r.forked_from_seq,
         })),
+        "search_attributes": super::search::attributes_json(&r.search_attributes),
+        "memo": super::search::memo_json(&r.memo),
+        "failed_activity_types": r.failed_activity_types,
         "children": r.children.iter().map(|c| json!({
             "command_seq": c.command_seq, "run_id": c.run_id, "workflow_type": c.workflow_type,
             "workflow_id": c.workflow_id, "state": c.state,
@@ -264,6 +267,18 @@ pub fn run_text(r: &pb::RunInfo) -> String {
     }
     if !r.parent_run_id.is_empty() {
         lines.push(("parent", r.parent_run_id.clone()));
+    }
+    if !r.search_attributes.is_empty() {
+        lines.push((
+            "attributes",
+            super::search::attributes_text(&r.search_attributes),
+        ));
+    }
+    if let Some(m) = &r.memo {
+        lines.push(("memo", payload_short(m, 200)));
+    }
+    if !r.failed_activity_types.is_empty() {
+        lines.push(("failed types", r.failed_activity_types.join(", ")));
     }
     if let Some(p) = &r.result {
         lines.push(("result", payload_short(p, 200)));

@@ -127,6 +127,13 @@ pub struct StartArgs {
     /// queue's current build (`task-queue set-build`).
     #[arg(long)]
     auto_upgrade: bool,
+    /// A search attribute: NAME=VALUE (a keyword) or NAME:TYPE=VALUE with TYPE keyword, int,
+    /// bool or time (RFC 3339 UTC or Unix ms). Repeat for more (at most 32).
+    #[arg(long = "attr", value_name = "NAME[:TYPE]=VALUE", value_parser = super::search::attr)]
+    attrs: Vec<pb::SearchAttribute>,
+    /// Free-form JSON shown by `run show` (at most 16 KiB).
+    #[arg(long, value_name = "JSON")]
+    memo: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -160,6 +167,18 @@ pub struct ListArgs {
     /// Only runs started before this time, same forms.
     #[arg(long, value_name = "TIME", value_parser = super::schedule::time_ms)]
     started_before: Option<i64>,
+    /// Only runs carrying this search attribute value (NAME=VALUE or NAME:TYPE=VALUE, as at
+    /// start); repeat to require several.
+    #[arg(long = "attr", value_name = "NAME[:TYPE]=VALUE", value_parser = super::search::attr)]
+    attrs: Vec<pb::SearchAttribute>,
+    /// Only runs where an activity of this type failed its last attempt (no retry left),
+    /// including runs that failed because of it.
+    #[arg(long, value_name = "TYPE")]
+    failed_activity: Option<String>,
+    /// Only runs whose summary holds every word (ignoring case): workflow type and id, memo,
+    /// last progress message, held and failure messages.
+    #[arg(long, value_name = "WORDS")]
+    text: Option<String>,
     /// Most runs to print (0 = all).
     #[arg(long, default_value_t = 100)]
     limit: u32,
@@ -261,6 +280,12 @@ async fn start(conn: &Conn, a: StartArgs) -> Outcome {
         identity: conn.identity.clone(),
         request_id: String::new(),
         auto_upgrade: a.auto_upgrade,
+        search_attributes: a.attrs,
+        memo: a
+            .memo
+            .as_deref()
+            .map(|m| json_payload("--memo", m))
+            .transpose()?,
     };
     let r = conn
         .client()
@@ -318,6 +343,9 @@ async fn list(conn: &Conn, a: ListArgs) -> Outcome {
             started_after_ms: a.started_after.unwrap_or(0).max(0),
             started_before_ms: a.started_before.unwrap_or(0),
             build: a.build.clone().unwrap_or_default(),
+            search_attributes: a.attrs.clone(),
+            failed_activity: a.failed_activity.clone().unwrap_or_default(),
+            text: a.text.clone().unwrap_or_default(),
         };
         let r = conn
             .client()

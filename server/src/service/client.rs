@@ -81,6 +81,7 @@ pub async fn start_with(
     validate::opt_name("identity", &r.identity)?;
     validate::opt_name("request_id", &r.request_id)?;
     let input = validate::payload("input", r.input.as_ref())?;
+    let tagged = crate::convert_search::start_events(r)?;
     if !r.workflow_id.is_empty()
         && let Some(id) = core
             .store
@@ -110,31 +111,30 @@ pub async fn start_with(
         r.workflow_id.clone()
     };
     let seed = u64::from_le_bytes(run_id.as_bytes()[8..].try_into().expect("8 bytes"));
-    let mut events = vec![
-        Event::RunStarted(ev::RunStarted {
-            workflow_type: r.workflow_type.clone(),
-            workflow_id,
-            task_queue: task_queue.clone(),
-            input,
-            run_timeout_ms: r.run_timeout_ms,
-            budget: r
-                .budget
-                .as_ref()
-                .map(convert::budget_from)
-                .unwrap_or_default(),
-            continued_from,
-            identity: r.identity.clone(),
-            random_seed: seed,
-            parent: None,
-            forked_from: None,
-            schedule,
-        }),
-        Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
-            task_queue,
-            attempt: 1,
-            not_before_ms: 0,
-        }),
-    ];
+    let mut events = vec![Event::RunStarted(ev::RunStarted {
+        workflow_type: r.workflow_type.clone(),
+        workflow_id,
+        task_queue: task_queue.clone(),
+        input,
+        run_timeout_ms: r.run_timeout_ms,
+        budget: r
+            .budget
+            .as_ref()
+            .map(convert::budget_from)
+            .unwrap_or_default(),
+        continued_from,
+        identity: r.identity.clone(),
+        random_seed: seed,
+        parent: None,
+        forked_from: None,
+        schedule,
+    })];
+    events.extend(tagged);
+    events.push(Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
+        task_queue,
+        attempt: 1,
+        not_before_ms: 0,
+    }));
     if r.auto_upgrade {
         events.insert(1, crate::versioning::auto_upgrade());
     }
@@ -215,6 +215,12 @@ impl ClientService for ClientApi {
             })?;
         }
         validate::opt_name("build", &r.build)?;
+        validate::opt_name("failed_activity", &r.failed_activity)?;
+        if r.text.len() > steadfast_engine::search::SEARCH_TEXT_BYTES_MAX {
+            return Err(Status::invalid_argument(
+                steadfast_engine::search::Error::TextTooLong(r.text.len()).to_string(),
+            ));
+        }
         let time = |ms: i64| (ms != 0).then_some(ms);
         let (after, before) = (time(r.started_after_ms), time(r.started_before_ms));
         if let (Some(a), Some(b)) = (after, before)
@@ -233,6 +239,10 @@ impl ClientService for ClientApi {
             started_after_ms: after,
             started_before_ms: before,
             build: (!r.build.is_empty()).then(|| r.build.clone()),
+            attributes: crate::convert_search::attributes_from(&r.search_attributes)
+                .map_err(Status::invalid_argument)?,
+            failed_activity: (!r.failed_activity.is_empty()).then(|| r.failed_activity.clone()),
+            text: (!r.text.is_empty()).then(|| r.text.clone()),
         };
         if !r.parent_run_id.is_empty() {
             let runs =

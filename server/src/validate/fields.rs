@@ -141,6 +141,10 @@ pub fn commands(cmds: &[pb::Command]) -> Result<(), Status> {
                 payload(&at("input"), s.input.as_ref())?;
             }
             C::RecordPatch(p) => name(&at("patch_id"), &p.patch_id)?,
+            C::UpsertSearchAttributes(u) => {
+                crate::convert_search::attributes_from(&u.attributes)
+                    .map_err(|e| Status::invalid_argument(format!("{}: {e}", at("attributes"))))?;
+            }
             C::CompleteUpdate(u) => {
                 name(&at("update_id"), &u.update_id)?;
                 payload(&at("result"), u.result.as_ref())?;

@@ -40,6 +40,9 @@
 //!   is nondeterministic on the other's histories; then waits for signal `go` and returns
 //!   `{"variant", "label"}`, or with `can` "keep" / "move" continues as new with `{}`,
 //!   keeping its build or not (`tests/tests/build_ids.rs`).
+//! - `tagged` `{stage, fail}`: upserts the search attributes `stage=<stage>` and
+//!   `step:int=1`, runs one `step`, then (with `fail`) one `broken` activity, which fails
+//!   for good on its only attempt, so the run fails because of it; else returns "done".
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -415,7 +418,39 @@ async fn child(ctx: WorkflowContext, input: ChildInput) -> Result<u64, WorkflowE
     }
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TaggedInput {
+    stage: String,
+    fail: bool,
+}
+
+async fn tagged(ctx: WorkflowContext, input: TaggedInput) -> Result<String, WorkflowError> {
+    use steadfast_sdk::search::SearchValue;
+    ctx.upsert_search_attributes([
+        ("stage", SearchValue::from(input.stage.as_str())),
+        ("step", SearchValue::Int(1)),
+    ]);
+    let step = StepInput {
+        index: 0,
+        sleep_ms: 0,
+    };
+    let _: u32 = ctx.activity("step", &step).options(options(None)).await?;
+    if input.fail {
+        let _: u32 = ctx
+            .activity("broken", &step)
+            .options(options(None).retry(RetryPolicy::no_retries()))
+            .await?;
+    }
+    Ok("done".into())
+}
+
 // ---------------------------------------------------------------- activities
+
+async fn broken(ctx: ActivityContext, _: StepInput) -> Result<u32, ActivityError> {
+    record(&ctx).await?;
+    Err(ActivityError::non_retryable("broken on purpose"))
+}
 
 async fn step(ctx: ActivityContext, input: StepInput) -> Result<u32, ActivityError> {
     record(&ctx).await?;
@@ -504,6 +539,7 @@ async fn main() -> anyhow::Result<()> {
         .register_workflow("parent", parent)
         .register_workflow("child", child)
         .register_workflow("flaky", flaky)
+        .register_workflow("tagged", tagged)
         .register_workflow(deploy::WORKFLOW, move |ctx, input| {
             let version = match variant {
                 Variant::A => deploy::Version::Old,
@@ -513,6 +549,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .register_activity("step", Effect::Idempotent, step)
         .register_activity("other", Effect::Idempotent, other)
+        .register_activity("broken", Effect::Idempotent, broken)
         .register_activity("slow", Effect::Idempotent, slow_first_attempt)
         .register_activity("write", Effect::Write, sleep_then_report)
         .register_activity("long", Effect::Read, long)

@@ -55,6 +55,10 @@ pub struct StartOptions {
     /// Never pin the run to a worker build: each of its workflow tasks goes to the task
     /// queue's current build (see the README, "Build ids").
     pub auto_upgrade: bool,
+    /// Search attributes the run starts with ([`crate::search`]).
+    pub search_attributes: Vec<(String, crate::search::SearchValue)>,
+    /// Free-form JSON shown by `run show` / [`Client::describe`] (at most 16 KiB).
+    pub memo: Option<serde_json::Value>,
 }
 
 /// Filters of [`Client::list`].
@@ -83,6 +87,13 @@ pub struct ListOptions {
     pub started_before_ms: Option<i64>,
     /// Only runs pinned to this worker build.
     pub build: Option<String>,
+    /// Only runs carrying every one of these search attribute values.
+    pub search_attributes: Vec<(String, crate::search::SearchValue)>,
+    /// Only runs where an activity of this type failed its last attempt (no retry left).
+    pub failed_activity: Option<String>,
+    /// Only runs whose summary (workflow type and id, memo, last progress message, held and
+    /// failure messages) holds every word of this text, ignoring case.
+    pub text: Option<String>,
 }
 
 /// A run that was started (or found open) by a start call.
@@ -197,6 +208,8 @@ impl Client {
             identity: self.config.identity.clone(),
             request_id: options.request_id.unwrap_or_default(),
             auto_upgrade: options.auto_upgrade,
+            search_attributes: crate::search::list_to_proto(options.search_attributes),
+            memo: options.memo.as_ref().map(payload::encode).transpose()?,
         })
     }
 
@@ -249,6 +262,13 @@ impl Client {
             started_after_ms: options.started_after_ms.unwrap_or(0),
             started_before_ms: options.started_before_ms.unwrap_or(0),
             build: options.build.unwrap_or_default(),
+            search_attributes: options
+                .search_attributes
+                .iter()
+                .map(|(n, v)| crate::search::to_proto(n, v))
+                .collect(),
+            failed_activity: options.failed_activity.unwrap_or_default(),
+            text: options.text.unwrap_or_default(),
         };
         let resp = self.service().list_runs(req).await?.into_inner();
         let next = Some(resp.next_page_token).filter(|t| !t.is_empty());

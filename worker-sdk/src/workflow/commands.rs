@@ -20,6 +20,7 @@
 //! | RecordPatch         | PatchMarker             | patch id                |
 //! | CompleteUpdate      | UpdateCompleted         | update id               |
 //! | RejectUpdate        | UpdateRejected          | update id               |
+//! | UpsertSearchAttributes | SearchAttributesUpserted | names and values     |
 
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::command::Command as Cmd;
@@ -46,6 +47,8 @@ pub(crate) fn command_seq(ev: &Ev) -> Option<u32> {
         Ev::PatchMarker(e) => e.command_seq,
         Ev::UpdateCompleted(e) => e.command_seq,
         Ev::UpdateRejected(e) => e.command_seq,
+        // 0: set by the caller at start, not by a command.
+        Ev::SearchAttributesUpserted(e) if e.command_seq > 0 => e.command_seq,
         _ => return None,
     })
 }
@@ -78,6 +81,9 @@ pub(crate) fn matches(cmd: &Cmd, ev: &Ev) -> bool {
         (Cmd::RecordPatch(c), Ev::PatchMarker(e)) => c.patch_id == e.patch_id,
         (Cmd::CompleteUpdate(c), Ev::UpdateCompleted(e)) => c.update_id == e.update_id,
         (Cmd::RejectUpdate(c), Ev::UpdateRejected(e)) => c.update_id == e.update_id,
+        (Cmd::UpsertSearchAttributes(c), Ev::SearchAttributesUpserted(e)) => {
+            c.attributes == e.attributes
+        }
         _ => false,
     }
 }
@@ -165,6 +171,14 @@ pub(crate) fn describe_command(cmd: &pb::Command) -> String {
         Cmd::RecordPatch(c) => format!("RecordPatch(patch={:?})", c.patch_id),
         Cmd::CompleteUpdate(c) => format!("CompleteUpdate(update={:?})", c.update_id),
         Cmd::RejectUpdate(c) => format!("RejectUpdate(update={:?})", c.update_id),
+        Cmd::UpsertSearchAttributes(c) => format!(
+            "UpsertSearchAttributes({})",
+            c.attributes
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     }
 }
 
@@ -188,5 +202,6 @@ pub fn command_kind(cmd: &pb::Command) -> &'static str {
         Some(Cmd::RecordPatch(_)) => "RecordPatch",
         Some(Cmd::CompleteUpdate(_)) => "CompleteUpdate",
         Some(Cmd::RejectUpdate(_)) => "RejectUpdate",
+        Some(Cmd::UpsertSearchAttributes(_)) => "UpsertSearchAttributes",
     }
 }

@@ -32,6 +32,7 @@ mod instance;
 mod options;
 mod patch;
 mod registry;
+mod search;
 mod select;
 mod state;
 

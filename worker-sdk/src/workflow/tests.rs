@@ -15,6 +15,8 @@ use crate::{ActivityError, Effect, payload};
 mod history_decisions;
 #[path = "tests_query.rs"]
 mod queries;
+#[path = "tests_search.rs"]
+mod search;
 #[path = "tests_update.rs"]
 mod updates;
 
@@ -47,6 +49,7 @@ fn show(commands: &[pb::Command]) -> Vec<String> {
                 ),
                 Cmd::SignalRun(c) => format!("signal_run({},{})", c.run_id, c.name),
                 Cmd::RecordPatch(c) => format!("patch({})", c.patch_id),
+                Cmd::UpsertSearchAttributes(c) => format!("attrs({})", c.attributes.len()),
                 Cmd::CompleteUpdate(c) => format!(
                     "update_done({},{})",
                     c.update_id,
