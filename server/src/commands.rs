@@ -170,6 +170,17 @@ pub fn task_completion(
     Ok((events, continued))
 }
 
+/// Refuses a workflow task with more than [`COMMANDS_PER_TASK_MAX`] commands
+/// (RESOURCE_EXHAUSTED naming the limit: a worker reports it at once, it is not transient).
+pub fn check_count(n: usize) -> Result<(), Status> {
+    if n > COMMANDS_PER_TASK_MAX {
+        return Err(Status::resource_exhausted(format!(
+            "{n} commands in one task; the limit is {COMMANDS_PER_TASK_MAX}"
+        )));
+    }
+    Ok(())
+}
+
 /// The events of a task's commands, and the RunStarted of a continued run if the task ends
 /// with continue-as-new.
 pub fn to_events(
@@ -177,12 +188,7 @@ pub fn to_events(
     commands: &[pb::Command],
     now: i64,
 ) -> Result<(Vec<Event>, Option<ev::RunStarted>), Status> {
-    if commands.len() > COMMANDS_PER_TASK_MAX {
-        return Err(Status::resource_exhausted(format!(
-            "{} commands in one task; the limit is {COMMANDS_PER_TASK_MAX}",
-            commands.len()
-        )));
-    }
+    check_count(commands.len())?;
     let mut out = Vec::with_capacity(commands.len());
     let mut continued = None;
     let mut closed = false;

@@ -12,9 +12,7 @@ use tonic::Status;
 use crate::convert;
 
 mod fields;
-pub use fields::{
-    COMMANDS_MAX, commands, enumeration, failure, free_text, start_request, undecodable, usage,
-};
+pub use fields::{commands, enumeration, failure, free_text, start_request, undecodable, usage};
 
 /// Most characters of a refused value quoted back in an error message: enough to recognise
 /// it, never an echo of a hostile megabyte.
@@ -91,6 +89,24 @@ pub fn text(field: &str, v: &str) -> Result<(), Status> {
         return Err(Status::invalid_argument(format!(
             "{field} is {} bytes long; the limit is {TEXT_BYTES_MAX}",
             v.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A search query (`ListRuns.text`): at most `max_bytes`, and no control or invisible
+/// formatting characters (a query that cannot be typed on a terminal is a mistake or a probe;
+/// refusing it keeps `run list` answers readable).
+pub fn query_text(field: &str, v: &str, max_bytes: usize) -> Result<(), Status> {
+    if v.len() > max_bytes {
+        return Err(Status::invalid_argument(format!(
+            "{field} is {} bytes long; the limit is {max_bytes}",
+            v.len()
+        )));
+    }
+    if v.chars().any(|c| c.is_control() || is_invisible(c)) {
+        return Err(Status::invalid_argument(format!(
+            "{field} contains control or invisible formatting characters: give words to match"
         )));
     }
     Ok(())

@@ -216,11 +216,11 @@ impl ClientService for ClientApi {
         }
         validate::opt_name("build", &r.build)?;
         validate::opt_name("failed_activity", &r.failed_activity)?;
-        if r.text.len() > steadfast_engine::search::SEARCH_TEXT_BYTES_MAX {
-            return Err(Status::invalid_argument(
-                steadfast_engine::search::Error::TextTooLong(r.text.len()).to_string(),
-            ));
-        }
+        validate::query_text(
+            "text",
+            &r.text,
+            steadfast_engine::search::SEARCH_TEXT_BYTES_MAX,
+        )?;
         let time = |ms: i64| (ms != 0).then_some(ms);
         let (after, before) = (time(r.started_after_ms), time(r.started_before_ms));
         if let (Some(a), Some(b)) = (after, before)

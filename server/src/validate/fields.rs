@@ -58,21 +58,14 @@ pub fn start_request(r: &pb::StartWorkflowRequest) -> Result<(), Status> {
     payload("input", r.input.as_ref()).map(|_| ())
 }
 
-/// Most commands one workflow task may carry (the same bound `commands::task_completion`
-/// applies; checked here so that a hostile list is refused before the token's run is read).
-pub const COMMANDS_MAX: usize = 1_000;
-
 /// Every field of every command of a workflow task, checked without the run: names, ids,
 /// payloads, enums and texts. What depends on the run (sequence numbers, open activities,
 /// limits) is checked when the commands become events.
 pub fn commands(cmds: &[pb::Command]) -> Result<(), Status> {
     use pb::command::Command as C;
-    if cmds.len() > COMMANDS_MAX {
-        return Err(Status::invalid_argument(format!(
-            "{} commands in one workflow task; the limit is {COMMANDS_MAX}",
-            cmds.len()
-        )));
-    }
+    // The limit of `commands::to_events`, checked here too so that a hostile list is refused
+    // before the token's run is read.
+    crate::commands::check_count(cmds.len())?;
     for (i, c) in cmds.iter().enumerate() {
         let at = |f: &str| format!("commands[{i}].{f}");
         let Some(cmd) = &c.command else { continue };
