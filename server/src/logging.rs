@@ -16,6 +16,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// For the CLI's client commands: logs on stderr only when `RUST_LOG` is set (their output
+/// stays clean by default), so that the transport of a failing call can be looked at
+/// (`RUST_LOG=debug steadfast run list`). Same rule as the server: sizes, never payloads or
+/// tokens.
+pub fn init_client() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        init(LogFormat::Text);
+    }
+}
+
 /// Installs the global subscriber (level from `RUST_LOG`, `info` by default). A second call
 /// changes nothing (tests may start several servers in one process).
 pub fn init(format: LogFormat) {

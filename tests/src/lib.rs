@@ -190,17 +190,27 @@ impl Server {
     /// [`Server::start_with`] at `RUST_LOG=debug`, every stderr line appended to the file
     /// `log` instead of the test's output (for tests that read the server's logs).
     pub fn start_logged(data_dir: &Path, args: &[&str], log: &Path) -> Result<Server> {
-        Server::spawn(data_dir, None, args, Some(log))
+        Server::start_logged_at(data_dir, args, log, "debug")
+    }
+
+    /// [`Server::start_logged`] with `RUST_LOG=rust_log` (e.g. `debug,steadfast_server=trace`).
+    pub fn start_logged_at(
+        data_dir: &Path,
+        args: &[&str],
+        log: &Path,
+        rust_log: &str,
+    ) -> Result<Server> {
+        Server::spawn(data_dir, None, args, Some((log, rust_log)))
     }
 
     fn spawn(
         data_dir: &Path,
         port: Option<u16>,
         args: &[&str],
-        log: Option<&Path>,
+        log: Option<(&Path, &str)>,
     ) -> Result<Server> {
         let mut sink = match log {
-            Some(p) => Some(
+            Some((p, _)) => Some(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -217,8 +227,8 @@ impl Server {
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if sink.is_some() {
-            cmd.env("RUST_LOG", "debug");
+        if let Some((_, rust_log)) = log {
+            cmd.env("RUST_LOG", rust_log);
         } else if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }

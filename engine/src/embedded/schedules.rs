@@ -21,6 +21,8 @@ use crate::store::{Error, StoredSchedule};
 pub const SCHEDULES_DIR: &str = "schedules";
 const FILE_VERSION: u8 = 1;
 const EXT: &str = "sched";
+/// Longest file name most file systems take (ext4, XFS, APFS: 255 bytes).
+const FILE_NAME_BYTES_MAX: usize = 255;
 
 pub(crate) struct Schedules {
     dir: PathBuf,
@@ -55,12 +57,41 @@ impl Schedules {
         })
     }
 
+    /// The file of a schedule: its namespace and name in hex when that fits in a file name,
+    /// else `h` and the blake3 hash of them (a namespace may be 256 bytes long: its hex alone
+    /// is over the 255 bytes a file name may have, and every schedule RPC of such a tenant
+    /// answered UNAVAILABLE "File name too long"). Names that fit keep the hex form, so the
+    /// files of existing data dirs are found where they are.
     fn path(&self, namespace: &str, name: &str) -> PathBuf {
         let mut key = Vec::with_capacity(namespace.len() + name.len() + 1);
         key.extend_from_slice(namespace.as_bytes());
         key.push(0);
         key.extend_from_slice(name.as_bytes());
-        self.dir.join(format!("{}.{EXT}", hex::encode(key)))
+        let file = if 2 * key.len() + 1 + EXT.len() <= FILE_NAME_BYTES_MAX {
+            hex::encode(key)
+        } else {
+            format!("h{}", blake3::hash(&key).to_hex())
+        };
+        self.dir.join(format!("{file}.{EXT}"))
+    }
+
+    /// The schedule `namespace`/`name` from its file; a file that holds another schedule is
+    /// corruption, never that schedule.
+    fn read(&self, namespace: &str, name: &str) -> Result<Option<StoredSchedule>, Error> {
+        let path = self.path(namespace, name);
+        match read_file(&path)? {
+            Some(s) if s.namespace != namespace || s.name != name => Err(Error::Corrupt {
+                run: None,
+                seq: None,
+                detail: format!(
+                    "schedule file {} holds schedule {}/{}, not the one its name says",
+                    path.display(),
+                    s.namespace,
+                    s.name
+                ),
+            }),
+            other => Ok(other),
+        }
     }
 
     pub(crate) fn put(
@@ -72,7 +103,7 @@ impl Schedules {
     ) -> Result<u64, Error> {
         let _g = self.lock.lock();
         let path = self.path(namespace, name);
-        let actual = read_file(&path)?.map_or(0, |s| s.version);
+        let actual = self.read(namespace, name)?.map_or(0, |s| s.version);
         if actual != expected {
             return Err(conflict(namespace, name, expected, actual));
         }
@@ -95,7 +126,7 @@ impl Schedules {
     pub(crate) fn delete(&self, namespace: &str, name: &str, expected: u64) -> Result<(), Error> {
         let _g = self.lock.lock();
         let path = self.path(namespace, name);
-        let actual = read_file(&path)?.map_or(0, |s| s.version);
+        let actual = self.read(namespace, name)?.map_or(0, |s| s.version);
         if actual != expected || actual == 0 {
             return Err(conflict(namespace, name, expected, actual));
         }
@@ -104,7 +135,7 @@ impl Schedules {
     }
 
     pub(crate) fn get(&self, namespace: &str, name: &str) -> Result<Option<StoredSchedule>, Error> {
-        read_file(&self.path(namespace, name))
+        self.read(namespace, name)
     }
 
     pub(crate) fn list(&self, namespace: Option<&str>) -> Result<Vec<StoredSchedule>, Error> {
@@ -231,5 +262,34 @@ mod tests {
         fs::write(path.with_extension("tmp"), b"junk").unwrap();
         Schedules::open(dir.path()).unwrap();
         assert!(!path.with_extension("tmp").exists());
+    }
+
+    /// Fuzz finding (tests/tests/fuzz_requests.rs, TEST_SEED=12012): a schedule of a
+    /// 224-byte namespace (the limit is 256) answered UNAVAILABLE "File name too long".
+    #[test]
+    fn the_longest_namespace_and_name_have_a_schedule_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Schedules::open(dir.path()).unwrap();
+        let ns = "n".repeat(crate::ids::NAME_LEN_MAX);
+        let name = "s".repeat(crate::schedule::NAME_BYTES_MAX);
+        assert_eq!(s.get(&ns, &name).unwrap(), None);
+        assert_eq!(s.put(&ns, &name, 0, b"x".to_vec()).unwrap(), 1);
+        assert_eq!(s.put(&ns, &name, 1, b"y".to_vec()).unwrap(), 2);
+        assert_eq!(s.get(&ns, &name).unwrap().unwrap().data, b"y");
+        let listed = s.list(Some(&ns)).unwrap();
+        assert_eq!((listed.len(), listed[0].name.as_str()), (1, name.as_str()));
+        // A short key keeps its hex file name (existing data dirs are read as they are).
+        s.put("default", "a", 0, b"x".to_vec()).unwrap();
+        assert!(
+            dir.path()
+                .join(SCHEDULES_DIR)
+                .join("64656661756c740061.sched")
+                .exists()
+        );
+        // A file under another schedule's name is corruption, not that schedule.
+        fs::copy(s.path("default", "a"), s.path(&ns, &name)).unwrap();
+        let e = s.get(&ns, &name).unwrap_err().to_string();
+        assert!(e.contains("STF-C2") && e.contains("not the one"), "{e}");
+        s.delete("default", "a", 1).unwrap();
     }
 }

@@ -57,6 +57,7 @@ pub async fn run_all<B: Backend>(backend: &mut B) {
     queues::deferred_task_waits_and_keeps_its_attempt(backend.fresh().await).await;
     queues::typed_poll_passes_unserved_types(backend.fresh().await).await;
     builds::workflow_tasks_go_to_their_build(backend.fresh().await).await;
+    queues::queues_with_work_names_the_queues_that_hold_tasks(backend.fresh().await).await;
     timers::timers_fire_and_come_back(backend.fresh().await).await;
     timers::deadlines_of_activities_runs_and_tasks(backend.fresh().await).await;
     reopen_keeps_everything(backend).await;

@@ -347,12 +347,31 @@ impl Core {
     /// visible), at most `limit` of them, in name order: what `task_queues_per_namespace_max`
     /// counts.
     pub fn queues_with_work(&self, namespace: &str, limit: usize) -> Vec<String> {
-        let names: BTreeSet<&str> = self
+        let mut names: BTreeSet<&str> = self
             .queues
             .keys()
             .filter(|k| k.namespace == namespace)
             .map(|k| k.queue.as_str())
             .collect();
+        // A leased (or deferred) task has left its queue's offers but is still the queue's
+        // work: the contract test found it uncounted here while PostgreSQL counted it.
+        let first = RunKey {
+            namespace: namespace.to_string(),
+            run_id: crate::RunId(uuid::Uuid::nil()),
+        };
+        for (_, run) in self
+            .runs
+            .range(first..)
+            .take_while(|(k, _)| k.namespace == namespace)
+            .filter(|(_, run)| !run.leases.is_empty())
+        {
+            names.extend(
+                run.ready
+                    .iter()
+                    .filter(|r| run.leases.contains_key(&r.slot))
+                    .map(|r| r.queue.queue.as_str()),
+            );
+        }
         names.into_iter().take(limit).map(str::to_string).collect()
     }
 

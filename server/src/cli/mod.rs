@@ -338,6 +338,9 @@ async fn dispatch(cli: Cli) -> Outcome {
         command,
     } = cli;
     let connect = || client::Conn::connect_with(&addr, &namespace, token.as_deref(), &tls);
+    if !matches!(command, Command::Server(_)) {
+        crate::logging::init_client();
+    }
     match command {
         Command::Server(args) => {
             let ServerArgs {

@@ -574,3 +574,77 @@ pub async fn typed_poll_passes_unserved_types<S: Store>(store: S) {
         None
     );
 }
+
+/// `queues_with_work` (what `task_queues_per_namespace_max` counts) names the queues of a
+/// namespace that hold a task — offered, not visible yet, or leased — in name order, at most
+/// `limit`; a queue whose last task is done holds no work, an activity queue counts like a
+/// workflow queue, and namespaces are apart.
+pub async fn queues_with_work_names_the_queues_that_hold_tasks<S: Store>(store: S) {
+    let ns = DEFAULT_NAMESPACE;
+    let work = |limit| store.queues_with_work(ns, limit);
+    assert_eq!(
+        work(10).await.unwrap(),
+        Vec::<String>::new(),
+        "an empty store"
+    );
+    let mut a = RunDriver::start(&store, "qw-a", "q-b").await;
+    assert_eq!(
+        work(10).await.unwrap(),
+        Vec::<String>::new(),
+        "a run with no task holds no queue"
+    );
+    let scheduled_seq = a.schedule_workflow_task(&store, 0).await;
+    assert_eq!(work(10).await.unwrap(), ["q-b"]);
+    // A task not visible for an hour still holds its queue.
+    let mut b = RunDriver::start(&store, "qw-b", "q-a").await;
+    b.schedule_workflow_task(&store, T0 + 3_600_000).await;
+    assert_eq!(work(10).await.unwrap(), ["q-a", "q-b"], "in name order");
+    assert_eq!(work(1).await.unwrap(), ["q-a"], "at most the limit");
+    assert_eq!(work(0).await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        store.queues_with_work("other-ns", 10).await.unwrap(),
+        Vec::<String>::new(),
+        "namespaces are apart"
+    );
+    // Leased, the task still holds its queue.
+    let leased = store
+        .poll_task(ns, "q-b", TaskKind::Workflow, &[], T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        leased,
+        Some(Task::Workflow {
+            key: a.key.clone(),
+            scheduled_seq
+        })
+    );
+    assert_eq!(
+        work(10).await.unwrap(),
+        ["q-a", "q-b"],
+        "a leased task counts"
+    );
+    // Done, it holds nothing; the activity it scheduled holds the activity's queue.
+    let started_seq = a.next;
+    a.append(
+        &store,
+        vec![Event::WorkflowTaskStarted(event::WorkflowTaskStarted {
+            scheduled_seq,
+            worker: "w".into(),
+            timeout_ms: 0,
+        })],
+    )
+    .await;
+    let id = a.next_command();
+    a.append(
+        &store,
+        vec![
+            Event::WorkflowTaskCompleted(event::WorkflowTaskCompleted {
+                started_seq,
+                worker: "w".into(),
+            }),
+            fixtures::activity(id, "q-c", ActivityOptions::default()),
+        ],
+    )
+    .await;
+    assert_eq!(work(10).await.unwrap(), ["q-a", "q-c"]);
+}
