@@ -50,7 +50,7 @@ export function runPage(main, runId) {
     const end = r.closed_ms || now();
     const kids = [h("div", { class: "now-head" },
       statusBadge(r.status), r.cancel_requested && r.status === "running" ? h("span", { class: "warn" }, " cancel requested") : "",
-      h("span", { class: "dur", id: "live-duration" }, " running for " + duration(end - r.started_ms)))];
+      h("span", { class: "dur", id: "live-duration" }, (r.closed_ms ? " took " : " running for ") + duration(end - r.started_ms)))];
     if (r.status === "running") {
       const ws = r.waiting_on || [];
       kids.push(h("div", { class: "waits", id: "waiting-on" }, ws.length ? ws.map((w) => {
