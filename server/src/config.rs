@@ -51,6 +51,11 @@ pub struct ServerConfig {
     /// The endpoint has no authentication, so it is loopback only unless
     /// [`ServerConfig::insecure_listen_any`].
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve the web UI (plain HTTP); `None` serves none. Loopback only unless
+    /// [`ServerConfig::insecure_listen_any`], like the metrics.
+    pub ui_listen: Option<SocketAddr>,
+    /// The UI refuses every write (403).
+    pub ui_read_only: bool,
 }
 
 /// The PEM files of the server's TLS.
@@ -77,6 +82,11 @@ pub enum Error {
         "refusing to serve metrics on {0}: the metrics endpoint has no authentication (--auth-file does not cover it), and its counts name workflow and activity types. Listen on loopback (--metrics-listen 127.0.0.1:9464) and scrape through a proxy, or pass --insecure-listen-any if a firewall in front does the job"
     )]
     OpenMetricsListen(SocketAddr),
+    /// The UI over plain HTTP: tokens would cross the network in clear text.
+    #[error(
+        "refusing to serve the UI on {0}: it is plain HTTP, so bearer tokens and run data would cross the network unencrypted. Listen on loopback (--ui-listen 127.0.0.1:7280) and reach it through an SSH tunnel or a TLS proxy, or pass --insecure-listen-any if such a proxy is in front"
+    )]
+    OpenUiListen(SocketAddr),
 }
 
 impl ServerConfig {
@@ -92,6 +102,12 @@ impl ServerConfig {
             && !m.ip().is_loopback()
         {
             return Err(Error::OpenMetricsListen(m));
+        }
+        if let Some(u) = self.ui_listen
+            && !self.insecure_listen_any
+            && !u.ip().is_loopback()
+        {
+            return Err(Error::OpenUiListen(u));
         }
         Ok(())
     }
@@ -117,6 +133,8 @@ impl Default for ServerConfig {
             insecure_listen_any: false,
             limits: crate::limits::Limits::default(),
             metrics_listen: None,
+            ui_listen: None,
+            ui_read_only: false,
         }
     }
 }
@@ -174,5 +192,20 @@ mod tests {
         let e = at("0.0.0.0:9464", true, false).check_listen().unwrap_err();
         assert!(e.to_string().contains("--metrics-listen 127.0.0.1"), "{e}");
         assert!(at("0.0.0.0:9464", false, true).check_listen().is_ok());
+    }
+
+    #[test]
+    fn the_ui_is_served_on_loopback_only_unless_insecure() {
+        let at = |ui: &str, auth: bool, insecure: bool| ServerConfig {
+            ui_listen: Some(ui.parse().unwrap()),
+            auth_file: auth.then(|| "auth".into()),
+            insecure_listen_any: insecure,
+            ..ServerConfig::default()
+        };
+        assert!(at("127.0.0.1:7280", false, false).check_listen().is_ok());
+        // Tokens protect the API, but plain HTTP would carry them in clear text.
+        let e = at("0.0.0.0:7280", true, false).check_listen().unwrap_err();
+        assert!(e.to_string().contains("--ui-listen 127.0.0.1"), "{e}");
+        assert!(at("0.0.0.0:7280", true, true).check_listen().is_ok());
     }
 }

@@ -40,7 +40,7 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     config.check_listen()?;
-    let security = Security::load(&config)?;
+    let mut security = Security::load(&config)?;
     let settings = Settings {
         limits: HistoryLimits {
             events_max: config.history_events_max,
@@ -92,6 +92,16 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .retention
         .map(|period| tokio::spawn(crate::retention::run(store.clone(), period, SystemClock)));
     let reload = security.auth.clone().map(|a| tokio::spawn(a.watch()));
+    if let Some(addr) = config.ui_listen {
+        let ui = crate::ui::UiListener::bind(crate::ui::UiOptions {
+            listen: addr,
+            read_only: config.ui_read_only,
+        })
+        .await?;
+        // Tests and scripts read this line to learn the port when --ui-listen uses port 0.
+        eprintln!("steadfast ui listening on {}", ui.listener.local_addr()?);
+        security.ui = Some(ui);
+    }
     serve_secured(
         store.clone(),
         listener,
@@ -376,6 +386,8 @@ pub struct Security {
     pub auth: Option<Arc<Authenticator>>,
     /// TLS (with a client CA: mutual TLS); `None` is plaintext.
     pub tls: Option<ServerTlsConfig>,
+    /// The web UI's bound listener, served over the same core and tokens; `None` serves none.
+    pub ui: Option<crate::ui::UiListener>,
 }
 
 impl Security {
@@ -393,7 +405,11 @@ impl Security {
             Some(files) => Some(tls_config(files)?),
             None => None,
         };
-        Ok(Security { auth, tls })
+        Ok(Security {
+            auth,
+            tls,
+            ui: None,
+        })
     }
 }
 
@@ -482,6 +498,26 @@ pub async fn serve_secured(
         .max_decoding_message_size(request_bytes_max),
         request_bytes_max as u64,
     );
+    let (ui_stop, ui_task) = match security.ui {
+        Some(l) => {
+            let ui = Arc::new(crate::ui::Ui::new(
+                core.clone(),
+                security.auth.clone(),
+                l.read_only,
+            ));
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                let stopped = async {
+                    let _ = rx.await;
+                };
+                if let Err(e) = crate::ui::serve(l.listener, ui, stopped).await {
+                    tracing::error!(error = %e, "the UI endpoint stopped");
+                }
+            });
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
+    };
     // Graceful: stop accepting, let requests in flight finish, but do not wait on open long
     // polls for longer than the grace period (workers re-poll after a restart anyway).
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -518,6 +554,18 @@ pub async fn serve_secured(
             }
         }
     };
+    if let Some(tx) = ui_stop {
+        let _ = tx.send(());
+    }
+    if let Some(mut task) = ui_task {
+        // Open live views (server-sent events) do not hold up the shutdown.
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
     timer_task.abort();
     schedule_task.abort();
     relay_task.abort();

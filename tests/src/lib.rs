@@ -16,6 +16,7 @@ pub mod deploy;
 pub mod raw;
 pub mod secure;
 pub mod side;
+pub mod ui;
 pub mod wire;
 
 /// Where the workspace's binaries are (target/debug), after building them once.

@@ -11,9 +11,9 @@ mod client;
 mod diff;
 #[cfg(test)]
 mod diff_tests;
-mod events;
+pub(crate) mod events;
 mod export;
-mod fmt;
+pub(crate) mod fmt;
 mod follow;
 mod fork;
 mod history;
@@ -21,7 +21,7 @@ mod history;
 mod net_tests;
 mod operate;
 mod parse;
-mod render;
+pub(crate) mod render;
 pub(crate) mod replay;
 mod run;
 mod schedule;
@@ -296,6 +296,15 @@ struct ServerArgs {
     /// endpoint has no authentication). Metric list: README, "Observability".
     #[arg(long, env = "STEADFAST_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve the web UI on this address (plain HTTP), e.g. 127.0.0.1:7280: runs, what each
+    /// waits on, timelines, costs, and the inbox of runs waiting on a person. Off by default;
+    /// loopback only unless --insecure-listen-any. With --auth-file it asks for a token.
+    /// See README, "Web UI".
+    #[arg(long, env = "STEADFAST_UI_LISTEN", value_name = "ADDR")]
+    ui_listen: Option<std::net::SocketAddr>,
+    /// The web UI shows everything and changes nothing: every action answers 403.
+    #[arg(long, env = "STEADFAST_UI_READ_ONLY")]
+    ui_read_only: bool,
     /// How the server writes its logs on stderr: `text` for people, `json` for machines
     /// (one object per line, with the run id, workflow type and seq of run updates as
     /// fields). Payloads are never logged in either.
@@ -359,6 +368,8 @@ async fn dispatch(cli: Cli) -> Outcome {
                 insecure_listen_any,
                 limits,
                 metrics_listen,
+                ui_listen,
+                ui_read_only,
                 log_format,
             } = *args;
             let limits = crate::limits::Limits::parse(limits.iter().map(String::as_str))
@@ -395,6 +406,8 @@ async fn dispatch(cli: Cli) -> Outcome {
                 insecure_listen_any,
                 limits,
                 metrics_listen,
+                ui_listen,
+                ui_read_only,
             })
             .await
             .map_err(|e| Exit::error(format!("server stopped: {e:#}")))

@@ -1,0 +1,398 @@
+//! The web UI's JSON and server-sent-events API (issue 15, point 1), against a real server
+//! process: the same tokens, roles and namespaces as gRPC; read-only mode refuses every
+//! write; histories page from the tail; payloads come only on demand; a run's event stream
+//! resumes from `Last-Event-ID` with nothing lost or repeated; the live list shows a new run.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+use steadfast_proto::v1 as pb;
+use steadfast_sdk::client::{Client, StartOptions};
+use steadfast_tests::secure::{Services, entry, new_token, write_auth_file};
+use steadfast_tests::ui::{Api, start_ui_server};
+use steadfast_tests::{runtime, start_test_worker, wait_for};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn json_payload(v: &Value) -> pb::Payload {
+    pb::Payload {
+        encoding: "json/plain".into(),
+        data: v.to_string().into_bytes(),
+    }
+}
+
+#[test]
+fn tokens_roles_namespaces_and_read_only_apply_to_the_ui() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (admin, client, worker, other) = (new_token()?, new_token()?, new_token()?, new_token()?);
+    let auth = dir.path().join("auth");
+    write_auth_file(
+        &auth,
+        &[
+            &entry(&admin, "ops", "admin", "*")?,
+            &entry(&client, "app", "client", "default")?,
+            &entry(&worker, "wrk", "worker", "*")?,
+            &entry(&other, "tenant-b", "client", "b")?,
+        ],
+    )?;
+    let auth_s = auth.to_str().context("utf-8 path")?;
+    let (server, base) = start_ui_server(&dir.path().join("data"), &["--auth-file", auth_s])?;
+    let rt = runtime();
+    let channel = rt.block_on(tonic::transport::Endpoint::from_shared(server.url())?.connect())?;
+    let svc = Services::new(channel, Some(&client));
+    let run_id = rt
+        .block_on(svc.client.clone().start_workflow(pb::StartWorkflowRequest {
+            workflow_type: "signal".into(),
+            input: Some(json_payload(&json!({"question": "ship it?"}))),
+            ..Default::default()
+        }))?
+        .into_inner()
+        .run_id;
+
+    // The pages themselves need no token (the login form is one of them).
+    let anon = Api::new(&base, None);
+    let (code, _) = rt.block_on(anon.get_text("/"))?;
+    ensure!(code == 200, "index: {code}");
+    let (code, js) = rt.block_on(anon.get_text("/assets/app.js"))?;
+    ensure!(code == 200 && js.contains("import"), "app.js: {code}");
+
+    // No token, an unknown token: 401; a worker token may not list runs: 403.
+    let (code, body) = rt.block_on(anon.get("/api/v1/runs"))?;
+    ensure!(code == 401, "no token: {code} {body}");
+    ensure!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Bearer"),
+        "{body}"
+    );
+    let (code, _) =
+        rt.block_on(Api::new(&base, Some("not-a-token-not-a-token")).get("/api/v1/runs"))?;
+    ensure!(code == 401, "unknown token: {code}");
+    let (code, body) = rt.block_on(Api::new(&base, Some(&worker)).get("/api/v1/runs"))?;
+    ensure!(
+        code == 403 && body["error"]["code"] == "permission_denied",
+        "worker: {code} {body}"
+    );
+
+    // The client token lists its namespace, and not another.
+    let app = Api::new(&base, Some(&client));
+    let (code, body) = rt.block_on(app.get("/api/v1/runs"))?;
+    ensure!(code == 200, "client list: {code} {body}");
+    ensure!(body["runs"][0]["run_id"] == run_id.as_str(), "{body}");
+    let (code, _) = rt.block_on(app.get("/api/v1/runs?namespace=b"))?;
+    ensure!(code == 403, "client in namespace b: {code}");
+    let (code, body) =
+        rt.block_on(Api::new(&base, Some(&other)).get(&format!("/api/v1/runs/{run_id}")))?;
+    ensure!(code == 403, "tenant-b reading a default run: {code} {body}");
+    let (code, body) = rt.block_on(app.get("/api/v1/session"))?;
+    ensure!(
+        code == 200 && body["name"] == "app" && body["role"] == "client",
+        "{body}"
+    );
+
+    // Bad filters get a message that says what to use.
+    let (code, body) = rt.block_on(app.get("/api/v1/runs?status=sleepy"))?;
+    ensure!(
+        code == 400
+            && body["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("running"),
+        "{body}"
+    );
+
+    // A client may signal; raising a budget is for admins.
+    let (code, body) = rt.block_on(app.post(
+        &format!("/api/v1/runs/{run_id}/signal"),
+        &json!({"name": "approve", "input": {"ok": true}}),
+    ))?;
+    ensure!(code == 200, "signal: {code} {body}");
+    let budget = json!({"max_tokens": 5000});
+    let (code, _) = rt.block_on(app.post(&format!("/api/v1/runs/{run_id}/budget"), &budget))?;
+    ensure!(code == 403, "client budget: {code}");
+    let ops = Api::new(&base, Some(&admin));
+    let (code, body) = rt.block_on(ops.post(&format!("/api/v1/runs/{run_id}/budget"), &budget))?;
+    ensure!(
+        code == 200 && body["budget"]["max_tokens"] == 5000,
+        "admin budget: {code} {body}"
+    );
+    // Both went through the gRPC handlers: the history has them, with the UI's identity.
+    let (code, page) = rt.block_on(ops.get(&format!("/api/v1/runs/{run_id}/history")))?;
+    ensure!(code == 200, "history: {code}");
+    let kinds: Vec<&str> = page["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    ensure!(
+        kinds.contains(&"SignalReceived") && kinds.contains(&"BudgetUpdated"),
+        "{kinds:?}"
+    );
+    let signal = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "SignalReceived")
+        .unwrap();
+    ensure!(signal["attributes"]["identity"] == "ui:app", "{signal}");
+    // The page carries the signal's size, not its input.
+    ensure!(signal["attributes"]["input"]["payload"] == true, "{signal}");
+    let seq = signal["seq"].as_u64().unwrap();
+    let (code, p) =
+        rt.block_on(app.get(&format!("/api/v1/runs/{run_id}/events/{seq}/payloads")))?;
+    ensure!(
+        code == 200 && p["payloads"][0]["value"]["ok"] == true,
+        "payload: {code} {p}"
+    );
+
+    // A read-only UI over the same kind of server shows, and refuses every write with 403.
+    drop(server);
+    let (server, base) = start_ui_server(
+        &dir.path().join("data"),
+        &["--auth-file", auth_s, "--ui-read-only"],
+    )?;
+    let ro = Api::new(&base, Some(&admin));
+    let (code, _) = rt.block_on(ro.get("/api/v1/runs"))?;
+    ensure!(code == 200, "read-only list: {code}");
+    for (path, body) in [
+        ("signal", json!({"name": "approve"})),
+        ("cancel", json!({"reason": "x"})),
+        ("terminate", json!({"reason": "x"})),
+        ("budget", json!({"max_tokens": 1})),
+        ("reconcile", json!({"activity_id": 1, "decision": "retry"})),
+        ("fork", json!({"seq": 2})),
+    ] {
+        let (code, b) = rt.block_on(ro.post(&format!("/api/v1/runs/{run_id}/{path}"), &body))?;
+        ensure!(
+            code == 403 && b["error"]["code"] == "read_only",
+            "{path}: {code} {b}"
+        );
+    }
+    // Refused before the token is even looked at.
+    let (code, _) = rt.block_on(
+        Api::new(&base, None).post(&format!("/api/v1/runs/{run_id}/cancel"), &json!({})),
+    )?;
+    ensure!(code == 403, "read-only, no token: {code}");
+    let (code, run) = rt.block_on(ro.get(&format!("/api/v1/runs/{run_id}")))?;
+    ensure!(code == 200 && run["run"]["status"] == "running", "{run}");
+    drop(server);
+    Ok(())
+}
+
+#[test]
+fn history_pages_from_the_tail_and_streams_resume_from_last_event_id() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (server, base) = start_ui_server(&dir.path().join("data"), &[])?;
+    let url = server.url();
+    let _worker = start_test_worker(&url, &dir.path().join("side"), &[])?;
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(url.clone()))?;
+    let api = Api::new(&base, None);
+
+    // The live list first shows no run, then the one started.
+    let mut live = rt.block_on(api.sse("/api/v1/runs/live", None))?;
+    let first = rt.block_on(live.next(WAIT))?.context("live list ended")?;
+    ensure!(
+        first.event == "runs" && first.data["runs"] == json!([]),
+        "{first:?}"
+    );
+    let run_id = rt
+        .block_on(client.start_workflow(
+            "seq",
+            &json!({"n": 6, "sleep_ms": 0}),
+            StartOptions::default(),
+        ))?
+        .run_id;
+    let seen = rt.block_on(async {
+        loop {
+            let ev = live.next(WAIT).await?.context("live list ended")?;
+            if ev.data["runs"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["run_id"] == run_id.as_str()))
+            {
+                return Ok::<_, anyhow::Error>(ev);
+            }
+        }
+    })?;
+    ensure!(
+        seen.id
+            .is_some_and(|id| id != first.id.clone().unwrap_or_default()),
+        "a new id for a new list"
+    );
+
+    let closed = wait_for(WAIT, "the run completes", || {
+        let (_, v) = rt
+            .block_on(api.get(&format!("/api/v1/runs/{run_id}")))
+            .ok()?;
+        (v["run"]["status"] == "completed").then_some(v)
+    })?;
+    let last = closed["run"]["history_length"]
+        .as_u64()
+        .context("history_length")?;
+    ensure!(
+        last > 12,
+        "a seq run of 6 steps has more than 12 events: {last}"
+    );
+    ensure!(closed["run"]["usage"]["activities"] == 6, "{closed}");
+    // Its result is a stub; the bytes are one call away.
+    ensure!(closed["run"]["result"]["payload"] == true, "{closed}");
+
+    // Tail first, then older pages until none: every seq once, in order.
+    let mut seqs = Vec::new();
+    let mut path = format!("/api/v1/runs/{run_id}/history?limit=5");
+    loop {
+        let (code, page) = rt.block_on(api.get(&path))?;
+        ensure!(code == 200, "{path}: {code} {page}");
+        let mut got: Vec<u64> = page["events"]
+            .as_array()
+            .context("events")?
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect();
+        ensure!(got.len() <= 5, "{got:?}");
+        got.extend(seqs);
+        seqs = got;
+        match page["older"].as_u64() {
+            Some(before) => path = format!("/api/v1/runs/{run_id}/history?before={before}&limit=5"),
+            None => break,
+        }
+    }
+    ensure!(seqs == (1..=last).collect::<Vec<_>>(), "{seqs:?}");
+    let (code, _) = rt.block_on(api.get(&format!("/api/v1/runs/{run_id}/history?limit=0")))?;
+    ensure!(code == 400, "limit 0: {code}");
+
+    // A step's payloads on demand: the scheduled step's input and its result.
+    let (_, page) = rt.block_on(api.get(&format!("/api/v1/runs/{run_id}/history?limit=1000")))?;
+    let events = page["events"].as_array().context("events")?.clone();
+    ensure!(
+        !page.to_string().contains("\"index\""),
+        "no payload bytes in a page"
+    );
+    let scheduled = events
+        .iter()
+        .find(|e| e["kind"] == "ActivityScheduled")
+        .context("scheduled")?;
+    let seq = scheduled["seq"].as_u64().unwrap();
+    let (code, p) = rt.block_on(api.get(&format!(
+        "/api/v1/runs/{run_id}/events/{seq}/payloads?field=input"
+    )))?;
+    ensure!(
+        code == 200 && p["value"]["index"] == 0 && p["truncated"] == false,
+        "{code} {p}"
+    );
+    let (code, p) = rt.block_on(api.get(&format!(
+        "/api/v1/runs/{run_id}/events/{seq}/payloads?field=result"
+    )))?;
+    ensure!(
+        code == 404
+            && p["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("input"),
+        "{code} {p}"
+    );
+    let (code, raw) = rt.block_on(api.get_text(&format!("/api/v1/runs/{run_id}/history.json")))?;
+    ensure!(
+        code == 200 && raw.lines().count() as u64 == last,
+        "download: {code}"
+    );
+
+    // The run's stream from Last-Event-ID 4: events 5..=last, then the end.
+    let mut s = rt.block_on(api.sse(&format!("/api/v1/runs/{run_id}/events"), Some("4")))?;
+    let mut ids = Vec::new();
+    while let Some(ev) = rt.block_on(s.next(WAIT))? {
+        if ev.event == "end" {
+            break;
+        }
+        ensure!(ev.event == "event", "{ev:?}");
+        let id: u64 = ev.id.as_deref().context("id")?.parse()?;
+        ensure!(ev.data["event"]["seq"] == id, "{ev:?}");
+        ids.push(id);
+    }
+    ensure!(ids == (5..=last).collect::<Vec<_>>(), "{ids:?}");
+    drop(server);
+    Ok(())
+}
+
+#[test]
+fn a_live_run_stream_follows_a_signal_and_resumes_where_it_stopped() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (server, base) = start_ui_server(&dir.path().join("data"), &[])?;
+    let url = server.url();
+    let _worker = start_test_worker(&url, &dir.path().join("side"), &[])?;
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(url.clone()))?;
+    let api = Api::new(&base, None);
+    let run_id = rt
+        .block_on(client.start_workflow(
+            "signal",
+            &json!({"question": "Deploy to prod?", "choices": ["yes", "no"]}),
+            StartOptions::default(),
+        ))?
+        .run_id;
+    // Follow until the run says it waits on the signal; remember the last id seen.
+    let mut s = rt.block_on(api.sse(&format!("/api/v1/runs/{run_id}/events"), None))?;
+    let mut last_id = 0u64;
+    rt.block_on(async {
+        loop {
+            let ev = s.next(WAIT).await?.context("stream ended early")?;
+            last_id = ev.id.as_deref().context("id")?.parse()?;
+            if ev.data["run"]["waiting_on"].as_array().is_some_and(|w| {
+                w.iter()
+                    .any(|w| w["kind"] == "signal" && w["question"] == "Deploy to prod?")
+            }) {
+                return Ok::<_, anyhow::Error>(());
+            }
+        }
+    })?;
+    drop(s);
+    // The inbox lists it, with its question and choices.
+    let (code, inbox) = rt.block_on(api.get("/api/v1/inbox"))?;
+    ensure!(code == 200, "{inbox}");
+    let waiting = &inbox["signals"][0];
+    ensure!(waiting["run_id"] == run_id.as_str(), "{inbox}");
+    ensure!(
+        waiting["waiting_on"][0]["choices"] == json!(["yes", "no"]),
+        "{inbox}"
+    );
+    // Answer while no stream is open; a stream resumed from the last id sees the rest.
+    let (code, body) = rt.block_on(api.post(
+        &format!("/api/v1/runs/{run_id}/signal"),
+        &json!({"name": "approve", "input": "yes"}),
+    ))?;
+    ensure!(code == 200, "{body}");
+    let mut s = rt.block_on(api.sse(
+        &format!("/api/v1/runs/{run_id}/events"),
+        Some(&last_id.to_string()),
+    ))?;
+    let mut kinds = Vec::new();
+    let mut next = last_id + 1;
+    while let Some(ev) = rt.block_on(s.next(WAIT))? {
+        if ev.event == "end" {
+            break;
+        }
+        ensure!(
+            ev.id.as_deref() == Some(next.to_string().as_str()),
+            "gapless: {ev:?} after {}",
+            next - 1
+        );
+        next += 1;
+        kinds.push(ev.data["event"]["kind"].as_str().unwrap_or("").to_string());
+    }
+    ensure!(
+        kinds.first().map(String::as_str) == Some("SignalReceived"),
+        "{kinds:?}"
+    );
+    ensure!(
+        kinds.last().map(String::as_str) == Some("RunCompleted"),
+        "{kinds:?}"
+    );
+    let (code, bad) =
+        rt.block_on(api.get_text(&format!("/api/v1/runs/{run_id}/events?after=x")))?;
+    ensure!(code == 400, "bad after: {code} {bad}");
+    drop(server);
+    Ok(())
+}
