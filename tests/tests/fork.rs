@@ -94,6 +94,29 @@ fn fork_reuses_the_recorded_steps_and_reset_terminates_the_original() -> Result<
     let (code, out, _) = cli(&url, &["run", "show", &fork])?;
     assert_eq!(code, 0);
     assert!(out.contains("forked from") && out.contains(&run), "{out}");
+    // Both ways: the original names its fork (run show, --json, run list --forked-from).
+    let (code, out, _) = cli(&url, &["run", "show", &run])?;
+    assert_eq!(code, 0);
+    let forks_line = out
+        .lines()
+        .find(|l| l.starts_with("forks "))
+        .with_context(|| format!("no forks line in {out}"))?;
+    assert!(forks_line.contains(&fork), "{forks_line}");
+    let (code, out, _) = cli(&url, &["run", "show", &run, "--json"])?;
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(v["forks"], serde_json::json!([fork.clone()]), "{out}");
+    let (code, out, _) = cli(&url, &["run", "list", "--forked-from", &run])?;
+    assert_eq!(code, 0);
+    assert!(out.contains(&fork), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains(&run)).count(),
+        0,
+        "only forks are listed, not the original: {out}"
+    );
+    let (code, _, err) = cli(&url, &["run", "list", "--forked-from", "not-a-run"])?;
+    assert_ne!(code, 0);
+    assert!(err.contains("forked_from"), "{err}");
 
     // Bad arguments: a clear message and a non-zero exit, nothing created.
     let unknown = "01900000-0000-7000-8000-0000000000aa";
@@ -142,6 +165,13 @@ fn fork_reuses_the_recorded_steps_and_reset_terminates_the_original() -> Result<
         })
         .context("RunTerminated")?;
     assert!(reason.contains(&reset), "{reason}");
+    let (code, out, _) = cli(&url, &["run", "show", &slow])?;
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("forks ") && l.contains(&reset)),
+        "the reset original names its reset: {out}"
+    );
     let info = describe(&rt, &url, &reset)?;
     assert_eq!(info.forked_from_run_id, slow);
     assert_eq!(

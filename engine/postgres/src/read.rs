@@ -130,6 +130,12 @@ impl Inner {
                     .iter()
                     .map(|t| (crate::search::KIND_FAILED_ACTIVITY, t.as_bytes().to_vec())),
             )
+            .chain(
+                filter
+                    .forked_from
+                    .iter()
+                    .map(|f| (crate::search::KIND_FORKED_FROM, f.as_bytes().to_vec())),
+            )
             .collect();
         for (kind, value) in &searched {
             sql.push_str(&format!(

@@ -199,6 +199,13 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), Error> {
         tx.batch_execute(sql).await.map_err(pg_err)?;
         tracing::info!(version = i + 1, "PostgreSQL schema migrated");
     }
+    // Runs stored before v4 have no `run_search` rows; of what those rows index, only a
+    // fork's origin can be in such a run's state (attributes and failed activity types are
+    // newer than its rows), so their forks are indexed here, once, in the migration's
+    // transaction.
+    if (1..4).contains(&current) {
+        crate::search::backfill_forks(&tx).await?;
+    }
     tx.execute(
         "UPDATE steadfast_schema_version SET version = $1",
         &[&SCHEMA_VERSION],

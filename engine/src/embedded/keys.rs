@@ -146,6 +146,7 @@ pub(crate) enum SearchIndex {
     Schedule = 2,
     Attribute = 3,
     FailedActivity = 4,
+    ForkedFrom = 5,
 }
 
 /// `a | ns | index | len | value` (the prefix of the runs with that value).
@@ -177,6 +178,9 @@ pub(crate) fn search_keys(s: &RunState) -> Vec<Vec<u8>> {
     }
     for t in &s.failed_activity_types {
         push(SearchIndex::FailedActivity, t.as_bytes());
+    }
+    if let Some(f) = &s.forked_from {
+        push(SearchIndex::ForkedFrom, f.run_id.as_bytes());
     }
     out
 }

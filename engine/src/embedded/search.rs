@@ -12,6 +12,11 @@ use crate::embedded::sled_err;
 use crate::ids::RunKey;
 use crate::store::{Error, RunFilter};
 
+/// The set of indexes a data dir's `a` keys hold (the value of [`keys::META_SEARCH_INDEX`]):
+/// 1 = workflow id, schedule, attribute, failed activity; 2 = also forks. A data dir with an
+/// older set is backfilled again (inserting an entry twice is harmless).
+const SEARCH_INDEX_VERSION: u8 = 2;
+
 /// Entries written per sled batch during the backfill.
 const BACKFILL_BATCH_RUNS: usize = 10_000;
 
@@ -19,6 +24,13 @@ const BACKFILL_BATCH_RUNS: usize = 10_000;
 /// workflow id, then a search attribute, a schedule, a failed activity type), or `None`
 /// when the filter names none of them.
 pub(crate) fn index_prefix(namespace: &str, filter: &RunFilter) -> Option<Vec<u8>> {
+    if let Some(f) = &filter.forked_from {
+        return Some(keys::search_prefix(
+            namespace,
+            SearchIndex::ForkedFrom,
+            f.as_bytes(),
+        ));
+    }
     if let Some(w) = &filter.workflow_id {
         return Some(keys::search_prefix(
             namespace,
@@ -50,7 +62,11 @@ pub(crate) fn index_prefix(namespace: &str, filter: &RunFilter) -> Option<Vec<u8
 /// (a data dir from before the indexes). A state that does not decode is skipped: reading
 /// that run reports its damage.
 pub(crate) fn backfill(db: &sled::Db) -> Result<(), Error> {
-    if db.get(keys::META_SEARCH_INDEX).map_err(sled_err)?.is_some() {
+    if db
+        .get(keys::META_SEARCH_INDEX)
+        .map_err(sled_err)?
+        .is_some_and(|v| v.first().is_some_and(|&n| n >= SEARCH_INDEX_VERSION))
+    {
         return Ok(());
     }
     let mut batch = sled::Batch::default();
@@ -75,7 +91,7 @@ pub(crate) fn backfill(db: &sled::Db) -> Result<(), Error> {
             runs = 0;
         }
     }
-    batch.insert(keys::META_SEARCH_INDEX, &[1u8][..]);
+    batch.insert(keys::META_SEARCH_INDEX, &[SEARCH_INDEX_VERSION][..]);
     db.apply_batch(batch).map_err(sled_err)?;
     if total > 0 {
         tracing::info!(

@@ -47,6 +47,7 @@ pub async fn run_all<B: Backend>(backend: &mut B) {
     history::verify_history_of_intact_runs(backend.fresh().await).await;
     history::list_runs_filters_and_pages(backend.fresh().await).await;
     search::list_runs_by_workflow_id_and_start_time(backend.fresh().await).await;
+    search::list_runs_forked_from(backend.fresh().await).await;
     attributes::attributes_memo_and_failed_activities(backend).await;
     history::blobs_dedupe_and_inline(backend.fresh().await).await;
     history::blobs_are_scoped_by_namespace(backend.fresh().await).await;

@@ -222,6 +222,9 @@ pub struct RunFilter {
     pub failed_activity: Option<String>,
     /// Runs whose [`crate::search::summary`] holds every word of this text (ignoring case).
     pub text: Option<String>,
+    /// Forks of this run (its id in their [`RunState::forked_from`]): how the original of a
+    /// `run fork` / `run reset` finds its forks.
+    pub forked_from: Option<RunId>,
 }
 
 impl RunFilter {
@@ -250,6 +253,9 @@ impl RunFilter {
                 .text
                 .as_ref()
                 .is_none_or(|q| crate::search::text_matches(s, q))
+            && self
+                .forked_from
+                .is_none_or(|f| s.forked_from.as_ref().is_some_and(|r| r.run_id == f))
     }
 }
 

@@ -153,6 +153,7 @@ impl ClientService for Svc {
     ) -> Result<Response<pb::DescribeRunResponse>, Status> {
         Ok(Response::new(pb::DescribeRunResponse {
             run: Some(run_info(true)),
+            fork_run_ids: Vec::new(),
         }))
     }
 

@@ -179,6 +179,9 @@ pub struct ListArgs {
     /// last progress message, held and failure messages.
     #[arg(long, value_name = "WORDS")]
     text: Option<String>,
+    /// Only the forks of this run (`run fork` / `run reset` of it).
+    #[arg(long, value_name = "RUN")]
+    forked_from: Option<String>,
     /// Most runs to print (0 = all).
     #[arg(long, default_value_t = 100)]
     limit: u32,
@@ -202,11 +205,19 @@ pub async fn dispatch(conn: &Conn, cmd: RunCmd) -> Outcome {
         RunCmd::Start(a) => start(conn, a).await,
         RunCmd::List(a) => list(conn, a).await,
         RunCmd::Show { run, json } => {
-            let r = describe(conn, &run).await?;
+            let (r, forks) = describe_with_forks(conn, &run).await?;
             if json {
-                out_line(&serde_json::to_string_pretty(&run_json(&r)).unwrap_or_default())
+                let mut v = run_json(&r);
+                v["forks"] = serde_json::json!(forks);
+                out_line(&serde_json::to_string_pretty(&v).unwrap_or_default())
             } else {
-                super::out(run_text(&r).as_bytes())
+                let mut text = run_text(&r);
+                if !forks.is_empty() {
+                    // The original of a `run fork` / `run reset` names its forks (its own
+                    // history does not: a closed run takes no events).
+                    text.push_str(&format!("{:<15}{}\n", "forks", forks.join(", ")));
+                }
+                super::out(text.as_bytes())
             }
         }
         RunCmd::Result(a) => follow::result(conn, a).await,
@@ -253,6 +264,14 @@ pub async fn dispatch(conn: &Conn, cmd: RunCmd) -> Outcome {
 
 /// DescribeRun.
 pub async fn describe(conn: &Conn, run: &str) -> Result<pb::RunInfo, Exit> {
+    Ok(describe_with_forks(conn, run).await?.0)
+}
+
+/// DescribeRun, with the ids of the runs forked from it (newest first, at most 100).
+pub async fn describe_with_forks(
+    conn: &Conn,
+    run: &str,
+) -> Result<(pb::RunInfo, Vec<String>), Exit> {
     let req = pb::DescribeRunRequest {
         namespace: conn.namespace.clone(),
         run_id: run.to_string(),
@@ -263,8 +282,10 @@ pub async fn describe(conn: &Conn, run: &str) -> Result<pb::RunInfo, Exit> {
         .await
         .map_err(|s| conn.status(s))?
         .into_inner();
-    r.run
-        .ok_or_else(|| Exit::error(format!("the server described run {run} with no content")))
+    let info = r
+        .run
+        .ok_or_else(|| Exit::error(format!("the server described run {run} with no content")))?;
+    Ok((info, r.fork_run_ids))
 }
 
 async fn start(conn: &Conn, a: StartArgs) -> Outcome {
@@ -346,6 +367,7 @@ async fn list(conn: &Conn, a: ListArgs) -> Outcome {
             search_attributes: a.attrs.clone(),
             failed_activity: a.failed_activity.clone().unwrap_or_default(),
             text: a.text.clone().unwrap_or_default(),
+            forked_from: a.forked_from.clone().unwrap_or_default(),
         };
         let r = conn
             .client()

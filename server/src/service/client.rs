@@ -22,6 +22,8 @@ use crate::validate;
 const AWAIT_MS_MAX: u64 = 60_000;
 /// ListRuns page size when the request gives none (at most `page_size_max`).
 const LIST_PAGE_DEFAULT: u32 = 100;
+/// Most forks DescribeRun names (ListRuns with `forked_from` pages through all of them).
+const FORKS_SHOWN_MAX: usize = 100;
 
 /// The client service.
 pub struct ClientApi {
@@ -175,8 +177,24 @@ impl ClientService for ClientApi {
         crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         let s = self.core.state(&key).await?;
+        let forks = self
+            .core
+            .store
+            .list_runs(
+                &key.namespace,
+                &RunFilter {
+                    forked_from: Some(key.run_id),
+                    ..RunFilter::default()
+                },
+                None,
+                FORKS_SHOWN_MAX,
+                self.core.now(),
+            )
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::DescribeRunResponse {
             run: Some(run_info(&self.core, &s).await?),
+            fork_run_ids: forks.iter().map(|f| f.key.run_id.to_string()).collect(),
         }))
     }
 
@@ -243,6 +261,16 @@ impl ClientService for ClientApi {
                 .map_err(Status::invalid_argument)?,
             failed_activity: (!r.failed_activity.is_empty()).then(|| r.failed_activity.clone()),
             text: (!r.text.is_empty()).then(|| r.text.clone()),
+            forked_from: if r.forked_from.is_empty() {
+                None
+            } else {
+                Some(validate::run_id(&r.forked_from).map_err(|_| {
+                    Status::invalid_argument(format!(
+                        "forked_from {} is not a UUID",
+                        validate::quote(&r.forked_from)
+                    ))
+                })?)
+            },
         };
         if !r.parent_run_id.is_empty() {
             let runs =

@@ -94,6 +94,8 @@ pub struct ListOptions {
     /// Only runs whose summary (workflow type and id, memo, last progress message, held and
     /// failure messages) holds every word of this text, ignoring case.
     pub text: Option<String>,
+    /// Only the forks of this run (`run fork` / `run reset` of it).
+    pub forked_from: Option<String>,
 }
 
 /// A run that was started (or found open) by a start call.
@@ -269,6 +271,7 @@ impl Client {
                 .collect(),
             failed_activity: options.failed_activity.unwrap_or_default(),
             text: options.text.unwrap_or_default(),
+            forked_from: options.forked_from.unwrap_or_default(),
         };
         let resp = self.service().list_runs(req).await?.into_inner();
         let next = Some(resp.next_page_token).filter(|t| !t.is_empty());

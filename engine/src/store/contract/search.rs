@@ -128,3 +128,70 @@ pub async fn list_runs_by_workflow_id_and_start_time<S: Store>(store: S) {
     };
     assert_eq!(list(typed, None, 10).await, vec![id(0)]);
 }
+
+/// A fork names its original in RunStarted (`forked_from`); `forked_from` lists the forks of
+/// one run, newest first, in pages, and no other run (not the original, not a fork of
+/// another run).
+pub async fn list_runs_forked_from<S: Store>(store: S) {
+    let mut keys = Vec::new();
+    let original = RunKey::new(DEFAULT_NAMESPACE, RunId::new_v7());
+    let other = RunKey::new(DEFAULT_NAMESPACE, RunId::new_v7());
+    // The original, three forks of it, and one fork of another run.
+    let origins = [
+        None,
+        Some(original.run_id),
+        Some(original.run_id),
+        Some(other.run_id),
+    ];
+    for (i, from) in [None].into_iter().chain(origins).enumerate() {
+        let key = if i == 0 {
+            original.clone()
+        } else {
+            RunKey::new(DEFAULT_NAMESPACE, RunId::new_v7())
+        };
+        let mut r = RunDriver {
+            key: key.clone(),
+            next: 1,
+            command: 1,
+            time_ms: T0 + i as i64 * STEP_MS,
+        };
+        let mut started = fixtures::started(&format!("w{i}"), "q");
+        started.forked_from = from.map(|run_id| event::ForkRef { run_id, seq: 3 });
+        r.append(&store, vec![Event::RunStarted(started)]).await;
+        keys.push(key);
+    }
+    let forks_of = |run: RunId, after: Option<RunId>, limit: usize| {
+        let store = &store;
+        async move {
+            store
+                .list_runs(
+                    DEFAULT_NAMESPACE,
+                    &RunFilter {
+                        forked_from: Some(run),
+                        ..RunFilter::default()
+                    },
+                    after,
+                    limit,
+                    T0,
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|s| s.key.run_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let id = |i: usize| keys[i].run_id;
+    // keys: 0 original, 1 plain run, 2 and 3 forks of the original, 4 fork of `other`.
+    assert_eq!(
+        forks_of(original.run_id, None, 10).await,
+        vec![id(3), id(2)]
+    );
+    assert_eq!(forks_of(original.run_id, None, 1).await, vec![id(3)]);
+    assert_eq!(
+        forks_of(original.run_id, Some(id(3)), 10).await,
+        vec![id(2)]
+    );
+    assert_eq!(forks_of(other.run_id, None, 10).await, vec![id(4)]);
+    assert!(forks_of(id(2), None, 10).await.is_empty());
+}
