@@ -90,6 +90,24 @@ fn plain(method: &str) -> Option<Vec<u8>> {
         "DescribeRun" => pb::DescribeRunRequest {
             namespace: ns,
             run_id: run,
+            approval_previews: true,
+        }
+        .encode_to_vec(),
+        "ApproveActivity" => pb::ApproveActivityRequest {
+            namespace: ns,
+            run_id: run,
+            activity_id: 1,
+            comment: ok.clone(),
+            input: json("null"),
+            identity: ok,
+        }
+        .encode_to_vec(),
+        "DenyActivity" => pb::DenyActivityRequest {
+            namespace: ns,
+            run_id: run,
+            activity_id: 1,
+            reason: ok.clone(),
+            identity: ok,
         }
         .encode_to_vec(),
         "ListRuns" => pb::ListRunsRequest {

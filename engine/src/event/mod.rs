@@ -95,6 +95,7 @@ macro_rules! events {
                     Event::RunSignalRequested(a) => vec![&mut a.input],
                     Event::UpdateRequested(a) => vec![&mut a.input],
                     Event::UpdateCompleted(a) => vec![&mut a.result],
+                    Event::ActivityApproved(a) => a.input.iter_mut().collect(),
                     _ => Vec::new(),
                 }
             }
@@ -148,6 +149,9 @@ events! {
     93 => UpdateRejected,
     100 => VersioningSet,
     101 => BuildPinned,
+    120 => ApprovalRequested,
+    121 => ActivityApproved,
+    122 => ActivityDenied,
 }
 
 impl Event {

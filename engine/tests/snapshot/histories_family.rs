@@ -256,5 +256,6 @@ pub(crate) fn histories() -> Vec<History> {
     all.push(family_history());
     all.push(updates_history());
     all.extend(super::histories_builds::build_histories());
+    all.push(super::histories_approvals::approval_history());
     all
 }

@@ -28,6 +28,10 @@ pub enum RunCmd {
         /// Print the run as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Show the arguments of the activities that wait for approval (they are payloads:
+        /// only on request).
+        #[arg(long)]
+        preview: bool,
     },
     /// Print a run's result JSON; the exit code says how the run ended.
     Result(ResultArgs),
@@ -67,6 +71,12 @@ pub enum RunCmd {
     Budget(BudgetArgs),
     /// Decide the outcome of a `write` activity whose attempt was lost.
     Reconcile(ReconcileArgs),
+    /// Approve an activity that waits for approval: `run approve RUN --activity ID
+    /// [--comment C] [--input JSON]` (an edit of its arguments, recorded). It runs now.
+    Approve(super::approve::ApproveArgs),
+    /// Deny it: `run deny RUN --activity ID --reason R`; the workflow gets a non-retryable
+    /// ApprovalDenied failure.
+    Deny(super::approve::DenyArgs),
     /// Start a new run from this run's history up to the last workflow-task boundary at or
     /// before --at: recorded activity results before it are reused, not run again; the
     /// current code continues. Prints the new run id.
@@ -138,7 +148,7 @@ pub struct ListArgs {
     /// Only runs of this workflow type.
     #[arg(long = "type", value_name = "TYPE")]
     workflow_type: Option<String>,
-    /// Only open runs waiting on: signal, activity, timer, budget, reconciliation,
+    /// Only open runs waiting on: signal, approval, activity, timer, budget, reconciliation,
     /// workflow_task, idle (code that waits for nothing the server tracks).
     #[arg(long, value_parser = parse::waiting)]
     waiting: Option<String>,
@@ -182,8 +192,8 @@ pub async fn dispatch(conn: &Conn, cmd: RunCmd) -> Outcome {
     match cmd {
         RunCmd::Start(a) => start(conn, a).await,
         RunCmd::List(a) => list(conn, a).await,
-        RunCmd::Show { run, json } => {
-            let r = describe(conn, &run).await?;
+        RunCmd::Show { run, json, preview } => {
+            let r = describe_with(conn, &run, preview).await?;
             if json {
                 out_line(&serde_json::to_string_pretty(&run_json(&r)).unwrap_or_default())
             } else {
@@ -227,6 +237,8 @@ pub async fn dispatch(conn: &Conn, cmd: RunCmd) -> Outcome {
         RunCmd::Update(a) => steer::update(conn, a).await,
         RunCmd::Budget(a) => operate::budget(conn, a).await,
         RunCmd::Reconcile(a) => operate::reconcile(conn, a).await,
+        RunCmd::Approve(a) => super::approve::approve(conn, a).await,
+        RunCmd::Deny(a) => super::approve::deny(conn, a).await,
         RunCmd::Fork(a) => fork::fork(conn, a, false).await,
         RunCmd::Reset(a) => fork::fork(conn, a, true).await,
     }
@@ -234,9 +246,15 @@ pub async fn dispatch(conn: &Conn, cmd: RunCmd) -> Outcome {
 
 /// DescribeRun.
 pub async fn describe(conn: &Conn, run: &str) -> Result<pb::RunInfo, Exit> {
+    describe_with(conn, run, false).await
+}
+
+/// DescribeRun, with the arguments of pending approvals when `previews`.
+pub async fn describe_with(conn: &Conn, run: &str, previews: bool) -> Result<pb::RunInfo, Exit> {
     let req = pb::DescribeRunRequest {
         namespace: conn.namespace.clone(),
         run_id: run.to_string(),
+        approval_previews: previews,
     };
     let r = conn
         .client()
