@@ -348,14 +348,12 @@ impl Core {
     /// before the attempt leaves, so a Ready attempt is held by no worker, on any node and
     /// after any restart.
     pub fn is_undispatched(s: &RunState, id: u32) -> bool {
-        s.activities
-            .get(&id)
-            .is_some_and(|a| {
-                matches!(
-                    a.phase,
-                    ActivityPhase::Ready { .. } | ActivityPhase::AwaitingApproval { .. }
-                )
-            })
+        s.activities.get(&id).is_some_and(|a| {
+            matches!(
+                a.phase,
+                ActivityPhase::Ready { .. } | ActivityPhase::AwaitingApproval { .. }
+            )
+        })
     }
 
     /// Creates a run (the events must begin with RunStarted), at most once per request id

@@ -43,6 +43,7 @@ const PAYLOAD_LIMIT: &str = "payload_bytes_max=262144";
 /// Fields of free text: any character is data, only the size is bounded.
 const FREE_TEXT: &[&str] = &[
     "reason",
+    "comment",
     "message",
     "details",
     "failure_message",

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 pub use waiting::WaitingOn;
 
 use crate::event::{
-    ActivityOptions, ArgumentsDigest, Budget, BudgetDimension, ChildOutcome, CommandSeq, Effect, Failure, ForkRef,
-    ParentClosePolicy, ParentRef, ScheduleRef, TimeMs, Usage,
+    ActivityOptions, ArgumentsDigest, Budget, BudgetDimension, ChildOutcome, CommandSeq, Effect,
+    Failure, ForkRef, ParentClosePolicy, ParentRef, ScheduleRef, TimeMs, Usage,
 };
 use crate::ids::{RunId, RunKey};
 use crate::payload::{Hash, Payload};

@@ -58,7 +58,11 @@ pub async fn approve(conn: &Conn, a: ApproveArgs) -> Outcome {
         "activity #{} of run {} approved{}; it runs now",
         a.activity,
         a.run,
-        if edited { " with the edited arguments" } else { "" }
+        if edited {
+            " with the edited arguments"
+        } else {
+            ""
+        }
     ));
     Ok(())
 }

@@ -416,10 +416,20 @@ pub fn summary(e: &pb::HistoryEvent) -> String {
             "#{} approved by {}{}{}",
             a.command_seq,
             a.identity,
-            if a.comment.is_empty() { String::new() } else { format!(": {}", a.comment) },
-            if a.input.is_some() { " (arguments edited)" } else { "" }
+            if a.comment.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", a.comment)
+            },
+            if a.input.is_some() {
+                " (arguments edited)"
+            } else {
+                ""
+            }
         ),
-        A::ActivityDenied(a) => format!("#{} denied by {}: {}", a.command_seq, a.identity, a.reason),
+        A::ActivityDenied(a) => {
+            format!("#{} denied by {}: {}", a.command_seq, a.identity, a.reason)
+        }
         A::UpdateRequested(a) => format!("{} id={}", a.name, a.update_id),
         A::UpdateCompleted(a) => format!("#{} id={}", a.command_seq, a.update_id),
         A::UpdateRejected(a) => format!(

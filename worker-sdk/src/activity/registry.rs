@@ -80,8 +80,7 @@ impl Activities {
     /// Whether calls of `name` wait for approval by this worker's declaration.
     pub fn requires_approval(&self, name: &str) -> bool {
         self.approvals.contains(name)
-            || (self.approve_writes
-                && self.map.get(name).is_some_and(|(e, _)| *e == Effect::Write))
+            || (self.approve_writes && self.map.get(name).is_some_and(|(e, _)| *e == Effect::Write))
     }
 
     /// The registered names, sorted.

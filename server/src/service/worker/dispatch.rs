@@ -182,15 +182,13 @@ impl WorkerApi {
         let appended = self
             .core
             .update(key, true, |s, now| {
-                let (effect, requires_approval) = s.activities.get(&id).map_or(
-                    (Effect::Write, false),
-                    |a| {
+                let (effect, requires_approval) =
+                    s.activities.get(&id).map_or((Effect::Write, false), |a| {
                         (
                             runs.effect(&a.activity_type),
                             runs.requires_approval(&a.activity_type),
                         )
-                    },
-                );
+                    });
                 let claim = Claim {
                     worker,
                     effect,
