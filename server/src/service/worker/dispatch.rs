@@ -33,8 +33,10 @@ pub(super) enum Start {
     /// The activity needs a human's decision first (asked by the call, or declared by this
     /// worker for its type): record this ApprovalRequested; the run waits on `approval`.
     AskApproval(Event),
-    /// Not startable any more (started elsewhere, closed, cancelled, parked already), or it
-    /// needs an approval whose arguments' digest the caller has not read yet.
+    /// It needs an approval, and the caller has not read the arguments' digest yet (read
+    /// only then, so that the common dispatch costs no extra read): read it and decide again.
+    NeedArguments,
+    /// Not startable any more (started elsewhere, closed, cancelled, parked already).
     Gone,
 }
 
@@ -80,7 +82,7 @@ pub(super) fn start_attempt(s: &RunState, id: u32, attempt: u32, claim: Claim, n
     // every replay go straight on).
     if act.needs_approval(claim.requires_approval) {
         let Some(arguments) = claim.arguments else {
-            return Start::Gone;
+            return Start::NeedArguments;
         };
         let (reason, declared_by) = match &act.options.approval {
             Some(reason) => (reason.clone(), String::new()),
@@ -173,12 +175,38 @@ impl WorkerApi {
         worker: &str,
         runs: &WorkerRuns,
     ) -> Result<Option<pb::PollActivityTaskResponse>, Status> {
+        let Task::Activity { key, id, .. } = task else {
+            return Ok(None);
+        };
+        let mut arguments = None;
+        let mut decided = Start::Gone;
+        for _ in 0..2 {
+            let appended = self
+                .decide_start(task, worker, runs, arguments, &mut decided)
+                .await?;
+            if decided != Start::NeedArguments {
+                return self.started_task(task, &decided, appended).await;
+            }
+            arguments = self.arguments_of(key, *id).await?;
+        }
+        // The arguments were read and the state still asks for them: only a run changing
+        // under us does that; the task is offered again.
+        self.started_task(task, &Start::Gone, None).await
+    }
+
+    /// One decision about a polled attempt, appended when it records something.
+    async fn decide_start(
+        &self,
+        task: &Task,
+        worker: &str,
+        runs: &WorkerRuns,
+        arguments: Option<ArgumentsDigest>,
+        decided: &mut Start,
+    ) -> Result<Option<steadfast_engine::store::Appended>, Status> {
         let Task::Activity { key, id, attempt } = task else {
             return Ok(None);
         };
         let (id, attempt) = (*id, *attempt);
-        let arguments = self.arguments_if_asking(key, id, runs).await?;
-        let mut decided = Start::Gone;
         let appended = self
             .core
             .update(key, true, |s, now| {
@@ -195,21 +223,37 @@ impl WorkerApi {
                     requires_approval,
                     arguments,
                 };
-                decided = start_attempt(s, id, attempt, claim, now);
-                Ok(match &decided {
+                *decided = start_attempt(s, id, attempt, claim, now);
+                Ok(match &*decided {
                     Start::Started(e) | Start::Park(e) | Start::AskApproval(e) => {
                         Some(vec![e.clone()])
                     }
-                    Start::Reserved | Start::Gone => None,
+                    Start::Reserved | Start::NeedArguments | Start::Gone => None,
                 })
             })
             .await;
-        let appended = match appended {
-            Ok(a) => a,
-            Err(e) if e.code() == tonic::Code::NotFound => None,
-            Err(e) => return Err(e),
+        match appended {
+            Ok(a) => Ok(a),
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                *decided = Start::Gone;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The task for a decided attempt, or the task given back.
+    async fn started_task(
+        &self,
+        task: &Task,
+        decided: &Start,
+        appended: Option<steadfast_engine::store::Appended>,
+    ) -> Result<Option<pb::PollActivityTaskResponse>, Status> {
+        let Task::Activity { key, id, .. } = task else {
+            return Ok(None);
         };
-        match (&decided, appended) {
+        let id = *id;
+        match (decided, appended) {
             (Start::Started(_), Some(a)) => {
                 let started = a
                     .records
@@ -268,24 +312,11 @@ impl WorkerApi {
         Ok(())
     }
 
-    /// The digest of activity `id`'s arguments when dispatching it would ask for approval
-    /// (read only then: it costs a history read), else `None`.
-    async fn arguments_if_asking(
-        &self,
-        key: &RunKey,
-        id: u32,
-        runs: &WorkerRuns,
-    ) -> Result<Option<ArgumentsDigest>, Status> {
-        let s = match self.core.state(key).await {
-            Ok(s) => s,
-            Err(e) if e.code() == tonic::Code::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let Some(act) = s
-            .activities
-            .get(&id)
-            .filter(|a| a.needs_approval(runs.requires_approval(&a.activity_type)))
-        else {
+    /// The digest of activity `id`'s scheduled arguments (what a human approves), `None`
+    /// when the activity is no longer open.
+    async fn arguments_of(&self, key: &RunKey, id: u32) -> Result<Option<ArgumentsDigest>, Status> {
+        let s = self.core.state(key).await?;
+        let Some(act) = s.activities.get(&id) else {
             return Ok(None);
         };
         match &self.scheduled_record(key, act).await?.event {
@@ -466,7 +497,7 @@ mod tests {
             arguments: None,
             ..declaring
         };
-        assert_eq!(start_attempt(&s, 1, 1, unread, 1_000), Start::Gone);
+        assert_eq!(start_attempt(&s, 1, 1, unread, 1_000), Start::NeedArguments);
         apply(&mut s, &e);
         assert_eq!(start_attempt(&s, 1, 1, declaring, 1_000), Start::Gone);
         apply(
