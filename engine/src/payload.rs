@@ -88,7 +88,7 @@ impl std::fmt::Debug for Payload {
     }
 }
 
-mod serde_bytes_array {
+pub(crate) mod serde_bytes_array {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {

@@ -18,6 +18,8 @@ use steadfast_engine::event::*;
 use steadfast_engine::payload::Hash;
 use steadfast_engine::state::RunState;
 
+#[path = "snapshot/histories_approvals.rs"]
+mod histories_approvals;
 #[path = "snapshot/histories_builds.rs"]
 mod histories_builds;
 #[path = "snapshot/histories_core.rs"]
@@ -206,6 +208,9 @@ fn event_kind_discriminants_are_pinned() {
         (K::BuildPinned, "BuildPinned", 101),
         (K::SearchAttributesUpserted, "SearchAttributesUpserted", 110),
         (K::MemoRecorded, "MemoRecorded", 111),
+        (K::ApprovalRequested, "ApprovalRequested", 120),
+        (K::ActivityApproved, "ActivityApproved", 121),
+        (K::ActivityDenied, "ActivityDenied", 122),
     ];
     assert_eq!(
         EventKind::ALL.len(),

@@ -140,6 +140,8 @@ pub fn activity_options(o: &ev::ActivityOptions) -> pb::ActivityOptions {
         start_to_close_timeout_ms: o.start_to_close_ms,
         heartbeat_timeout_ms: o.heartbeat_ms,
         effect: effect(o.effect) as i32,
+        requires_approval: o.approval.is_some(),
+        approval_reason: o.approval.clone().unwrap_or_default(),
     }
 }
 
@@ -159,6 +161,7 @@ pub fn activity_options_from(o: &pb::ActivityOptions) -> ev::ActivityOptions {
         start_to_close_ms: o.start_to_close_timeout_ms,
         heartbeat_ms: o.heartbeat_timeout_ms,
         effect: effect_from(o.effect),
+        approval: o.requires_approval.then(|| o.approval_reason.clone()),
     }
 }
 
@@ -391,6 +394,7 @@ pub fn event(rec: &EventRecord) -> pb::HistoryEvent {
         }),
         other => crate::convert_family::to_wire(other)
             .or_else(|| crate::convert_search::to_wire(other))
+            .or_else(|| crate::convert_approval::to_wire(other))
             .expect("every other event is converted above"),
     };
     pb::HistoryEvent {
@@ -616,6 +620,7 @@ pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
         }),
         other => crate::convert_family::from_wire(other)
             .or_else(|| crate::convert_search::from_wire(other))
+            .or_else(|| crate::convert_approval::from_wire(other))
             .ok_or_else(|| err("unknown event"))?
             .map_err(|d| err(&d))?,
     };
@@ -709,6 +714,23 @@ pub fn waiting(w: &WaitingOn) -> pb::WaitingOn {
             held_reason: held_reason.clone().unwrap_or_default(),
         }),
         WaitingOn::Idle => What::Idle(pb::WaitIdle {}),
+        WaitingOn::Approval {
+            id,
+            activity_type,
+            attempt,
+            reason,
+            declared_by,
+            arguments,
+            since_ms,
+        } => What::Approval(crate::convert_approval::waiting(
+            *id,
+            activity_type,
+            *attempt,
+            reason,
+            declared_by,
+            arguments,
+            *since_ms,
+        )),
         WaitingOn::Build { build } => What::Build(pb::WaitBuild {
             build_id: build.clone(),
         }),

@@ -342,15 +342,18 @@ impl Core {
     }
 
     /// Whether activity `id` of `s` is open and no worker holds it: queued, backing off
-    /// before a retry, or parked on the budget. A cancellation has nothing to stop there, so
+    /// before a retry, parked on the budget, or waiting for a human's approval. A cancellation has nothing to stop there, so
     /// it is recorded at once instead of waiting for a heartbeat that will never come.
     /// Read from the durable state alone: every hand-out is recorded (ActivityStarted)
     /// before the attempt leaves, so a Ready attempt is held by no worker, on any node and
     /// after any restart.
     pub fn is_undispatched(s: &RunState, id: u32) -> bool {
-        s.activities
-            .get(&id)
-            .is_some_and(|a| matches!(a.phase, ActivityPhase::Ready { .. }))
+        s.activities.get(&id).is_some_and(|a| {
+            matches!(
+                a.phase,
+                ActivityPhase::Ready { .. } | ActivityPhase::AwaitingApproval { .. }
+            )
+        })
     }
 
     /// Creates a run (the events must begin with RunStarted), at most once per request id
@@ -412,6 +415,7 @@ impl Core {
                 Event::ActivityFailed(_)
                 | Event::ActivityTimedOut(_)
                 | Event::ActivityReconciled(_)
+                | Event::ActivityApproved(_)
                 | Event::BudgetUpdated(_) => {
                     for act in s.activities.values() {
                         self.notify.task_ready(
@@ -591,6 +595,8 @@ mod tests {
                 last_failure: None,
                 ordinal: 1,
                 cancel_requested: false,
+                approved: false,
+                approved_input_seq: None,
             },
         );
         let records = [

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod convert;
+pub mod convert_approval;
 pub mod convert_family;
 pub mod convert_search;
 pub mod core;

@@ -133,6 +133,8 @@ mod tests {
             last_failure: None,
             ordinal: 1,
             cancel_requested: false,
+            approved: false,
+            approved_input_seq: None,
         }
     }
 

@@ -155,6 +155,11 @@ pub(crate) async fn fire(core: &Core, d: &DueTimer) -> Result<(), Status> {
                     }
                     // No deadline runs for an attempt that was not handed out.
                     ActivityPhase::Ready { .. } => return Ok(None),
+                    // Waiting for a human, no worker holds it: a cancel ends it at once.
+                    ActivityPhase::AwaitingApproval { .. } if act.cancel_requested => {
+                        Event::ActivityCancelled(ev::ActivityCancelled { command_seq: *id })
+                    }
+                    ActivityPhase::AwaitingApproval { .. } => return Ok(None),
                     // A write whose worker went silent: its outcome is unknown; never retried
                     // blindly. The effect is the one the running worker declared when the
                     // attempt started (which may differ from the one in the schedule options).

@@ -223,6 +223,7 @@ pub fn activity_poll(
             .map(|(t, e)| pb::ActivityDeclaration {
                 activity_type: t.to_string(),
                 effect: *e as i32,
+                requires_approval: false,
             })
             .collect(),
     }

@@ -192,6 +192,7 @@ pub async fn every_rpc(s: &Services, f: &Fields) -> Vec<Outcome> {
         s.client.describe_run(pb::DescribeRunRequest {
             namespace: ns.clone(),
             run_id: f.run_id.clone(),
+            approval_previews: true,
         })
     );
     call!(
@@ -239,6 +240,27 @@ pub async fn every_rpc(s: &Services, f: &Fields) -> Vec<Outcome> {
             namespace: ns.clone(),
             run_id: f.run_id.clone(),
             after_seq: 0,
+        })
+    );
+    call!(
+        "ApproveActivity",
+        s.client.approve_activity(pb::ApproveActivityRequest {
+            namespace: ns.clone(),
+            run_id: f.run_id.clone(),
+            activity_id: 1,
+            comment: n.clone(),
+            input: json(&f.payload),
+            identity: n.clone(),
+        })
+    );
+    call!(
+        "DenyActivity",
+        s.client.deny_activity(pb::DenyActivityRequest {
+            namespace: ns.clone(),
+            run_id: f.run_id.clone(),
+            activity_id: 1,
+            reason: n.clone(),
+            identity: n.clone(),
         })
     );
     call!(

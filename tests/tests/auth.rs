@@ -205,6 +205,7 @@ fn tokens_roles_and_namespaces_are_enforced_across_processes() -> Result<()> {
             .describe_run(pb::DescribeRunRequest {
                 namespace: TENANT_A.into(),
                 run_id: run_a.clone(),
+                ..Default::default()
             }),
     )?;
     let after = after.into_inner().run.context("run")?;

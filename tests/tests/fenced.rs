@@ -467,6 +467,7 @@ fn write_declared_only_by_a_killed_tool_worker_waits_for_reconciliation() -> Res
             .describe_run(pb::DescribeRunRequest {
                 namespace: NS.into(),
                 run_id: write_run.clone(),
+                ..Default::default()
             })
             .await?
             .into_inner();

@@ -188,6 +188,7 @@ fn hostile_values_in_every_rpc_are_refused_briefly_and_at_once() -> Result<()> {
                     n,
                     "StartWorkflow"
                         | "SignalRun"
+                        | "ApproveActivity"
                         | "HeartbeatActivityTask"
                         | "CompleteActivityTask"
                 )
@@ -200,6 +201,7 @@ fn hostile_values_in_every_rpc_are_refused_briefly_and_at_once() -> Result<()> {
         .block_on(svc.client.clone().describe_run(pb::DescribeRunRequest {
             namespace: String::new(),
             run_id: run,
+            ..Default::default()
         }))?
         .into_inner()
         .run

@@ -43,6 +43,7 @@ const PAYLOAD_LIMIT: &str = "payload_bytes_max=262144";
 /// Fields of free text: any character is data, only the size is bounded.
 const FREE_TEXT: &[&str] = &[
     "reason",
+    "comment",
     "message",
     "details",
     "failure_message",
@@ -90,6 +91,24 @@ fn plain(method: &str) -> Option<Vec<u8>> {
         "DescribeRun" => pb::DescribeRunRequest {
             namespace: ns,
             run_id: run,
+            approval_previews: true,
+        }
+        .encode_to_vec(),
+        "ApproveActivity" => pb::ApproveActivityRequest {
+            namespace: ns,
+            run_id: run,
+            activity_id: 1,
+            comment: ok.clone(),
+            input: json("null"),
+            identity: ok,
+        }
+        .encode_to_vec(),
+        "DenyActivity" => pb::DenyActivityRequest {
+            namespace: ns,
+            run_id: run,
+            activity_id: 1,
+            reason: ok.clone(),
+            identity: ok,
         }
         .encode_to_vec(),
         "ListRuns" => pb::ListRunsRequest {

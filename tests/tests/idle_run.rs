@@ -26,6 +26,7 @@ fn a_run_whose_code_waits_for_nothing_tracked_is_idle() -> Result<()> {
         let describe = pb::DescribeRunRequest {
             namespace: NS.into(),
             run_id: run.clone(),
+            ..Default::default()
         };
         let info = raw
             .client

@@ -129,6 +129,7 @@ fn a_timed_out_attempt_reports_its_usage_once_and_it_is_counted() -> Result<()> 
         let describe = || pb::DescribeRunRequest {
             namespace: NS.into(),
             run_id: run.clone(),
+            ..Default::default()
         };
         let info = raw.client.describe_run(describe()).await?.into_inner();
         let used = info.run.context("run info")?.usage.context("usage")?;

@@ -81,6 +81,11 @@ pub struct ActivityOptions {
     pub heartbeat_ms: u64,
     /// Effect of the tool.
     pub effect: Effect,
+    /// The call asked for a human decision before it runs (`run approve` / `run deny`),
+    /// with this reason. Not written when absent, so options without it keep the bytes of
+    /// the older format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
 }
 
 /// Ceilings a run may not cross; 0 = no limit.
@@ -799,6 +804,43 @@ attrs! {
         /// Never pinned.
         pub auto_upgrade: bool,
     }
+    /// An activity that needs a human decision was about to be handed out: it waits for
+    /// `run approve` or `run deny`, and nothing is dispatched meanwhile. Asked at most once
+    /// per activity: an approved activity's retries run without asking again.
+    pub struct ApprovalRequested {
+        /// Activity id.
+        pub command_seq: CommandSeq,
+        /// The attempt that waits.
+        pub attempt: u32,
+        /// Why: the reason the workflow gave with the call, or the worker's declaration.
+        pub reason: String,
+        /// The worker whose registration asked for it ("" = the call's options did).
+        pub declared_by: String,
+        /// Size and hash of the arguments the decision is about.
+        pub arguments: ArgumentsDigest,
+    }
+    /// A human approved the activity: it is dispatched (with `input` instead of the
+    /// scheduled arguments when they edited them).
+    pub struct ActivityApproved {
+        /// Activity id.
+        pub command_seq: CommandSeq,
+        /// Who approved (the token's name when auth is on).
+        pub identity: String,
+        /// Their comment.
+        pub comment: String,
+        /// The arguments as edited before approval; `None` = as scheduled.
+        pub input: Option<Payload>,
+    }
+    /// A human denied the activity. The ActivityFailed that follows in the same append
+    /// (type `ApprovalDenied`, non-retryable) is what the workflow sees.
+    pub struct ActivityDenied {
+        /// Activity id.
+        pub command_seq: CommandSeq,
+        /// Who denied (the token's name when auth is on).
+        pub identity: String,
+        /// Why.
+        pub reason: String,
+    }
     /// The run is pinned to a worker build from here on: recorded just before the first
     /// WorkflowTaskCompleted of a build-declaring worker, in the same append (before it, so
     /// that the task's command events stay one block after the completion). Its workflow
@@ -806,6 +848,26 @@ attrs! {
     pub struct BuildPinned {
         /// The build id.
         pub build_id: String,
+    }
+}
+
+/// Size and blake3 of an activity's arguments, as shown to the human who decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ArgumentsDigest {
+    /// Bytes.
+    pub len: u64,
+    /// blake3 of the bytes.
+    #[serde(with = "crate::payload::serde_bytes_array")]
+    pub hash: crate::payload::Hash,
+}
+
+impl ArgumentsDigest {
+    /// The digest of `p` (inline or a blob reference: no read needed).
+    pub fn of(p: &Payload) -> ArgumentsDigest {
+        ArgumentsDigest {
+            len: p.len(),
+            hash: p.data_hash(),
+        }
     }
 }
 

@@ -95,6 +95,7 @@ macro_rules! events {
                     Event::RunSignalRequested(a) => vec![&mut a.input],
                     Event::UpdateRequested(a) => vec![&mut a.input],
                     Event::UpdateCompleted(a) => vec![&mut a.result],
+                    Event::ActivityApproved(a) => a.input.iter_mut().collect(),
                     _ => Vec::new(),
                 }
             }
@@ -150,6 +151,9 @@ events! {
     101 => BuildPinned,
     110 => SearchAttributesUpserted,
     111 => MemoRecorded,
+    120 => ApprovalRequested,
+    121 => ActivityApproved,
+    122 => ActivityDenied,
 }
 
 impl Event {

@@ -260,6 +260,8 @@ impl RunState {
                         last_failure: None,
                         ordinal: self.usage.activities,
                         cancel_requested: false,
+                        approved: false,
+                        approved_input_seq: None,
                     },
                 );
             }
@@ -389,6 +391,39 @@ impl RunState {
                         act.phase = ActivityPhase::Ready { visible_ms: now };
                     }
                 }
+            }
+            Event::ApprovalRequested(a) => {
+                let act = self.activity_mut(rec, a.command_seq)?;
+                if act.approved
+                    || act.attempt != a.attempt
+                    || !matches!(act.phase, ActivityPhase::Ready { .. })
+                {
+                    return Err(illegal(
+                        rec,
+                        format!(
+                            "attempt {} of activity {} is not ready, or was approved already",
+                            a.attempt, a.command_seq
+                        ),
+                    ));
+                }
+                act.phase = ActivityPhase::AwaitingApproval {
+                    since_ms: now,
+                    reason: a.reason.clone(),
+                    declared_by: a.declared_by.clone(),
+                    arguments: a.arguments,
+                };
+            }
+            Event::ActivityApproved(a) => {
+                let act = self.awaiting_approval(rec, a.command_seq)?;
+                act.approved = true;
+                if a.input.is_some() {
+                    act.approved_input_seq = Some(rec.seq);
+                }
+                act.phase = ActivityPhase::Ready { visible_ms: now };
+            }
+            Event::ActivityDenied(a) => {
+                // Only a record: the ActivityFailed appended with it closes the activity.
+                self.awaiting_approval(rec, a.command_seq)?;
             }
             Event::ActivityProgress(a) => {
                 self.activity_mut(rec, a.command_seq)?;
@@ -619,6 +654,21 @@ impl RunState {
             }
         }
         Ok(())
+    }
+
+    fn awaiting_approval(
+        &mut self,
+        rec: &EventRecord,
+        id: CommandSeq,
+    ) -> Result<&mut ActivityState, ApplyError> {
+        let act = self.activity_mut(rec, id)?;
+        if !matches!(act.phase, ActivityPhase::AwaitingApproval { .. }) {
+            return Err(illegal(
+                rec,
+                format!("activity {id} is not waiting for approval"),
+            ));
+        }
+        Ok(act)
     }
 
     fn answer_update(&mut self, rec: &EventRecord, id: &str, phase: UpdatePhase) -> R {

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 pub use waiting::WaitingOn;
 
 use crate::event::{
-    ActivityOptions, Budget, BudgetDimension, ChildOutcome, CommandSeq, Effect, Failure, ForkRef,
-    ParentClosePolicy, ParentRef, ScheduleRef, TimeMs, Usage,
+    ActivityOptions, ArgumentsDigest, Budget, BudgetDimension, ChildOutcome, CommandSeq, Effect,
+    Failure, ForkRef, ParentClosePolicy, ParentRef, ScheduleRef, TimeMs, Usage,
 };
 use crate::ids::{RunId, RunKey};
 use crate::payload::{Hash, Payload};
@@ -133,6 +133,18 @@ pub enum ActivityPhase {
         #[serde(default = "Effect::started_default")]
         effect: Effect,
     },
+    /// Attempt `attempt` waits for a human decision (ApprovalRequested): not offered to
+    /// workers, no deadline but schedule-to-close, until `run approve` or `run deny`.
+    AwaitingApproval {
+        /// When it was asked.
+        since_ms: TimeMs,
+        /// Why (the call's reason, or the worker's declaration).
+        reason: String,
+        /// The worker whose registration asked ("" = the call did).
+        declared_by: String,
+        /// Size and hash of the arguments.
+        arguments: ArgumentsDigest,
+    },
     /// A `write` attempt was lost; an operator must decide.
     OutcomeUnknown {
         /// When it was found lost.
@@ -162,6 +174,22 @@ pub struct ActivityState {
     /// Cancellation was requested: by the workflow (ActivityCancelRequested), or by the run's
     /// cancel request while this activity was open.
     pub cancel_requested: bool,
+    /// A human approved it (ActivityApproved): no attempt of it waits for approval again.
+    /// Absent in states stored before it existed.
+    #[serde(default)]
+    pub approved: bool,
+    /// Seq of the ActivityApproved whose edited arguments its attempts run with (instead of
+    /// the scheduled input).
+    #[serde(default)]
+    pub approved_input_seq: Option<u64>,
+}
+
+impl ActivityState {
+    /// Whether an attempt of it must wait for a human decision before it is handed to a
+    /// worker that declared (`worker_requires`) or not that the type needs one.
+    pub fn needs_approval(&self, worker_requires: bool) -> bool {
+        !self.approved && (worker_requires || self.options.approval.is_some())
+    }
 }
 
 /// An open wait for a signal.

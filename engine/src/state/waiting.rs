@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ActivityPhase, BudgetHit, ChildPhase, RunState, WorkflowTask};
-use crate::event::{CommandSeq, TimeMs};
+use crate::event::{ArgumentsDigest, CommandSeq, TimeMs};
 
 /// One thing an open run waits for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +64,23 @@ pub enum WaitingOn {
         /// The lost attempt.
         attempt: u32,
     },
+    /// An activity that waits for a human decision: `run approve` / `run deny`.
+    Approval {
+        /// Activity id.
+        id: CommandSeq,
+        /// Activity type (the tool).
+        activity_type: String,
+        /// The attempt that waits.
+        attempt: u32,
+        /// Why: the reason the call gave, or the worker's declaration.
+        reason: String,
+        /// The worker whose registration asked ("" = the call did).
+        declared_by: String,
+        /// Size and hash of the arguments (the arguments themselves only on request).
+        arguments: ArgumentsDigest,
+        /// Since when.
+        since_ms: TimeMs,
+    },
     /// The workflow code itself (a pending task, or held after its code failed).
     WorkflowTask {
         /// Why the run is held, when it is.
@@ -92,6 +109,7 @@ impl WaitingOn {
             WaitingOn::Budget(_) => "budget",
             WaitingOn::Child { .. } => "child",
             WaitingOn::Reconciliation { .. } => "reconciliation",
+            WaitingOn::Approval { .. } => "approval",
             WaitingOn::WorkflowTask { .. } => "workflow_task",
             WaitingOn::Build { .. } => "build",
             WaitingOn::Idle => "idle",
@@ -151,6 +169,20 @@ impl RunState {
                     since_ms: *since_ms,
                     next_retry_ms: None,
                     state: "running",
+                },
+                ActivityPhase::AwaitingApproval {
+                    since_ms,
+                    reason,
+                    declared_by,
+                    arguments,
+                } => WaitingOn::Approval {
+                    id: *id,
+                    activity_type: a.activity_type.clone(),
+                    attempt: a.attempt,
+                    reason: reason.clone(),
+                    declared_by: declared_by.clone(),
+                    arguments: *arguments,
+                    since_ms: *since_ms,
                 },
                 ActivityPhase::OutcomeUnknown { .. } => WaitingOn::Reconciliation {
                     id: *id,

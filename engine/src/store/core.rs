@@ -841,6 +841,13 @@ fn derive(
                     }
                 }
             }
+            // A human decides; not offered meanwhile. A cancel has nothing to stop (no worker
+            // holds it): due now, as for a Ready attempt. Schedule-to-close still bounds it.
+            ActivityPhase::AwaitingApproval { .. } => {
+                if a.cancel_requested {
+                    timers.push((0, attempt_timer(id, a.attempt, TimeoutKind::StartToClose)));
+                }
+            }
             // An operator decides; no deadline runs while the run waits for reconciliation.
             ActivityPhase::OutcomeUnknown { .. } => continue,
         }

@@ -22,6 +22,7 @@ pub(crate) fn main_history() -> History {
         start_to_close_ms: 30_000,
         heartbeat_ms: 5_000,
         effect: Effect::Write,
+        approval: None,
     };
     let llm = ActivityOptions {
         task_queue: "llm".into(),

@@ -257,5 +257,6 @@ pub(crate) fn histories() -> Vec<History> {
     all.push(updates_history());
     all.extend(super::histories_builds::build_histories());
     all.push(super::histories_search::search_history());
+    all.push(super::histories_approvals::approval_history());
     all
 }

@@ -208,6 +208,18 @@ pub fn attributes_json(e: &pb::HistoryEvent) -> Value {
             "attributes": crate::cli::search::attributes_json(&a.attributes),
         }),
         A::MemoRecorded(a) => json!({ "memo": opt_payload_json(&a.memo) }),
+        A::ApprovalRequested(a) => json!({
+            "activity_id": a.command_seq, "attempt": a.attempt, "reason": a.reason,
+            "declared_by": a.declared_by, "arguments_bytes": a.arguments_bytes,
+            "arguments_blake3": hex::encode(&a.arguments_hash),
+        }),
+        A::ActivityApproved(a) => json!({
+            "activity_id": a.command_seq, "identity": a.identity, "comment": a.comment,
+            "edited_input": a.input.as_ref().map_or(Value::Null, |p| opt_payload_json(&Some(p.clone()))),
+        }),
+        A::ActivityDenied(a) => json!({
+            "activity_id": a.command_seq, "identity": a.identity, "reason": a.reason,
+        }),
         A::UpdateRequested(a) => json!({
             "update_id": a.update_id, "name": a.name, "input": opt_payload_json(&a.input), "identity": a.identity,
         }),
@@ -410,6 +422,28 @@ pub fn summary(e: &pb::HistoryEvent) -> String {
             }
         }
         A::MemoRecorded(a) => format!("memo {} B", a.memo.as_ref().map_or(0, |m| m.data.len())),
+        A::ApprovalRequested(a) => format!(
+            "#{} attempt {} waits for approval: {} (arguments {} B)",
+            a.command_seq, a.attempt, a.reason, a.arguments_bytes
+        ),
+        A::ActivityApproved(a) => format!(
+            "#{} approved by {}{}{}",
+            a.command_seq,
+            a.identity,
+            if a.comment.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", a.comment)
+            },
+            if a.input.is_some() {
+                " (arguments edited)"
+            } else {
+                ""
+            }
+        ),
+        A::ActivityDenied(a) => {
+            format!("#{} denied by {}: {}", a.command_seq, a.identity, a.reason)
+        }
         A::UpdateRequested(a) => format!("{} id={}", a.name, a.update_id),
         A::UpdateCompleted(a) => format!("#{} id={}", a.command_seq, a.update_id),
         A::UpdateRejected(a) => format!(

@@ -333,6 +333,7 @@ async fn watch_loop(conn: &Conn, a: WatchArgs, ui: &mut Ui) -> Outcome {
             let req = pb::DescribeRunRequest {
                 namespace: conn.namespace.clone(),
                 run_id: run_id.clone(),
+                approval_previews: false,
             };
             match conn.client().describe_run(req).await {
                 Ok(r) => {

@@ -5,6 +5,7 @@
 //! stderr, no colour; the exit code says how it went (see [`exit`]). Pure logic (parsing,
 //! rendering, replay) lives in functions with tests beside them; the network code is thin.
 
+mod approve;
 mod auth;
 mod check;
 mod client;

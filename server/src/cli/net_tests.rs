@@ -147,6 +147,20 @@ impl ClientService for Svc {
         Err(Status::unimplemented("not used by these tests"))
     }
 
+    async fn approve_activity(
+        &self,
+        _: Request<pb::ApproveActivityRequest>,
+    ) -> Result<Response<pb::ApproveActivityResponse>, Status> {
+        Err(Status::unimplemented("not used by these tests"))
+    }
+
+    async fn deny_activity(
+        &self,
+        _: Request<pb::DenyActivityRequest>,
+    ) -> Result<Response<pb::DenyActivityResponse>, Status> {
+        Err(Status::unimplemented("not used by these tests"))
+    }
+
     async fn describe_run(
         &self,
         _: Request<pb::DescribeRunRequest>,

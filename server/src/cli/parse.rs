@@ -9,6 +9,7 @@ use steadfast_engine::state::RunStatus;
 /// The `--waiting` filter values understood by `ListRuns`.
 pub const WAITING_KINDS: &[&str] = &[
     "signal",
+    "approval",
     "activity",
     "timer",
     "budget",

@@ -37,6 +37,13 @@ pub fn waiting_json(w: &pb::WaitingOn) -> Value {
             "kind": "workflow_task", "held_reason": if t.held_reason.is_empty() { Value::Null } else { Value::from(t.held_reason.clone()) },
         }),
         Some(What::Idle(_)) => json!({ "kind": "idle" }),
+        Some(What::Approval(a)) => json!({
+            "kind": "approval", "activity_id": a.activity_id, "activity_type": a.activity_type,
+            "attempt": a.attempt, "reason": a.reason, "declared_by": a.declared_by,
+            "arguments_bytes": a.arguments_bytes, "arguments_blake3": hex::encode(&a.arguments_hash),
+            "since": time_json(a.since_ms),
+            "arguments_preview": if a.arguments_preview.is_empty() { Value::Null } else { Value::from(a.arguments_preview.clone()) },
+        }),
         Some(What::Build(b)) => json!({ "kind": "build", "build_id": b.build_id }),
         Some(What::Child(c)) => json!({
             "kind": "child", "command_seq": c.command_seq, "run_id": c.run_id, "workflow_type": c.workflow_type, "state": c.state,
@@ -79,6 +86,20 @@ pub fn waiting_short(w: &pb::WaitingOn) -> String {
                 .into()
         }
         Some(What::Child(c)) => format!("child {} {} {}", c.workflow_type, c.run_id, c.state),
+        Some(What::Approval(a)) => {
+            let mut s = format!(
+                "approval #{} {}: {} (arguments {} B, blake3:{})",
+                a.activity_id,
+                a.activity_type,
+                a.reason,
+                a.arguments_bytes,
+                hex::encode(a.arguments_hash.get(..6).unwrap_or_default())
+            );
+            if !a.arguments_preview.is_empty() {
+                s.push_str(&format!(" arguments: {}", a.arguments_preview));
+            }
+            s
+        }
         None => "?".into(),
     }
 }

@@ -209,6 +209,9 @@ fn phase_json(a: &steadfast_engine::state::ActivityState, at_ms: i64) -> Value {
         ActivityPhase::OutcomeUnknown { since_ms } => {
             json!({ "state": "outcome_unknown", "since": rfc3339_ms(*since_ms) })
         }
+        ActivityPhase::AwaitingApproval { since_ms, .. } => {
+            json!({ "state": "awaiting_approval", "since": rfc3339_ms(*since_ms) })
+        }
     }
 }
 

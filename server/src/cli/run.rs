@@ -28,6 +28,10 @@ pub enum RunCmd {
         /// Print the run as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Show the arguments of the activities that wait for approval (they are payloads:
+        /// only on request).
+        #[arg(long)]
+        preview: bool,
     },
     /// Print a run's result JSON; the exit code says how the run ended.
     Result(ResultArgs),
@@ -67,6 +71,12 @@ pub enum RunCmd {
     Budget(BudgetArgs),
     /// Decide the outcome of a `write` activity whose attempt was lost.
     Reconcile(ReconcileArgs),
+    /// Approve an activity that waits for approval: `run approve RUN --activity ID
+    /// [--comment C] [--input JSON]` (an edit of its arguments, recorded). It runs now.
+    Approve(super::approve::ApproveArgs),
+    /// Deny it: `run deny RUN --activity ID --reason R`; the workflow gets a non-retryable
+    /// ApprovalDenied failure.
+    Deny(super::approve::DenyArgs),
     /// Start a new run from this run's history up to the last workflow-task boundary at or
     /// before --at: recorded activity results before it are reused, not run again; the
     /// current code continues. Prints the new run id.
@@ -145,7 +155,7 @@ pub struct ListArgs {
     /// Only runs of this workflow type.
     #[arg(long = "type", value_name = "TYPE")]
     workflow_type: Option<String>,
-    /// Only open runs waiting on: signal, activity, timer, budget, reconciliation,
+    /// Only open runs waiting on: signal, approval, activity, timer, budget, reconciliation,
     /// workflow_task, idle (code that waits for nothing the server tracks).
     #[arg(long, value_parser = parse::waiting)]
     waiting: Option<String>,
@@ -204,8 +214,8 @@ pub async fn dispatch(conn: &Conn, cmd: RunCmd) -> Outcome {
     match cmd {
         RunCmd::Start(a) => start(conn, a).await,
         RunCmd::List(a) => list(conn, a).await,
-        RunCmd::Show { run, json } => {
-            let (r, forks) = describe_with_forks(conn, &run).await?;
+        RunCmd::Show { run, json, preview } => {
+            let (r, forks) = describe_with_forks(conn, &run, preview).await?;
             if json {
                 let mut v = run_json(&r);
                 v["forks"] = serde_json::json!(forks);
@@ -257,6 +267,8 @@ pub async fn dispatch(conn: &Conn, cmd: RunCmd) -> Outcome {
         RunCmd::Update(a) => steer::update(conn, a).await,
         RunCmd::Budget(a) => operate::budget(conn, a).await,
         RunCmd::Reconcile(a) => operate::reconcile(conn, a).await,
+        RunCmd::Approve(a) => super::approve::approve(conn, a).await,
+        RunCmd::Deny(a) => super::approve::deny(conn, a).await,
         RunCmd::Fork(a) => fork::fork(conn, a, false).await,
         RunCmd::Reset(a) => fork::fork(conn, a, true).await,
     }
@@ -264,17 +276,20 @@ pub async fn dispatch(conn: &Conn, cmd: RunCmd) -> Outcome {
 
 /// DescribeRun.
 pub async fn describe(conn: &Conn, run: &str) -> Result<pb::RunInfo, Exit> {
-    Ok(describe_with_forks(conn, run).await?.0)
+    Ok(describe_with_forks(conn, run, false).await?.0)
 }
 
-/// DescribeRun, with the ids of the runs forked from it (newest first, at most 100).
+/// DescribeRun, with the ids of the runs forked from it (newest first, at most 100), and the
+/// arguments of pending approvals when `previews`.
 pub async fn describe_with_forks(
     conn: &Conn,
     run: &str,
+    previews: bool,
 ) -> Result<(pb::RunInfo, Vec<String>), Exit> {
     let req = pb::DescribeRunRequest {
         namespace: conn.namespace.clone(),
         run_id: run.to_string(),
+        approval_previews: previews,
     };
     let r = conn
         .client()

@@ -192,10 +192,32 @@ impl ClientService for ClientApi {
             )
             .await
             .map_err(status)?;
+        let mut run = run_info(&self.core, &s).await?;
+        if r.approval_previews {
+            crate::service::approval::fill_previews(&self.core, &s, &mut run).await?;
+        }
         Ok(Response::new(pb::DescribeRunResponse {
-            run: Some(run_info(&self.core, &s).await?),
+            run: Some(run),
             fork_run_ids: forks.iter().map(|f| f.key.run_id.to_string()).collect(),
         }))
+    }
+
+    async fn approve_activity(
+        &self,
+        req: Request<pb::ApproveActivityRequest>,
+    ) -> Result<Response<pb::ApproveActivityResponse>, Status> {
+        Ok(Response::new(
+            crate::service::approval::approve(&self.core, &req).await?,
+        ))
+    }
+
+    async fn deny_activity(
+        &self,
+        req: Request<pb::DenyActivityRequest>,
+    ) -> Result<Response<pb::DenyActivityResponse>, Status> {
+        Ok(Response::new(
+            crate::service::approval::deny(&self.core, &req).await?,
+        ))
     }
 
     async fn list_runs(
@@ -209,10 +231,10 @@ impl ClientService for ClientApi {
         let waiting = match r.waiting.as_str() {
             "" => None,
             w @ ("signal" | "activity" | "timer" | "budget" | "reconciliation" | "child"
-            | "workflow_task" | "build" | "idle") => Some(w.to_string()),
+            | "workflow_task" | "build" | "idle" | "approval") => Some(w.to_string()),
             w => {
                 return Err(Status::invalid_argument(format!(
-                    "waiting {} is unknown: use signal, activity, timer, budget, reconciliation, child, workflow_task, build or idle",
+                    "waiting {} is unknown: use signal, approval, activity, timer, budget, reconciliation, child, workflow_task, build or idle",
                     validate::quote(w)
                 )));
             }

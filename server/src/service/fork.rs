@@ -132,6 +132,9 @@ fn continuation(state: &RunState, now_ms: i64) -> (Vec<Event>, Vec<u32>) {
                 again.push(*id);
             }
             ActivityPhase::Ready { .. } => again.push(*id),
+            // Still waiting for the human: the fork waits for its own decision (the state
+            // it copied holds the request).
+            ActivityPhase::AwaitingApproval { .. } => {}
             // A lost `write` attempt: its outcome is as unknown to the fork as to the
             // original, so the fork waits for the same reconciliation.
             ActivityPhase::OutcomeUnknown { .. } => {}

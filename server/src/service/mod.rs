@@ -1,6 +1,7 @@
 //! The gRPC services.
 
 pub mod admin;
+pub mod approval;
 pub mod check;
 pub mod client;
 pub mod fork;

@@ -18,6 +18,8 @@ pub const DECLARATIONS_MAX: usize = validate::POLL_TYPES_MAX;
 pub struct WorkerRuns {
     types: HashSet<String>,
     effects: HashMap<String, Effect>,
+    /// The types whose calls the worker wants a human to approve before they run.
+    approvals: HashSet<String>,
 }
 
 impl WorkerRuns {
@@ -27,6 +29,7 @@ impl WorkerRuns {
         Ok(WorkerRuns {
             types: types.iter().cloned().collect(),
             effects: HashMap::new(),
+            approvals: HashSet::new(),
         })
     }
 
@@ -47,6 +50,7 @@ impl WorkerRuns {
         let mut runs = WorkerRuns {
             types: types.iter().cloned().collect(),
             effects: HashMap::with_capacity(declarations.len()),
+            approvals: HashSet::new(),
         };
         for (i, d) in declarations.iter().enumerate() {
             validate::name(
@@ -57,6 +61,9 @@ impl WorkerRuns {
                 validate::declared_effect(&format!("{declarations_field}[{i}].effect"), d.effect)?;
             runs.types.insert(d.activity_type.clone());
             runs.effects.insert(d.activity_type.clone(), effect);
+            if d.requires_approval {
+                runs.approvals.insert(d.activity_type.clone());
+            }
         }
         Ok(runs)
     }
@@ -85,6 +92,11 @@ impl WorkerRuns {
             .copied()
             .unwrap_or(Effect::Write)
     }
+
+    /// Whether the worker declared that calls of `activity_type` need a human's approval.
+    pub fn requires_approval(&self, activity_type: &str) -> bool {
+        self.approvals.contains(activity_type)
+    }
 }
 
 #[cfg(test)]
@@ -95,6 +107,7 @@ mod tests {
         pb::ActivityDeclaration {
             activity_type: t.into(),
             effect: e as i32,
+            requires_approval: false,
         }
     }
 
@@ -131,6 +144,7 @@ mod tests {
         let bad = pb::ActivityDeclaration {
             activity_type: "x".into(),
             effect: 42,
+            requires_approval: false,
         };
         let e = WorkerRuns::activities("t", &[], "activities", &[bad]).unwrap_err();
         assert!(

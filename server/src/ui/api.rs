@@ -122,6 +122,7 @@ pub async fn list_page(
         let req = pb::DescribeRunRequest {
             namespace: q.namespace.clone(),
             run_id: q.id.clone(),
+            approval_previews: false,
         };
         return match ui.client.describe_run(request(req, principal)).await {
             Ok(r) => Ok(json!({
@@ -164,6 +165,7 @@ async fn describe_info(
     let req = pb::DescribeRunRequest {
         namespace: namespace.to_string(),
         run_id: run_id.to_string(),
+        approval_previews: false,
     };
     ui.client
         .describe_run(request(req, p))

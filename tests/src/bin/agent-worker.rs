@@ -21,9 +21,12 @@
 //!   question and choices; returns `{"answer": <its input>}`.
 //! - `sleeper` `{ms}`: one durable timer.
 //! - `tool_call` `{tool, hang_ms, hang_attempts, start_to_close_ms, task_queue,
-//!   retry_initial_ms, max_attempts}`: one call of activity `tool` (`write_tool`, `idem_tool`,
-//!   `read_tool`, `flaky`, `huge_result`, which returns 3 MiB, or `oversized_result`, which
-//!   returns 9 MiB, over the server's 8 MiB request limit); returns `{"tool": <result>}` or `{"error": <failure message>}`;
+//!   retry_initial_ms, max_attempts, approval}`: one call of activity `tool` (`write_tool`,
+//!   `idem_tool`, `read_tool`, `gated_tool` (a write whose registration requires approval),
+//!   `flaky`, `huge_result`, which returns 3 MiB, or `oversized_result`, which
+//!   returns 9 MiB, over the server's 8 MiB request limit), asking a human first with reason
+//!   `approval` when given; returns `{"tool": <result>}`, `{"denied": <message>}` when a
+//!   human denied it, or `{"error": <failure message>}`;
 //!   cancelled, it ends with `{"tool": <name>, "cancelled": true}`.
 //! - `cancel_pending` `{delay_ms}`: calls `flaky`, and `delay_ms` later (while it backs off)
 //!   cancels it; returns `{"cancelled": <activity id>}`.
@@ -247,6 +250,8 @@ struct ToolCallInput {
     task_queue: Option<String>,
     retry_initial_ms: u64,
     max_attempts: u32,
+    /// Ask a human before the call runs, with this reason.
+    approval: Option<String>,
 }
 
 impl Default for ToolCallInput {
@@ -259,6 +264,7 @@ impl Default for ToolCallInput {
             task_queue: None,
             retry_initial_ms: 100,
             max_attempts: 0,
+            approval: None,
         }
     }
 }
@@ -267,6 +273,10 @@ impl Default for ToolCallInput {
 struct ToolInput {
     hang_ms: u64,
     hang_attempts: u32,
+    /// Echoed back and recorded at the start: shows which arguments an attempt ran with
+    /// (a human may edit them before approving).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    note: String,
 }
 
 async fn tool_call(ctx: WorkflowContext, input: ToolCallInput) -> Result<Value, WorkflowError> {
@@ -276,9 +286,18 @@ async fn tool_call(ctx: WorkflowContext, input: ToolCallInput) -> Result<Value, 
     if let Some(q) = &input.task_queue {
         opts = opts.task_queue(q.clone());
     }
+    if let Some(reason) = &input.approval {
+        opts = opts.requires_approval(reason.clone());
+    }
     let call = ToolInput {
         hang_ms: input.hang_ms,
         hang_attempts: input.hang_attempts,
+        // Only for calls a human sees: other calls keep their exact arguments.
+        note: if input.approval.is_some() || input.tool == "gated_tool" {
+            "as scheduled".into()
+        } else {
+            String::new()
+        },
     };
     match ctx
         .activity::<Value>(&input.tool, &call)
@@ -286,6 +305,7 @@ async fn tool_call(ctx: WorkflowContext, input: ToolCallInput) -> Result<Value, 
         .await
     {
         Ok(v) => Ok(json!({ "tool": v })),
+        Err(e) if e.is_approval_denied() => Ok(json!({ "denied": e.to_string() })),
         Err(ActivityError::Failed { message, .. }) => Ok(json!({ "error": message })),
         Err(ActivityError::Cancelled) if ctx.is_cancel_requested() => {
             Err(WorkflowError::Cancelled {
@@ -317,6 +337,7 @@ async fn cancel_pending(
     let call = ToolInput {
         hang_ms: 0,
         hang_attempts: 0,
+        note: String::new(),
     };
     let pending = ctx
         .activity::<Value>("flaky", &call)
@@ -345,6 +366,7 @@ async fn cancel_then_continue(
     let quick = ToolInput {
         hang_ms: 0,
         hang_attempts: 0,
+        note: String::new(),
     };
     let (name, call, options) = match input.mode.as_str() {
         "queued" => (
@@ -362,6 +384,7 @@ async fn cancel_then_continue(
             &ToolInput {
                 hang_ms: 600_000,
                 hang_attempts: 1,
+                note: String::new(),
             },
             ActivityOptions::default(),
         ),
@@ -393,13 +416,22 @@ async fn cancel_then_continue(
 /// A tool: hangs for `hang_ms` on its first `hang_attempts` attempts (so that a test can kill
 /// its worker mid-attempt), then answers with who ran it.
 async fn tool(ctx: ActivityContext, input: ToolInput) -> Result<Value, ActivityError> {
-    record_start(&ctx, json!({}))?;
+    let note = if input.note.is_empty() {
+        json!({})
+    } else {
+        json!({ "note": input.note })
+    };
+    record_start(&ctx, note.clone())?;
     if ctx.attempt() <= input.hang_attempts {
         tokio::time::sleep(Duration::from_millis(input.hang_ms)).await;
     }
-    Ok(json!({
+    let mut out = json!({
         "attempt": ctx.attempt(), "key": ctx.idempotency_key(), "pid": std::process::id(),
-    }))
+    });
+    if let (Some(o), Value::Object(n)) = (out.as_object_mut(), note) {
+        o.extend(n);
+    }
+    Ok(out)
 }
 
 /// Returns 3 MiB, over the server's 2 MiB payload limit.
@@ -543,7 +575,10 @@ async fn main() -> anyhow::Result<()> {
         .register_activity("flaky", Effect::Idempotent, flaky)
         .register_activity("huge_result", Effect::Read, huge_result)
         .register_activity("oversized_result", Effect::Read, oversized_result)
-        .register_activity("work", Effect::Read, work);
+        .register_activity("work", Effect::Read, work)
+        // Its registration asks for approval: every call waits for a human.
+        .register_activity("gated_tool", Effect::Write, tool)
+        .require_approval("gated_tool");
     eprintln!(
         "agent-worker polling {} pid {}",
         args.addr,

@@ -184,6 +184,7 @@ pub fn waits_on(r: &pb::RunInfo, kind: &str) -> bool {
                 | (Some(What::Signal(_)), "signal")
                 | (Some(What::Budget(_)), "budget")
                 | (Some(What::Reconciliation(_)), "reconciliation")
+                | (Some(What::Approval(_)), "approval")
                 | (Some(What::WorkflowTask(_)), "workflow_task")
         )
     })

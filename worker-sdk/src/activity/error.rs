@@ -4,6 +4,9 @@ use steadfast_proto::v1 as pb;
 
 /// The failure type reported when an activity stops because it was cancelled.
 pub const CANCELLED_TYPE: &str = "Cancelled";
+/// The failure type of an activity a human denied (`steadfast run deny`): never retried;
+/// see [`ActivityError::is_approval_denied`].
+pub const APPROVAL_DENIED_TYPE: &str = "ApprovalDenied";
 /// The default failure type of [`ActivityError::retryable`] and
 /// [`ActivityError::non_retryable`].
 pub const DEFAULT_ERROR_TYPE: &str = "Error";
@@ -57,6 +60,12 @@ impl ActivityError {
             *error_type = ty.into();
         }
         self
+    }
+
+    /// Whether a human denied the activity before it ran (`run deny`); the message holds
+    /// `[STF-APPROVAL-DENIED]`, who denied it and their reason.
+    pub fn is_approval_denied(&self) -> bool {
+        self.error_type() == APPROVAL_DENIED_TYPE
     }
 
     /// The error type as reported on the wire.

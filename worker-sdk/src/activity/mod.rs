@@ -20,7 +20,7 @@ pub(crate) mod runtime;
 
 pub use context::{ActivityContext, ActivityInfo};
 pub use effect::Effect;
-pub use error::{ActivityError, CANCELLED_TYPE, DEFAULT_ERROR_TYPE};
+pub use error::{APPROVAL_DENIED_TYPE, ActivityError, CANCELLED_TYPE, DEFAULT_ERROR_TYPE};
 pub use registry::Activities;
 pub use runtime::RESULT_REFUSED_ERROR_TYPE;
 pub use steadfast_proto::v1::Usage;

@@ -1,6 +1,6 @@
 //! [`Activities`]: activity functions by name, each with its [`Effect`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -26,6 +26,10 @@ pub(crate) type ActivityFn = Arc<
 #[derive(Clone, Default)]
 pub struct Activities {
     map: HashMap<String, (Effect, ActivityFn)>,
+    /// Types whose every call waits for a human's approval before it runs.
+    approvals: HashSet<String>,
+    /// Every `write` activity of this worker waits for approval.
+    approve_writes: bool,
 }
 
 impl Activities {
@@ -62,6 +66,23 @@ impl Activities {
         self.map.insert(name.into(), (effect, erased));
     }
 
+    /// Every call of activity `name` waits for a human's approval (`steadfast run approve`)
+    /// before its first attempt runs: declared to the server when this worker polls.
+    pub fn require_approval(&mut self, name: impl Into<String>) {
+        self.approvals.insert(name.into());
+    }
+
+    /// Every call of each `write` activity of this worker waits for a human's approval.
+    pub fn require_approval_for_writes(&mut self, on: bool) {
+        self.approve_writes = on;
+    }
+
+    /// Whether calls of `name` wait for approval by this worker's declaration.
+    pub fn requires_approval(&self, name: &str) -> bool {
+        self.approvals.contains(name)
+            || (self.approve_writes && self.map.get(name).is_some_and(|(e, _)| *e == Effect::Write))
+    }
+
     /// The registered names, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.map.keys().cloned().collect();
@@ -82,6 +103,7 @@ impl Activities {
             .map(|(name, effect)| pb::ActivityDeclaration {
                 activity_type: name.to_string(),
                 effect: pb::Effect::from(effect) as i32,
+                requires_approval: self.requires_approval(name),
             })
             .collect();
         d.sort_by(|a, b| a.activity_type.cmp(&b.activity_type));

@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+mod approval;
 mod config;
 mod error;
 mod schedule;
@@ -240,6 +241,7 @@ impl Client {
         let req = pb::DescribeRunRequest {
             namespace: self.config.namespace.clone(),
             run_id: run_id.to_owned(),
+            ..Default::default()
         };
         let resp = self.service().describe_run(req).await?.into_inner();
         resp.run

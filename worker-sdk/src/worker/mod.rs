@@ -117,6 +117,21 @@ impl Worker {
         self
     }
 
+    /// Every call of activity `name` (registered on this worker) waits for a human's
+    /// approval before its first attempt runs (`steadfast run approve` / `run deny`); an
+    /// approved call's retries do not ask again.
+    pub fn require_approval(&mut self, name: impl Into<String>) -> &mut Self {
+        self.activities.require_approval(name);
+        self
+    }
+
+    /// Every call of each `write` activity registered on this worker waits for a human's
+    /// approval before its first attempt runs.
+    pub fn require_approval_for_writes(&mut self) -> &mut Self {
+        self.activities.require_approval_for_writes(true);
+        self
+    }
+
     /// Declares the effect of an activity that runs elsewhere (another worker or
     /// language), for the ScheduleActivity commands of this worker's workflows.
     pub fn declare_activity_effect(

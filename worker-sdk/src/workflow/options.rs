@@ -52,6 +52,9 @@ pub struct ActivityOptions {
     pub schedule_to_close_timeout: Option<Duration>,
     /// Time of one attempt; server default 60 s.
     pub start_to_close_timeout: Option<Duration>,
+    /// Ask a human before the call runs (`steadfast run approve` / `run deny`), with this
+    /// reason; none by default. The run waits on `approval` meanwhile.
+    pub approval: Option<String>,
     /// Maximum time between heartbeats; none by default.
     pub heartbeat_timeout: Option<Duration>,
 }
@@ -81,6 +84,14 @@ impl ActivityOptions {
         self
     }
 
+    /// This call waits for a human's approval before it runs; `reason` is shown to them
+    /// (`run list --waiting approval`). A denial is an [`crate::ActivityError`] for which
+    /// `is_approval_denied()` holds.
+    pub fn requires_approval(mut self, reason: impl Into<String>) -> Self {
+        self.approval = Some(reason.into());
+        self
+    }
+
     /// Sets the task queue.
     pub fn task_queue(mut self, queue: impl Into<String>) -> Self {
         self.task_queue = Some(queue.into());
@@ -95,6 +106,8 @@ impl ActivityOptions {
             start_to_close_timeout_ms: self.start_to_close_timeout.map(ms).unwrap_or(0),
             heartbeat_timeout_ms: self.heartbeat_timeout.map(ms).unwrap_or(0),
             effect: effect as i32,
+            requires_approval: self.approval.is_some(),
+            approval_reason: self.approval.clone().unwrap_or_default(),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! are serialised by the append and can never cross a ceiling together.
 
 use steadfast_engine::EventRecord;
-use steadfast_engine::event::{self as ev, Effect, Event};
+use steadfast_engine::event::{self as ev, ArgumentsDigest, Effect, Event};
 use steadfast_engine::ids::RunKey;
 use steadfast_engine::state::{ActivityPhase, ActivityState, RunState};
 use steadfast_engine::store::Task;
@@ -30,26 +30,40 @@ pub(super) enum Start {
     /// Attempts in flight reserved the room left under a token or cost ceiling: the attempt
     /// waits (it is not offered again until one of them ends; the run is not parked).
     Reserved,
+    /// The activity needs a human's decision first (asked by the call, or declared by this
+    /// worker for its type): record this ApprovalRequested; the run waits on `approval`.
+    AskApproval(Event),
+    /// It needs an approval, and the caller has not read the arguments' digest yet (read
+    /// only then, so that the common dispatch costs no extra read): read it and decide again.
+    NeedArguments,
     /// Not startable any more (started elsewhere, closed, cancelled, parked already).
     Gone,
 }
 
-/// Decides whether attempt `attempt` of activity `id` may be handed to `worker`, which
-/// declared `effect` for it.
-pub(super) fn start_attempt(
-    s: &RunState,
-    id: u32,
-    attempt: u32,
-    worker: &str,
-    effect: Effect,
-    now: i64,
-) -> Start {
-    let ready = s.activities.get(&id).is_some_and(|a| {
+/// What the worker that would take an attempt declared for its type.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Claim<'a> {
+    /// Worker id.
+    pub worker: &'a str,
+    /// The effect it declared.
+    pub effect: Effect,
+    /// Whether it declared that calls of the type need a human's approval.
+    pub requires_approval: bool,
+    /// The digest of the arguments, when the caller read it (needed only to ask).
+    pub arguments: Option<ArgumentsDigest>,
+}
+
+/// Decides whether attempt `attempt` of activity `id` may be handed to the worker of
+/// `claim`.
+pub(super) fn start_attempt(s: &RunState, id: u32, attempt: u32, claim: Claim, now: i64) -> Start {
+    let Some(act) = s.activities.get(&id).filter(|a| {
         a.attempt == attempt
             && matches!(a.phase, ActivityPhase::Ready { .. })
             && !a.cancel_requested
-    });
-    if !s.is_open() || !ready {
+    }) else {
+        return Start::Gone;
+    };
+    if !s.is_open() {
         return Start::Gone;
     }
     if let Some(hit) = s.budget_block(id, now) {
@@ -64,21 +78,47 @@ pub(super) fn start_attempt(
             used: hit.used,
         }));
     }
+    // Asked before the attempt runs, once per activity (an approved activity's retries and
+    // every replay go straight on).
+    if act.needs_approval(claim.requires_approval) {
+        let Some(arguments) = claim.arguments else {
+            return Start::NeedArguments;
+        };
+        let (reason, declared_by) = match &act.options.approval {
+            Some(reason) => (reason.clone(), String::new()),
+            None => (
+                format!(
+                    "worker {} declared that every call of {} needs approval",
+                    claim.worker, act.activity_type
+                ),
+                claim.worker.to_string(),
+            ),
+        };
+        return Start::AskApproval(Event::ApprovalRequested(ev::ApprovalRequested {
+            command_seq: id,
+            attempt,
+            reason,
+            declared_by,
+            arguments,
+        }));
+    }
     if s.reservation_block(id).is_some() {
         return Start::Reserved;
     }
     Start::Started(Event::ActivityStarted(ev::ActivityStarted {
         command_seq: id,
         attempt,
-        worker: worker.to_string(),
-        effect,
+        worker: claim.worker.to_string(),
+        effect: claim.effect,
     }))
 }
 
 /// The ActivityStarted events to append with a workflow task's completion for the activities
 /// it schedules that the completing worker takes at once (eager dispatch): at most `slots`, of
 /// the types `runs` takes, on the run's own queue, and only those that start without parking
-/// or waiting (the others are left to pollers). `after` is the state after `events`.
+/// or waiting (the others are left to pollers). An activity that needs approval gets its
+/// ApprovalRequested here instead (it could not start anyway). `after` is the state after
+/// `events`.
 pub(super) fn eager_starts(
     after: &RunState,
     events: &[Event],
@@ -92,8 +132,9 @@ pub(super) fn eager_starts(
         return out;
     }
     let mut s = after.clone();
+    let mut started_n = 0;
     for e in events {
-        if out.len() >= slots {
+        if started_n >= slots {
             break;
         }
         let Event::ActivityScheduled(a) = e else {
@@ -102,15 +143,25 @@ pub(super) fn eager_starts(
         if a.options.task_queue != s.task_queue || !runs.takes(&a.activity_type) {
             continue;
         }
-        let effect = runs.effect(&a.activity_type);
-        if let Start::Started(started) = start_attempt(&s, a.command_seq, 1, worker, effect, now) {
-            // The next one is decided with this one in flight (its budget reservation).
-            match simulate(&s, std::slice::from_ref(&started), now) {
-                Ok(next) => s = next,
-                Err(_) => continue,
-            }
-            out.push(started);
+        let claim = Claim {
+            worker,
+            effect: runs.effect(&a.activity_type),
+            requires_approval: runs.requires_approval(&a.activity_type),
+            arguments: Some(ArgumentsDigest::of(&a.input)),
+        };
+        let decided = start_attempt(&s, a.command_seq, 1, claim, now);
+        let (Start::Started(next) | Start::AskApproval(next)) = decided else {
+            continue;
+        };
+        // The next one is decided with this one in flight (its budget reservation).
+        match simulate(&s, std::slice::from_ref(&next), now) {
+            Ok(after_this) => s = after_this,
+            Err(_) => continue,
         }
+        if matches!(next, Event::ActivityStarted(_)) {
+            started_n += 1;
+        }
+        out.push(next);
     }
     out
 }
@@ -124,31 +175,85 @@ impl WorkerApi {
         worker: &str,
         runs: &WorkerRuns,
     ) -> Result<Option<pb::PollActivityTaskResponse>, Status> {
+        let Task::Activity { key, id, .. } = task else {
+            return Ok(None);
+        };
+        let mut arguments = None;
+        let mut decided = Start::Gone;
+        for _ in 0..2 {
+            let appended = self
+                .decide_start(task, worker, runs, arguments, &mut decided)
+                .await?;
+            if decided != Start::NeedArguments {
+                return self.started_task(task, &decided, appended).await;
+            }
+            arguments = self.arguments_of(key, *id).await?;
+        }
+        // The arguments were read and the state still asks for them: only a run changing
+        // under us does that; the task is offered again.
+        self.started_task(task, &Start::Gone, None).await
+    }
+
+    /// One decision about a polled attempt, appended when it records something.
+    async fn decide_start(
+        &self,
+        task: &Task,
+        worker: &str,
+        runs: &WorkerRuns,
+        arguments: Option<ArgumentsDigest>,
+        decided: &mut Start,
+    ) -> Result<Option<steadfast_engine::store::Appended>, Status> {
         let Task::Activity { key, id, attempt } = task else {
             return Ok(None);
         };
         let (id, attempt) = (*id, *attempt);
-        let mut decided = Start::Gone;
         let appended = self
             .core
             .update(key, true, |s, now| {
-                let effect = s
-                    .activities
-                    .get(&id)
-                    .map_or(Effect::Write, |a| runs.effect(&a.activity_type));
-                decided = start_attempt(s, id, attempt, worker, effect, now);
-                Ok(match &decided {
-                    Start::Started(e) | Start::Park(e) => Some(vec![e.clone()]),
-                    Start::Reserved | Start::Gone => None,
+                let (effect, requires_approval) =
+                    s.activities.get(&id).map_or((Effect::Write, false), |a| {
+                        (
+                            runs.effect(&a.activity_type),
+                            runs.requires_approval(&a.activity_type),
+                        )
+                    });
+                let claim = Claim {
+                    worker,
+                    effect,
+                    requires_approval,
+                    arguments,
+                };
+                *decided = start_attempt(s, id, attempt, claim, now);
+                Ok(match &*decided {
+                    Start::Started(e) | Start::Park(e) | Start::AskApproval(e) => {
+                        Some(vec![e.clone()])
+                    }
+                    Start::Reserved | Start::NeedArguments | Start::Gone => None,
                 })
             })
             .await;
-        let appended = match appended {
-            Ok(a) => a,
-            Err(e) if e.code() == tonic::Code::NotFound => None,
-            Err(e) => return Err(e),
+        match appended {
+            Ok(a) => Ok(a),
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                *decided = Start::Gone;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The task for a decided attempt, or the task given back.
+    async fn started_task(
+        &self,
+        task: &Task,
+        decided: &Start,
+        appended: Option<steadfast_engine::store::Appended>,
+    ) -> Result<Option<pb::PollActivityTaskResponse>, Status> {
+        let Task::Activity { key, id, .. } = task else {
+            return Ok(None);
         };
-        match (&decided, appended) {
+        let id = *id;
+        match (decided, appended) {
             (Start::Started(_), Some(a)) => {
                 let started = a
                     .records
@@ -158,7 +263,8 @@ impl WorkerApi {
                 let act = a.state.activities.get(&id).ok_or_else(|| {
                     Status::internal("a started activity is missing from the state")
                 })?;
-                let scheduled = self.scheduled_record(key, act).await?;
+                let mut scheduled = self.scheduled_record(key, act).await?;
+                self.use_approved_input(key, act, &mut scheduled).await?;
                 Ok(Some(
                     self.activity_task(&a.state, id, act, &scheduled, started),
                 ))
@@ -167,11 +273,55 @@ impl WorkerApi {
                 if let Start::Park(Event::BudgetExceeded(b)) = decided {
                     tracing::info!(run = %key, activity = id, dimension = b.dimension.as_str(), "run parked on its budget");
                 }
+                if let Start::AskApproval(_) = decided {
+                    tracing::info!(run = %key, activity = id, "activity waits for approval");
+                }
                 // Nobody holds it: the lease goes, so that a change (the budget raised, an
                 // attempt in flight ending) offers it again at once.
                 self.core.store.release_task(task).await.map_err(status)?;
                 Ok(None)
             }
+        }
+    }
+
+    /// Puts the arguments a human edited before approving (ActivityApproved) in place of the
+    /// scheduled ones in `scheduled` (the token still names the ActivityScheduled record).
+    async fn use_approved_input(
+        &self,
+        key: &RunKey,
+        act: &ActivityState,
+        scheduled: &mut EventRecord,
+    ) -> Result<(), Status> {
+        let Some(seq) = act.approved_input_seq else {
+            return Ok(());
+        };
+        let edited = match self.core.history(key, seq, seq).await?.pop() {
+            Some(EventRecord {
+                event: Event::ActivityApproved(ev::ActivityApproved { input: Some(p), .. }),
+                ..
+            }) => p,
+            _ => {
+                return Err(Status::data_loss(format!(
+                    "run {key}: the ActivityApproved with edited arguments is missing at seq {seq}"
+                )));
+            }
+        };
+        if let Event::ActivityScheduled(a) = &mut scheduled.event {
+            a.input = edited;
+        }
+        Ok(())
+    }
+
+    /// The digest of activity `id`'s scheduled arguments (what a human approves), `None`
+    /// when the activity is no longer open.
+    async fn arguments_of(&self, key: &RunKey, id: u32) -> Result<Option<ArgumentsDigest>, Status> {
+        let s = self.core.state(key).await?;
+        let Some(act) = s.activities.get(&id) else {
+            return Ok(None);
+        };
+        match &self.scheduled_record(key, act).await?.event {
+            Event::ActivityScheduled(a) => Ok(Some(ArgumentsDigest::of(&a.input))),
+            _ => Ok(None),
         }
     }
 
@@ -319,6 +469,75 @@ mod tests {
         s
     }
 
+    fn claim(worker: &str, effect: Effect) -> Claim<'_> {
+        Claim {
+            worker,
+            effect,
+            requires_approval: false,
+            arguments: Some(ArgumentsDigest::default()),
+        }
+    }
+
+    /// A call that asks, or a worker that declares, gets an ApprovalRequested instead of a
+    /// start; once approved it starts, and its retries never ask again.
+    #[test]
+    fn approval_is_asked_once_then_the_activity_starts() {
+        let mut s = run(1, Budget::default());
+        let declaring = Claim {
+            requires_approval: true,
+            ..claim("w", Effect::Write)
+        };
+        let asked = start_attempt(&s, 1, 1, declaring, 1_000);
+        let Start::AskApproval(e) = asked else {
+            panic!("{asked:?}")
+        };
+        assert!(matches!(&e, Event::ApprovalRequested(r) if r.declared_by == "w"));
+        // Without the digest read, nothing is decided yet.
+        let unread = Claim {
+            arguments: None,
+            ..declaring
+        };
+        assert_eq!(start_attempt(&s, 1, 1, unread, 1_000), Start::NeedArguments);
+        apply(&mut s, &e);
+        assert_eq!(start_attempt(&s, 1, 1, declaring, 1_000), Start::Gone);
+        apply(
+            &mut s,
+            &Event::ActivityApproved(ev::ActivityApproved {
+                command_seq: 1,
+                identity: "alice".into(),
+                comment: String::new(),
+                input: None,
+            }),
+        );
+        let Start::Started(started) = start_attempt(&s, 1, 1, declaring, 1_000) else {
+            panic!("approved: it starts")
+        };
+        apply(&mut s, &started);
+        apply(
+            &mut s,
+            &Event::ActivityFailed(ev::ActivityFailed {
+                command_seq: 1,
+                attempt: 1,
+                failure: Default::default(),
+                retry_at_ms: Some(1_000),
+                duration_ms: 1,
+                usage: None,
+            }),
+        );
+        assert!(
+            matches!(start_attempt(&s, 1, 2, declaring, 1_000), Start::Started(_)),
+            "a retry of an approved activity does not ask again"
+        );
+        // Per call: the reason comes from the options.
+        let mut s = run(1, Budget::default());
+        s.activities.get_mut(&1).unwrap().options.approval = Some("refund".into());
+        let asked = start_attempt(&s, 1, 1, claim("w", Effect::Write), 1_000);
+        assert!(
+            matches!(&asked, Start::AskApproval(Event::ApprovalRequested(r)) if r.reason == "refund" && r.declared_by.is_empty()),
+            "{asked:?}"
+        );
+    }
+
     fn apply(s: &mut RunState, e: &Event) {
         let seq = s.last_seq + 1;
         s.apply(&rec(seq, e.clone())).unwrap();
@@ -328,7 +547,7 @@ mod tests {
     fn every_effect_is_recorded_as_started() {
         for effect in [Effect::Read, Effect::Idempotent, Effect::Write] {
             let s = run(1, Budget::default());
-            match start_attempt(&s, 1, 1, "w1", effect, 1_000) {
+            match start_attempt(&s, 1, 1, claim("w1", effect), 1_000) {
                 Start::Started(Event::ActivityStarted(e)) => {
                     assert_eq!((e.command_seq, e.attempt, e.effect), (1, 1, effect));
                     assert_eq!(e.worker, "w1");
@@ -347,18 +566,18 @@ mod tests {
                 ..Default::default()
             },
         );
-        let first = start_attempt(&s, 1, 1, "w", Effect::Read, 1_000);
+        let first = start_attempt(&s, 1, 1, claim("w", Effect::Read), 1_000);
         let Start::Started(e) = first else {
             panic!("{first:?}")
         };
         apply(&mut s, &e);
-        let second = start_attempt(&s, 2, 1, "w", Effect::Read, 1_000);
+        let second = start_attempt(&s, 2, 1, claim("w", Effect::Read), 1_000);
         assert!(
             matches!(&second, Start::Park(Event::BudgetExceeded(b)) if b.dimension == BudgetDimension::Activities),
             "{second:?}"
         );
         assert_eq!(
-            start_attempt(&s, 1, 1, "w", Effect::Read, 1_000),
+            start_attempt(&s, 1, 1, claim("w", Effect::Read), 1_000),
             Start::Gone
         );
     }
@@ -374,17 +593,17 @@ mod tests {
                 ..Default::default()
             },
         );
-        let park = start_attempt(&s, 2, 1, "w", Effect::Read, 1_000);
+        let park = start_attempt(&s, 2, 1, claim("w", Effect::Read), 1_000);
         let Start::Park(e) = park else {
             panic!("{park:?}")
         };
         apply(&mut s, &e);
         assert!(matches!(
-            start_attempt(&s, 1, 1, "w", Effect::Read, 1_000),
+            start_attempt(&s, 1, 1, claim("w", Effect::Read), 1_000),
             Start::Started(_)
         ));
         assert_eq!(
-            start_attempt(&s, 3, 1, "w", Effect::Read, 1_000),
+            start_attempt(&s, 3, 1, claim("w", Effect::Read), 1_000),
             Start::Gone
         );
     }
@@ -398,12 +617,12 @@ mod tests {
                 ..Default::default()
             },
         );
-        let Start::Started(e) = start_attempt(&s, 1, 1, "w", Effect::Read, 1_000) else {
+        let Start::Started(e) = start_attempt(&s, 1, 1, claim("w", Effect::Read), 1_000) else {
             panic!()
         };
         apply(&mut s, &e);
         assert_eq!(
-            start_attempt(&s, 2, 1, "w", Effect::Read, 1_000),
+            start_attempt(&s, 2, 1, claim("w", Effect::Read), 1_000),
             Start::Reserved,
             "no usage known yet: one in flight holds all the room"
         );
