@@ -232,6 +232,7 @@ impl WorkerApi {
             workflow_id: s.workflow_id.clone(),
             deadline_ms: deadline,
             namespace: key.namespace.clone(),
+            last_heartbeat_details: None,
         }
     }
 
