@@ -82,6 +82,8 @@ class ActivityContext:
         self._cancelled = threading.Event()
         self._lock = threading.Lock()
         self._details = None
+        # Set by the worker: sends one heartbeat with record=true, synchronously.
+        self._record = None
 
     def heartbeat(self, details=None):
         """Sends `details` (JSON-serialisable) with the next heartbeat; returns whether the
@@ -90,6 +92,16 @@ class ActivityContext:
             with self._lock:
                 self._details = (details,)
         return self._cancelled.is_set()
+
+    def record_heartbeat(self, details):
+        """Sends `details` now and returns once the server has recorded them durably: a retry
+        of this activity (after this worker dies, say) finds them in its
+        `last_heartbeat_details`. For what a retry must pick up, e.g. the id of a job started
+        elsewhere; the server honours a few such records per attempt, then samples them.
+        Raises ActivityError when the server did not record them."""
+        if self._record is None:
+            raise ActivityError("record_heartbeat needs a running worker", type="steadfast.NoWorker")
+        return self._record(details)
 
     def is_cancelled(self):
         return self._cancelled.is_set()

@@ -256,6 +256,7 @@ class Worker:
                 "activity attempt starts: run %s id %d type %s attempt %d input %d B",
                 task.run_id, task.activity_id, task.activity_type, task.attempt, len(task.input.data),
             )
+            ctx._record = lambda details: self._record_heartbeat(ctx, task.task_token, details)
             reg = self.activities.get(task.activity_type)
             if reg is None:
                 outcome = ActivityError(
@@ -314,6 +315,20 @@ class Worker:
                 return False
             log.debug("heartbeat refused (%s); stopping the attempt", e.code())
             return True
+
+    def _record_heartbeat(self, ctx, token, details):
+        req = service_pb2.HeartbeatActivityTaskRequest(
+            namespace=self.namespace, task_token=token, details=encode(details), record=True
+        )
+        try:
+            resp = self._stub.HeartbeatActivityTask(req, timeout=30, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise ActivityError(
+                f"heartbeat details not recorded ({e.code().name}): {e.details()}", type="steadfast.NotRecorded"
+            ) from e
+        if resp.cancel_requested:
+            ctx._cancelled.set()
+        return resp.cancel_requested
 
     def _failure(self, err):
         if isinstance(err, Cancelled):

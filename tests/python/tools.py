@@ -25,10 +25,11 @@ def record(ctx, **extra):
         os.close(fd)
 
 
-def wait_gate(ctx, gate):
-    """Blocks (heartbeating) until the file `gate` exists; raises Cancelled if cancelled."""
+def wait_gate(ctx, gate, details=None):
+    """Blocks (heartbeating `details`) until the file `gate` exists; raises Cancelled if
+    cancelled."""
     while not os.path.exists(gate):
-        ctx.heartbeat({"waiting": True})
+        ctx.heartbeat(details or {"waiting": True})
         if ctx.wait_cancelled(GATE_POLL_S):
             record(ctx, cancelled=True)
             raise Cancelled()
@@ -60,3 +61,20 @@ def sync_crm(ctx, args):
 def find_customer(ctx, args):
     record(ctx)
     raise NonRetryableError(f"no customer {args.get('email', '')[:32]}", type="CustomerNotFound")
+
+
+@activity("generate", effect="idempotent")
+def generate(ctx, args):
+    """Stands in for a generation run as a job elsewhere: attempt 1 starts a job, records its
+    id durably and waits (killed there); a retry re-attaches to the recorded job."""
+    prior = ctx.last_heartbeat_details
+    if prior and prior.get("job"):
+        record(ctx, reattached=prior["job"])
+        return {"job": prior["job"], "reattached": True}
+    job = f"job-{ctx.run_id[-8:]}-{ctx.attempt}"
+    ctx.record_heartbeat({"job": job})
+    record(ctx, created=job)
+    if args.get("gate"):
+        # Later details replace the recorded ones as "last": keep the job id in them.
+        wait_gate(ctx, args["gate"], {"job": job})
+    return {"job": job, "reattached": False}

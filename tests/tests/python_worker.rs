@@ -227,3 +227,30 @@ fn a_run_cancellation_reaches_the_python_tool() -> Result<()> {
     w.env.wait_closed(&run)?;
     Ok(())
 }
+
+/// The details a tool records with `ctx.record_heartbeat` before it waits (a job id) reach
+/// the retry after its worker is SIGKILLed (`last_heartbeat_details`): the retry re-attaches
+/// to the job instead of starting another.
+#[test]
+fn a_retry_re_attaches_to_the_job_its_killed_attempt_recorded() -> Result<()> {
+    let w = World::start()?;
+    let mut first = w.python()?;
+    let gate = w.env.dir.path().join("gate");
+    let run = w.call("generate", json!({ "gate": gate }))?;
+    w.wait_seen(&run, 1)?;
+    first.kill9();
+    let _second = w.python()?;
+    let out = w.result(&run)?;
+    let seen = w.seen(&run)?;
+    let created: Vec<_> = seen.iter().filter(|l| l.get("created").is_some()).collect();
+    assert_eq!(created.len(), 1, "one job started, not two: {seen:?}");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1]["attempt"], 2, "{seen:?}");
+    assert_eq!(seen[1]["reattached"], created[0]["created"], "{seen:?}");
+    assert_eq!(
+        out["tool"],
+        json!({ "job": created[0]["created"], "reattached": true }),
+        "{out}"
+    );
+    Ok(())
+}
