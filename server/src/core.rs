@@ -69,6 +69,17 @@ pub struct Sticky {
     pub last_seq: u64,
 }
 
+/// What the heartbeat rate limit remembers of one activity.
+#[derive(Debug, Clone, Copy)]
+pub struct HeartbeatRecorded {
+    /// When its details were last recorded.
+    pub at_ms: i64,
+    /// The attempt `forced` counts for.
+    pub attempt: u32,
+    /// Records that attempt forced (`HeartbeatActivityTaskRequest.record`).
+    pub forced: u32,
+}
+
 /// Shared server state.
 pub struct Core {
     /// The store.
@@ -79,9 +90,10 @@ pub struct Core {
     pub notify: Notifier,
     /// Which worker caches which run (an optimisation only: losing it costs a replay).
     pub sticky: Mutex<HashMap<RunKey, Sticky>>,
-    /// Last time heartbeat details were recorded per activity (a rate limit only: losing it
-    /// records one more ActivityProgress).
-    pub heartbeat_recorded: Mutex<HashMap<(RunKey, u32), i64>>,
+    /// Last time heartbeat details were recorded per activity, and how many forced records
+    /// (`record`) which attempt asked for (a rate limit only: losing it records one more
+    /// ActivityProgress).
+    pub heartbeat_recorded: Mutex<HashMap<(RunKey, u32), HeartbeatRecorded>>,
     /// The history limits the store enforces (to warn workflows before them).
     pub limits: HistoryLimits,
     /// Longest delay before a held run's workflow task is offered again.

@@ -172,6 +172,7 @@ impl Raw {
                 namespace: namespace.into(),
                 task_token: token.into(),
                 details: None,
+                record: false,
             })
             .await
             .map(|r| r.into_inner())

@@ -340,6 +340,7 @@ pub async fn every_rpc(s: &Services, f: &Fields) -> Vec<Outcome> {
                 namespace: ns.clone(),
                 task_token: f.task_token.clone(),
                 details: json(&f.payload),
+                record: false,
             })
     );
     call!(

@@ -230,6 +230,7 @@ fn plain(method: &str) -> Option<Vec<u8>> {
             namespace: ns,
             task_token: token,
             details: json("null"),
+            record: false,
         }
         .encode_to_vec(),
         "WorkerSession" => pb::WorkerSessionRequest {

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::commands;
 use crate::convert;
-use crate::core::{Core, Sticky, simulate, status};
+use crate::core::{Core, HeartbeatRecorded, Sticky, simulate, status};
 use crate::retry;
 use crate::service::poll_filter::WorkerRuns;
 use crate::token::{RecordRef, TaskToken, TokenKey};
@@ -33,6 +33,10 @@ use queue::poll_deadline;
 const EAGER_ACTIVITIES_MAX: u32 = 16;
 /// Heartbeat details are recorded in the history at most this often per activity.
 const HEARTBEAT_RECORD_INTERVAL_MS: i64 = 1_000;
+/// How many heartbeats of one attempt may ask to be recorded at once (`record`), past the
+/// sampling above; more are sampled like the others (a history does not grow without bound
+/// because a worker asks).
+pub const HEARTBEAT_FORCED_RECORDS_MAX: u32 = 8;
 
 /// The worker service.
 pub struct WorkerApi {
@@ -597,10 +601,21 @@ impl WorkerService for WorkerApi {
         if let Some(details) = details {
             let due = {
                 let mut last = self.core.heartbeat_recorded.lock();
-                let t = last.entry((key.clone(), id)).or_insert(i64::MIN);
-                let due = now.saturating_sub(*t) >= HEARTBEAT_RECORD_INTERVAL_MS;
+                let t = last.entry((key.clone(), id)).or_insert(HeartbeatRecorded {
+                    at_ms: i64::MIN,
+                    attempt,
+                    forced: 0,
+                });
+                if t.attempt != attempt {
+                    (t.attempt, t.forced) = (attempt, 0);
+                }
+                let forced = r.record && t.forced < HEARTBEAT_FORCED_RECORDS_MAX;
+                if forced {
+                    t.forced += 1;
+                }
+                let due = forced || now.saturating_sub(t.at_ms) >= HEARTBEAT_RECORD_INTERVAL_MS;
                 if due {
-                    *t = now;
+                    t.at_ms = now;
                 }
                 due
             };

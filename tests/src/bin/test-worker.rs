@@ -40,6 +40,9 @@
 //!   is nondeterministic on the other's histories; then waits for signal `go` and returns
 //!   `{"variant", "label"}`, or with `can` "keep" / "move" continues as new with `{}`,
 //!   keeping its build or not (`tests/tests/build_ids.rs`).
+//! - `tool` `{tool, task_queue, args, start_to_close_ms}`: one call of activity `tool` with
+//!   input `args` on `task_queue` (served by a Python tool worker in `python_worker.rs`);
+//!   returns `{"tool": <result>}` or `{"error", "type", "non_retryable"}` of its failure.
 //! - `tagged` `{stage, fail}`: upserts the search attributes `stage=<stage>` and
 //!   `step:int=1`, runs one `step`, then (with `fail`) one `broken` activity, which fails
 //!   for good on its only attempt, so the run fails because of it; else returns "done".
@@ -237,6 +240,33 @@ async fn flaky(ctx: WorkflowContext, input: FlakyInput) -> Result<u32, WorkflowE
         .activity("flaky", &input.fail_attempts)
         .options(options(None))
         .await?)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ToolInput {
+    tool: String,
+    task_queue: String,
+    args: Value,
+    start_to_close_ms: Option<u64>,
+}
+
+/// Calls activity `tool` on `task_queue` (a Python tool worker's, tests/python/tools.py);
+/// a failure becomes the result, so that the test can read its type.
+async fn tool(ctx: WorkflowContext, input: ToolInput) -> Result<Value, WorkflowError> {
+    match ctx
+        .activity::<Value>(&input.tool, &input.args)
+        .options(options(input.start_to_close_ms).task_queue(input.task_queue))
+        .await
+    {
+        Ok(v) => Ok(json!({ "tool": v })),
+        Err(ActivityError::Failed {
+            message,
+            error_type,
+            non_retryable,
+        }) => Ok(json!({ "error": message, "type": error_type, "non_retryable": non_retryable })),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -540,6 +570,7 @@ async fn main() -> anyhow::Result<()> {
         .register_workflow("child", child)
         .register_workflow("flaky", flaky)
         .register_workflow("tagged", tagged)
+        .register_workflow("tool", tool)
         .register_workflow(deploy::WORKFLOW, move |ctx, input| {
             let version = match variant {
                 Variant::A => deploy::Version::Old,

@@ -179,6 +179,7 @@ async fn heartbeat<T: ActivityTransport>(
         namespace: config.namespace.clone(),
         task_token: token.to_owned(),
         details,
+        record: false,
     };
     // Bounded, so that a server that hangs does not hold the attempt's supervision.
     match tokio::time::timeout(config.heartbeat_interval * 4, transport.heartbeat(req)).await {

@@ -20,6 +20,10 @@ use crate::retry;
 use crate::service::poll_filter::WorkerRuns;
 use crate::token::{RecordRef, TaskToken};
 
+/// How far back (in records) from a retry's start the server looks for the last heartbeat
+/// details of the activity's earlier attempts: bounds the read a retry costs on a busy run.
+pub const LAST_DETAILS_SCAN_MAX: u64 = 10_000;
+
 /// What dispatching one attempt decides, from the run's state alone.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Start {
@@ -265,9 +269,13 @@ impl WorkerApi {
                 })?;
                 let mut scheduled = self.scheduled_record(key, act).await?;
                 self.use_approved_input(key, act, &mut scheduled).await?;
-                Ok(Some(
-                    self.activity_task(&a.state, id, act, &scheduled, started),
-                ))
+                let mut task = self.activity_task(&a.state, id, act, &scheduled, started);
+                if act.attempt > 1 {
+                    task.last_heartbeat_details = self
+                        .last_heartbeat_details(key, id, scheduled.seq, started.seq)
+                        .await?;
+                }
+                Ok(Some(task))
             }
             (decided, _) => {
                 if let Start::Park(Event::BudgetExceeded(b)) = decided {
@@ -323,6 +331,24 @@ impl WorkerApi {
             Event::ActivityScheduled(a) => Ok(Some(ArgumentsDigest::of(&a.input))),
             _ => Ok(None),
         }
+    }
+
+    /// The details of the last ActivityProgress an earlier attempt of activity `id` recorded
+    /// (looking back at most [`LAST_DETAILS_SCAN_MAX`] records from this attempt's start):
+    /// where a retry picks up, e.g. the provider job an LLM call re-attaches to.
+    async fn last_heartbeat_details(
+        &self,
+        key: &RunKey,
+        id: u32,
+        scheduled_seq: u64,
+        started_seq: u64,
+    ) -> Result<Option<pb::Payload>, Status> {
+        let from = (scheduled_seq + 1).max(started_seq.saturating_sub(LAST_DETAILS_SCAN_MAX));
+        let page = self.core.history(key, from, started_seq).await?;
+        Ok(page.iter().rev().find_map(|r| match &r.event {
+            Event::ActivityProgress(p) if p.command_seq == id => Some(convert::payload(&p.details)),
+            _ => None,
+        }))
     }
 
     /// The ActivityScheduled record of `act` (its input, and the record the token names).
@@ -382,6 +408,7 @@ impl WorkerApi {
             workflow_id: s.workflow_id.clone(),
             deadline_ms: deadline,
             namespace: key.namespace.clone(),
+            last_heartbeat_details: None,
         }
     }
 
