@@ -51,6 +51,9 @@ pub struct ServerConfig {
     /// The endpoint has no authentication, so it is loopback only unless
     /// [`ServerConfig::insecure_listen_any`].
     pub metrics_listen: Option<SocketAddr>,
+    /// Export spans from the log to this OTLP/HTTP collector (`{url}/v1/traces`, JSON);
+    /// `None` exports none.
+    pub otlp_endpoint: Option<String>,
     /// Where to serve the web UI (plain HTTP); `None` serves none. Loopback only unless
     /// [`ServerConfig::insecure_listen_any`], like the metrics.
     pub ui_listen: Option<SocketAddr>,
@@ -133,6 +136,7 @@ impl Default for ServerConfig {
             insecure_listen_any: false,
             limits: crate::limits::Limits::default(),
             metrics_listen: None,
+            otlp_endpoint: None,
             ui_listen: None,
             ui_read_only: false,
         }

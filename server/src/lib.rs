@@ -11,6 +11,7 @@
 //! - [`token`]: signed task tokens, and the key that signs them.
 //! - [`query`]: queries parked until a worker answers them.
 //! - [`metrics`]: Prometheus metrics from appended records and run states.
+//! - [`traces`]: OpenTelemetry spans from the log, exported over OTLP/HTTP.
 //! - [`ui`]: the web UI and its JSON + server-sent-events API.
 
 // tonic::Status (176 bytes) is the error type of every gRPC handler and of the helpers that
@@ -39,6 +40,7 @@ pub mod server;
 pub mod service;
 pub mod timers;
 pub mod token;
+pub mod traces;
 pub mod ui;
 pub mod validate;
 pub mod versioning;

@@ -74,13 +74,28 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         open_runs,
         closer,
     } = opened;
+    // The exporter reads the real store; the hook sits in the metered one.
+    let traces = match &config.otlp_endpoint {
+        Some(url) => Some(crate::traces::start(url, &config.data_dir, store.clone()).await?),
+        None => None,
+    };
+    let tracer = traces.as_ref().map(|(t, _)| t.clone());
     let (store, metrics) = match config.metrics_listen {
         Some(addr) => {
             let data_dir = config.store.is_none().then(|| config.data_dir.clone());
-            let (store, endpoint) = start_metrics(store, addr, data_dir).await?;
+            let (store, endpoint) = start_metrics(store, addr, data_dir, tracer).await?;
             (store, Some(endpoint))
         }
-        None => (store, None),
+        None => match tracer {
+            // Counts nobody scrapes, but the one hook every append passes.
+            Some(t) => {
+                let m = Arc::new(crate::metrics::Metrics::new());
+                let s: Arc<dyn Store> =
+                    Arc::new(crate::metrics::MeteredStore::new(store, m).with_tracer(t));
+                (s, None)
+            }
+            None => (store, None),
+        },
     };
     tracing::info!(fingerprint = %token_key.fingerprint(), "task token key loaded");
     create_successors(store.as_ref(), successors).await;
@@ -128,6 +143,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     if let Some(task) = retention {
         task.abort();
     }
+    if let Some((_, task)) = traces {
+        // Unsent spans stay behind the durable cursor: the next start sends them.
+        task.abort();
+    }
     tracing::info!("shutting down: closing the store");
     closer.close().await;
     Ok(())
@@ -139,6 +158,7 @@ async fn start_metrics(
     store: Arc<dyn Store>,
     addr: std::net::SocketAddr,
     data_dir: Option<std::path::PathBuf>,
+    tracer: Option<Arc<crate::traces::Tracer>>,
 ) -> anyhow::Result<(Arc<dyn Store>, MetricsEndpoint)> {
     let listener = TcpListener::bind(addr)
         .await
@@ -165,7 +185,11 @@ async fn start_metrics(
             tracing::error!(error = %e, "the metrics endpoint stopped");
         }
     });
-    let metered: Arc<dyn Store> = Arc::new(crate::metrics::MeteredStore::new(store, metrics));
+    let mut metered = crate::metrics::MeteredStore::new(store, metrics);
+    if let Some(t) = tracer {
+        metered = metered.with_tracer(t);
+    }
+    let metered: Arc<dyn Store> = Arc::new(metered);
     Ok((metered, (stop_tx, task)))
 }
 

@@ -297,6 +297,11 @@ struct ServerArgs {
     /// endpoint has no authentication). Metric list: README, "Observability".
     #[arg(long, env = "STEADFAST_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Export OpenTelemetry traces built from the log to this OTLP/HTTP collector (JSON, POST
+    /// URL/v1/traces), e.g. http://127.0.0.1:4318. Off by default. One trace per run, a span
+    /// per workflow task, activity, timer and signal wait. See README, "Observability".
+    #[arg(long, env = "STEADFAST_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// Serve the web UI on this address (plain HTTP), e.g. 127.0.0.1:7280: runs, what each
     /// waits on, timelines, costs, and the inbox of runs waiting on a person. Off by default;
     /// loopback only unless --insecure-listen-any. With --auth-file it asks for a token.
@@ -369,6 +374,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                 insecure_listen_any,
                 limits,
                 metrics_listen,
+                otlp_endpoint,
                 ui_listen,
                 ui_read_only,
                 log_format,
@@ -407,6 +413,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                 insecure_listen_any,
                 limits,
                 metrics_listen,
+                otlp_endpoint,
                 ui_listen,
                 ui_read_only,
             })

@@ -21,19 +21,38 @@ use super::Metrics;
 pub struct MeteredStore {
     inner: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    tracer: Option<Arc<crate::traces::Tracer>>,
 }
 
 impl MeteredStore {
     /// Wraps `inner`. Call [`Metrics::seed`] once with it so that tasks scheduled before this
     /// process started are timed too.
     pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> MeteredStore {
-        MeteredStore { inner, metrics }
+        MeteredStore {
+            inner,
+            metrics,
+            tracer: None,
+        }
     }
 
-    fn counted(&self, r: Result<Appended, Error>, started: Instant) -> Result<Appended, Error> {
+    /// Also marks every appended run for the trace exporter (`--otlp-endpoint`).
+    pub fn with_tracer(mut self, tracer: Arc<crate::traces::Tracer>) -> MeteredStore {
+        self.tracer = Some(tracer);
+        self
+    }
+
+    fn counted(
+        &self,
+        key: &RunKey,
+        r: Result<Appended, Error>,
+        started: Instant,
+    ) -> Result<Appended, Error> {
         if let Ok(a) = &r {
             self.metrics
                 .appended(&a.records, &a.state, started.elapsed().as_secs_f64());
+            if let Some(t) = &self.tracer {
+                t.appended(key, &a.records);
+            }
         }
         r
     }
@@ -43,8 +62,9 @@ impl MeteredStore {
 impl Store for MeteredStore {
     async fn append(&self, req: AppendRequest) -> Result<Appended, Error> {
         let started = Instant::now();
+        let key = req.key.clone();
         let r = self.inner.append(req).await;
-        self.counted(r, started)
+        self.counted(&key, r, started)
     }
 
     async fn append_once(
@@ -53,8 +73,9 @@ impl Store for MeteredStore {
         request: RequestKey,
     ) -> Result<Appended, Error> {
         let started = Instant::now();
+        let key = req.key.clone();
         let r = self.inner.append_once(req, request).await;
-        self.counted(r, started)
+        self.counted(&key, r, started)
     }
 
     async fn run_state(&self, key: &RunKey) -> Result<Option<Arc<RunState>>, Error> {

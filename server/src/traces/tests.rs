@@ -1,0 +1,291 @@
+use steadfast_engine::Payload;
+use steadfast_engine::event::{self as ev, Event, EventRecord};
+use steadfast_engine::ids::{RunId, RunKey};
+
+use super::spans::{self, Value};
+use super::{cursor::Cursor, otlp};
+
+fn rec(seq: u64, time_ms: i64, event: Event) -> EventRecord {
+    EventRecord {
+        seq,
+        time_ms,
+        hash: [0; 32],
+        event,
+    }
+}
+
+fn key() -> RunKey {
+    RunKey::new(
+        "default",
+        RunId::parse("0190d3c2-7b4e-7000-8000-000000000001").unwrap(),
+    )
+}
+
+/// A run: a workflow task, an LLM activity whose first attempt timed out (a killed worker)
+/// and whose second completed with usage, a timer, a signal wait, then completion.
+fn history() -> Vec<EventRecord> {
+    let started = |seq, t, attempt| {
+        rec(
+            seq,
+            t,
+            Event::ActivityStarted(ev::ActivityStarted {
+                command_seq: 1,
+                attempt,
+                worker: "w".into(),
+                effect: ev::Effect::Read,
+            }),
+        )
+    };
+    vec![
+        rec(
+            1,
+            1_000,
+            Event::RunStarted(ev::RunStarted {
+                workflow_type: "agent".into(),
+                workflow_id: "wf".into(),
+                task_queue: "q".into(),
+                input: Payload::default(),
+                run_timeout_ms: 0,
+                budget: ev::Budget::default(),
+                continued_from: None,
+                identity: String::new(),
+                random_seed: 0,
+                parent: None,
+                forked_from: None,
+                schedule: None,
+            }),
+        ),
+        rec(
+            2,
+            1_000,
+            Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
+                task_queue: "q".into(),
+                attempt: 1,
+                not_before_ms: 0,
+            }),
+        ),
+        rec(
+            3,
+            1_100,
+            Event::WorkflowTaskStarted(ev::WorkflowTaskStarted {
+                scheduled_seq: 2,
+                worker: "w".into(),
+                timeout_ms: 0,
+            }),
+        ),
+        rec(
+            4,
+            1_200,
+            Event::WorkflowTaskCompleted(ev::WorkflowTaskCompleted {
+                started_seq: 3,
+                worker: "w".into(),
+            }),
+        ),
+        rec(
+            5,
+            1_200,
+            Event::ActivityScheduled(ev::ActivityScheduled {
+                command_seq: 1,
+                activity_type: "llm.chat".into(),
+                input: Payload::default(),
+                options: Default::default(),
+            }),
+        ),
+        started(6, 1_300, 1),
+        rec(
+            7,
+            2_300,
+            Event::ActivityTimedOut(ev::ActivityTimedOut {
+                command_seq: 1,
+                attempt: 1,
+                timeout: ev::TimeoutKind::StartToClose,
+                retry_at_ms: Some(2_400),
+            }),
+        ),
+        started(8, 2_400, 2),
+        rec(
+            9,
+            2_600,
+            Event::ActivityCompleted(ev::ActivityCompleted {
+                command_seq: 1,
+                attempt: 2,
+                result: Payload::default(),
+                duration_ms: 200,
+                usage: Some(ev::Usage {
+                    input_tokens: 12,
+                    output_tokens: 5,
+                    cost_micros: 1_500,
+                    model: "gpt-x".into(),
+                }),
+                reconciled: false,
+            }),
+        ),
+        rec(
+            10,
+            2_600,
+            Event::TimerStarted(ev::TimerStarted {
+                command_seq: 2,
+                fire_at_ms: 3_000,
+            }),
+        ),
+        rec(
+            11,
+            3_000,
+            Event::TimerFired(ev::TimerFired { command_seq: 2 }),
+        ),
+        rec(
+            12,
+            3_000,
+            Event::SignalWaitStarted(ev::SignalWaitStarted {
+                command_seq: 3,
+                name: "approve".into(),
+                question: String::new(),
+                choices: vec![],
+            }),
+        ),
+        rec(
+            13,
+            3_500,
+            Event::RunCompleted(ev::RunCompleted {
+                command_seq: 4,
+                result: Payload::default(),
+            }),
+        ),
+    ]
+}
+
+fn attr<'a>(s: &'a spans::Span, k: &str) -> Option<&'a Value> {
+    s.attrs.iter().find(|(n, _)| *n == k).map(|(_, v)| v)
+}
+
+#[test]
+fn one_span_per_operation_with_attempts_as_events() {
+    let k = key();
+    let h = history();
+    let all = spans::spans(&k, &h);
+    let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "workflow_task",
+            "activity llm.chat",
+            "timer",
+            "signal_wait approve",
+            "run agent"
+        ]
+    );
+    let ids: std::collections::BTreeSet<_> = all.iter().map(|s| s.span_id).collect();
+    assert_eq!(ids.len(), all.len(), "distinct span ids");
+    let root = all.last().unwrap();
+    assert_eq!(root.parent, None);
+    assert_eq!(
+        (root.start_ms, root.end_ms, root.closed_seq),
+        (1_000, 3_500, 13)
+    );
+    for s in &all[..4] {
+        assert_eq!(s.parent, Some(root.span_id), "{}", s.name);
+        assert_eq!(s.trace_id, spans::trace_id(&k));
+    }
+    let llm = &all[1];
+    assert_eq!(llm.span_id, spans::span_id(&k, "activity", 5));
+    assert_eq!(
+        (llm.start_ms, llm.end_ms, llm.closed_seq),
+        (1_200, 2_600, 9)
+    );
+    let outcomes: Vec<_> = llm
+        .events
+        .iter()
+        .map(|e| {
+            (
+                attr_ev(e, "steadfast.attempt"),
+                attr_ev(e, "steadfast.outcome"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (Some(Value::Int(1)), Some(Value::Str("timed_out".into()))),
+            (Some(Value::Int(2)), Some(Value::Str("completed".into())))
+        ]
+    );
+    assert_eq!(
+        attr(llm, "gen_ai.request.model"),
+        Some(&Value::Str("gpt-x".into()))
+    );
+    assert_eq!(
+        attr(llm, "gen_ai.usage.input_tokens"),
+        Some(&Value::Int(12))
+    );
+    assert_eq!(
+        attr(llm, "gen_ai.usage.output_tokens"),
+        Some(&Value::Int(5))
+    );
+    assert_eq!(
+        attr(llm, "steadfast.cost_usd"),
+        Some(&Value::Double(0.0015))
+    );
+    assert_eq!(llm.error, None);
+    // The wait the run closed over ends with the run.
+    assert_eq!(
+        attr(&all[3], "steadfast.closed_by"),
+        Some(&Value::Str("run_closed".into()))
+    );
+    // A prefix of the history gives the same spans for what it closes: ids do not depend
+    // on when they are computed.
+    let early = spans::spans(&k, &h[..9]);
+    assert_eq!(early, all[..2].to_vec());
+    assert_eq!(
+        spans::activity_traceparent(&k, 5),
+        format!(
+            "00-{}-{}-01",
+            hex::encode(llm.trace_id),
+            hex::encode(llm.span_id)
+        )
+    );
+}
+
+fn attr_ev(e: &spans::SpanEvent, k: &str) -> Option<Value> {
+    e.attrs
+        .iter()
+        .find(|(n, _)| *n == k)
+        .map(|(_, v)| v.clone())
+}
+
+#[test]
+fn otlp_json_uses_hex_ids_and_string_nanos() {
+    let k = key();
+    let all = spans::spans(&k, &history());
+    let body: serde_json::Value = serde_json::from_slice(&otlp::encode(&all)).unwrap();
+    let s = &body["resourceSpans"][0]["scopeSpans"][0]["spans"][1];
+    assert_eq!(s["spanId"], hex::encode(all[1].span_id));
+    assert_eq!(s["traceId"].as_str().unwrap().len(), 32);
+    assert_eq!(s["startTimeUnixNano"], "1200000000");
+    assert_eq!(s["parentSpanId"], hex::encode(all[4].span_id));
+    assert_eq!(s["events"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        otlp::traces_url("http://h:4318/"),
+        "http://h:4318/v1/traces"
+    );
+    assert_eq!(otlp::traces_url("http://h/v1/traces"), "http://h/v1/traces");
+}
+
+#[test]
+fn the_cursor_survives_a_reopen_and_a_torn_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (key(), RunKey::new("other", RunId::new_v7()));
+    {
+        let mut c = Cursor::open(dir.path()).unwrap();
+        assert!(c.track(&a).unwrap());
+        assert!(!c.track(&a).unwrap());
+        c.track(&b).unwrap();
+        c.ack(&a, 9, false).unwrap();
+        c.ack(&b, 4, true).unwrap();
+    }
+    let p = dir.path().join(super::cursor::CURSOR_FILE);
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text.push_str("[\"=\",\"defa");
+    std::fs::write(&p, text).unwrap();
+    let c = Cursor::open(dir.path()).unwrap();
+    assert_eq!(c.acked.into_iter().collect::<Vec<_>>(), vec![(a, 9)]);
+}
