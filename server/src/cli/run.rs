@@ -390,14 +390,10 @@ async fn list(conn: &Conn, a: ListArgs) -> Outcome {
             .await
             .map_err(|s| conn.status(s))?
             .into_inner();
-        let empty = r.runs.is_empty();
         runs.extend(r.runs);
-        // An empty page with a token would loop forever; treat it as the end.
-        if r.next_page_token.is_empty()
-            || empty
-            || runs.len() >= want
-            || r.next_page_token == page_token
-        {
+        // A page may be short or empty and still have a token (a `--text` search reads a
+        // bounded number of runs per request); a token that does not move is the end.
+        if r.next_page_token.is_empty() || runs.len() >= want || r.next_page_token == page_token {
             break;
         }
         page_token = r.next_page_token;

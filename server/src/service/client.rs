@@ -319,19 +319,32 @@ impl ClientService for ClientApi {
         } else {
             r.page_size.min(page_max)
         } as usize;
-        let runs = self
-            .core
-            .store
-            .list_runs(&ns, &filter, after, size, self.core.now())
+        let (runs, next) = if filter.text.is_some() {
+            // No index: each request reads a bounded number of runs (see text_search).
+            crate::service::text_search::page(
+                self.core.store.as_ref(),
+                &ns,
+                &filter,
+                after,
+                size,
+                self.core.now(),
+                Default::default(),
+            )
             .await
-            .map_err(status)?;
-        let next_page_token = if runs.len() == size {
-            runs.last()
-                .map(|s| s.key.run_id.to_string())
-                .unwrap_or_default()
+            .map_err(status)?
         } else {
-            String::new()
+            let runs = self
+                .core
+                .store
+                .list_runs(&ns, &filter, after, size, self.core.now())
+                .await
+                .map_err(status)?;
+            let next = (runs.len() == size)
+                .then(|| runs.last().map(|s| s.key.run_id))
+                .flatten();
+            (runs, next)
         };
+        let next_page_token = next.map(|id| id.to_string()).unwrap_or_default();
         let mut out = Vec::with_capacity(runs.len());
         for s in &runs {
             out.push(run_info(&self.core, s).await?);

@@ -9,6 +9,7 @@ pub mod import;
 pub mod poll_filter;
 pub mod query;
 pub mod schedule;
+pub mod text_search;
 pub mod update;
 pub mod worker;
 
