@@ -6,7 +6,7 @@
 
 mod attributes;
 mod builds;
-mod fixtures;
+pub mod fixtures;
 mod history;
 mod queues;
 mod requests;

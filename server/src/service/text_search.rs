@@ -81,10 +81,10 @@ pub async fn page(
 #[cfg(test)]
 mod tests {
     use steadfast_engine::embedded::{EmbeddedOptions, EmbeddedStore};
-    use steadfast_engine::event::{self as ev, Event};
+    use steadfast_engine::event::Event;
     use steadfast_engine::ids::RunKey;
-    use steadfast_engine::payload::Payload;
     use steadfast_engine::store::AppendRequest;
+    use steadfast_engine::store::contract::fixtures;
 
     use super::*;
 
@@ -106,20 +106,7 @@ mod tests {
                 .append(AppendRequest {
                     key: key.clone(),
                     expected_next_seq: 1,
-                    events: vec![Event::RunStarted(ev::RunStarted {
-                        workflow_type: "agent".into(),
-                        workflow_id: wid,
-                        task_queue: "q".into(),
-                        input: Payload::json(b"{}".to_vec()),
-                        run_timeout_ms: 0,
-                        budget: Default::default(),
-                        continued_from: None,
-                        identity: "t".into(),
-                        random_seed: 1,
-                        parent: None,
-                        forked_from: None,
-                        schedule: None,
-                    })],
+                    events: vec![Event::RunStarted(fixtures::started(&wid, "q"))],
                     time_ms: 1,
                     wait_durable: true,
                 })
