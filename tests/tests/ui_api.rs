@@ -11,7 +11,7 @@ use steadfast_proto::v1 as pb;
 use steadfast_sdk::client::{Client, StartOptions};
 use steadfast_tests::secure::{Services, entry, new_token, write_auth_file};
 use steadfast_tests::ui::{Api, start_ui_server};
-use steadfast_tests::{runtime, start_test_worker, wait_for};
+use steadfast_tests::{Proc, bin, runtime, start_test_worker, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -164,6 +164,8 @@ fn tokens_roles_namespaces_and_read_only_apply_to_the_ui() -> Result<()> {
         ("budget", json!({"max_tokens": 1})),
         ("reconcile", json!({"activity_id": 1, "decision": "retry"})),
         ("fork", json!({"seq": 2})),
+        ("approvals/1/approve", json!({"comment": "x"})),
+        ("approvals/1/deny", json!({"reason": "x"})),
     ] {
         let (code, b) = rt.block_on(ro.post(&format!("/api/v1/runs/{run_id}/{path}"), &body))?;
         ensure!(
@@ -393,6 +395,154 @@ fn a_live_run_stream_follows_a_signal_and_resumes_where_it_stopped() -> Result<(
     let (code, bad) =
         rt.block_on(api.get_text(&format!("/api/v1/runs/{run_id}/events?after=x")))?;
     ensure!(code == 400, "bad after: {code} {bad}");
+    drop(server);
+    Ok(())
+}
+
+/// An `agent-worker` (its `tool_call` workflow asks for approvals) on queue `default`.
+fn agent_worker(url: &str, side: &std::path::Path) -> Result<Proc> {
+    let mut cmd = std::process::Command::new(bin("agent-worker"));
+    cmd.args(["--addr", url, "--task-queue", "default", "--log"])
+        .arg(side);
+    Proc::spawn("agent-worker", &mut cmd)
+}
+
+/// The events of `run_id`'s history, whole (one page).
+fn events(rt: &tokio::runtime::Runtime, api: &Api, run_id: &str) -> Result<Vec<Value>> {
+    let (code, page) =
+        rt.block_on(api.get(&format!("/api/v1/runs/{run_id}/history?limit=1000")))?;
+    ensure!(code == 200, "history: {code} {page}");
+    Ok(page["events"].as_array().context("events")?.clone())
+}
+
+/// The run's result, once it completed, through the payloads call.
+fn completed_result(rt: &tokio::runtime::Runtime, api: &Api, run_id: &str) -> Result<Value> {
+    let run = wait_for(WAIT, "the run closes", || {
+        let (_, v) = rt
+            .block_on(api.get(&format!("/api/v1/runs/{run_id}")))
+            .ok()?;
+        (v["run"]["status"] != "running").then_some(v)
+    })?;
+    ensure!(run["run"]["status"] == "completed", "{run}");
+    let seq = run["run"]["history_length"].as_u64().context("length")?;
+    let (code, p) = rt.block_on(api.get(&format!(
+        "/api/v1/runs/{run_id}/events/{seq}/payloads?field=result"
+    )))?;
+    ensure!(code == 200, "{code} {p}");
+    Ok(p["value"].clone())
+}
+
+#[test]
+fn the_inbox_lists_approvals_and_approve_and_deny_let_the_runs_continue() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (server, base) = start_ui_server(&dir.path().join("data"), &[])?;
+    let url = server.url();
+    let _worker = agent_worker(&url, &dir.path().join("side"))?;
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(url.clone()))?;
+    let api = Api::new(&base, None);
+    let start = |input: Value| {
+        rt.block_on(client.start_workflow("tool_call", &input, StartOptions::default()))
+            .map(|r| r.run_id)
+    };
+    let approved = start(json!({"tool": "write_tool", "approval": "refund over 100 EUR"}))?;
+    let denied = start(json!({"tool": "gated_tool"}))?;
+
+    // Both show up in the inbox, with the tool, the reason and the arguments' size and hash.
+    let inbox = wait_for(WAIT, "both runs wait on an approval", || {
+        let (_, v) = rt.block_on(api.get("/api/v1/inbox")).ok()?;
+        (v["approvals"].as_array()?.len() == 2).then_some(v)
+    })?;
+    let scheduled = br#"{"hang_ms":0,"hang_attempts":0,"note":"as scheduled"}"#;
+    let find = |run: &str| -> Result<Value> {
+        let r = inbox["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["run_id"] == run)
+            .with_context(|| format!("{run} in {inbox}"))?;
+        r["waiting_on"]
+            .as_array()
+            .and_then(|w| w.iter().find(|w| w["kind"] == "approval").cloned())
+            .context("approval")
+    };
+    let a = find(&approved)?;
+    ensure!(
+        a["activity_type"] == "write_tool"
+            && a["reason"] == "refund over 100 EUR"
+            && a["arguments_bytes"] == scheduled.len()
+            && a["arguments_blake3"] == hex::encode(blake3::hash(scheduled).as_bytes())
+            && a["arguments_preview"].is_null(),
+        "the inbox names tool, reason, size and hash, not the arguments: {a}"
+    );
+    let d = find(&denied)?;
+    ensure!(d["activity_type"] == "gated_tool", "{d}");
+    let aid = a["activity_id"].as_u64().context("activity_id")?;
+    let did = d["activity_id"].as_u64().context("activity_id")?;
+
+    // The arguments on demand.
+    let (code, args) = rt.block_on(api.get(&format!("/api/v1/runs/{approved}/approvals/{aid}")))?;
+    ensure!(
+        code == 200
+            && args["approval"]["arguments_preview"] == std::str::from_utf8(scheduled)?
+            && args["approval"]["truncated"] == false,
+        "{code} {args}"
+    );
+    let (code, _) =
+        rt.block_on(api.get(&format!("/api/v1/runs/{approved}/approvals/{}", aid + 100)))?;
+    ensure!(code == 404, "no such approval: {code}");
+
+    // A denial needs a reason; the handler's message says so.
+    let (code, body) = rt.block_on(api.post(
+        &format!("/api/v1/runs/{denied}/approvals/{did}/deny"),
+        &json!({}),
+    ))?;
+    ensure!(code == 400, "deny without a reason: {code} {body}");
+
+    let (code, body) = rt.block_on(api.post(
+        &format!("/api/v1/runs/{approved}/approvals/{aid}/approve"),
+        &json!({"comment": "ok by finance"}),
+    ))?;
+    ensure!(code == 200, "approve: {code} {body}");
+    let (code, body) = rt.block_on(api.post(
+        &format!("/api/v1/runs/{denied}/approvals/{did}/deny"),
+        &json!({"reason": "not to every customer"}),
+    ))?;
+    ensure!(code == 200, "deny: {code} {body}");
+    // Decided once: a second decision is refused.
+    let (code, _) = rt.block_on(api.post(
+        &format!("/api/v1/runs/{approved}/approvals/{aid}/approve"),
+        &json!({}),
+    ))?;
+    ensure!(code >= 400, "a second approval: {code}");
+
+    // The runs continue: the approved tool ran, the denial reached the workflow.
+    let r = completed_result(&rt, &api, &approved)?;
+    ensure!(r.get("tool").is_some(), "approved run: {r}");
+    let r = completed_result(&rt, &api, &denied)?;
+    ensure!(
+        r["denied"]
+            .as_str()
+            .is_some_and(|m| m.contains("not to every customer")),
+        "denied run: {r}"
+    );
+    let ev = events(&rt, &api, &approved)?;
+    let ok = ev
+        .iter()
+        .find(|e| e["kind"] == "ActivityApproved")
+        .context("ActivityApproved")?;
+    ensure!(
+        ok["attributes"]["identity"] == "ui" && ok["attributes"]["comment"] == "ok by finance",
+        "{ok}"
+    );
+    let ev = events(&rt, &api, &denied)?;
+    ensure!(
+        ev.iter().any(|e| e["kind"] == "ActivityDenied"
+            && e["attributes"]["reason"] == "not to every customer"),
+        "{ev:?}"
+    );
+    let (_, inbox) = rt.block_on(api.get("/api/v1/inbox"))?;
+    ensure!(inbox["approvals"] == json!([]), "{inbox}");
     drop(server);
     Ok(())
 }
