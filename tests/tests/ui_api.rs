@@ -546,3 +546,73 @@ fn the_inbox_lists_approvals_and_approve_and_deny_let_the_runs_continue() -> Res
     drop(server);
     Ok(())
 }
+
+#[test]
+fn the_runs_list_filters_by_start_time() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (server, base) = start_ui_server(&dir.path().join("data"), &[])?;
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(server.url()))?;
+    let api = Api::new(&base, None);
+    let start = || {
+        rt.block_on(client.start_workflow("signal", &json!({}), StartOptions::default()))
+            .map(|r| r.run_id)
+    };
+    let started_ms = |run: &str| -> Result<i64> {
+        let (code, v) = rt.block_on(api.get(&format!("/api/v1/runs/{run}")))?;
+        ensure!(code == 200, "{v}");
+        v["run"]["started_ms"].as_i64().context("started_ms")
+    };
+    let first = start()?;
+    let t1 = started_ms(&first)?;
+    // The second run must start later than the first: wait until the server's clock moved.
+    wait_for(WAIT, "the server's clock passes the first start", || {
+        let (_, v) = rt
+            .block_on(api.get(&format!("/api/v1/runs/{first}")))
+            .ok()?;
+        (v["now_ms"].as_i64()? > t1).then_some(())
+    })?;
+    let second = start()?;
+    let t2 = started_ms(&second)?;
+    ensure!(t2 > t1, "{t1} {t2}");
+
+    let ids = |query: &str| -> Result<Vec<String>> {
+        let (code, v) = rt.block_on(api.get(&format!("/api/v1/runs?{query}")))?;
+        ensure!(code == 200, "{query}: {code} {v}");
+        Ok(v["runs"]
+            .as_array()
+            .context("runs")?
+            .iter()
+            .filter_map(|r| r["run_id"].as_str().map(String::from))
+            .collect())
+    };
+    ensure!(ids("")?.len() == 2);
+    ensure!(ids(&format!("started_after={t2}"))? == vec![second.clone()]);
+    ensure!(ids(&format!("started_before={t2}"))? == vec![first.clone()]);
+    ensure!(ids(&format!("started_after={t1}&started_before={t2}"))? == vec![first.clone()]);
+    ensure!(ids(&format!("started_after={}", t2 + 1))?.is_empty());
+    // The live list takes the same filters.
+    let mut live = rt.block_on(api.sse(&format!("/api/v1/runs/live?started_after={t2}"), None))?;
+    let ev = rt.block_on(live.next(WAIT))?.context("live list ended")?;
+    ensure!(
+        ev.data["runs"][0]["run_id"] == second.as_str()
+            && ev.data["runs"].as_array().unwrap().len() == 1,
+        "{ev:?}"
+    );
+    // An empty range and a non-number are refused with what to fix.
+    let (code, v) = rt.block_on(api.get(&format!(
+        "/api/v1/runs?started_after={t2}&started_before={t1}"
+    )))?;
+    ensure!(
+        code == 400
+            && v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("started_before"),
+        "{code} {v}"
+    );
+    let (code, _) = rt.block_on(api.get("/api/v1/runs?started_after=yesterday"))?;
+    ensure!(code == 400, "a non-number: {code}");
+    drop(server);
+    Ok(())
+}
