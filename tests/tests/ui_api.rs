@@ -616,3 +616,154 @@ fn the_runs_list_filters_by_start_time() -> Result<()> {
     drop(server);
     Ok(())
 }
+
+/// The run as the API describes it, once `pred` holds.
+fn run_when(
+    rt: &tokio::runtime::Runtime,
+    api: &Api,
+    run_id: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    wait_for(WAIT, what, || {
+        let (code, v) = rt
+            .block_on(api.get(&format!("/api/v1/runs/{run_id}")))
+            .ok()?;
+        (code == 200 && pred(&v["run"])).then(|| v["run"].clone())
+    })
+}
+
+fn waits_on(run: &Value, kind: &str) -> bool {
+    run["waiting_on"]
+        .as_array()
+        .is_some_and(|w| w.iter().any(|w| w["kind"] == kind))
+}
+
+#[test]
+fn cancel_terminate_fork_reset_and_reconcile_succeed_over_http() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (server, base) = start_ui_server(&dir.path().join("data"), &[])?;
+    let url = server.url();
+    let mut worker = start_test_worker(&url, &dir.path().join("side"), &[])?;
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(url.clone()))?;
+    let api = Api::new(&base, None);
+    let start = |wf: &str, input: Value| {
+        rt.block_on(client.start_workflow(wf, &input, StartOptions::default()))
+            .map(|r| r.run_id)
+    };
+    let post = |path: String, body: Value| -> Result<Value> {
+        let (code, v) = rt.block_on(api.post(&path, &body))?;
+        ensure!(code == 200, "{path}: {code} {v}");
+        Ok(v)
+    };
+
+    // Cancel: the workflow sees the request and ends as cancelled.
+    let child = start("child", json!({"x": 1}))?;
+    run_when(&rt, &api, &child, "child waits on its signal", |r| {
+        waits_on(r, "signal")
+    })?;
+    post(
+        format!("/api/v1/runs/{child}/cancel"),
+        json!({"reason": "not needed"}),
+    )?;
+    run_when(&rt, &api, &child, "child cancelled", |r| {
+        r["status"] == "cancelled"
+    })?;
+
+    // Terminate: closed at once, whatever it waited on.
+    let waiting = start("signal", json!({"question": "ship?"}))?;
+    run_when(&rt, &api, &waiting, "run waits on its signal", |r| {
+        waits_on(r, "signal")
+    })?;
+    post(
+        format!("/api/v1/runs/{waiting}/terminate"),
+        json!({"reason": "wrong input"}),
+    )?;
+    run_when(&rt, &api, &waiting, "run terminated", |r| {
+        r["status"] == "terminated"
+    })?;
+    let (code, v) = rt.block_on(api.post(&format!("/api/v1/runs/{waiting}/cancel"), &json!({})))?;
+    ensure!(code >= 400, "cancelling a closed run: {code} {v}");
+
+    // Fork a completed run mid-way: the fork runs to the same result; the original stays.
+    let done = start("seq", json!({"n": 3, "sleep_ms": 0}))?;
+    let closed = run_when(&rt, &api, &done, "seq run completes", |r| {
+        r["status"] == "completed"
+    })?;
+    let at = closed["history_length"].as_u64().context("length")? / 2;
+    let f = post(format!("/api/v1/runs/{done}/fork"), json!({"seq": at}))?;
+    let fork = f["run_id"].as_str().context("fork run_id")?.to_string();
+    ensure!(
+        fork != done && f["boundary_seq"].as_u64().is_some_and(|b| b <= at),
+        "{f}"
+    );
+    run_when(&rt, &api, &fork, "the fork completes", |r| {
+        r["status"] == "completed"
+    })?;
+    run_when(&rt, &api, &done, "the original unchanged", |r| {
+        r["status"] == "completed"
+    })?;
+
+    // Reset an open run: the original is terminated, the new run waits where it waited.
+    let open = start("signal", json!({"question": "again?"}))?;
+    let o = run_when(&rt, &api, &open, "run waits on its signal", |r| {
+        waits_on(r, "signal")
+    })?;
+    let end = o["history_length"].as_u64().context("length")?;
+    let r = post(
+        format!("/api/v1/runs/{open}/fork"),
+        json!({"seq": end, "reset": true}),
+    )?;
+    let reset = r["run_id"].as_str().context("reset run_id")?.to_string();
+    run_when(&rt, &api, &open, "the original terminated", |r| {
+        r["status"] == "terminated"
+    })?;
+    run_when(
+        &rt,
+        &api,
+        &reset,
+        "the reset run waits on the signal",
+        |r| r["status"] == "running" && waits_on(r, "signal"),
+    )?;
+
+    // Reconcile: a write lost with its worker waits for a person; "it happened" completes it.
+    let write = start(
+        "write",
+        json!({"sleep_ms": 600_000, "start_to_close_ms": 600_000}),
+    )?;
+    run_when(&rt, &api, &write, "the write runs", |r| {
+        r["waiting_on"].as_array().is_some_and(|w| {
+            w.iter()
+                .any(|w| w["kind"] == "activity" && w["state"] == "running")
+        })
+    })?;
+    worker.kill9();
+    let _second = start_test_worker(&url, &dir.path().join("side2"), &[])?;
+    let rec = run_when(
+        &rt,
+        &api,
+        &write,
+        "the lost write waits for reconciliation",
+        |r| waits_on(r, "reconciliation"),
+    )?;
+    let id = rec["waiting_on"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["kind"] == "reconciliation"))
+        .and_then(|w| w["activity_id"].as_u64())
+        .context("activity_id")?;
+    post(
+        format!("/api/v1/runs/{write}/reconcile"),
+        json!({"activity_id": id, "decision": "complete", "result": "written by hand"}),
+    )?;
+    let w = run_when(&rt, &api, &write, "the write's run completes", |r| {
+        r["status"] == "completed"
+    })?;
+    let seq = w["history_length"].as_u64().context("length")?;
+    let (code, p) = rt.block_on(api.get(&format!(
+        "/api/v1/runs/{write}/events/{seq}/payloads?field=result"
+    )))?;
+    ensure!(code == 200 && p["value"] == "written by hand", "{code} {p}");
+    drop(server);
+    Ok(())
+}
