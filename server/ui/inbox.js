@@ -29,7 +29,7 @@ export function inboxPage(main, onChange) {
         h("button", { type: "button", class: "choice approve", onclick: () => send({ approved: true }, "approved") }, "Approve"),
         h("button", { type: "button", class: "choice reject", onclick: () => send({ approved: false }, "rejected") }, "Reject"));
     const since = Date.parse(w.since || "") || null;
-    return h("div", { class: "card", "data-run": r.run_id },
+    return h("div", { class: "card", "data-run": r.run_id, "data-key": "signal:" + w.name },
       h("div", { class: "card-head" }, h("a", { href: "#/run/" + r.run_id }, r.workflow_type), " ", h("span", { class: "mono small" }, r.run_id),
         since ? h("span", { class: "muted", title: time(since) }, " · waiting " + ago(since)) : ""),
       h("div", { class: "question" }, w.question || `Signal "${w.name}"`),
@@ -41,7 +41,7 @@ export function inboxPage(main, onChange) {
       title: `Reconcile #${w.activity_id} ${w.activity_type} (${decision})`, text, fields,
       act: (v) => api.post(`/runs/${r.run_id}/reconcile`, { activity_id: w.activity_id, decision, result: v.result ? JSON.parse(v.result) : null, message: v.message || "" }),
     }).then((ok) => { if (ok) { load(); onChange(); } });
-    return h("div", { class: "card", "data-run": r.run_id },
+    return h("div", { class: "card", "data-run": r.run_id, "data-key": "reconcile:" + w.activity_id },
       h("div", { class: "card-head" }, h("a", { href: "#/run/" + r.run_id }, r.workflow_type), " ", h("span", { class: "mono small" }, r.run_id)),
       h("div", { class: "question" }, `A write (#${w.activity_id} ${w.activity_type}, attempt ${w.attempt}) was lost mid-way: did it happen?`),
       isReadOnly() ? h("p", { class: "muted" }, "read-only") : h("div", { class: "choices" },
@@ -74,7 +74,7 @@ export function inboxPage(main, onChange) {
       act("deny", { reason: reason.value }, "Denied");
     } }, reason, h("button", { type: "submit", class: "reject" }, "Deny"));
     const since = Date.parse(w.since || "") || null;
-    return h("div", { class: "card approval", "data-run": r.run_id },
+    return h("div", { class: "card approval", "data-run": r.run_id, "data-key": "approval:" + w.activity_id },
       h("div", { class: "card-head" }, h("a", { href: "#/run/" + r.run_id }, r.workflow_type), " ", h("span", { class: "mono small" }, r.run_id),
         since ? h("span", { class: "muted", title: time(since) }, " · waiting " + ago(since)) : ""),
       h("div", { class: "question" }, `Tool #${w.activity_id} ${w.activity_type} (attempt ${w.attempt}) asks for approval: ${w.reason || "no reason given"}`),
@@ -85,6 +85,26 @@ export function inboxPage(main, onChange) {
       isReadOnly() ? h("p", { class: "muted" }, "read-only") : h("div", { class: "choices" }, approveForm, denyForm));
   }
 
+  // A reload (after an answer, or the periodic one) rebuilds the cards: what was typed in the
+  // other cards, and arguments already shown, stay.
+  const cardKey = (el) => { const c = el.closest(".card"); return c ? c.dataset.run + "|" + c.dataset.key : null; };
+  function keep() {
+    const kept = new Map();
+    for (const el of list.querySelectorAll(".card input, .card textarea")) if (el.value) kept.set(cardKey(el) + "|" + el.name, el.value);
+    for (const el of list.querySelectorAll(".card pre.payload")) if (!el.hidden) kept.set(cardKey(el) + "|pre", el.textContent);
+    return kept;
+  }
+  function restore(kept) {
+    for (const el of list.querySelectorAll(".card input, .card textarea")) {
+      const v = kept.get(cardKey(el) + "|" + el.name);
+      if (v !== undefined) el.value = v;
+    }
+    for (const el of list.querySelectorAll(".card pre.payload")) {
+      const v = kept.get(cardKey(el) + "|pre");
+      if (v !== undefined) { el.textContent = v; el.hidden = false; }
+    }
+  }
+
   async function load() {
     try {
       const inbox = await api.get("/inbox");
@@ -93,7 +113,9 @@ export function inboxPage(main, onChange) {
       for (const r of inbox.approvals || []) for (const w of r.waiting_on.filter((w) => w.kind === "approval")) cards.push(approvalCard(r, w));
       for (const r of inbox.reconciliations) for (const w of r.waiting_on.filter((w) => w.kind === "reconciliation")) cards.push(reconcileCard(r, w));
       if (inbox.truncated) cards.push(h("p", { class: "muted" }, "More runs wait than shown: filter the runs list by waiting-on."));
+      const kept = keep();
       list.replaceChildren(...(cards.length ? cards : [h("p", { class: "empty" }, "Nothing waits on a person.")]));
+      restore(kept);
     } catch (e) { banner(e.message); }
   }
   load();
