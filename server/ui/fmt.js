@@ -49,6 +49,7 @@ export function waiting(w) {
     case "signal": return `signal "${w.name}"` + (w.question ? `: ${w.question}` : "");
     case "budget": return `budget: ${w.dimension} ${w.used}/${w.limit}`;
     case "reconciliation": return `reconciliation of #${w.activity_id} ${w.activity_type}`;
+    case "approval": return `approval of #${w.activity_id} ${w.activity_type}: ${w.reason}`;
     case "workflow_task": return w.held_reason ? `held: ${w.held_reason}` : "workflow task";
     case "child": return `child ${w.workflow_type} (${w.state})`;
     case "idle": return "idle";

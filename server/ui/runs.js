@@ -5,15 +5,25 @@ import { h, usd, tokens, waitingSummary, statusBadge, ago, duration } from "./fm
 import { banner } from "./app.js";
 
 const STATUSES = ["", "running", "completed", "failed", "cancelled", "terminated", "timed_out", "continued_as_new"];
-const WAITING = ["", "signal", "activity", "timer", "budget", "reconciliation", "child", "workflow_task", "idle"];
+const WAITING = ["", "signal", "approval", "activity", "timer", "budget", "reconciliation", "child", "workflow_task", "idle"];
 
 function filtersFromHash() {
   const q = new URLSearchParams((location.hash.split("?")[1]) || "");
   return {
     status: q.get("status") || "", type: q.get("type") || "", waiting: q.get("waiting") || "",
     id: q.get("id") || "",
+    // ms since the epoch, as the API takes them.
+    started_after: q.get("started_after") || "", started_before: q.get("started_before") || "",
   };
 }
+
+// A datetime-local value (the browser's local time) from ms, and back.
+function localInput(ms) {
+  if (!ms) return "";
+  const d = new Date(Number(ms));
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+}
+function fromLocalInput(v) { const t = v ? new Date(v).getTime() : NaN; return Number.isFinite(t) ? String(t) : ""; }
 
 function select(name, options, value) {
   return h("select", { name, id: "filter-" + name },
@@ -27,6 +37,8 @@ export function runsPage(main) {
     h("input", { name: "type", id: "filter-type", placeholder: "workflow type", value: f.type }),
     select("waiting", WAITING, f.waiting),
     h("input", { name: "id", id: "filter-id", placeholder: "run id or workflow id", value: f.id, size: 38 }),
+    h("label", { class: "when" }, "started after ", h("input", { type: "datetime-local", name: "after", id: "filter-after", value: localInput(f.started_after) })),
+    h("label", { class: "when" }, "before ", h("input", { type: "datetime-local", name: "before", id: "filter-before", value: localInput(f.started_before) })),
     h("button", { type: "submit" }, "Filter"));
   const body = h("tbody", { id: "runs-body" });
   const table = h("table", { class: "runs", id: "runs" },
@@ -39,7 +51,11 @@ export function runsPage(main) {
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     const q = new URLSearchParams();
-    for (const [k, v] of new FormData(form)) if (v) q.set(k, String(v).trim());
+    for (const [k, v] of new FormData(form)) {
+      if (!v) continue;
+      if (k === "after" || k === "before") { const ms = fromLocalInput(v); if (ms) q.set("started_" + k, ms); continue; }
+      q.set(k, String(v).trim());
+    }
     location.hash = "#/runs" + (q.toString() ? "?" + q : "");
   });
 

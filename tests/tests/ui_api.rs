@@ -11,7 +11,7 @@ use steadfast_proto::v1 as pb;
 use steadfast_sdk::client::{Client, StartOptions};
 use steadfast_tests::secure::{Services, entry, new_token, write_auth_file};
 use steadfast_tests::ui::{Api, start_ui_server};
-use steadfast_tests::{runtime, start_test_worker, wait_for};
+use steadfast_tests::{Proc, bin, runtime, start_test_worker, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -164,6 +164,8 @@ fn tokens_roles_namespaces_and_read_only_apply_to_the_ui() -> Result<()> {
         ("budget", json!({"max_tokens": 1})),
         ("reconcile", json!({"activity_id": 1, "decision": "retry"})),
         ("fork", json!({"seq": 2})),
+        ("approvals/1/approve", json!({"comment": "x"})),
+        ("approvals/1/deny", json!({"reason": "x"})),
     ] {
         let (code, b) = rt.block_on(ro.post(&format!("/api/v1/runs/{run_id}/{path}"), &body))?;
         ensure!(
@@ -393,6 +395,375 @@ fn a_live_run_stream_follows_a_signal_and_resumes_where_it_stopped() -> Result<(
     let (code, bad) =
         rt.block_on(api.get_text(&format!("/api/v1/runs/{run_id}/events?after=x")))?;
     ensure!(code == 400, "bad after: {code} {bad}");
+    drop(server);
+    Ok(())
+}
+
+/// An `agent-worker` (its `tool_call` workflow asks for approvals) on queue `default`.
+fn agent_worker(url: &str, side: &std::path::Path) -> Result<Proc> {
+    let mut cmd = std::process::Command::new(bin("agent-worker"));
+    cmd.args(["--addr", url, "--task-queue", "default", "--log"])
+        .arg(side);
+    Proc::spawn("agent-worker", &mut cmd)
+}
+
+/// The events of `run_id`'s history, whole (one page).
+fn events(rt: &tokio::runtime::Runtime, api: &Api, run_id: &str) -> Result<Vec<Value>> {
+    let (code, page) =
+        rt.block_on(api.get(&format!("/api/v1/runs/{run_id}/history?limit=1000")))?;
+    ensure!(code == 200, "history: {code} {page}");
+    Ok(page["events"].as_array().context("events")?.clone())
+}
+
+/// The run's result, once it completed, through the payloads call.
+fn completed_result(rt: &tokio::runtime::Runtime, api: &Api, run_id: &str) -> Result<Value> {
+    let run = wait_for(WAIT, "the run closes", || {
+        let (_, v) = rt
+            .block_on(api.get(&format!("/api/v1/runs/{run_id}")))
+            .ok()?;
+        (v["run"]["status"] != "running").then_some(v)
+    })?;
+    ensure!(run["run"]["status"] == "completed", "{run}");
+    let seq = run["run"]["history_length"].as_u64().context("length")?;
+    let (code, p) = rt.block_on(api.get(&format!(
+        "/api/v1/runs/{run_id}/events/{seq}/payloads?field=result"
+    )))?;
+    ensure!(code == 200, "{code} {p}");
+    Ok(p["value"].clone())
+}
+
+#[test]
+fn the_inbox_lists_approvals_and_approve_and_deny_let_the_runs_continue() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (server, base) = start_ui_server(&dir.path().join("data"), &[])?;
+    let url = server.url();
+    let _worker = agent_worker(&url, &dir.path().join("side"))?;
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(url.clone()))?;
+    let api = Api::new(&base, None);
+    let start = |input: Value| {
+        rt.block_on(client.start_workflow("tool_call", &input, StartOptions::default()))
+            .map(|r| r.run_id)
+    };
+    let approved = start(json!({"tool": "write_tool", "approval": "refund over 100 EUR"}))?;
+    let denied = start(json!({"tool": "gated_tool"}))?;
+
+    // Both show up in the inbox, with the tool, the reason and the arguments' size and hash.
+    let inbox = wait_for(WAIT, "both runs wait on an approval", || {
+        let (_, v) = rt.block_on(api.get("/api/v1/inbox")).ok()?;
+        (v["approvals"].as_array()?.len() == 2).then_some(v)
+    })?;
+    let scheduled = br#"{"hang_ms":0,"hang_attempts":0,"note":"as scheduled"}"#;
+    let find = |run: &str| -> Result<Value> {
+        let r = inbox["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["run_id"] == run)
+            .with_context(|| format!("{run} in {inbox}"))?;
+        r["waiting_on"]
+            .as_array()
+            .and_then(|w| w.iter().find(|w| w["kind"] == "approval").cloned())
+            .context("approval")
+    };
+    let a = find(&approved)?;
+    ensure!(
+        a["activity_type"] == "write_tool"
+            && a["reason"] == "refund over 100 EUR"
+            && a["arguments_bytes"] == scheduled.len()
+            && a["arguments_blake3"] == hex::encode(blake3::hash(scheduled).as_bytes())
+            && a["arguments_preview"].is_null(),
+        "the inbox names tool, reason, size and hash, not the arguments: {a}"
+    );
+    let d = find(&denied)?;
+    ensure!(d["activity_type"] == "gated_tool", "{d}");
+    let aid = a["activity_id"].as_u64().context("activity_id")?;
+    let did = d["activity_id"].as_u64().context("activity_id")?;
+
+    // The arguments on demand.
+    let (code, args) = rt.block_on(api.get(&format!("/api/v1/runs/{approved}/approvals/{aid}")))?;
+    ensure!(
+        code == 200
+            && args["approval"]["arguments_preview"] == std::str::from_utf8(scheduled)?
+            && args["approval"]["truncated"] == false,
+        "{code} {args}"
+    );
+    let (code, _) =
+        rt.block_on(api.get(&format!("/api/v1/runs/{approved}/approvals/{}", aid + 100)))?;
+    ensure!(code == 404, "no such approval: {code}");
+
+    // A denial needs a reason; the handler's message says so.
+    let (code, body) = rt.block_on(api.post(
+        &format!("/api/v1/runs/{denied}/approvals/{did}/deny"),
+        &json!({}),
+    ))?;
+    ensure!(code == 400, "deny without a reason: {code} {body}");
+
+    let (code, body) = rt.block_on(api.post(
+        &format!("/api/v1/runs/{approved}/approvals/{aid}/approve"),
+        &json!({"comment": "ok by finance"}),
+    ))?;
+    ensure!(code == 200, "approve: {code} {body}");
+    let (code, body) = rt.block_on(api.post(
+        &format!("/api/v1/runs/{denied}/approvals/{did}/deny"),
+        &json!({"reason": "not to every customer"}),
+    ))?;
+    ensure!(code == 200, "deny: {code} {body}");
+    // Decided once: a second decision is refused.
+    let (code, _) = rt.block_on(api.post(
+        &format!("/api/v1/runs/{approved}/approvals/{aid}/approve"),
+        &json!({}),
+    ))?;
+    ensure!(code >= 400, "a second approval: {code}");
+
+    // The runs continue: the approved tool ran, the denial reached the workflow.
+    let r = completed_result(&rt, &api, &approved)?;
+    ensure!(r.get("tool").is_some(), "approved run: {r}");
+    let r = completed_result(&rt, &api, &denied)?;
+    ensure!(
+        r["denied"]
+            .as_str()
+            .is_some_and(|m| m.contains("not to every customer")),
+        "denied run: {r}"
+    );
+    let ev = events(&rt, &api, &approved)?;
+    let ok = ev
+        .iter()
+        .find(|e| e["kind"] == "ActivityApproved")
+        .context("ActivityApproved")?;
+    ensure!(
+        ok["attributes"]["identity"] == "ui" && ok["attributes"]["comment"] == "ok by finance",
+        "{ok}"
+    );
+    let ev = events(&rt, &api, &denied)?;
+    ensure!(
+        ev.iter().any(|e| e["kind"] == "ActivityDenied"
+            && e["attributes"]["reason"] == "not to every customer"),
+        "{ev:?}"
+    );
+    let (_, inbox) = rt.block_on(api.get("/api/v1/inbox"))?;
+    ensure!(inbox["approvals"] == json!([]), "{inbox}");
+    drop(server);
+    Ok(())
+}
+
+#[test]
+fn the_runs_list_filters_by_start_time() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (server, base) = start_ui_server(&dir.path().join("data"), &[])?;
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(server.url()))?;
+    let api = Api::new(&base, None);
+    let start = || {
+        rt.block_on(client.start_workflow("signal", &json!({}), StartOptions::default()))
+            .map(|r| r.run_id)
+    };
+    let started_ms = |run: &str| -> Result<i64> {
+        let (code, v) = rt.block_on(api.get(&format!("/api/v1/runs/{run}")))?;
+        ensure!(code == 200, "{v}");
+        v["run"]["started_ms"].as_i64().context("started_ms")
+    };
+    let first = start()?;
+    let t1 = started_ms(&first)?;
+    // The second run must start later than the first: wait until the server's clock moved.
+    wait_for(WAIT, "the server's clock passes the first start", || {
+        let (_, v) = rt
+            .block_on(api.get(&format!("/api/v1/runs/{first}")))
+            .ok()?;
+        (v["now_ms"].as_i64()? > t1).then_some(())
+    })?;
+    let second = start()?;
+    let t2 = started_ms(&second)?;
+    ensure!(t2 > t1, "{t1} {t2}");
+
+    let ids = |query: &str| -> Result<Vec<String>> {
+        let (code, v) = rt.block_on(api.get(&format!("/api/v1/runs?{query}")))?;
+        ensure!(code == 200, "{query}: {code} {v}");
+        Ok(v["runs"]
+            .as_array()
+            .context("runs")?
+            .iter()
+            .filter_map(|r| r["run_id"].as_str().map(String::from))
+            .collect())
+    };
+    ensure!(ids("")?.len() == 2);
+    ensure!(ids(&format!("started_after={t2}"))? == vec![second.clone()]);
+    ensure!(ids(&format!("started_before={t2}"))? == vec![first.clone()]);
+    ensure!(ids(&format!("started_after={t1}&started_before={t2}"))? == vec![first.clone()]);
+    ensure!(ids(&format!("started_after={}", t2 + 1))?.is_empty());
+    // The live list takes the same filters.
+    let mut live = rt.block_on(api.sse(&format!("/api/v1/runs/live?started_after={t2}"), None))?;
+    let ev = rt.block_on(live.next(WAIT))?.context("live list ended")?;
+    ensure!(
+        ev.data["runs"][0]["run_id"] == second.as_str()
+            && ev.data["runs"].as_array().unwrap().len() == 1,
+        "{ev:?}"
+    );
+    // An empty range and a non-number are refused with what to fix.
+    let (code, v) = rt.block_on(api.get(&format!(
+        "/api/v1/runs?started_after={t2}&started_before={t1}"
+    )))?;
+    ensure!(
+        code == 400
+            && v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("started_before"),
+        "{code} {v}"
+    );
+    let (code, _) = rt.block_on(api.get("/api/v1/runs?started_after=yesterday"))?;
+    ensure!(code == 400, "a non-number: {code}");
+    drop(server);
+    Ok(())
+}
+
+/// The run as the API describes it, once `pred` holds.
+fn run_when(
+    rt: &tokio::runtime::Runtime,
+    api: &Api,
+    run_id: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    wait_for(WAIT, what, || {
+        let (code, v) = rt
+            .block_on(api.get(&format!("/api/v1/runs/{run_id}")))
+            .ok()?;
+        (code == 200 && pred(&v["run"])).then(|| v["run"].clone())
+    })
+}
+
+fn waits_on(run: &Value, kind: &str) -> bool {
+    run["waiting_on"]
+        .as_array()
+        .is_some_and(|w| w.iter().any(|w| w["kind"] == kind))
+}
+
+#[test]
+fn cancel_terminate_fork_reset_and_reconcile_succeed_over_http() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (server, base) = start_ui_server(&dir.path().join("data"), &[])?;
+    let url = server.url();
+    let mut worker = start_test_worker(&url, &dir.path().join("side"), &[])?;
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(url.clone()))?;
+    let api = Api::new(&base, None);
+    let start = |wf: &str, input: Value| {
+        rt.block_on(client.start_workflow(wf, &input, StartOptions::default()))
+            .map(|r| r.run_id)
+    };
+    let post = |path: String, body: Value| -> Result<Value> {
+        let (code, v) = rt.block_on(api.post(&path, &body))?;
+        ensure!(code == 200, "{path}: {code} {v}");
+        Ok(v)
+    };
+
+    // Cancel: the workflow sees the request and ends as cancelled.
+    let child = start("child", json!({"x": 1}))?;
+    run_when(&rt, &api, &child, "child waits on its signal", |r| {
+        waits_on(r, "signal")
+    })?;
+    post(
+        format!("/api/v1/runs/{child}/cancel"),
+        json!({"reason": "not needed"}),
+    )?;
+    run_when(&rt, &api, &child, "child cancelled", |r| {
+        r["status"] == "cancelled"
+    })?;
+
+    // Terminate: closed at once, whatever it waited on.
+    let waiting = start("signal", json!({"question": "ship?"}))?;
+    run_when(&rt, &api, &waiting, "run waits on its signal", |r| {
+        waits_on(r, "signal")
+    })?;
+    post(
+        format!("/api/v1/runs/{waiting}/terminate"),
+        json!({"reason": "wrong input"}),
+    )?;
+    run_when(&rt, &api, &waiting, "run terminated", |r| {
+        r["status"] == "terminated"
+    })?;
+    let (code, v) = rt.block_on(api.post(&format!("/api/v1/runs/{waiting}/cancel"), &json!({})))?;
+    ensure!(code >= 400, "cancelling a closed run: {code} {v}");
+
+    // Fork a completed run mid-way: the fork runs to the same result; the original stays.
+    let done = start("seq", json!({"n": 3, "sleep_ms": 0}))?;
+    let closed = run_when(&rt, &api, &done, "seq run completes", |r| {
+        r["status"] == "completed"
+    })?;
+    let at = closed["history_length"].as_u64().context("length")? / 2;
+    let f = post(format!("/api/v1/runs/{done}/fork"), json!({"seq": at}))?;
+    let fork = f["run_id"].as_str().context("fork run_id")?.to_string();
+    ensure!(
+        fork != done && f["boundary_seq"].as_u64().is_some_and(|b| b <= at),
+        "{f}"
+    );
+    run_when(&rt, &api, &fork, "the fork completes", |r| {
+        r["status"] == "completed"
+    })?;
+    run_when(&rt, &api, &done, "the original unchanged", |r| {
+        r["status"] == "completed"
+    })?;
+
+    // Reset an open run: the original is terminated, the new run waits where it waited.
+    let open = start("signal", json!({"question": "again?"}))?;
+    let o = run_when(&rt, &api, &open, "run waits on its signal", |r| {
+        waits_on(r, "signal")
+    })?;
+    let end = o["history_length"].as_u64().context("length")?;
+    let r = post(
+        format!("/api/v1/runs/{open}/fork"),
+        json!({"seq": end, "reset": true}),
+    )?;
+    let reset = r["run_id"].as_str().context("reset run_id")?.to_string();
+    run_when(&rt, &api, &open, "the original terminated", |r| {
+        r["status"] == "terminated"
+    })?;
+    run_when(
+        &rt,
+        &api,
+        &reset,
+        "the reset run waits on the signal",
+        |r| r["status"] == "running" && waits_on(r, "signal"),
+    )?;
+
+    // Reconcile: a write lost with its worker waits for a person; "it happened" completes it.
+    let write = start(
+        "write",
+        json!({"sleep_ms": 600_000, "start_to_close_ms": 600_000}),
+    )?;
+    run_when(&rt, &api, &write, "the write runs", |r| {
+        r["waiting_on"].as_array().is_some_and(|w| {
+            w.iter()
+                .any(|w| w["kind"] == "activity" && w["state"] == "running")
+        })
+    })?;
+    worker.kill9();
+    let _second = start_test_worker(&url, &dir.path().join("side2"), &[])?;
+    let rec = run_when(
+        &rt,
+        &api,
+        &write,
+        "the lost write waits for reconciliation",
+        |r| waits_on(r, "reconciliation"),
+    )?;
+    let id = rec["waiting_on"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["kind"] == "reconciliation"))
+        .and_then(|w| w["activity_id"].as_u64())
+        .context("activity_id")?;
+    post(
+        format!("/api/v1/runs/{write}/reconcile"),
+        json!({"activity_id": id, "decision": "complete", "result": "written by hand"}),
+    )?;
+    let w = run_when(&rt, &api, &write, "the write's run completes", |r| {
+        r["status"] == "completed"
+    })?;
+    let seq = w["history_length"].as_u64().context("length")?;
+    let (code, p) = rt.block_on(api.get(&format!(
+        "/api/v1/runs/{write}/events/{seq}/payloads?field=result"
+    )))?;
+    ensure!(code == 200 && p["value"] == "written by hand", "{code} {p}");
     drop(server);
     Ok(())
 }

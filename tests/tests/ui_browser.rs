@@ -1,7 +1,8 @@
 //! The web UI in a real browser (issue 15, point 6): headless Debian Chromium driven over
 //! chromedriver with fantoccini, against a real server and the test worker. The runs list
 //! updates live as a run progresses; a run page shows what it waits on and its timeline; the
-//! inbox answers a signal and the run continues.
+//! inbox answers a signal and the run continues; it approves one tool call and denies another,
+//! and both runs continue.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
 //! `chromium-driver`; `.ci/run` installs them). Without them the test says so and passes,
@@ -18,7 +19,7 @@ use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use steadfast_sdk::client::{Client, StartOptions};
 use steadfast_tests::ui::{Api, free_port, start_ui_server};
-use steadfast_tests::{runtime, start_test_worker, workspace_root};
+use steadfast_tests::{Proc, bin, runtime, start_test_worker, workspace_root};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -294,6 +295,161 @@ async fn scenario(b: &Browser, client: &Client, api: &Api, base: &str) -> Result
         b,
         "the card leaves the inbox",
         &format!("!document.querySelector('{card}')"),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The run once it closed (polled through the API; bounded by [`WAIT`]).
+async fn closed(api: &Api, run_id: &str) -> Result<Value> {
+    let end = Instant::now() + WAIT;
+    loop {
+        let (_, v) = api.get(&format!("/api/v1/runs/{run_id}")).await?;
+        if v["run"]["status"] != "running" {
+            return Ok(v["run"].clone());
+        }
+        ensure!(Instant::now() < end, "run {run_id} still running: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The events of `kind` in the run's history.
+async fn events_of(api: &Api, run_id: &str, kind: &str) -> Result<Vec<Value>> {
+    let (_, page) = api
+        .get(&format!("/api/v1/runs/{run_id}/history?limit=1000"))
+        .await?;
+    Ok(page["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .cloned()
+        .collect())
+}
+
+#[test]
+fn the_inbox_approves_one_tool_call_and_denies_another() -> Result<()> {
+    if !browser_present()? {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let (server, base) = start_ui_server(&dir.path().join("data"), &[])?;
+    let url = server.url();
+    let mut cmd = Command::new(bin("agent-worker"));
+    cmd.args(["--addr", &url, "--task-queue", "default", "--log"])
+        .arg(dir.path().join("side"));
+    let _worker = Proc::spawn("agent-worker", &mut cmd)?;
+    let driver = Driver::start()?;
+    let rt = runtime();
+    let result = rt.block_on(async {
+        let client = Client::connect(url.clone()).await?;
+        let api = Api::new(&base, None);
+        let b = browser(&driver).await?;
+        let r = approvals(&b, &client, &api, &base).await;
+        let _ = b.close().await;
+        r
+    });
+    drop(driver);
+    drop(server);
+    result
+}
+
+async fn approvals(b: &Browser, client: &Client, api: &Api, base: &str) -> Result<()> {
+    let start = |input: Value| async move {
+        anyhow::Ok(
+            client
+                .start_workflow("tool_call", &input, StartOptions::default())
+                .await?
+                .run_id,
+        )
+    };
+    let yes = start(json!({"tool": "write_tool", "approval": "refund over 100 EUR"})).await?;
+    let no = start(json!({"tool": "gated_tool"})).await?;
+    b.goto(&format!("{base}/#/inbox")).await?;
+    let (yes_card, no_card) = (
+        format!(".card.approval[data-run=\"{yes}\"]"),
+        format!(".card.approval[data-run=\"{no}\"]"),
+    );
+    let q = until(
+        b,
+        "the approval card",
+        &format!("document.querySelector('{yes_card} .question')?.textContent"),
+    )
+    .await?;
+    ensure!(
+        q.as_str()
+            .is_some_and(|t| t.contains("write_tool") && t.contains("refund over 100 EUR")),
+        "{q}"
+    );
+    until(
+        b,
+        "the second card",
+        &format!("document.querySelector('{no_card}')"),
+    )
+    .await?;
+    // The arguments only on a click.
+    b.find(Locator::Css(&format!("{yes_card} button.show-args")))
+        .await?
+        .click()
+        .await?;
+    let args = until(
+        b,
+        "the arguments",
+        &format!("!document.querySelector('{yes_card} pre').hidden && document.querySelector('{yes_card} pre').textContent"),
+    )
+    .await?;
+    ensure!(
+        args.as_str().is_some_and(|t| t.contains("as scheduled")),
+        "{args}"
+    );
+    screenshot(b, "inbox-approval").await?;
+    b.find(Locator::Css(&format!("{yes_card} input.comment")))
+        .await?
+        .send_keys("fine by finance")
+        .await?;
+    b.find(Locator::Css(&format!("{no_card} input.reason")))
+        .await?
+        .send_keys("not to every customer")
+        .await?;
+    b.find(Locator::Css(&format!(
+        "{yes_card} form.approve-form button"
+    )))
+    .await?
+    .click()
+    .await?;
+    // The approval reloads the inbox; the reason typed in the other card survives it.
+    until(
+        b,
+        "the approved card leaves, the other keeps its reason",
+        &format!("!document.querySelector('{yes_card}') && document.querySelector('{no_card} input.reason')?.value === 'not to every customer'"),
+    )
+    .await?;
+    // Found and clicked in one script: nothing has focus now, so the periodic reload could
+    // replace the button between a find and a click.
+    b.execute(
+        &format!("document.querySelector('{no_card} form.deny-form button').click();"),
+        vec![],
+    )
+    .await?;
+
+    let run = closed(api, &yes).await?;
+    ensure!(run["status"] == "completed", "{run}");
+    let ok = events_of(api, &yes, "ActivityApproved").await?;
+    ensure!(
+        ok.len() == 1 && ok[0]["attributes"]["comment"] == "fine by finance",
+        "{ok:?}"
+    );
+    let run = closed(api, &no).await?;
+    ensure!(run["status"] == "completed", "{run}");
+    let denied = events_of(api, &no, "ActivityDenied").await?;
+    ensure!(
+        denied.len() == 1 && denied[0]["attributes"]["reason"] == "not to every customer",
+        "{denied:?}"
+    );
+    until(
+        b,
+        "the cards leave the inbox",
+        &format!("!document.querySelector('{yes_card}') && !document.querySelector('{no_card}')"),
     )
     .await?;
     Ok(())

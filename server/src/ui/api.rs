@@ -70,6 +70,12 @@ pub struct ListQuery {
     /// A run id or a workflow id (the search box): a run id shows that run alone.
     #[serde(default)]
     pub id: String,
+    /// Runs started at or after this time (ms since the epoch; 0 or absent: any).
+    #[serde(default)]
+    pub started_after: i64,
+    /// Runs started before this time (ms since the epoch; 0 or absent: any).
+    #[serde(default)]
+    pub started_before: i64,
     /// Where the previous page ended.
     #[serde(default)]
     pub page_token: String,
@@ -105,6 +111,8 @@ pub fn list_request(q: &ListQuery) -> Result<pb::ListRunsRequest, ApiError> {
             q.id.clone()
         },
         status: status_value(&q.status)?,
+        started_after_ms: q.started_after,
+        started_before_ms: q.started_before,
         page_token: q.page_token.clone(),
         page_size: q.page_size,
         ..Default::default()
@@ -399,7 +407,9 @@ pub async fn payloads(
 }
 
 /// `GET /api/v1/inbox`: the runs waiting on a person: on a signal (with its question and
-/// choices), and on the reconciliation of a `write` whose outcome is unknown.
+/// choices), on the reconciliation of a `write` whose outcome is unknown, and on the approval
+/// of a tool call (its reason, the arguments' size and hash; the arguments themselves through
+/// [`super::approvals::arguments`]).
 pub async fn inbox(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
@@ -408,7 +418,7 @@ pub async fn inbox(
     let p = authorize(&ui, &headers, call::LIST)?;
     let mut out = serde_json::Map::new();
     let mut truncated = false;
-    for kind in ["signal", "reconciliation"] {
+    for kind in ["signal", "reconciliation", "approval"] {
         let mut runs = Vec::new();
         let mut token = String::new();
         loop {
@@ -437,7 +447,7 @@ pub async fn inbox(
 }
 
 /// The body of an action, parsed.
-fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
+pub(super) fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
     if bytes.len() > ACTION_BODY_BYTES_MAX {
         return Err(ApiError::bad_request(format!(
             "the body is {} bytes; the UI takes at most {ACTION_BODY_BYTES_MAX}",
@@ -450,7 +460,7 @@ fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
     })
 }
 
-fn json_payload(v: &Value) -> pb::Payload {
+pub(super) fn json_payload(v: &Value) -> pb::Payload {
     pb::Payload {
         encoding: ENCODING_JSON.into(),
         data: v.to_string().into_bytes(),

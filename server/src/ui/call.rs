@@ -148,6 +148,16 @@ pub const TERMINATE: Method = Method {
     path: "ClientService/TerminateRun",
     write: true,
 };
+/// Writes.
+pub const APPROVE: Method = Method {
+    path: "ClientService/ApproveActivity",
+    write: true,
+};
+/// Writes.
+pub const DENY: Method = Method {
+    path: "ClientService/DenyActivity",
+    write: true,
+};
 /// Writes (admin).
 pub const BUDGET: Method = Method {
     path: "AdminService/UpdateBudget",

@@ -18,6 +18,7 @@
 //!   step) by [`assets`].
 
 pub mod api;
+pub mod approvals;
 pub mod assets;
 pub mod call;
 pub mod live;
@@ -122,6 +123,18 @@ pub fn router(ui: Arc<Ui>) -> Router {
         .route("/api/v1/runs/:run_id/budget", post(api::budget))
         .route("/api/v1/runs/:run_id/reconcile", post(api::reconcile))
         .route("/api/v1/runs/:run_id/fork", post(api::fork))
+        .route(
+            "/api/v1/runs/:run_id/approvals/:activity_id",
+            get(approvals::arguments),
+        )
+        .route(
+            "/api/v1/runs/:run_id/approvals/:activity_id/approve",
+            post(approvals::approve),
+        )
+        .route(
+            "/api/v1/runs/:run_id/approvals/:activity_id/deny",
+            post(approvals::deny),
+        )
         .fallback(api::not_found)
         .with_state(ui)
 }

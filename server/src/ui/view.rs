@@ -31,6 +31,7 @@ pub fn payload_fields(e: &pb::HistoryEvent) -> Vec<(&'static str, &pb::Payload)>
         Some(A::RunSignalRequested(a)) => ("input", &a.input),
         Some(A::UpdateRequested(a)) => ("input", &a.input),
         Some(A::UpdateCompleted(a)) => ("result", &a.result),
+        Some(A::ActivityApproved(a)) => ("edited_input", &a.input),
         _ => return Vec::new(),
     };
     field.1.iter().map(|p| (field.0, p)).collect()
