@@ -279,6 +279,23 @@ fn spans_from_the_log_once_across_a_worker_kill_and_a_server_restart() -> Result
     }
     ensure!(tool["status"]["code"] == 1, "{tool}");
 
+    // Both attempts' code saw the activity span's context (the one the collector got).
+    let want_tp = format!(
+        "00-{}-{}-01",
+        tool["traceId"].as_str().context("no trace id")?,
+        tool["spanId"].as_str().context("no span id")?
+    );
+    let seen: Vec<Value> = std::fs::read_to_string(&side)?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["ev"] == "start" && l["run"] == tool_run.as_str())
+        .map(|l| l["traceparent"].clone())
+        .collect();
+    ensure!(
+        seen == vec![json!(want_tp), json!(want_tp)],
+        "traceparents the tool's attempts saw: {seen:?}, want {want_tp} twice"
+    );
+
     // No span id came with two contents (checked by `distinct`), and nothing arrived that
     // is not one of these two runs' spans.
     let all = distinct(&got)?;

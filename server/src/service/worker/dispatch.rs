@@ -409,6 +409,11 @@ impl WorkerApi {
             deadline_ms: deadline,
             namespace: key.namespace.clone(),
             last_heartbeat_details: None,
+            traceparent: if self.core.traceparent_to_workers {
+                crate::traces::spans::activity_traceparent(key, scheduled.seq)
+            } else {
+                String::new()
+            },
         }
     }
 
