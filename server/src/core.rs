@@ -598,6 +598,7 @@ mod tests {
                 parent: None,
                 forked_from: None,
                 schedule: None,
+                traceparent: None,
             }),
         );
         let mut s = RunState::start(key, &started).unwrap();
