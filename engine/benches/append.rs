@@ -38,6 +38,7 @@ fn started() -> Event {
         parent: None,
         forked_from: None,
         schedule: None,
+        traceparent: None,
     })
 }
 

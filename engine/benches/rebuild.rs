@@ -35,6 +35,7 @@ fn started() -> Event {
         parent: None,
         forked_from: None,
         schedule: None,
+        traceparent: None,
     })
 }
 

@@ -49,6 +49,7 @@ fn run_events(i: usize) -> Vec<Event> {
                 name: "nightly".into(),
                 slot_ms: i as i64,
             }),
+            traceparent: None,
         }),
         Event::SearchAttributesUpserted(event::SearchAttributesUpserted {
             command_seq: 0,

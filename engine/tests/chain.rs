@@ -37,6 +37,7 @@ fn events() -> Vec<Event> {
             parent: None,
             forked_from: None,
             schedule: None,
+            traceparent: None,
         }),
         Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
             task_queue: "agents".into(),

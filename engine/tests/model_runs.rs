@@ -145,6 +145,7 @@ fn run_started(rng: &mut StdRng, continued_from: Option<RunId>) -> (RunStarted, 
         parent: None,
         forked_from: None,
         schedule: None,
+        traceparent: None,
     };
     (a, run_timeout_ms)
 }

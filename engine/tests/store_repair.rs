@@ -25,6 +25,7 @@ fn started(workflow_id: &str) -> Event {
         parent: None,
         forked_from: None,
         schedule: None,
+        traceparent: None,
     })
 }
 

@@ -65,8 +65,10 @@ def registered():
 class ActivityContext:
     """What one attempt knows: who it is (`run_id`, `activity_id`, `attempt`, ...), its
     `idempotency_key` (stable across attempts: pass it to the system you write to), the
-    details the previous attempt last recorded (`last_heartbeat_details`), and whether it
-    should stop (`is_cancelled()`)."""
+    details the previous attempt last recorded (`last_heartbeat_details`), the W3C
+    `traceparent` of the activity's span (None unless the server exports traces with
+    --otlp-endpoint: start the code's own spans as its children), and whether it should stop
+    (`is_cancelled()`)."""
 
     def __init__(self, task, last_heartbeat_details=None):
         self.namespace = task.namespace
@@ -78,6 +80,7 @@ class ActivityContext:
         self.attempt = task.attempt
         self.idempotency_key = task.idempotency_key
         self.deadline_ms = task.deadline_ms
+        self.traceparent = task.traceparent or None
         self.last_heartbeat_details = last_heartbeat_details
         self._cancelled = threading.Event()
         self._lock = threading.Lock()

@@ -374,6 +374,7 @@ pub fn to_events(
                     parent: None,
                     forked_from: None,
                     schedule: None,
+                    traceparent: None,
                 });
                 Event::RunContinuedAsNew(ev::RunContinuedAsNew {
                     command_seq: seq,
@@ -438,6 +439,7 @@ mod tests {
                 parent: None,
                 forked_from: None,
                 schedule: None,
+                traceparent: None,
             }),
             Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
                 task_queue: "q".into(),

@@ -235,6 +235,7 @@ pub fn event(rec: &EventRecord) -> pb::HistoryEvent {
                 name: s.name.clone(),
                 slot_ms: s.slot_ms,
             }),
+            traceparent: a.traceparent.clone().unwrap_or_default(),
         }),
         Event::WorkflowTaskScheduled(a) => A::WorkflowTaskScheduled(pb::WorkflowTaskScheduled {
             task_queue: a.task_queue.clone(),
@@ -448,6 +449,7 @@ pub fn event_from(e: &pb::HistoryEvent) -> Result<EventRecord, FromWireError> {
                 name: s.name.clone(),
                 slot_ms: s.slot_ms,
             }),
+            traceparent: (!a.traceparent.is_empty()).then(|| a.traceparent.clone()),
         }),
         A::WorkflowTaskScheduled(a) => Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
             task_queue: a.task_queue.clone(),

@@ -111,6 +111,8 @@ pub struct Core {
     /// Upgrade checks waiting for a check-mode worker's report (an optimisation, like
     /// queries; see [`crate::service::check`]).
     pub checks: crate::service::check::Checks,
+    /// See [`Settings::traceparent_to_workers`].
+    pub traceparent_to_workers: bool,
 }
 
 /// Server settings that change how runs are driven (flags and env of `steadfast server`).
@@ -128,6 +130,9 @@ pub struct Settings {
     pub reconcile_period: Option<std::time::Duration>,
     /// What callers may ask of this server (`--limit NAME=VALUE`).
     pub caller_limits: crate::limits::Limits,
+    /// Give workers each activity's W3C traceparent (only when traces are exported:
+    /// `--otlp-endpoint`; otherwise the span it names never reaches a collector).
+    pub traceparent_to_workers: bool,
 }
 
 impl Default for Settings {
@@ -138,6 +143,7 @@ impl Default for Settings {
             workflow_task_timeout_ms: WORKFLOW_TASK_TIMEOUT_MS_DEFAULT,
             reconcile_period: None,
             caller_limits: crate::limits::Limits::default(),
+            traceparent_to_workers: false,
         }
     }
 }
@@ -162,6 +168,7 @@ impl Core {
             held_backoff_max_ms: settings.held_backoff_max_ms,
             workflow_task_timeout_ms: settings.workflow_task_timeout_ms,
             caller_limits: settings.caller_limits,
+            traceparent_to_workers: settings.traceparent_to_workers,
             store,
             clock,
             notify: Notifier::default(),
@@ -591,6 +598,7 @@ mod tests {
                 parent: None,
                 forked_from: None,
                 schedule: None,
+                traceparent: None,
             }),
         );
         let mut s = RunState::start(key, &started).unwrap();

@@ -282,6 +282,7 @@ async fn start_child(core: &Core, parent: &RunState, seq: u32) -> Result<(), Sta
         }),
         forked_from: None,
         schedule: None,
+        traceparent: None,
     };
     let outcome = match core
         .create(

@@ -53,6 +53,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             .is_some()
             .then(|| std::time::Duration::from_millis(config.reconcile_period_ms)),
         caller_limits: config.limits,
+        traceparent_to_workers: config.otlp_endpoint.is_some(),
     };
     let (opened, listener) = match &config.store {
         None => {

@@ -280,6 +280,7 @@ async fn a_timer_whose_fire_failed_still_fires() {
                 parent: None,
                 forked_from: None,
                 schedule: None,
+                traceparent: None,
             }),
             Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
                 task_queue: "q".into(),

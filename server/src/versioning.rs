@@ -137,6 +137,7 @@ mod tests {
             parent: None,
             forked_from: None,
             schedule: None,
+            traceparent: None,
         });
         let mut s =
             RunState::start(RunKey::new("default", RunId::new_v7()), &rec(1, started)).unwrap();

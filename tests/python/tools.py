@@ -1,7 +1,7 @@
 """The Python tools tests/tests/python_worker.rs runs (python -m steadfast_worker --module
 tests/python/tools.py). Every attempt first appends one JSON line to the file named by
 STEADFAST_TEST_KEYS (flushed and synced, so it survives a SIGKILL of the worker):
-{"type", "run", "id", "attempt", "key", "pid"}.
+{"type", "run", "id", "attempt", "key", "traceparent", "pid"}.
 """
 import json
 import os
@@ -15,7 +15,8 @@ GATE_POLL_S = 0.02
 def record(ctx, **extra):
     line = {
         "type": ctx.activity_type, "run": ctx.run_id, "id": ctx.activity_id,
-        "attempt": ctx.attempt, "key": ctx.idempotency_key, "pid": os.getpid(), **extra,
+        "attempt": ctx.attempt, "key": ctx.idempotency_key, "traceparent": ctx.traceparent,
+        "pid": os.getpid(), **extra,
     }
     fd = os.open(os.environ["STEADFAST_TEST_KEYS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

@@ -272,6 +272,7 @@ fn work_a_dead_node_left_undone_is_finished_by_another() -> Result<()> {
             parent: None,
             forked_from: None,
             schedule: None,
+            traceparent: None,
         });
         let scheduled = Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
             task_queue: QUEUE.into(),

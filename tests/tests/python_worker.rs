@@ -49,9 +49,13 @@ struct World {
 
 impl World {
     fn start() -> Result<World> {
+        World::start_with(&[])
+    }
+
+    fn start_with(server_args: &[&str]) -> Result<World> {
         agent_common::seed();
         check_python();
-        let env = Env::start()?;
+        let env = Env::start_with(server_args)?;
         let rust = start_test_worker(&env.url(), &env.dir.path().join("rust-side"), &[])?;
         let keys = env.dir.path().join("py-keys.jsonl");
         Ok(World {
@@ -81,11 +85,15 @@ impl World {
     }
 
     fn call(&self, tool: &str, args: Value) -> Result<String> {
+        self.call_with(tool, args, &[])
+    }
+
+    fn call_with(&self, tool: &str, args: Value, run_args: &[&str]) -> Result<String> {
         let input = json!({
             "tool": tool, "task_queue": PY_QUEUE, "args": args,
             "start_to_close_ms": ATTEMPT_TIMEOUT_MS,
         });
-        self.env.start_run("tool", &input.to_string(), &[])
+        self.env.start_run("tool", &input.to_string(), run_args)
     }
 
     fn result(&self, run: &str) -> Result<Value> {
@@ -135,6 +143,8 @@ fn a_rust_workflow_calls_python_tools() -> Result<()> {
     let seen = w.seen(&run)?;
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0]["key"], format!("default/{run}/1"), "{seen:?}");
+    // No --otlp-endpoint: no trace context.
+    assert_eq!(seen[0]["traceparent"], Value::Null, "{seen:?}");
 
     // A typed, non-retryable failure: reported with its type, never retried.
     let run = w.call("find_customer", json!({ "email": "x@example.com" }))?;
@@ -148,6 +158,38 @@ fn a_rust_workflow_calls_python_tools() -> Result<()> {
         "{out}"
     );
     assert_eq!(w.seen(&run)?.len(), 1, "a non-retryable failure ran once");
+    Ok(())
+}
+
+/// With traces exported, the Python tool's ctx names the activity's span in the run's trace
+/// (here the caller's, given at start). That the span id is the one exported is checked
+/// across processes in tests/tests/traces.rs (the server computes one value for every worker).
+#[test]
+fn a_python_tool_sees_its_activity_s_traceparent() -> Result<()> {
+    // Nothing listens on port 1: spans stay behind the cursor; the context is still given.
+    let w = World::start_with(&["--otlp-endpoint", "http://127.0.0.1:1"])?;
+    let _py = w.python()?;
+    let (trace, caller) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let given = format!("00-{trace}-{caller}-01");
+    let run = w.call_with(
+        "lookup_order",
+        json!({ "order": "A-18" }),
+        &["--traceparent", &given],
+    )?;
+    w.result(&run)?;
+    let seen = w.seen(&run)?;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let tp = seen[0]["traceparent"].as_str().unwrap_or_default();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert!(
+        parts.len() == 4
+            && parts[0] == "00"
+            && parts[1] == trace
+            && parts[2].len() == 16
+            && parts[2] != caller
+            && parts[3] == "01",
+        "the tool saw traceparent {tp:?}"
+    );
     Ok(())
 }
 

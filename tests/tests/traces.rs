@@ -4,7 +4,8 @@
 //! SIGKILL (it times out and is retried), then a server SIGKILL and restart while the tool
 //! run is open. Checks: every distinct span id arrives with one content only (a re-sent span
 //! is identical), each operation has exactly one span, the attempts are events with their
-//! outcomes, the LLM spans carry the GenAI attributes and the cost.
+//! outcomes, the LLM spans carry the GenAI attributes and the cost, activity code sees its
+//! span's traceparent, and a run started with a traceparent continues the caller's trace.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -208,6 +209,65 @@ fn spans_from_the_log_once_across_a_worker_kill_and_a_server_restart() -> Result
     })?;
     let tool_spans = trace_of(&got, &tool_run)?;
 
+    // A run started with the caller's trace context continues it; a malformed one is refused.
+    let (caller_trace, caller_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let given = format!("00-{caller_trace}-{caller_span}-01");
+    let (code, _, err) = cli(
+        &addr,
+        &["run", "start", "tool_call", "--traceparent", "00-XYZ-1-01"],
+    )?;
+    ensure!(
+        code != 0 && err.contains("traceparent") && err.contains("W3C"),
+        "a malformed traceparent: exit {code}, {err}"
+    );
+    let traced_run = ok(
+        &addr,
+        &[
+            "run",
+            "start",
+            "tool_call",
+            "--input",
+            r#"{"tool":"read_tool"}"#,
+            "--traceparent",
+            &given,
+        ],
+    )?
+    .trim()
+    .to_string();
+    wait_for(WAIT, "the traced run to complete", || {
+        (status(&addr, &traced_run)? == "completed").then_some(())
+    })?;
+    let traced_spans = trace_of(&got, &traced_run)?;
+    let n = names(&traced_spans);
+    ensure!(n.get("run tool_call") == Some(&1), "{n:?}");
+    ensure!(n.get("activity read_tool") == Some(&1), "{n:?}");
+    let traced_root = traced_spans
+        .iter()
+        .find(|s| s["name"] == "run tool_call")
+        .unwrap();
+    ensure!(
+        traced_root["traceId"] == caller_trace && traced_root["parentSpanId"] == caller_span,
+        "the root does not continue the caller's span: {traced_root}"
+    );
+    let traced_tool = traced_spans
+        .iter()
+        .find(|s| s["name"] == "activity read_tool")
+        .unwrap();
+    let want_tp = format!(
+        "00-{caller_trace}-{}-01",
+        traced_tool["spanId"].as_str().context("no span id")?
+    );
+    let seen: Vec<Value> = std::fs::read_to_string(&side)?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["ev"] == "start" && l["run"] == traced_run.as_str())
+        .map(|l| l["traceparent"].clone())
+        .collect();
+    ensure!(
+        seen == vec![json!(want_tp)],
+        "traceparents the traced tool saw: {seen:?}, want {want_tp}"
+    );
+
     // The LLM run: a root, one span per workflow task and per call.
     let n = names(&llm_spans);
     ensure!(n.get("run llm_agent") == Some(&1), "{n:?}");
@@ -279,15 +339,33 @@ fn spans_from_the_log_once_across_a_worker_kill_and_a_server_restart() -> Result
     }
     ensure!(tool["status"]["code"] == 1, "{tool}");
 
+    // Both attempts' code saw the activity span's context (the one the collector got).
+    let want_tp = format!(
+        "00-{}-{}-01",
+        tool["traceId"].as_str().context("no trace id")?,
+        tool["spanId"].as_str().context("no span id")?
+    );
+    let seen: Vec<Value> = std::fs::read_to_string(&side)?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["ev"] == "start" && l["run"] == tool_run.as_str())
+        .map(|l| l["traceparent"].clone())
+        .collect();
+    ensure!(
+        seen == vec![json!(want_tp), json!(want_tp)],
+        "traceparents the tool's attempts saw: {seen:?}, want {want_tp} twice"
+    );
+
     // No span id came with two contents (checked by `distinct`), and nothing arrived that
     // is not one of these two runs' spans.
     let all = distinct(&got)?;
     ensure!(
-        all.len() == llm_spans.len() + tool_spans.len(),
-        "{} distinct spans, {} + {} expected",
+        all.len() == llm_spans.len() + tool_spans.len() + traced_spans.len(),
+        "{} distinct spans, {} + {} + {} expected",
         all.len(),
         llm_spans.len(),
-        tool_spans.len()
+        tool_spans.len(),
+        traced_spans.len()
     );
     Ok(())
 }

@@ -71,6 +71,7 @@ fn started(queue: &str) -> Event {
         parent: None,
         forked_from: None,
         schedule: None,
+        traceparent: None,
     })
 }
 

@@ -321,16 +321,23 @@ pub struct RunStarted {
     /// absent, so a run no schedule started has the bytes of the older format.
     #[serde(default)]
     pub schedule: Option<ScheduleRef>,
+    /// The W3C traceparent given at StartWorkflow (validated by the server): the run's trace
+    /// continues the caller's. Not written when absent, so a run started without one has the
+    /// bytes of the older format.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 /// Fields are written in order, as a msgpack array, so an optional field can only be left
-/// out at the end: the trailing `None`s among `parent`, `forked_from` and `schedule` are not
-/// written (a run with none of them has the older format's bytes), and a `None` before a
-/// `Some` is written as nil, so that every field keeps its position.
+/// out at the end: the trailing `None`s among `parent`, `forked_from`, `schedule` and
+/// `traceparent` are not written (a run with none of them has the older format's bytes), and
+/// a `None` before a `Some` is written as nil, so that every field keeps its position.
 impl Serialize for RunStarted {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let tail = if self.schedule.is_some() {
+        let tail = if self.traceparent.is_some() {
+            4
+        } else if self.schedule.is_some() {
             3
         } else if self.forked_from.is_some() {
             2
@@ -361,6 +368,11 @@ impl Serialize for RunStarted {
             st.serialize_field("schedule", &self.schedule)?;
         } else {
             st.skip_field("schedule")?;
+        }
+        if tail >= 4 {
+            st.serialize_field("traceparent", &self.traceparent)?;
+        } else {
+            st.skip_field("traceparent")?;
         }
         st.end()
     }
@@ -894,6 +906,7 @@ mod run_started_tests {
             parent: None,
             forked_from: None,
             schedule: None,
+            traceparent: None,
         }
     }
 
@@ -915,11 +928,13 @@ mod run_started_tests {
             slot_ms: 1_700_000_000_000,
         };
         let plain = Event::RunStarted(base()).encode_attrs();
-        for mask in 0u8..8 {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        for mask in 0u8..16 {
             let mut r = base();
             r.parent = (mask & 1 != 0).then_some(parent);
             r.forked_from = (mask & 2 != 0).then_some(fork);
             r.schedule = (mask & 4 != 0).then(|| sched.clone());
+            r.traceparent = (mask & 8 != 0).then(|| tp.to_string());
             let bytes = Event::RunStarted(r.clone()).encode_attrs();
             let back = Event::decode_attrs(EventKind::RunStarted, &bytes)
                 .unwrap_or_else(|e| panic!("mask {mask}: {e}"));

@@ -37,6 +37,7 @@ fn started(budget: Budget) -> RunStarted {
         parent: None,
         forked_from: None,
         schedule: None,
+        traceparent: None,
     }
 }
 

@@ -50,6 +50,7 @@ pub async fn missing_of<S: Store + ?Sized>(
                 parent: None,
                 forked_from: None,
                 schedule: None,
+                traceparent: None,
             },
         ));
     }

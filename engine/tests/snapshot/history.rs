@@ -116,6 +116,7 @@ pub(crate) fn started(workflow_id: &str, budget: Budget, continued_from: Option<
         parent: None,
         forked_from: None,
         schedule: None,
+        traceparent: None,
     })
 }
 

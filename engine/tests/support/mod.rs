@@ -41,6 +41,7 @@ pub fn started(workflow_id: &str) -> Event {
         parent: None,
         forked_from: None,
         schedule: None,
+        traceparent: None,
     })
 }
 

@@ -80,6 +80,7 @@ fn started(run_timeout_ms: u64) -> Event {
         parent: None,
         forked_from: None,
         schedule: None,
+        traceparent: None,
     })
 }
 

@@ -144,6 +144,10 @@ pub struct StartArgs {
     /// Free-form JSON shown by `run show` (at most 16 KiB).
     #[arg(long, value_name = "JSON")]
     memo: Option<String>,
+    /// Continue this W3C trace (00-<trace id>-<span id>-<flags>): with --otlp-endpoint the
+    /// run's root span is a child of that span.
+    #[arg(long, value_name = "TRACEPARENT")]
+    traceparent: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -322,6 +326,7 @@ async fn start(conn: &Conn, a: StartArgs) -> Outcome {
             .as_deref()
             .map(|m| json_payload("--memo", m))
             .transpose()?,
+        traceparent: a.traceparent.unwrap_or_default(),
     };
     let r = conn
         .client()

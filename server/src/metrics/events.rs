@@ -464,6 +464,7 @@ mod tests {
                 parent: None,
                 forked_from: None,
                 schedule: None,
+                traceparent: None,
             }),
         );
         (RunState::start(key, &r).unwrap(), r)

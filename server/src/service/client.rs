@@ -83,6 +83,14 @@ pub async fn start_with(
     validate::opt_name("identity", &r.identity)?;
     validate::opt_name("request_id", &r.request_id)?;
     let input = validate::payload("input", r.input.as_ref())?;
+    if !r.traceparent.is_empty()
+        && let Err(why) = crate::traces::spans::parse_traceparent(&r.traceparent)
+    {
+        return Err(Status::invalid_argument(format!(
+            "traceparent {} is not a W3C traceparent: {why}; give 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, lowercase, or leave it empty",
+            validate::quote(&r.traceparent)
+        )));
+    }
     let tagged = crate::convert_search::start_events(r)?;
     if !r.workflow_id.is_empty()
         && let Some(id) = core
@@ -130,6 +138,7 @@ pub async fn start_with(
         parent: None,
         forked_from: None,
         schedule,
+        traceparent: (!r.traceparent.is_empty()).then(|| r.traceparent.clone()),
     })];
     events.extend(tagged);
     events.push(Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {

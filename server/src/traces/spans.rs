@@ -85,9 +85,50 @@ pub fn span_id(key: &RunKey, kind: &str, opened_seq: u64) -> [u8; 8] {
 }
 
 /// The W3C `traceparent` of an activity's span: what a worker passes to activity code so
-/// that its own spans nest under the activity.
-pub fn activity_traceparent(key: &RunKey, scheduled_seq: u64) -> String {
-    traceparent(&trace_id(key), &span_id(key, "activity", scheduled_seq))
+/// that its own spans nest under the activity. `given` is the run's RunStarted.traceparent:
+/// the run's trace is the caller's when it gave one.
+pub fn activity_traceparent(key: &RunKey, given: Option<&str>, scheduled_seq: u64) -> String {
+    let trace = given
+        .and_then(|t| parse_traceparent(t).ok())
+        .map_or_else(|| trace_id(key), |(t, _)| t);
+    traceparent(&trace, &span_id(key, "activity", scheduled_seq))
+}
+
+/// The trace id and parent span id of a W3C `traceparent` (version 00:
+/// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`, lowercase, ids not all zero), or
+/// what is wrong with it.
+pub fn parse_traceparent(v: &str) -> Result<([u8; 16], [u8; 8]), &'static str> {
+    let parts: Vec<&str> = v.split('-').collect();
+    let [version, trace, span, flags] = parts[..] else {
+        return Err("it is not four dash-separated fields (version-traceid-spanid-flags)");
+    };
+    let lower_hex = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if version != "00" {
+        return Err("only version 00 is understood");
+    }
+    if trace.len() != 32 || !lower_hex(trace) {
+        return Err("the trace id is not 32 lowercase hex digits");
+    }
+    if span.len() != 16 || !lower_hex(span) {
+        return Err("the parent span id is not 16 lowercase hex digits");
+    }
+    if flags.len() != 2 || !lower_hex(flags) {
+        return Err("the flags are not 2 lowercase hex digits");
+    }
+    let mut t = [0u8; 16];
+    let mut p = [0u8; 8];
+    hex::decode_to_slice(trace, &mut t).map_err(|_| "the trace id is not hex")?;
+    hex::decode_to_slice(span, &mut p).map_err(|_| "the parent span id is not hex")?;
+    if t == [0; 16] {
+        return Err("the trace id is all zeros (invalid in W3C trace context)");
+    }
+    if p == [0; 8] {
+        return Err("the parent span id is all zeros (invalid in W3C trace context)");
+    }
+    Ok((t, p))
 }
 
 /// `00-<trace id>-<span id>-01`.
@@ -124,7 +165,17 @@ fn timeout_name(t: TimeoutKind) -> &'static str {
 /// them. Operations still open when the run closes end with it (`steadfast.closed_by` =
 /// `run_closed`), so each operation gets exactly one span.
 pub fn spans(key: &RunKey, records: &[EventRecord]) -> Vec<Span> {
-    let trace = trace_id(key);
+    // A traceparent given at StartWorkflow: the run continues the caller's trace, its root
+    // under the caller's span. (Validated when the run started; one from an imported
+    // history that does not parse is ignored.)
+    let given = records.first().and_then(|r| match &r.event {
+        Event::RunStarted(a) => a
+            .traceparent
+            .as_deref()
+            .and_then(|t| parse_traceparent(t).ok()),
+        _ => None,
+    });
+    let trace = given.map_or_else(|| trace_id(key), |(t, _)| t);
     let root = span_id(key, "run", 1);
     let mut out = Vec::new();
     let mut run: Option<(TimeMs, String, String)> = None;
@@ -330,7 +381,7 @@ pub fn spans(key: &RunKey, records: &[EventRecord]) -> Vec<Span> {
                     out.push(Span {
                         trace_id: trace,
                         span_id: root,
-                        parent: None,
+                        parent: given.map(|(_, p)| p),
                         name: format!("run {wf_type}"),
                         start_ms: start,
                         end_ms: t,

@@ -53,6 +53,7 @@ fn history() -> Vec<EventRecord> {
                 parent: None,
                 forked_from: None,
                 schedule: None,
+                traceparent: None,
             }),
         ),
         rec(
@@ -236,7 +237,7 @@ fn one_span_per_operation_with_attempts_as_events() {
     let early = spans::spans(&k, &h[..9]);
     assert_eq!(early, all[..2].to_vec());
     assert_eq!(
-        spans::activity_traceparent(&k, 5),
+        spans::activity_traceparent(&k, None, 5),
         format!(
             "00-{}-{}-01",
             hex::encode(llm.trace_id),
@@ -288,4 +289,55 @@ fn the_cursor_survives_a_reopen_and_a_torn_line() {
     std::fs::write(&p, text).unwrap();
     let c = Cursor::open(dir.path()).unwrap();
     assert_eq!(c.acked.into_iter().collect::<Vec<_>>(), vec![(a, 9)]);
+}
+
+#[test]
+fn a_given_traceparent_is_continued() {
+    let k = key();
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut h = history();
+    if let Event::RunStarted(a) = &mut h[0].event {
+        a.traceparent = Some(tp.into());
+    }
+    let own = spans::spans(&k, &history());
+    let all = spans::spans(&k, &h);
+    assert_eq!(all.len(), own.len());
+    let trace: [u8; 16] = hex::decode("0af7651916cd43dd8448eb211c80319c")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    for (s, o) in all.iter().zip(&own) {
+        assert_eq!(s.trace_id, trace, "{}", s.name);
+        assert_eq!(s.span_id, o.span_id, "{}", s.name);
+    }
+    let root = all.iter().find(|s| s.name == "run agent").unwrap();
+    assert_eq!(
+        root.parent,
+        Some(hex::decode("b7ad6b7169203331").unwrap().try_into().unwrap())
+    );
+    let llm = all.iter().find(|s| s.name.starts_with("activity")).unwrap();
+    assert_eq!(
+        spans::activity_traceparent(&k, Some(tp), 5),
+        format!("00-{}-{}-01", hex::encode(trace), hex::encode(llm.span_id))
+    );
+}
+
+#[test]
+fn traceparents_are_checked() {
+    let ok = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    assert!(spans::parse_traceparent(ok).is_ok());
+    for bad in [
+        "",
+        "garbage",
+        "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333g-01",
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-1",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",
+    ] {
+        assert!(spans::parse_traceparent(bad).is_err(), "{bad:?} accepted");
+    }
 }

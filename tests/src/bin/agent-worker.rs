@@ -9,8 +9,9 @@
 //!
 //! The side file gets one JSON object per line, appended with `O_APPEND` and synced before the
 //! activity goes on, so it survives a SIGKILL of the worker:
-//! - `{"ev":"start","run","id","attempt","type","key","pid","t_us", ...}` when an activity
-//!   attempt starts, before it does anything;
+//! - `{"ev":"start","run","id","attempt","type","key","traceparent","pid","t_us", ...}` when
+//!   an activity attempt starts, before it does anything (`traceparent`: what the context
+//!   gave, null when the server exports no traces);
 //! - `{"ev":"cancelled","run","id","attempt","t_us"}` when a `work` attempt observes its
 //!   cancellation (`t_us`: wall clock, microseconds since the epoch).
 //!
@@ -125,7 +126,7 @@ fn record_start(ctx: &ActivityContext, extra: Value) -> Result<(), ActivityError
     let i = ctx.info();
     let mut line = json!({
         "ev": "start", "run": i.run_id, "id": i.activity_id, "attempt": i.attempt,
-        "type": i.activity_type, "key": i.idempotency_key,
+        "type": i.activity_type, "key": i.idempotency_key, "traceparent": ctx.traceparent(),
     });
     if let (Some(l), Value::Object(e)) = (line.as_object_mut(), extra) {
         l.extend(e);

@@ -33,8 +33,13 @@ pub struct Env {
 impl Env {
     /// A fresh temp dir and a server on a free port.
     pub fn start() -> Result<Env> {
+        Env::start_with(&[])
+    }
+
+    /// [`Env::start`] with more `steadfast server` flags.
+    pub fn start_with(server_args: &[&str]) -> Result<Env> {
         let dir = tempfile::tempdir()?;
-        let server = Server::start(&dir.path().join("data"), None)?;
+        let server = Server::start_with(&dir.path().join("data"), None, server_args)?;
         let side = dir.path().join("side.jsonl");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

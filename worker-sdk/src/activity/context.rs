@@ -34,6 +34,10 @@ pub struct ActivityInfo {
     pub idempotency_key: String,
     /// When the server gives up on this attempt, ms since the epoch (0 = unknown).
     pub deadline_ms: i64,
+    /// The W3C traceparent of this activity's span, when the server exports traces
+    /// (`--otlp-endpoint`): start the activity code's own spans (tool calls, HTTP requests)
+    /// as its children so that they nest under the activity in the trace.
+    pub traceparent: Option<String>,
 }
 
 pub(crate) struct Shared {
@@ -84,6 +88,13 @@ impl ActivityContext {
     /// Everything known about this attempt.
     pub fn info(&self) -> &ActivityInfo {
         &self.shared.info
+    }
+
+    /// The W3C traceparent (`00-<trace id>-<span id>-01`) of this activity's span, `None`
+    /// when the server exports no traces. The same on every attempt: attempts are events of
+    /// one span.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.shared.info.traceparent.as_deref()
     }
 
     /// The attempt number, 1 for the first.

@@ -84,6 +84,7 @@ pub(crate) async fn run_attempt<T: ActivityTransport>(
             attempt: task.attempt,
             idempotency_key: task.idempotency_key,
             deadline_ms: task.deadline_ms,
+            traceparent: (!task.traceparent.is_empty()).then_some(task.traceparent),
         },
         config.client.clone(),
         task.input.as_ref(),

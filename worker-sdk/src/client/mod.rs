@@ -60,6 +60,9 @@ pub struct StartOptions {
     pub search_attributes: Vec<(String, crate::search::SearchValue)>,
     /// Free-form JSON shown by `run show` / [`Client::describe`] (at most 16 KiB).
     pub memo: Option<serde_json::Value>,
+    /// The W3C traceparent of the caller's span: when the server exports traces, the run's
+    /// trace continues it (the run's root span is a child of that span).
+    pub traceparent: Option<String>,
 }
 
 /// Filters of [`Client::list`].
@@ -213,6 +216,7 @@ impl Client {
             auto_upgrade: options.auto_upgrade,
             search_attributes: crate::search::list_to_proto(options.search_attributes),
             memo: options.memo.as_ref().map(payload::encode).transpose()?,
+            traceparent: options.traceparent.unwrap_or_default(),
         })
     }
 

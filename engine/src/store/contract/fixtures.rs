@@ -144,6 +144,7 @@ pub fn started(workflow_id: &str, queue: &str) -> event::RunStarted {
         parent: None,
         forked_from: None,
         schedule: None,
+        traceparent: None,
     }
 }
 

@@ -28,6 +28,7 @@ impl Run {
             parent: None,
             forked_from: None,
             schedule: None,
+            traceparent: None,
         });
         let rec = EventRecord {
             seq: 1,

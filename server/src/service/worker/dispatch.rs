@@ -269,7 +269,9 @@ impl WorkerApi {
                 })?;
                 let mut scheduled = self.scheduled_record(key, act).await?;
                 self.use_approved_input(key, act, &mut scheduled).await?;
-                let mut task = self.activity_task(&a.state, id, act, &scheduled, started);
+                let tp = self.run_traceparent(key).await?;
+                let mut task =
+                    self.activity_task(&a.state, id, act, &scheduled, started, tp.as_deref());
                 if act.attempt > 1 {
                     task.last_heartbeat_details = self
                         .last_heartbeat_details(key, id, scheduled.seq, started.seq)
@@ -370,8 +372,24 @@ impl WorkerApi {
         }
     }
 
+    /// The traceparent given when the run started (its RunStarted, seq 1), read only when
+    /// workers get traceparents.
+    async fn run_traceparent(&self, key: &RunKey) -> Result<Option<String>, Status> {
+        if !self.core.traceparent_to_workers {
+            return Ok(None);
+        }
+        Ok(match self.core.history(key, 1, 1).await?.pop() {
+            Some(EventRecord {
+                event: Event::RunStarted(a),
+                ..
+            }) => a.traceparent,
+            _ => None,
+        })
+    }
+
     /// The task a worker gets for a started attempt. `scheduled` is the activity's
-    /// ActivityScheduled record (with its input inlined), `started` its ActivityStarted.
+    /// ActivityScheduled record (with its input inlined), `started` its ActivityStarted,
+    /// `given` the traceparent the run started with.
     pub(super) fn activity_task(
         &self,
         s: &RunState,
@@ -379,6 +397,7 @@ impl WorkerApi {
         act: &ActivityState,
         scheduled: &EventRecord,
         started: &EventRecord,
+        given: Option<&str>,
     ) -> pb::PollActivityTaskResponse {
         let key = &s.key;
         let input = match &scheduled.event {
@@ -409,6 +428,11 @@ impl WorkerApi {
             deadline_ms: deadline,
             namespace: key.namespace.clone(),
             last_heartbeat_details: None,
+            traceparent: if self.core.traceparent_to_workers {
+                crate::traces::spans::activity_traceparent(key, given, scheduled.seq)
+            } else {
+                String::new()
+            },
         }
     }
 
@@ -431,7 +455,8 @@ impl WorkerApi {
                 Some(r) => self.core.inline(&s.key.namespace, r.clone()).await?,
                 None => self.scheduled_record(&s.key, act).await?,
             };
-            out.push(self.activity_task(s, e.command_seq, act, &scheduled, started));
+            let tp = self.run_traceparent(&s.key).await?;
+            out.push(self.activity_task(s, e.command_seq, act, &scheduled, started, tp.as_deref()));
         }
         Ok(out)
     }
@@ -473,6 +498,7 @@ mod tests {
                     parent: None,
                     forked_from: None,
                     schedule: None,
+                    traceparent: None,
                 }),
             ),
         )

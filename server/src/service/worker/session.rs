@@ -287,6 +287,7 @@ mod tests {
                     parent: None,
                     forked_from: None,
                     schedule: None,
+                    traceparent: None,
                 }),
             ),
         )
