@@ -44,9 +44,11 @@ fn cli(url: &str, token: &str, args: &[&str], log: &mut String) -> Result<(i32, 
 }
 
 /// Every line of a `--log-format json` log is one JSON object (but the address lines the
-/// harness reads); the updates of `run` carry its id and workflow type as span fields.
+/// harness reads); the updates of `run` carry its id and workflow type as span fields, and
+/// those an activity's report made carry the activity (type, id, attempt) too.
 fn json_lines(text: &str, run: &str) -> Result<()> {
     let mut of_run = 0;
+    let mut of_activity = 0;
     for line in text.lines() {
         if line.starts_with("steadfast server listening on ") {
             continue;
@@ -64,9 +66,29 @@ fn json_lines(text: &str, run: &str) -> Result<()> {
                 "the run's fields: {line}"
             );
             of_run += 1;
+            let report = v["spans"].as_array().and_then(|spans| {
+                spans
+                    .iter()
+                    .find(|s| s["name"] == "activity_report" && s["run"] == run)
+            });
+            if let Some(a) = report {
+                anyhow::ensure!(
+                    a["activity"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("hello."))
+                        && a["activity_id"].as_u64().is_some_and(|id| id >= 1)
+                        && a["attempt"].as_u64().is_some_and(|n| n >= 1),
+                    "the activity's fields: {line}"
+                );
+                of_activity += 1;
+            }
         }
     }
     anyhow::ensure!(of_run > 0, "no JSON line of an update of run {run}");
+    anyhow::ensure!(
+        of_activity > 0,
+        "no JSON line of an update of run {run} made by an activity's report"
+    );
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use steadfast_engine::store::{Task, TaskKind};
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::worker_service_server::WorkerService;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::commands;
 use crate::convert;
@@ -466,6 +467,7 @@ impl WorkerService for WorkerApi {
             .await?;
         fence::check_activity_queue(&req, &scheduled)?;
         let (key, id, attempt) = (a.key.clone(), a.id, a.attempt);
+        let span = activity_span(&key, &scheduled, id, attempt);
         let mut event =
             commands::activity_result_event(id, attempt, r.result.as_ref(), r.usage.as_ref(), 0);
         let usage = r.usage.as_ref().map(convert::usage_from);
@@ -485,6 +487,7 @@ impl WorkerService for WorkerApi {
                 }
                 Ok(Some(vec![event.clone()]))
             })
+            .instrument(span)
             .await;
         refused_after_usage(&key, appended, refused)?;
         Ok(Response::new(pb::CompleteActivityTaskResponse {}))
@@ -514,6 +517,7 @@ impl WorkerService for WorkerApi {
             .await?;
         fence::check_activity_queue(&req, &scheduled)?;
         let (key, id, attempt) = (a.key.clone(), a.id, a.attempt);
+        let span = activity_span(&key, &scheduled, id, attempt);
         let mut refused = None;
         let appended = self
             .core
@@ -539,6 +543,7 @@ impl WorkerService for WorkerApi {
                     usage: usage.clone(),
                 })]))
             })
+            .instrument(span)
             .await;
         refused_after_usage(&key, appended, refused)?;
         Ok(Response::new(pb::FailActivityTaskResponse {}))
@@ -710,4 +715,21 @@ fn attempt_duration_ms(act: &ActivityState, now: i64) -> u64 {
         ActivityPhase::Started { since_ms, .. } => now.saturating_sub(*since_ms).max(0) as u64,
         _ => 0,
     }
+}
+
+/// The span of a worker's report on one attempt of an activity: the run change it makes logs
+/// inside it, so `--log-format json` lines carry the activity (its type and id) and attempt
+/// beside the run's fields. Never the payloads.
+fn activity_span(key: &RunKey, scheduled: &Event, id: u32, attempt: u32) -> tracing::Span {
+    let activity = match scheduled {
+        Event::ActivityScheduled(a) => a.activity_type.as_str(),
+        _ => "",
+    };
+    tracing::debug_span!(
+        "activity_report",
+        run = %key.run_id,
+        activity,
+        activity_id = id,
+        attempt,
+    )
 }
