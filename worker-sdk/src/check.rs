@@ -10,11 +10,18 @@
 //! (`steadfast history export RUN -o FILE`, docs/bundle.md) with no server.
 //!
 //! ```no_run
-//! # fn registry() -> steadfast_sdk::workflow::Registry { unimplemented!() }
 //! use steadfast_sdk::check::check_bundles;
 //! use steadfast_sdk::replay::Replayer;
+//! use steadfast_sdk::workflow::{Registry, WorkflowContext, WorkflowError};
 //!
-//! let report = check_bundles(&Replayer::new(registry()), ["tests/bundles/open-run.bundle"])?;
+//! // The same registrations as the worker being deployed.
+//! async fn greet(_ctx: WorkflowContext, name: String) -> Result<String, WorkflowError> {
+//!     Ok(format!("hello {name}"))
+//! }
+//! let mut registry = Registry::new();
+//! registry.register_workflow("greet", greet);
+//!
+//! let report = check_bundles(&Replayer::new(registry), ["tests/bundles/open-run.bundle"])?;
 //! assert!(report.is_clean(), "{report}");
 //! # Ok::<(), steadfast_sdk::check::Error>(())
 //! ```
