@@ -7,6 +7,8 @@
 pub mod attrs;
 pub mod chain;
 mod codec;
+mod run_started;
+mod values;
 
 pub use attrs::*;
 pub use chain::{ChainError, genesis_hash, record_hash};
