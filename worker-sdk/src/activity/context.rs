@@ -4,13 +4,30 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use steadfast_proto::v1 as pb;
 use tokio::sync::watch;
 
+use super::ActivityError;
 use crate::client::Client;
 use crate::payload;
+
+/// Error type of a [`ActivityContext::record_heartbeat`] whose details the server did not
+/// record (unreachable, refused, or no worker behind the context).
+pub const NOT_RECORDED_TYPE: &str = "steadfast.NotRecorded";
+
+/// Sends one heartbeat with `record = true` for this attempt (set by the runtime, which
+/// knows the task token and the transport).
+pub(crate) type Recorder = Arc<
+    dyn Fn(
+            pb::Payload,
+        ) -> BoxFuture<'static, Result<pb::HeartbeatActivityTaskResponse, tonic::Status>>
+        + Send
+        + Sync,
+>;
 
 /// Who and where this attempt is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,6 +67,10 @@ pub(crate) struct Shared {
     pub(crate) client: Option<Client>,
     /// blake3 and length of the input payload's bytes, when the attempt came from a worker.
     pub(crate) input_digest: Option<([u8; 32], u64)>,
+    /// What an earlier attempt last recorded (`PollActivityTaskResponse.last_heartbeat_details`).
+    pub(crate) last_details: Option<pb::Payload>,
+    /// `None` for a context built with [`ActivityContext::new`].
+    pub(crate) recorder: Mutex<Option<Recorder>>,
 }
 
 /// The context of one activity attempt. Cheap to clone, `Send`.
@@ -62,7 +83,7 @@ impl ActivityContext {
     /// A context for `info`, not cancelled. The runtime builds these; tests of activity
     /// code can too.
     pub fn new(info: ActivityInfo) -> Self {
-        Self::for_attempt(info, None, None)
+        Self::for_attempt(info, None, None, None)
     }
 
     /// The context of an attempt polled by a worker: with its client and the hash of the
@@ -71,6 +92,7 @@ impl ActivityContext {
         info: ActivityInfo,
         client: Option<Client>,
         input: Option<&pb::Payload>,
+        last_details: Option<pb::Payload>,
     ) -> Self {
         ActivityContext {
             shared: Arc::new(Shared {
@@ -81,8 +103,20 @@ impl ActivityContext {
                 client,
                 input_digest: input
                     .map(|p| (*blake3::hash(&p.data).as_bytes(), p.data.len() as u64)),
+                last_details,
+                recorder: Mutex::new(None),
             }),
         }
+    }
+
+    /// A context for `info` whose earlier attempt recorded `details` (what the runtime
+    /// builds for an attempt > 1); for tests of activity code that re-attaches.
+    pub fn with_last_heartbeat_details(info: ActivityInfo, details: pb::Payload) -> Self {
+        Self::for_attempt(info, None, None, Some(details))
+    }
+
+    pub(crate) fn set_recorder(&self, recorder: Recorder) {
+        *self.shared.recorder.lock() = Some(recorder);
     }
 
     /// Everything known about this attempt.
@@ -152,6 +186,60 @@ impl ActivityContext {
         match payload::encode(&details) {
             Ok(p) => *self.shared.details.lock() = Some(p),
             Err(e) => tracing::warn!(error = %e, "heartbeat details do not encode; dropped"),
+        }
+    }
+
+    /// The details an earlier attempt of this activity last recorded (a
+    /// [`ActivityContext::record_heartbeat`], or a sampled [`ActivityContext::heartbeat`]),
+    /// decoded as `T`: where a retry picks up, e.g. the id of a job the killed attempt started
+    /// elsewhere. `Ok(None)` on a first attempt or when no earlier attempt recorded any;
+    /// an error when they do not decode as `T` (treat it as none, or fail).
+    pub fn last_heartbeat_details<T: DeserializeOwned>(
+        &self,
+    ) -> Result<Option<T>, serde_json::Error> {
+        match &self.shared.last_details {
+            None => Ok(None),
+            Some(p) => payload::decode(Some(p)).map(Some),
+        }
+    }
+
+    /// The raw payload behind [`ActivityContext::last_heartbeat_details`].
+    pub fn last_heartbeat_payload(&self) -> Option<&pb::Payload> {
+        self.shared.last_details.as_ref()
+    }
+
+    /// Sends `details` now and returns once the server has recorded them in the run's
+    /// history (an `ActivityProgress` event): a retry of this activity, after this worker dies
+    /// say, finds them in [`ActivityContext::last_heartbeat_details`]. For what a retry must
+    /// pick up, e.g. a provider's job id before waiting on the job. The server honours up to
+    /// `HEARTBEAT_FORCED_RECORDS_MAX` (8) such records per attempt, then samples them like
+    /// other heartbeats (at most one a second). A cancellation the answer carries is passed on
+    /// ([`ActivityContext::is_cancelled`]).
+    ///
+    /// Fails (retryable, type [`NOT_RECORDED_TYPE`]) when the details do not encode, the
+    /// server cannot be reached or refuses them, or the context has no worker behind it
+    /// ([`ActivityContext::new`]).
+    pub async fn record_heartbeat(&self, details: impl Serialize) -> Result<(), ActivityError> {
+        let not_recorded = |why: String| ActivityError::retryable(why).with_type(NOT_RECORDED_TYPE);
+        let p = payload::encode(&details)
+            .map_err(|e| not_recorded(format!("heartbeat details do not encode: {e}")))?;
+        let recorder = self.shared.recorder.lock().clone().ok_or_else(|| {
+            not_recorded("record_heartbeat needs an attempt run by a worker".into())
+        })?;
+        let bytes = p.data.len();
+        match recorder(p).await {
+            Ok(r) => {
+                if r.cancel_requested {
+                    self.cancel();
+                }
+                tracing::debug!(details_bytes = bytes, "heartbeat details recorded");
+                Ok(())
+            }
+            Err(s) => Err(not_recorded(format!(
+                "heartbeat details not recorded ({:?}): {}",
+                s.code(),
+                s.message()
+            ))),
         }
     }
 

@@ -18,7 +18,7 @@ mod error;
 mod registry;
 pub(crate) mod runtime;
 
-pub use context::{ActivityContext, ActivityInfo};
+pub use context::{ActivityContext, ActivityInfo, NOT_RECORDED_TYPE};
 pub use effect::Effect;
 pub use error::{APPROVAL_DENIED_TYPE, ActivityError, CANCELLED_TYPE, DEFAULT_ERROR_TYPE};
 pub use registry::Activities;

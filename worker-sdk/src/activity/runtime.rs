@@ -88,6 +88,7 @@ pub(crate) async fn run_attempt<T: ActivityTransport>(
         },
         config.client.clone(),
         task.input.as_ref(),
+        task.last_heartbeat_details,
     );
     let info = ctx.info();
     let span = tracing::debug_span!(
@@ -99,6 +100,7 @@ pub(crate) async fn run_attempt<T: ActivityTransport>(
     );
     let token = task.task_token;
     let input = task.input;
+    ctx.set_recorder(recorder(transport, config, &token));
     async {
         let input_bytes = input.as_ref().map_or(0, |p| p.data.len());
         tracing::debug!(input_bytes, "activity attempt starts");
@@ -166,6 +168,40 @@ async fn supervise<T: ActivityTransport>(
             }
         }
     }
+}
+
+/// Bound of one `record_heartbeat` call: the server answers once the record is durable.
+const RECORD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What [`ActivityContext::record_heartbeat`] calls: one heartbeat with `record = true`.
+fn recorder<T: ActivityTransport>(
+    transport: &T,
+    config: &RuntimeConfig,
+    token: &str,
+) -> super::context::Recorder {
+    let (transport, namespace, token) = (
+        transport.clone(),
+        config.namespace.clone(),
+        token.to_owned(),
+    );
+    std::sync::Arc::new(move |details| {
+        let req = pb::HeartbeatActivityTaskRequest {
+            namespace: namespace.clone(),
+            task_token: token.clone(),
+            details: Some(details),
+            record: true,
+        };
+        let transport = transport.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(RECORD_TIMEOUT, transport.heartbeat(req)).await {
+                Ok(r) => r,
+                Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                    "no answer within {} s",
+                    RECORD_TIMEOUT.as_secs()
+                ))),
+            }
+        })
+    })
 }
 
 /// Sends one heartbeat; true when the attempt should stop.

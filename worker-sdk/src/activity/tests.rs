@@ -14,6 +14,7 @@ use crate::payload;
 #[derive(Debug, Clone, PartialEq)]
 enum Call {
     Heartbeat(Option<String>),
+    Recorded(String),
     Complete(String, Option<pb::Usage>),
     Fail(pb::Failure),
     Refused(usize),
@@ -52,7 +53,13 @@ impl ActivityTransport for FakeServer {
         req: pb::HeartbeatActivityTaskRequest,
     ) -> Result<pb::HeartbeatActivityTaskResponse, tonic::Status> {
         let details = req.details.map(|d| String::from_utf8(d.data).unwrap());
-        self.calls.lock().push(Call::Heartbeat(details));
+        if req.record {
+            self.calls
+                .lock()
+                .push(Call::Recorded(details.clone().unwrap_or_default()));
+        } else {
+            self.calls.lock().push(Call::Heartbeat(details));
+        }
         if self.details_over_limit.load(Ordering::SeqCst) {
             return Err(tonic::Status::resource_exhausted(
                 "details are 70000 bytes; the limit is 65536 bytes",
@@ -153,6 +160,22 @@ fn activities() -> Activities {
         Effect::Idempotent,
         |_ctx: ActivityContext, (): ()| async move {
             Err::<(), _>(ActivityError::non_retryable("card declined").with_type("Declined"))
+        },
+    );
+    a.register(
+        "job",
+        Effect::Idempotent,
+        |ctx: ActivityContext, (): ()| async move {
+            // Re-attach to what an earlier attempt recorded, else start (and record) a job.
+            let prior: Option<String> = ctx.last_heartbeat_details().unwrap();
+            let job = match prior {
+                Some(job) => format!("{job} (re-attached)"),
+                None => {
+                    ctx.record_heartbeat("job-1").await?;
+                    "job-1 (started)".to_owned()
+                }
+            };
+            Ok(job)
         },
     );
     a.register(
@@ -381,4 +404,47 @@ fn only_size_refusals_become_payload_failures() {
             (got, _) => panic!("{status:?} gave {got:?}"),
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn record_heartbeat_is_sent_as_a_record_and_a_retry_sees_the_last_details() {
+    let server = FakeServer::default();
+    let mut first = task("job", &());
+    first.attempt = 1;
+    run_attempt(&server, &config(), &activities(), first).await;
+    let calls = server.calls();
+    assert_eq!(
+        calls,
+        vec![
+            Call::Recorded("\"job-1\"".into()),
+            Call::Complete("\"job-1 (started)\"".into(), None)
+        ]
+    );
+
+    let server = FakeServer::default();
+    let mut retry = task("job", &());
+    retry.last_heartbeat_details = Some(payload::encode(&"job-1").unwrap());
+    run_attempt(&server, &config(), &activities(), retry).await;
+    assert_eq!(
+        server.calls(),
+        vec![Call::Complete("\"job-1 (re-attached)\"".into(), None)]
+    );
+}
+
+#[tokio::test]
+async fn record_heartbeat_without_a_worker_fails_retryably_and_details_decode_typed() {
+    let ctx = ActivityContext::with_last_heartbeat_details(
+        ActivityInfo::default(),
+        payload::encode(&serde_json::json!({"job": 7})).unwrap(),
+    );
+    let e = ctx.record_heartbeat("x").await.unwrap_err();
+    assert_eq!(e.error_type(), NOT_RECORDED_TYPE);
+    assert!(!e.to_failure().non_retryable);
+    assert_eq!(
+        ctx.last_heartbeat_details::<serde_json::Value>().unwrap(),
+        Some(serde_json::json!({"job": 7}))
+    );
+    assert!(ctx.last_heartbeat_details::<u64>().is_err());
+    let first = ActivityContext::new(ActivityInfo::default());
+    assert_eq!(first.last_heartbeat_details::<u64>().unwrap(), None);
 }
