@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::types::{ChatRequest, ChatResponse, LlmUsage, ToolCall};
-use super::{Error, LlmConfig, offline, wire};
+use super::{Api, Error, LlmConfig, offline, responses, wire};
 use crate::activity::ActivityContext;
 
 /// Largest response body read from the API; a bigger one is an invalid response.
@@ -37,6 +37,7 @@ impl LlmClient {
 
     /// A client with this configuration.
     pub fn new(config: LlmConfig) -> Result<Self, Error> {
+        let config = config.validated()?;
         let http = match &config.base_url {
             None => {
                 tracing::info!(
@@ -105,6 +106,16 @@ impl LlmClient {
     /// is refused with [`Error::Transcript`]: resolve it first ([`super::resolve_transcript`],
     /// which [`LlmClient::chat_for`] and the `llm.chat` activity do).
     pub async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, Error> {
+        self.call(request, None).await
+    }
+
+    /// One call; `ctx` is the activity attempt it runs in, if any (background responses
+    /// record their id in it, and are cancelled with it).
+    async fn call(
+        &self,
+        request: &ChatRequest,
+        ctx: Option<&ActivityContext>,
+    ) -> Result<ChatResponse, Error> {
         if request.has_transcript_ref() {
             return Err(Error::Transcript(
                 "the request refers to an earlier transcript; resolve it first \
@@ -115,6 +126,9 @@ impl LlmClient {
         let start = Instant::now();
         let result = match &self.inner.http {
             None => Ok(self.chat_offline(request)),
+            Some(http) if self.inner.config.api == Api::Responses => {
+                responses::call(self, http, request, ctx, start).await
+            }
             Some(http) => self.chat_http(http, request, start).await,
         };
         let latency_ms = elapsed_ms(start);
@@ -168,7 +182,7 @@ impl LlmClient {
         } else {
             request
         };
-        let response = self.chat(request).await?;
+        let response = self.call(request, Some(ctx)).await?;
         ctx.add_usage(&response.usage.to_proto());
         Ok(response)
     }
@@ -294,7 +308,7 @@ impl LlmClient {
         })
     }
 
-    fn usage(&self, model: &str, input_tokens: u64, output_tokens: u64) -> LlmUsage {
+    pub(super) fn usage(&self, model: &str, input_tokens: u64, output_tokens: u64) -> LlmUsage {
         LlmUsage {
             input_tokens,
             output_tokens,
@@ -309,20 +323,20 @@ impl LlmClient {
 }
 
 /// A body read up to [`MAX_RESPONSE_BYTES`].
-enum Body {
+pub(super) enum Body {
     Complete(Vec<u8>),
     TooLarge(usize),
 }
 
 impl Body {
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         match self {
             Body::Complete(b) => b.len(),
             Body::TooLarge(n) => *n,
         }
     }
 
-    fn into_text(self) -> Option<String> {
+    pub(super) fn into_text(self) -> Option<String> {
         match self {
             Body::Complete(b) => Some(String::from_utf8_lossy(&b).into_owned()),
             Body::TooLarge(_) => None,
@@ -330,7 +344,7 @@ impl Body {
     }
 }
 
-async fn read_body(response: &mut reqwest::Response) -> Result<Body, reqwest::Error> {
+pub(super) async fn read_body(response: &mut reqwest::Response) -> Result<Body, reqwest::Error> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
@@ -341,7 +355,12 @@ async fn read_body(response: &mut reqwest::Response) -> Result<Body, reqwest::Er
     Ok(Body::Complete(body))
 }
 
-fn unavailable(base_url: &str, timeout: Duration, start: Instant, e: reqwest::Error) -> Error {
+pub(super) fn unavailable(
+    base_url: &str,
+    timeout: Duration,
+    start: Instant,
+    e: reqwest::Error,
+) -> Error {
     // The URL is left out of reqwest's text: it is in our message once, and nothing else.
     let cause = e.without_url();
     if cause.is_timeout() {

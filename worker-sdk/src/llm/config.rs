@@ -18,6 +18,30 @@ pub const ENV_PRICES: &str = "STEADFAST_LLM_PRICES";
 pub const ENV_TIMEOUT_MS: &str = "STEADFAST_LLM_TIMEOUT_MS";
 /// Time limit of connecting, ms (default [`DEFAULT_CONNECT_TIMEOUT`]).
 pub const ENV_CONNECT_TIMEOUT_MS: &str = "STEADFAST_LLM_CONNECT_TIMEOUT_MS";
+/// Which API to call: `chat` (default: `POST {base}/chat/completions`) or `responses`
+/// (`POST {base}/responses`, the OpenAI Responses API); see [`Api`].
+pub const ENV_API: &str = "STEADFAST_LLM_API";
+/// `true` runs each generation as a background job of the Responses API (needs
+/// `STEADFAST_LLM_API=responses`): the response id is recorded in the run's history before
+/// the activity waits on it, so a retry after a worker crash re-attaches instead of paying for
+/// a new generation (see [`super::responses`]). Default `false`.
+pub const ENV_BACKGROUND: &str = "STEADFAST_LLM_BACKGROUND";
+
+/// First wait between two polls of a background response.
+pub const DEFAULT_POLL_INITIAL: Duration = Duration::from_millis(250);
+/// Longest wait between two polls of a background response (the waits grow x1.5 up to it).
+pub const DEFAULT_POLL_MAX: Duration = Duration::from_secs(2);
+
+/// The wire an [`super::LlmClient`] speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Api {
+    /// `POST {base}/chat/completions`: OpenAI and every compatible server.
+    #[default]
+    ChatCompletions,
+    /// `POST {base}/responses`: the OpenAI Responses API, optionally in background mode
+    /// ([`LlmConfig::background`]).
+    Responses,
+}
 
 /// Default time limit of one call: below the `llm.chat` activity's 120 s start-to-close,
 /// so that a slow API ends the attempt with a typed, retryable error rather than an
@@ -41,6 +65,15 @@ pub struct LlmConfig {
     pub connect_timeout: Duration,
     /// Prices, for the cost of each call.
     pub prices: PriceTable,
+    /// Which API to call.
+    pub api: Api,
+    /// Run generations as background jobs of the Responses API and re-attach to them on a
+    /// retry (only with [`Api::Responses`]).
+    pub background: bool,
+    /// First wait between two polls of a background response.
+    pub poll_initial: Duration,
+    /// Longest wait between two polls of a background response.
+    pub poll_max: Duration,
 }
 
 impl Default for LlmConfig {
@@ -53,6 +86,10 @@ impl Default for LlmConfig {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             prices: PriceTable::default(),
+            api: Api::ChatCompletions,
+            background: false,
+            poll_initial: DEFAULT_POLL_INITIAL,
+            poll_max: DEFAULT_POLL_MAX,
         }
     }
 }
@@ -65,6 +102,8 @@ impl fmt::Debug for LlmConfig {
             .field("model", &self.model)
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("api", &self.api)
+            .field("background", &self.background)
             .finish_non_exhaustive()
     }
 }
@@ -111,14 +150,74 @@ impl LlmConfig {
                 "{ENV_BASE_URL} must start with http:// or https://, not {url:?}"
             )));
         }
-        Ok(LlmConfig {
+        let api = match get(ENV_API).map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("chat" | "chat_completions") => Api::ChatCompletions,
+            Some("responses") => Api::Responses,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "{ENV_API} must be \"chat\" or \"responses\", not {:?}",
+                    other.chars().take(40).collect::<String>()
+                )));
+            }
+        };
+        let background = match get(ENV_BACKGROUND)
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("false" | "0" | "no") => false,
+            Some("true" | "1" | "yes") => true,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "{ENV_BACKGROUND} must be true or false, not {:?}",
+                    other.chars().take(40).collect::<String>()
+                )));
+            }
+        };
+        LlmConfig {
             base_url,
             api_key: lookup(ENV_API_KEY).filter(|k| !k.trim().is_empty()),
             model: get(ENV_MODEL),
             timeout: ms(ENV_TIMEOUT_MS, DEFAULT_TIMEOUT)?,
             connect_timeout: ms(ENV_CONNECT_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT)?,
             prices: PriceTable::from_setting(get(ENV_PRICES).as_deref())?,
-        })
+            api,
+            background,
+            ..LlmConfig::default()
+        }
+        .validated()
+    }
+
+    /// The configuration, or why it cannot work.
+    pub fn validated(self) -> Result<Self, Error> {
+        if self.background && self.api != Api::Responses {
+            return Err(Error::Config(format!(
+                "background mode ({ENV_BACKGROUND}=true) needs the Responses API: set {ENV_API}=responses"
+            )));
+        }
+        if self.poll_initial.is_zero() || self.poll_max < self.poll_initial {
+            return Err(Error::Config(format!(
+                "poll waits must be positive with poll_initial <= poll_max, not {:?} and {:?}",
+                self.poll_initial, self.poll_max
+            )));
+        }
+        Ok(self)
+    }
+
+    /// Calls the OpenAI Responses API (`POST {base}/responses`) instead of chat completions;
+    /// with `background`, each generation runs as a background job that a retry re-attaches
+    /// to (see [`super::responses`]).
+    pub fn responses_api(mut self, background: bool) -> Self {
+        self.api = Api::Responses;
+        self.background = background;
+        self
+    }
+
+    /// Sets the waits between two polls of a background response: the first, and the
+    /// longest (they grow x1.5).
+    pub fn poll_interval(mut self, initial: Duration, max: Duration) -> Self {
+        self.poll_initial = initial;
+        self.poll_max = max;
+        self
     }
 
     /// Sets the API key.
@@ -183,6 +282,9 @@ mod tests {
         assert_eq!(c.timeout, Duration::from_millis(2500));
         assert_eq!(c.connect_timeout, Duration::from_millis(300));
         assert_eq!(c.prices.cost_micros("llama3", 1, 1), 2);
+        assert_eq!((c.api, c.background), (Api::ChatCompletions, false));
+        let r = config(&[(ENV_API, "Responses"), (ENV_BACKGROUND, "true")]).unwrap();
+        assert_eq!((r.api, r.background), (Api::Responses, true));
         let shown = format!("{c:?}");
         assert!(
             !shown.contains("sk-secret") && shown.contains("<redacted>"),
@@ -197,10 +299,15 @@ mod tests {
             (ENV_TIMEOUT_MS, "0"),
             (ENV_BASE_URL, "api.openai.com/v1"),
             (ENV_PRICES, "{oops"),
+            (ENV_API, "completions"),
+            (ENV_BACKGROUND, "maybe"),
+            (ENV_BACKGROUND, "true"),
         ] {
             let e = config(&[(k, v)]).unwrap_err();
             assert!(matches!(e, Error::Config(_)), "{k}={v}: {e}");
         }
+        let e = config(&[(ENV_BACKGROUND, "1")]).unwrap_err();
+        assert!(e.to_string().contains(ENV_API), "{e}");
         let e = config(&[(ENV_CONNECT_TIMEOUT_MS, "-1")]).unwrap_err();
         assert!(e.to_string().contains(ENV_CONNECT_TIMEOUT_MS), "{e}");
     }

@@ -76,6 +76,25 @@ pub enum Error {
     /// resolved: not found on the server, damaged, or not a chat request.
     #[error("cannot resolve the conversation transcript: {0}")]
     Transcript(String),
+    /// A background response ended `failed` (or was cancelled at the provider): typed by its
+    /// error code like the HTTP statuses (`rate_limit_exceeded` as a rate limit,
+    /// `invalid_*` and image errors as a refused request, anything else as a server error).
+    #[error("LLM background response {status} ({code}): {message}")]
+    Job {
+        /// `failed` or `cancelled`.
+        status: String,
+        /// The provider's error code (`server_error`, `invalid_prompt`, ...).
+        code: String,
+        /// The provider's error message.
+        message: String,
+    },
+    /// The response id of a background generation could not be recorded in the run's
+    /// history before waiting on it (the generation was cancelled; retried).
+    #[error("the background response id was not recorded: {0}")]
+    NotRecorded(String),
+    /// The activity was cancelled; its background generation was cancelled at the provider.
+    #[error("the LLM call was cancelled")]
+    Cancelled,
 }
 
 impl Error {
@@ -100,6 +119,13 @@ impl Error {
             Error::BadRequest { .. } => BAD_REQUEST_TYPE,
             Error::Config(_) => CONFIG_TYPE,
             Error::Transcript(_) => TRANSCRIPT_TYPE,
+            Error::Job { code, .. } => match code.as_str() {
+                "rate_limit_exceeded" => RATE_LIMITED_TYPE,
+                c if c.starts_with("invalid_") || c.contains("image") => BAD_REQUEST_TYPE,
+                _ => SERVER_ERROR_TYPE,
+            },
+            Error::NotRecorded(_) => crate::activity::NOT_RECORDED_TYPE,
+            Error::Cancelled => crate::activity::CANCELLED_TYPE,
         }
     }
 
@@ -111,6 +137,9 @@ impl Error {
 
 impl From<Error> for ActivityError {
     fn from(e: Error) -> Self {
+        if e == Error::Cancelled {
+            return ActivityError::Cancelled;
+        }
         let activity_error = if e.is_retryable() {
             ActivityError::retryable(e.to_string())
         } else {
@@ -160,5 +189,26 @@ mod tests {
         assert!(Error::InvalidResponse("x".into()).is_retryable());
         assert!(!Error::Config("x".into()).is_retryable());
         assert!(!Error::Transcript("x".into()).is_retryable());
+        let job = |code: &str| Error::Job {
+            status: "failed".into(),
+            code: code.into(),
+            message: "m".into(),
+        };
+        for (code, ty) in [
+            ("server_error", SERVER_ERROR_TYPE),
+            ("rate_limit_exceeded", RATE_LIMITED_TYPE),
+            ("invalid_prompt", BAD_REQUEST_TYPE),
+            ("image_too_large", BAD_REQUEST_TYPE),
+            ("vector_store_timeout", SERVER_ERROR_TYPE),
+        ] {
+            assert_eq!(job(code).error_type(), ty, "{code}");
+        }
+        assert!(!job("invalid_prompt").is_retryable());
+        assert!(job("server_error").is_retryable());
+        assert!(Error::NotRecorded("x".into()).is_retryable());
+        assert!(matches!(
+            ActivityError::from(Error::Cancelled),
+            ActivityError::Cancelled
+        ));
     }
 }

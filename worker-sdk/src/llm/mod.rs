@@ -4,7 +4,9 @@
 //!   OpenAI, Ollama, vLLM, LiteLLM, ...), or to the built-in deterministic [`offline`] model
 //!   when no API is configured. Configured from the environment ([`LlmConfig::from_env`]):
 //!   `STEADFAST_LLM_BASE_URL`, `STEADFAST_LLM_API_KEY`, `STEADFAST_LLM_MODEL`,
-//!   `STEADFAST_LLM_PRICES`, `STEADFAST_LLM_TIMEOUT_MS`, `STEADFAST_LLM_CONNECT_TIMEOUT_MS`.
+//!   `STEADFAST_LLM_PRICES`, `STEADFAST_LLM_TIMEOUT_MS`, `STEADFAST_LLM_CONNECT_TIMEOUT_MS`;
+//!   `STEADFAST_LLM_API=responses` (+ `STEADFAST_LLM_BACKGROUND=true`) for the OpenAI
+//!   Responses API in background mode, re-attached after a worker crash ([`responses`]).
 //! - [`PriceTable`]: USD per million tokens per model, so that each call carries its
 //!   `cost_micros` and the server can enforce cost budgets.
 //! - [`Error`]: failures typed by what to do next; as an [`crate::ActivityError`], rate
@@ -32,6 +34,7 @@ pub mod conversation;
 mod error;
 pub mod offline;
 mod prices;
+pub mod responses;
 pub mod transcript;
 mod types;
 mod wire;
@@ -43,8 +46,9 @@ pub use activity::{
 };
 pub use client::{LlmClient, MAX_RESPONSE_BYTES};
 pub use config::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, ENV_API_KEY, ENV_BASE_URL, ENV_CONNECT_TIMEOUT_MS,
-    ENV_MODEL, ENV_PRICES, ENV_TIMEOUT_MS, LlmConfig,
+    Api, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POLL_INITIAL, DEFAULT_POLL_MAX, DEFAULT_TIMEOUT, ENV_API,
+    ENV_API_KEY, ENV_BACKGROUND, ENV_BASE_URL, ENV_CONNECT_TIMEOUT_MS, ENV_MODEL, ENV_PRICES,
+    ENV_TIMEOUT_MS, LlmConfig,
 };
 pub use conversation::{Conversation, SERVER_INLINE_BYTES_MAX};
 pub use error::{
