@@ -250,7 +250,7 @@ async fn wait(
                     r.id
                 )));
             }
-            Err(Fetch::Failed(e)) if e.is_retryable() && errors + 1 < POLL_ERRORS_MAX => {
+            Err(Fetch::Failed(e)) if e.is_retryable() && errors < POLL_ERRORS_MAX => {
                 errors += 1;
                 tracing::debug!(response_id = %r.id, error_type = e.error_type(), errors, "poll of a background response failed; polling again");
             }
