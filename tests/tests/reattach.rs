@@ -24,8 +24,9 @@ use serde_json::{Value, json};
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::history_event::Attributes as A;
 use steadfast_sdk::Client;
+use steadfast_sdk::activity::{ActivityContext, ActivityInfo};
 use steadfast_sdk::client::StartOptions;
-use steadfast_sdk::llm::{ChatRequest, ChatResponse, Message};
+use steadfast_sdk::llm::{self, ChatRequest, ChatResponse, LlmClient, LlmConfig, Message};
 use steadfast_tests::{Proc, Server, bin, history, runtime, wait_for};
 
 /// In the prompt and the API key: neither may appear in the worker's logs.
@@ -47,6 +48,8 @@ struct FakeState {
     release_all: bool,
     polls: HashMap<String, u32>,
     cancelled: Vec<String>,
+    /// The next this many polls answer 503.
+    failing_polls: u32,
 }
 
 type Shared = Arc<std::sync::Mutex<FakeState>>;
@@ -130,6 +133,13 @@ async fn create(State(state): State<Shared>, body: String) -> impl IntoResponse 
 async fn retrieve(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> impl IntoResponse {
     let mut s = state.lock().unwrap();
     *s.polls.entry(id.clone()).or_default() += 1;
+    if s.failing_polls > 0 {
+        s.failing_polls -= 1;
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": {"message": "overloaded"}}),
+        );
+    }
     if !s.known.contains(&id) {
         return json_response(
             StatusCode::NOT_FOUND,
@@ -423,4 +433,64 @@ fn cancelling_the_run_cancels_the_generation_at_the_provider() -> Result<()> {
     );
     ensure!(w.fake.created() == ["resp_1"], "{:?}", w.fake.created());
     w.logs_are_clean()
+}
+
+/// A client of the fake in background mode, in this process (no worker, no server).
+fn direct_client(fake: &Fake) -> Result<LlmClient> {
+    Ok(LlmClient::new(
+        LlmConfig::openai_compatible(fake.base_url())
+            .model("fake-model")
+            .responses_api(true)
+            .poll_interval(Duration::from_millis(10), Duration::from_millis(20)),
+    )?)
+}
+
+#[test]
+fn an_id_that_cannot_be_recorded_cancels_its_generation_and_fails_retryably() -> Result<()> {
+    let rt = runtime();
+    let fake = Fake::start(&rt)?;
+    let client = direct_client(&fake)?;
+    // A context with no worker behind it: record_heartbeat cannot reach a server.
+    let ctx = ActivityContext::new(ActivityInfo::default());
+    let request = ChatRequest::new([Message::user("hi")]);
+    let e = rt
+        .block_on(client.chat_for(&ctx, &request))
+        .expect_err("an unrecorded generation is not waited on");
+    ensure!(matches!(e, llm::Error::NotRecorded(_)), "{e}");
+    ensure!(e.is_retryable(), "{e}");
+    ensure!(fake.created() == ["resp_1"], "{:?}", fake.created());
+    ensure!(
+        fake.with(|s| s.cancelled.clone()) == ["resp_1"],
+        "the unrecorded generation is cancelled, not left running to be paid for"
+    );
+    Ok(())
+}
+
+#[test]
+fn transient_poll_failures_are_waited_out_up_to_the_limit() -> Result<()> {
+    let rt = runtime();
+    let fake = Fake::start(&rt)?;
+    let client = direct_client(&fake)?;
+    let request = ChatRequest::new([Message::user("hi")]);
+    fake.with(|s| {
+        s.release_all = true;
+        s.failing_polls = llm::responses::POLL_ERRORS_MAX;
+    });
+    let answer = rt.block_on(client.chat(&request))?;
+    ensure!(answer.text() == answer_text("resp_1"), "{answer:?}");
+
+    fake.with(|s| s.failing_polls = llm::responses::POLL_ERRORS_MAX + 1);
+    let e = rt
+        .block_on(client.chat(&request))
+        .expect_err("one failure past the limit ends the call");
+    ensure!(
+        e.error_type() == llm::SERVER_ERROR_TYPE && e.is_retryable(),
+        "{e}"
+    );
+    ensure!(
+        fake.created() == ["resp_1", "resp_2"],
+        "{:?}",
+        fake.created()
+    );
+    Ok(())
 }
