@@ -16,6 +16,9 @@ pub struct Notifier {
     runs: Mutex<HashMap<RunKey, watch::Sender<u64>>>,
     timers: Notify,
     schedules: Notify,
+    /// Set once when the server begins to stop: long polls and waits end at once instead of
+    /// holding the shutdown for their deadline.
+    stopping: watch::Sender<bool>,
 }
 
 impl Default for Notifier {
@@ -25,6 +28,7 @@ impl Default for Notifier {
             runs: Mutex::default(),
             timers: Notify::new(),
             schedules: Notify::new(),
+            stopping: watch::channel(false).0,
         }
     }
 }
@@ -73,6 +77,22 @@ impl Notifier {
     }
 
     /// Wakes the timer loop (a new deadline may be earlier than the one it sleeps to).
+    /// The server is stopping: every long poll and wait returns now.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Whether [`Notifier::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Resolves once [`Notifier::stop`] is called (at once if it was).
+    pub async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
     pub fn timers_changed(&self) {
         self.timers.notify_one();
     }

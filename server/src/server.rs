@@ -506,6 +506,7 @@ pub async fn serve_secured(
     );
     let worker_api = WorkerApi::new(core.clone(), token_key);
     let sessions = worker_api.sessions();
+    let core_for_stop = core.clone();
     let worker = TooLarge(
         pb::worker_service_server::WorkerServiceServer::new(worker_api)
             .max_decoding_message_size(request_bytes_max),
@@ -569,6 +570,9 @@ pub async fn serve_secured(
         _ = shutdown => {
             // Worker sessions end because this server stops, not because the workers died.
             sessions.close();
+            // Long polls and waits answer now (empty, or UNAVAILABLE: call again), so the
+            // shutdown does not wait out their deadlines.
+            core_for_stop.notify.stop();
             let _ = stop_tx.send(());
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
                 Ok(r) => r,

@@ -48,7 +48,9 @@ pub fn start_server(dir: &Path, port: u16) -> Result<Server> {
 
 /// [`start_server`] with more flags (e.g. `["--store", url]`).
 pub fn start_server_with(dir: &Path, port: u16, extra: &[&str]) -> Result<Server> {
-    let mut child = Command::new(server_bin()?)
+    let mut cmd = Command::new(server_bin()?);
+    die_with_parent(&mut cmd);
+    let mut child = cmd
         .args([
             "server",
             "--listen",
@@ -76,6 +78,22 @@ pub fn start_server_with(dir: &Path, port: u16, extra: &[&str]) -> Result<Server
         child,
         addr: format!("http://{addr}"),
     })
+}
+
+/// Makes the child die (SIGKILL) when the thread that started it exits, so a benchmark
+/// killed by a timeout leaves no server or worker behind. Benchmarks start their children
+/// from the main thread (`#[tokio::main]`'s `block_on`), which lives as long as the process.
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// A `VmHWM:`-style field of /proc/PID/status, in KiB (0 when unreadable).

@@ -407,6 +407,9 @@ impl ClientService for ClientApi {
                 }));
             }
             changes.changed_after(s.last_seq, deadline).await;
+            if self.core.notify.is_stopping() {
+                return Err(stopping());
+            }
         }
     }
 
@@ -580,6 +583,10 @@ impl ClientService for ClientApi {
                     _ = changes.changed_after(after, deadline) => {}
                     _ = tx.closed() => return,
                 }
+                if core.notify.is_stopping() {
+                    let _ = tx.send(Err(stopping())).await;
+                    return;
+                }
             }
         });
         Ok(Response::new(Box::pin(
@@ -678,4 +685,10 @@ pub fn closed_check(s: &RunState, what: &str) -> Result<(), Status> {
         )));
     }
     Ok(())
+}
+
+/// What a wait that the server's shutdown cut short answers: the caller calls again (the SDK
+/// retries UNAVAILABLE), reaching this server once it is back, or another node.
+pub(crate) fn stopping() -> Status {
+    Status::unavailable("the server is shutting down; call again")
 }

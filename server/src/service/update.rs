@@ -111,5 +111,8 @@ pub async fn update_run(
             )));
         }
         changes.changed_after(s.last_seq, deadline).await;
+        if core.notify.is_stopping() {
+            return Err(super::client::stopping());
+        }
     }
 }

@@ -6,7 +6,12 @@
 //! cargo build --release -p steadfast-server -p steadfast-tests --bins
 //! target/release/steadfast-bench            # all workloads
 //! target/release/steadfast-bench --quick    # smaller counts, for a smoke run
+//! target/release/steadfast-bench --vs-restate /tmp/restate-peer [--rounds 3] [--json out.json]
 //! ```
+//! `--vs-restate DIR` runs the Restate peer harness in DIR (a copy of
+//! `../shared/peers/restate` after its `./setup.sh`) and Steadfast on the same shapes,
+//! interleaved, and prints medians and ratios (see `steadfast_tests::peer`);
+//! `--steadfast-only` runs the same shapes on Steadfast alone.
 //! Machines here are shared and noisy: compare medians and ratios, not single numbers.
 
 use std::sync::Arc;
@@ -20,7 +25,24 @@ struct Row(String, String, String);
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| args.iter().skip_while(|a| *a != name).nth(1).cloned();
+    // `--worker ADDR`: the bench worker alone, in its own process (the side-by-side rounds
+    // count its CPU apart from the client's).
+    if let Some(addr) = flag("--worker") {
+        worker(&addr).run().await?;
+        return Ok(());
+    }
+    let steadfast_only = args.iter().any(|a| a == "--steadfast-only");
+    if let Some(dir) = flag("--vs-restate").or(steadfast_only.then(String::new)) {
+        return vs_restate(
+            (!steadfast_only).then(|| std::path::PathBuf::from(dir)),
+            flag("--rounds").map_or(Ok(3), |r| r.parse())?,
+            flag("--json"),
+        )
+        .await;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
     // `--profile-seq N`: only N sequential activities in one run, for a profiler.
     if let Some(n) = std::env::args().skip_while(|a| a != "--profile-seq").nth(1) {
         return profile_seq(n.parse()?).await;
@@ -146,6 +168,35 @@ async fn main() -> Result<()> {
     for r in rows {
         println!("| {} | {} | {} |", r.0, r.1, r.2);
     }
+    Ok(())
+}
+
+async fn vs_restate(
+    peer: Option<std::path::PathBuf>,
+    rounds: usize,
+    json: Option<String>,
+) -> Result<()> {
+    if rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let shape = steadfast_tests::peer::Shape::from_env()?;
+    let work = tempfile::tempdir()?;
+    let machine = steadfast_tests::peer::machine(work.path());
+    eprintln!("{machine}\n{shape:?}, {rounds} rounds");
+    let c = steadfast_tests::peer::compare(shape, peer.as_deref(), rounds, work.path()).await?;
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_string_pretty(&c)?)?;
+    }
+    println!(
+        "\n{machine}\nN={} K={} CONC={} LAT_N={} LAT_K={} LAT_WARMUP={}\n\n{}",
+        shape.n,
+        shape.k,
+        shape.conc,
+        shape.lat_n,
+        shape.lat_k,
+        shape.lat_warmup,
+        c.report()
+    );
     Ok(())
 }
 

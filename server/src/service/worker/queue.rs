@@ -73,13 +73,14 @@ impl WorkerApi {
                 return Ok(found);
             }
             let now = tokio::time::Instant::now();
-            if now >= deadline {
+            if now >= deadline || self.core.notify.is_stopping() {
                 return Ok(None);
             }
             let recheck = (now + Duration::from_millis(POLL_RECHECK_MS)).min(deadline);
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep_until(recheck) => {}
+                _ = self.core.notify.stopped() => return Ok(None),
             }
         }
     }
