@@ -511,7 +511,11 @@ fn on_postgres_the_log_size_is_the_events_table() -> Result<()> {
     let rt = runtime();
     let client = rt.block_on(Client::connect(url.clone()))?;
     let run = rt
-        .block_on(client.start_workflow("hello", &json!({ "name": "pg" }), StartOptions::default()))?
+        .block_on(client.start_workflow(
+            "hello",
+            &json!({ "name": "pg" }),
+            StartOptions::default(),
+        ))?
         .run_id;
     let _: Value = rt.block_on(client.await_result(&run, WAIT))?;
     let text = scrape(port)?;

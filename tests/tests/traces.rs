@@ -385,9 +385,12 @@ fn a_child_run_continues_its_parents_trace() -> Result<()> {
     )?;
     let addr = server.url();
     let _worker = steadfast_tests::start_test_worker(&addr, &dir.path().join("side"), &[])?;
-    let parent = ok(&addr, &["run", "start", "parent", "--input", r#"{"xs":[5]}"#])?
-        .trim()
-        .to_string();
+    let parent = ok(
+        &addr,
+        &["run", "start", "parent", "--input", r#"{"xs":[5]}"#],
+    )?
+    .trim()
+    .to_string();
     // The child waits for signal `go`: find it, and let it finish.
     let child = wait_for(WAIT, "the child run to exist", || {
         let out = ok(&addr, &["run", "list", "--type", "child", "--json"]).ok()?;
@@ -403,9 +406,8 @@ fn a_child_run_continues_its_parents_trace() -> Result<()> {
     })?;
     // The child closed before the parent: once the parent's root arrived, wait for the
     // child's root in the same trace.
-    let is_root_of = |s: &Value, run: &str| {
-        attr(s, "steadfast.run_id") == Some(json!({ "stringValue": run }))
-    };
+    let is_root_of =
+        |s: &Value, run: &str| attr(s, "steadfast.run_id") == Some(json!({ "stringValue": run }));
     let parent_spans = wait_for(WAIT, "the child's root in the parent's trace", || {
         let spans = trace_of(&got, &parent).ok()?;
         spans.iter().any(|s| is_root_of(s, &child)).then_some(spans)
