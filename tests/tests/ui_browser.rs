@@ -533,10 +533,7 @@ async fn triage_views(
     );
     let done = closed(api, &run_id).await?;
     ensure!(done["status"] == "completed", "{done}");
-    let children = done["children"]
-        .as_array()
-        .context("children")?
-        .len();
+    let children = done["children"].as_array().context("children")?.len();
     ensure!(children > 1, "a sub-agent per product: {done}");
     // The timeline: one row per child run and per activity of the parent.
     let rows = until(
