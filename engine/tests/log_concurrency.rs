@@ -121,6 +121,14 @@ async fn log_two_hundred_fifty_six_appenders_share_syncs() {
     assert_eq!(stats.records, 256 * 50);
     assert_eq!(stats.syncs, stats.batches);
     assert!(stats.syncs < stats.submits / 2, "{stats:?}");
+    // Every sync lands in one records-per-sync bucket, and gathering shows in the buckets
+    // above one record (at least one sync carried more than two: fewer than half as many
+    // syncs as single-record submits).
+    assert_eq!(stats.records_per_sync.iter().sum::<u64>(), stats.syncs);
+    assert!(
+        stats.records_per_sync[2..].iter().sum::<u64>() > 0,
+        "{stats:?}"
+    );
     Arc::try_unwrap(log).unwrap().close().unwrap();
     check_reopened(dir.path(), 256, 50, one);
 }
@@ -193,4 +201,22 @@ fn log_readers_run_while_the_writer_appends() {
     }
     assert!(log.stats().segments_created >= 5, "{:?}", log.stats());
     println!("{reads} reads while appending, the longest up to lsn {longest}");
+}
+
+#[test]
+fn log_counts_each_sync_in_its_records_per_sync_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(LogConfig::new(dir.path())).unwrap();
+    // One submission at a time, each waited for: one sync each, of exactly its records.
+    for (seq, n) in [1u32, 3, 3, 100].into_iter().enumerate() {
+        let records = (0..n).map(|i| (1u8, payload(9, seq as u32, i))).collect();
+        log.submit(records).unwrap().wait_blocking().unwrap();
+    }
+    let stats = log.stats();
+    let mut want = [0u64; steadfast_engine::log::RECORDS_PER_SYNC_BUCKETS];
+    want[0] = 1; // 1 record: <= 1
+    want[2] = 2; // 3 records: <= 4
+    want[7] = 1; // 100 records: <= 128
+    assert_eq!(stats.records_per_sync, want, "{stats:?}");
+    log.close().unwrap();
 }

@@ -240,6 +240,29 @@ pub async fn reconcile(core: &Core, key: &RunKey, thorough: bool) -> Result<(), 
     Ok(())
 }
 
+/// With traces exported, the traceparent a child records in its RunStarted: its trace
+/// continues the parent's, under the parent's span of this child (the parent's own trace may
+/// continue a caller's: its RunStarted is read, cached).
+async fn child_traceparent(
+    core: &Core,
+    parent: &RunKey,
+    requested_seq: u64,
+) -> Result<Option<String>, Status> {
+    if !core.traceparent_to_workers {
+        return Ok(None);
+    }
+    let given = core
+        .run_traceparents
+        .get(core.store.as_ref(), parent)
+        .await
+        .map_err(status)?;
+    Ok(Some(crate::traces::spans::child_traceparent(
+        parent,
+        given.as_deref(),
+        requested_seq,
+    )))
+}
+
 /// Creates child `seq` of `parent` (or finds it: the run id was recorded when it was asked
 /// for) and records the outcome in the parent.
 async fn start_child(core: &Core, parent: &RunState, seq: u32) -> Result<(), Status> {
@@ -282,7 +305,7 @@ async fn start_child(core: &Core, parent: &RunState, seq: u32) -> Result<(), Sta
         }),
         forked_from: None,
         schedule: None,
-        traceparent: None,
+        traceparent: child_traceparent(core, &parent.key, c.requested_seq).await?,
     };
     let outcome = match core
         .create(

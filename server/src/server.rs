@@ -83,8 +83,15 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let tracer = traces.as_ref().map(|(t, _)| t.clone());
     let (store, metrics) = match config.metrics_listen {
         Some(addr) => {
-            let data_dir = config.store.is_none().then(|| config.data_dir.clone());
-            let (store, endpoint) = start_metrics(store, addr, data_dir, tracer).await?;
+            let sizes = match &closer {
+                Closer::Embedded(_) => {
+                    crate::metrics::StoreSizes::Embedded(config.data_dir.clone())
+                }
+                Closer::Postgres(pg) => crate::metrics::StoreSizes::Postgres(
+                    crate::metrics::sizes::PgSampler::new(pg.clone()),
+                ),
+            };
+            let (store, endpoint) = start_metrics(store, addr, Some(sizes), tracer).await?;
             (store, Some(endpoint))
         }
         None => match tracer {
@@ -158,7 +165,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 async fn start_metrics(
     store: Arc<dyn Store>,
     addr: std::net::SocketAddr,
-    data_dir: Option<std::path::PathBuf>,
+    sizes: Option<crate::metrics::StoreSizes>,
     tracer: Option<Arc<crate::traces::Tracer>>,
 ) -> anyhow::Result<(Arc<dyn Store>, MetricsEndpoint)> {
     let listener = TcpListener::bind(addr)
@@ -172,7 +179,7 @@ async fn start_metrics(
     let exporter = Arc::new(crate::metrics::Exporter {
         metrics: metrics.clone(),
         store: store.clone(),
-        data_dir,
+        sizes,
     });
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "serving metrics");

@@ -3,7 +3,7 @@
 
 import * as api from "./api.js";
 import { h, usd, tokens, duration, time, waiting, statusBadge, copyButton } from "./fmt.js";
-import { timeline, activities } from "./timeline.js";
+import { timeline, activities, childRuns } from "./timeline.js";
 import { banner, confirmAction, isReadOnly } from "./app.js";
 
 const PAGE = 200;
@@ -165,6 +165,7 @@ export function runPage(main, runId) {
         if (e.kind === "WorkflowTaskScheduled" || !wt) wt = "w" + e.seq;
         key = wt;
       } else if (a.timer_id !== undefined) key = "t" + a.timer_id;
+      else if (e.kind.startsWith("ChildRun")) key = "c" + a.command_seq;
       if (key && byKey.has(key)) { byKey.get(key).events.push(e); continue; }
       const g = { key: key || "e" + e.seq, events: [e] };
       if (key) byKey.set(key, g);
@@ -191,6 +192,10 @@ export function runPage(main, runId) {
     }
     if (g.key.startsWith("t")) {
       return { label: `timer #${a.timer_id}`, what: kinds.map((k) => k.replace("Timer", "").toLowerCase()).join(" → "), took: g.events.length > 1 ? duration(last.time_ms - first.time_ms) : "" };
+    }
+    if (g.key.startsWith("c")) {
+      const kid = childRuns(g.events)[0] || {};
+      return { label: `child #${a.command_seq} ${kid.type || ""}`, what: kinds.map((k) => k.replace("ChildRun", "").toLowerCase()).join(" → ") + (kid.end !== null && kid.status ? ` (${kid.status})` : ""), took: kid.end ? duration(kid.end - kid.start) : "", outcome: kid.end !== null ? kid.status : "" };
     }
     const brief = Object.entries(a).filter(([, v]) => v !== null && typeof v !== "object" && v !== "").slice(0, 4).map(([k, v]) => `${k}=${v}`).join(" ");
     return { label: first.kind, what: brief, took: "" };

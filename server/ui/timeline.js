@@ -1,5 +1,6 @@
 // The waterfall: one row per activity, one bar per attempt (queued: pale, running: solid,
-// failed or timed out: red), so parallel work, retries and the gaps between them show.
+// failed or timed out: red), and one row per child run (requested to closed; a click opens
+// it), so parallel work, retries and the gaps between them show.
 
 import { h, duration } from "./fmt.js";
 
@@ -51,11 +52,32 @@ function addUsage(into, u) {
   if (u.model) into.model = u.model;
 }
 
+/** Child runs from history events: {id (command seq), type, runId, start, end, status}. */
+export function childRuns(events) {
+  const kids = new Map();
+  for (const e of events) {
+    if (!e.kind.startsWith("ChildRun")) continue;
+    const a = e.attributes || {};
+    const id = a.command_seq;
+    if (!kids.has(id)) kids.set(id, { id, type: "", runId: "", start: e.time_ms, end: null, status: "running" });
+    const k = kids.get(id);
+    switch (e.kind) {
+      case "ChildRunRequested": k.type = a.workflow_type; k.runId = a.child_run_id; k.start = e.time_ms; break;
+      case "ChildRunStarted": k.runId = a.run_id || k.runId; break;
+      case "ChildRunStartFailed": k.end = e.time_ms; k.status = "failed"; break;
+      case "ChildRunClosed": k.end = e.time_ms; k.status = String(a.status || "closed").toLowerCase().replace("run_status_", ""); break;
+      default: break;
+    }
+  }
+  return [...kids.values()].sort((x, y) => x.id - y.id);
+}
+
 export function timeline(events, now, onPick) {
   const acts = activities(events).filter((a) => a.scheduled !== null || a.attempts.length);
-  if (!acts.length) return h("p", { class: "empty", id: "timeline" }, "No activities in the loaded events.");
-  const t0 = Math.min(...acts.map((a) => a.scheduled ?? a.attempts[0].start));
-  const t1 = Math.max(now, ...acts.flatMap((a) => a.attempts.map((x) => x.end ?? now)));
+  const kids = childRuns(events);
+  if (!acts.length && !kids.length) return h("p", { class: "empty", id: "timeline" }, "No activities or child runs in the loaded events.");
+  const t0 = Math.min(...acts.map((a) => a.scheduled ?? a.attempts[0].start), ...kids.map((k) => k.start));
+  const t1 = Math.max(now, ...acts.flatMap((a) => a.attempts.map((x) => x.end ?? now)), ...kids.map((k) => k.end ?? now));
   const span = Math.max(1, t1 - t0);
   const pct = (t) => ((t - t0) / span) * 100 + "%";
   const width = (a, b) => Math.max(0.3, ((b - a) / span) * 100) + "%";
@@ -76,10 +98,19 @@ export function timeline(events, now, onPick) {
         title: `attempt ${x.attempt}: ${x.outcome}, ${duration(end - x.start)}`,
       }, a.attempts.length > 1 ? String(x.attempt) : ""));
     });
-    return h("div", { class: "tl-row", "data-activity": a.id, onclick: () => onPick(a) },
+    return { id: a.id, row: h("div", { class: "tl-row", "data-activity": a.id, onclick: () => onPick(a) },
       h("div", { class: "tl-label", title: a.type }, `#${a.id} ${a.type}`),
-      h("div", { class: "tl-track" }, bars));
-  });
+      h("div", { class: "tl-track" }, bars)) };
+  }).concat(kids.map((k) => {
+    const end = k.end ?? now;
+    const outcome = k.status === "completed" ? "completed" : k.end === null ? "running" : "failed";
+    return { id: k.id, row: h("div", { class: "tl-row tl-child", "data-child": k.id, title: "open the child run", onclick: () => { if (k.runId) location.hash = "#/run/" + k.runId; } },
+      h("div", { class: "tl-label", title: k.type }, `#${k.id} child ${k.type}`),
+      h("div", { class: "tl-track" }, h("div", {
+        class: "bar attempt child o-" + outcome, style: { left: pct(k.start), width: width(k.start, end) },
+        title: `child run ${k.runId}: ${k.status}, ${duration(end - k.start)}`,
+      }))) };
+  })).sort((x, y) => x.id - y.id).map((r) => r.row);
   return h("div", { class: "timeline", id: "timeline" },
     h("div", { class: "tl-axis" }, h("span", {}, "0"), h("span", {}, duration(span))),
     rows);

@@ -331,6 +331,25 @@ fn a_scrape_after_a_known_workload_counts_it_exactly() -> Result<()> {
         syncs > 0.0 && records >= total,
         "syncs {syncs}, records {records}"
     );
+    // Records per sync, fed by the log writer at each group commit: one observation per
+    // sync, and at least one log record per append (large payloads add blob records).
+    let per_sync = get(&s, "steadfast_log_records_per_sync_count", &[]);
+    ensure!(
+        per_sync == syncs,
+        "records-per-sync observations {per_sync} vs syncs {syncs}"
+    );
+    let per_sync_sum = get(&s, "steadfast_log_records_per_sync_sum", &[]);
+    let appends = get(&s, "steadfast_appends_total", &[]);
+    ensure!(
+        per_sync_sum >= appends,
+        "records in syncs {per_sync_sum} < appends {appends}"
+    );
+    let inf = get(
+        &s,
+        "steadfast_log_records_per_sync_bucket",
+        &[("le", "+Inf")],
+    );
+    ensure!(inf == syncs, "+Inf bucket {inf} vs syncs {syncs}");
     ensure!(get(&s, "steadfast_log_bytes", &[]) > 0.0, "log bytes");
     ensure!(has_family(&text, "steadfast_sled_bytes"), "sled bytes");
     // Cardinality: no run id anywhere in the exposition.
@@ -468,5 +487,56 @@ fn bad_metrics_flags_are_refused_with_a_clear_error() -> Result<()> {
     if !err.contains(&format!("cannot listen for metrics on {addr}")) {
         bail!("{err}");
     }
+    Ok(())
+}
+
+/// On PostgreSQL the log's size is the `events` table's (sampled at scrape), and there is no
+/// sled: its gauge is absent, as is the embedded log writer's records-per-sync histogram.
+#[test]
+fn on_postgres_the_log_size_is_the_events_table() -> Result<()> {
+    let Some(pg) = steadfast_postgres::testing::PgCluster::shared() else {
+        return Ok(());
+    };
+    let store = pg.create_database("metrics_sizes");
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        None,
+        &["--store", &store, "--metrics-listen", &metrics_addr],
+    )?;
+    let url = server.url();
+    let _hello = start_hello_worker(&url)?;
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(url.clone()))?;
+    let run = rt
+        .block_on(client.start_workflow(
+            "hello",
+            &json!({ "name": "pg" }),
+            StartOptions::default(),
+        ))?
+        .run_id;
+    let _: Value = rt.block_on(client.await_result(&run, WAIT))?;
+    let text = scrape(port)?;
+    let s = parse(&text)?;
+    let bytes = get(&s, "steadfast_log_bytes", &[]);
+    // An empty events table takes 16 KiB (the metapages of its primary key and TOAST index);
+    // the run's history adds at least a heap page and an index root page.
+    ensure!(bytes >= 32_768.0, "steadfast_log_bytes = {bytes}\n{text}");
+    ensure!(
+        !has_family(&text, "steadfast_sled_bytes"),
+        "a sled gauge on PostgreSQL"
+    );
+    ensure!(
+        !has_family(&text, "steadfast_log_records_per_sync"),
+        "a records-per-sync histogram on PostgreSQL"
+    );
+    expect(
+        &s,
+        "steadfast_runs_started_total",
+        &[("workflow_type", "hello")],
+        1.0,
+    )?;
     Ok(())
 }

@@ -369,3 +369,95 @@ fn spans_from_the_log_once_across_a_worker_kill_and_a_server_restart() -> Result
     );
     Ok(())
 }
+
+/// A child run's trace continues its parent's: the parent's trace has a `child child` span
+/// (under the parent's root) from the request to the child's close, and the child's root span
+/// is in the same trace, under that span, covered by it.
+#[test]
+fn a_child_run_continues_its_parents_trace() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (port, got) = collector()?;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        None,
+        &["--otlp-endpoint", &endpoint],
+    )?;
+    let addr = server.url();
+    let _worker = steadfast_tests::start_test_worker(&addr, &dir.path().join("side"), &[])?;
+    let parent = ok(
+        &addr,
+        &["run", "start", "parent", "--input", r#"{"xs":[5]}"#],
+    )?
+    .trim()
+    .to_string();
+    // The child waits for signal `go`: find it, and let it finish.
+    let child = wait_for(WAIT, "the child run to exist", || {
+        let out = ok(&addr, &["run", "list", "--type", "child", "--json"]).ok()?;
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find_map(|r| r["run_id"].as_str().map(str::to_string))
+    })?;
+    wait_for(WAIT, "the signal to be accepted", || {
+        ok(&addr, &["run", "signal", &child, "go", "--input", "true"]).ok()
+    })?;
+    wait_for(WAIT, "the parent to complete", || {
+        (status(&addr, &parent)? == "completed").then_some(())
+    })?;
+    // The child closed before the parent: once the parent's root arrived, wait for the
+    // child's root in the same trace.
+    let is_root_of =
+        |s: &Value, run: &str| attr(s, "steadfast.run_id") == Some(json!({ "stringValue": run }));
+    let parent_spans = wait_for(WAIT, "the child's root in the parent's trace", || {
+        let spans = trace_of(&got, &parent).ok()?;
+        spans.iter().any(|s| is_root_of(s, &child)).then_some(spans)
+    })?;
+    let n = names(&parent_spans);
+    ensure!(n.get("run parent") == Some(&1), "{n:?}");
+    ensure!(n.get("child child") == Some(&1), "{n:?}");
+    ensure!(n.get("run child") == Some(&1), "{n:?}");
+    let parent_root = parent_spans
+        .iter()
+        .find(|s| is_root_of(s, &parent))
+        .context("the parent's root")?;
+    let child_root = parent_spans
+        .iter()
+        .find(|s| s["name"] == "run child")
+        .context("the child's root")?;
+    let child_span = parent_spans
+        .iter()
+        .find(|s| s["name"] == "child child")
+        .context("the parent's child span")?;
+    ensure!(
+        child_span["parentSpanId"] == parent_root["spanId"],
+        "the child span is not under the parent's root: {child_span}"
+    );
+    ensure!(
+        attr(child_span, "steadfast.child_run_id") == Some(json!({ "stringValue": child })),
+        "{child_span}"
+    );
+    ensure!(
+        attr(child_span, "steadfast.outcome") == Some(json!({ "stringValue": "completed" })),
+        "{child_span}"
+    );
+    ensure!(
+        child_root["traceId"] == parent_root["traceId"]
+            && child_root["parentSpanId"] == child_span["spanId"],
+        "the child's root does not continue the parent's child span:\n{child_root}\n{child_span}"
+    );
+    let ns = |s: &Value, k: &str| -> Result<u128> {
+        Ok(s[k].as_str().context("no time")?.parse::<u128>()?)
+    };
+    ensure!(
+        ns(child_span, "startTimeUnixNano")? <= ns(child_root, "startTimeUnixNano")?
+            && ns(child_span, "endTimeUnixNano")? >= ns(child_root, "endTimeUnixNano")?,
+        "the child span does not cover the child run:\n{child_span}\n{child_root}"
+    );
+    // Every span of the child's own operations is under the child's root, in the same trace.
+    for s in &parent_spans {
+        if s["name"] == "workflow_task" && s["parentSpanId"] != parent_root["spanId"] {
+            ensure!(s["parentSpanId"] == child_root["spanId"], "{s}");
+        }
+    }
+    Ok(())
+}

@@ -611,8 +611,34 @@ fn the_runs_list_filters_by_start_time() -> Result<()> {
                 .contains("started_before"),
         "{code} {v}"
     );
-    let (code, _) = rt.block_on(api.get("/api/v1/runs?started_after=yesterday"))?;
-    ensure!(code == 400, "a non-number: {code}");
+    // A value that does not parse is a JSON refusal like the others (not axum's plain text),
+    // naming the parameter, quoting its value and saying what it takes; on every call.
+    for path in [
+        "/api/v1/runs?started_after=yesterday",
+        "/api/v1/runs?status=running&started_before=abc",
+        "/api/v1/runs/live?started_after=yesterday",
+    ] {
+        let (code, v) = rt.block_on(api.get(path))?;
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        let bad = path.rsplit('&').next().unwrap().rsplit('?').next().unwrap();
+        let (name, value) = bad.split_once('=').unwrap();
+        ensure!(
+            code == 400
+                && v["error"]["code"] == "invalid_argument"
+                && message.contains(&format!("{name}=\"{value}\""))
+                && message.contains("milliseconds since the epoch"),
+            "{path}: {code} {v}"
+        );
+    }
+    let (code, v) = rt.block_on(api.get(&format!("/api/v1/runs/{first}/history?limit=ten")))?;
+    ensure!(
+        code == 400
+            && v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("limit=\"ten\""),
+        "a non-number limit: {code} {v}"
+    );
     drop(server);
     Ok(())
 }

@@ -454,3 +454,144 @@ async fn approvals(b: &Browser, client: &Client, api: &Api, base: &str) -> Resul
     .await?;
     Ok(())
 }
+
+/// Every view against the triage agent (the examples' `triage worker`, on the built-in offline
+/// model): its run in the runs list, its run page waiting on its child runs, the timeline's
+/// rows for its child runs and activities, a child's page, and an `llm.chat` step shown as a
+/// conversation. (The offline model answers without tool calls, so none are shown here.)
+#[test]
+fn the_views_follow_the_triage_agent() -> Result<()> {
+    if !browser_present()? {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let (server, base) = start_ui_server(&dir.path().join("data"), &[])?;
+    let url = server.url();
+    let driver = Driver::start()?;
+    let rt = runtime();
+    let result = rt.block_on(async {
+        let client = Client::connect(url.clone()).await?;
+        let api = Api::new(&base, None);
+        let b = browser(&driver).await?;
+        let r = triage_views(&b, &client, &api, &base, &url, dir.path()).await;
+        let _ = b.close().await;
+        r
+    });
+    drop(driver);
+    drop(server);
+    result
+}
+
+async fn triage_views(
+    b: &Browser,
+    client: &Client,
+    api: &Api,
+    base: &str,
+    url: &str,
+    dir: &Path,
+) -> Result<()> {
+    let tickets = workspace_root().join("examples/triage/data/tickets.jsonl");
+    let report = dir.join("report-{run_id}.md");
+    // Started before any worker runs: the page is open while the run does all its work.
+    let run_id = client
+        .start_workflow(
+            "triage",
+            &json!({
+                "tickets_path": tickets.to_str().context("utf-8 path")?,
+                "limit": 240,
+                "report_path": report.to_str().context("utf-8 path")?,
+            }),
+            StartOptions::default(),
+        )
+        .await?
+        .run_id;
+    b.goto(&format!("{base}/#/runs")).await?;
+    let row = format!("document.querySelector('tr[data-run=\"{run_id}\"]')");
+    until(
+        b,
+        "the triage run in the list",
+        &format!("{row}?.textContent.includes('triage')"),
+    )
+    .await?;
+    b.goto(&format!("{base}/#/run/{run_id}")).await?;
+    until(b, "the run page", "document.querySelector('#waiting-on')").await?;
+    let mut cmd = Command::new(bin("triage"));
+    cmd.args(["worker", "--addr", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _worker = Proc::spawn("triage worker", &mut cmd)?;
+    // While the product sub-agents classify, the parent waits on them.
+    let wait = until(
+        b,
+        "the parent waiting on its child runs",
+        "document.querySelector('#waiting-on')?.textContent.includes('child triage.product') && document.querySelector('#waiting-on').textContent",
+    )
+    .await?;
+    ensure!(
+        wait.as_str().is_some_and(|t| t.contains("Waiting on")),
+        "{wait}"
+    );
+    let done = closed(api, &run_id).await?;
+    ensure!(done["status"] == "completed", "{done}");
+    let children = done["children"].as_array().context("children")?.len();
+    ensure!(children > 1, "a sub-agent per product: {done}");
+    // The timeline: one row per child run and per activity of the parent.
+    let rows = until(
+        b,
+        "the timeline's child rows",
+        &format!("document.querySelectorAll('#timeline .tl-row.tl-child .bar.o-completed').length === {children} && document.querySelectorAll('#timeline .tl-row[data-activity]').length"),
+    )
+    .await?;
+    ensure!(
+        rows.as_u64().is_some_and(|n| n >= 2),
+        "the parent's activities (load, report, summary) in the timeline: {rows}"
+    );
+    let grouped = until(
+        b,
+        "a child's history row",
+        "document.querySelector('tr[data-group^=\"c\"]')?.textContent",
+    )
+    .await?;
+    ensure!(
+        grouped
+            .as_str()
+            .is_some_and(|t| t.contains("requested") && t.contains("closed")),
+        "{grouped}"
+    );
+    screenshot(b, "triage").await?;
+    // A child row opens the child's page; there, an llm.chat step is a conversation.
+    b.execute(
+        "document.querySelector('#timeline .tl-row.tl-child').click(); return null;",
+        vec![],
+    )
+    .await?;
+    until(
+        b,
+        "the child's page",
+        "document.querySelector('h1')?.textContent.includes('triage.product')",
+    )
+    .await?;
+    until(
+        b,
+        "an llm.chat row in the child's timeline",
+        "document.querySelector('#timeline .tl-label[title=\"llm.chat\"]')",
+    )
+    .await?;
+    b.execute(
+        "document.querySelector('#timeline .tl-label[title=\"llm.chat\"]').closest('.tl-row').click(); return null;",
+        vec![],
+    )
+    .await?;
+    let chat = until(
+        b,
+        "the conversation",
+        "document.querySelectorAll('#conversation .msg.role-assistant').length > 0 && document.querySelectorAll('#conversation .msg.role-user').length > 0 && document.querySelector('#conversation').textContent",
+    )
+    .await?;
+    ensure!(
+        chat.as_str().is_some_and(|t| t.contains("Conversation")),
+        "{chat}"
+    );
+    screenshot(b, "llm-chat").await?;
+    Ok(())
+}

@@ -61,6 +61,7 @@ mod read;
 mod schedules;
 mod schema;
 mod search;
+mod sizes;
 #[doc(hidden)]
 pub mod testing;
 mod timers;
@@ -81,6 +82,7 @@ use steadfast_engine::store::{
 
 pub use append::NAMESPACE_LEN_MAX;
 pub use schema::SCHEMA_VERSION;
+pub use sizes::PgSizes;
 pub use timers::TIMER_CLAIM_MS;
 
 /// How to connect a [`PgStore`].
@@ -483,6 +485,7 @@ impl Store for PgStore {
             records: self.inner.records.load(Ordering::Relaxed),
             syncs: 0,
             open_runs: 0,
+            log: None,
         }
     }
 

@@ -709,10 +709,12 @@ impl Store for EmbeddedStore {
     }
 
     fn stats(&self) -> StoreStats {
+        let log = self.inner.log.stats();
         StoreStats {
             records: self.inner.records.load(Ordering::Relaxed),
-            syncs: self.inner.log.stats().syncs,
+            syncs: log.syncs,
             open_runs: self.inner.head().core.len() as u64,
+            log: Some(log),
         }
     }
 }

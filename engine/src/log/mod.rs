@@ -214,7 +214,17 @@ pub struct LogStats {
     pub bytes_written: u64,
     /// Segment files created by the writer (rolls), not counting the first one.
     pub segments_created: u64,
+    /// How many records each sync made durable: `records_per_sync[i]` counts the syncs of at
+    /// most [`RECORDS_PER_SYNC_BOUNDS`]`[i]` records (and more than the bound before it); the
+    /// last slot counts the larger ones. How well group commit gathers concurrent appends.
+    pub records_per_sync: [u64; RECORDS_PER_SYNC_BUCKETS],
 }
+
+/// Upper bounds of the [`LogStats::records_per_sync`] buckets (records per sync).
+pub const RECORDS_PER_SYNC_BOUNDS: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096];
+
+/// Slots of [`LogStats::records_per_sync`]: one per bound, and one for the larger batches.
+pub const RECORDS_PER_SYNC_BUCKETS: usize = RECORDS_PER_SYNC_BOUNDS.len() + 1;
 
 /// Log errors, grouped by what the caller does next. Each has a stable code ([`Error::code`]).
 #[derive(Debug, thiserror::Error)]

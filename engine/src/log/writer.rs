@@ -67,6 +67,7 @@ pub(crate) struct Counters {
     pub syncs: AtomicU64,
     pub bytes_written: AtomicU64,
     pub segments_created: AtomicU64,
+    pub records_per_sync: [AtomicU64; super::RECORDS_PER_SYNC_BUCKETS],
 }
 
 impl Counters {
@@ -79,6 +80,7 @@ impl Counters {
             syncs: get(&self.syncs),
             bytes_written: get(&self.bytes_written),
             segments_created: get(&self.segments_created),
+            records_per_sync: std::array::from_fn(|i| get(&self.records_per_sync[i])),
         }
     }
 }
@@ -245,6 +247,12 @@ impl Writer {
             stats
                 .records
                 .fetch_add((i - start) as u64, Ordering::Relaxed);
+            let synced = (i - start) as u64;
+            let bucket = super::RECORDS_PER_SYNC_BOUNDS
+                .iter()
+                .position(|b| synced <= *b)
+                .unwrap_or(super::RECORDS_PER_SYNC_BOUNDS.len());
+            stats.records_per_sync[bucket].fetch_add(1, Ordering::Relaxed);
             self.shared.durable_lsn.store(last_lsn, Ordering::Release);
             tracing::trace!(records = i - start, bytes = size, "log batch synced");
             resolve(tickets, last_lsn);

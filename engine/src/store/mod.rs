@@ -341,6 +341,9 @@ pub struct StoreStats {
     pub syncs: u64,
     /// Open runs in memory.
     pub open_runs: u64,
+    /// The counters of the store's own event log (records per sync among them); `None` for a
+    /// store without one.
+    pub log: Option<crate::log::LogStats>,
 }
 
 /// The store interface. Implementations: [`crate::embedded::EmbeddedStore`].

@@ -7,8 +7,8 @@
 //!   `increase()` handle the reset), and recovery never appends, so a restart counts nothing
 //!   again;
 //! - **gauges from state** at each scrape: open runs, held runs, runs waiting by kind (read
-//!   from the store's run states), log and sled sizes (from the data dir), and the log's
-//!   own counters of records and syncs.
+//!   from the store's run states), log and sled sizes ([`sizes`]: the data dir, or the
+//!   PostgreSQL `events` table, sampled), and the log's own counters of records and syncs.
 //!
 //! Label values that callers choose (workflow and activity types, models) are capped
 //! ([`registry::LabelCap`]); run ids are never labels.
@@ -16,10 +16,10 @@
 pub mod events;
 pub mod http;
 pub mod registry;
+pub mod sizes;
 pub mod store;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -27,8 +27,20 @@ use steadfast_engine::event::{EventRecord, TimeMs};
 use steadfast_engine::state::RunState;
 use steadfast_engine::store::Store;
 
+pub use self::sizes::StoreSizes;
 pub use self::store::MeteredStore;
-use registry::CounterVec;
+use registry::{CounterVec, HistogramVec};
+
+/// [`steadfast_engine::log::RECORDS_PER_SYNC_BOUNDS`] as the histogram's bounds.
+const RECORDS_PER_SYNC_BOUNDS: [f64; steadfast_engine::log::RECORDS_PER_SYNC_BOUNDS.len()] = {
+    let mut out = [0.0; steadfast_engine::log::RECORDS_PER_SYNC_BOUNDS.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = steadfast_engine::log::RECORDS_PER_SYNC_BOUNDS[i] as f64;
+        i += 1;
+    }
+    out
+};
 
 /// Most open runs read per scrape for the run gauges; past it the gauges cover the first
 /// ones and `steadfast_metrics_open_runs_truncated` is 1.
@@ -76,11 +88,11 @@ impl Metrics {
     }
 
     /// The exposition: the event counters, then the gauges read from `store` now, and the
-    /// sizes of the embedded store in `data_dir` (none for PostgreSQL).
+    /// store's sizes from `sizes`.
     pub async fn render(
         &self,
         store: &dyn Store,
-        data_dir: Option<&Path>,
+        sizes: Option<&StoreSizes>,
         now_ms: TimeMs,
     ) -> String {
         let mut out = String::with_capacity(16 * 1024);
@@ -143,6 +155,16 @@ impl Metrics {
             &[],
         );
         syncs.set(&[], stats.syncs as f64);
+        let per_sync = stats.log.map(|log| {
+            let mut h = HistogramVec::new(
+                "steadfast_log_records_per_sync",
+                "Log records made durable by each fdatasync of the event log (one record per append, plus one per newly stored large payload): how many concurrent appends group commit gathers into one sync.",
+                &[],
+                &RECORDS_PER_SYNC_BOUNDS,
+            );
+            h.set_buckets(&[], &log.records_per_sync, log.records as f64);
+            h
+        });
         for g in [
             &open,
             &held,
@@ -154,31 +176,14 @@ impl Metrics {
         ] {
             g.render(&mut out);
         }
-        if let Some(dir) = data_dir {
-            let mut log = CounterVec::gauge(
-                "steadfast_log_bytes",
-                "Bytes of the event log's segment files on disk.",
-                &[],
-            );
-            log.set(
-                &[],
-                dir_bytes(&dir.join(steadfast_engine::embedded::LOG_DIR)) as f64,
-            );
-            let mut sled = CounterVec::gauge(
-                "steadfast_sled_bytes",
-                "Bytes of the sled index (a cache rebuilt from the log) on disk.",
-                &[],
-            );
-            sled.set(
-                &[],
-                dir_bytes(&dir.join(steadfast_engine::embedded::SLED_DIR)) as f64,
-            );
-            log.render(&mut out);
-            sled.render(&mut out);
+        if let Some(h) = per_sync {
+            h.render(&mut out);
+        }
+        if let Some(sizes) = sizes {
+            sizes.render(&mut out).await;
         }
         out
     }
-
     async fn run_gauges(&self, store: &dyn Store, now_ms: TimeMs) -> anyhow::Result<RunGauges> {
         let keys = store.open_runs().await?;
         let mut states = Vec::with_capacity(keys.len().min(OPEN_RUNS_SCANNED_MAX));
@@ -219,34 +224,14 @@ struct RunGauges {
     truncated: bool,
 }
 
-/// Total size of the files under `dir` (0 when it cannot be read: a gauge is no reason to
-/// fail a scrape).
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
-}
-
 /// What the endpoint serves: the metrics, and the store their gauges are read from.
 pub struct Exporter {
     /// The counters.
     pub metrics: Arc<Metrics>,
     /// The store (the real one; reads only).
     pub store: Arc<dyn Store>,
-    /// The embedded store's data dir, for the log and sled sizes.
-    pub data_dir: Option<PathBuf>,
+    /// Where the log (and sled) sizes are read.
+    pub sizes: Option<StoreSizes>,
 }
 
 impl Exporter {
@@ -255,7 +240,7 @@ impl Exporter {
         use steadfast_engine::clock::Clock;
         let now = steadfast_engine::clock::SystemClock.now_ms();
         self.metrics
-            .render(self.store.as_ref(), self.data_dir.as_deref(), now)
+            .render(self.store.as_ref(), self.sizes.as_ref(), now)
             .await
     }
 }

@@ -194,6 +194,22 @@ impl HistogramVec {
         h.count += 1;
     }
 
+    /// Sets the series `values` from counts already bucketed by this family's bounds
+    /// (`buckets[i]`: observations in bucket `i` alone, the last one past every bound), for
+    /// histograms kept elsewhere and read at scrape time.
+    pub fn set_buckets(&mut self, values: &[&str], buckets: &[u64], sum: f64) {
+        debug_assert_eq!(values.len(), self.labels.len(), "{}", self.name);
+        debug_assert_eq!(buckets.len(), self.bounds.len() + 1, "{}", self.name);
+        self.values.insert(
+            values.iter().map(|v| v.to_string()).collect(),
+            Hist {
+                buckets: buckets.to_vec(),
+                sum,
+                count: buckets.iter().sum(),
+            },
+        );
+    }
+
     /// How many observations one series has.
     pub fn count(&self, values: &[&str]) -> u64 {
         let k: Vec<String> = values.iter().map(|v| v.to_string()).collect();

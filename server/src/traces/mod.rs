@@ -9,10 +9,11 @@
 //! this process, records it durably in the cursor).
 
 pub mod cursor;
+pub mod given;
 pub mod otlp;
 pub mod spans;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(200);
 /// Longest wait between two tries.
 pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Most runs whose open operations the exporter keeps between exports (a few hundred bytes
+/// each); a run past it is read again from seq 1 at its next export.
+pub const BUILDERS_MAX: usize = 10_000;
 
 /// The exporter of one server process.
 pub struct Tracer {
@@ -44,6 +48,10 @@ pub struct Tracer {
     cursor: Mutex<Cursor>,
     dirty: Mutex<BTreeMap<RunKey, ()>>,
     wake: Notify,
+    /// Per run exported by this process and still open: its operations open at its cursor.
+    builders: Mutex<HashMap<RunKey, spans::SpanBuilder>>,
+    /// History records read by the exporter since start (each should be read about once).
+    records_read: std::sync::atomic::AtomicU64,
 }
 
 impl Tracer {
@@ -80,6 +88,8 @@ impl Tracer {
             cursor: Mutex::new(cursor),
             dirty: Mutex::new(dirty),
             wake: Notify::new(),
+            builders: Mutex::new(HashMap::new()),
+            records_read: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -134,6 +144,10 @@ impl Tracer {
         }
     }
 
+    /// Sends the spans of `key` closed since its cursor. The history is read from where the
+    /// last export of this process stopped (the run's open operations kept in a
+    /// [`SpanBuilder`]); only a run without one (first export since start, or evicted) is read
+    /// from seq 1, skipping the spans the cursor says were acknowledged.
     async fn export_run(
         &self,
         client: &reqwest::Client,
@@ -143,29 +157,39 @@ impl Tracer {
         let Some(acked) = self.cursor.lock().acked.get(key).copied() else {
             return Ok(());
         };
-        let mut records = Vec::new();
+        let cached = self.builders.lock().remove(key);
+        // A builder is only ever stored at the cursor's seq; anything else is rebuilt.
+        let mut b = cached
+            .filter(|b| b.fed_seq() == acked)
+            .unwrap_or_else(|| spans::SpanBuilder::new(key.clone()));
+        let mut todo = Vec::new();
+        let mut done = false;
         loop {
-            let from = records.last().map_or(1, |r: &EventRecord| r.seq + 1);
-            let page = store.read_history(key, from, HISTORY_PAGE).await?;
+            let page = store
+                .read_history(key, b.fed_seq() + 1, HISTORY_PAGE)
+                .await?;
+            self.records_read
+                .fetch_add(page.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let n = page.len();
-            records.extend(page);
+            for r in &page {
+                b.feed(r, &mut todo);
+                done = r.event.is_terminal();
+            }
             if n < HISTORY_PAGE {
                 break;
             }
         }
-        let Some(last) = records.last() else {
+        let last_seq = b.fed_seq();
+        if last_seq == 0 {
             // Dropped by retention (or never written): nothing left to send.
             self.cursor.lock().ack(key, 0, true)?;
             return Ok(());
-        };
-        let (last_seq, done) = (last.seq, last.event.is_terminal());
+        }
         if last_seq <= acked && !done {
+            self.keep(key, b);
             return Ok(());
         }
-        let todo: Vec<_> = spans::spans(key, &records)
-            .into_iter()
-            .filter(|s| s.closed_seq > acked)
-            .collect();
+        todo.retain(|s| s.closed_seq > acked);
         for chunk in todo.chunks(SPANS_PER_REQUEST_MAX) {
             let resp = client
                 .post(&self.url)
@@ -180,7 +204,22 @@ impl Tracer {
             }
         }
         self.cursor.lock().ack(key, last_seq, done)?;
+        if !done {
+            self.keep(key, b);
+        }
         Ok(())
+    }
+
+    /// Keeps a run's builder for its next export; past [`BUILDERS_MAX`] runs one is dropped
+    /// (its run is then read from seq 1 once more).
+    fn keep(&self, key: &RunKey, b: spans::SpanBuilder) {
+        let mut builders = self.builders.lock();
+        if builders.len() >= BUILDERS_MAX
+            && let Some(evict) = builders.keys().next().cloned()
+        {
+            builders.remove(&evict);
+        }
+        builders.insert(key.clone(), b);
     }
 }
 

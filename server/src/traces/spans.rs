@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use steadfast_engine::event::{Event, EventRecord, TimeMs, TimeoutKind, Usage};
+use steadfast_engine::event::{ChildOutcome, Event, EventRecord, TimeMs, TimeoutKind, Usage};
 use steadfast_engine::ids::RunKey;
 
 /// The activity type of the SDK's LLM calls, named in the span for readers.
@@ -43,7 +43,8 @@ pub struct Span {
     pub span_id: [u8; 8],
     /// The root span's id for operations; for the root, the caller's span if any.
     pub parent: Option<[u8; 8]>,
-    /// `workflow_task`, `activity <type>`, `timer`, `signal_wait <name>`, `run <type>`.
+    /// `workflow_task`, `activity <type>`, `timer`, `signal_wait <name>`, `child <type>`,
+    /// `run <type>`.
     pub name: String,
     /// Start (ms).
     pub start_ms: TimeMs,
@@ -71,7 +72,7 @@ pub fn trace_id(key: &RunKey) -> [u8; 16] {
 }
 
 /// The span of the operation that the event at `opened_seq` opened (kind: `run`,
-/// `workflow_task`, `activity`, `timer`, `signal_wait`).
+/// `workflow_task`, `activity`, `timer`, `signal_wait`, `child`).
 pub fn span_id(key: &RunKey, kind: &str, opened_seq: u64) -> [u8; 8] {
     let mut h = blake3::Hasher::new();
     h.update(b"steadfast-span\0");
@@ -92,6 +93,21 @@ pub fn activity_traceparent(key: &RunKey, given: Option<&str>, scheduled_seq: u6
         .and_then(|t| parse_traceparent(t).ok())
         .map_or_else(|| trace_id(key), |(t, _)| t);
     traceparent(&trace, &span_id(key, "activity", scheduled_seq))
+}
+
+/// The W3C `traceparent` a child run starts with: the span of the parent's child operation
+/// (opened by its ChildRunRequested at `requested_seq`), in the parent's trace (the caller's
+/// when the parent was started with `parent_given`). Recorded in the child's RunStarted, so
+/// the child's trace continues the parent's.
+pub fn child_traceparent(
+    parent: &RunKey,
+    parent_given: Option<&str>,
+    requested_seq: u64,
+) -> String {
+    let trace = parent_given
+        .and_then(|t| parse_traceparent(t).ok())
+        .map_or_else(|| trace_id(parent), |(t, _)| t);
+    traceparent(&trace, &span_id(parent, "child", requested_seq))
 }
 
 /// The trace id and parent span id of a W3C `traceparent` (version 00:
@@ -136,6 +152,7 @@ pub fn traceparent(trace: &[u8; 16], span: &[u8; 8]) -> String {
     format!("00-{}-{}-01", hex::encode(trace), hex::encode(span))
 }
 
+#[derive(Clone)]
 struct OpenActivity {
     seq: u64,
     time_ms: TimeMs,
@@ -165,48 +182,99 @@ fn timeout_name(t: TimeoutKind) -> &'static str {
 /// them. Operations still open when the run closes end with it (`steadfast.closed_by` =
 /// `run_closed`), so each operation gets exactly one span.
 pub fn spans(key: &RunKey, records: &[EventRecord]) -> Vec<Span> {
-    // A traceparent given at StartWorkflow: the run continues the caller's trace, its root
-    // under the caller's span. (Validated when the run started; one from an imported
-    // history that does not parse is ignored.)
-    let given = records.first().and_then(|r| match &r.event {
-        Event::RunStarted(a) => a
-            .traceparent
-            .as_deref()
-            .and_then(|t| parse_traceparent(t).ok()),
-        _ => None,
-    });
-    let trace = given.map_or_else(|| trace_id(key), |(t, _)| t);
-    let root = span_id(key, "run", 1);
+    let mut b = SpanBuilder::new(key.clone());
     let mut out = Vec::new();
-    let mut run: Option<(TimeMs, String, String)> = None;
-    let mut wft_scheduled: BTreeMap<u64, TimeMs> = BTreeMap::new();
-    let mut wft_started: BTreeMap<u64, (u64, String)> = BTreeMap::new();
-    let mut activities: BTreeMap<u32, OpenActivity> = BTreeMap::new();
-    let mut timers: BTreeMap<u32, (u64, TimeMs)> = BTreeMap::new();
-    let mut waits: Vec<(u64, TimeMs, String)> = Vec::new();
-    let op = |kind: &str, seq: u64, name: String, start: TimeMs| Span {
-        trace_id: trace,
-        span_id: span_id(key, kind, seq),
-        parent: Some(root),
-        name,
-        start_ms: start,
-        end_ms: start,
-        attrs: Vec::new(),
-        events: Vec::new(),
-        error: None,
-        closed_seq: 0,
-    };
     for r in records {
+        b.feed(r, &mut out);
+    }
+    out
+}
+
+/// A run's operations still open after the records fed so far: what [`spans`] keeps between
+/// records, kept between exports so that a run's history is read once, from where the last
+/// export stopped, not from seq 1 each time. Small: one entry per open operation.
+#[derive(Clone)]
+pub struct SpanBuilder {
+    key: RunKey,
+    /// The run's trace: its own, or the caller's given at StartWorkflow.
+    trace: [u8; 16],
+    root: [u8; 8],
+    /// A traceparent given at StartWorkflow: the run continues the caller's trace, its root
+    /// under the caller's span. (Validated when the run started; one from an imported history
+    /// that does not parse is ignored.)
+    given: Option<([u8; 16], [u8; 8])>,
+    run: Option<(TimeMs, String, String)>,
+    wft_scheduled: BTreeMap<u64, TimeMs>,
+    wft_started: BTreeMap<u64, (u64, String)>,
+    activities: BTreeMap<u32, OpenActivity>,
+    timers: BTreeMap<u32, (u64, TimeMs)>,
+    waits: Vec<(u64, TimeMs, String)>,
+    children: BTreeMap<u32, (u64, TimeMs, String, String)>,
+    /// The seq of the last record fed (0: none).
+    fed_seq: u64,
+}
+
+impl SpanBuilder {
+    /// Nothing fed yet: feed the history from seq 1.
+    pub fn new(key: RunKey) -> SpanBuilder {
+        SpanBuilder {
+            trace: trace_id(&key),
+            root: span_id(&key, "run", 1),
+            key,
+            given: None,
+            run: None,
+            wft_scheduled: BTreeMap::new(),
+            wft_started: BTreeMap::new(),
+            activities: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            waits: Vec::new(),
+            children: BTreeMap::new(),
+            fed_seq: 0,
+        }
+    }
+
+    /// The seq of the last record fed (0 when none): the next one to feed follows it.
+    pub fn fed_seq(&self) -> u64 {
+        self.fed_seq
+    }
+
+    /// Feeds the next record of the history (`r.seq` = [`SpanBuilder::fed_seq`] + 1); the
+    /// spans it closes go to `out`.
+    pub fn feed(&mut self, r: &EventRecord, out: &mut Vec<Span>) {
+        debug_assert_eq!(r.seq, self.fed_seq + 1, "records fed out of order");
+        self.fed_seq = r.seq;
+        let (trace, root) = (self.trace, self.root);
+        // Captures only `self.key` (closures borrow disjoint fields): the open maps stay mutable.
+        let op = |kind: &str, seq: u64, name: String, start: TimeMs| Span {
+            trace_id: trace,
+            span_id: span_id(&self.key, kind, seq),
+            parent: Some(root),
+            name,
+            start_ms: start,
+            end_ms: start,
+            attrs: Vec::new(),
+            events: Vec::new(),
+            error: None,
+            closed_seq: 0,
+        };
         let (seq, t) = (r.seq, r.time_ms);
         match &r.event {
             Event::RunStarted(a) => {
-                run = Some((t, a.workflow_type.clone(), a.workflow_id.clone()));
+                self.given = a
+                    .traceparent
+                    .as_deref()
+                    .and_then(|t| parse_traceparent(t).ok());
+                if let Some((trace, _)) = self.given {
+                    self.trace = trace;
+                }
+                self.run = Some((t, a.workflow_type.clone(), a.workflow_id.clone()));
             }
             Event::WorkflowTaskScheduled(_) => {
-                wft_scheduled.insert(seq, t);
+                self.wft_scheduled.insert(seq, t);
             }
             Event::WorkflowTaskStarted(a) => {
-                wft_started.insert(seq, (a.scheduled_seq, a.worker.clone()));
+                self.wft_started
+                    .insert(seq, (a.scheduled_seq, a.worker.clone()));
             }
             Event::WorkflowTaskCompleted(_)
             | Event::WorkflowTaskFailed(_)
@@ -217,11 +285,11 @@ pub fn spans(key: &RunKey, records: &[EventRecord]) -> Vec<Span> {
                     Event::WorkflowTaskTimedOut(a) => (a.started_seq, Some("timed out".into())),
                     _ => unreachable!("matched above"),
                 };
-                let Some((sched, worker)) = wft_started.remove(&started_seq) else {
-                    continue;
+                let Some((sched, worker)) = self.wft_started.remove(&started_seq) else {
+                    return;
                 };
-                let Some(start) = wft_scheduled.remove(&sched) else {
-                    continue;
+                let Some(start) = self.wft_scheduled.remove(&sched) else {
+                    return;
                 };
                 let mut s = op("workflow_task", sched, "workflow_task".into(), start);
                 s.end_ms = t;
@@ -231,7 +299,7 @@ pub fn spans(key: &RunKey, records: &[EventRecord]) -> Vec<Span> {
                 out.push(s);
             }
             Event::ActivityScheduled(a) => {
-                activities.insert(
+                self.activities.insert(
                     a.command_seq,
                     OpenActivity {
                         seq,
@@ -244,17 +312,17 @@ pub fn spans(key: &RunKey, records: &[EventRecord]) -> Vec<Span> {
                 );
             }
             Event::ActivityStarted(a) => {
-                if let Some(o) = activities.get_mut(&a.command_seq) {
+                if let Some(o) = self.activities.get_mut(&a.command_seq) {
                     o.attempts.insert(a.attempt, t);
                 }
             }
             Event::ActivityUsageReported(a) => {
-                if let Some(o) = activities.get_mut(&a.command_seq) {
+                if let Some(o) = self.activities.get_mut(&a.command_seq) {
                     add_usage(&mut o.usage, &a.usage);
                 }
             }
             Event::ActivityCompleted(a) => {
-                if let Some(mut o) = activities.remove(&a.command_seq) {
+                if let Some(mut o) = self.activities.remove(&a.command_seq) {
                     if let Some(u) = &a.usage {
                         add_usage(&mut o.usage, u);
                     }
@@ -264,7 +332,7 @@ pub fn spans(key: &RunKey, records: &[EventRecord]) -> Vec<Span> {
                 }
             }
             Event::ActivityFailed(a) => {
-                if let Some(o) = activities.get_mut(&a.command_seq) {
+                if let Some(o) = self.activities.get_mut(&a.command_seq) {
                     if let Some(u) = &a.usage {
                         add_usage(&mut o.usage, u);
                     }
@@ -277,14 +345,14 @@ pub fn spans(key: &RunKey, records: &[EventRecord]) -> Vec<Span> {
                     );
                     o.events.push(ev);
                     if a.retry_at_ms.is_none() {
-                        let o = activities.remove(&a.command_seq).expect("present");
+                        let o = self.activities.remove(&a.command_seq).expect("present");
                         let err = format!("failed ({})", a.failure.error_type);
                         out.push(close_activity(&op, o, seq, t, Some(err)));
                     }
                 }
             }
             Event::ActivityTimedOut(a) => {
-                if let Some(o) = activities.get_mut(&a.command_seq) {
+                if let Some(o) = self.activities.get_mut(&a.command_seq) {
                     let ev = attempt(
                         a.attempt,
                         t,
@@ -297,27 +365,27 @@ pub fn spans(key: &RunKey, records: &[EventRecord]) -> Vec<Span> {
                     );
                     o.events.push(ev);
                     if a.retry_at_ms.is_none() {
-                        let o = activities.remove(&a.command_seq).expect("present");
+                        let o = self.activities.remove(&a.command_seq).expect("present");
                         let err = format!("timed out ({})", timeout_name(a.timeout));
                         out.push(close_activity(&op, o, seq, t, Some(err)));
                     }
                 }
             }
             Event::ActivityCancelled(a) => {
-                if let Some(o) = activities.remove(&a.command_seq) {
+                if let Some(o) = self.activities.remove(&a.command_seq) {
                     out.push(close_activity(&op, o, seq, t, Some("cancelled".into())));
                 }
             }
             Event::ActivityDenied(a) => {
-                if let Some(o) = activities.remove(&a.command_seq) {
+                if let Some(o) = self.activities.remove(&a.command_seq) {
                     out.push(close_activity(&op, o, seq, t, Some("denied".into())));
                 }
             }
             Event::TimerStarted(a) => {
-                timers.insert(a.command_seq, (seq, t));
+                self.timers.insert(a.command_seq, (seq, t));
             }
             Event::TimerFired(a) => {
-                if let Some((s0, t0)) = timers.remove(&a.command_seq) {
+                if let Some((s0, t0)) = self.timers.remove(&a.command_seq) {
                     let mut s = op("timer", s0, "timer".into(), t0);
                     s.end_ms = t;
                     s.closed_seq = seq;
@@ -325,7 +393,7 @@ pub fn spans(key: &RunKey, records: &[EventRecord]) -> Vec<Span> {
                 }
             }
             Event::TimerCancelled(a) => {
-                if let Some((s0, t0)) = timers.remove(&a.timer_id) {
+                if let Some((s0, t0)) = self.timers.remove(&a.timer_id) {
                     let mut s = op("timer", s0, "timer".into(), t0);
                     s.end_ms = t;
                     s.closed_seq = seq;
@@ -334,10 +402,37 @@ pub fn spans(key: &RunKey, records: &[EventRecord]) -> Vec<Span> {
                     out.push(s);
                 }
             }
-            Event::SignalWaitStarted(a) => waits.push((seq, t, a.name.clone())),
+            Event::ChildRunRequested(a) => {
+                self.children.insert(
+                    a.command_seq,
+                    (seq, t, a.workflow_type.clone(), a.child_run_id.to_string()),
+                );
+            }
+            Event::ChildRunStartFailed(a) => {
+                if let Some(c) = self.children.remove(&a.command_seq) {
+                    let mut s = child_span(&op, c, seq, t);
+                    s.error = Some(format!("not started ({})", a.failure.error_type));
+                    out.push(s);
+                }
+            }
+            Event::ChildRunClosed(a) => {
+                if let Some(c) = self.children.remove(&a.command_seq) {
+                    let mut s = child_span(&op, c, seq, t);
+                    s.attrs
+                        .push(("steadfast.outcome", Value::Str(a.outcome.as_str().into())));
+                    if !matches!(
+                        a.outcome,
+                        ChildOutcome::Completed | ChildOutcome::ContinuedAsNew
+                    ) {
+                        s.error = Some(a.outcome.as_str().into());
+                    }
+                    out.push(s);
+                }
+            }
+            Event::SignalWaitStarted(a) => self.waits.push((seq, t, a.name.clone())),
             Event::SignalReceived(a) => {
-                if let Some(i) = waits.iter().position(|w| w.2 == a.name) {
-                    let (s0, t0, name) = waits.remove(i);
+                if let Some(i) = self.waits.iter().position(|w| w.2 == a.name) {
+                    let (s0, t0, name) = self.waits.remove(i);
                     let mut s = op("signal_wait", s0, format!("signal_wait {name}"), t0);
                     s.end_ms = t;
                     s.closed_seq = seq;
@@ -354,7 +449,7 @@ pub fn spans(key: &RunKey, records: &[EventRecord]) -> Vec<Span> {
                         .push(("steadfast.closed_by", Value::Str("run_closed".into())));
                     s
                 };
-                for (sched, start) in std::mem::take(&mut wft_scheduled) {
+                for (sched, start) in std::mem::take(&mut self.wft_scheduled) {
                     out.push(closed(op(
                         "workflow_task",
                         sched,
@@ -362,34 +457,40 @@ pub fn spans(key: &RunKey, records: &[EventRecord]) -> Vec<Span> {
                         start,
                     )));
                 }
-                for (_, o) in std::mem::take(&mut activities) {
+                for (_, o) in std::mem::take(&mut self.activities) {
                     let s = close_activity(&op, o, seq, t, None);
                     out.push(closed(s));
                 }
-                for (_, (s0, t0)) in std::mem::take(&mut timers) {
+                for (_, (s0, t0)) in std::mem::take(&mut self.timers) {
                     out.push(closed(op("timer", s0, "timer".into(), t0)));
                 }
-                for (s0, t0, name) in std::mem::take(&mut waits) {
+                for (_, c) in std::mem::take(&mut self.children) {
+                    out.push(closed(child_span(&op, c, seq, t)));
+                }
+                for (s0, t0, name) in std::mem::take(&mut self.waits) {
                     let mut s = op("signal_wait", s0, format!("signal_wait {name}"), t0);
                     s.attrs.push(("steadfast.signal", Value::Str(name)));
                     out.push(closed(s));
                 }
-                if let Some((start, wf_type, wf_id)) = run.take() {
+                if let Some((start, wf_type, wf_id)) = self.run.take() {
                     let error =
                         (!matches!(e, Event::RunCompleted(_) | Event::RunContinuedAsNew(_)))
                             .then(|| status.to_string());
                     out.push(Span {
-                        trace_id: trace,
-                        span_id: root,
-                        parent: given.map(|(_, p)| p),
+                        trace_id: self.trace,
+                        span_id: self.root,
+                        parent: self.given.map(|(_, p)| p),
                         name: format!("run {wf_type}"),
                         start_ms: start,
                         end_ms: t,
                         attrs: vec![
                             ("steadfast.workflow_type", Value::Str(wf_type)),
                             ("steadfast.workflow_id", Value::Str(wf_id)),
-                            ("steadfast.run_id", Value::Str(key.run_id.to_string())),
-                            ("steadfast.namespace", Value::Str(key.namespace.clone())),
+                            ("steadfast.run_id", Value::Str(self.key.run_id.to_string())),
+                            (
+                                "steadfast.namespace",
+                                Value::Str(self.key.namespace.clone()),
+                            ),
                             ("steadfast.status", Value::Str(status.into())),
                         ],
                         events: Vec::new(),
@@ -401,7 +502,6 @@ pub fn spans(key: &RunKey, records: &[EventRecord]) -> Vec<Span> {
             _ => {}
         }
     }
-    out
 }
 
 fn attempt(
@@ -424,6 +524,23 @@ fn attempt(
         time_ms: t,
         attrs,
     }
+}
+
+/// The span of a child run as the parent sees it: from its request to `t` (its close, its
+/// failure to start, or the parent's close). The child's own trace continues under it.
+fn child_span(
+    op: &impl Fn(&str, u64, String, TimeMs) -> Span,
+    (opened, start, workflow_type, run_id): (u64, TimeMs, String, String),
+    seq: u64,
+    t: TimeMs,
+) -> Span {
+    let mut s = op("child", opened, format!("child {workflow_type}"), start);
+    s.end_ms = t;
+    s.closed_seq = seq;
+    s.attrs
+        .push(("steadfast.child_workflow_type", Value::Str(workflow_type)));
+    s.attrs.push(("steadfast.child_run_id", Value::Str(run_id)));
+    s
 }
 
 fn close_activity(

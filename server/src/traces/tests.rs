@@ -1,6 +1,11 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use steadfast_engine::Payload;
 use steadfast_engine::event::{self as ev, Event, EventRecord};
 use steadfast_engine::ids::{RunId, RunKey};
+use steadfast_engine::store::Store;
 
 use super::spans::{self, Value};
 use super::{cursor::Cursor, otlp};
@@ -340,4 +345,145 @@ fn traceparents_are_checked() {
     ] {
         assert!(spans::parse_traceparent(bad).is_err(), "{bad:?} accepted");
     }
+}
+
+/// An OTLP/HTTP endpoint on a loopback port answering 200; counts the spans by name.
+async fn collector() -> (String, Arc<Mutex<BTreeMap<String, usize>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let names: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let sink = names.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = conn.into_split();
+                let mut r = BufReader::new(r);
+                loop {
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim().to_ascii_lowercase();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = l.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).await.unwrap();
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    for s in v["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                        .as_array()
+                        .unwrap()
+                    {
+                        let name = s["name"].as_str().unwrap().to_string();
+                        *sink.lock().entry(name).or_default() += 1;
+                    }
+                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                    w.write_all(reply.as_bytes()).await.unwrap();
+                }
+            });
+        }
+    });
+    (url, names)
+}
+
+fn records_read(t: &super::Tracer) -> u64 {
+    t.records_read.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Exporting after every workflow task reads each history record once, not the history from
+/// seq 1 each time; a restarted exporter reads the run from seq 1 once (to learn its open
+/// operations) and sends nothing twice.
+#[tokio::test]
+async fn the_exporter_reads_each_record_once_per_process() {
+    use steadfast_engine::store::contract::fixtures::RunDriver;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = steadfast_engine::embedded::EmbeddedStore::open(
+        dir.path().join("data"),
+        steadfast_engine::embedded::EmbeddedOptions::default(),
+    )
+    .unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let (url, names) = collector().await;
+    let client = reqwest::Client::new();
+    let mut run = RunDriver::start(store.as_ref(), "wf", "q").await;
+    let tracer = super::Tracer::open(&url, dir.path(), store.as_ref())
+        .await
+        .unwrap();
+    // What the append hook does for a run first appended to by this process.
+    tracer.cursor.lock().track(&run.key).unwrap();
+    const TASKS: usize = 20;
+    for _ in 0..TASKS {
+        run.run_workflow_task(store.as_ref()).await;
+        tracer
+            .export_run(&client, store.as_ref(), &run.key)
+            .await
+            .unwrap();
+    }
+    let len = run.next - 1;
+    // From seq 1 each time, it would have read 4 + 7 + ... + len records.
+    assert_eq!(records_read(&tracer), len);
+    assert_eq!(names.lock().get("workflow_task"), Some(&TASKS));
+
+    drop(tracer);
+    let tracer = super::Tracer::open(&url, dir.path(), store.as_ref())
+        .await
+        .unwrap();
+    run.run_workflow_task(store.as_ref()).await;
+    tracer
+        .export_run(&client, store.as_ref(), &run.key)
+        .await
+        .unwrap();
+    assert_eq!(records_read(&tracer), len + 3, "rebuilt once from seq 1");
+    run.run_workflow_task(store.as_ref()).await;
+    tracer
+        .export_run(&client, store.as_ref(), &run.key)
+        .await
+        .unwrap();
+    assert_eq!(records_read(&tracer), len + 6, "then only the new records");
+    assert_eq!(
+        names.lock().get("workflow_task"),
+        Some(&(TASKS + 2)),
+        "no span sent twice"
+    );
+}
+
+/// Dispatch asks for a run's given traceparent on every activity it hands out: the store is
+/// read once per run.
+#[tokio::test]
+async fn a_runs_traceparent_is_read_once() {
+    use steadfast_engine::store::contract::fixtures::{RunDriver, started};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = steadfast_engine::embedded::EmbeddedStore::open(
+        dir.path(),
+        steadfast_engine::embedded::EmbeddedOptions::default(),
+    )
+    .unwrap();
+    let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let with = RunDriver::start_with(
+        &store,
+        ev::RunStarted {
+            traceparent: Some(given.into()),
+            ..started("a", "q")
+        },
+    )
+    .await;
+    let without = RunDriver::start(&store, "b", "q").await;
+    let cache = super::given::RunTraceparents::default();
+    for _ in 0..5 {
+        assert_eq!(
+            cache.get(&store, &with.key).await.unwrap().as_deref(),
+            Some(given)
+        );
+        assert_eq!(cache.get(&store, &without.key).await.unwrap(), None);
+    }
+    assert_eq!(cache.reads(), 2);
+    assert_eq!(cache.len(), 2);
 }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use super::query::ApiQuery;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -158,7 +160,7 @@ pub async fn list_page(
 pub async fn list_runs(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let p = authorize(&ui, &headers, call::LIST)?;
     Ok(ok_json(list_page(&ui, &q, &p).await?))
@@ -188,7 +190,7 @@ pub async fn describe(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path(run_id): Path<String>,
-    Query(ns): Query<Ns>,
+    ApiQuery(ns): ApiQuery<Ns>,
 ) -> Result<Response, ApiError> {
     let p = authorize(&ui, &headers, call::DESCRIBE)?;
     let info = describe_info(&ui, &ns.namespace, &run_id, &p).await?;
@@ -247,7 +249,7 @@ pub async fn history(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path(run_id): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
     // The tail's end is the run's length, from its description: DescribeRun's access.
     let p = authorize(&ui, &headers, call::DESCRIBE)?;
@@ -283,7 +285,7 @@ pub async fn history_download(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path(run_id): Path<String>,
-    Query(ns): Query<Ns>,
+    ApiQuery(ns): ApiQuery<Ns>,
 ) -> Result<Response, ApiError> {
     let p = authorize(&ui, &headers, call::HISTORY)?;
     let mut out = String::new();
@@ -347,7 +349,7 @@ pub async fn payloads(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path((run_id, seq)): Path<(String, u64)>,
-    Query(q): Query<PayloadQuery>,
+    ApiQuery(q): ApiQuery<PayloadQuery>,
 ) -> Result<Response, ApiError> {
     let p = authorize(&ui, &headers, call::HISTORY)?;
     if seq == 0 {
@@ -413,7 +415,7 @@ pub async fn payloads(
 pub async fn inbox(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
-    Query(ns): Query<Ns>,
+    ApiQuery(ns): ApiQuery<Ns>,
 ) -> Result<Response, ApiError> {
     let p = authorize(&ui, &headers, call::LIST)?;
     let mut out = serde_json::Map::new();
@@ -497,7 +499,7 @@ pub async fn signal(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path(run_id): Path<String>,
-    Query(ns): Query<Ns>,
+    ApiQuery(ns): ApiQuery<Ns>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let p = authorize_action(&ui, &headers, call::SIGNAL)?;
@@ -528,7 +530,7 @@ pub async fn cancel(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path(run_id): Path<String>,
-    Query(ns): Query<Ns>,
+    ApiQuery(ns): ApiQuery<Ns>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let p = authorize_action(&ui, &headers, call::CANCEL)?;
@@ -548,7 +550,7 @@ pub async fn terminate(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path(run_id): Path<String>,
-    Query(ns): Query<Ns>,
+    ApiQuery(ns): ApiQuery<Ns>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let p = authorize_action(&ui, &headers, call::TERMINATE)?;
@@ -585,7 +587,7 @@ pub async fn budget(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path(run_id): Path<String>,
-    Query(ns): Query<Ns>,
+    ApiQuery(ns): ApiQuery<Ns>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let p = authorize_action(&ui, &headers, call::BUDGET)?;
@@ -629,7 +631,7 @@ pub async fn reconcile(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path(run_id): Path<String>,
-    Query(ns): Query<Ns>,
+    ApiQuery(ns): ApiQuery<Ns>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     use steadfast_proto::v1::reconcile_activity_request::Decision;
@@ -677,7 +679,7 @@ pub async fn fork(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path(run_id): Path<String>,
-    Query(ns): Query<Ns>,
+    ApiQuery(ns): ApiQuery<Ns>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let p = authorize_action(&ui, &headers, call::FORK)?;

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use super::query::ApiQuery;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
@@ -24,7 +26,7 @@ pub async fn arguments(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path((run_id, activity_id)): Path<(String, u32)>,
-    Query(ns): Query<Ns>,
+    ApiQuery(ns): ApiQuery<Ns>,
 ) -> Result<Response, ApiError> {
     let p = authorize(&ui, &headers, call::DESCRIBE)?;
     let req = pb::DescribeRunRequest {
@@ -79,7 +81,7 @@ pub async fn approve(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path((run_id, activity_id)): Path<(String, u32)>,
-    Query(ns): Query<Ns>,
+    ApiQuery(ns): ApiQuery<Ns>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let p = authorize(&ui, &headers, call::APPROVE)?;
@@ -109,7 +111,7 @@ pub async fn deny(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path((run_id, activity_id)): Path<(String, u32)>,
-    Query(ns): Query<Ns>,
+    ApiQuery(ns): ApiQuery<Ns>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let p = authorize(&ui, &headers, call::DENY)?;

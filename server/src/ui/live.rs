@@ -15,7 +15,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use super::query::ApiQuery;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
@@ -71,7 +73,7 @@ pub async fn run(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path(run_id): Path<String>,
-    Query(q): Query<RunQuery>,
+    ApiQuery(q): ApiQuery<RunQuery>,
 ) -> Result<Response, ApiError> {
     let p = authorize(&ui, &headers, call::WATCH)?;
     let after = match last_event_id(&headers) {
@@ -112,7 +114,7 @@ pub async fn run(
 pub async fn list(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     authorize(&ui, &headers, call::LIST)?;
     // Bad filters are refused now, not as the stream's first event.

@@ -22,6 +22,7 @@ pub mod approvals;
 pub mod assets;
 pub mod call;
 pub mod live;
+pub mod query;
 pub mod view;
 
 use std::future::Future;

@@ -373,18 +373,16 @@ impl WorkerApi {
     }
 
     /// The traceparent given when the run started (its RunStarted, seq 1), read only when
-    /// workers get traceparents.
+    /// workers get traceparents, and then once per run (cached).
     async fn run_traceparent(&self, key: &RunKey) -> Result<Option<String>, Status> {
         if !self.core.traceparent_to_workers {
             return Ok(None);
         }
-        Ok(match self.core.history(key, 1, 1).await?.pop() {
-            Some(EventRecord {
-                event: Event::RunStarted(a),
-                ..
-            }) => a.traceparent,
-            _ => None,
-        })
+        self.core
+            .run_traceparents
+            .get(self.core.store.as_ref(), key)
+            .await
+            .map_err(crate::core::status)
     }
 
     /// The task a worker gets for a started attempt. `scheduled` is the activity's
