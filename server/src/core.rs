@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use steadfast_engine::clock::Clock;
-use steadfast_engine::event::{Event, WorkflowTaskScheduled};
+use steadfast_engine::event::{Event, WorkflowTaskScheduled, WorkflowTaskStarted};
 use steadfast_engine::payload::Payload;
 use steadfast_engine::state::{ActivityPhase, ApplyError, RunState};
 use steadfast_engine::store::core::WORKFLOW_TASK_TIMEOUT_MS_DEFAULT;
@@ -226,12 +226,20 @@ impl Core {
         wake_activity_pollers: bool,
         decide: impl FnMut(&RunState, i64) -> Decision,
     ) -> Result<Option<Appended>, Status> {
-        self.update_request(key, wait_durable, wake_activity_pollers, None, None, decide)
-            .await
-            .map_err(|e| match e {
-                Updated::Refused(s) => s,
-                Updated::Duplicate { .. } => Status::internal("a duplicate without a request id"),
-            })
+        self.update_request(
+            key,
+            wait_durable,
+            wake_activity_pollers,
+            None,
+            None,
+            None,
+            decide,
+        )
+        .await
+        .map_err(|e| match e {
+            Updated::Refused(s) => s,
+            Updated::Duplicate { .. } => Status::internal("a duplicate without a request id"),
+        })
     }
 
     /// [`Core::update`] at most once per request id ([`Store::append_once`]): a retry of the
@@ -243,7 +251,7 @@ impl Core {
         request: RequestKey,
         decide: impl FnMut(&RunState, i64) -> Decision,
     ) -> Result<Option<Appended>, Updated> {
-        self.update_request(key, true, true, Some(request), None, decide)
+        self.update_request(key, true, true, Some(request), None, None, decide)
             .await
     }
 
@@ -257,7 +265,7 @@ impl Core {
         time_ms: i64,
         decide: impl FnMut(&RunState, i64) -> Decision,
     ) -> Result<Option<Appended>, Status> {
-        self.update_request(key, true, true, None, Some(time_ms), decide)
+        self.update_request(key, true, true, None, Some(time_ms), None, decide)
             .await
             .map_err(|e| match e {
                 Updated::Refused(s) => s,
@@ -265,6 +273,24 @@ impl Core {
             })
     }
 
+    /// [`Core::update`] that, when the append schedules the run's next workflow task and
+    /// `eager` would take it, starts that task for `eager`'s worker in the same append
+    /// (eager workflow task): the caller hands it out once the append is durable.
+    pub async fn update_eager(
+        &self,
+        key: &RunKey,
+        eager: Option<&EagerStart>,
+        decide: impl FnMut(&RunState, i64) -> Decision,
+    ) -> Result<Option<Appended>, Status> {
+        self.update_request(key, true, true, None, None, eager, decide)
+            .await
+            .map_err(|e| match e {
+                Updated::Refused(s) => s,
+                Updated::Duplicate { .. } => Status::internal("a duplicate without a request id"),
+            })
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn update_request(
         &self,
         key: &RunKey,
@@ -272,6 +298,7 @@ impl Core {
         wake_activity_pollers: bool,
         request: Option<RequestKey>,
         stamp: Option<i64>,
+        eager: Option<&EagerStart>,
         decide: impl FnMut(&RunState, i64) -> Decision,
     ) -> Result<Option<Appended>, Updated> {
         use tracing::Instrument;
@@ -290,6 +317,7 @@ impl Core {
             wake_activity_pollers,
             request,
             stamp,
+            eager,
             decide,
             &span,
         )
@@ -305,6 +333,7 @@ impl Core {
         wake_activity_pollers: bool,
         request: Option<RequestKey>,
         stamp: Option<i64>,
+        eager: Option<&EagerStart>,
         mut decide: impl FnMut(&RunState, i64) -> Decision,
         span: &tracing::Span,
     ) -> Result<Option<Appended>, Updated> {
@@ -327,6 +356,13 @@ impl Core {
                     attempt: 1,
                     not_before_ms: 0,
                 }));
+                if let Some(e) = eager.filter(|e| e.takes(&after)) {
+                    events.push(Event::WorkflowTaskStarted(WorkflowTaskStarted {
+                        scheduled_seq: state.last_seq + events.len() as u64,
+                        worker: e.worker.clone(),
+                        timeout_ms: self.workflow_task_timeout_ms,
+                    }));
+                }
             }
             let req = AppendRequest {
                 key: key.clone(),
@@ -648,5 +684,32 @@ mod tests {
             ),
         ];
         assert_eq!(ended(&records, &s), (vec![(7, 1)], vec![8]));
+    }
+}
+
+/// A worker that would take a run's next workflow task right away (eager workflow task, see
+/// `CompleteActivityTaskRequest.eager_workflow_task`): what its poll would ask for.
+#[derive(Debug, Clone)]
+pub struct EagerStart {
+    /// The worker the task is started for.
+    pub worker: String,
+    /// The task queue it polls.
+    pub task_queue: String,
+    /// The type keys its workflow poll would read ([`crate::versioning::poll_keys`]): the
+    /// same routing rule as a poll, builds included.
+    pub keys: Vec<String>,
+}
+
+impl EagerStart {
+    /// Whether a poll of this worker would get `s`'s next workflow task.
+    pub fn takes(&self, s: &RunState) -> bool {
+        s.is_open()
+            && s.task_queue == self.task_queue
+            && self
+                .keys
+                .contains(&steadfast_engine::store::routing::workflow_task_key(
+                    &s.workflow_type,
+                    s.routed_build(),
+                ))
     }
 }

@@ -153,6 +153,7 @@ fn a_timed_out_attempt_reports_its_usage_once_and_it_is_counted() -> Result<()> 
                 result: Some(json("\"late\"")),
                 worker_id: "raw-activity-worker".into(),
                 usage: Some(usage()),
+                ..Default::default()
             })
             .await
             .map(|_| ());

@@ -488,6 +488,7 @@ fn concurrent_polls_never_cross_a_budget() -> Result<()> {
                     ..Default::default()
                 }),
                 worker_id: "raw-activity-worker".into(),
+                ..Default::default()
             }),
     )?;
     let got = rt.block_on(concurrent_polls(&raw, 5, "t_tool", 1_500))?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use steadfast_engine::event::{self as ev, Event, TimeoutKind};
 use steadfast_engine::ids::RunKey;
 use steadfast_engine::state::{ActivityPhase, ActivityState, RunState, WorkflowTask};
-use steadfast_engine::store::{Task, TaskKind};
+use steadfast_engine::store::{Appended, Task, TaskKind};
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::worker_service_server::WorkerService;
 use tonic::{Request, Response, Status};
@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::commands;
 use crate::convert;
-use crate::core::{Core, HeartbeatRecorded, Sticky, simulate, status};
+use crate::core::{Core, EagerStart, HeartbeatRecorded, Sticky, simulate, status};
 use crate::retry;
 use crate::service::poll_filter::WorkerRuns;
 use crate::token::{RecordRef, TaskToken, TokenKey};
@@ -109,6 +109,63 @@ impl WorkerApi {
             Err(e) if e.code() == tonic::Code::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
+        match self.hand_out_workflow_task(&key, &appended, worker).await? {
+            Some(resp) => Ok(Some(resp)),
+            None => Err(Status::internal(
+                "the append did not record WorkflowTaskStarted",
+            )),
+        }
+    }
+
+    /// The eager workflow task an activity completion asks for (see
+    /// `CompleteActivityTaskRequest.eager_workflow_task`), with the type keys the worker's own
+    /// poll would read; `None` when it asks for none, or may not poll that queue. The fields
+    /// are checked whether or not it asks: a bad value is refused, never ignored.
+    async fn eager_start(
+        &self,
+        req: &Request<pb::CompleteActivityTaskRequest>,
+    ) -> Result<Option<EagerStart>, Status> {
+        let r = req.get_ref();
+        if !r.task_queue.is_empty() {
+            validate::name("task_queue", &r.task_queue)?;
+        }
+        WorkerRuns::workflows(&r.workflow_types)?;
+        let build = versioning::worker_build("build_id", &r.build_id)?;
+        versioning::check_poll(&r.workflow_types, build)?;
+        // A worker that names no types would take any type: that is the poll's business, not
+        // a shortcut's.
+        if !r.eager_workflow_task || r.workflow_types.is_empty() || r.worker_id.is_empty() {
+            return Ok(None);
+        }
+        validate::name("task_queue", &r.task_queue)?;
+        if crate::auth::task_queue(req, &r.task_queue).is_err() {
+            return Ok(None);
+        }
+        let ns = validate::namespace(&r.namespace)?;
+        let keys = versioning::poll_keys(
+            self.core.store.as_ref(),
+            &ns,
+            &r.task_queue,
+            &r.workflow_types,
+            build,
+        )
+        .await?;
+        Ok(Some(EagerStart {
+            worker: r.worker_id.clone(),
+            task_queue: r.task_queue.clone(),
+            keys,
+        }))
+    }
+
+    /// The task to send for the WorkflowTaskStarted that `appended` (durable) recorded for
+    /// `worker`, if it recorded one: its token, and the history since what that worker was
+    /// last sent of the run.
+    async fn hand_out_workflow_task(
+        &self,
+        key: &RunKey,
+        appended: &Appended,
+        worker: &str,
+    ) -> Result<Option<pb::PollWorkflowTaskResponse>, Status> {
         let s = &appended.state;
         let Some(started) = appended
             .records
@@ -119,10 +176,9 @@ impl WorkerApi {
                 hash: r.hash,
             })
         else {
-            return Err(Status::internal(
-                "the append did not record WorkflowTaskStarted",
-            ));
+            return Ok(None);
         };
+        let key = key.clone();
         let started_seq = started.seq;
         let first_seq = {
             let sticky = self.core.sticky.lock();
@@ -461,6 +517,7 @@ impl WorkerService for WorkerApi {
         validate::namespace(&r.namespace)?;
         validate::opt_name("worker_id", &r.worker_id)?;
         validate::usage("usage", r.usage.as_ref())?;
+        let eager = self.eager_start(&req).await?;
         let a = self.activity_token(&r.task_token, &r.namespace)?;
         let scheduled = self
             .check_record(&a.key, a.scheduled, "ActivityScheduled")
@@ -474,7 +531,7 @@ impl WorkerService for WorkerApi {
         let mut refused = None;
         let appended = self
             .core
-            .update(&key, true, |s, now| {
+            .update_eager(&key, eager.as_ref(), |s, now| {
                 refused = None;
                 let act = match current_attempt(s, &a) {
                     Ok(act) => act,
@@ -489,8 +546,14 @@ impl WorkerService for WorkerApi {
             })
             .instrument(span)
             .await;
-        refused_after_usage(&key, appended, refused)?;
-        Ok(Response::new(pb::CompleteActivityTaskResponse {}))
+        let appended = refused_after_usage(&key, appended, refused)?;
+        let workflow_task = match (&eager, &appended) {
+            (Some(e), Some(a)) => self.hand_out_workflow_task(&key, a, &e.worker).await?,
+            _ => None,
+        };
+        Ok(Response::new(pb::CompleteActivityTaskResponse {
+            workflow_task,
+        }))
     }
 
     async fn fail_activity_task(
@@ -693,7 +756,7 @@ fn refused_after_usage(
     key: &RunKey,
     appended: Result<Option<steadfast_engine::store::Appended>, Status>,
     refused: Option<Status>,
-) -> Result<(), Status> {
+) -> Result<Option<steadfast_engine::store::Appended>, Status> {
     match (appended, refused) {
         (Ok(_), Some(refused)) => {
             tracing::info!(run = %key, "late usage of a timed-out attempt recorded");
@@ -705,7 +768,7 @@ fn refused_after_usage(
             tracing::warn!(run = %key, error = %e, "late usage of a timed-out attempt not recorded");
             Err(refused)
         }
-        (r, None) => r.map(|_| ()),
+        (r, None) => r,
     }
 }
 

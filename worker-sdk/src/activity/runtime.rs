@@ -2,6 +2,7 @@
 //! cancellation on, and reports the outcome (retrying while the server is unreachable).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::Transport;
@@ -27,7 +28,28 @@ pub(crate) struct RuntimeConfig {
     pub(crate) report_timeout: Duration,
     /// Handed to every attempt's context ([`ActivityContext::client`]).
     pub(crate) client: Option<Client>,
+    /// Set when this worker also runs workflows: a completion asks for its run's next
+    /// workflow task (eager workflow task) while a workflow slot is free.
+    pub(crate) eager_workflow: Option<EagerWorkflow>,
 }
+
+/// What a completion needs to ask for an eager workflow task, and where the task goes.
+#[derive(Debug, Clone)]
+pub(crate) struct EagerWorkflow {
+    pub(crate) task_queue: String,
+    pub(crate) workflow_types: Vec<String>,
+    pub(crate) build_id: String,
+    /// The worker's workflow slots: one is taken before asking and goes with the task.
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    /// The workflow side of the worker, which runs the task as if it had been polled.
+    pub(crate) sink: tokio::sync::mpsc::UnboundedSender<EagerTask>,
+}
+
+/// A workflow task handed back with an activity completion, with the slot it holds.
+pub(crate) type EagerTask = (
+    pb::PollWorkflowTaskResponse,
+    tokio::sync::OwnedSemaphorePermit,
+);
 
 /// The three calls an attempt makes; a trait so that tests can stand in for the server.
 pub(crate) trait ActivityTransport: Clone + Send + Sync + 'static {
@@ -38,7 +60,7 @@ pub(crate) trait ActivityTransport: Clone + Send + Sync + 'static {
     fn complete(
         &self,
         req: pb::CompleteActivityTaskRequest,
-    ) -> impl Future<Output = Result<(), tonic::Status>> + Send;
+    ) -> impl Future<Output = Result<pb::CompleteActivityTaskResponse, tonic::Status>> + Send;
     fn fail(
         &self,
         req: pb::FailActivityTaskRequest,
@@ -57,8 +79,14 @@ impl ActivityTransport for WorkerServiceClient<Transport> {
             .into_inner())
     }
 
-    async fn complete(&self, req: pb::CompleteActivityTaskRequest) -> Result<(), tonic::Status> {
-        self.clone().complete_activity_task(req).await.map(|_| ())
+    async fn complete(
+        &self,
+        req: pb::CompleteActivityTaskRequest,
+    ) -> Result<pb::CompleteActivityTaskResponse, tonic::Status> {
+        self.clone()
+            .complete_activity_task(req)
+            .await
+            .map(|r| r.into_inner())
     }
 
     async fn fail(&self, req: pb::FailActivityTaskRequest) -> Result<(), tonic::Status> {
@@ -306,9 +334,15 @@ async fn report<T: ActivityTransport>(
     let mut outcome = outcome;
     let give_up_at = Instant::now() + config.report_timeout;
     let mut backoff = Backoff::default();
+    // A free workflow slot, held from the ask to the task's end (or dropped if none comes).
+    let mut eager = config.eager_workflow.as_ref().and_then(|e| {
+        let permit = Arc::clone(&e.slots).try_acquire_owned().ok()?;
+        Some((e, permit))
+    });
     loop {
         let sent = match &outcome {
             Ok(result) => {
+                let ask = eager.as_ref().map(|(e, _)| *e);
                 transport
                     .complete(pb::CompleteActivityTaskRequest {
                         namespace: config.namespace.clone(),
@@ -316,8 +350,21 @@ async fn report<T: ActivityTransport>(
                         result: Some(result.clone()),
                         usage: usage.clone(),
                         worker_id: config.worker_id.clone(),
+                        eager_workflow_task: ask.is_some(),
+                        task_queue: ask.map(|e| e.task_queue.clone()).unwrap_or_default(),
+                        workflow_types: ask.map(|e| e.workflow_types.clone()).unwrap_or_default(),
+                        build_id: ask.map(|e| e.build_id.clone()).unwrap_or_default(),
                     })
                     .await
+                    .map(|resp| {
+                        if let (Some(task), Some((e, permit))) = (resp.workflow_task, eager.take())
+                            && !task.task_token.is_empty()
+                        {
+                            // The workflow side runs it; if it is gone (the worker stops), the
+                            // task times out on the server and is offered again.
+                            let _ = e.sink.send((task, permit));
+                        }
+                    })
             }
             Err(e) => {
                 transport

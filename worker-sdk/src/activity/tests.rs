@@ -70,7 +70,10 @@ impl ActivityTransport for FakeServer {
         })
     }
 
-    async fn complete(&self, req: pb::CompleteActivityTaskRequest) -> Result<(), tonic::Status> {
+    async fn complete(
+        &self,
+        req: pb::CompleteActivityTaskRequest,
+    ) -> Result<pb::CompleteActivityTaskResponse, tonic::Status> {
         self.outage()?;
         let limit = self.request_bytes_max.load(Ordering::SeqCst);
         let len = req.result.as_ref().map_or(0, |r| r.data.len());
@@ -82,7 +85,7 @@ impl ActivityTransport for FakeServer {
         }
         let result = String::from_utf8(req.result.unwrap().data).unwrap();
         self.calls.lock().push(Call::Complete(result, req.usage));
-        Ok(())
+        Ok(pb::CompleteActivityTaskResponse::default())
     }
 
     async fn fail(&self, req: pb::FailActivityTaskRequest) -> Result<(), tonic::Status> {
@@ -100,6 +103,7 @@ fn config() -> RuntimeConfig {
         cancel_grace: Duration::from_secs(2),
         report_timeout: Duration::from_secs(60),
         client: None,
+        eager_workflow: None,
     }
 }
 

@@ -182,9 +182,9 @@ mod tests {
         async fn complete(
             &self,
             req: pb::CompleteActivityTaskRequest,
-        ) -> Result<(), tonic::Status> {
+        ) -> Result<pb::CompleteActivityTaskResponse, tonic::Status> {
             self.completed.lock().push(req);
-            Ok(())
+            Ok(pb::CompleteActivityTaskResponse::default())
         }
 
         async fn fail(&self, req: pb::FailActivityTaskRequest) -> Result<(), tonic::Status> {
@@ -204,6 +204,7 @@ mod tests {
             cancel_grace: Duration::from_secs(1),
             report_timeout: Duration::from_secs(1),
             client: None,
+            eager_workflow: None,
         };
         let task = pb::PollActivityTaskResponse {
             task_token: "t".into(),

@@ -18,7 +18,7 @@ mod check_mode;
 mod queries;
 use super::{Error, WorkerOptions};
 use crate::activity::Activities;
-use crate::activity::runtime::{RuntimeConfig, run_attempt};
+use crate::activity::runtime::{EagerTask, EagerWorkflow, RuntimeConfig, run_attempt};
 use crate::backoff::{Backoff, is_transient};
 use crate::client::{Client, ClientConfig, Transport};
 use crate::workflow::{self, Registry, command_kind};
@@ -70,6 +70,17 @@ pub(super) async fn run(
         options.activation_timeout,
     )?;
     let client = Client::with_channel(config.clone(), channel.clone());
+    let wf_slots = Arc::new(Semaphore::new(options.max_concurrent_workflow_tasks.max(1)));
+    // Workflow tasks handed back with activity completions (eager workflow tasks).
+    let (eager_tx, mut eager_rx) = tokio::sync::mpsc::unbounded_channel::<EagerTask>();
+    let eager_workflow =
+        (!workflow_types.is_empty() && !options.check_mode).then(|| EagerWorkflow {
+            task_queue: options.task_queue.clone(),
+            workflow_types: workflow_types.clone(),
+            build_id: options.build_id.clone(),
+            slots: Arc::clone(&wf_slots),
+            sink: eager_tx,
+        });
     let shared = Arc::new(Shared {
         outage: AtomicBool::new(false),
         worker: WorkerServiceClient::new(channel)
@@ -86,6 +97,7 @@ pub(super) async fn run(
             cancel_grace: options.cancel_grace,
             report_timeout: options.report_timeout,
             client: Some(client),
+            eager_workflow,
         },
         workflow_types,
         activity_types,
@@ -108,9 +120,18 @@ pub(super) async fn run(
     // open the server knows this worker lives.
     let session = tokio::spawn(keep_session(Arc::clone(&shared)));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let wf_slots = Arc::new(Semaphore::new(
-        shared.options.max_concurrent_workflow_tasks.max(1),
-    ));
+    {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            while let Some((task, permit)) = eager_rx.recv().await {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    handle_workflow_task(&shared, task).await;
+                    drop(permit);
+                });
+            }
+        });
+    }
     let act_slots = Arc::clone(&shared.act_slots);
     let mut loops = tokio::task::JoinSet::new();
     if !shared.workflow_types.is_empty() {
