@@ -113,6 +113,9 @@ pub struct Core {
     pub checks: crate::service::check::Checks,
     /// See [`Settings::traceparent_to_workers`].
     pub traceparent_to_workers: bool,
+    /// Running attempts' live output for watchers (ephemeral, this node only; see
+    /// [`crate::live`]).
+    pub live: crate::live::LiveOutput,
 }
 
 /// Server settings that change how runs are driven (flags and env of `steadfast server`).
@@ -177,6 +180,7 @@ impl Core {
             relay: crate::family::Relay::default(),
             queries: crate::query::Queries::default(),
             checks: crate::service::check::Checks::default(),
+            live: crate::live::LiveOutput::default(),
         })
     }
 

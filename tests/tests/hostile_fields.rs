@@ -155,6 +155,7 @@ fn plain(method: &str) -> Option<Vec<u8>> {
             namespace: ns,
             run_id: run,
             after_seq: 0,
+            include_deltas: false,
         }
         .encode_to_vec(),
         "GetBlob" => pb::GetBlobRequest {
@@ -231,6 +232,16 @@ fn plain(method: &str) -> Option<Vec<u8>> {
             task_token: token,
             details: json("null"),
             record: false,
+        }
+        .encode_to_vec(),
+        "PublishActivityDeltas" => pb::PublishActivityDeltasRequest {
+            namespace: ns,
+            task_token: token,
+            attempt: 1,
+            deltas: vec![pb::ActivityDelta {
+                text: "hello".into(),
+                ..Default::default()
+            }],
         }
         .encode_to_vec(),
         "WorkerSession" => pb::WorkerSessionRequest {

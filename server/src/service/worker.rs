@@ -20,6 +20,7 @@ use crate::token::{RecordRef, TaskToken, TokenKey};
 use crate::validate;
 use crate::versioning;
 
+mod deltas;
 mod dispatch;
 mod fence;
 mod inflight;
@@ -208,6 +209,13 @@ impl WorkerService for WorkerApi {
         crate::auth::namespace(&req, &req.get_ref().namespace)?;
         let resp = crate::service::check::respond_check_task(&self.core, req.get_ref())?;
         Ok(Response::new(resp))
+    }
+
+    async fn publish_activity_deltas(
+        &self,
+        req: Request<pb::PublishActivityDeltasRequest>,
+    ) -> Result<Response<pb::PublishActivityDeltasResponse>, Status> {
+        Ok(Response::new(deltas::publish(self, &req).await?))
     }
 
     async fn poll_workflow_task(
@@ -490,6 +498,8 @@ impl WorkerService for WorkerApi {
             .instrument(span)
             .await;
         refused_after_usage(&key, appended, refused)?;
+        // Watchers read the outcome from the history now.
+        self.core.live.finish(&key, id);
         Ok(Response::new(pb::CompleteActivityTaskResponse {}))
     }
 
@@ -546,6 +556,8 @@ impl WorkerService for WorkerApi {
             .instrument(span)
             .await;
         refused_after_usage(&key, appended, refused)?;
+        // Watchers read the outcome from the history now.
+        self.core.live.finish(&key, id);
         Ok(Response::new(pb::FailActivityTaskResponse {}))
     }
 

@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) client: Option<Client>,
     /// blake3 and length of the input payload's bytes, when the attempt came from a worker.
     pub(crate) input_digest: Option<([u8; 32], u64)>,
+    /// Live output not yet sent ([`ActivityContext::emit_delta`]).
+    pub(crate) deltas: super::deltas::Outbox,
 }
 
 /// The context of one activity attempt. Cheap to clone, `Send`.
@@ -81,6 +83,7 @@ impl ActivityContext {
                 client,
                 input_digest: input
                     .map(|p| (*blake3::hash(&p.data).as_bytes(), p.data.len() as u64)),
+                deltas: Default::default(),
             }),
         }
     }
@@ -153,6 +156,16 @@ impl ActivityContext {
             Ok(p) => *self.shared.details.lock() = Some(p),
             Err(e) => tracing::warn!(error = %e, "heartbeat details do not encode; dropped"),
         }
+    }
+
+    /// Sends live output (an LLM's tokens as they arrive) to `WatchRun` subscribers that ask
+    /// for deltas (`steadfast run watch`). Ephemeral: never recorded, not part of the result,
+    /// lost with the worker; a retry's output starts again. Batched by the runtime about
+    /// every 50 ms ([`super::DELTA_BATCH_INTERVAL`]); bounded per attempt
+    /// ([`super::DELTA_OUTBOX_BYTES_MAX`] queued at once, past it text is dropped and
+    /// watchers see the gap). Like every payload, never logged.
+    pub fn emit_delta(&self, text: &str) {
+        self.shared.deltas.push(text);
     }
 
     /// Whether the activity was cancelled (by the workflow, a run cancellation, or because

@@ -18,6 +18,9 @@ pub const ENV_PRICES: &str = "STEADFAST_LLM_PRICES";
 pub const ENV_TIMEOUT_MS: &str = "STEADFAST_LLM_TIMEOUT_MS";
 /// Time limit of connecting, ms (default [`DEFAULT_CONNECT_TIMEOUT`]).
 pub const ENV_CONNECT_TIMEOUT_MS: &str = "STEADFAST_LLM_CONNECT_TIMEOUT_MS";
+/// Pause between the chunks the offline model streams, ms (default 0: as fast as they are
+/// sent), so that a demo's live tokens arrive at a readable pace.
+pub const ENV_OFFLINE_PACE_MS: &str = "STEADFAST_LLM_OFFLINE_PACE_MS";
 
 /// Default time limit of one call: below the `llm.chat` activity's 120 s start-to-close,
 /// so that a slow API ends the attempt with a typed, retryable error rather than an
@@ -41,6 +44,8 @@ pub struct LlmConfig {
     pub connect_timeout: Duration,
     /// Prices, for the cost of each call.
     pub prices: PriceTable,
+    /// Pause between the chunks of an offline answer streamed to watchers.
+    pub offline_pace: Duration,
 }
 
 impl Default for LlmConfig {
@@ -53,6 +58,7 @@ impl Default for LlmConfig {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             prices: PriceTable::default(),
+            offline_pace: Duration::ZERO,
         }
     }
 }
@@ -118,7 +124,21 @@ impl LlmConfig {
             timeout: ms(ENV_TIMEOUT_MS, DEFAULT_TIMEOUT)?,
             connect_timeout: ms(ENV_CONNECT_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT)?,
             prices: PriceTable::from_setting(get(ENV_PRICES).as_deref())?,
+            offline_pace: match get(ENV_OFFLINE_PACE_MS) {
+                None => Duration::ZERO,
+                Some(v) => Duration::from_millis(v.parse::<u64>().map_err(|_| {
+                    Error::Config(format!(
+                        "{ENV_OFFLINE_PACE_MS} must be a number of milliseconds, not {v:?}"
+                    ))
+                })?),
+            },
         })
+    }
+
+    /// Sets the pause between the chunks of a streamed offline answer.
+    pub fn offline_pace(mut self, pace: Duration) -> Self {
+        self.offline_pace = pace;
+        self
     }
 
     /// Sets the API key.

@@ -32,6 +32,7 @@ pub mod conversation;
 mod error;
 pub mod offline;
 mod prices;
+mod stream;
 pub mod transcript;
 mod types;
 mod wire;
@@ -44,7 +45,7 @@ pub use activity::{
 pub use client::{LlmClient, MAX_RESPONSE_BYTES};
 pub use config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, ENV_API_KEY, ENV_BASE_URL, ENV_CONNECT_TIMEOUT_MS,
-    ENV_MODEL, ENV_PRICES, ENV_TIMEOUT_MS, LlmConfig,
+    ENV_MODEL, ENV_OFFLINE_PACE_MS, ENV_PRICES, ENV_TIMEOUT_MS, LlmConfig,
 };
 pub use conversation::{Conversation, SERVER_INLINE_BYTES_MAX};
 pub use error::{
