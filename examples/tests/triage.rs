@@ -57,7 +57,7 @@ fn report_structure_and_counts_add_up() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let report = dir.path().join("report.md");
-    let (out, _) = triage(&[
+    let (out, stderr) = triage(&[
         "--limit",
         "60",
         "--batch-size",
@@ -109,6 +109,17 @@ fn report_structure_and_counts_add_up() {
     ] {
         assert!(md.contains(needle), "report lacks {needle:?}:\n{md}");
     }
+    // The summary's tokens were shown live, and they are the recorded summary.
+    let live = stderr
+        .split_once("--- the summary, live from the model ---\n")
+        .and_then(|(_, rest)| rest.split_once("\n--- end of the live summary ---"))
+        .map(|(text, _)| text)
+        .unwrap_or_else(|| panic!("no live summary on stderr:\n{stderr}"));
+    assert!(live.trim().len() > 100, "a summary, not a word: {live:?}");
+    assert!(
+        md.contains(live.trim()),
+        "the streamed summary is not the recorded one:\n{live}\n---\n{md}"
+    );
     let top = &themes[0];
     let row = format!(
         "| 1 | {} | {} |",

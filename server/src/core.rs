@@ -116,6 +116,9 @@ pub struct Core {
     /// The traceparent each run started with, cached for dispatch (read only when
     /// `traceparent_to_workers`).
     pub run_traceparents: crate::traces::given::RunTraceparents,
+    /// Running attempts' live output for watchers (ephemeral, this node only; see
+    /// [`crate::live`]).
+    pub live: crate::live::LiveOutput,
 }
 
 /// Server settings that change how runs are driven (flags and env of `steadfast server`).
@@ -181,6 +184,7 @@ impl Core {
             queries: crate::query::Queries::default(),
             checks: crate::service::check::Checks::default(),
             run_traceparents: Default::default(),
+            live: crate::live::LiveOutput::default(),
         })
     }
 

@@ -29,6 +29,7 @@ pub mod convert_search;
 pub mod core;
 pub mod family;
 pub mod limits;
+pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -240,6 +240,7 @@ pub async fn every_rpc(s: &Services, f: &Fields) -> Vec<Outcome> {
             namespace: ns.clone(),
             run_id: f.run_id.clone(),
             after_seq: 0,
+            include_deltas: false,
         })
     );
     call!(
@@ -341,6 +342,19 @@ pub async fn every_rpc(s: &Services, f: &Fields) -> Vec<Outcome> {
                 task_token: f.task_token.clone(),
                 details: json(&f.payload),
                 record: false,
+            })
+    );
+    call!(
+        "PublishActivityDeltas",
+        s.worker
+            .publish_activity_deltas(pb::PublishActivityDeltasRequest {
+                namespace: ns.clone(),
+                task_token: f.task_token.clone(),
+                attempt: 1,
+                deltas: vec![pb::ActivityDelta {
+                    text: f.payload.clone(),
+                    ..Default::default()
+                }],
             })
     );
     call!(

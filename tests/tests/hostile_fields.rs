@@ -51,6 +51,10 @@ const FREE_TEXT: &[&str] = &[
     "choices",
 ];
 
+/// Free text named by its whole path, where the last name alone is not free text elsewhere
+/// (`text` is also the run search filter): a model's live output, any character is data.
+const FREE_TEXT_PATHS: &[&str] = &["deltas.text"];
+
 /// Fields whose hostile value is answered some other documented way than a refusal before
 /// work (docs/validation.md).
 fn other_answer(method: &str, field: &str) -> Option<&'static str> {
@@ -155,6 +159,7 @@ fn plain(method: &str) -> Option<Vec<u8>> {
             namespace: ns,
             run_id: run,
             after_seq: 0,
+            include_deltas: false,
         }
         .encode_to_vec(),
         "GetBlob" => pb::GetBlobRequest {
@@ -231,6 +236,16 @@ fn plain(method: &str) -> Option<Vec<u8>> {
             task_token: token,
             details: json("null"),
             record: false,
+        }
+        .encode_to_vec(),
+        "PublishActivityDeltas" => pb::PublishActivityDeltasRequest {
+            namespace: ns,
+            task_token: token,
+            attempt: 1,
+            deltas: vec![pb::ActivityDelta {
+                text: "hello".into(),
+                ..Default::default()
+            }],
         }
         .encode_to_vec(),
         "WorkerSession" => pb::WorkerSessionRequest {
@@ -436,7 +451,8 @@ fn every_field_of_every_rpc_is_validated_before_any_work() -> Result<()> {
             _ => None,
         };
         for field in schema.leaves(&rpc.input, DEPTH, OPAQUE)? {
-            let free = FREE_TEXT.contains(&field.name.rsplit('.').next().unwrap_or(""));
+            let free = FREE_TEXT.contains(&field.name.rsplit('.').next().unwrap_or(""))
+                || FREE_TEXT_PATHS.contains(&field.name.as_str());
             for (label, value) in hostile_values(&mut rng, field.leaf) {
                 // Invalid UTF-8 is a decoding error in a string: refused whatever the field.
                 let long = label == "1 MiB";

@@ -192,6 +192,13 @@ fn spawn_worker(
         })
         .arg("--exec-log")
         .arg(data_dir.join("llm-executions.log"))
+        // The offline model's summary streams at a readable pace (its JSON answers have no
+        // spaces, so they go out in one piece and lose no time).
+        .env(
+            steadfast_sdk::llm::ENV_OFFLINE_PACE_MS,
+            std::env::var(steadfast_sdk::llm::ENV_OFFLINE_PACE_MS)
+                .unwrap_or_else(|_| OFFLINE_PACE_MS.to_string()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -309,10 +316,25 @@ async fn run(a: RunArgs) -> Result<()> {
             .map(move |item| (id.clone(), item))
             .boxed()
     };
-    let mut events = futures::stream::select_all([watch(&run_id)]);
+    // The run's own events with live output: its summary's tokens are shown as they arrive.
+    let parent = client
+        .watch_live(&run_id, 0)
+        .map({
+            let id = run_id.clone();
+            move |item| (id.clone(), item)
+        })
+        .boxed();
+    let mut events = futures::stream::select_all([parent]);
+    let mut summary = LiveSummary::new(tty);
     while let Some((from, item)) = events.next().await {
         let resp = item?;
+        if let Some(d) = &resp.delta {
+            summary.delta(&bar, d);
+        }
         let Some(ev) = resp.event else { continue };
+        if from == run_id {
+            summary.event(&bar, &ev);
+        }
         match ev.attributes {
             // Started, not requested: a requested child may not exist yet.
             Some(A::ChildRunStarted(c)) if from == run_id => events.push(watch(&c.run_id)),
@@ -394,6 +416,81 @@ async fn run(a: RunArgs) -> Result<()> {
     );
     eprintln!("Report: {}", out.report_path);
     Ok(())
+}
+
+/// The offline model's pause between streamed chunks (of 3 words) in the one-command run.
+const OFFLINE_PACE_MS: u64 = 10;
+
+/// The summary's live tokens on stderr: found as the run's `llm.chat` scheduled after its
+/// progress says [`triage::DRAFTING_SUMMARY`]; under the progress bar, whole lines above it.
+struct LiveSummary {
+    tty: bool,
+    drafting: bool,
+    activity: Option<u32>,
+    partial: String,
+    shown: bool,
+}
+
+/// The lines around the streamed summary (the examples' tests read the text between them).
+const LIVE_BEGIN: &str = "--- the summary, live from the model ---";
+const LIVE_END: &str = "--- end of the live summary ---";
+
+impl LiveSummary {
+    fn new(tty: bool) -> Self {
+        LiveSummary {
+            tty,
+            drafting: false,
+            activity: None,
+            partial: String::new(),
+            shown: false,
+        }
+    }
+
+    fn event(&mut self, bar: &indicatif::ProgressBar, ev: &pb::HistoryEvent) {
+        match &ev.attributes {
+            Some(A::ProgressReported(p)) => self.drafting = p.message == triage::DRAFTING_SUMMARY,
+            Some(A::ActivityScheduled(s))
+                if self.drafting && s.activity_type == steadfast_sdk::llm::ACTIVITY_NAME =>
+            {
+                self.activity = Some(s.command_seq);
+            }
+            Some(A::ActivityCompleted(c)) if Some(c.command_seq) == self.activity => {
+                if self.shown {
+                    let rest = std::mem::take(&mut self.partial);
+                    if self.tty {
+                        bar.println(format!("{rest}\n{LIVE_END}"));
+                    } else {
+                        eprintln!("\n{LIVE_END}");
+                    }
+                }
+                self.activity = None;
+            }
+            _ => {}
+        }
+    }
+
+    fn delta(&mut self, bar: &indicatif::ProgressBar, d: &pb::ActivityDelta) {
+        if Some(d.activity_id) != self.activity {
+            return;
+        }
+        if !self.shown {
+            self.shown = true;
+            if self.tty {
+                bar.println(LIVE_BEGIN);
+            } else {
+                eprintln!("{LIVE_BEGIN}");
+            }
+        }
+        if !self.tty {
+            eprint!("{}", d.text);
+            return;
+        }
+        self.partial.push_str(&d.text);
+        while let Some(nl) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=nl).collect();
+            bar.println(line.trim_end_matches('\n'));
+        }
+    }
 }
 
 fn main() -> Result<()> {

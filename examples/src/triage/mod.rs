@@ -354,6 +354,10 @@ pub enum PromptVersion {
     V2,
 }
 
+/// The progress message of the summary step: the `llm.chat` the run schedules after it
+/// writes the summary (the triage CLI shows its live tokens).
+pub const DRAFTING_SUMMARY: &str = "drafting the summary";
+
 /// The patch id of the v2 summary prompt.
 pub const SUMMARY_PROMPT_V2_PATCH: &str = "triage-summary-prompt-v2";
 
@@ -527,7 +531,7 @@ pub async fn triage(
     }
     let facts = report::facts(&tickets, &classified, &canonical);
 
-    ctx.progress(done, total, "drafting the summary");
+    ctx.progress(done, total, DRAFTING_SUMMARY);
     let facts_json = serde_json::to_string(&report::summary_facts(&facts))?;
     let call = llm::chat(
         &ctx,

@@ -13,8 +13,12 @@ use steadfast_proto::v1::history_event::Attributes as A;
 
 use super::client::{self, Backoff, Conn};
 use super::fmt::is_json;
+use super::live::LiveText;
 use super::render::{failure_line, waiting_summary};
 use super::{Exit, Outcome, events, exit, note, out, out_line, parse};
+
+/// The end of the live line shown as the progress bar's message, in chars.
+const LIVE_LINE_CHARS: usize = 100;
 
 /// The longest AwaitResult the server holds (it caps the timeout at 60 s).
 const AWAIT_SLICE_MS: u64 = 60_000;
@@ -38,6 +42,10 @@ pub struct WatchArgs {
     /// Start after this seq (0 = from the first event).
     #[arg(long, value_name = "SEQ", default_value_t = 0)]
     pub(super) after: u64,
+    /// Do not show the live output of running activities (an LLM call's tokens as they
+    /// arrive); events only.
+    #[arg(long)]
+    pub(super) no_deltas: bool,
 }
 
 /// How a run stands, said in one line for stderr: `run X failed: boom [Type]`.
@@ -178,17 +186,24 @@ pub async fn result(conn: &Conn, a: ResultArgs) -> Outcome {
 
 /// What `run watch` draws: plain lines (pipes, files) or a progress bar (terminals).
 enum Ui {
-    Plain,
+    Plain {
+        live: LiveText,
+    },
     Bar {
         bar: ProgressBar,
         has_progress: bool,
+        live: LiveText,
+        /// The live line being written, shown as the bar's message until it ends.
+        partial: String,
     },
 }
 
 impl Ui {
     fn new() -> Ui {
         if !(std::io::stdout().is_terminal() && std::io::stderr().is_terminal()) {
-            return Ui::Plain;
+            return Ui::Plain {
+                live: LiveText::default(),
+            };
         }
         let bar = ProgressBar::new_spinner();
         bar.set_style(
@@ -199,13 +214,56 @@ impl Ui {
         Ui::Bar {
             bar,
             has_progress: false,
+            live: LiveText::default(),
+            partial: String::new(),
+        }
+    }
+
+    /// Live output: as it arrives on stdout; under a progress bar, whole lines above it and
+    /// the line being written as its message.
+    fn delta(&mut self, d: &pb::ActivityDelta) -> Outcome {
+        match self {
+            Ui::Plain { live } => out(live.render(d).as_bytes()),
+            Ui::Bar {
+                bar, live, partial, ..
+            } => {
+                partial.push_str(&live.render(d));
+                while let Some(nl) = partial.find('\n') {
+                    let line: String = partial.drain(..=nl).collect();
+                    bar.println(line.trim_end_matches('\n'));
+                }
+                let tail: String = {
+                    let n = partial.chars().count();
+                    partial
+                        .chars()
+                        .skip(n.saturating_sub(LIVE_LINE_CHARS))
+                        .collect()
+                };
+                bar.set_message(tail);
+                Ok(())
+            }
         }
     }
 
     fn event(&mut self, e: &pb::HistoryEvent, run: Option<&pb::RunInfo>) -> Outcome {
         let (bar, has_progress) = match self {
-            Ui::Plain => return out_line(&events::line(e)),
-            Ui::Bar { bar, has_progress } => (bar, has_progress),
+            Ui::Plain { live } => {
+                if live.end_line() {
+                    out(b"\n")?;
+                }
+                return out_line(&events::line(e));
+            }
+            Ui::Bar {
+                bar,
+                has_progress,
+                live,
+                partial,
+            } => {
+                if live.end_line() || !partial.is_empty() {
+                    bar.println(std::mem::take(partial));
+                }
+                (bar, has_progress)
+            }
         };
         let progress = match &e.attributes {
             Some(A::ProgressReported(p)) => Some((p.done, p.total, p.message.clone())),
@@ -240,7 +298,7 @@ impl Ui {
 
     fn note(&self, msg: &str) {
         match self {
-            Ui::Plain => note(msg),
+            Ui::Plain { .. } => note(msg),
             Ui::Bar { bar, .. } => bar.println(msg),
         }
     }
@@ -270,6 +328,7 @@ async fn watch_loop(conn: &Conn, a: WatchArgs, ui: &mut Ui) -> Outcome {
             namespace: conn.namespace.clone(),
             run_id: run_id.clone(),
             after_seq: after,
+            include_deltas: !a.no_deltas,
         };
         let mut interrupted = None;
         let mut switched = false;
@@ -283,6 +342,9 @@ async fn watch_loop(conn: &Conn, a: WatchArgs, ui: &mut Ui) -> Outcome {
                     match stream.message().await {
                         Ok(Some(resp)) => {
                             backoff.reset();
+                            if let Some(d) = &resp.delta {
+                                ui.delta(d)?;
+                            }
                             let Some(e) = resp.event else { continue };
                             // After a resume the server may repeat what was already shown.
                             if e.seq <= after {

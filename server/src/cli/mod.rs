@@ -18,6 +18,7 @@ pub(crate) mod fmt;
 mod follow;
 mod fork;
 mod history;
+mod live;
 #[cfg(test)]
 mod net_tests;
 mod operate;

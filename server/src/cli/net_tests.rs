@@ -124,6 +124,7 @@ impl ClientService for Svc {
                 Ok(pb::WatchRunResponse {
                     event: Some(e),
                     run,
+                    delta: None,
                 })
             })
             .collect();
@@ -228,6 +229,7 @@ async fn watch_resumes_after_the_last_seq_and_exits_with_the_status() {
     let args = WatchArgs {
         run: key().run_id.to_string(),
         after: 0,
+        no_deltas: false,
     };
     let (r, out) = captured(follow::watch(&conn, args)).await;
     assert!(r.is_ok(), "{r:?}");

@@ -541,54 +541,14 @@ impl ClientService for ClientApi {
         let r = req.into_inner();
         let key = validate::run_key(&r.namespace, &r.run_id)?;
         self.core.state(&key).await?;
-        let core = self.core.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(async move {
-            let mut changes = core.notify.watch_run(&key);
-            let mut after = r.after_seq;
-            loop {
-                let s = match core.state(&key).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                };
-                if s.last_seq > after {
-                    let records = match core.history(&key, after + 1, s.last_seq).await {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let _ = tx.send(Err(e)).await;
-                            return;
-                        }
-                    };
-                    let info = run_info(&core, &s).await.ok();
-                    for rec in &records {
-                        let last = rec.seq == s.last_seq;
-                        let msg = pb::WatchRunResponse {
-                            event: Some(convert::event(rec)),
-                            run: if last { info.clone() } else { None },
-                        };
-                        if tx.send(Ok(msg)).await.is_err() {
-                            return;
-                        }
-                        after = rec.seq;
-                    }
-                }
-                if !s.is_open() {
-                    return;
-                }
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-                tokio::select! {
-                    _ = changes.changed_after(after, deadline) => {}
-                    _ = tx.closed() => return,
-                }
-                if core.notify.is_stopping() {
-                    let _ = tx.send(Err(stopping())).await;
-                    return;
-                }
-            }
-        });
+        tokio::spawn(super::watch::run(
+            self.core.clone(),
+            key,
+            r.after_seq,
+            r.include_deltas,
+            tx,
+        ));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

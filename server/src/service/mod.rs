@@ -11,6 +11,7 @@ pub mod query;
 pub mod schedule;
 pub mod text_search;
 pub mod update;
+mod watch;
 pub mod worker;
 
 use steadfast_engine::event::{self as ev, Event};

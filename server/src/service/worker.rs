@@ -20,6 +20,7 @@ use crate::token::{RecordRef, TaskToken, TokenKey};
 use crate::validate;
 use crate::versioning;
 
+mod deltas;
 mod dispatch;
 mod fence;
 mod inflight;
@@ -264,6 +265,13 @@ impl WorkerService for WorkerApi {
         crate::auth::namespace(&req, &req.get_ref().namespace)?;
         let resp = crate::service::check::respond_check_task(&self.core, req.get_ref())?;
         Ok(Response::new(resp))
+    }
+
+    async fn publish_activity_deltas(
+        &self,
+        req: Request<pb::PublishActivityDeltasRequest>,
+    ) -> Result<Response<pb::PublishActivityDeltasResponse>, Status> {
+        Ok(Response::new(deltas::publish(self, &req).await?))
     }
 
     async fn poll_workflow_task(
@@ -547,6 +555,8 @@ impl WorkerService for WorkerApi {
             .instrument(span)
             .await;
         let appended = refused_after_usage(&key, appended, refused)?;
+        // Watchers read the outcome from the history now.
+        self.core.live.finish(&key, id);
         let workflow_task = match (&eager, &appended) {
             (Some(e), Some(a)) => self.hand_out_workflow_task(&key, a, &e.worker).await?,
             _ => None,
@@ -609,6 +619,8 @@ impl WorkerService for WorkerApi {
             .instrument(span)
             .await;
         refused_after_usage(&key, appended, refused)?;
+        // Watchers read the outcome from the history now.
+        self.core.live.finish(&key, id);
         Ok(Response::new(pb::FailActivityTaskResponse {}))
     }
 

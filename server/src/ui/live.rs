@@ -89,6 +89,7 @@ pub async fn run(
         namespace: q.namespace,
         run_id,
         after_seq: after,
+        include_deltas: false,
     };
     let watch = ui.client.watch_run(request(req, &p)).await?.into_inner();
     let events = watch

@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) last_details: Option<pb::Payload>,
     /// `None` for a context built with [`ActivityContext::new`].
     pub(crate) recorder: Mutex<Option<Recorder>>,
+    /// Live output not yet sent ([`ActivityContext::emit_delta`]).
+    pub(crate) deltas: super::deltas::Outbox,
 }
 
 /// The context of one activity attempt. Cheap to clone, `Send`.
@@ -105,6 +107,7 @@ impl ActivityContext {
                     .map(|p| (*blake3::hash(&p.data).as_bytes(), p.data.len() as u64)),
                 last_details,
                 recorder: Mutex::new(None),
+                deltas: Default::default(),
             }),
         }
     }
@@ -241,6 +244,16 @@ impl ActivityContext {
                 s.message()
             ))),
         }
+    }
+
+    /// Sends live output (an LLM's tokens as they arrive) to `WatchRun` subscribers that ask
+    /// for deltas (`steadfast run watch`). Ephemeral: never recorded, not part of the result,
+    /// lost with the worker; a retry's output starts again. Batched by the runtime about
+    /// every 50 ms ([`super::DELTA_BATCH_INTERVAL`]); bounded per attempt
+    /// ([`super::DELTA_OUTBOX_BYTES_MAX`] queued at once, past it text is dropped and
+    /// watchers see the gap). Like every payload, never logged.
+    pub fn emit_delta(&self, text: &str) {
+        self.shared.deltas.push(text);
     }
 
     /// Whether the activity was cancelled (by the workflow, a run cancellation, or because

@@ -13,12 +13,15 @@
 //! ```
 
 mod context;
+mod deltas;
 mod effect;
 mod error;
+mod publish;
 mod registry;
 pub(crate) mod runtime;
 
 pub use context::{ActivityContext, ActivityInfo, NOT_RECORDED_TYPE};
+pub use deltas::{DELTA_BATCH_INTERVAL, DELTA_OUTBOX_BYTES_MAX, DELTA_REQUEST_BYTES_MAX};
 pub use effect::Effect;
 pub use error::{APPROVAL_DENIED_TYPE, ActivityError, CANCELLED_TYPE, DEFAULT_ERROR_TYPE};
 pub use registry::Activities;

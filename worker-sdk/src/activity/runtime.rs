@@ -65,6 +65,13 @@ pub(crate) trait ActivityTransport: Clone + Send + Sync + 'static {
         &self,
         req: pb::FailActivityTaskRequest,
     ) -> impl Future<Output = Result<(), tonic::Status>> + Send;
+    /// Live output; a stand-in that does not care drops it.
+    fn publish_deltas(
+        &self,
+        _req: pb::PublishActivityDeltasRequest,
+    ) -> impl Future<Output = Result<pb::PublishActivityDeltasResponse, tonic::Status>> + Send {
+        async { Ok(pb::PublishActivityDeltasResponse::default()) }
+    }
 }
 
 impl ActivityTransport for WorkerServiceClient<Transport> {
@@ -91,6 +98,17 @@ impl ActivityTransport for WorkerServiceClient<Transport> {
 
     async fn fail(&self, req: pb::FailActivityTaskRequest) -> Result<(), tonic::Status> {
         self.clone().fail_activity_task(req).await.map(|_| ())
+    }
+
+    async fn publish_deltas(
+        &self,
+        req: pb::PublishActivityDeltasRequest,
+    ) -> Result<pb::PublishActivityDeltasResponse, tonic::Status> {
+        Ok(self
+            .clone()
+            .publish_activity_deltas(req)
+            .await?
+            .into_inner())
     }
 }
 
@@ -135,7 +153,10 @@ pub(crate) async fn run_attempt<T: ActivityTransport>(
         let outcome = match activities.get(&info.activity_type) {
             Some(f) => {
                 let attempt = f(ctx.clone(), input);
-                supervise(transport, config, &ctx, &token, attempt).await
+                let outcome = supervise(transport, config, &ctx, &token, attempt).await;
+                // Before the outcome: a watcher sees all the output, then the result.
+                super::publish::flush_all(transport, config, &ctx, &token).await;
+                outcome
             }
             None => Err(ActivityError::retryable(format!(
                 "activity type {:?} is not registered on worker {}",
@@ -163,7 +184,14 @@ async fn supervise<T: ActivityTransport>(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut give_up_at: Option<Instant> = None;
+    let mut publish_at: Option<Instant> = None;
     loop {
+        let publish = async {
+            match publish_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => ctx.shared.deltas.ready().await,
+            }
+        };
         let grace = async {
             match give_up_at {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -184,6 +212,21 @@ async fn supervise<T: ActivityTransport>(
             }
             _ = ticker.tick() => {
                 if heartbeat(transport, config, ctx, token).await && give_up_at.is_none() {
+                    tracing::debug!("activity cancellation requested");
+                    ctx.cancel();
+                    give_up_at = Some(Instant::now() + config.cancel_grace);
+                }
+            }
+            _ = publish => {
+                let Some(_) = publish_at.take() else {
+                    publish_at = Some(Instant::now() + super::DELTA_BATCH_INTERVAL);
+                    continue;
+                };
+                let stop = super::publish::flush_once(transport, config, ctx, token).await;
+                if !ctx.shared.deltas.is_empty() {
+                    publish_at = Some(Instant::now() + super::DELTA_BATCH_INTERVAL);
+                }
+                if stop && give_up_at.is_none() {
                     tracing::debug!("activity cancellation requested");
                     ctx.cancel();
                     give_up_at = Some(Instant::now() + config.cancel_grace);

@@ -109,8 +109,10 @@ impl LlmClient {
         self.call(request, None).await
     }
 
-    /// One call; `ctx` is the activity attempt it runs in, if any (background responses
-    /// record their id in it, and are cancelled with it).
+    /// One call; `ctx` is the activity attempt it runs in, if any: a chat-completions answer
+    /// is then streamed and its text sent to the attempt's watchers as it arrives
+    /// ([`ActivityContext::emit_delta`]); background responses record their id in it, and are
+    /// cancelled with it.
     async fn call(
         &self,
         request: &ChatRequest,
@@ -124,12 +126,13 @@ impl LlmClient {
             ));
         }
         let start = Instant::now();
-        let result = match &self.inner.http {
-            None => Ok(self.chat_offline(request)),
-            Some(http) if self.inner.config.api == Api::Responses => {
+        let result = match (&self.inner.http, ctx) {
+            (None, ctx) => Ok(self.chat_offline_live(request, ctx).await),
+            (Some(http), ctx) if self.inner.config.api == Api::Responses => {
                 responses::call(self, http, request, ctx, start).await
             }
-            Some(http) => self.chat_http(http, request, start).await,
+            (Some(http), None) => self.chat_http(http, request, start).await,
+            (Some(http), Some(ctx)) => self.chat_streamed(http, request, start, ctx).await,
         };
         let latency_ms = elapsed_ms(start);
         match result {
@@ -170,6 +173,11 @@ impl LlmClient {
     ///
     /// A request that refers to an earlier transcript is resolved first
     /// ([`super::resolve_transcript`]).
+    ///
+    /// The answer is streamed (`stream: true`) and its text sent as it arrives to the run's
+    /// watchers ([`ActivityContext::emit_delta`]); the offline model streams its answer in
+    /// chunks too. Only the assembled answer is returned (and recorded). A provider that
+    /// answers with one JSON body, or refuses `stream`, works as before.
     pub async fn chat_for(
         &self,
         ctx: &ActivityContext,
@@ -187,7 +195,7 @@ impl LlmClient {
         Ok(response)
     }
 
-    fn chat_offline(&self, request: &ChatRequest) -> ChatResponse {
+    pub(super) fn chat_offline(&self, request: &ChatRequest) -> ChatResponse {
         if let Some(asked) = request
             .model
             .as_deref()
@@ -222,14 +230,40 @@ impl LlmClient {
         request: &ChatRequest,
         start: Instant,
     ) -> Result<ChatResponse, Error> {
-        let config = &self.inner.config;
-        let base_url = config.base_url.as_deref().unwrap_or_default();
+        let (model, body) = self.request_body(request, false)?;
+        let mut response = self.post(http, model, body, start).await?;
+        self.read_answer(model, &mut response, start).await
+    }
+
+    /// The model and the encoded body of `request` (as a stream when `streamed`).
+    pub(super) fn request_body<'r>(
+        &'r self,
+        request: &'r ChatRequest,
+        streamed: bool,
+    ) -> Result<(&'r str, Vec<u8>), Error> {
         let model = self.model_for(request).ok_or_else(|| {
             Error::Config("no model: set STEADFAST_LLM_MODEL or ChatRequest::model".into())
         })?;
-        let body = serde_json::to_vec(&wire::Request::new(model, request))
+        let mut wire = wire::Request::new(model, request);
+        if streamed {
+            wire = wire.streamed();
+        }
+        let body = serde_json::to_vec(&wire)
             .map_err(|e| Error::Config(format!("cannot encode the request: {e}")))?;
-        tracing::debug!(model, request_bytes = body.len(), "llm request");
+        tracing::debug!(model, request_bytes = body.len(), streamed, "llm request");
+        Ok((model, body))
+    }
+
+    /// Sends a request body; a non-success answer is read and returned as its [`Error`].
+    pub(super) async fn post(
+        &self,
+        http: &reqwest::Client,
+        model: &str,
+        body: Vec<u8>,
+        start: Instant,
+    ) -> Result<reqwest::Response, Error> {
+        let config = &self.inner.config;
+        let base_url = config.base_url.as_deref().unwrap_or_default();
         let mut builder = http
             .post(format!("{base_url}/chat/completions"))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -240,38 +274,70 @@ impl LlmClient {
         let mut response = builder
             .send()
             .await
-            .map_err(|e| unavailable(base_url, config.timeout, start, e))?;
+            .map_err(|e| self.unavailable(start, e))?;
         let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = read_body(&mut response)
+        let body = self.read_text(model, &mut response, start).await?;
+        let mut message = wire::error_message(&body);
+        if let Some(after) = retry_after {
+            message.push_str(&format!(" (Retry-After: {after})"));
+        }
+        Err(Error::from_status(status.as_u16(), message))
+    }
+
+    /// Reads a whole (non-streamed) answer and parses it.
+    pub(super) async fn read_answer(
+        &self,
+        model: &str,
+        response: &mut reqwest::Response,
+        start: Instant,
+    ) -> Result<ChatResponse, Error> {
+        let body = self.read_text(model, response, start).await?;
+        self.parse(model, &body)
+    }
+
+    async fn read_text(
+        &self,
+        model: &str,
+        response: &mut reqwest::Response,
+        start: Instant,
+    ) -> Result<String, Error> {
+        let status = response.status();
+        let body = read_body(response)
             .await
-            .map_err(|e| unavailable(base_url, config.timeout, start, e))?;
+            .map_err(|e| self.unavailable(start, e))?;
         tracing::debug!(
             model,
             status = status.as_u16(),
             response_bytes = body.len(),
             "llm response"
         );
-        let Some(body) = body.into_text() else {
-            return Err(Error::InvalidResponse(format!(
+        body.into_text().ok_or_else(|| {
+            Error::InvalidResponse(format!(
                 "response body larger than {MAX_RESPONSE_BYTES} bytes"
-            )));
-        };
-        if !status.is_success() {
-            let mut message = wire::error_message(&body);
-            if let Some(after) = retry_after {
-                message.push_str(&format!(" (Retry-After: {after})"));
-            }
-            return Err(Error::from_status(status.as_u16(), message));
-        }
-        self.parse(model, &body)
+            ))
+        })
     }
 
-    fn parse(&self, model: &str, body: &str) -> Result<ChatResponse, Error> {
+    /// A network failure of this client's API, as an [`Error::Unavailable`].
+    pub(super) fn unavailable(&self, start: Instant, e: reqwest::Error) -> Error {
+        let config = &self.inner.config;
+        unavailable(
+            config.base_url.as_deref().unwrap_or_default(),
+            config.timeout,
+            start,
+            e,
+        )
+    }
+
+    pub(super) fn parse(&self, model: &str, body: &str) -> Result<ChatResponse, Error> {
         let parsed: wire::Response = serde_json::from_str(body).map_err(|e| {
             Error::InvalidResponse(format!("body is not a chat completion JSON object: {e}"))
         })?;

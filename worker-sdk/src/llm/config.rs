@@ -42,6 +42,9 @@ pub enum Api {
     /// ([`LlmConfig::background`]).
     Responses,
 }
+/// Pause between the chunks the offline model streams, ms (default 0: as fast as they are
+/// sent), so that a demo's live tokens arrive at a readable pace.
+pub const ENV_OFFLINE_PACE_MS: &str = "STEADFAST_LLM_OFFLINE_PACE_MS";
 
 /// Default time limit of one call: below the `llm.chat` activity's 120 s start-to-close,
 /// so that a slow API ends the attempt with a typed, retryable error rather than an
@@ -74,6 +77,8 @@ pub struct LlmConfig {
     pub poll_initial: Duration,
     /// Longest wait between two polls of a background response.
     pub poll_max: Duration,
+    /// Pause between the chunks of an offline answer streamed to watchers.
+    pub offline_pace: Duration,
 }
 
 impl Default for LlmConfig {
@@ -90,6 +95,7 @@ impl Default for LlmConfig {
             background: false,
             poll_initial: DEFAULT_POLL_INITIAL,
             poll_max: DEFAULT_POLL_MAX,
+            offline_pace: Duration::ZERO,
         }
     }
 }
@@ -182,6 +188,14 @@ impl LlmConfig {
             prices: PriceTable::from_setting(get(ENV_PRICES).as_deref())?,
             api,
             background,
+            offline_pace: match get(ENV_OFFLINE_PACE_MS) {
+                None => Duration::ZERO,
+                Some(v) => Duration::from_millis(v.parse::<u64>().map_err(|_| {
+                    Error::Config(format!(
+                        "{ENV_OFFLINE_PACE_MS} must be a number of milliseconds, not {v:?}"
+                    ))
+                })?),
+            },
             ..LlmConfig::default()
         }
         .validated()
@@ -217,6 +231,12 @@ impl LlmConfig {
     pub fn poll_interval(mut self, initial: Duration, max: Duration) -> Self {
         self.poll_initial = initial;
         self.poll_max = max;
+        self
+    }
+
+    /// Sets the pause between the chunks of a streamed offline answer.
+    pub fn offline_pace(mut self, pace: Duration) -> Self {
+        self.offline_pace = pace;
         self
     }
 

@@ -35,6 +35,7 @@ mod error;
 pub mod offline;
 mod prices;
 pub mod responses;
+mod stream;
 pub mod transcript;
 mod types;
 mod wire;
@@ -47,8 +48,8 @@ pub use activity::{
 pub use client::{LlmClient, MAX_RESPONSE_BYTES};
 pub use config::{
     Api, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POLL_INITIAL, DEFAULT_POLL_MAX, DEFAULT_TIMEOUT, ENV_API,
-    ENV_API_KEY, ENV_BACKGROUND, ENV_BASE_URL, ENV_CONNECT_TIMEOUT_MS, ENV_MODEL, ENV_PRICES,
-    ENV_TIMEOUT_MS, LlmConfig,
+    ENV_API_KEY, ENV_BACKGROUND, ENV_BASE_URL, ENV_CONNECT_TIMEOUT_MS, ENV_MODEL,
+    ENV_OFFLINE_PACE_MS, ENV_PRICES, ENV_TIMEOUT_MS, LlmConfig,
 };
 pub use conversation::{Conversation, SERVER_INLINE_BYTES_MAX};
 pub use error::{

@@ -17,6 +17,17 @@ pub(crate) struct Request<'a> {
     pub temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
+    /// Server-sent events (see `stream.rs`); absent = one JSON answer.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+}
+
+/// Asks for the usage in a last chunk of a stream (OpenAI's `include_usage`).
+#[derive(Debug, Serialize)]
+pub(crate) struct StreamOptions {
+    pub include_usage: bool,
 }
 
 impl<'a> Request<'a> {
@@ -27,7 +38,18 @@ impl<'a> Request<'a> {
             tools: req.tools.iter().map(WireTool::from).collect(),
             temperature: req.temperature,
             max_tokens: req.max_tokens,
+            stream: false,
+            stream_options: None,
         }
+    }
+
+    /// The same request, answered as a stream with the usage at its end.
+    pub(crate) fn streamed(mut self) -> Self {
+        self.stream = true;
+        self.stream_options = Some(StreamOptions {
+            include_usage: true,
+        });
+        self
     }
 }
 
@@ -84,10 +106,10 @@ impl<'a> From<&'a ToolSpec> for WireTool<'a> {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct WireToolCall {
     #[serde(default)]
-    id: String,
+    pub(crate) id: String,
     #[serde(default = "function_type")]
     r#type: String,
-    function: WireFunctionCall,
+    pub(crate) function: WireFunctionCall,
 }
 
 fn function_type() -> String {
@@ -95,14 +117,14 @@ fn function_type() -> String {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct WireFunctionCall {
-    name: String,
+pub(crate) struct WireFunctionCall {
+    pub(crate) name: String,
     // A JSON text; some servers send an object instead, kept as its JSON text.
     #[serde(default, deserialize_with = "arguments_text")]
-    arguments: String,
+    pub(crate) arguments: String,
 }
 
-pub(super) fn arguments_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(crate) fn arguments_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(match serde_json::Value::deserialize(d)? {
         serde_json::Value::String(s) => s,
         serde_json::Value::Null => String::new(),
