@@ -157,9 +157,10 @@ pub async fn on_approval_requested(
             .await?;
         eprintln!("approved filing #{id} (--approve-all)");
     } else {
+        // Deny with `steadfast run deny RUN --activity ID --reason ...`; `run show RUN
+        // --preview` shows the issue a filing would send (README, "The triage agent").
         eprintln!(
-            "filing #{id} waits for your approval ({}): steadfast run approve {run_id} --activity {id} --addr {addr}   (or: steadfast run deny {run_id} --activity {id} --reason \"...\" --addr {addr}; steadfast run show {run_id} --preview --addr {addr} shows the arguments)",
-            r.reason
+            "filing #{id} waits for your approval: steadfast run approve {run_id} --activity {id} --addr {addr}"
         );
     }
     Ok(())
