@@ -7,6 +7,7 @@
 //! - [`worker`]: the [`Worker`] that polls a task queue and runs both.
 //! - [`client`]: the [`Client`] that starts runs and follows them.
 //! - [`llm`]: LLM calls as activities, with usage and cost.
+//! - `mcp` (cargo feature `mcp`): MCP servers' tools as activities.
 //!
 //! The SDK depends only on the `steadfast.v1` protobuf contract, never on the engine.
 #![warn(missing_docs)]
@@ -16,6 +17,8 @@ mod backoff;
 pub mod check;
 pub mod client;
 pub mod llm;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod payload;
 pub mod replay;
 pub mod search;

@@ -70,6 +70,14 @@ struct RunArgs {
     /// Print the result as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
+    /// A last step: file the top issues in a local tracker (<data-dir>/tracker/issues.json)
+    /// through its MCP server; each filing waits for your approval, and this command prints
+    /// the `steadfast run approve` line to run.
+    #[arg(long)]
+    file_issues: bool,
+    /// With --file-issues: approve every filing from this command (for demos).
+    #[arg(long, requires = "file_issues")]
+    approve_all: bool,
     /// Token and TLS for a secured server given with --addr (handed to the worker too).
     #[command(flatten)]
     security: Security,
@@ -85,6 +93,10 @@ enum Cmd {
         /// Log every executed LLM call here (`run activity attempt pid`).
         #[arg(long)]
         exec_log: Option<PathBuf>,
+        /// Mount the local tracker (its MCP server, `triage-tracker`) with its issues in this
+        /// directory, for runs that file issues.
+        #[arg(long)]
+        tracker_dir: Option<PathBuf>,
         /// The summary prompt: v1, or v2 (behind the patch `triage-summary-prompt-v2`, so
         /// runs that drafted their summary on v1 still replay).
         #[arg(long, value_enum, default_value = "v1")]
@@ -176,6 +188,7 @@ fn spawn_worker(
     data_dir: &Path,
     security: &Security,
     prompt: PromptVersion,
+    tracker_dir: Option<&Path>,
 ) -> Result<ChildGuard> {
     let exe = std::env::current_exe()?;
     let log = std::fs::OpenOptions::new()
@@ -184,8 +197,7 @@ fn spawn_worker(
         .open(data_dir.join("worker.log"))?;
     let mut cmd = Command::new(exe);
     security.pass_to(&mut cmd);
-    let child = cmd
-        .args(["worker", "--addr", addr, "--prompt-version"])
+    cmd.args(["worker", "--addr", addr, "--prompt-version"])
         .arg(match prompt {
             PromptVersion::V1 => "v1",
             PromptVersion::V2 => "v2",
@@ -198,7 +210,11 @@ fn spawn_worker(
             steadfast_sdk::llm::ENV_OFFLINE_PACE_MS,
             std::env::var(steadfast_sdk::llm::ENV_OFFLINE_PACE_MS)
                 .unwrap_or_else(|_| OFFLINE_PACE_MS.to_string()),
-        )
+        );
+    if let Some(dir) = tracker_dir {
+        cmd.arg("--tracker-dir").arg(dir);
+    }
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -212,6 +228,7 @@ async fn run_worker(
     exec_log: Option<PathBuf>,
     prompt: PromptVersion,
     security: Security,
+    tracker_dir: Option<PathBuf>,
 ) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -231,6 +248,13 @@ async fn run_worker(
     );
     let mut worker = Worker::new(security.config(&addr), WorkerOptions::default());
     triage::register(&mut worker, client, prompt);
+    if let Some(dir) = tracker_dir {
+        let tracker = triage::filing::mount_tracker(&mut worker, &dir).await?;
+        eprintln!(
+            "triage worker: tracker mounted ({} tools)",
+            tracker.tools().len()
+        );
+    }
     worker.run().await?;
     Ok(())
 }
@@ -265,7 +289,14 @@ async fn run(a: RunArgs) -> Result<()> {
             (g, addr)
         }
     };
-    let mut worker = spawn_worker(&addr, &data_dir, &a.security, a.prompt_version)?;
+    let tracker_dir = a.file_issues.then(|| data_dir.join("tracker"));
+    let mut worker = spawn_worker(
+        &addr,
+        &data_dir,
+        &a.security,
+        a.prompt_version,
+        tracker_dir.as_deref(),
+    )?;
     eprintln!(
         "started a worker (log in {})",
         data_dir.join("worker.log").display()
@@ -283,6 +314,7 @@ async fn run(a: RunArgs) -> Result<()> {
             .unwrap_or_else(|| data_dir.join(format!("report-{}.md", triage::RUN_ID_PLACEHOLDER)))
             .display()
             .to_string(),
+        file_issues: a.file_issues.then(triage::filing::FileIssues::default),
     };
     let run = client
         .start_workflow(triage::WORKFLOW_TYPE, &input, StartOptions::default())
@@ -346,6 +378,10 @@ async fn run(a: RunArgs) -> Result<()> {
             Some(A::ActivityCompleted(c)) if llm_ids.contains(&(from.clone(), c.command_seq)) => {
                 llm_recorded += 1
             }
+            Some(A::ApprovalRequested(r)) if from == run_id => {
+                triage::filing::on_approval_requested(&client, &addr, &run_id, &r, a.approve_all)
+                    .await?
+            }
             Some(A::ProgressReported(p)) => {
                 let message = if from == run_id {
                     parent_done = p.done;
@@ -373,7 +409,13 @@ async fn run(a: RunArgs) -> Result<()> {
             let pid = worker.0.as_ref().map(Child::id).unwrap_or(0);
             worker.kill9();
             bar.suspend(|| eprintln!("killed the worker (pid {pid}) with SIGKILL after {llm_recorded} recorded LLM results; starting a new worker"));
-            worker = spawn_worker(&addr, &data_dir, &a.security, a.prompt_version)?;
+            worker = spawn_worker(
+                &addr,
+                &data_dir,
+                &a.security,
+                a.prompt_version,
+                tracker_dir.as_deref(),
+            )?;
         }
     }
     bar.finish_and_clear();
@@ -415,6 +457,9 @@ async fn run(a: RunArgs) -> Result<()> {
         d.replayed_from_log
     );
     eprintln!("Report: {}", out.report_path);
+    if let Some(dir) = &tracker_dir {
+        triage::filing::print_filed(&out.filed, dir);
+    }
     Ok(())
 }
 
@@ -502,7 +547,14 @@ fn main() -> Result<()> {
             exec_log,
             prompt_version,
             security,
-        }) => rt.block_on(run_worker(addr, exec_log, prompt_version, security)),
+            tracker_dir,
+        }) => rt.block_on(run_worker(
+            addr,
+            exec_log,
+            prompt_version,
+            security,
+            tracker_dir,
+        )),
         Some(Cmd::Server { data_dir, listen }) => {
             tracing_subscriber::fmt()
                 .with_env_filter(

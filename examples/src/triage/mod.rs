@@ -5,6 +5,7 @@
 //! batch (by the sub-agents) and every product (by this run), and the report so far is kept
 //! as the run's partial result, so a cancelled or stopped run still ends with what it found.
 
+pub mod filing;
 pub mod product;
 pub mod report;
 
@@ -78,6 +79,10 @@ pub struct TriageInput {
     /// Where the worker writes the Markdown report; `{run_id}` in it is replaced by the
     /// run's id.
     pub report_path: String,
+    /// The optional last step: file the top issues in the local tracker, each behind a
+    /// human's approval ([`filing`]). `None`: the run is unattended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_issues: Option<filing::FileIssues>,
 }
 
 fn default_batch() -> usize {
@@ -98,6 +103,9 @@ pub struct TriageOutput {
     pub footer: Footer,
     /// Durability accounting of the LLM calls (see [`WriteOutcome`]).
     pub durability: WriteOutcome,
+    /// The issues filed by the `--file-issues` step (empty without it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filed: Vec<filing::FiledIssue>,
 }
 
 /// What the partial result holds while the run is under way.
@@ -556,12 +564,24 @@ pub async fn triage(
             },
         )
         .await?;
+    let filed = match &input.file_issues {
+        Some(f) => {
+            ctx.progress(
+                total,
+                total,
+                "filing the top issues (each waits for approval)",
+            );
+            filing::file_top_issues(&ctx, &facts, f).await?
+        }
+        None => Vec::new(),
+    };
     ctx.progress(total, total, "done");
     Ok(TriageOutput {
         report_path,
         facts,
         footer: usage.footer,
         durability,
+        filed,
     })
 }
 

@@ -150,6 +150,24 @@ impl Worker {
         self
     }
 
+    /// Mounts MCP server `server` as `name`: starts or connects to it, lists its tools and
+    /// registers each as activity `mcp.<name>.<tool>`, with its effect and approval from the
+    /// tool's annotations (see [`crate::mcp`]). Returns the mounted tools, e.g. for
+    /// [`crate::mcp::Mounted::tool_specs`].
+    #[cfg(feature = "mcp")]
+    pub async fn mount_mcp(
+        &mut self,
+        name: &str,
+        server: crate::mcp::McpServer,
+    ) -> Result<crate::mcp::Mounted, crate::mcp::Error> {
+        crate::mcp::mount(self, name, server).await
+    }
+
+    /// The registered activity types, sorted.
+    pub fn activity_types(&self) -> Vec<String> {
+        self.activities.names()
+    }
+
     /// The registered workflows (e.g. for a [`crate::replay::Replayer`] of the same code).
     pub fn registry(&self) -> &Registry {
         &self.workflows
