@@ -15,6 +15,7 @@ pub mod bench;
 pub mod deploy;
 pub mod peer;
 pub mod raw;
+pub mod scale;
 pub mod secure;
 pub mod side;
 pub mod ui;
