@@ -59,6 +59,12 @@ pub fn start_server_with(dir: &Path, port: u16, extra: &[&str]) -> Result<Server
         ])
         .arg(dir)
         .args(extra)
+        // More flags for a profiling session, e.g. "--metrics-listen 127.0.0.1:9464".
+        .args(
+            std::env::var("STEADFAST_BENCH_SERVER_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .env(
             "RUST_LOG",
             std::env::var("STEADFAST_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),

@@ -391,9 +391,21 @@ async fn advance_workflow(shared: &Arc<Shared>, task: pb::PollWorkflowTaskRespon
             tracing::debug!(commands = ?kinds, "workflow task completed");
             // Eager dispatch: offer free activity slots; the server hands back the attempts
             // these commands schedule, saving each one an activity poll.
+            // As many slots as the commands schedule activities this worker runs: a slot
+            // offered and not used is held away from the pollers for the call's round trip.
+            let wanted = commands
+                .iter()
+                .filter(|c| match &c.command {
+                    Some(pb::command::Command::ScheduleActivity(a)) => {
+                        shared.activity_types.contains(&a.activity_type)
+                    }
+                    _ => false,
+                })
+                .count()
+                .min(EAGER_SLOTS_MAX);
             let mut permits = Vec::new();
             if !shared.activity_types.is_empty() {
-                while permits.len() < EAGER_SLOTS_MAX {
+                while permits.len() < wanted {
                     match Arc::clone(&shared.act_slots).try_acquire_owned() {
                         Ok(p) => permits.push(p),
                         Err(_) => break,
