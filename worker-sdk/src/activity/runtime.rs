@@ -41,11 +41,10 @@ pub(crate) struct EagerWorkflow {
     pub(crate) build_id: String,
     /// The worker's workflow slots: one is taken before asking and goes with the task.
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
-    /// The workflow side of the worker, which runs the task as if it had been polled.
-    pub(crate) sink: tokio::sync::mpsc::UnboundedSender<EagerTask>,
 }
 
-/// A workflow task handed back with an activity completion, with the slot it holds.
+/// A workflow task handed back with an activity completion, with the slot it holds: the
+/// caller runs it at once, on the same task (each hand-off to another task costs a wake-up).
 pub(crate) type EagerTask = (
     pb::PollWorkflowTaskResponse,
     tokio::sync::OwnedSemaphorePermit,
@@ -118,7 +117,7 @@ pub(crate) async fn run_attempt<T: ActivityTransport>(
     config: &RuntimeConfig,
     activities: &Activities,
     task: pb::PollActivityTaskResponse,
-) {
+) -> Option<EagerTask> {
     let ctx = ActivityContext::for_attempt(
         ActivityInfo {
             namespace: task.namespace,
@@ -164,10 +163,10 @@ pub(crate) async fn run_attempt<T: ActivityTransport>(
             ))
             .with_type("steadfast.UnknownActivityType")),
         };
-        report(transport, config, &token, outcome, ctx.take_usage()).await;
+        report(transport, config, &token, outcome, ctx.take_usage()).await
     }
     .instrument(span)
-    .await;
+    .await
 }
 
 /// Waits for the attempt while heartbeating; returns its outcome, or Cancelled when it
@@ -180,9 +179,14 @@ async fn supervise<T: ActivityTransport>(
     attempt: futures::future::BoxFuture<'static, Result<pb::Payload, ActivityError>>,
 ) -> Result<pb::Payload, ActivityError> {
     let mut handle = tokio::spawn(attempt);
-    let mut ticker = tokio::time::interval(config.heartbeat_interval);
+    // The first tick one interval from now. (`interval` plus awaiting its immediate first
+    // tick cost every attempt up to a millisecond: a timer due now still fires on the timer
+    // driver's next turn.)
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.heartbeat_interval,
+        config.heartbeat_interval,
+    );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
     let mut give_up_at: Option<Instant> = None;
     let mut publish_at: Option<Instant> = None;
     loop {
@@ -373,7 +377,7 @@ async fn report<T: ActivityTransport>(
     token: &str,
     outcome: Result<pb::Payload, ActivityError>,
     usage: Option<pb::Usage>,
-) {
+) -> Option<EagerTask> {
     let mut outcome = outcome;
     let give_up_at = Instant::now() + config.report_timeout;
     let mut backoff = Backoff::default();
@@ -382,6 +386,7 @@ async fn report<T: ActivityTransport>(
         let permit = Arc::clone(&e.slots).try_acquire_owned().ok()?;
         Some((e, permit))
     });
+    let mut handed = None;
     loop {
         let sent = match &outcome {
             Ok(result) => {
@@ -400,12 +405,10 @@ async fn report<T: ActivityTransport>(
                     })
                     .await
                     .map(|resp| {
-                        if let (Some(task), Some((e, permit))) = (resp.workflow_task, eager.take())
+                        if let (Some(task), Some((_, permit))) = (resp.workflow_task, eager.take())
                             && !task.task_token.is_empty()
                         {
-                            // The workflow side runs it; if it is gone (the worker stops), the
-                            // task times out on the server and is offered again.
-                            let _ = e.sink.send((task, permit));
+                            handed = Some((task, permit));
                         }
                     })
             }
@@ -429,7 +432,7 @@ async fn report<T: ActivityTransport>(
                     Ok(p) => tracing::debug!(result_bytes = p.data.len(), "activity completed"),
                     Err(e) => tracing::debug!(error_type = e.error_type(), "activity failed"),
                 }
-                return;
+                return handed;
             }
             Err(s) if is_transient(&s) && Instant::now() < give_up_at => {
                 tokio::time::sleep(backoff.next_delay()).await;
@@ -451,13 +454,13 @@ async fn report<T: ActivityTransport>(
                     }
                     None => {
                         tracing::warn!(code = ?s.code(), message = s.message(), "activity outcome not recorded");
-                        return;
+                        return None;
                     }
                 }
             }
             Err(s) => {
                 tracing::warn!(code = ?s.code(), message = s.message(), "activity outcome not recorded");
-                return;
+                return None;
             }
         }
     }

@@ -18,7 +18,7 @@ mod check_mode;
 mod queries;
 use super::{Error, WorkerOptions};
 use crate::activity::Activities;
-use crate::activity::runtime::{EagerTask, EagerWorkflow, RuntimeConfig, run_attempt};
+use crate::activity::runtime::{EagerWorkflow, RuntimeConfig, run_attempt};
 use crate::backoff::{Backoff, is_transient};
 use crate::client::{Client, ClientConfig, Transport};
 use crate::workflow::{self, Registry, command_kind};
@@ -71,15 +71,14 @@ pub(super) async fn run(
     )?;
     let client = Client::with_channel(config.clone(), channel.clone());
     let wf_slots = Arc::new(Semaphore::new(options.max_concurrent_workflow_tasks.max(1)));
-    // Workflow tasks handed back with activity completions (eager workflow tasks).
-    let (eager_tx, mut eager_rx) = tokio::sync::mpsc::unbounded_channel::<EagerTask>();
+    // Workflow tasks handed back with activity completions (eager workflow tasks): run by
+    // the activity's own task once its outcome is recorded ([`run_activity`]).
     let eager_workflow =
         (!workflow_types.is_empty() && !options.check_mode).then(|| EagerWorkflow {
             task_queue: options.task_queue.clone(),
             workflow_types: workflow_types.clone(),
             build_id: options.build_id.clone(),
             slots: Arc::clone(&wf_slots),
-            sink: eager_tx,
         });
     let shared = Arc::new(Shared {
         outage: AtomicBool::new(false),
@@ -120,18 +119,6 @@ pub(super) async fn run(
     // open the server knows this worker lives.
     let session = tokio::spawn(keep_session(Arc::clone(&shared)));
     let (stop_tx, stop_rx) = watch::channel(false);
-    {
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            while let Some((task, permit)) = eager_rx.recv().await {
-                let shared = Arc::clone(&shared);
-                tokio::spawn(async move {
-                    handle_workflow_task(&shared, task).await;
-                    drop(permit);
-                });
-            }
-        });
-    }
     let act_slots = Arc::clone(&shared.act_slots);
     let mut loops = tokio::task::JoinSet::new();
     if !shared.workflow_types.is_empty() {
@@ -440,8 +427,7 @@ async fn advance_workflow(shared: &Arc<Shared>, task: pb::PollWorkflowTaskRespon
                     let Some(permit) = permits.pop() else { break };
                     let shared = Arc::clone(shared);
                     tokio::spawn(async move {
-                        run_attempt(&shared.worker, &shared.runtime, &shared.activities, task)
-                            .await;
+                        run_activity(shared, task).await;
                         drop(permit);
                     });
                 }
@@ -535,8 +521,24 @@ async fn poll_activity_tasks(
             Ok((!task.task_token.is_empty()).then_some(task))
         }
     };
-    let handle = |shared: Arc<Shared>, task| async move {
-        run_attempt(&shared.worker, &shared.runtime, &shared.activities, task).await
-    };
+    let handle = |shared: Arc<Shared>, task| run_activity(shared, task);
     poll_loop(shared, slots, stop, poll, handle).await;
+}
+
+/// Runs an activity attempt to its reported end, then the workflow task its completion may
+/// have brought back (eager workflow task), on this same task: a hand-off to another task
+/// would cost a wake-up on the step's critical path. A plain fn returning a boxed `Send`
+/// future, because a workflow task may hand out activities that bring back workflow tasks:
+/// the concrete type ends that recursion.
+fn run_activity(
+    shared: Arc<Shared>,
+    task: pb::PollActivityTaskResponse,
+) -> futures::future::BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let eager = run_attempt(&shared.worker, &shared.runtime, &shared.activities, task).await;
+        if let Some((workflow_task, slot)) = eager {
+            handle_workflow_task(&shared, workflow_task).await;
+            drop(slot);
+        }
+    })
 }
