@@ -4,8 +4,10 @@
 //!
 //! Ephemeral by design, and never shown as durable state: nothing here is written to the
 //! history, a restart loses it (watchers then see the recorded result only), and it lives on
-//! the node whose `PublishActivityDeltas` received it — a watcher connected to another node
-//! over the same PostgreSQL sees the events but not these deltas (see README "Live tokens").
+//! every node: the node whose `PublishActivityDeltas` received it relays what was new to the
+//! other nodes over the same PostgreSQL ([`steadfast_engine::store::Store::relay_live`]),
+//! which take it in here too ([`LiveOutput::publish`] from `Change::Live`), so a watcher on
+//! any node sees it (see README "Live tokens").
 //!
 //! Each activity keeps the *last* [`LIVE_TEXT_BYTES_MAX`] bytes of its current attempt's
 //! output: a watcher that joins late gets that tail, and its first delta's offset (> 0) says
@@ -220,16 +222,17 @@ impl LiveOutput {
         }
     }
 
-    /// Takes the output of attempt `attempt` of activity `id` (already fenced: the current,
-    /// started attempt), keeps its tail and passes it on to the watchers. A new attempt
-    /// resets the activity's buffer. Returns the bytes that were new.
+    /// Takes the output of attempt `attempt` of activity `id` (fenced by whoever received it:
+    /// the current, started attempt), keeps its tail and passes it on to the watchers. A new
+    /// attempt resets the activity's buffer; an older one's output (relayed late from another
+    /// node) is dropped. Returns the parts that were new (to relay to other nodes).
     pub fn publish(
         &self,
         key: &RunKey,
         id: u32,
         attempt: u32,
         deltas: &[pb::ActivityDelta],
-    ) -> usize {
+    ) -> Vec<pb::ActivityDelta> {
         let mut inner = self.inner.lock();
         inner.sweep();
         let run = inner.runs.entry(key.clone()).or_insert_with(RunOutput::new);
@@ -239,22 +242,26 @@ impl LiveOutput {
             .activities
             .entry(id)
             .or_insert_with(|| AttemptOutput::new(attempt));
-        if out.attempt != attempt {
+        if out.attempt > attempt {
+            return Vec::new();
+        }
+        if out.attempt < attempt {
             *out = AttemptOutput::new(attempt);
         }
-        let mut new_bytes = 0;
+        let mut new = Vec::new();
         for d in deltas {
             let Some((offset, text)) = out.add(d.offset, &d.text) else {
                 continue;
             };
-            new_bytes += text.len();
-            // No receiver is not an error: nobody watches right now.
-            let _ = run.fanout.send(pb::ActivityDelta {
+            let d = pb::ActivityDelta {
                 activity_id: id,
                 attempt,
                 offset,
                 text,
-            });
+            };
+            // No receiver is not an error: nobody watches right now.
+            let _ = run.fanout.send(d.clone());
+            new.push(d);
         }
         out.trim(LIVE_TEXT_BYTES_MAX);
         let after = run.bytes();
@@ -262,7 +269,7 @@ impl LiveOutput {
         if inner.total_bytes > LIVE_TOTAL_BYTES_MAX {
             inner.evict(key);
         }
-        new_bytes
+        new
     }
 
     /// Forgets activity `id`'s output (its outcome was recorded: watchers read it from the
@@ -364,6 +371,8 @@ mod tests {
         let k = key();
         live.publish(&k, 1, 1, &[d(0, "first try")]);
         live.publish(&k, 1, 2, &[d(0, "again")]);
+        // The old attempt's output relayed late from another node changes nothing.
+        assert!(live.publish(&k, 1, 1, &[d(9, " late")]).is_empty());
         let w = live.subscribe(&k);
         assert_eq!(texts(&w.snapshot), [(2, 0, "again")]);
     }

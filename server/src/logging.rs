@@ -26,10 +26,16 @@ pub fn init_client() {
     }
 }
 
+/// Capped whatever `RUST_LOG` says: tokio-postgres logs every statement's parameters at
+/// debug, and those are payloads (appended events, relayed live output).
+const QUIET_DEPENDENCY: &str = "tokio_postgres=info";
+
 /// Installs the global subscriber (level from `RUST_LOG`, `info` by default). A second call
 /// changes nothing (tests may start several servers in one process).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info".into())
+        .add_directive(QUIET_DEPENDENCY.parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

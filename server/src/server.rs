@@ -630,6 +630,16 @@ async fn forward_changes(
             }) => core.notify.task_ready(&namespace, &queue, kind),
             Ok(Change::RunChanged { key, last_seq }) => core.notify.run_changed(&key, last_seq),
             Ok(Change::Timers) => core.notify.timers_changed(),
+            // Fenced where it was received; here only kept and passed to this node's watchers.
+            Ok(Change::Live(t)) => {
+                let d = steadfast_proto::v1::ActivityDelta {
+                    activity_id: t.activity_id,
+                    attempt: t.attempt,
+                    offset: t.offset,
+                    text: t.text,
+                };
+                core.live.publish(&t.key, t.activity_id, t.attempt, &[d]);
+            }
             // Missed some: wake everyone once; they re-read the store.
             Err(RecvError::Lagged(n)) => {
                 tracing::debug!(missed = n, "change notifications lagged");

@@ -152,6 +152,11 @@ impl Proc {
         self.child.as_mut().and_then(|c| c.stdout.take())
     }
 
+    /// Takes its stderr, when it was spawned with `Stdio::piped()`.
+    pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.as_mut().and_then(|c| c.stderr.take())
+    }
+
     /// Its pid.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

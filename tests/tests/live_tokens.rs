@@ -13,6 +13,9 @@
 //!   the server's nor the worker's debug log holds it.
 //! - A superseded attempt's deltas are refused (raw worker protocol), a new attempt's start
 //!   again at offset 0, and a watcher is told which attempt they belong to.
+//! - Two nodes over one PostgreSQL, the worker on node A: watchers on A and on B (one of them
+//!   joining mid-generation) all see the same text, from offset 0, before the
+//!   ActivityCompleted (B gets it relayed over LISTEN/NOTIFY).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -29,6 +32,7 @@ use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
+use steadfast_postgres::testing::PgCluster;
 use steadfast_proto::v1 as pb;
 use steadfast_proto::v1::history_event::Attributes as A;
 use steadfast_sdk::client::{Client, StartOptions};
@@ -320,18 +324,7 @@ fn watchers_see_the_tokens_before_the_result_and_the_history_keeps_only_the_answ
         "recorded {result}, streamed {expected:?}"
     );
     for (name, seen) in [("early watcher", &early), ("late watcher", &late)] {
-        wait_for(WAIT, "the watcher's terminal event", || {
-            seen.lock()
-                .unwrap()
-                .iter()
-                .any(|m| {
-                    matches!(
-                        m.event.as_ref().and_then(|e| e.attributes.as_ref()),
-                        Some(A::RunCompleted(_))
-                    )
-                })
-                .then_some(())
-        })?;
+        wait_run_completed(seen)?;
         check_watcher(name, seen, &expected)?;
     }
 
@@ -523,4 +516,103 @@ async fn next_delta(
     })
     .await
     .context("no delta in time")?
+}
+
+/// Waits until `seen` holds the run's RunCompleted.
+fn wait_run_completed(seen: &Seen) -> Result<()> {
+    wait_for(WAIT, "the watcher's terminal event", || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|m| {
+                matches!(
+                    m.event.as_ref().and_then(|e| e.attributes.as_ref()),
+                    Some(A::RunCompleted(_))
+                )
+            })
+            .then_some(())
+    })
+}
+
+#[test]
+fn watchers_on_another_node_see_the_tokens_too() -> Result<()> {
+    let Some(pg) = PgCluster::shared() else {
+        return Ok(());
+    };
+    let seed = test_seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let secret = format!("relayed-{:016x}", rng.r#gen::<u64>());
+    let chunks = answer_chunks(&mut rng, &secret, 24);
+    let expected: String = chunks.concat();
+    let held = 3 + rng.gen_range(0..6);
+    let first_part: String = chunks[..held].concat();
+
+    let db = pg.create_database("live_nodes");
+    let dir = tempfile::tempdir()?;
+    let nodes = (0..2)
+        .map(|i| {
+            Server::start_logged(
+                &dir.path().join(format!("node{i}")),
+                &["--store", &db],
+                &dir.path().join(format!("node{i}.log")),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (a, b) = (nodes[0].url(), nodes[1].url());
+    let llm = FakeSse::start(chunks.clone(), held)?;
+    // The worker talks to node A only: its text reaches B through PostgreSQL or not at all.
+    let worker = start_worker(&a, &llm, &dir.path().join("worker.log"))?;
+
+    let rt = runtime();
+    let on_a = rt.block_on(Client::connect(a.as_str()))?;
+    let on_b = rt.block_on(Client::connect(b.as_str()))?;
+    let run = rt
+        .block_on(on_b.start_workflow(
+            "live.chat",
+            &json!({"prompt": "what happened to my invoice?"}),
+            StartOptions {
+                task_queue: Some(QUEUE.into()),
+                ..Default::default()
+            },
+        ))?
+        .run_id;
+    let early_a = spawn_watch(&rt, &on_a, &run);
+    let early_b = spawn_watch(&rt, &on_b, &run);
+    wait_for(WAIT, "the first chunks at the watcher on node B", || {
+        (text_of(&deltas(&early_b)) == first_part).then_some(())
+    })?;
+    // Joins mid-generation on B: the buffer B kept of A's relayed text, from offset 0.
+    let late_b = spawn_watch(&rt, &on_b, &run);
+    wait_for(WAIT, "the buffer at the late watcher on node B", || {
+        (text_of(&deltas(&late_b)) == first_part).then_some(())
+    })?;
+
+    llm.open(usize::MAX);
+    let result: serde_json::Value = rt.block_on(on_b.await_result(&run, WAIT))?;
+    ensure!(
+        result["text"] == json!(expected),
+        "recorded {result}, streamed {expected:?}"
+    );
+    for (name, seen) in [
+        ("watcher on node A", &early_a),
+        ("watcher on node B", &early_b),
+        ("late watcher on node B", &late_b),
+    ] {
+        wait_run_completed(seen)?;
+        check_watcher(name, seen, &expected)?;
+    }
+    ensure!(llm.requests.lock().unwrap().len() == 1, "one generation");
+    // Relayed text is a payload too: in neither node's debug log.
+    drop(worker);
+    drop(nodes);
+    for i in 0..2 {
+        let log = dir.path().join(format!("node{i}.log"));
+        let text = std::fs::read_to_string(&log)?;
+        ensure!(!text.is_empty(), "{} is empty", log.display());
+        if let Some(line) = text.lines().find(|l| l.contains(&secret)) {
+            let shown: String = line.chars().take(300).collect();
+            anyhow::bail!("{} holds the relayed text: {shown}", log.display());
+        }
+    }
+    Ok(())
 }

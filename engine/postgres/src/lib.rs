@@ -54,6 +54,7 @@
 mod append;
 mod codec;
 mod derived;
+mod live;
 mod notify;
 mod queue_builds;
 mod queues;
@@ -491,5 +492,9 @@ impl Store for PgStore {
 
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
         self.notifier.subscribe()
+    }
+
+    async fn relay_live(&self, text: &[steadfast_engine::store::LiveText]) {
+        self.notifier.relay_live(text).await
     }
 }

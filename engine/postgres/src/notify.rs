@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::AsyncMessage;
 
 use crate::codec;
+use crate::live::{self, LIVE_CHANNEL, LIVE_SENDS_MAX};
 
 /// The channel every node listens on.
 pub const CHANNEL: &str = "steadfast_changes";
@@ -33,6 +34,14 @@ pub(crate) struct Notifier {
     outbox: Option<mpsc::UnboundedSender<Vec<Change>>>,
     changes: Option<broadcast::Sender<Change>>,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    /// Where live output is relayed from ([`Notifier::relay_live`]); `None` when disabled.
+    live: Option<LiveRelay>,
+}
+
+struct LiveRelay {
+    pool: deadpool_postgres::Pool,
+    instance: String,
+    sends: tokio::sync::Semaphore,
 }
 
 impl Notifier {
@@ -47,16 +56,51 @@ impl Notifier {
                 outbox: None,
                 changes: None,
                 tasks: Default::default(),
+                live: None,
             };
         }
         let (outbox, rx) = mpsc::unbounded_channel();
         let (changes, _) = broadcast::channel(BROADCAST_CAPACITY);
-        let sender = tokio::spawn(send_loop(pool, instance.clone(), rx));
-        let listener = tokio::spawn(listen_loop(config, instance, changes.clone()));
+        let sender = tokio::spawn(send_loop(pool.clone(), instance.clone(), rx));
+        let listener = tokio::spawn(listen_loop(config, instance.clone(), changes.clone()));
         Notifier {
             outbox: Some(outbox),
             changes: Some(changes),
             tasks: parking_lot::Mutex::new(vec![sender, listener]),
+            live: Some(LiveRelay {
+                pool,
+                instance,
+                sends: tokio::sync::Semaphore::new(LIVE_SENDS_MAX),
+            }),
+        }
+    }
+
+    /// Sends live output to the other nodes, in order, and returns once it is sent (see
+    /// [`crate::live`]). Failures are logged (sizes only: the text is a payload).
+    pub(crate) async fn relay_live(&self, pieces: &[steadfast_engine::store::LiveText]) {
+        let Some(relay) = &self.live else { return };
+        if pieces.is_empty() {
+            return;
+        }
+        let payloads = live::payloads(&relay.instance, pieces);
+        let Ok(_permit) = relay.sends.acquire().await else {
+            return;
+        };
+        let client = match relay.pool.get().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot relay live output: no connection");
+                return;
+            }
+        };
+        for p in &payloads {
+            if let Err(e) = client
+                .execute("SELECT pg_notify($1, $2)", &[&LIVE_CHANNEL, p])
+                .await
+            {
+                tracing::warn!(error = %e, bytes = p.len(), "cannot relay live output");
+                return;
+            }
         }
     }
 
@@ -116,6 +160,8 @@ impl Pending {
                 *e = (*e).max(last_seq);
             }
             Change::Timers => self.timers = true,
+            // Relayed on a channel of its own (`Notifier::relay_live`), never coalesced here.
+            Change::Live(_) => {}
         }
     }
 
@@ -252,7 +298,8 @@ async fn listen_once(
         while let Some(m) = stream.next().await {
             match m {
                 Ok(AsyncMessage::Notification(n)) => {
-                    if tx.send(n.payload().to_string()).is_err() {
+                    let live = n.channel() == LIVE_CHANNEL;
+                    if tx.send((live, n.payload().to_string())).is_err() {
                         break;
                     }
                 }
@@ -264,9 +311,17 @@ async fn listen_once(
             }
         }
     });
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-    while let Some(p) = rx.recv().await {
-        if let Some(cs) = decode(&p, instance) {
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {LIVE_CHANNEL}"))
+        .await?;
+    while let Some((is_live, p)) = rx.recv().await {
+        // One channel into `changes`, in the order they came: text a worker published before
+        // an outcome reaches this node's watchers before the outcome's change.
+        if is_live {
+            for t in live::decode(&p, instance).unwrap_or_default() {
+                let _ = changes.send(Change::Live(t));
+            }
+        } else if let Some(cs) = decode(&p, instance) {
             for c in cs {
                 let _ = changes.send(c);
             }

@@ -543,6 +543,14 @@ pub trait Store: Send + Sync + 'static {
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
         None
     }
+
+    /// Passes the live output of a running attempt (ephemeral text a worker published to this
+    /// node, never written) on to the other processes sharing this store, whose
+    /// [`Store::changes`] yield it as [`Change::Live`]. Returns once it is on its way, so
+    /// output relayed before an outcome is appended reaches the other nodes before that
+    /// outcome's change. Best effort: a store only this process uses does nothing, and a
+    /// failure costs the other nodes' watchers some text, nothing else.
+    async fn relay_live(&self, _text: &[LiveText]) {}
 }
 
 /// A schedule's record as stored (see [`Store::put_schedule`]).
@@ -650,6 +658,24 @@ pub enum Change {
     },
     /// The timer index changed (a new or earlier deadline).
     Timers,
+    /// Live output another node received ([`Store::relay_live`]).
+    Live(LiveText),
+}
+
+/// A piece of a running attempt's live output (an LLM call's tokens): ephemeral, relayed
+/// between nodes so that a watcher on any node sees it, never part of a history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveText {
+    /// The run.
+    pub key: RunKey,
+    /// The activity (its ActivityScheduled seq).
+    pub activity_id: u32,
+    /// The attempt that produced it.
+    pub attempt: u32,
+    /// Where `text` starts, in UTF-8 bytes from the attempt's first output.
+    pub offset: u64,
+    /// The text.
+    pub text: String,
 }
 
 /// Resolves a payload of a run in `namespace` that refers to a blob into an inline one.

@@ -255,4 +255,8 @@ impl Store for MeteredStore {
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
         self.inner.changes()
     }
+
+    async fn relay_live(&self, text: &[steadfast_engine::store::LiveText]) {
+        self.inner.relay_live(text).await
+    }
 }

@@ -1,5 +1,5 @@
-//! `mcp-test-server`: a small MCP server over stdio for tests/tests/mcp_tools.rs, built on
-//! rmcp's server side. One tool per effect:
+//! `mcp-test-server`: a small MCP server over stdio (or streamable HTTP) for
+//! tests/tests/mcp_tools.rs, built on rmcp's server side. One tool per effect:
 //! - `lookup` (readOnlyHint) `{key}` → text `found <key>` and `{"key": <key>}` structured;
 //! - `tag` (idempotentHint, not destructive) `{id, tag}` → `{"id", "tag"}`;
 //! - `comment` (a write, not destructive) `{id, text, block?}` → `{"id", "comment"}`; with
@@ -8,8 +8,12 @@
 //! - `fail` (readOnlyHint) `{}` → a result with `isError: true` and text `no such thing`.
 //!
 //! ```text
-//! mcp-test-server --log SIDE_FILE
+//! mcp-test-server --log SIDE_FILE [--http 127.0.0.1:PORT]
 //! ```
+//! With `--http` it serves streamable HTTP at `http://ADDR/mcp` (rmcp's server transport,
+//! sessions kept in memory: a restarted process knows none) and prints
+//! `mcp-test-server listening on http://ADDR/mcp` on stderr once it accepts connections;
+//! port 0 takes a free one.
 //! Appends one JSON object per line to the side file, synced before it answers, so the tests
 //! can count what reached the server across process deaths:
 //! `{"ev":"up","pid"}` at start, `{"ev":"call","tool","args","pid"}` per call (before it
@@ -149,14 +153,49 @@ impl ServerHandler for TestServer {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    const USAGE: &str = "usage: mcp-test-server --log SIDE_FILE [--http 127.0.0.1:PORT]";
+    let (mut log, mut http) = (None, None);
     let mut args = std::env::args().skip(1);
-    let log = match (args.next().as_deref(), args.next()) {
-        (Some("--log"), Some(path)) => PathBuf::from(path),
-        _ => anyhow::bail!("usage: mcp-test-server --log SIDE_FILE"),
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value; {USAGE}"))?;
+        match flag.as_str() {
+            "--log" => log = Some(PathBuf::from(value)),
+            "--http" => http = Some(value),
+            other => anyhow::bail!("unknown flag {other}; {USAGE}"),
+        }
+    }
+    let Some(log) = log else {
+        anyhow::bail!("{USAGE}");
     };
     let server = TestServer { log: Arc::new(log) };
     server.note(json!({"ev": "up", "pid": std::process::id()}));
-    let running = server.serve(rmcp::transport::stdio()).await?;
-    running.waiting().await?;
+    match http {
+        None => {
+            let running = server.serve(rmcp::transport::stdio()).await?;
+            running.waiting().await?;
+        }
+        Some(addr) => serve_http(server, &addr).await?,
+    }
+    Ok(())
+}
+
+/// Serves streamable HTTP at `/mcp` until killed.
+async fn serve_http(server: TestServer, addr: &str) -> anyhow::Result<()> {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let service = StreamableHttpService::new(
+        move || Ok(server.clone()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().nest_service("/mcp", service);
+    eprintln!("mcp-test-server listening on http://{bound}/mcp");
+    axum::serve(listener, app).await?;
     Ok(())
 }

@@ -93,6 +93,13 @@ impl Session {
                 ().serve(child).await.map_err(|e| fail(e.to_string()))
             }
             Transport::Http { url } => {
+                // rmcp's reqwest is built without a crypto provider (so no second one is
+                // built) and panics creating its client when the process has none installed:
+                // install ring, unless the application chose one.
+                if rustls::crypto::CryptoProvider::get_default().is_none() {
+                    // Losing a race with another installer is fine: one is installed.
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                }
                 let transport = StreamableHttpClientTransport::from_uri(url.as_str());
                 ().serve(transport).await.map_err(|e| fail(e.to_string()))
             }

@@ -3,6 +3,7 @@
 //! is logged (it is a payload): only sizes.
 
 use steadfast_engine::state::ActivityPhase;
+use steadfast_engine::store::LiveText;
 use steadfast_proto::v1 as pb;
 use tonic::{Request, Status};
 
@@ -69,14 +70,27 @@ pub(super) async fn publish(
             a.attempt, a.id, a.key.run_id
         )));
     }
-    let new_bytes = api.core.live.publish(&a.key, a.id, a.attempt, &r.deltas);
+    let new = api.core.live.publish(&a.key, a.id, a.attempt, &r.deltas);
     tracing::trace!(
         activity = a.id,
         attempt = a.attempt,
         bytes,
-        new_bytes,
+        new_bytes = new.iter().map(|d| d.text.len()).sum::<usize>(),
         "live output"
     );
+    // To the other nodes' watchers, before this call returns: the worker reports the outcome
+    // only after, so they get the text before the outcome's change.
+    let relayed: Vec<_> = new
+        .into_iter()
+        .map(|d| LiveText {
+            key: a.key.clone(),
+            activity_id: d.activity_id,
+            attempt: d.attempt,
+            offset: d.offset,
+            text: d.text,
+        })
+        .collect();
+    api.core.store.relay_live(&relayed).await;
     Ok(pb::PublishActivityDeltasResponse {
         cancel_requested: !s.is_open() || act.cancel_requested,
     })
