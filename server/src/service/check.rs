@@ -170,11 +170,12 @@ pub async fn poll_check_task(
         ms => ms.min(POLL_MS_MAX),
     };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
-    let Some(task) = core
-        .checks
-        .poll(&ns, &r.task_queue, &r.workflow_types, deadline)
-        .await
-    else {
+    // A stopping server answers at once (empty) instead of holding its shutdown.
+    let polled = tokio::select! {
+        t = core.checks.poll(&ns, &r.task_queue, &r.workflow_types, deadline) => t,
+        _ = core.notify.stopped() => None,
+    };
+    let Some(task) = polled else {
         return Ok(pb::PollCheckTaskResponse::default());
     };
     match open_runs(core, &ns, &r.task_queue, &r.workflow_types).await {

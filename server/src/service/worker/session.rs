@@ -156,10 +156,13 @@ pub fn open(
     let stream = futures::stream::once(async move { Ok(first) }).chain(futures::stream::unfold(
         guard,
         |guard| async move {
-            // Never yields: the stream lives (and holds the guard) until the worker's side
-            // closes it, when the server drops it.
-            futures::future::pending::<()>().await;
-            Some((Err(Status::internal("unreachable")), guard))
+            // Yields nothing: the stream lives (and holds the guard) until the worker's side
+            // closes it, when the server drops it, or until this server stops (the sessions
+            // are closed first, so ending them gives nothing back), so that an open session
+            // does not hold up the shutdown.
+            guard.core.notify.stopped().await;
+            drop(guard);
+            None
         },
     ));
     Ok(Box::pin(stream))
