@@ -188,7 +188,21 @@ impl WorkerApi {
                 _ => 1,
             }
         };
-        let events = self.core.history(&key, first_seq, started_seq).await?;
+        // What the worker lacks is often just what this append recorded (an eager task for
+        // the worker that has the run cached): sent from the append's own durable records
+        // instead of read back.
+        let events: Vec<pb::HistoryEvent> =
+            if appended.records.first().is_some_and(|r| r.seq <= first_seq) {
+                appended
+                    .records
+                    .iter()
+                    .filter(|r| (first_seq..=started_seq).contains(&r.seq))
+                    .map(convert::event)
+                    .collect()
+            } else {
+                let read = self.core.history(&key, first_seq, started_seq).await?;
+                read.iter().map(convert::event).collect()
+            };
         self.core.sticky.lock().insert(
             key.clone(),
             Sticky {
@@ -204,7 +218,7 @@ impl WorkerApi {
             .seal(&self.tokens),
             run_id: key.run_id.to_string(),
             workflow_type: s.workflow_type.clone(),
-            events: events.iter().map(convert::event).collect(),
+            events,
             first_seq,
             workflow_id: s.workflow_id.clone(),
             namespace: key.namespace.clone(),
