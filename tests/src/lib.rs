@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 
 pub mod bench;
 pub mod deploy;
+pub mod http;
 pub mod peer;
 pub mod raw;
 pub mod scale;

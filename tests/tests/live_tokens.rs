@@ -18,7 +18,7 @@
 //!   ActivityCompleted (B gets it relayed over LISTEN/NOTIFY).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -119,24 +119,7 @@ fn serve(
     log: &Mutex<Vec<String>>,
     stop: &AtomicBool,
 ) -> Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':')
-            && k.trim().eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse()?;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
+    let (_, body) = steadfast_tests::http::read_request(&stream)?;
     let body = String::from_utf8(body)?;
     log.lock().unwrap().push(body.clone());
     let asked: serde_json::Value = serde_json::from_str(&body)?;
