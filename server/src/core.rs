@@ -67,6 +67,72 @@ pub struct Sticky {
     pub worker: String,
     /// Last seq it has seen.
     pub last_seq: u64,
+    /// Durable records right after `last_seq` that this server appended for the worker's
+    /// own task completion (its command events), kept so that the run's next task for the
+    /// same worker is sent from memory instead of read back. Small by construction (see
+    /// [`Sticky::keep_after`]); empty when not kept.
+    pub after: Vec<EventRecord>,
+}
+
+/// Most payload bytes [`Sticky::after`] keeps for one run.
+const STICKY_AFTER_BYTES_MAX: usize = 4096;
+/// Most records [`Sticky::after`] keeps for one run.
+const STICKY_AFTER_RECORDS_MAX: usize = 16;
+
+impl Sticky {
+    /// A worker that has seen the run up to `last_seq`.
+    pub fn new(worker: impl Into<String>, last_seq: u64) -> Sticky {
+        Sticky {
+            worker: worker.into(),
+            last_seq,
+            after: Vec::new(),
+        }
+    }
+
+    /// Keeps `records` (durable, appended by `worker`'s completion of the task it was sent up
+    /// to `last_seq`) when they follow `last_seq` and are small; otherwise keeps none.
+    pub fn keep_after(&mut self, worker: &str, records: &[EventRecord]) {
+        self.after.clear();
+        if self.worker != worker
+            || records.len() > STICKY_AFTER_RECORDS_MAX
+            || records.first().map(|r| r.seq) != Some(self.last_seq + 1)
+        {
+            return;
+        }
+        let mut kept = records.to_vec();
+        let bytes: usize = kept
+            .iter_mut()
+            .flat_map(|r| r.event.payloads_mut())
+            .map(|p| p.data.len())
+            .sum();
+        if bytes <= STICKY_AFTER_BYTES_MAX {
+            self.after = kept;
+        }
+    }
+}
+
+/// The records `first_seq..=last_seq` from `kept` (a [`Sticky::after`]) followed by
+/// `appended`, when together they hold every one of them in order; `None` when any is
+/// missing (then they are read from the store).
+pub fn records_in_memory<'a>(
+    kept: &'a [EventRecord],
+    appended: &'a [EventRecord],
+    first_seq: u64,
+    last_seq: u64,
+) -> Option<Vec<&'a EventRecord>> {
+    let mut out = Vec::new();
+    let mut next = first_seq;
+    for r in kept.iter().chain(appended) {
+        if r.seq < next {
+            continue;
+        }
+        if r.seq != next || r.seq > last_seq {
+            break;
+        }
+        out.push(r);
+        next += 1;
+    }
+    (next == last_seq + 1).then_some(out)
 }
 
 /// What the heartbeat rate limit remembers of one activity.
@@ -119,6 +185,9 @@ pub struct Core {
     /// Running attempts' live output for watchers (ephemeral, this node only; see
     /// [`crate::live`]).
     pub live: crate::live::LiveOutput,
+    /// Workflow long polls waiting on this node, for a new run's first task (see
+    /// [`crate::sync_match`]).
+    pub waiting_polls: crate::sync_match::Waiters,
 }
 
 /// Server settings that change how runs are driven (flags and env of `steadfast server`).
@@ -185,6 +254,7 @@ impl Core {
             checks: crate::service::check::Checks::default(),
             run_traceparents: Default::default(),
             live: crate::live::LiveOutput::default(),
+            waiting_polls: crate::sync_match::Waiters::default(),
         })
     }
 
@@ -622,6 +692,76 @@ mod tests {
             hash: [0; 32],
             event,
         }
+    }
+
+    fn marker(seq: u64) -> EventRecord {
+        rec(
+            seq,
+            Event::WorkflowTaskScheduled(ev::WorkflowTaskScheduled {
+                task_queue: "q".into(),
+                attempt: 1,
+                not_before_ms: 0,
+            }),
+        )
+    }
+
+    fn seqs(rs: Option<Vec<&EventRecord>>) -> Option<Vec<u64>> {
+        rs.map(|rs| rs.iter().map(|r| r.seq).collect())
+    }
+
+    #[test]
+    fn records_in_memory_only_when_none_is_missing() {
+        let kept = vec![marker(5), marker(6), marker(7)];
+        let appended = vec![marker(8), marker(9), marker(10)];
+        assert_eq!(
+            seqs(records_in_memory(&kept, &appended, 5, 10)),
+            Some(vec![5, 6, 7, 8, 9, 10])
+        );
+        // Records before the first wanted are skipped; after the last, ignored.
+        assert_eq!(
+            seqs(records_in_memory(&kept, &appended, 7, 9)),
+            Some(vec![7, 8, 9])
+        );
+        // A gap (another append came between) or a start before what is kept: read instead.
+        assert_eq!(seqs(records_in_memory(&kept, &appended[1..], 5, 10)), None);
+        assert_eq!(seqs(records_in_memory(&kept, &appended, 4, 10)), None);
+        assert_eq!(seqs(records_in_memory(&[], &appended, 5, 10)), None);
+        assert_eq!(seqs(records_in_memory(&[], &appended, 8, 12)), None);
+    }
+
+    #[test]
+    fn sticky_keeps_only_its_own_small_following_completion() {
+        let mut st = Sticky::new("w1", 4);
+        st.keep_after("w1", &[marker(5), marker(6)]);
+        assert_eq!(st.after.len(), 2);
+        // Another worker's completion, or records that do not follow: nothing kept.
+        st.keep_after("w2", &[marker(5)]);
+        assert!(st.after.is_empty());
+        st.keep_after("w1", &[marker(6)]);
+        assert!(st.after.is_empty());
+        // Too many records, or too many payload bytes: nothing kept.
+        let many: Vec<EventRecord> = (5..5 + STICKY_AFTER_RECORDS_MAX as u64 + 1)
+            .map(marker)
+            .collect();
+        st.keep_after("w1", &many);
+        assert!(st.after.is_empty());
+        let big = rec(
+            5,
+            Event::ActivityCompleted(ev::ActivityCompleted {
+                command_seq: 3,
+                attempt: 1,
+                result: Payload {
+                    encoding: "binary/plain".into(),
+                    data: vec![0; STICKY_AFTER_BYTES_MAX + 1],
+                    blob: None,
+                },
+                duration_ms: 0,
+                usage: None,
+                reconciled: false,
+            }),
+        );
+        st.keep_after("w1", &[big]);
+        assert!(st.after.is_empty());
     }
 
     #[test]

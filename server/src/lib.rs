@@ -39,6 +39,7 @@ pub mod retry;
 pub mod schedules;
 pub mod server;
 pub mod service;
+pub mod sync_match;
 pub mod timers;
 pub mod token;
 pub mod traces;

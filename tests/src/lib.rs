@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 pub mod bench;
 pub mod deploy;
 pub mod http;
+pub mod metrics;
 pub mod peer;
 pub mod raw;
 pub mod scale;

@@ -7,7 +7,6 @@
 //! runs, runs waiting) are right again at once. Bad flag values are refused with a clear error.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -15,39 +14,14 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use steadfast_proto::v1 as pb;
 use steadfast_sdk::client::{Client, StartOptions};
+use steadfast_tests::metrics::scrape;
+use steadfast_tests::ui::free_port;
 use steadfast_tests::{
     Server, bin, history, run_bounded, runtime, start_hello_worker, start_test_worker, wait_for,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
 const HELLO_RUNS: usize = 3;
-
-/// A free loopback port (the listener is dropped at once; the server binds it next).
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// `GET /metrics` over plain HTTP/1.1; the body.
-fn scrape(port: u16) -> Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).context("connect to the metrics port")?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").context("no HTTP header end")?;
-    ensure!(head.starts_with("HTTP/1.1 200"), "status: {head}");
-    ensure!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4"),
-        "content type: {head}"
-    );
-    Ok(body.to_string())
-}
 
 /// The samples of an exposition: (name, labels) -> value.
 type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;

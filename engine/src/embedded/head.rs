@@ -6,7 +6,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::embedded::codec;
-use crate::embedded::indexer::Op;
 use crate::embedded::keys;
 use crate::ids::{RunId, RunKey};
 use crate::state::RunState;
@@ -106,7 +105,7 @@ pub(crate) struct Head {
     /// only once that lsn is durable.
     pub(crate) blobs: HashMap<crate::embedded::blob::BlobAddr, (u64, Arc<Vec<u8>>)>,
     /// The indexer's queue; `None` once closed.
-    pub(crate) tx: Option<std::sync::mpsc::Sender<Op>>,
+    pub(crate) tx: Option<super::index_queue::Sender>,
 }
 
 impl Head {

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
 
 use tokio::sync::oneshot;
 
@@ -80,7 +79,7 @@ pub(crate) enum Op {
 
 impl Op {
     /// Whether someone waits for this operation's answer (it ends the gathering).
-    fn is_control(&self) -> bool {
+    pub(crate) fn is_control(&self) -> bool {
         matches!(
             self,
             Op::Sync(_) | Op::Checkpoint(_) | Op::RepairRun(..) | Op::RepairBlob(..)
@@ -106,22 +105,13 @@ impl Indexer {
     }
 
     /// The thread body; returns when every sender is gone and the queue is drained.
-    pub fn run(mut self, rx: Receiver<Op>) {
+    pub fn run(mut self, rx: crate::embedded::index_queue::Receiver) {
         let mut data: Vec<Op> = Vec::new();
-        while let Ok(first) = rx.recv() {
-            // Gather for a while: larger batches make larger chunks (less disk per event)
-            // and fewer sled writes. Nothing waits on the indexer but `Sync` and
-            // `Checkpoint`, which end the gathering at once.
-            let until =
-                std::time::Instant::now() + std::time::Duration::from_millis(INDEX_GATHER_MS);
-            let mut ops = vec![first];
-            while ops.len() < INDEX_BATCH_OPS_MAX && !ops.last().is_some_and(Op::is_control) {
-                let left = until.saturating_duration_since(std::time::Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(op) => ops.push(op),
-                    Err(_) => break,
-                }
-            }
+        // Gather for a while: larger batches make larger chunks (less disk per event) and
+        // fewer sled writes. Nothing waits on the indexer but `Sync` and `Checkpoint`, which
+        // end the gathering at once.
+        let gather = std::time::Duration::from_millis(INDEX_GATHER_MS);
+        while let Some(ops) = rx.recv_batch(gather) {
             for op in ops {
                 match op {
                     Op::Sync(reply) => {

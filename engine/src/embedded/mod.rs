@@ -24,6 +24,7 @@ pub(crate) mod blob;
 pub(crate) mod codec;
 mod errors;
 mod head;
+mod index_queue;
 mod indexer;
 mod keys;
 mod queue_builds;

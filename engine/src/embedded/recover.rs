@@ -99,7 +99,7 @@ pub(crate) fn open(
     };
     super::search::backfill(&db)?;
     let runs_open = core.len() as u64;
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = super::index_queue::channel(super::indexer::INDEX_BATCH_OPS_MAX);
     let indexed = indexed_lsn(&db).map_err(Failure::into_error)?.unwrap_or(0);
     let schedules = super::schedules::Schedules::open(dir)?;
     let queue_builds = super::queue_builds::QueueBuilds::open(dir)?;

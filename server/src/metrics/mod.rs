@@ -145,13 +145,13 @@ impl Metrics {
         total_open.set(&[], stats.open_runs as f64);
         let mut records = CounterVec::counter(
             "steadfast_log_records_total",
-            "Records written to the event log since the store was opened by this process.",
+            "History events written to the event log since the store was opened by this process (an append's events share one log record).",
             &[],
         );
         records.set(&[], stats.records as f64);
         let mut syncs = CounterVec::counter(
             "steadfast_log_syncs_total",
-            "fdatasync calls of the event log since this process opened it (one per group-commit batch); records per sync = rate(steadfast_log_records_total) / rate(steadfast_log_syncs_total).",
+            "fdatasync calls of the event log since this process opened it (one per group-commit batch); events per sync = rate(steadfast_log_records_total) / rate(steadfast_log_syncs_total).",
             &[],
         );
         syncs.set(&[], stats.syncs as f64);

@@ -153,13 +153,70 @@ pub async fn start_with(
         kind: RequestKind::Start,
         id: r.request_id.clone(),
     });
+    // A worker already waiting for this run's first task gets it in the same append.
+    let matched = sync_match_first_task(core, &ns, &r.workflow_type, &mut events).await?;
     match core.create(&key, events, request).await {
-        Ok(_) => Ok((run_id, true)),
+        Ok(a) => {
+            if let Some(taken) = matched {
+                crate::service::hand_over_first_task(core, taken, key, a).await;
+            }
+            Ok((run_id, true))
+        }
         Err(store::Error::WorkflowIdInUse { run_id, .. }) => Ok((run_id, false)),
         // A retry of a start that created a run: the first answer.
         Err(store::Error::Duplicate { run_id, .. }) => Ok((run_id, true)),
         Err(e) => Err(status(e)),
     }
+}
+
+/// Takes a waiting poller that would get the first task of a run created with `events`, and
+/// records WorkflowTaskStarted for it after the run's WorkflowTaskScheduled; `None` (and
+/// `events` unchanged) when none waits, or the task may not start yet.
+async fn sync_match_first_task(
+    core: &Core,
+    ns: &str,
+    workflow_type: &str,
+    events: &mut Vec<Event>,
+) -> Result<Option<crate::sync_match::Taken>, Status> {
+    let Some(i) = events
+        .iter()
+        .position(|e| matches!(e, Event::WorkflowTaskScheduled(t) if t.not_before_ms == 0))
+    else {
+        return Ok(None);
+    };
+    let Event::WorkflowTaskScheduled(t) = &events[i] else {
+        return Ok(None);
+    };
+    let queue = t.task_queue.clone();
+    let Some(c) = core.waiting_polls.candidate(ns, &queue, workflow_type) else {
+        return Ok(None);
+    };
+    // The keys its poll would ask the store for, read now (the queue's current build may
+    // have changed since it registered). A new run is unpinned: its key is its type.
+    let keys = crate::versioning::poll_keys(
+        core.store.as_ref(),
+        ns,
+        &queue,
+        &c.types,
+        c.build.as_deref(),
+    )
+    .await?;
+    let routed = steadfast_engine::store::routing::workflow_task_key(workflow_type, None);
+    if !keys.contains(&routed) {
+        return Ok(None);
+    }
+    let Some(taken) = core.waiting_polls.take(ns, &queue, c.id) else {
+        return Ok(None);
+    };
+    events.insert(
+        i + 1,
+        Event::WorkflowTaskStarted(ev::WorkflowTaskStarted {
+            scheduled_seq: i as u64 + 1,
+            worker: taken.worker().to_string(),
+            timeout_ms: core.workflow_task_timeout_ms,
+        }),
+    );
+    Ok(Some(taken))
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchRunResponse, Status>> + Send>>;

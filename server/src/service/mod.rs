@@ -105,10 +105,43 @@ pub async fn continue_as_new(
     Ok(new_id)
 }
 
+/// Hands a new run's first task, started in its first append for the poller a start took
+/// ([`crate::sync_match`]), to that poller. When the poller has left meanwhile the task is
+/// timed out at once, so that any worker gets it again (as if its worker had died holding
+/// it); should even that fail, the task's recorded timeout does it later.
+pub async fn hand_over_first_task(
+    core: &Core,
+    taken: crate::sync_match::Taken,
+    key: RunKey,
+    appended: steadfast_engine::store::Appended,
+) {
+    let started_seq = appended
+        .records
+        .iter()
+        .find(|r| matches!(r.event, Event::WorkflowTaskStarted(_)))
+        .map(|r| r.seq);
+    if taken.hand_over(crate::sync_match::Matched {
+        key: key.clone(),
+        appended,
+    }) {
+        return;
+    }
+    let Some(started_seq) = started_seq else {
+        return;
+    };
+    tracing::debug!(run = %key, "the poller left before its first task reached it; timing the task out");
+    let due = steadfast_engine::store::DueTimer::WorkflowTask { key, started_seq };
+    if let Err(e) = crate::timers::fire(core, &due).await {
+        tracing::warn!(error = %e, "could not time out a first task no poller received; its workflow task timeout will");
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use steadfast_engine::embedded::{EmbeddedOptions, EmbeddedStore};
     use steadfast_engine::payload::Payload;
+
     use steadfast_engine::state::RunStatus;
 
     use super::*;
@@ -129,6 +162,52 @@ mod tests {
             schedule: None,
             traceparent: None,
         }
+    }
+
+    /// A start took a waiting poll, but the poll left before the task reached it: the task
+    /// is timed out at once and scheduled again, so another worker gets it (no stuck run).
+    #[tokio::test]
+    async fn a_first_task_whose_poller_left_is_timed_out_and_offered_again() {
+        use steadfast_engine::state::WorkflowTask;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        let core = Core::new(
+            Arc::new(store),
+            Arc::new(steadfast_engine::clock::SystemClock),
+        );
+        let reg = core
+            .waiting_polls
+            .register("default", "q", "w-gone", vec!["agent".into()], None);
+        let c = core
+            .waiting_polls
+            .candidate("default", "q", "agent")
+            .unwrap();
+        let taken = core.waiting_polls.take("default", "q", c.id).unwrap();
+        drop(reg);
+        let key = RunKey::new("default", RunId::new_v7());
+        let mut events = successor_events(started("w"), None);
+        events.push(Event::WorkflowTaskStarted(ev::WorkflowTaskStarted {
+            scheduled_seq: 2,
+            worker: taken.worker().to_string(),
+            timeout_ms: 0,
+        }));
+        let a = core.create(&key, events, None).await.unwrap();
+        assert!(matches!(
+            a.state.workflow_task,
+            WorkflowTask::Started { started_seq: 3, .. }
+        ));
+        hand_over_first_task(&core, taken, key.clone(), a).await;
+        let history = core.store.read_history(&key, 1, 100).await.unwrap();
+        assert!(
+            matches!(history[3].event, Event::WorkflowTaskTimedOut(ref t) if t.started_seq == 3),
+            "{history:#?}"
+        );
+        let s = core.state(&key).await.unwrap();
+        assert!(
+            matches!(s.workflow_task, WorkflowTask::Scheduled { .. }),
+            "offered again: {:?}",
+            s.workflow_task
+        );
     }
 
     /// A successor whose workflow id another start took is created failed, naming the holder,

@@ -13,7 +13,9 @@ use tracing::Instrument;
 
 use crate::commands;
 use crate::convert;
-use crate::core::{Core, EagerStart, HeartbeatRecorded, Sticky, simulate, status};
+use crate::core::{
+    Core, EagerStart, HeartbeatRecorded, Sticky, records_in_memory, simulate, status,
+};
 use crate::retry;
 use crate::service::poll_filter::WorkerRuns;
 use crate::token::{RecordRef, TaskToken, TokenKey};
@@ -29,7 +31,7 @@ pub mod session;
 mod transient;
 
 use fence::{WorkflowTaskRef, current_attempt};
-use queue::poll_deadline;
+use queue::{Next, poll_deadline};
 
 /// Most activity attempts handed back in one workflow task completion (eager dispatch).
 const EAGER_ACTIVITIES_MAX: u32 = 16;
@@ -181,35 +183,32 @@ impl WorkerApi {
         };
         let key = key.clone();
         let started_seq = started.seq;
-        let first_seq = {
+        // What the worker lacks is often just what its own last completion and this append
+        // recorded (an eager task for the worker that has the run cached): sent from those
+        // durable records instead of read back.
+        let (first_seq, events) = {
             let sticky = self.core.sticky.lock();
-            match sticky.get(&key) {
-                Some(st) if st.worker == worker && st.last_seq < started_seq => st.last_seq + 1,
-                _ => 1,
-            }
+            let (first_seq, kept) = match sticky.get(&key) {
+                Some(st) if st.worker == worker && st.last_seq < started_seq => {
+                    (st.last_seq + 1, st.after.as_slice())
+                }
+                _ => (1, &[][..]),
+            };
+            let events = records_in_memory(kept, &appended.records, first_seq, started_seq)
+                .map(|rs| rs.into_iter().map(convert::event).collect::<Vec<_>>());
+            (first_seq, events)
         };
-        // What the worker lacks is often just what this append recorded (an eager task for
-        // the worker that has the run cached): sent from the append's own durable records
-        // instead of read back.
-        let events: Vec<pb::HistoryEvent> =
-            if appended.records.first().is_some_and(|r| r.seq <= first_seq) {
-                appended
-                    .records
-                    .iter()
-                    .filter(|r| (first_seq..=started_seq).contains(&r.seq))
-                    .map(convert::event)
-                    .collect()
-            } else {
+        let events: Vec<pb::HistoryEvent> = match events {
+            Some(events) => events,
+            None => {
                 let read = self.core.history(&key, first_seq, started_seq).await?;
                 read.iter().map(convert::event).collect()
-            };
-        self.core.sticky.lock().insert(
-            key.clone(),
-            Sticky {
-                worker: worker.to_string(),
-                last_seq: started_seq,
-            },
-        );
+            }
+        };
+        self.core
+            .sticky
+            .lock()
+            .insert(key.clone(), Sticky::new(worker, started_seq));
         Ok(Some(pb::PollWorkflowTaskResponse {
             task_token: TaskToken::Workflow {
                 key: key.clone(),
@@ -306,17 +305,32 @@ impl WorkerService for WorkerApi {
             self.core.caller_limits.polls_in_flight_per_connection_max,
         )?;
         let deadline = poll_deadline(r.poll_timeout_ms);
-        while let Some(task) = self
+        while let Some(next) = self
             .next_task(
                 &ns,
                 &r.task_queue,
                 TaskKind::Workflow,
                 &runs,
                 build,
+                Some(&r.worker_id),
                 deadline,
             )
             .await?
         {
+            let task = match next {
+                Next::Task(task) => task,
+                Next::Matched(m) => {
+                    return match self
+                        .hand_out_workflow_task(&m.key, &m.appended, &r.worker_id)
+                        .await?
+                    {
+                        Some(resp) => Ok(Response::new(resp)),
+                        None => Err(Status::internal(
+                            "the start did not record WorkflowTaskStarted",
+                        )),
+                    };
+                }
+            };
             let Task::Workflow { key, scheduled_seq } = &task else {
                 continue;
             };
@@ -396,6 +410,15 @@ impl WorkerService for WorkerApi {
                 Ok(Some(events))
             })
             .await?;
+        if let Some(a) = &appended
+            && let Some(st) = self.core.sticky.lock().get_mut(&key)
+        {
+            if st.last_seq == started_seq {
+                st.keep_after(&r.worker_id, &a.records);
+            } else {
+                st.after.clear();
+            }
+        }
         if let (Some(a), Some(started)) = (&appended, new_run) {
             crate::service::continue_as_new(&self.core, &a.state, started).await?;
         }
@@ -510,17 +533,21 @@ impl WorkerService for WorkerApi {
             self.core.caller_limits.polls_in_flight_per_connection_max,
         )?;
         let deadline = poll_deadline(r.poll_timeout_ms);
-        while let Some(task) = self
+        while let Some(next) = self
             .next_task(
                 &ns,
                 &r.task_queue,
                 TaskKind::Activity,
                 &runs,
                 None,
+                None,
                 deadline,
             )
             .await?
         {
+            let Next::Task(task) = next else {
+                continue;
+            };
             match self.start_activity_task(&task, &r.worker_id, &runs).await {
                 Ok(Some(resp)) => return Ok(Response::new(resp)),
                 Ok(None) => {}

@@ -9,6 +9,15 @@ use tonic::Status;
 use super::WorkerApi;
 use crate::core::status;
 use crate::service::poll_filter::WorkerRuns;
+use crate::sync_match::Matched;
+
+/// What a long poll got.
+pub(super) enum Next {
+    /// A task taken from the store.
+    Task(Task),
+    /// A new run whose first workflow task a start recorded for this poll.
+    Matched(Matched),
+}
 
 /// Default and longest long-poll.
 const POLL_MS_DEFAULT: u64 = 20_000;
@@ -29,6 +38,10 @@ impl WorkerApi {
     /// Takes the next task of a queue that `runs` takes, waiting until one comes or the
     /// deadline passes. The store filters by type, so tasks of types this worker does not run
     /// are never taken, however many of them are ahead in the queue.
+    ///
+    /// A workflow poll naming its types (`worker` set) also waits in
+    /// [`crate::core::Core::waiting_polls`], where a start may hand it a new run's first task.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn next_task(
         &self,
         ns: &str,
@@ -36,8 +49,9 @@ impl WorkerApi {
         kind: TaskKind,
         runs: &WorkerRuns,
         build: Option<&str>,
+        worker: Option<&str>,
         deadline: tokio::time::Instant,
-    ) -> Result<Option<Task>, Status> {
+    ) -> Result<Option<Next>, Status> {
         let notify = self.core.notify.queue(ns, queue, kind);
         let type_list = runs.type_list();
         loop {
@@ -69,18 +83,47 @@ impl WorkerApi {
                     .await
                     .map_err(status)?
             };
-            if found.is_some() {
-                return Ok(found);
+            if let Some(task) = found {
+                return Ok(Some(Next::Task(task)));
             }
             let now = tokio::time::Instant::now();
             if now >= deadline || self.core.notify.is_stopping() {
                 return Ok(None);
             }
             let recheck = (now + Duration::from_millis(POLL_RECHECK_MS)).min(deadline);
+            let mut waiting = match worker {
+                Some(w) if kind == TaskKind::Workflow && !type_list.is_empty() => Some(
+                    self.core
+                        .waiting_polls
+                        .register(ns, queue, w, type_list.clone(), build),
+                ),
+                _ => None,
+            };
+            let handed = async {
+                match waiting.as_mut() {
+                    Some(reg) => (&mut reg.rx).await.ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                m = handed => {
+                    if let Some(m) = m {
+                        return Ok(Some(Next::Matched(m)));
+                    }
+                    // The start that took this poll failed: poll on.
+                    continue;
+                }
                 _ = notified => {}
                 _ = tokio::time::sleep_until(recheck) => {}
                 _ = self.core.notify.stopped() => return Ok(None),
+            }
+            if let Some(mut reg) = waiting.take()
+                && !reg.withdraw()
+            {
+                // A start took this poll as it woke: its task is one sync away.
+                if let Ok(m) = (&mut reg.rx).await {
+                    return Ok(Some(Next::Matched(m)));
+                }
             }
         }
     }

@@ -262,10 +262,7 @@ impl WorkerApi {
         }
         self.core.sticky.lock().insert(
             t.key.clone(),
-            Sticky {
-                worker: r.worker_id.clone(),
-                last_seq: t.seen_seq + 1,
-            },
+            Sticky::new(r.worker_id.clone(), t.seen_seq + 1),
         );
         tracing::info!(run = %t.key, attempt = t.attempt, "held run's workflow task completed; no longer held");
         Ok(pb::CompleteWorkflowTaskResponse {
