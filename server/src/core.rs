@@ -67,6 +67,9 @@ pub struct Sticky {
     pub worker: String,
     /// Last seq it has seen.
     pub last_seq: u64,
+    /// The WorkflowTaskStarted record of the task it was last sent (at `last_seq`), when
+    /// known: a completion's fence is checked against it without a read.
+    pub handed: Option<EventRecord>,
     /// Durable records right after `last_seq` that this server appended for the worker's
     /// own task completion (its command events), kept so that the run's next task for the
     /// same worker is sent from memory instead of read back. Small by construction (see
@@ -85,8 +88,18 @@ impl Sticky {
         Sticky {
             worker: worker.into(),
             last_seq,
+            handed: None,
             after: Vec::new(),
         }
+    }
+
+    /// The durable record at `seq` with `hash` if this entry holds it (the task last handed
+    /// out, or the records after it).
+    pub fn record(&self, seq: u64, hash: &steadfast_engine::payload::Hash) -> Option<&EventRecord> {
+        self.handed
+            .iter()
+            .chain(&self.after)
+            .find(|r| r.seq == seq && r.hash == *hash)
     }
 
     /// Keeps `records` (durable, appended by `worker`'s completion of the task it was sent up

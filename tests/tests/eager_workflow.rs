@@ -106,10 +106,12 @@ fn only_a_worker_that_would_poll_the_task_gets_it_eagerly() {
         let run = raw.start(ns, "wf.raw").await.unwrap();
         let mut wt = raw.expect_workflow(ns, &["wf.raw"], 5_000).await.unwrap();
         let read = [("act", pb::Effect::Read)];
+        // Larger than a payload kept inline in the log: handed back inline all the same.
+        let big = format!("\"{}\"", "r".repeat(4096));
         let ask = |token: &str, queue: &str, types: &[&str]| pb::CompleteActivityTaskRequest {
             namespace: ns.into(),
             task_token: token.into(),
-            result: Some(steadfast_tests::raw::json("1")),
+            result: Some(steadfast_tests::raw::json(&big)),
             worker_id: "raw-both".into(),
             eager_workflow_task: true,
             task_queue: queue.into(),
@@ -149,14 +151,20 @@ fn only_a_worker_that_would_poll_the_task_gets_it_eagerly() {
                 (true, Some(t)) => {
                     assert_eq!(t.run_id, run);
                     assert!(!t.task_token.is_empty());
-                    // The worker was sent what happened since its last task: the completion.
-                    assert!(
-                        t.events
-                            .iter()
-                            .any(|e| matches!(e.attributes, Some(A::ActivityCompleted(_)))),
-                        "{:#?}",
-                        t.events
-                    );
+                    // The worker was sent what happened since its last task, as the history
+                    // holds it: its own completion's commands, then the activity's result.
+                    let history = raw.history(ns, &run).await.unwrap();
+                    let since: Vec<_> = history
+                        .iter()
+                        .filter(|e| e.seq >= t.first_seq)
+                        .cloned()
+                        .collect();
+                    assert_eq!(t.events, since);
+                    let result = t.events.iter().find_map(|e| match &e.attributes {
+                        Some(A::ActivityCompleted(c)) => c.result.clone(),
+                        _ => None,
+                    });
+                    assert_eq!(result.map(|p| p.data), Some(big.as_bytes().to_vec()));
                     wt = t;
                 }
                 (want, got) => panic!("case {i}: eager {want}, got {got:?}"),

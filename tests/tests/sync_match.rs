@@ -15,6 +15,11 @@ use steadfast_tests::{Server, runtime};
 
 const NS: &str = "default";
 
+/// A JSON string input of 4 KiB.
+fn big_input() -> pb::Payload {
+    steadfast_tests::raw::json(&format!("\"{}\"", "x".repeat(4096)))
+}
+
 /// A server with its metrics endpoint on a free port; that port.
 fn server_with_metrics(dir: &std::path::Path) -> Result<(Server, u16)> {
     let port = free_port()?;
@@ -52,7 +57,20 @@ async fn start_while_polling(
     // The poll waits once it found the queue empty.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = appends(port)?;
-    let run = raw.clone().start(NS, workflow_type).await?;
+    // Larger than a payload kept inline in the log: the poll must get it inline all the same.
+    let run = raw
+        .client
+        .clone()
+        .start_workflow(pb::StartWorkflowRequest {
+            namespace: NS.into(),
+            workflow_type: workflow_type.into(),
+            task_queue: QUEUE.into(),
+            input: Some(big_input()),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .run_id;
     let got = poll.await??;
     let after = appends(port)?;
     Ok((run, after - before, got))
@@ -94,7 +112,14 @@ fn a_waiting_poll_gets_a_new_runs_first_task_in_the_starts_own_append() -> Resul
             .map(|e| (e.seq, e.attributes.clone()))
             .collect();
         ensure!(task.first_seq == 1 && kinds.len() == 3, "{kinds:?}");
-        ensure!(matches!(kinds[0].1, Some(A::RunStarted(_))), "{kinds:?}");
+        match &kinds[0].1 {
+            Some(A::RunStarted(s)) => ensure!(
+                s.input.as_ref().map(|p| &p.data) == Some(&big_input().data),
+                "the start's input is not inline in the poll's answer: {} bytes",
+                s.input.as_ref().map_or(0, |p| p.data.len())
+            ),
+            other => bail!("first record {other:?}"),
+        }
         ensure!(
             matches!(kinds[1].1, Some(A::WorkflowTaskScheduled(_))),
             "{kinds:?}"

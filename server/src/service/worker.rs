@@ -194,21 +194,31 @@ impl WorkerApi {
                 }
                 _ => (1, &[][..]),
             };
-            let events = records_in_memory(kept, &appended.records, first_seq, started_seq)
-                .map(|rs| rs.into_iter().map(convert::event).collect::<Vec<_>>());
-            (first_seq, events)
+            let records = records_in_memory(kept, &appended.records, first_seq, started_seq)
+                .map(|rs| rs.into_iter().cloned().collect::<Vec<_>>());
+            (first_seq, records)
         };
         let events: Vec<pb::HistoryEvent> = match events {
-            Some(events) => events,
+            Some(records) => {
+                // Workers get large payloads inline, as from a read (`Core::history`).
+                let mut events = Vec::with_capacity(records.len());
+                for r in records {
+                    events.push(convert::event(&self.core.inline(&key.namespace, r).await?));
+                }
+                events
+            }
             None => {
                 let read = self.core.history(&key, first_seq, started_seq).await?;
                 read.iter().map(convert::event).collect()
             }
         };
-        self.core
-            .sticky
-            .lock()
-            .insert(key.clone(), Sticky::new(worker, started_seq));
+        let mut sticky = Sticky::new(worker, started_seq);
+        sticky.handed = appended
+            .records
+            .iter()
+            .find(|r| r.seq == started_seq)
+            .cloned();
+        self.core.sticky.lock().insert(key.clone(), sticky);
         Ok(Some(pb::PollWorkflowTaskResponse {
             task_token: TaskToken::Workflow {
                 key: key.clone(),
