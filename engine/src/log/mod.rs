@@ -451,6 +451,7 @@ impl Log {
                 pending: VecDeque::new(),
                 pending_bytes: 0,
                 next_lsn: recovered.next_lsn,
+                wake_at: 1,
                 state: State::Open,
             }),
             wake: Condvar::new(),
@@ -499,7 +500,7 @@ impl Log {
             bytes = bytes.saturating_add(frame_bytes(data.len()));
         }
         let (tx, rx) = oneshot::channel();
-        let last_lsn = {
+        let (last_lsn, wake) = {
             let mut q = self.shared.queue.lock();
             match &q.state {
                 State::Open => {}
@@ -523,9 +524,11 @@ impl Log {
                 bytes,
                 tx,
             });
-            last_lsn
+            (last_lsn, q.pending.len() >= q.wake_at)
         };
-        self.shared.wake.notify_one();
+        if wake {
+            self.shared.wake.notify_one();
+        }
         self.shared.stats.submits.fetch_add(1, Ordering::Relaxed);
         Ok(Durable { last_lsn, rx })
     }

@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
@@ -57,6 +58,9 @@ pub(crate) struct Queue {
     pub pending_bytes: usize,
     pub next_lsn: Lsn,
     pub state: State,
+    /// A submission wakes the writer once this many are queued (more than one while the
+    /// writer waits for company, see [`Writer::gather`]).
+    pub wake_at: usize,
 }
 
 #[derive(Default)]
@@ -125,7 +129,14 @@ pub(crate) struct Writer {
     capacity: u64,
     next_batch: u64,
     buf: Vec<u8>,
+    /// Submissions the last batch carried.
+    last_submits: usize,
+    /// How long the last batch's write and sync took.
+    last_sync: Duration,
 }
+
+/// Longest a batch waits for company (see [`Writer::gather`]).
+const GATHER_MAX: Duration = Duration::from_micros(200);
 
 impl Writer {
     pub fn new(shared: Arc<Shared>, tail: Tail, next_batch: u64) -> Writer {
@@ -137,7 +148,29 @@ impl Writer {
             capacity: tail.capacity,
             next_batch,
             buf: Vec::new(),
+            last_submits: 0,
+            last_sync: Duration::ZERO,
         }
+    }
+
+    /// Group commit that waits for company. When the last batch carried several
+    /// submissions (appends are concurrent), a batch that has fewer so far waits until as
+    /// many are queued, but never longer than half the last sync took (at most
+    /// [`GATHER_MAX`]): one sync then carries what two would have, for a delay shorter than
+    /// the sync it saves. One append at a time (the last batch carried one) never waits.
+    fn gather(&self, q: &mut parking_lot::MutexGuard<'_, Queue>) {
+        let want = self.last_submits;
+        let Some(wait) = gather_wait(want, q.pending.len(), self.last_sync) else {
+            return;
+        };
+        let until = Instant::now() + wait;
+        q.wake_at = want;
+        while q.pending.len() < want && q.state == State::Open {
+            if self.shared.wake.wait_until(q, until).timed_out() {
+                break;
+            }
+        }
+        q.wake_at = 1;
     }
 
     /// The thread body: take, write, sync, resolve; until closed and drained, or failed.
@@ -153,6 +186,7 @@ impl Writer {
                 if q.pending.is_empty() {
                     return;
                 }
+                self.gather(&mut q);
                 let mut bytes = 0usize;
                 while let Some(p) = q.pending.front() {
                     if !tickets.is_empty() && bytes + p.bytes > self.shared.limits.batch_bytes {
@@ -166,7 +200,10 @@ impl Writer {
                 }
                 q.pending_bytes -= bytes;
             }
+            self.last_submits = records.len();
+            let t0 = Instant::now();
             let result = self.write_all(&records, &mut tickets);
+            self.last_sync = t0.elapsed();
             records.clear();
             if let Err(e) = result {
                 let message = e.to_string();
@@ -290,11 +327,39 @@ impl Writer {
     }
 }
 
+/// How long a batch with `queued` submissions waits for company when the last batch carried
+/// `last_submits` and its sync took `last_sync` ([`Writer::gather`]); `None`: not at all.
+fn gather_wait(last_submits: usize, queued: usize, last_sync: Duration) -> Option<Duration> {
+    (last_submits >= 2 && queued < last_submits).then(|| (last_sync / 2).min(GATHER_MAX))
+}
+
 /// Resolves, in order, every ticket whose records are all durable (`last <= upto`).
 fn resolve(tickets: &mut VecDeque<(Lsn, TicketSender)>, upto: Lsn) {
     while tickets.front().is_some_and(|(last, _)| *last <= upto) {
         let (last, tx) = tickets.pop_front().expect("front exists");
         // A dropped ticket is not an error: the caller chose not to wait.
         let _ = tx.send(Ok(last));
+    }
+}
+
+#[cfg(test)]
+mod gather_tests {
+    use super::*;
+
+    #[test]
+    fn only_concurrent_appends_wait_for_company_and_never_longer_than_half_a_sync() {
+        let sync = Duration::from_micros(120);
+        // One append at a time: never waits.
+        assert_eq!(gather_wait(0, 1, sync), None);
+        assert_eq!(gather_wait(1, 1, sync), None);
+        // As many queued as the last batch carried: goes at once.
+        assert_eq!(gather_wait(3, 3, sync), None);
+        assert_eq!(gather_wait(3, 5, sync), None);
+        // Fewer: waits half the last sync, capped.
+        assert_eq!(gather_wait(3, 1, sync), Some(Duration::from_micros(60)));
+        assert_eq!(
+            gather_wait(3, 1, Duration::from_millis(30)),
+            Some(GATHER_MAX)
+        );
     }
 }
