@@ -88,7 +88,7 @@ pub fn start_server_with(dir: &Path, port: u16, extra: &[&str]) -> Result<Server
 
 /// Makes the child die (SIGKILL) when the thread that started it exits, so a benchmark
 /// killed by a timeout leaves no server or worker behind. Benchmarks start their children
-/// from the main thread (`#[tokio::main]`'s `block_on`), which lives as long as the process.
+/// from the main thread (the runtime's `block_on`), which lives as long as the process.
 pub fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the parent.

@@ -317,6 +317,17 @@ struct ServerArgs {
     /// fields). Payloads are never logged in either.
     #[arg(long, env = "STEADFAST_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: crate::logging::LogFormat,
+    /// Threads that serve requests (the async runtime's workers), 1 to 1024. Default: half
+    /// the CPUs, at least 1: the event log's writer and the read-model indexer run on
+    /// threads of their own, and on a small machine every extra runtime thread costs more in
+    /// wake-ups between threads than it adds (README, "Benchmarks").
+    #[arg(long, env = "STEADFAST_RUNTIME_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    runtime_threads: Option<u16>,
+}
+
+/// The default of `steadfast server --runtime-threads`: half the CPUs, at least 1.
+pub fn default_runtime_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 #[derive(Subcommand, Debug)]
@@ -325,15 +336,48 @@ enum AdminCmd {
     Checkpoint,
 }
 
+/// Parses `args` (program name first), runs the command on a runtime of its own (for
+/// `server`, of `--runtime-threads` workers), returns the exit code.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match parse(args) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    let threads = match &cli.command {
+        Command::Server(a) => a
+            .runtime_threads
+            .map_or_else(default_runtime_threads, usize::from),
+        _ => 1,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build();
+    match rt {
+        Ok(rt) => rt.block_on(finish(cli)),
+        Err(e) => {
+            note(&format!("cannot start the async runtime: {e}"));
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}
+
 /// Parses `args` (program name first), runs the command, returns the exit code.
 pub async fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(exit::USAGE));
-        }
-    };
+    match parse(args) {
+        Ok(cli) => finish(cli).await,
+        Err(code) => code,
+    }
+}
+
+fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, ExitCode> {
+    Cli::try_parse_from(args).map_err(|e| {
+        let _ = e.print();
+        ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(exit::USAGE))
+    })
+}
+
+async fn finish(cli: Cli) -> ExitCode {
     match dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -379,6 +423,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                 ui_listen,
                 ui_read_only,
                 log_format,
+                runtime_threads: _,
             } = *args;
             let limits = crate::limits::Limits::parse(limits.iter().map(String::as_str))
                 .map_err(|e| Exit::usage(e.to_string()))?;

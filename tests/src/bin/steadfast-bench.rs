@@ -23,8 +23,19 @@ use steadfast_tests::bench::{dir_bytes, drive, pct, rss_kib, start_server, worke
 
 struct Row(String, String, String);
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// The worker and the clients run on as many runtime threads as the server does by default
+/// (half the CPUs, at least 1; `steadfast server --runtime-threads`), like the peer's service
+/// and load generator, each one Node.js event loop.
+fn main() -> Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?
+        .block_on(bench_main())
+}
+
+async fn bench_main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str| args.iter().skip_while(|a| *a != name).nth(1).cloned();
     // `--worker ADDR`: the bench worker alone, in its own process (the side-by-side rounds
