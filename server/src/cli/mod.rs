@@ -317,10 +317,11 @@ struct ServerArgs {
     /// fields). Payloads are never logged in either.
     #[arg(long, env = "STEADFAST_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: crate::logging::LogFormat,
-    /// Threads that serve requests (the async runtime's workers), 1 to 1024. Default: half
-    /// the CPUs, at least 1: the event log's writer and the read-model indexer run on
-    /// threads of their own, and on a small machine every extra runtime thread costs more in
-    /// wake-ups between threads than it adds (README, "Benchmarks").
+    /// Threads that serve requests (the async runtime's workers), 1 to 1024; 1 runs the
+    /// current-thread scheduler. Default: half the CPUs, at least 1: the event log's writer
+    /// and the read-model indexer run on threads of their own, and on a small machine every
+    /// extra runtime thread costs more in wake-ups between threads than it adds (README,
+    /// "Benchmarks").
     #[arg(long, env = "STEADFAST_RUNTIME_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     runtime_threads: Option<u16>,
 }
@@ -349,10 +350,20 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             .map_or_else(default_runtime_threads, usize::from),
         _ => 1,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build();
+    // One thread: the current-thread scheduler. (The multi-thread one with a single worker
+    // was as fast, but in about one benchmark round in eight one AwaitResult of a run that
+    // had completed was answered only at its 55 s deadline, the server idle meanwhile; not
+    // explained yet, and never seen with the current-thread scheduler or with two workers.)
+    let rt = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
     match rt {
         Ok(rt) => rt.block_on(finish(cli)),
         Err(e) => {
