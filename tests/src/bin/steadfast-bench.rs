@@ -24,15 +24,22 @@ use steadfast_tests::bench::{dir_bytes, drive, pct, rss_kib, start_server, worke
 struct Row(String, String, String);
 
 /// The worker and the clients run on as many runtime threads as the server does by default
-/// (half the CPUs, at least 1; `steadfast server --runtime-threads`), like the peer's service
-/// and load generator, each one Node.js event loop.
+/// (half the CPUs, at least 1, one being the current-thread scheduler; `steadfast server
+/// --runtime-threads`), like the peer's service and load generator, each one Node.js event
+/// loop.
 fn main() -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?
-        .block_on(bench_main())
+    let rt = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    rt.block_on(bench_main())
 }
 
 async fn bench_main() -> Result<()> {
