@@ -271,6 +271,16 @@ impl Core {
         })
     }
 
+    /// The WorkflowTaskStarted that hands the task scheduled at `scheduled_seq` to `worker`,
+    /// with this server's workflow-task timeout.
+    pub fn workflow_task_started(&self, scheduled_seq: u64, worker: &str) -> Event {
+        Event::WorkflowTaskStarted(WorkflowTaskStarted {
+            scheduled_seq,
+            worker: worker.to_string(),
+            timeout_ms: self.workflow_task_timeout_ms,
+        })
+    }
+
     /// Now, in ms since the epoch.
     pub fn now(&self) -> i64 {
         self.clock.now_ms()
@@ -444,11 +454,8 @@ impl Core {
                     not_before_ms: 0,
                 }));
                 if let Some(e) = eager.filter(|e| e.takes(&after)) {
-                    events.push(Event::WorkflowTaskStarted(WorkflowTaskStarted {
-                        scheduled_seq: state.last_seq + events.len() as u64,
-                        worker: e.worker.clone(),
-                        timeout_ms: self.workflow_task_timeout_ms,
-                    }));
+                    let scheduled_seq = state.last_seq + events.len() as u64;
+                    events.push(self.workflow_task_started(scheduled_seq, &e.worker));
                 }
             }
             let req = AppendRequest {

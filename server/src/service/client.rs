@@ -210,11 +210,7 @@ async fn sync_match_first_task(
     };
     events.insert(
         i + 1,
-        Event::WorkflowTaskStarted(ev::WorkflowTaskStarted {
-            scheduled_seq: i as u64 + 1,
-            worker: taken.worker().to_string(),
-            timeout_ms: core.workflow_task_timeout_ms,
-        }),
+        core.workflow_task_started(i as u64 + 1, taken.worker()),
     );
     Ok(Some(taken))
 }

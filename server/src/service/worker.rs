@@ -93,15 +93,9 @@ impl WorkerApi {
             .update(&key, true, |s, _| match &s.workflow_task {
                 WorkflowTask::Scheduled {
                     scheduled_seq: q, ..
-                } if *q == scheduled_seq && s.is_open() => {
-                    Ok(Some(vec![Event::WorkflowTaskStarted(
-                        ev::WorkflowTaskStarted {
-                            scheduled_seq,
-                            worker: worker.to_string(),
-                            timeout_ms: self.core.workflow_task_timeout_ms,
-                        },
-                    )]))
-                }
+                } if *q == scheduled_seq && s.is_open() => Ok(Some(vec![
+                    self.core.workflow_task_started(scheduled_seq, worker),
+                ])),
                 _ => Ok(None),
             })
             .await;
