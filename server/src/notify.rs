@@ -55,9 +55,21 @@ impl Notifier {
     }
 
     /// Announces that a run's history grew to `last_seq`.
+    ///
+    /// Appends to one run are pipelined (the next is committed while the last syncs), and on
+    /// a multi-thread runtime the tasks that announce them can run in either order once both
+    /// are durable. The channel only ever moves forward: an announcement older than the one
+    /// it holds would hide the newer one from a waiter that already saw the older seq, and that
+    /// waiter would sleep to its deadline with the run long closed.
     pub fn run_changed(&self, key: &RunKey, last_seq: u64) {
         if let Some(tx) = self.runs.lock().get(key) {
-            tx.send_replace(last_seq);
+            tx.send_if_modified(|seen| {
+                let newer = last_seq > *seen;
+                if newer {
+                    *seen = last_seq;
+                }
+                newer
+            });
         }
     }
 
@@ -179,5 +191,31 @@ mod tests {
         assert_eq!(*wa.rx.borrow(), 3);
         drop(wa);
         assert!(n.runs.lock().is_empty(), "no channel is left behind");
+    }
+
+    /// Two appends of one run announced out of order (seq 8, then the older 5) must not hide
+    /// the newer one from a waiter that saw seq 5: it wakes at once, not at its deadline.
+    #[tokio::test(start_paused = true)]
+    async fn an_older_announcement_does_not_hide_a_newer_one() {
+        let n = Notifier::default();
+        let key = RunKey::new("ns", RunId::new_v7());
+        let mut w = n.watch_run(&key);
+        n.run_changed(&key, 8);
+        n.run_changed(&key, 5);
+        assert_eq!(*w.rx.borrow(), 8, "the channel never moves backwards");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(55);
+        w.changed_after(5, deadline).await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the waiter that saw seq 5 slept to its deadline although seq 8 was announced"
+        );
+        // A repeated or older announcement wakes nobody.
+        n.run_changed(&key, 8);
+        let soon = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        w.changed_after(8, soon).await;
+        assert!(
+            tokio::time::Instant::now() >= soon,
+            "nothing newer than 8 was announced"
+        );
     }
 }

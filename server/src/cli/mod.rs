@@ -350,10 +350,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             .map_or_else(default_runtime_threads, usize::from),
         _ => 1,
     };
-    // One thread: the current-thread scheduler. (The multi-thread one with a single worker
-    // was as fast, but in about one benchmark round in eight one AwaitResult of a run that
-    // had completed was answered only at its 55 s deadline, the server idle meanwhile; not
-    // explained yet, and never seen with the current-thread scheduler or with two workers.)
+    // One thread: the current-thread scheduler; every wake-up stays on the thread that
+    // serves the requests. (The multi-thread scheduler with one worker is no faster. It once
+    // showed, in about one benchmark round in sixteen, an AwaitResult answered only at its
+    // deadline: two appends of one run announced out of order moved the run's watch channel
+    // backwards; `Notifier::run_changed` now only moves it forward.)
     let rt = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
