@@ -284,3 +284,141 @@ fn intact_frames_out_of_sequence_are_corruption() {
         assert!(err.contains("outside") || err.contains("missing"), "{err}");
     }
 }
+
+/// The OS's file system, except that `sync_data` waits while the gate is closed: a test
+/// holds the writer in its sync until its own tasks are parked.
+#[derive(Debug, Default)]
+struct GatedVfs {
+    closed: Arc<(parking_lot::Mutex<bool>, parking_lot::Condvar)>,
+}
+
+#[derive(Debug)]
+struct GatedFile {
+    file: Box<dyn vfs::VfsFile>,
+    closed: Arc<(parking_lot::Mutex<bool>, parking_lot::Condvar)>,
+}
+
+impl GatedVfs {
+    fn set_closed(&self, closed: bool) {
+        *self.closed.0.lock() = closed;
+        self.closed.1.notify_all();
+    }
+}
+
+impl vfs::VfsFile for GatedFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        let mut closed = self.closed.0.lock();
+        while *closed {
+            self.closed.1.wait(&mut closed);
+        }
+        self.file.sync_data()
+    }
+    fn sync_all(&self) -> std::io::Result<()> {
+        self.file.sync_all()
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+    fn preallocate(&self, len: u64) -> std::io::Result<()> {
+        self.file.preallocate(len)
+    }
+}
+
+impl Vfs for GatedVfs {
+    fn open(&self, path: &Path, mode: vfs::OpenMode) -> std::io::Result<Box<dyn vfs::VfsFile>> {
+        Ok(Box::new(GatedFile {
+            file: OsVfs.open(path, mode)?,
+            closed: Arc::clone(&self.closed),
+        }))
+    }
+    fn exists(&self, path: &Path) -> std::io::Result<bool> {
+        OsVfs.exists(path)
+    }
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        OsVfs.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        OsVfs.list(dir)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        OsVfs.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        OsVfs.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        OsVfs.sync_dir(dir)
+    }
+    fn lock(&self, path: &Path) -> std::io::Result<Box<dyn vfs::VfsLock>> {
+        OsVfs.lock(path)
+    }
+}
+
+/// Callers whose records became durable together all reach their answers before a task
+/// that the first of them wakes (in the server: the connection task that writes responses)
+/// runs, so that one socket write can carry all their responses ([`Durable::wait`]).
+#[test]
+fn every_caller_of_a_sync_resumes_before_the_task_the_first_one_wakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(GatedVfs::default());
+    let (log, _) = Log::open(LogConfig {
+        vfs: Arc::clone(&gate) as Arc<dyn Vfs>,
+        ..LogConfig::new(dir.path())
+    })
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let conn = Arc::new(tokio::sync::Notify::new());
+    rt.block_on(async {
+        // The writer takes `a` (and maybe `b`) and waits in its sync until every task parks.
+        gate.set_closed(true);
+        let a = log.submit(vec![(1, b"a".to_vec())]).unwrap();
+        let b = log.submit(vec![(1, b"b".to_vec())]).unwrap();
+        let last = b.last_lsn();
+        let (o, c) = (Arc::clone(&order), Arc::clone(&conn));
+        let writer = tokio::spawn(async move {
+            c.notified().await;
+            o.lock().push("connection");
+        });
+        let (o, c) = (Arc::clone(&order), Arc::clone(&conn));
+        let first = tokio::spawn(async move {
+            a.wait().await.unwrap();
+            o.lock().push("a");
+            c.notify_one();
+        });
+        let o = Arc::clone(&order);
+        let second = tokio::spawn(async move {
+            b.wait().await.unwrap();
+            o.lock().push("b");
+        });
+        // Let all three park, then hold the runtime's only thread until both are durable:
+        // both tickets are resolved, from the writer's thread, before any caller resumes.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        gate.set_closed(false);
+        while log.durable_lsn() < last {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        for t in [first, second, writer] {
+            t.await.unwrap();
+        }
+    });
+    // (tokio wakes yielded tasks last-in first-out, so `b` may come before `a`.)
+    let order = order.lock().clone();
+    assert_eq!(
+        order.last(),
+        Some(&"connection"),
+        "a caller of the sync resumed only after the task the first one woke: {order:?}"
+    );
+    assert_eq!(order.len(), 3, "{order:?}");
+}
