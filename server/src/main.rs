@@ -5,7 +5,7 @@ fn main() -> std::process::ExitCode {
     steadfast_server::cli::run(std::env::args_os())
 }
 
-/// jemalloc instead of glibc's malloc: a fifth of the server's CPU under load went to
+/// jemalloc instead of glibc's malloc: about a sixth of the server's CPU under load went to
 /// malloc/free (glibc's `malloc_consolidate` and chunk unlinking among the top symbols). Five
 /// interleaved pairs on the bench's throughput shape: +2-14% steps per second, server CPU per
 /// step -5 to -15%, peak RSS +8 MiB (63-70 to 72-77 MiB). mimalloc was tried earlier and
