@@ -133,16 +133,24 @@ pub struct RunWatch<'a> {
 }
 
 impl RunWatch<'_> {
-    /// Waits until the run's history passes `seen`, or the deadline.
+    /// Waits until the run's history passes `seen`, the deadline, or the server begins to
+    /// stop (the caller checks [`Notifier::is_stopping`]: a wait must not hold the shutdown
+    /// for its deadline).
     pub async fn changed_after(&mut self, seen: u64, deadline: tokio::time::Instant) {
+        let notifier = self.notifier;
+        let stopped = notifier.stopped();
+        tokio::pin!(stopped);
         loop {
             if *self.rx.borrow_and_update() > seen {
                 return;
             }
-            match tokio::time::timeout_at(deadline, self.rx.changed()).await {
-                Ok(Ok(())) => continue,
-                // Timed out, or the channel is gone: the caller re-reads the store.
-                _ => return,
+            tokio::select! {
+                changed = tokio::time::timeout_at(deadline, self.rx.changed()) => match changed {
+                    Ok(Ok(())) => continue,
+                    // Timed out, or the channel is gone: the caller re-reads the store.
+                    _ => return,
+                },
+                _ = &mut stopped => return,
             }
         }
     }
@@ -191,6 +199,27 @@ mod tests {
         assert_eq!(*wa.rx.borrow(), 3);
         drop(wa);
         assert!(n.runs.lock().is_empty(), "no channel is left behind");
+    }
+
+    /// A wait ends when the server begins to stop, not at its deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_ends_when_the_server_begins_to_stop() {
+        let n = Notifier::default();
+        let key = RunKey::new("ns", RunId::new_v7());
+        let mut w = n.watch_run(&key);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(55);
+        let wait = w.changed_after(0, deadline);
+        tokio::pin!(wait);
+        assert!(
+            futures::poll!(&mut wait).is_pending(),
+            "nothing happened yet"
+        );
+        n.stop();
+        wait.await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the wait held the shutdown until its deadline"
+        );
     }
 
     /// Two appends of one run announced out of order (seq 8, then the older 5) must not hide
