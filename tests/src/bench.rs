@@ -220,8 +220,10 @@ pub async fn drive_spread(
         let options = options.clone();
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
-            let h = c.start_workflow(wf, &input, options).await?;
-            let _: serde_json::Value = c.await_result(&h.run_id, Duration::from_secs(120)).await?;
+            // One call per run that closes within the wait, like the peer's ingress call.
+            let _: serde_json::Value = c
+                .execute_workflow(wf, &input, options, Duration::from_secs(120))
+                .await?;
             drop(permit);
             anyhow::Ok(t.elapsed().as_secs_f64() * 1e3)
         }));

@@ -327,6 +327,7 @@ async fn start(conn: &Conn, a: StartArgs) -> Outcome {
             .map(|m| json_payload("--memo", m))
             .transpose()?,
         traceparent: a.traceparent.unwrap_or_default(),
+        wait_result_ms: 0,
     };
     let r = conn
         .client()

@@ -60,6 +60,31 @@ pub async fn run_info(core: &Core, s: &RunState) -> Result<pb::RunInfo, Status> 
 }
 
 /// Starts a run (or returns the open run of its workflow id). Shared with signal-with-start.
+/// Waits until run `key` closes or `timeout_ms` (at most [`AWAIT_MS_MAX`]) passes, and
+/// answers with its state then; `None` when the server began to stop first.
+async fn wait_closed(
+    core: &Core,
+    key: &RunKey,
+    timeout_ms: u64,
+) -> Result<Option<pb::AwaitResultResponse>, Status> {
+    let mut changes = core.notify.watch_run(key);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(timeout_ms.min(AWAIT_MS_MAX));
+    loop {
+        let s = core.state(key).await?;
+        if !s.is_open() || tokio::time::Instant::now() >= deadline {
+            return Ok(Some(pb::AwaitResultResponse {
+                closed: !s.is_open(),
+                run: Some(run_info(core, &s).await?),
+            }));
+        }
+        changes.changed_after(s.last_seq, deadline).await;
+        if core.notify.is_stopping() {
+            return Ok(None);
+        }
+    }
+}
+
 pub async fn start(
     core: &Core,
     r: &pb::StartWorkflowRequest,
@@ -223,12 +248,25 @@ impl ClientService for ClientApi {
         &self,
         req: Request<pb::StartWorkflowRequest>,
     ) -> Result<Response<pb::StartWorkflowResponse>, Status> {
-        crate::auth::namespace(&req, &req.get_ref().namespace)?;
-        let (run_id, started) = start(&self.core, req.get_ref(), None).await?;
-        Ok(Response::new(pb::StartWorkflowResponse {
+        let r = req.get_ref();
+        crate::auth::namespace(&req, &r.namespace)?;
+        let (run_id, started) = start(&self.core, r, None).await?;
+        let mut resp = pb::StartWorkflowResponse {
             run_id: run_id.to_string(),
             started,
-        }))
+            ..Default::default()
+        };
+        if r.wait_result_ms > 0 {
+            let key = RunKey::new(validate::namespace(&r.namespace)?, run_id);
+            // The run is started whatever happens next: a stopping server answers with the
+            // run id alone (the caller waits with AwaitResult elsewhere), not with an error
+            // that would read as a failed start.
+            if let Some(done) = wait_closed(&self.core, &key, r.wait_result_ms).await? {
+                resp.closed = done.closed;
+                resp.run = done.run;
+            }
+        }
+        Ok(Response::new(resp))
     }
 
     async fn describe_run(
@@ -448,22 +486,8 @@ impl ClientService for ClientApi {
         let r = req.get_ref();
         crate::auth::namespace(&req, &r.namespace)?;
         let key = validate::run_key(&r.namespace, &r.run_id)?;
-        let mut changes = self.core.notify.watch_run(&key);
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(r.timeout_ms.min(AWAIT_MS_MAX));
-        loop {
-            let s = self.core.state(&key).await?;
-            if !s.is_open() || tokio::time::Instant::now() >= deadline {
-                return Ok(Response::new(pb::AwaitResultResponse {
-                    closed: !s.is_open(),
-                    run: Some(run_info(&self.core, &s).await?),
-                }));
-            }
-            changes.changed_after(s.last_seq, deadline).await;
-            if self.core.notify.is_stopping() {
-                return Err(stopping());
-            }
-        }
+        let done = wait_closed(&self.core, &key, r.timeout_ms).await?;
+        Ok(Response::new(done.ok_or_else(stopping)?))
     }
 
     async fn cancel_run(

@@ -217,6 +217,7 @@ impl Client {
             search_attributes: crate::search::list_to_proto(options.search_attributes),
             memo: options.memo.as_ref().map(payload::encode).transpose()?,
             traceparent: options.traceparent.unwrap_or_default(),
+            wait_result_ms: 0,
         })
     }
 
@@ -292,9 +293,45 @@ impl Client {
         run_id: &str,
         timeout: Duration,
     ) -> Result<O, Error> {
+        self.follow(run_id.to_owned(), false, Instant::now() + timeout)
+            .await
+    }
+
+    /// Starts a run of `workflow_type` with `input` and waits up to `timeout` for its result,
+    /// like [`Client::start_workflow`] then [`Client::await_result`], but a run that closes
+    /// within the wait takes one call, not two (the start waits on the server:
+    /// `StartWorkflowRequest.wait_result_ms`); a longer run, a successor after continue-as-new
+    /// or a server restart during the wait is followed with AwaitResult. As with
+    /// `start_workflow`, a failed start is not retried (give `options.request_id` to retry it
+    /// safely yourself).
+    pub async fn execute_workflow<O: DeserializeOwned>(
+        &self,
+        workflow_type: &str,
+        input: &(impl Serialize + ?Sized),
+        options: StartOptions,
+        timeout: Duration,
+    ) -> Result<O, Error> {
         let deadline = Instant::now() + timeout;
-        let mut run_id = run_id.to_owned();
-        let mut following = false;
+        let mut req = self.start_request(workflow_type, input, options)?;
+        req.wait_result_ms = timeout.min(AWAIT_POLL_MAX).as_millis() as u64;
+        let resp = self.service().start_workflow(req).await?.into_inner();
+        match resp.run.filter(|_| resp.closed) {
+            Some(run) => match closed(&resp.run_id, run)? {
+                Closed::Result(out) => Ok(out),
+                Closed::ContinuedTo(next) => self.follow(next, true, deadline).await,
+            },
+            None => self.follow(resp.run_id, false, deadline).await,
+        }
+    }
+
+    /// Waits for `run_id` (a successor named by continue-as-new when `following`) and the
+    /// runs it continued to, until `deadline`.
+    async fn follow<O: DeserializeOwned>(
+        &self,
+        mut run_id: String,
+        mut following: bool,
+        deadline: Instant,
+    ) -> Result<O, Error> {
         let mut backoff = Backoff::default();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -319,22 +356,15 @@ impl Client {
             };
             backoff.reset();
             if let Some(run) = resp.run.filter(|_| resp.closed) {
-                let successor = run.continued_to.clone();
-                if let Some(result) = outcome(run)? {
-                    return Ok(payload::decode(result.as_ref())?);
+                match closed(&run_id, run)? {
+                    Closed::Result(out) => return Ok(out),
+                    // Continued as new: follow the chain.
+                    Closed::ContinuedTo(next) => {
+                        run_id = next;
+                        following = true;
+                        continue;
+                    }
                 }
-                if successor.is_empty() {
-                    return Err(Error::Server {
-                        code: tonic::Code::Internal,
-                        message: format!(
-                            "run {run_id} continued as new, but its successor is not named"
-                        ),
-                    });
-                }
-                // Continued as new: follow the chain.
-                run_id = successor;
-                following = true;
-                continue;
             }
             if Instant::now() >= deadline {
                 return Err(Error::Timeout);
@@ -560,6 +590,29 @@ impl Client {
         }
         Ok(events)
     }
+}
+
+/// What a closed run gives its waiter.
+enum Closed<O> {
+    Result(O),
+    /// It continued as new: the successor to wait for.
+    ContinuedTo(String),
+}
+
+/// The result of closed run `run` (id `run_id`) decoded as `O`, the successor it continued
+/// to, or the error it ended with.
+fn closed<O: DeserializeOwned>(run_id: &str, run: pb::RunInfo) -> Result<Closed<O>, Error> {
+    let successor = run.continued_to.clone();
+    if let Some(result) = outcome(run)? {
+        return Ok(Closed::Result(payload::decode(result.as_ref())?));
+    }
+    if successor.is_empty() {
+        return Err(Error::Server {
+            code: tonic::Code::Internal,
+            message: format!("run {run_id} continued as new, but its successor is not named"),
+        });
+    }
+    Ok(Closed::ContinuedTo(successor))
 }
 
 /// The result of a closed run: `Some(result)` when completed, `None` when it continued as
