@@ -164,3 +164,41 @@ fn a_failed_peer_run_is_an_error_that_names_its_log() {
     assert_ne!(code, 0);
     assert!(err.contains("setup.sh"), "{err}");
 }
+
+#[test]
+fn profile_zero_prints_the_rate_and_where_a_run_waited() {
+    let (code, out, err) =
+        run_bounded(&mut bench(&["--profile-zero", "300"]), SMOKE_TIMEOUT).unwrap();
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let rate: f64 = out
+        .split_whitespace()
+        .next()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no rate first: {out}"));
+    assert!(rate > 0.0, "{out}");
+    assert!(out.contains("CPU per run: server"), "{out}");
+    // Every run went through its workflow task: the queue wait is one of the gaps printed.
+    let queued = out
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .starts_with("WorkflowTaskScheduled -> WorkflowTaskStarted:")
+        })
+        .unwrap_or_else(|| panic!("no queue-wait line: {out}"));
+    assert!(queued.contains("p50") && queued.contains("max"), "{out}");
+    assert!(
+        out.contains("WorkflowTaskCompleted -> RunCompleted"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_bad_profile_count_is_refused_with_a_message() {
+    let (code, _, err) =
+        run_bounded(&mut bench(&["--profile-zero", "many"]), SMOKE_TIMEOUT).unwrap();
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--profile-zero: give a whole number, not \"many\""),
+        "{err}"
+    );
+}

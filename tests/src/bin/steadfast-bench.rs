@@ -12,6 +12,8 @@
 //! `../shared/peers/restate` after its `./setup.sh`) and Steadfast on the same shapes,
 //! interleaved, and prints medians and ratios (see `steadfast_tests::peer`);
 //! `--steadfast-only` runs the same shapes on Steadfast alone.
+//! `--profile-zero N` runs only N zero-step runs (256 in flight) and prints where a run's time
+//! went, from its events' times; `--profile-seq N` one run of N sequential activities.
 //! Machines here are shared and noisy: compare medians and ratios, not single numbers.
 
 use std::sync::Arc;
@@ -62,8 +64,20 @@ async fn bench_main() -> Result<()> {
     }
     let quick = args.iter().any(|a| a == "--quick");
     // `--profile-seq N`: only N sequential activities in one run, for a profiler.
-    if let Some(n) = std::env::args().skip_while(|a| a != "--profile-seq").nth(1) {
-        return profile_seq(n.parse()?).await;
+    let count = |name: &str, v: String| {
+        v.parse::<usize>().map_err(|_| {
+            anyhow::anyhow!(
+                "{name}: give a whole number, not {:?}",
+                v.chars().take(20).collect::<String>()
+            )
+        })
+    };
+    if let Some(n) = flag("--profile-seq") {
+        return profile_seq(count("--profile-seq", n)?).await;
+    }
+    // `--profile-zero N`: only N zero-step runs, 256 in flight, for a profiler.
+    if let Some(n) = flag("--profile-zero") {
+        return profile_zero(count("--profile-zero", n)?).await;
     }
     let scale = |full: usize, small: usize| if quick { small } else { full };
     let tmp = tempfile::tempdir()?;
@@ -147,23 +161,9 @@ async fn bench_main() -> Result<()> {
     ));
 
     // 5. Zero-step runs started and completed.
-    // CPU per run, server and this process (the client and the worker) apart: what bounds
-    // the rate on a small machine.
-    let n = scale(10_000, 1_000);
-    let cpu = |pid: u32| steadfast_tests::bench::cpu_secs(pid);
-    let (server_cpu, own_cpu) = (cpu(server.child.id()), cpu(std::process::id()));
-    let t = Instant::now();
-    drive(&client, n, 256, "bench.zero", serde_json::json!(null)).await?;
-    let secs = t.elapsed().as_secs_f64();
-    let per_run_ms = |before: f64, pid: u32| (cpu(pid) - before) * 1e3 / n as f64;
     rows.push(Row(
         "zero-step runs started and completed".into(),
-        format!(
-            "{:.0} runs/s (CPU per run: server {:.3} ms, client + worker {:.3} ms)",
-            n as f64 / secs,
-            per_run_ms(server_cpu, server.child.id()),
-            per_run_ms(own_cpu, std::process::id()),
-        ),
+        zero_steps(&client, server.child.id(), scale(10_000, 1_000)).await?,
         ">= 10,000/s".into(),
     ));
 
@@ -229,7 +229,8 @@ async fn vs_restate(
     Ok(())
 }
 
-async fn profile_seq(n: u32) -> Result<()> {
+/// A server in a temp dir and a bench worker against it, for the profile modes.
+async fn profile_setup() -> Result<(tempfile::TempDir, steadfast_tests::bench::Server, Client)> {
     let tmp = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -241,6 +242,11 @@ async fn profile_seq(n: u32) -> Result<()> {
     tokio::spawn(async move {
         let _ = w.run().await;
     });
+    Ok((tmp, server, client))
+}
+
+async fn profile_seq(n: usize) -> Result<()> {
+    let (_tmp, _server, client) = profile_setup().await?;
     let t = Instant::now();
     drive(&client, 1, 1, "bench.seq", serde_json::json!(n)).await?;
     println!(
@@ -248,6 +254,57 @@ async fn profile_seq(n: u32) -> Result<()> {
         t.elapsed().as_secs_f64() * 1e3 / n as f64
     );
     Ok(())
+}
+
+async fn profile_zero(n: usize) -> Result<()> {
+    let (_tmp, server, client) = profile_setup().await?;
+    drive(&client, 200, 64, "bench.zero", serde_json::json!(null)).await?;
+    println!("{}", zero_steps(&client, server.child.id(), n).await?);
+    // Where a run's time went, from the event times of the newest 200 runs' histories (ms
+    // resolution): which gap between two events holds the waiting.
+    let (runs, _) = client
+        .list(steadfast_sdk::client::ListOptions {
+            page_size: 200,
+            ..Default::default()
+        })
+        .await?;
+    let mut gaps: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for r in &runs {
+        let h = client.history(&r.run_id).await?;
+        for w in h.windows(2) {
+            gaps.entry(format!("{:?} -> {:?}", w[0].kind(), w[1].kind()))
+                .or_default()
+                .push((w[1].time_ms - w[0].time_ms) as f64);
+        }
+    }
+    for (gap, mut ms) in gaps {
+        println!(
+            "  {gap}: p50 {} ms, p90 {} ms, max {} ms",
+            pct(&mut ms, 0.5),
+            pct(&mut ms, 0.9),
+            pct(&mut ms, 1.0)
+        );
+    }
+    Ok(())
+}
+
+/// `n` zero-step runs started and completed, 256 in flight: the rate, and the CPU per run of
+/// the server and of this process (the client and the worker) apart — what bounds the rate on
+/// a small machine.
+async fn zero_steps(client: &Client, server_pid: u32, n: usize) -> Result<String> {
+    let cpu = steadfast_tests::bench::cpu_secs;
+    let (server_cpu, own_cpu) = (cpu(server_pid), cpu(std::process::id()));
+    let t = Instant::now();
+    let mut lat = drive(client, n, 256, "bench.zero", serde_json::json!(null)).await?;
+    let secs = t.elapsed().as_secs_f64();
+    let per_run_ms = |before: f64, pid: u32| (cpu(pid) - before) * 1e3 / n as f64;
+    Ok(format!(
+        "{:.0} runs/s (a run's latency p50 {:.1} ms; CPU per run: server {:.3} ms, client + worker {:.3} ms)",
+        n as f64 / secs,
+        pct(&mut lat, 0.5),
+        per_run_ms(server_cpu, server_pid),
+        per_run_ms(own_cpu, std::process::id()),
+    ))
 }
 
 async fn drive_open(client: &Client, n: usize) -> Result<()> {
