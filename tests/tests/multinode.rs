@@ -250,12 +250,18 @@ fn work_a_dead_node_left_undone_is_finished_by_another() -> Result<()> {
         .await?;
         let old = RunKey::new("default", RunId::new_v7());
         let new_id = RunId::new_v7();
+        // Written now, with a workflow task timeout the test never reaches: the live node
+        // must have nothing to do on this run (a task started long ago with no time left
+        // was timed out by it between two of these appends, which then conflicted).
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64;
         let append = |next: u64, events: Vec<Event>| {
             store.append(AppendRequest {
                 key: old.clone(),
                 expected_next_seq: next,
                 events,
-                time_ms: 1_000,
+                time_ms: now_ms,
                 wait_durable: true,
             })
         };
@@ -285,7 +291,7 @@ fn work_a_dead_node_left_undone_is_finished_by_another() -> Result<()> {
             vec![Event::WorkflowTaskStarted(WorkflowTaskStarted {
                 scheduled_seq: 2,
                 worker: "w".into(),
-                timeout_ms: 0,
+                timeout_ms: 600_000,
             })],
         )
         .await?;
