@@ -194,11 +194,14 @@ fn profile_zero_prints_the_rate_and_where_a_run_waited() {
 
 #[test]
 fn a_bad_profile_count_is_refused_with_a_message() {
-    let (code, _, err) =
-        run_bounded(&mut bench(&["--profile-zero", "many"]), SMOKE_TIMEOUT).unwrap();
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("--profile-zero: give a whole number, not \"many\""),
-        "{err}"
-    );
+    for (flag, bad) in [("--profile-zero", "many"), ("--profile-seq", "0")] {
+        let (code, _, err) = run_bounded(&mut bench(&[flag, bad]), SMOKE_TIMEOUT).unwrap();
+        assert_ne!(code, 0);
+        assert!(
+            err.contains(&format!(
+                "{flag}: give a whole number of at least 1, not \"{bad}\""
+            )),
+            "{err}"
+        );
+    }
 }

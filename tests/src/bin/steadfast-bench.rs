@@ -65,9 +65,9 @@ async fn bench_main() -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     // `--profile-seq N`: only N sequential activities in one run, for a profiler.
     let count = |name: &str, v: String| {
-        v.parse::<usize>().map_err(|_| {
+        v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
             anyhow::anyhow!(
-                "{name}: give a whole number, not {:?}",
+                "{name}: give a whole number of at least 1, not {:?}",
                 v.chars().take(20).collect::<String>()
             )
         })
