@@ -457,6 +457,39 @@ impl Sim {
     }
 }
 
+/// What a long enough model run must have reached, and has not yet.
+fn not_covered(c: &Coverage) -> Vec<String> {
+    let mut missing = Vec::new();
+    for cat in [
+        "activity",
+        "timer",
+        "signal",
+        "budget",
+        "reconciliation",
+        "workflow_task",
+        "idle",
+    ] {
+        if !c.waiting.contains_key(cat) {
+            missing.push(format!("never waited on {cat}"));
+        }
+    }
+    for st in ["completed", "failed", "continued_as_new", "terminated"] {
+        if !c.closed.contains_key(st) {
+            missing.push(format!("no run ended {st}"));
+        }
+    }
+    if c.refused.len() < 10 {
+        missing.push(format!("few kinds refused: {:?}", c.refused));
+    }
+    if c.blocked_code == 0 {
+        missing.push("no command blocked".into());
+    }
+    if c.noop_cancels == 0 {
+        missing.push("no no-op cancel".into());
+    }
+    missing
+}
+
 #[test]
 fn every_open_run_progresses_or_names_what_it_waits_on() {
     let seed = std::env::var("TEST_SEED")
@@ -474,35 +507,30 @@ fn every_open_run_progresses_or_names_what_it_waits_on() {
         sim.step();
         sim.check();
     }
-    let c = &sim.cov;
-    println!("{c:#?}");
-    // A model that never reached these did not test what it claims to.
+    // A model that never reached every wait, ending and refusal did not test what it claims
+    // to. Some seeds reach the rarest (an outcome-unknown activity waiting on reconciliation)
+    // late: a full-length run goes on, checking every step, until all are reached, and fails
+    // if they are not within four times its length (about 1 seed in 100 needs more than
+    // STEPS_DEFAULT).
     if steps >= STEPS_DEFAULT {
-        for cat in [
-            "activity",
-            "timer",
-            "signal",
-            "budget",
-            "reconciliation",
-            "workflow_task",
-            "idle",
-        ] {
-            assert!(
-                c.waiting.contains_key(cat),
-                "seed {seed}: never waited on {cat}"
-            );
+        let mut extra = 0;
+        while !not_covered(&sim.cov).is_empty() && extra < 3 * steps {
+            sim.step();
+            sim.check();
+            extra += 1;
         }
-        for st in ["completed", "failed", "continued_as_new", "terminated"] {
-            assert!(c.closed.contains_key(st), "seed {seed}: no run ended {st}");
+        let c = &sim.cov;
+        println!("{c:#?}");
+        if extra > 0 {
+            println!("{extra} steps past {steps} to reach every case");
         }
+        let missing = not_covered(c);
         assert!(
-            c.refused.len() >= 10,
-            "seed {seed}: few kinds refused: {:?}",
-            c.refused
+            missing.is_empty(),
+            "seed {seed}, {} steps: {missing:?}",
+            steps + extra
         );
-        assert!(
-            c.blocked_code > 0 && c.noop_cancels > 0,
-            "seed {seed}: {c:?}"
-        );
+    } else {
+        println!("{:#?}", sim.cov);
     }
 }
