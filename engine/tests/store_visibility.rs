@@ -336,3 +336,66 @@ async fn nothing_shown_is_lost_in_a_power_cut() {
     let back = store.read_history(&key, 1, 100).await.unwrap();
     assert_eq!(&back[..seen.len()], &seen[..], "something shown was lost");
 }
+
+/// A refusal that an unsynced append explains (here: an event after an unsynced close) is not
+/// answered before that append is durable; if the power fails first, it is never answered as
+/// a refusal at all, and the run is open after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_not_explained_by_an_unsynced_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let sim = SimVfs::new();
+    let vfs = Arc::new(GatedVfs {
+        inner: sim.clone(),
+        gate: Arc::clone(&gate),
+    });
+    let (store, _) = EmbeddedStore::open(dir.path(), options(vfs)).unwrap();
+    let store = Arc::new(store);
+    let key = RunKey::new("default", RunId::new_v7());
+    store.append(req(&key, 1, vec![started()])).await.unwrap();
+
+    gate.close();
+    let close = {
+        let store = Arc::clone(&store);
+        let key = key.clone();
+        tokio::spawn(async move {
+            let terminated = Event::RunTerminated(event::RunTerminated {
+                reason: "visibility".into(),
+                identity: "v".into(),
+            });
+            store.append(req(&key, 2, vec![terminated])).await
+        })
+    };
+    held(&gate, 1).await;
+    // An appender at the seq after the close: the run it would be refused for is closed only
+    // in an append nobody has been told of.
+    let late = {
+        let store = Arc::clone(&store);
+        let key = key.clone();
+        tokio::spawn(async move { store.append(req(&key, 3, vec![signal("late")])).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let answered_early = late.is_finished();
+    // The power fails before the close's sync (the gate opens before any assertion, so a
+    // failing one does not leave the log writer held at it).
+    sim.crash();
+    gate.open();
+    let late = late.await.unwrap();
+    assert!(
+        !answered_early,
+        "a refusal answered from an unsynced close: {late:?}"
+    );
+    assert!(close.await.unwrap().is_err());
+    match late {
+        Err(Error::Illegal { .. }) => panic!("refused for a close that was never durable"),
+        Err(_) => {}
+        Ok(a) => panic!("appended after a close: {a:?}"),
+    }
+    drop(store);
+    let image = sim.after_crash(7);
+    let (store, _) = EmbeddedStore::open(dir.path(), options(Arc::new(image))).unwrap();
+    let back = store.read_history(&key, 1, 100).await.unwrap();
+    assert_eq!(back.len(), 1, "{back:?}");
+    let state = store.run_state(&key).await.unwrap().unwrap();
+    assert_eq!(state.status, steadfast_engine::state::RunStatus::Running);
+}

@@ -312,11 +312,14 @@ impl Inner {
         };
         let (durable, appended) = match committed {
             Ok(c) => c,
-            // A refusal that an unsynced append may explain (it moved the run on, or holds the
-            // workflow id) is answered only once that append is durable and published: the
-            // caller then re-reads a state that a crash cannot take back.
+            // A refusal that an unsynced append may explain (it moved the run on, closed it or
+            // made an event illegal, grew it to a limit, or holds the workflow id) is answered
+            // only once that append is durable and published: the caller then re-reads a state
+            // that a crash cannot take back.
             Err(
                 e @ (Error::Conflict { .. }
+                | Error::Illegal { .. }
+                | Error::HistoryLimit { .. }
                 | Error::WorkflowIdInUse { .. }
                 | Error::Duplicate { .. }),
             ) => {
