@@ -17,7 +17,7 @@ use steadfast_engine::ids::{RunId, RunKey};
 use steadfast_engine::log::sim::SimVfs;
 use steadfast_engine::log::vfs::{OpenMode, Vfs, VfsFile, VfsLock};
 use steadfast_engine::payload::Payload;
-use steadfast_engine::store::{AppendRequest, Error, RunFilter, Store, TaskKind};
+use steadfast_engine::store::{AppendRequest, Appended, Error, RunFilter, Store, TaskKind};
 
 /// Holds every `sync_data` while closed.
 #[derive(Debug, Default)]
@@ -155,6 +155,70 @@ fn req(key: &RunKey, next: u64, events: Vec<Event>) -> AppendRequest {
     }
 }
 
+/// A store whose log syncs can be held at `gate`, on a simulated disk that can lose power
+/// (`sim`), and the key of a run for the test.
+struct Gated {
+    dir: tempfile::TempDir,
+    gate: Arc<Gate>,
+    sim: SimVfs,
+    store: Arc<EmbeddedStore>,
+    key: RunKey,
+}
+
+fn gated() -> Gated {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let sim = SimVfs::new();
+    let vfs = Arc::new(GatedVfs {
+        inner: sim.clone(),
+        gate: Arc::clone(&gate),
+    });
+    let (store, _) = EmbeddedStore::open(dir.path(), options(vfs)).unwrap();
+    Gated {
+        dir,
+        gate,
+        sim,
+        store: Arc::new(store),
+        key: RunKey::new("default", RunId::new_v7()),
+    }
+}
+
+/// [`gated`], with the run started (durably).
+async fn gated_started() -> Gated {
+    let g = gated();
+    g.store
+        .append(req(&g.key, 1, vec![started()]))
+        .await
+        .unwrap();
+    g
+}
+
+impl Gated {
+    /// Drops the store (every task using it must be done) and opens what the power cut left
+    /// of its disk; the directory to keep for as long as that store is used.
+    fn after_power_cut(self) -> (tempfile::TempDir, EmbeddedStore) {
+        let Gated {
+            dir, sim, store, ..
+        } = self;
+        drop(store);
+        let image = sim.after_crash(7);
+        let (store, _) = EmbeddedStore::open(dir.path(), options(Arc::new(image))).unwrap();
+        (dir, store)
+    }
+}
+
+/// Appends in a task of its own, so that its sync can be held at the gate meanwhile.
+fn spawn_append(
+    store: &Arc<EmbeddedStore>,
+    key: &RunKey,
+    next: u64,
+    events: Vec<Event>,
+) -> tokio::task::JoinHandle<Result<Appended, Error>> {
+    let store = Arc::clone(store);
+    let req = req(key, next, events);
+    tokio::spawn(async move { store.append(req).await })
+}
+
 /// Waits (bounded) until `n` syncs are held at the gate.
 async fn held(gate: &Gate, n: usize) {
     for _ in 0..2_000 {
@@ -205,40 +269,24 @@ async fn shown(store: &EmbeddedStore, key: &RunKey) -> (usize, u64, bool, usize,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_is_shown_only_once_its_sync_is_done() {
-    let dir = tempfile::tempdir().unwrap();
-    let gate = Arc::new(Gate::default());
-    let sim = SimVfs::new();
-    let vfs = Arc::new(GatedVfs {
-        inner: sim.clone(),
-        gate: Arc::clone(&gate),
-    });
-    let (store, _) = EmbeddedStore::open(dir.path(), options(vfs)).unwrap();
-    let store = Arc::new(store);
-    let key = RunKey::new("default", RunId::new_v7());
+    // The directory and disk stay bound (not `..`) so that they outlive the store.
+    let Gated {
+        dir: _dir,
+        gate,
+        sim: _sim,
+        store,
+        key,
+    } = gated();
 
     // The run's start, with its sync held: nobody sees the run.
     gate.close();
-    let start = {
-        let store = Arc::clone(&store);
-        let key = key.clone();
-        tokio::spawn(async move { store.append(req(&key, 1, vec![started()])).await })
-    };
+    let start = spawn_append(&store, &key, 1, vec![started()]);
     held(&gate, 1).await;
     assert_eq!(shown(&store, &key).await, (0, 0, false, 0, false));
     // A second start of the same workflow id is not told about a run that may never exist:
     // it waits for the first start's sync (and then is refused, naming it).
-    let second = {
-        let store = Arc::clone(&store);
-        tokio::spawn(async move {
-            store
-                .append(req(
-                    &RunKey::new("default", RunId::new_v7()),
-                    1,
-                    vec![started()],
-                ))
-                .await
-        })
-    };
+    let other = RunKey::new("default", RunId::new_v7());
+    let second = spawn_append(&store, &other, 1, vec![started()]);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
         !second.is_finished(),
@@ -255,33 +303,22 @@ async fn an_append_is_shown_only_once_its_sync_is_done() {
     // A signal and a scheduled workflow task with their sync held: still not shown, and a
     // concurrent appender at the old seq queues behind them (expected-seq ordering).
     gate.close();
-    let s1 = {
-        let store = Arc::clone(&store);
-        let key = key.clone();
-        tokio::spawn(async move {
-            store
-                .append(req(
-                    &key,
-                    2,
-                    vec![
-                        signal("s1"),
-                        Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
-                            task_queue: "q".into(),
-                            attempt: 1,
-                            not_before_ms: 0,
-                        }),
-                    ],
-                ))
-                .await
-        })
-    };
+    let s1 = spawn_append(
+        &store,
+        &key,
+        2,
+        vec![
+            signal("s1"),
+            Event::WorkflowTaskScheduled(WorkflowTaskScheduled {
+                task_queue: "q".into(),
+                attempt: 1,
+                not_before_ms: 0,
+            }),
+        ],
+    );
     held(&gate, 1).await;
     assert_eq!(shown(&store, &key).await, (1, 1, true, 1, false));
-    let racer = {
-        let store = Arc::clone(&store);
-        let key = key.clone();
-        tokio::spawn(async move { store.append(req(&key, 2, vec![signal("late")])).await })
-    };
+    let racer = spawn_append(&store, &key, 2, vec![signal("late")]);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
         !racer.is_finished(),
@@ -297,42 +334,22 @@ async fn an_append_is_shown_only_once_its_sync_is_done() {
 /// fails before S2 is synced. What the reader was shown is all back after the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_shown_is_lost_in_a_power_cut() {
-    let dir = tempfile::tempdir().unwrap();
-    let gate = Arc::new(Gate::default());
-    let sim = SimVfs::new();
-    let vfs = Arc::new(GatedVfs {
-        inner: sim.clone(),
-        gate: Arc::clone(&gate),
-    });
-    let (store, _) = EmbeddedStore::open(dir.path(), options(vfs)).unwrap();
-    let store = Arc::new(store);
-    let key = RunKey::new("default", RunId::new_v7());
-    store.append(req(&key, 1, vec![started()])).await.unwrap();
-
-    gate.close();
-    let s1 = {
-        let store = Arc::clone(&store);
-        let key = key.clone();
-        tokio::spawn(async move { store.append(req(&key, 2, vec![signal("s1")])).await })
-    };
-    held(&gate, 1).await;
+    let g = gated_started().await;
+    g.gate.close();
+    let s1 = spawn_append(&g.store, &g.key, 2, vec![signal("s1")]);
+    held(&g.gate, 1).await;
     // S2 is appended while S1's sync is in flight: it builds on S1 (seq 3), unacknowledged.
-    let s2 = {
-        let store = Arc::clone(&store);
-        let key = key.clone();
-        tokio::spawn(async move { store.append(req(&key, 3, vec![signal("s2")])).await })
-    };
+    let s2 = spawn_append(&g.store, &g.key, 3, vec![signal("s2")]);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let seen = store.read_history(&key, 1, 100).await.unwrap();
+    let seen = g.store.read_history(&g.key, 1, 100).await.unwrap();
     assert_eq!(seen.len(), 1, "a reader was shown an unsynced signal");
     // The power fails: S1's sync and everything after it never happen.
-    sim.crash();
-    gate.open();
+    g.sim.crash();
+    g.gate.open();
     assert!(s1.await.unwrap().is_err());
     assert!(s2.await.unwrap().is_err());
-    drop(store);
-    let image = sim.after_crash(7);
-    let (store, _) = EmbeddedStore::open(dir.path(), options(Arc::new(image))).unwrap();
+    let key = g.key.clone();
+    let (_dir, store) = g.after_power_cut();
     let back = store.read_history(&key, 1, 100).await.unwrap();
     assert_eq!(&back[..seen.len()], &seen[..], "something shown was lost");
 }
@@ -342,44 +359,23 @@ async fn nothing_shown_is_lost_in_a_power_cut() {
 /// a refusal at all, and the run is open after the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_is_not_explained_by_an_unsynced_close() {
-    let dir = tempfile::tempdir().unwrap();
-    let gate = Arc::new(Gate::default());
-    let sim = SimVfs::new();
-    let vfs = Arc::new(GatedVfs {
-        inner: sim.clone(),
-        gate: Arc::clone(&gate),
+    let g = gated_started().await;
+    g.gate.close();
+    let terminated = Event::RunTerminated(event::RunTerminated {
+        reason: "visibility".into(),
+        identity: "v".into(),
     });
-    let (store, _) = EmbeddedStore::open(dir.path(), options(vfs)).unwrap();
-    let store = Arc::new(store);
-    let key = RunKey::new("default", RunId::new_v7());
-    store.append(req(&key, 1, vec![started()])).await.unwrap();
-
-    gate.close();
-    let close = {
-        let store = Arc::clone(&store);
-        let key = key.clone();
-        tokio::spawn(async move {
-            let terminated = Event::RunTerminated(event::RunTerminated {
-                reason: "visibility".into(),
-                identity: "v".into(),
-            });
-            store.append(req(&key, 2, vec![terminated])).await
-        })
-    };
-    held(&gate, 1).await;
+    let close = spawn_append(&g.store, &g.key, 2, vec![terminated]);
+    held(&g.gate, 1).await;
     // An appender at the seq after the close: the run it would be refused for is closed only
     // in an append nobody has been told of.
-    let late = {
-        let store = Arc::clone(&store);
-        let key = key.clone();
-        tokio::spawn(async move { store.append(req(&key, 3, vec![signal("late")])).await })
-    };
+    let late = spawn_append(&g.store, &g.key, 3, vec![signal("late")]);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let answered_early = late.is_finished();
     // The power fails before the close's sync (the gate opens before any assertion, so a
     // failing one does not leave the log writer held at it).
-    sim.crash();
-    gate.open();
+    g.sim.crash();
+    g.gate.open();
     let late = late.await.unwrap();
     assert!(
         !answered_early,
@@ -391,9 +387,8 @@ async fn a_refusal_is_not_explained_by_an_unsynced_close() {
         Err(_) => {}
         Ok(a) => panic!("appended after a close: {a:?}"),
     }
-    drop(store);
-    let image = sim.after_crash(7);
-    let (store, _) = EmbeddedStore::open(dir.path(), options(Arc::new(image))).unwrap();
+    let key = g.key.clone();
+    let (_dir, store) = g.after_power_cut();
     let back = store.read_history(&key, 1, 100).await.unwrap();
     assert_eq!(back.len(), 1, "{back:?}");
     let state = store.run_state(&key).await.unwrap().unwrap();
